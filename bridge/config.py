@@ -1,0 +1,545 @@
+"""Configuration: TOML validated once into frozen objects; every problem names its key path.
+
+No globals: `load_config(path)` returns a `Config` that is passed to whatever needs it.
+Secrets may be given as `{ env = "NAME" }` instead of a literal string; they are never logged.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, TypeVar
+
+T = TypeVar("T")
+
+DEFAULT_CONFIG_PATH = Path("conf/bridge.toml")
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 2525
+    domains: tuple[str, ...] = ("sms.localhost",)
+    lmtp: bool = False
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    require_tls: bool = False
+    # AUTH without TLS is only allowed when the listener is loopback and this is set.
+    auth_without_tls_on_loopback: bool = True
+    max_recipients: int = 100
+    max_message_bytes: int = 1_048_576
+    subject: str = "prepend"  # prepend | ignore | only-if-body-empty
+    too_long: str = "reject"  # reject | truncate
+    hostname: str = "sms-bridge.localhost"
+    max_connections_per_client: int = 20
+    command_timeout_s: float = 300.0
+
+
+@dataclass(frozen=True)
+class SoapConfig:
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8080
+    path: str = "/soap"
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    max_request_bytes: int = 1_048_576
+    max_recipients: int = 1000
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    url: str = "sqlite:///var/bridge.db"
+    # Group commit: an accept waits at most this long for companions before the fsync.
+    commit_interval_ms: float = 2.0
+    commit_max_batch: int = 2000
+
+
+@dataclass(frozen=True)
+class SmscConfig:
+    name: str
+    host: str = "127.0.0.1"
+    port: int = 2775
+    system_id: str = "bridge"
+    password: str = field(default="", repr=False)
+    system_type: str = ""
+    bind: str = "transceiver"  # transceiver | transmitter+receiver
+    window: int = 10
+    max_tps: float = 0.0  # 0 = unlimited
+    enquire_link_s: float = 30.0
+    response_timeout_s: float = 10.0
+    reconnect_min_s: float = 0.5
+    reconnect_max_s: float = 30.0
+    tls: bool = False
+    tls_ca: str | None = None  # trust this CA file instead of the system store
+    tls_verify_hostname: bool = True
+    prefixes: tuple[str, ...] = ()  # empty = catch-all
+    id_format: str = "auto"  # auto | hex | dec
+    concat: str = "udh8"  # udh8 | udh16 | sar | payload
+    source_ton_short_code: int = 3
+    source_npi_short_code: int = 0
+
+
+@dataclass(frozen=True)
+class SimulatorConfig:
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 2775
+    system_id: str = "bridge"
+    password: str = field(default="secret", repr=False)
+    receipts: bool = True
+    receipt_delay_s: float = 0.05
+    id_format: str = "hex"  # form of ids in submit_sm_resp: hex | dec
+    receipt_id_format: str = "dec"  # form of ids in the receipt: hex | dec | padded
+    throttle_every: int = 0  # answer every Nth submit with 0x58
+    fail_receipt_every: int = 0  # every Nth receipt is UNDELIV
+    drop_after: int = 0  # close the connection after N submits (once)
+    response_delay_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    duplicate_window_s: float = 60.0
+    flood_max: int = 50
+    flood_gap_s: float = 30.0
+    max_parts: int = 10
+    auto_encodings: tuple[str, ...] = ("gsm7", "latin1", "ucs2")
+    validity_default_minutes: int = 2880
+    retry_max: int = 8
+    retry_base_s: float = 1.0
+    retry_max_s: float = 300.0
+    part_deadline_s: float = 60.0  # all parts of one message go within this
+
+
+@dataclass(frozen=True)
+class AccountConfig:
+    name: str
+    password: str | None = field(default=None, repr=False)
+    password_hash: str | None = field(default=None, repr=False)
+    senders: tuple[str, ...] = ()
+    default_sender: str | None = None
+    default_region: str = "GB"
+    rate_per_s: float = 15.0
+    quota: int = 0  # 0 = unlimited
+    smtp_from: tuple[str, ...] = ()
+    relay_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    mobile_only: bool = False
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "info"
+
+
+@dataclass(frozen=True)
+class Config:
+    smtp: SmtpConfig = SmtpConfig()
+    soap: SoapConfig = SoapConfig()
+    store: StoreConfig = StoreConfig()
+    smsc: tuple[SmscConfig, ...] = ()
+    simulator: SimulatorConfig = SimulatorConfig()
+    policy: PolicyConfig = PolicyConfig()
+    accounts: tuple[AccountConfig, ...] = ()
+    log: LogConfig = LogConfig()
+    base_dir: Path = Path(".")
+
+    def account(self, name: str) -> AccountConfig | None:
+        for acct in self.accounts:
+            if acct.name == name:
+                return acct
+        return None
+
+
+class ConfigError(Exception):
+    """All problems found in one config, each prefixed with its key path."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+# ---------------------------------------------------------------- validation
+
+
+class _Reader:
+    """Reads one TOML table, collecting problems instead of stopping at the first."""
+
+    def __init__(self, table: Mapping[str, Any], path: str, problems: list[str],
+                 env: Mapping[str, str]) -> None:
+        self.table = table
+        self.path = path
+        self.problems = problems
+        self.env = env
+        self.used: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def fail(self, name: str, message: str) -> None:
+        self.problems.append(f"{self.key(name)}: {message}")
+
+    def get(self, name: str, kind: type[T] | tuple[type, ...], default: T,
+            check: Callable[[Any], str | None] | None = None) -> T:
+        self.used.add(name)
+        if name not in self.table:
+            return default
+        value = self.table[name]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(value, bool) and kind is not bool:
+            self.fail(name, f"must be {_kind_name(kind)}, got a boolean")
+            return default
+        if not isinstance(value, kind):
+            self.fail(name, f"must be {_kind_name(kind)}, got {type(value).__name__}")
+            return default
+        if check is not None:
+            problem = check(value)
+            if problem:
+                self.fail(name, problem)
+                return default
+        return value  # type: ignore[return-value]
+
+    def secret(self, name: str) -> str | None:
+        """A literal string or `{ env = "VAR" }`; the value is never echoed in a problem."""
+        self.used.add(name)
+        if name not in self.table:
+            return None
+        value = self.table[name]
+        if isinstance(value, str):
+            return value
+        if isinstance(value, dict) and set(value) == {"env"} and isinstance(value["env"], str):
+            var = value["env"]
+            if var not in self.env:
+                self.fail(name, f"environment variable {var} is not set")
+                return None
+            return self.env[var]
+        self.fail(name, 'must be a string or { env = "VARIABLE" }')
+        return None
+
+    def strings(self, name: str, default: tuple[str, ...] = (),
+                check: Callable[[str], str | None] | None = None) -> tuple[str, ...]:
+        self.used.add(name)
+        if name not in self.table:
+            return default
+        value = self.table[name]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            self.fail(name, "must be a list of strings")
+            return default
+        if check is not None:
+            for i, item in enumerate(value):
+                problem = check(item)
+                if problem:
+                    self.problems.append(f"{self.key(name)}[{i}]: {problem}")
+        return tuple(value)
+
+    def listen(self, name: str, default_host: str, default_port: int) -> tuple[str, int]:
+        raw = self.get(name, str, f"{default_host}:{default_port}")
+        host, sep, port = raw.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            self.fail(name, f'must be "host:port" with a port 0..65535, got "{raw}"')
+            return default_host, default_port
+        return host.strip("[]") or "127.0.0.1", int(port)
+
+    def finish(self) -> None:
+        for name in self.table:
+            if name not in self.used:
+                self.fail(name, "unknown key")
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+             list: "a list", dict: "a table"}
+    if isinstance(kind, tuple):
+        return " or ".join(names.get(k, k.__name__) for k in kind)
+    return names.get(kind, kind.__name__)
+
+
+def _between(lo: float, hi: float) -> Callable[[Any], str | None]:
+    return lambda v: None if lo <= v <= hi else f"must be {lo:g}..{hi:g}"
+
+
+def _one_of(*choices: str) -> Callable[[Any], str | None]:
+    return lambda v: None if v in choices else "must be one of " + ", ".join(
+        f'"{c}"' for c in choices)
+
+
+def _sub(root: Mapping[str, Any], name: str, problems: list[str],
+         env: Mapping[str, str]) -> _Reader:
+    table = root.get(name, {})
+    if not isinstance(table, dict):
+        problems.append(f"{name}: must be a table")
+        table = {}
+    return _Reader(table, name, problems, env)
+
+
+def _smtp(r: _Reader) -> SmtpConfig:
+    d = SmtpConfig()
+    host, port = r.listen("listen", d.listen_host, d.listen_port)
+    cfg = SmtpConfig(
+        listen_host=host, listen_port=port,
+        domains=tuple(x.lower() for x in r.strings("domains", d.domains)),
+        lmtp=r.get("lmtp", bool, d.lmtp),
+        tls_cert=r.get("tls_cert", str, None), tls_key=r.get("tls_key", str, None),  # type: ignore[arg-type]
+        require_tls=r.get("require_tls", bool, d.require_tls),
+        auth_without_tls_on_loopback=r.get("auth_without_tls_on_loopback", bool,
+                                           d.auth_without_tls_on_loopback),
+        max_recipients=r.get("max_recipients", int, d.max_recipients, _between(1, 10_000)),
+        max_message_bytes=r.get("max_message_bytes", int, d.max_message_bytes,
+                                _between(1024, 100 * 1024 * 1024)),
+        subject=r.get("subject", str, d.subject, _one_of("prepend", "ignore", "only-if-body-empty")),
+        too_long=r.get("too_long", str, d.too_long, _one_of("reject", "truncate")),
+        hostname=r.get("hostname", str, d.hostname),
+        max_connections_per_client=r.get("max_connections_per_client", int,
+                                         d.max_connections_per_client, _between(1, 10_000)),
+        command_timeout_s=r.get("command_timeout_s", float, d.command_timeout_s,
+                                _between(1, 3600)),
+    )
+    if not cfg.domains:
+        r.fail("domains", "must name at least one domain")
+    if (cfg.tls_cert is None) != (cfg.tls_key is None):
+        r.fail("tls_key", "tls_cert and tls_key go together")
+    if cfg.require_tls and cfg.tls_cert is None:
+        r.fail("require_tls", "needs tls_cert and tls_key")
+    r.finish()
+    return cfg
+
+
+def _soap(r: _Reader) -> SoapConfig:
+    d = SoapConfig()
+    host, port = r.listen("listen", d.listen_host, d.listen_port)
+    cfg = SoapConfig(
+        listen_host=host, listen_port=port,
+        path=r.get("path", str, d.path, lambda v: None if v.startswith("/") else 'must start with "/"'),
+        tls_cert=r.get("tls_cert", str, None), tls_key=r.get("tls_key", str, None),  # type: ignore[arg-type]
+        max_request_bytes=r.get("max_request_bytes", int, d.max_request_bytes,
+                                _between(1024, 64 * 1024 * 1024)),
+        max_recipients=r.get("max_recipients", int, d.max_recipients, _between(1, 100_000)),
+    )
+    if (cfg.tls_cert is None) != (cfg.tls_key is None):
+        r.fail("tls_key", "tls_cert and tls_key go together")
+    r.finish()
+    return cfg
+
+
+def _store(r: _Reader) -> StoreConfig:
+    d = StoreConfig()
+
+    def check_url(url: str) -> str | None:
+        if url.startswith("sqlite:///"):
+            return None
+        if url.startswith(("postgresql://", "postgres://")):
+            return "PostgreSQL is not implemented yet; use sqlite:///PATH"
+        return 'must be "sqlite:///PATH" or "postgresql://…"'
+
+    cfg = StoreConfig(
+        url=r.get("url", str, d.url, check_url),
+        commit_interval_ms=r.get("commit_interval_ms", float, d.commit_interval_ms,
+                                 _between(0, 1000)),
+        commit_max_batch=r.get("commit_max_batch", int, d.commit_max_batch, _between(1, 100_000)),
+    )
+    r.finish()
+    return cfg
+
+
+def _smsc(r: _Reader, index: int) -> SmscConfig:
+    d = SmscConfig(name="")
+    name = r.get("name", str, f"smsc{index}")
+    cfg = SmscConfig(
+        name=name,
+        host=r.get("host", str, d.host),
+        port=r.get("port", int, d.port, _between(1, 65535)),
+        system_id=r.get("system_id", str, d.system_id,
+                        lambda v: None if 0 < len(v) <= 15 else "must be 1..15 characters"),
+        password=r.secret("password") or "",
+        system_type=r.get("system_type", str, d.system_type,
+                          lambda v: None if len(v) <= 12 else "must be at most 12 characters"),
+        bind=r.get("bind", str, d.bind, _one_of("transceiver", "transmitter+receiver")),
+        window=r.get("window", int, d.window, _between(1, 1000)),
+        max_tps=r.get("max_tps", float, d.max_tps, _between(0, 100_000)),
+        enquire_link_s=r.get("enquire_link_s", float, d.enquire_link_s, _between(1, 3600)),
+        response_timeout_s=r.get("response_timeout_s", float, d.response_timeout_s,
+                                 _between(0.1, 600)),
+        reconnect_min_s=r.get("reconnect_min_s", float, d.reconnect_min_s, _between(0.01, 600)),
+        reconnect_max_s=r.get("reconnect_max_s", float, d.reconnect_max_s, _between(0.01, 3600)),
+        tls=r.get("tls", bool, d.tls),
+        tls_ca=r.get("tls_ca", str, None),  # type: ignore[arg-type]
+        tls_verify_hostname=r.get("tls_verify_hostname", bool, d.tls_verify_hostname),
+        prefixes=r.strings("prefixes", (), lambda p: None if p.startswith("+") and p[1:].isdigit()
+                           else 'must be "+" followed by digits'),
+        id_format=r.get("id_format", str, d.id_format, _one_of("auto", "hex", "dec")),
+        concat=r.get("concat", str, d.concat, _one_of("udh8", "udh16", "sar", "payload")),
+        source_ton_short_code=r.get("source_ton_short_code", int, d.source_ton_short_code,
+                                    _between(0, 6)),
+        source_npi_short_code=r.get("source_npi_short_code", int, d.source_npi_short_code,
+                                    _between(0, 18)),
+    )
+    if r.get("password", str, "") == "" and "password" not in r.table:
+        pass  # an empty password is legal in SMPP
+    r.finish()
+    return cfg
+
+
+def _simulator(r: _Reader) -> SimulatorConfig:
+    d = SimulatorConfig()
+    cfg = SimulatorConfig(
+        enabled=r.get("enabled", bool, d.enabled),
+        host=r.get("host", str, d.host),
+        port=r.get("port", int, d.port, _between(0, 65535)),
+        system_id=r.get("system_id", str, d.system_id),
+        password=r.secret("password") or d.password,
+        receipts=r.get("receipts", bool, d.receipts),
+        receipt_delay_s=r.get("receipt_delay_s", float, d.receipt_delay_s, _between(0, 3600)),
+        id_format=r.get("id_format", str, d.id_format, _one_of("hex", "dec")),
+        receipt_id_format=r.get("receipt_id_format", str, d.receipt_id_format,
+                                _one_of("hex", "dec", "padded")),
+        throttle_every=r.get("throttle_every", int, d.throttle_every, _between(0, 1_000_000)),
+        fail_receipt_every=r.get("fail_receipt_every", int, d.fail_receipt_every,
+                                 _between(0, 1_000_000)),
+        drop_after=r.get("drop_after", int, d.drop_after, _between(0, 1_000_000_000)),
+        response_delay_s=r.get("response_delay_s", float, d.response_delay_s, _between(0, 60)),
+    )
+    r.finish()
+    return cfg
+
+
+def _policy(r: _Reader) -> PolicyConfig:
+    d = PolicyConfig()
+    cfg = PolicyConfig(
+        duplicate_window_s=r.get("duplicate_window_s", float, d.duplicate_window_s,
+                                 _between(0, 86400 * 7)),
+        flood_max=r.get("flood_max", int, d.flood_max, _between(0, 1_000_000)),
+        flood_gap_s=r.get("flood_gap_s", float, d.flood_gap_s, _between(0, 86400)),
+        max_parts=r.get("max_parts", int, d.max_parts, _between(1, 255)),
+        auto_encodings=r.strings("auto_encodings", d.auto_encodings,
+                                 _one_of("gsm7", "latin1", "ucs2")),
+        validity_default_minutes=r.get("validity_default_minutes", int,
+                                       d.validity_default_minutes, _between(1, 60 * 24 * 30)),
+        retry_max=r.get("retry_max", int, d.retry_max, _between(0, 1000)),
+        retry_base_s=r.get("retry_base_s", float, d.retry_base_s, _between(0.001, 3600)),
+        retry_max_s=r.get("retry_max_s", float, d.retry_max_s, _between(0.001, 86400)),
+        part_deadline_s=r.get("part_deadline_s", float, d.part_deadline_s, _between(1, 3600)),
+    )
+    if "ucs2" not in cfg.auto_encodings:
+        r.fail("auto_encodings", 'must include "ucs2" so every text has an exact encoding')
+    r.finish()
+    return cfg
+
+
+def _account(r: _Reader, index: int) -> AccountConfig:
+    d = AccountConfig(name="")
+    name = r.get("name", str, "", lambda v: None if v else "must not be empty")
+    if "name" not in r.table:
+        r.fail("name", "is required")
+
+    def check_network(text: str) -> str | None:
+        try:
+            ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            return f'"{text}" is not an IP network'
+        return None
+
+    networks = r.strings("relay_networks", (), check_network)
+    parsed: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    for text in networks:
+        try:
+            parsed.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            pass
+    password = r.secret("password")
+    password_hash = r.secret("password_hash")
+    if password is not None and password_hash is not None:
+        r.fail("password_hash", "give password or password_hash, not both")
+    cfg = AccountConfig(
+        name=name,
+        password=password,
+        password_hash=password_hash,
+        senders=r.strings("senders"),
+        default_sender=r.get("default_sender", str, None),  # type: ignore[arg-type]
+        default_region=r.get("default_region", str, d.default_region,
+                             lambda v: None if len(v) == 2 and v.isalpha() and v.isupper()
+                             else "must be an ISO 3166 alpha-2 region such as \"GB\""),
+        rate_per_s=r.get("rate_per_s", float, d.rate_per_s, _between(0, 100_000)),
+        quota=r.get("quota", int, d.quota, _between(0, 10**12)),
+        smtp_from=tuple(x.lower() for x in r.strings("smtp_from")),
+        relay_networks=tuple(parsed),
+        mobile_only=r.get("mobile_only", bool, d.mobile_only),
+    )
+    r.finish()
+    return cfg
+
+
+def _tables(root: Mapping[str, Any], name: str, problems: list[str]) -> list[dict[str, Any]]:
+    value = root.get(name, [])
+    if isinstance(value, dict):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        problems.append(f"{name}: must be an array of tables ([[{name}]])")
+        return []
+    return value
+
+
+def parse_config(data: Mapping[str, Any], *, base_dir: Path = Path("."),
+                 env: Mapping[str, str] | None = None) -> Config:
+    """Validate a parsed TOML document; raise ConfigError listing every problem."""
+    env = os.environ if env is None else env
+    problems: list[str] = []
+    known = {"smtp", "soap", "store", "smsc", "simulator", "policy", "account", "log"}
+    for key in data:
+        if key not in known:
+            problems.append(f"{key}: unknown section")
+    smtp = _smtp(_sub(data, "smtp", problems, env))
+    soap = _soap(_sub(data, "soap", problems, env))
+    store = _store(_sub(data, "store", problems, env))
+    simulator = _simulator(_sub(data, "simulator", problems, env))
+    policy = _policy(_sub(data, "policy", problems, env))
+    log_reader = _sub(data, "log", problems, env)
+    log = LogConfig(level=log_reader.get("level", str, "info",
+                                         _one_of("debug", "info", "warning", "error")))
+    log_reader.finish()
+    smscs = tuple(_smsc(_Reader(t, f"smsc[{i}]", problems, env), i)
+                  for i, t in enumerate(_tables(data, "smsc", problems)))
+    accounts = tuple(_account(_Reader(t, f"account[{i}]", problems, env), i)
+                     for i, t in enumerate(_tables(data, "account", problems)))
+    for label, names in (("smsc", [s.name for s in smscs]), ("account", [a.name for a in accounts])):
+        seen: set[str] = set()
+        for i, name in enumerate(names):
+            if name in seen:
+                problems.append(f"{label}[{i}].name: duplicate name \"{name}\"")
+            seen.add(name)
+    for i, acct in enumerate(accounts):
+        if acct.password is None and acct.password_hash is None and not acct.relay_networks:
+            problems.append(f"account[{i}]: needs password, password_hash or relay_networks")
+        if acct.default_sender is not None and acct.senders and \
+                acct.default_sender not in acct.senders:
+            problems.append(f"account[{i}].default_sender: must be one of senders")
+    if not smscs and not simulator.enabled:
+        problems.append("smsc: at least one [[smsc]] is required unless [simulator] is enabled")
+    if problems:
+        raise ConfigError(problems)
+    return Config(smtp=smtp, soap=soap, store=store, smsc=smscs, simulator=simulator,
+                  policy=policy, accounts=accounts, log=log, base_dir=base_dir)
+
+
+def load_config(path: Path | str = DEFAULT_CONFIG_PATH,
+                env: Mapping[str, str] | None = None) -> Config:
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read ({exc.strerror})"]) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+    return parse_config(data, base_dir=path.resolve().parent.parent, env=env)
+
+
+def effective_smscs(config: Config) -> tuple[SmscConfig, ...]:
+    """The [[smsc]] list, or one entry pointing at the embedded simulator when none is given."""
+    if config.smsc:
+        return config.smsc
+    sim = config.simulator
+    return (SmscConfig(name="simulator", host=sim.host, port=sim.port,
+                       system_id=sim.system_id, password=sim.password, window=50),)
