@@ -1,0 +1,51 @@
+"""Prometheus metrics on an own registry (no globals), rendered by GET /metrics."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self._accepted = Counter("sms_bridge_accepted", "Messages accepted, by ingress",
+                                 ["ingress"], registry=self.registry)
+        self._rejected = Counter("sms_bridge_rejected", "Recipients refused, by ingress and error",
+                                 ["ingress", "error"], registry=self.registry)
+        self._submit_latency = Histogram(
+            "sms_bridge_submit_latency_seconds", "submit_sm to submit_sm_resp",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry)
+        self._submits = Counter("sms_bridge_submits", "submit_sm results by status",
+                                ["smsc", "status"], registry=self.registry)
+        self._binds_up = Gauge("sms_bridge_binds_up", "1 when the SMSC bind is up", ["smsc"],
+                               registry=self.registry)
+        self._receipts = Counter("sms_bridge_receipts", "Delivery receipts by outcome",
+                                 ["state"], registry=self.registry)
+        self._queue_depth = Gauge("sms_bridge_queue_depth", "Messages waiting for the upstream",
+                                  registry=self.registry)
+
+    def accepted(self, ingress: str, n: int = 1) -> None:
+        self._accepted.labels(ingress).inc(n)
+
+    def rejected(self, ingress: str, error: str, n: int = 1) -> None:
+        self._rejected.labels(ingress, error).inc(n)
+
+    def submit_result(self, smsc: str, status: str, latency_s: float) -> None:
+        self._submits.labels(smsc, status).inc()
+        self._submit_latency.observe(latency_s)
+
+    def receipt(self, state: str) -> None:
+        self._receipts.labels(state).inc()
+
+    def set_binds_up(self, smsc: str, up: bool) -> None:
+        self._binds_up.labels(smsc).set(1 if up else 0)
+
+    def set_queue_depth_source(self, source: Callable[[], int]) -> None:
+        self._queue_depth.set_function(lambda: float(source()))
+
+    def render(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,369 @@
+"""The one entry point both ingresses call: plan via the core, apply policy, persist, return ids.
+
+No wire formats here: adapters build a `SubmitRequest`, get `RecipientResult`s back and turn
+`BridgeError`s into their own replies through the error table.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import hmac
+import ipaddress
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from bridge.config import AccountConfig, Config
+from bridge.core.addresses import normalise_recipient, parse_sender
+from bridge.core.encoding import Encoding
+from bridge.core.errors import BridgeError, ErrorName
+from bridge.core.model import Address
+from bridge.core.policy import Bucket, FloodRun, duplicate_digest, flood_check, quota_left, take
+from bridge.core.segmentation import ConcatMode, SegmentPlan, plan_message
+from bridge.core.states import MessageState, PartState
+from bridge.store.base import (
+    MessageView,
+    NewMessage,
+    NewPart,
+    OutboundMessage,
+    OutboundPart,
+    Store,
+)
+
+PAGE_SIZE = 25
+
+
+@dataclass(frozen=True)
+class Recipient:
+    raw: str
+    idempotency_key: str | None = None  # e.g. SMTP Message-ID + recipient
+    meta: tuple[tuple[str, str], ...] = ()  # per-recipient ingress details (DSN NOTIFY, ORCPT)
+
+
+@dataclass(frozen=True)
+class SubmitRequest:
+    account: str
+    recipients: tuple[Recipient, ...]
+    text: str
+    ingress: str  # "smtp" | "soap"
+    sender: str | None = None
+    type_code: int | None = None
+    flash: bool = False
+    dlr: bool = True
+    validity_minutes: int | None = None
+    send_at: float | None = None  # epoch seconds
+    reference: str | None = None  # idempotency key for the whole request
+    callback_url: str | None = None
+    meta: tuple[tuple[str, str], ...] = ()  # request-level ingress details
+
+
+@dataclass(frozen=True)
+class RecipientResult:
+    recipient: str
+    status: str  # "accepted" or an ErrorName value
+    message_id: str | None
+    parts: int
+    encoding: str | None
+    error: BridgeError | None = None
+
+    @property
+    def accepted(self) -> bool:
+        """Accepted now or earlier (idempotent repeat or duplicate): the caller may rely on it."""
+        return self.message_id is not None
+
+
+@dataclass(frozen=True)
+class AccountInfo:
+    name: str
+    quota: int
+    quota_left: int | None  # None = unlimited
+    rate_per_s: float
+
+
+@dataclass(frozen=True)
+class Page:
+    number: int
+    count: int  # pages in all
+    total: int
+    messages: tuple[MessageView, ...]
+
+
+def new_message_id() -> str:
+    """Time-ordered (so ids sort by creation) and random (so instances never collide)."""
+    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(8).hex()}"
+
+
+def random_reference() -> int:
+    return int.from_bytes(os.urandom(2), "big")
+
+
+def verify_password(account: AccountConfig, password: str) -> bool:
+    """Constant-time; password_hash is `pbkdf2_sha256$iterations$salt_hex$hash_hex`."""
+    if account.password is not None:
+        return hmac.compare_digest(account.password.encode(), password.encode())
+    if account.password_hash is None:
+        return False
+    try:
+        scheme, iterations, salt, digest = account.password_hash.split("$")
+        if scheme != "pbkdf2_sha256":
+            return False
+        computed = hashlib.pbkdf2_hmac("sha256", password.encode(), bytes.fromhex(salt),
+                                       int(iterations))
+    except ValueError:
+        return False
+    return hmac.compare_digest(computed.hex(), digest)
+
+
+def hash_password(password: str, *, iterations: int = 200_000) -> str:
+    salt = os.urandom(16)
+    digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    return f"pbkdf2_sha256${iterations}${salt.hex()}${digest.hex()}"
+
+
+def _tlvs_json(plan: SegmentPlan, seq: int) -> str:
+    seg = plan.segments[seq - 1]
+    return json.dumps([[name, {"hex": value.hex()} if isinstance(value, bytes) else value]
+                       for name, value in plan.tlvs(seg)])
+
+
+@dataclass
+class _Counters:
+    buckets: dict[str, Bucket] = field(default_factory=dict)
+    floods: dict[str, FloodRun] = field(default_factory=dict)
+
+
+class Service:
+    """Validates and accepts submissions; knows nothing of SMTP, SOAP or SMPP."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        *,
+        routable: Callable[[str], bool] = lambda e164: True,
+        on_accepted: Callable[[Sequence[OutboundMessage]], None] = lambda messages: None,
+        clock: Callable[[], float] = time.time,
+        new_id: Callable[[], str] = new_message_id,
+        new_reference: Callable[[], int] = random_reference,
+        concat: ConcatMode = ConcatMode.UDH8,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.routable = routable
+        self.on_accepted = on_accepted
+        self.clock = clock
+        self.new_id = new_id
+        self.new_reference = new_reference
+        self.concat = concat
+        self._accounts = {a.name: a for a in config.accounts}
+        self._counters = _Counters()
+        self._encodings = tuple(Encoding(e) for e in config.policy.auto_encodings)
+
+    # ------------------------------------------------------------------ accounts
+
+    def account(self, name: str) -> AccountConfig | None:
+        return self._accounts.get(name)
+
+    def authenticate(self, name: str, password: str) -> AccountConfig | None:
+        account = self._accounts.get(name)
+        if account is None:
+            # Spend the same time as a real check so names cannot be probed by timing.
+            hmac.compare_digest(password.encode(), b"\0" * len(password.encode()))
+            return None
+        return account if verify_password(account, password) else None
+
+    def relay_account(self, client_ip: str) -> AccountConfig | None:
+        """The account whose relay_networks contain the client address, if any."""
+        try:
+            ip = ipaddress.ip_address(client_ip.split("%")[0])
+        except ValueError:
+            return None
+        for account in self.config.accounts:
+            if any(ip in net for net in account.relay_networks):
+                return account
+        return None
+
+    @staticmethod
+    def mail_from_allowed(account: AccountConfig, mail_from: str) -> bool:
+        if not account.smtp_from:
+            return True
+        address = mail_from.lower()
+        return any(fnmatch.fnmatchcase(address, pattern) for pattern in account.smtp_from)
+
+    async def account_info(self, account: AccountConfig) -> AccountInfo:
+        used = await self.store.quota_used(account.name)
+        return AccountInfo(account.name, account.quota, quota_left(used, account.quota),
+                           account.rate_per_s)
+
+    # ------------------------------------------------------------------ validation
+
+    def check_recipient(self, account: AccountConfig, raw: str) -> Address:
+        """RCPT-time check: a dialable, routable number not currently flooded or rate limited.
+        Nothing is consumed here; `submit` decides for real."""
+        address = self._destination(account, raw)
+        now = self.clock()
+        policy = self.config.policy
+        ok, _ = flood_check(self._counters.floods.get(address.value), now=now,
+                            flood_max=policy.flood_max, gap_s=policy.flood_gap_s)
+        if not ok:
+            raise BridgeError(ErrorName.FLOOD, f"too many messages to {address.e164}, try later")
+        ok, _ = take(self._counters.buckets.get(account.name), now=now, rate=account.rate_per_s,
+                     burst=max(account.rate_per_s, 1.0))
+        if not ok:
+            raise BridgeError(ErrorName.OVER_LIMIT, f"{account.rate_per_s:g} messages/s")
+        return address
+
+    def _destination(self, account: AccountConfig, raw: str) -> Address:
+        address = normalise_recipient(raw, default_region=account.default_region,
+                                      mobile_only=account.mobile_only)
+        if not self.routable(address.e164):
+            raise BridgeError(ErrorName.INVALID_DESTINATION, f"{address.e164} is not routable")
+        return address
+
+    def plan(self, account: AccountConfig, req: SubmitRequest) -> tuple[SegmentPlan, Address | None]:
+        """Request-level checks shared by every recipient (sender, type, text)."""
+        sender_raw = req.sender if req.sender not in (None, "") else account.default_sender
+        source = (parse_sender(sender_raw, allowed=account.senders) if sender_raw else None)
+        plan = plan_message(req.text, type_code=req.type_code, flash=req.flash,
+                            concat=self.concat, max_parts=self.config.policy.max_parts,
+                            reference=self.new_reference() % self._reference_modulus(),
+                            candidates=self._encodings)
+        return plan, source
+
+    def _reference_modulus(self) -> int:
+        return 65536 if self.concat is ConcatMode.UDH16 else 256
+
+    # ------------------------------------------------------------------ submit
+
+    async def submit(self, req: SubmitRequest) -> list[RecipientResult]:
+        """One result per recipient, in order. Raises BridgeError for request-level refusals
+        (unknown account, sender, type, text, too many recipients, store down)."""
+        account = self._accounts.get(req.account)
+        if account is None:
+            raise BridgeError(ErrorName.AUTH_FAILED, "unknown account")
+        if not req.recipients:
+            raise BridgeError(ErrorName.INVALID_PARAMETER, "no recipients")
+        limit = max(self.config.soap.max_recipients, self.config.smtp.max_recipients)
+        if len(req.recipients) > limit:
+            raise BridgeError(ErrorName.TOO_MANY_RECIPIENTS, f"at most {limit} per request")
+        if req.validity_minutes is not None and not 1 <= req.validity_minutes <= 60 * 24 * 30:
+            raise BridgeError(ErrorName.INVALID_PARAMETER, "validity_minutes must be 1..43200")
+        if req.callback_url is not None and not req.callback_url.startswith(("http://", "https://")):
+            raise BridgeError(ErrorName.INVALID_DLR, "callback_url must be an http(s) URL")
+        plan, source = self.plan(account, req)
+        now = self.clock()
+        policy = self.config.policy
+        validity_s = 60.0 * (req.validity_minutes or policy.validity_default_minutes)
+        scheduled = req.send_at is not None and req.send_at > now + 1.0
+        start = req.send_at if scheduled and req.send_at is not None else now
+        parts = tuple(NewPart(seg.seq, seg.total, seg.short_message, _tlvs_json(plan, seg.seq))
+                      for seg in plan.segments)
+        results: list[RecipientResult | None] = [None] * len(req.recipients)
+        pending: list[tuple[int, NewMessage]] = []
+        for index, recipient in enumerate(req.recipients):
+            try:
+                destination = self._destination(account, recipient.raw)
+                self._admit(account, destination, now)
+            except BridgeError as exc:
+                results[index] = RecipientResult(recipient.raw, exc.name.value, None, 0, None, exc)
+                continue
+            key = recipient.idempotency_key or (
+                f"ref:{req.reference}\x1f{destination.e164}" if req.reference else None)
+            digest = duplicate_digest(account.name, destination.e164,
+                                      source.value if source else None, req.text,
+                                      req.type_code, req.flash) \
+                if policy.duplicate_window_s > 0 else None
+            meta = dict(req.meta)
+            meta.update(recipient.meta)
+            pending.append((index, NewMessage(
+                id=self.new_id(), account=account.name, ingress=req.ingress,
+                recipient=destination.e164, raw_recipient=recipient.raw,
+                source_addr=source.value if source else None,
+                source_ton=source.ton if source else 0, source_npi=source.npi if source else 0,
+                dest_ton=destination.ton, dest_npi=destination.npi, text=req.text,
+                encoding=plan.encoding.value, data_coding=plan.data_coding,
+                esm_class=plan.esm_class, registered_delivery=1 if req.dlr else 0, parts=parts,
+                state=MessageState.SCHEDULED if scheduled else MessageState.QUEUED,
+                created_at=now, send_at=req.send_at if scheduled else None,
+                expires_at=start + validity_s, idempotency_key=key, dup_digest=digest,
+                dup_window_s=policy.duplicate_window_s, quota=account.quota,
+                callback_url=req.callback_url,
+                meta_json=json.dumps(meta, sort_keys=True) if meta else "{}",
+            )))
+        if pending:
+            try:
+                outcomes = await self.store.accept([m for _, m in pending], now=now)
+            except Exception as exc:  # the store said no: nothing was accepted
+                raise BridgeError(ErrorName.STORE_UNAVAILABLE, "the message store is unavailable") \
+                    from exc
+            accepted: list[OutboundMessage] = []
+            for (index, message), outcome in zip(pending, outcomes):
+                raw = req.recipients[index].raw
+                if outcome.status in ("accepted", "idempotent"):
+                    results[index] = RecipientResult(raw, "accepted", outcome.message_id,
+                                                     len(parts), plan.encoding.value)
+                    if outcome.status == "accepted":
+                        accepted.append(_outbound(message))
+                elif outcome.status == "duplicate":
+                    error = BridgeError(ErrorName.DUPLICATE, "same message inside the duplicate window")
+                    results[index] = RecipientResult(raw, ErrorName.DUPLICATE.value,
+                                                     outcome.message_id, len(parts),
+                                                     plan.encoding.value, error)
+                else:
+                    error = BridgeError(ErrorName.INSUFFICIENT_CREDIT, "quota exhausted")
+                    results[index] = RecipientResult(raw, error.name.value, None, 0, None, error)
+            if accepted:
+                self.on_accepted(accepted)
+        return [r for r in results if r is not None]
+
+    def _admit(self, account: AccountConfig, destination: Address, now: float) -> None:
+        """Flood and rate checks, consuming on success (in-memory, per instance)."""
+        policy = self.config.policy
+        counters = self._counters
+        ok, run = flood_check(counters.floods.get(destination.value), now=now,
+                              flood_max=policy.flood_max, gap_s=policy.flood_gap_s)
+        if not ok:
+            raise BridgeError(ErrorName.FLOOD, f"too many messages to {destination.e164}, try later")
+        ok, bucket = take(counters.buckets.get(account.name), now=now, rate=account.rate_per_s,
+                          burst=max(account.rate_per_s, 1.0))
+        if not ok:
+            raise BridgeError(ErrorName.OVER_LIMIT, f"{account.rate_per_s:g} messages/s")
+        counters.buckets[account.name] = bucket
+        if len(counters.floods) > 200_000:
+            horizon = now - policy.flood_gap_s
+            counters.floods = {k: v for k, v in counters.floods.items() if v.last >= horizon}
+        counters.floods[destination.value] = run
+
+    # ------------------------------------------------------------------ queries
+
+    async def status(self, account: AccountConfig, ids: Sequence[str]) -> list[MessageView]:
+        """Only the caller's own messages are visible."""
+        views = await self.store.get_messages(list(ids))
+        return [v for v in views if v.account == account.name]
+
+    async def list_messages(self, account: AccountConfig, *, page: int = 1,
+                            state: MessageState | None = None,
+                            since: float | None = None) -> Page:
+        if page < 1:
+            raise BridgeError(ErrorName.INVALID_PARAMETER, "page must be 1 or more")
+        total, views = await self.store.list_messages(
+            account.name, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE, state=state, since=since)
+        count = max(1, -(-total // PAGE_SIZE))
+        return Page(page, count, total, tuple(views))
+
+
+def _outbound(message: NewMessage) -> OutboundMessage:
+    """The dispatcher's view of a just-accepted message, without re-reading the store."""
+    return OutboundMessage(
+        id=message.id, account=message.account, recipient=message.recipient,
+        source_addr=message.source_addr, source_ton=message.source_ton,
+        source_npi=message.source_npi, dest_ton=message.dest_ton, dest_npi=message.dest_npi,
+        data_coding=message.data_coding, esm_class=message.esm_class,
+        registered_delivery=message.registered_delivery, state=message.state,
+        created_at=message.created_at, send_at=message.send_at, expires_at=message.expires_at,
+        parts=tuple(OutboundPart(p.seq, p.total, p.short_message, p.tlvs_json,
+                                 PartState.QUEUED, None, None) for p in message.parts),
+    )

@@ -1,0 +1,221 @@
+"""The store interface: everything the service and the dispatcher persist, and nothing SQL.
+
+Contract for every implementation (SQLite now, PostgreSQL later):
+- A write method returns an awaitable that completes only once the write is durable; writes
+  issued from one task are applied in the order they were issued. Callers on a hot path may
+  drop the awaitable (the write still happens, in order) and await `flush()` when they need to.
+- `accept` is atomic per message: idempotency keys, the duplicate window and the quota are
+  checked and the message inserted in one transaction, so two instances (or two concurrent
+  requests) can never both accept the same key.
+- Timestamps are float seconds since the epoch, supplied by the caller (injected clock).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Awaitable, Sequence
+
+from bridge.core.states import MessageState, PartState
+
+
+@dataclass(frozen=True)
+class NewPart:
+    seq: int
+    total: int
+    short_message: bytes
+    tlvs_json: str  # JSON list of [name, value]; bytes values as {"hex": "..."}
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    id: str
+    account: str
+    ingress: str  # "smtp" | "soap"
+    recipient: str  # E.164 with '+'
+    raw_recipient: str
+    source_addr: str | None
+    source_ton: int
+    source_npi: int
+    dest_ton: int
+    dest_npi: int
+    text: str
+    encoding: str
+    data_coding: int
+    esm_class: int
+    registered_delivery: int
+    parts: tuple[NewPart, ...]
+    state: MessageState  # QUEUED or SCHEDULED
+    created_at: float
+    send_at: float | None
+    expires_at: float
+    idempotency_key: str | None  # unique per account; a repeat returns the first id
+    dup_digest: str | None  # with dup_window_s: a repeat inside the window returns the first id
+    dup_window_s: float
+    quota: int  # 0 = unlimited; counted in parts
+    callback_url: str | None = None
+    meta_json: str = "{}"  # ingress details (SMTP envelope, DSN parameters, Message-ID…)
+
+
+@dataclass(frozen=True)
+class AcceptOutcome:
+    message_id: str  # the new id, or the existing one for a repeat
+    status: str  # "accepted" | "idempotent" (same key again) | "duplicate" | "over_quota"
+
+
+@dataclass(frozen=True)
+class OutboundPart:
+    seq: int
+    total: int
+    short_message: bytes
+    tlvs_json: str
+    state: PartState
+    smsc: str | None
+    smsc_id: str | None
+
+
+@dataclass(frozen=True)
+class OutboundMessage:
+    """What the dispatcher needs to (re)submit a message."""
+
+    id: str
+    account: str
+    recipient: str
+    source_addr: str | None
+    source_ton: int
+    source_npi: int
+    dest_ton: int
+    dest_npi: int
+    data_coding: int
+    esm_class: int
+    registered_delivery: int
+    state: MessageState
+    created_at: float
+    send_at: float | None
+    expires_at: float
+    parts: tuple[OutboundPart, ...]
+
+
+@dataclass(frozen=True)
+class Event:
+    message_id: str
+    at: float
+    state: str  # a MessageState value, or a part-level event name ("part_submitted", "receipt"…)
+    detail: str  # human-readable, no message text
+
+
+@dataclass(frozen=True)
+class MessageView:
+    id: str
+    account: str
+    ingress: str
+    recipient: str
+    source_addr: str | None
+    state: MessageState
+    encoding: str
+    parts: int
+    parts_delivered: int
+    smsc_ids: tuple[str, ...]
+    created_at: float
+    updated_at: float
+    error: str | None  # ErrorName value when failed
+    error_detail: str | None
+    meta_json: str
+
+
+@dataclass(frozen=True)
+class ReceiptOutcome:
+    """Result of applying one receipt."""
+
+    matched: bool  # False: stored as an orphan, applied when the submit_sm_resp is recorded
+    message_id: str | None
+    message_state: MessageState | None  # the message's aggregate state after the receipt
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    id: str
+    smsc: str
+    source: str
+    destination: str
+    text: str
+    received_at: float
+    reply_to_message_id: str | None  # the outbound message this answers, when known
+
+
+class Store(abc.ABC):
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Create or migrate the schema; start the writer."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Finish every issued write, then release resources."""
+
+    @abc.abstractmethod
+    async def flush(self) -> None:
+        """Return once every write issued so far is durable."""
+
+    # ---- ingress
+    @abc.abstractmethod
+    def accept(self, messages: Sequence[NewMessage], *, now: float) -> Awaitable[list[AcceptOutcome]]:
+        """Persist messages (one outcome per input, same order) in one durable transaction."""
+
+    @abc.abstractmethod
+    async def quota_used(self, account: str) -> int:
+        """Parts accepted so far for the account."""
+
+    # ---- dispatcher
+    @abc.abstractmethod
+    async def load_pending(self, *, limit: int = 1_000_000) -> list[OutboundMessage]:
+        """Messages in QUEUED, SCHEDULED or SUBMITTED with parts not yet acknowledged, oldest
+        first. On start these are resubmitted (at-least-once)."""
+
+    @abc.abstractmethod
+    def record_submitted(self, message_id: str, seq: int, *, smsc: str, smsc_id: str,
+                         id_keys: Sequence[str], at: float) -> Awaitable[ReceiptOutcome | None]:
+        """A part got submit_sm_resp OK. Applies any orphan receipt with a matching key and
+        returns its outcome (None when there was none)."""
+
+    @abc.abstractmethod
+    def record_state(self, message_id: str, state: MessageState, *, at: float,
+                     error: str | None = None, detail: str = "") -> Awaitable[None]:
+        """Move a message (and its unfinished parts) to a state, with an event."""
+
+    @abc.abstractmethod
+    def record_event(self, message_id: str, name: str, *, at: float, detail: str = "") -> Awaitable[None]:
+        """A timeline entry that is not a state change (retry, throttled, resubmitted…)."""
+
+    @abc.abstractmethod
+    def record_receipt(self, *, smsc: str, id_keys: Sequence[str], part_state: PartState | None,
+                       stat: str | None, err: str | None, at: float) -> Awaitable[ReceiptOutcome]:
+        """Apply a delivery receipt to the part whose SMSC id shares a key, aggregate the
+        message (bridge.core.states.aggregate), or keep it as an orphan when no part matches."""
+
+    # ---- queries
+    @abc.abstractmethod
+    async def get_messages(self, ids: Sequence[str]) -> list[MessageView]:
+        """Views in the order asked; unknown ids are left out."""
+
+    @abc.abstractmethod
+    async def list_messages(self, account: str, *, offset: int, limit: int,
+                            state: MessageState | None = None,
+                            since: float | None = None) -> tuple[int, list[MessageView]]:
+        """(total matching, one page) newest first."""
+
+    @abc.abstractmethod
+    async def timeline(self, message_id: str) -> list[Event]:
+        """Every event of a message in time order."""
+
+    @abc.abstractmethod
+    async def counts_by_state(self) -> dict[str, int]:
+        """For /metrics: messages per state."""
+
+    # ---- MO
+    @abc.abstractmethod
+    def record_inbound(self, message: InboundMessage) -> Awaitable[None]:
+        """Store an MO message durably (the deliver_sm_resp waits for this)."""
+
+    @abc.abstractmethod
+    async def last_message_to(self, recipient: str, *, since: float) -> MessageView | None:
+        """The most recent outbound message to a number, to route its reply."""
