@@ -375,8 +375,6 @@ def _smsc(r: _Reader, index: int) -> SmscConfig:
         source_npi_short_code=r.get("source_npi_short_code", int, d.source_npi_short_code,
                                     _between(0, 18)),
     )
-    if r.get("password", str, "") == "" and "password" not in r.table:
-        pass  # an empty password is legal in SMPP
     r.finish()
     return cfg
 

@@ -1,0 +1,117 @@
+"""Composition root: one asyncio loop running the store, the upstream pool, the dispatcher, the
+SMTP and SOAP listeners and (when configured) the embedded SMSC simulator."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from dataclasses import replace
+from typing import Any
+
+from aiohttp import web
+
+from bridge.config import Config, SmscConfig, effective_smscs
+from bridge.core.segmentation import ConcatMode
+from bridge.dispatcher import Dispatcher
+from bridge.metrics import Metrics
+from bridge.service import Service
+from bridge.simulator import SmscSimulator
+from bridge.smpp.pool import SmscPool
+from bridge.smtp.server import start_smtp
+from bridge.soap.app import create_soap_app
+from bridge.store import open_store
+
+log = logging.getLogger("bridge.app")
+
+
+class Bridge:
+    """Start/stop the whole gateway; ports are known after `start` (port 0 = ephemeral)."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.simulator: SmscSimulator | None = None
+        self.smtp_port = 0
+        self.soap_port = 0
+        self._smtp_server: asyncio.AbstractServer | None = None
+        self._soap_runner: web.AppRunner | None = None
+        self.store = open_store(config.store, config.base_dir)
+        self.pool: SmscPool | None = None
+        self.dispatcher: Dispatcher | None = None
+        self.service: Service | None = None
+
+    async def start(self) -> None:
+        config = self.config
+        await self.store.open()
+        smscs = effective_smscs(config)
+        if config.simulator.enabled:
+            self.simulator = SmscSimulator(config.simulator)
+            port = await self.simulator.start()
+            # Entries that point at the embedded simulator follow it to its real port.
+            smscs = tuple(_follow_simulator(s, config, port) for s in smscs)
+        self.dispatcher = Dispatcher(config, self.store, metrics=self.metrics)
+        self.pool = SmscPool(smscs, on_receipt=self.dispatcher.on_receipt,
+                             on_mo=self.dispatcher.on_mo,
+                             ssl_context_factory=_ssl_context_factory)
+        self.dispatcher.attach(self.pool, {s.name: s for s in smscs})
+        concat = ConcatMode(smscs[0].concat) if smscs else ConcatMode.UDH8
+        self.service = Service(config, self.store, routable=lambda e164: bool(self.pool and self.pool.candidates(e164)),
+                               on_accepted=self.dispatcher.enqueue, concat=concat)
+        await self.pool.start()
+        await self.dispatcher.start()
+        self._smtp_server = await start_smtp(self.service, config, self.metrics)
+        self.smtp_port = self._smtp_server.sockets[0].getsockname()[1]
+        app = create_soap_app(self.service, config, self.metrics, health=self.health)
+        self._soap_runner = web.AppRunner(app, access_log=None)
+        await self._soap_runner.setup()
+        soap_ssl = None
+        if config.soap.tls_cert and config.soap.tls_key:
+            soap_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            soap_ssl.load_cert_chain(config.soap.tls_cert, config.soap.tls_key)
+        site = web.TCPSite(self._soap_runner, config.soap.listen_host, config.soap.listen_port,
+                           ssl_context=soap_ssl, reuse_address=True)
+        await site.start()
+        server = site._server  # aiohttp keeps the asyncio server here
+        assert server is not None
+        self.soap_port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        log.info("serving smtp=%s:%d soap=%s:%d%s", config.smtp.listen_host, self.smtp_port,
+                 config.soap.listen_host, self.soap_port, config.soap.path)
+
+    def health(self) -> dict[str, Any]:
+        binds = {name: b.bound for name, b in self.pool.binds.items()} if self.pool else {}
+        return {"status": "ok" if any(binds.values()) else "degraded", "binds": binds,
+                "queue_depth": self.dispatcher.queue_depth if self.dispatcher else 0,
+                "time": time.time()}
+
+    async def stop(self) -> None:
+        """Graceful: stop intake, drain in-flight submits, unbind, close the store."""
+        if self._smtp_server is not None:
+            self._smtp_server.close()
+        if self._soap_runner is not None:
+            await self._soap_runner.cleanup()
+        if self.dispatcher is not None:
+            await self.dispatcher.stop()
+        if self.pool is not None:
+            await self.pool.stop()
+        if self._smtp_server is not None:
+            await self._smtp_server.wait_closed()
+        await self.store.close()
+        if self.simulator is not None:
+            await self.simulator.stop()
+
+
+def _follow_simulator(smsc: SmscConfig, config: Config, port: int) -> SmscConfig:
+    sim = config.simulator
+    if smsc.host == sim.host and smsc.port == sim.port:
+        return replace(smsc, port=port)
+    return smsc
+
+
+def _ssl_context_factory(smsc: SmscConfig) -> ssl.SSLContext | None:
+    if not smsc.tls:
+        return None
+    context = ssl.create_default_context(cafile=smsc.tls_ca)
+    context.check_hostname = smsc.tls_verify_hostname
+    return context

@@ -1,0 +1,192 @@
+"""`sms-bridge` / `python -m bridge`: serve, check-config, status, simulator, wsdl, bench."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Sequence
+
+from bridge.config import DEFAULT_CONFIG_PATH, Config, ConfigError, SimulatorConfig, load_config
+
+
+def _config(path: str) -> Config:
+    return load_config(Path(path))
+
+
+class _KeyValueFormatter(logging.Formatter):
+    """One line per event: `ts level logger message` (message ids are in the messages)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        line = f"{stamp}.{int(record.msecs):03d}Z {record.levelname.lower()} {record.name} " \
+               f"{record.getMessage()}"
+        if record.exc_info:
+            line += " | " + self.formatException(record.exc_info).replace("\n", " | ")
+        return line
+
+
+def _setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_KeyValueFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+async def _serve(config: Config) -> int:
+    from bridge.app import Bridge
+
+    bridge = Bridge(config)
+    await bridge.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"sms-bridge: SMTP on {config.smtp.listen_host}:{bridge.smtp_port}, "
+          f"SOAP on http://{config.soap.listen_host}:{bridge.soap_port}{config.soap.path}"
+          f"{' (simulator on port %d)' % bridge.simulator.port if bridge.simulator else ''}",
+          flush=True)
+    await stop.wait()
+    logging.getLogger("bridge").info("shutting down: stop intake, drain, unbind")
+    await bridge.stop()
+    return 0
+
+
+async def _status(config: Config, ids: Sequence[str]) -> int:
+    from bridge.store import open_store
+
+    store = open_store(config.store, config.base_dir)
+    await store.open()
+    try:
+        views = {v.id: v for v in await store.get_messages(list(ids))}
+        code = 0
+        for message_id in ids:
+            view = views.get(message_id)
+            if view is None:
+                print(f"{message_id}: not found")
+                code = 1
+                continue
+            print(f"{view.id}  {view.state.value}  to {view.recipient}  account {view.account}  "
+                  f"via {view.ingress}  {view.parts} part(s), {view.parts_delivered} delivered  "
+                  f"{view.encoding}" + (f"  error {view.error}" if view.error else ""))
+            for event in await store.timeline(message_id):
+                stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(event.at))
+                print(f"  {stamp}.{int(event.at * 1000) % 1000:03d}Z  {event.state:<14} "
+                      f"{event.detail}")
+        return code
+    finally:
+        await store.close()
+
+
+async def _simulator(config: SimulatorConfig) -> int:
+    from bridge.simulator import run_simulator
+
+    task = asyncio.ensure_future(run_simulator(config))
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sms-bridge", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (("serve", "run SMTP, SOAP, dispatcher and the embedded simulator"),
+                            ("check-config", "validate a config; exit 1 on any problem")):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("-c", "--config", default=str(DEFAULT_CONFIG_PATH))
+    p = sub.add_parser("status", help="print the timeline of messages")
+    p.add_argument("ids", nargs="+")
+    p.add_argument("-c", "--config", default=str(DEFAULT_CONFIG_PATH))
+    p = sub.add_parser("simulator", help="run a standalone SMSC simulator")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=2775)
+    p.add_argument("--system-id", default="bridge")
+    p.add_argument("--password", default="secret")
+    p.add_argument("--receipt-delay", type=float, default=0.05)
+    p.add_argument("--no-receipts", action="store_true")
+    p.add_argument("--id-format", choices=("hex", "dec"), default="hex")
+    p.add_argument("--receipt-id-format", choices=("hex", "dec", "padded"), default="dec")
+    p.add_argument("--throttle-every", type=int, default=0)
+    p.add_argument("--fail-receipt-every", type=int, default=0)
+    p.add_argument("--drop-after", type=int, default=0)
+    p.add_argument("--response-delay", type=float, default=0.0)
+    p = sub.add_parser("wsdl", help="compare or rewrite the checked-in wsdl/ files")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--check", action="store_true", default=True)
+    group.add_argument("--write", action="store_true")
+    p.add_argument("--dir", default="wsdl")
+    p = sub.add_parser("bench", help="load generators; each prints a JSON summary")
+    p.add_argument("what", choices=("smpp", "store", "soap", "smtp", "all"))
+    p.add_argument("--quick", action="store_true", help="smaller counts (a smoke run)")
+    return parser
+
+
+def _bench(what: str, quick: bool) -> int:
+    import importlib
+
+    targets = ["smpp", "store", "soap", "smtp"] if what == "all" else [what]
+    results: dict[str, object] = {}
+    for target in targets:
+        module = importlib.import_module(f"bridge.{target}.bench")
+        results[target] = module.main_result(quick=quick)
+        print(json.dumps({target: results[target]}), file=sys.stderr, flush=True)
+    print(json.dumps(results if what == "all" else results[what], indent=2))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "check-config":
+            config = _config(args.config)
+            print(f"{args.config}: ok ({len(config.accounts)} account(s), "
+                  f"{len(config.smsc) or 'embedded simulator as'} SMSC(s))")
+            return 0
+        if args.command == "serve":
+            config = _config(args.config)
+            _setup_logging(config.log.level)
+            return asyncio.run(_serve(config))
+        if args.command == "status":
+            return asyncio.run(_status(_config(args.config), args.ids))
+        if args.command == "simulator":
+            _setup_logging("info")
+            sim = replace(SimulatorConfig(), enabled=True, host=args.host, port=args.port,
+                          system_id=args.system_id, password=args.password,
+                          receipts=not args.no_receipts, receipt_delay_s=args.receipt_delay,
+                          id_format=args.id_format, receipt_id_format=args.receipt_id_format,
+                          throttle_every=args.throttle_every,
+                          fail_receipt_every=args.fail_receipt_every,
+                          drop_after=args.drop_after, response_delay_s=args.response_delay)
+            return asyncio.run(_simulator(sim))
+        if args.command == "wsdl":
+            from bridge.soap.wsdl import check_wsdl, write_wsdl
+
+            if args.write:
+                write_wsdl(Path(args.dir))
+                print(f"wrote {args.dir}/")
+                return 0
+            problems = check_wsdl(Path(args.dir))
+            for problem in problems:
+                print(problem)
+            if not problems:
+                print(f"{args.dir}/ matches the code")
+            return 1 if problems else 0
+        if args.command == "bench":
+            return _bench(args.what, args.quick)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"config error: {problem}", file=sys.stderr)
+        return 1
+    return 2

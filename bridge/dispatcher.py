@@ -1,0 +1,272 @@
+"""Moves accepted messages to the SMSC pool and feeds receipts back to the store.
+
+Order is kept per destination: each destination is a lane that one worker at a time owns, so a
+throttled or retried part delays only later messages to the same number. All parts of a message
+go back to back on the same bind. Anything the store holds as unacknowledged is resubmitted on
+start (at-least-once); a graceful stop finishes the messages in flight and leaves the rest queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import json
+import logging
+import random
+import time
+from collections import deque
+from dataclasses import replace
+from typing import Callable, Mapping, Sequence
+
+from bridge.config import Config, SmscConfig
+from bridge.core.errors import ErrorName
+from bridge.core.model import Address
+from bridge.core.receipts import Receipt, smsc_id_keys
+from bridge.core.states import MessageState, Retry, receipt_part_state, upstream_verdict
+from bridge.metrics import Metrics
+from bridge.service import new_message_id
+from bridge.smpp.client import MoMessage, NotBound, SmppBind, SubmitOutcomeUnknown, SubmitSm
+from bridge.smpp.pool import SmscPool
+from bridge.store.base import InboundMessage, OutboundMessage, OutboundPart, Store
+
+log = logging.getLogger("bridge.dispatcher")
+
+
+def relative_validity(seconds: float) -> str:
+    """SMPP 3.4 §7.1.1 relative time `YYMMDDhhmmss000R`, at least one minute."""
+    total = max(60, int(seconds))
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    years, days = divmod(days, 365)
+    months, days = divmod(days, 30)
+    return f"{min(years, 99):02d}{months:02d}{days:02d}{hours:02d}{minutes:02d}{secs:02d}000R"
+
+
+def decode_tlvs(tlvs_json: str) -> tuple[tuple[str, int | bytes], ...]:
+    out: list[tuple[str, int | bytes]] = []
+    for name, value in json.loads(tlvs_json):
+        out.append((name, bytes.fromhex(value["hex"]) if isinstance(value, dict) else int(value)))
+    return tuple(out)
+
+
+class Dispatcher:
+    def __init__(self, config: Config, store: Store, *, metrics: Metrics,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.store = store
+        self.metrics = metrics
+        self.clock = clock
+        self.pool: SmscPool | None = None
+        self.smscs: Mapping[str, SmscConfig] = {}
+        self._lanes: dict[str, deque[OutboundMessage]] = {}
+        self._ready: asyncio.Queue[str] = asyncio.Queue()
+        self._scheduled: list[tuple[float, str, OutboundMessage]] = []
+        self._schedule_changed = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._busy = 0
+        self._stopping = False
+        self.queue_depth = 0
+        self.resubmitted_on_start = 0
+
+    def attach(self, pool: SmscPool, smscs: Mapping[str, SmscConfig]) -> None:
+        self.pool = pool
+        self.smscs = smscs
+        metrics_source: Callable[[], int] = lambda: self.queue_depth
+        self.metrics.set_queue_depth_source(metrics_source)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        pending = await self.store.load_pending()
+        self.resubmitted_on_start = sum(1 for m in pending if m.state is not MessageState.SCHEDULED)
+        if pending:
+            log.info("restart: %d unacknowledged messages to (re)submit", len(pending))
+        self.enqueue(pending)
+        workers = max(16, 2 * sum(s.window for s in self.smscs.values()))
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._worker()) for _ in range(workers)]
+        self._tasks.append(loop.create_task(self._scheduler()))
+
+    async def stop(self, drain_timeout: float = 10.0) -> None:
+        """Stop taking new messages; let the ones being sent finish (bounded), then stop."""
+        self._stopping = True
+        deadline = time.monotonic() + drain_timeout
+        while self._busy and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.store.flush()
+
+    # ------------------------------------------------------------------ intake
+
+    def enqueue(self, messages: Sequence[OutboundMessage]) -> None:
+        now = self.clock()
+        for message in messages:
+            self.queue_depth += 1
+            if message.send_at is not None and message.send_at > now and \
+                    message.state is MessageState.SCHEDULED:
+                heapq.heappush(self._scheduled, (message.send_at, message.id, message))
+                self._schedule_changed.set()
+                continue
+            lane = self._lanes.get(message.recipient)
+            if lane is None:
+                self._lanes[message.recipient] = deque((message,))
+                self._ready.put_nowait(message.recipient)
+            else:
+                lane.append(message)
+
+    async def _scheduler(self) -> None:
+        while True:
+            self._schedule_changed.clear()
+            now = self.clock()
+            due: list[OutboundMessage] = []
+            while self._scheduled and self._scheduled[0][0] <= now:
+                due.append(heapq.heappop(self._scheduled)[2])
+            for message in due:
+                self.queue_depth -= 1  # enqueue counts it again
+                self.store.record_state(message.id, MessageState.QUEUED, at=now,
+                                        detail="send_at reached")
+                self.enqueue([_replace_state(message, MessageState.QUEUED)])
+            timeout = (self._scheduled[0][0] - now) if self._scheduled else 3600.0
+            try:
+                await asyncio.wait_for(self._schedule_changed.wait(), max(0.01, min(timeout, 60)))
+            except asyncio.TimeoutError:
+                pass
+
+    async def _worker(self) -> None:
+        while not self._stopping:
+            destination = await self._ready.get()
+            lane = self._lanes[destination]
+            message = lane.popleft()
+            self._busy += 1
+            try:
+                await self._deliver(message)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug must not kill the worker or lose the lane
+                log.exception("message=%s delivery failed unexpectedly; left queued", message.id)
+            finally:
+                self._busy -= 1
+                self.queue_depth -= 1
+            if lane:
+                self._ready.put_nowait(destination)
+            else:
+                del self._lanes[destination]
+
+    # ------------------------------------------------------------------ delivery
+
+    async def _deliver(self, message: OutboundMessage) -> None:
+        assert self.pool is not None
+        if self.clock() >= message.expires_at:
+            self.store.record_state(message.id, MessageState.EXPIRED, at=self.clock(),
+                                    detail="validity ended before submission")
+            return
+        policy = self.config.policy
+        bind: SmppBind | None = None
+        for part in message.parts:
+            if part.smsc_id is not None:
+                continue  # acknowledged before a restart
+            attempt = 0
+            while True:
+                now = self.clock()
+                if now >= message.expires_at:
+                    self.store.record_state(message.id, MessageState.EXPIRED, at=now,
+                                            detail=f"validity ended at part {part.seq}/{part.total}")
+                    return
+                if bind is None or not bind.bound:
+                    if not self.pool.candidates(message.recipient):
+                        self.store.record_state(message.id, MessageState.FAILED, at=now,
+                                                error=ErrorName.INVALID_DESTINATION.value,
+                                                detail="no SMSC route for this number")
+                        return
+                    bind = self.pool.route(message.recipient)
+                    if bind is None:  # routes exist but none is bound: wait, keep order
+                        await asyncio.sleep(0.2)
+                        continue
+                started = time.monotonic()
+                try:
+                    result = await bind.submit(self._submit_sm(message, part, now))
+                except NotBound:
+                    bind = None
+                    await asyncio.sleep(0.05)
+                    continue
+                except SubmitOutcomeUnknown as exc:
+                    # The SMSC may have it; resubmitting risks a duplicate but never a loss.
+                    attempt += 1
+                    self.store.record_event(message.id, "retry", at=now,
+                                            detail=f"part {part.seq}/{part.total}: {exc}")
+                    bind = None
+                    await asyncio.sleep(self._backoff(attempt))
+                    continue
+                latency = time.monotonic() - started
+                status = result.command_status
+                self.metrics.submit_result(bind.config.name, f"0x{status:02X}", latency)
+                if status == 0 and result.message_id:
+                    fmt = self.smscs[bind.config.name].id_format if bind.config.name in \
+                        self.smscs else bind.config.id_format
+                    self.store.record_submitted(
+                        message.id, part.seq, smsc=bind.config.name, smsc_id=result.message_id,
+                        id_keys=smsc_id_keys(result.message_id, fmt), at=self.clock())
+                    break
+                verdict = upstream_verdict(status if status else 0xFF)
+                attempt += 1
+                if verdict.retry is Retry.BACKOFF and attempt <= policy.retry_max:
+                    self.store.record_event(message.id, "throttled", at=now,
+                                            detail=f"part {part.seq}/{part.total} status "
+                                                   f"0x{status:08X}, retry {attempt}")
+                    await asyncio.sleep(self._backoff(attempt))
+                    continue
+                self.store.record_state(message.id, MessageState.FAILED, at=now,
+                                        error=verdict.error.value,
+                                        detail=f"part {part.seq}/{part.total}: submit_sm_resp "
+                                               f"0x{status:08X} after {attempt} attempt(s)")
+                return
+
+    def _backoff(self, attempt: int) -> float:
+        policy = self.config.policy
+        ceiling = min(policy.retry_max_s, policy.retry_base_s * (2 ** min(attempt - 1, 20)))
+        return ceiling / 2 + random.random() * ceiling / 2  # noqa: S311 - jitter, not crypto
+
+    def _submit_sm(self, message: OutboundMessage, part: OutboundPart, now: float) -> SubmitSm:
+        return SubmitSm(
+            source=Address(message.source_addr or "", message.source_ton, message.source_npi),
+            destination=Address(message.recipient.lstrip("+"), message.dest_ton,
+                                message.dest_npi),
+            short_message=part.short_message,
+            data_coding=message.data_coding,
+            esm_class=message.esm_class,
+            registered_delivery=message.registered_delivery,
+            validity_period=relative_validity(message.expires_at - now),
+            tlvs=decode_tlvs(part.tlvs_json),
+        )
+
+    # ------------------------------------------------------------------ upstream events
+
+    async def on_receipt(self, smsc: str, receipt: Receipt) -> None:
+        """Durable before return: the SMPP client answers deliver_sm_resp only afterwards."""
+        config = self.smscs.get(smsc)
+        fmt = config.id_format if config else "auto"
+        part_state = receipt_part_state(receipt.stat, receipt.message_state)
+        outcome = await self.store.record_receipt(
+            smsc=smsc, id_keys=smsc_id_keys(receipt.message_id, fmt), part_state=part_state,
+            stat=receipt.stat, err=receipt.err, at=self.clock())
+        self.metrics.receipt(part_state.value if part_state else "interim")
+        if not outcome.matched:
+            log.info("receipt for unknown smsc_id=%s kept until its submit_sm_resp is stored",
+                     receipt.message_id)
+
+    async def on_mo(self, mo: MoMessage) -> None:
+        now = self.clock()
+        source = mo.source.e164
+        previous = await self.store.last_message_to(source, since=now - 7 * 86400)
+        await self.store.record_inbound(InboundMessage(
+            id=new_message_id(), smsc=mo.smsc, source=source, destination=mo.destination.e164,
+            text=mo.text, received_at=mo.received_at,
+            reply_to_message_id=previous.id if previous else None))
+        log.info("mo from=%s stored reply_to=%s", source, previous.id if previous else "-")
+
+
+def _replace_state(message: OutboundMessage, state: MessageState) -> OutboundMessage:
+    return replace(message, state=state)

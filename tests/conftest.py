@@ -1,0 +1,59 @@
+"""Shared fixtures: a whole bridge (store, dispatcher, simulator, SMTP, SOAP) on loopback port 0."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
+
+import pytest
+
+from bridge.config import Config, parse_config
+
+if TYPE_CHECKING:
+    from bridge.app import Bridge
+
+DEMO_PASSWORD = "demo-password"
+
+
+def make_config(tmp_path: Path, **sections: Any) -> Config:
+    """A loopback config on ephemeral ports with the embedded simulator; `sections` override
+    or extend top-level tables, e.g. make_config(tmp, smtp={"lmtp": True})."""
+    data: dict[str, Any] = {
+        "smtp": {"listen": "127.0.0.1:0", "domains": ["sms.localhost"]},
+        "soap": {"listen": "127.0.0.1:0", "path": "/soap"},
+        "store": {"url": f"sqlite:///{tmp_path / 'bridge.db'}"},
+        "simulator": {"enabled": True, "port": 0, "receipt_delay_s": 0.01},
+        "policy": {"duplicate_window_s": 60},
+        "account": [{
+            "name": "demo", "password": DEMO_PASSWORD, "senders": ["ACME", "+447400000001"],
+            "default_sender": "ACME", "default_region": "GB", "rate_per_s": 10_000,
+            "relay_networks": ["127.0.0.1/32"],
+        }],
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return parse_config(data, base_dir=tmp_path)
+
+
+@contextlib.asynccontextmanager
+async def running_bridge(config: Config) -> AsyncIterator[Bridge]:
+    from bridge.app import Bridge
+
+    bridge = Bridge(config)
+    await bridge.start()
+    try:
+        assert bridge.pool is not None
+        for bind in bridge.pool.binds.values():
+            await bind.wait_bound(10.0)
+        yield bridge
+    finally:
+        await bridge.stop()
+
+
+@pytest.fixture
+def config_factory(tmp_path: Path) -> Callable[..., Config]:
+    return lambda **sections: make_config(tmp_path, **sections)

@@ -1,0 +1,92 @@
+"""Config: every problem is reported with its key path; secrets from env; the shipped config is valid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bridge.cli import main
+from bridge.config import ConfigError, effective_smscs, load_config, parse_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+BASE = {"simulator": {"enabled": True},
+        "account": [{"name": "a", "password": "p"}]}
+
+
+def problems(data: dict[str, object], env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, env=env or {})
+    return info.value.problems
+
+
+def test_shipped_config_is_valid_and_uses_the_simulator() -> None:
+    config = load_config(ROOT / "conf" / "bridge.toml")
+    assert config.simulator.enabled
+    assert effective_smscs(config)[0].port == config.simulator.port
+    assert config.store.url.startswith("sqlite:///")
+
+
+@pytest.mark.parametrize(("data", "expected"), [
+    ({"smsc": [{"name": "x", "window": 0}]}, "smsc[0].window: must be 1..1000"),
+    ({"smsc": [{"name": "x"}, {"name": "y", "window": 5000}]}, "smsc[1].window: must be 1..1000"),
+    ({"smsc": [{"name": "x", "bind": "rx"}]}, 'smsc[0].bind: must be one of "transceiver"'),
+    ({"smsc": [{"name": "x", "prefixes": ["44"]}]}, "smsc[0].prefixes[0]: must be \"+\""),
+    ({"smtp": {"listen": "nohost"}}, 'smtp.listen: must be "host:port"'),
+    ({"smtp": {"subject": "top"}}, "smtp.subject: must be one of"),
+    ({"smtp": {"max_recipients": "ten"}}, "smtp.max_recipients: must be an integer, got str"),
+    ({"smtp": {"lmtp": 1}}, "smtp.lmtp: must be a boolean, got int"),
+    ({"soap": {"path": "soap"}}, 'soap.path: must start with "/"'),
+    ({"store": {"url": "mysql://x"}}, "store.url: must be"),
+    ({"policy": {"max_parts": 0}}, "policy.max_parts: must be 1..255"),
+    ({"policy": {"auto_encodings": ["gsm7"]}}, "policy.auto_encodings: must include \"ucs2\""),
+    ({"account": [{"name": "a", "password": "p", "default_region": "gb"}]},
+     "account[0].default_region: must be an ISO 3166"),
+    ({"account": [{"name": "a", "password": "p", "relay_networks": ["10.0.0.0/33"]}]},
+     "account[0].relay_networks[0]:"),
+    ({"account": [{"name": "a"}]}, "account[0]: needs password, password_hash or relay_networks"),
+    ({"account": [{"name": "a", "password": "p"}, {"name": "a", "password": "q"}]},
+     'account[1].name: duplicate name "a"'),
+    ({"smtp": {"colour": "red"}}, "smtp.colour: unknown key"),
+    ({"bogus": {}}, "bogus: unknown section"),
+])
+def test_problems_name_their_key_path(data: dict[str, object], expected: str) -> None:
+    merged = {**BASE, **data}
+    found = problems(merged)
+    assert any(p.startswith(expected) for p in found), found
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    found = problems({**BASE, "smtp": {"max_recipients": 0, "subject": "x"},
+                      "smsc": [{"name": "s", "window": 0, "port": 0}]})
+    assert len(found) == 4, found
+
+
+def test_secret_from_environment_and_never_echoed() -> None:
+    data = {**BASE, "smsc": [{"name": "s", "password": {"env": "SMSC_PW"}}]}
+    config = parse_config(data, env={"SMSC_PW": "hunter2"})
+    assert config.smsc[0].password == "hunter2"
+    assert "hunter2" not in repr(config)
+    found = problems(data, env={})
+    assert found == ["smsc[0].password: environment variable SMSC_PW is not set"]
+
+
+def test_no_upstream_at_all_is_refused() -> None:
+    found = problems({"account": [{"name": "a", "password": "p"}]})
+    assert found == ["smsc: at least one [[smsc]] is required unless [simulator] is enabled"]
+
+
+def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", "-c", str(ROOT / "conf" / "bridge.toml")]) == 0
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[smtp]\nmax_recipients = 0\n[[smsc]]\nname = "x"\nwindow = 0\n')
+    assert main(["check-config", "-c", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "config error: smtp.max_recipients: must be 1..10000" in err
+    assert "config error: smsc[0].window: must be 1..1000" in err
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[smtp\n")
+    assert main(["check-config", "-c", str(broken)]) == 1
+    assert "not valid TOML" in capsys.readouterr().err
+    assert main(["check-config", "-c", str(tmp_path / "missing.toml")]) == 1
