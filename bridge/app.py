@@ -53,11 +53,10 @@ class Bridge:
             smscs = tuple(_follow_simulator(s, config, port) for s in smscs)
         self.dispatcher = Dispatcher(config, self.store, metrics=self.metrics)
         self.pool = SmscPool(smscs, on_receipt=self.dispatcher.on_receipt,
-                             on_mo=self.dispatcher.on_mo,
-                             ssl_context_factory=_ssl_context_factory)
+                             on_mo=self.dispatcher.on_mo)
         self.dispatcher.attach(self.pool, {s.name: s for s in smscs})
         concat = ConcatMode(smscs[0].concat) if smscs else ConcatMode.UDH8
-        self.service = Service(config, self.store, routable=lambda e164: bool(self.pool and self.pool.candidates(e164)),
+        self.service = Service(config, self.store, routable=self.pool.routable,
                                on_accepted=self.dispatcher.enqueue, concat=concat)
         await self.pool.start()
         await self.dispatcher.start()
@@ -108,10 +107,3 @@ def _follow_simulator(smsc: SmscConfig, config: Config, port: int) -> SmscConfig
         return replace(smsc, port=port)
     return smsc
 
-
-def _ssl_context_factory(smsc: SmscConfig) -> ssl.SSLContext | None:
-    if not smsc.tls:
-        return None
-    context = ssl.create_default_context(cafile=smsc.tls_ca)
-    context.check_hostname = smsc.tls_verify_hostname
-    return context
