@@ -35,7 +35,7 @@ class Bridge:
         self.simulator: SmscSimulator | None = None
         self.smtp_port = 0
         self.soap_port = 0
-        self._smtp_server: asyncio.AbstractServer | None = None
+        self._smtp_server: asyncio.Server | None = None
         self._soap_runner: web.AppRunner | None = None
         self.store = open_store(config.store, config.base_dir)
         self.pool: SmscPool | None = None

@@ -281,7 +281,7 @@ def _smtp(r: _Reader) -> SmtpConfig:
         listen_host=host, listen_port=port,
         domains=tuple(x.lower() for x in r.strings("domains", d.domains)),
         lmtp=r.get("lmtp", bool, d.lmtp),
-        tls_cert=r.get("tls_cert", str, None), tls_key=r.get("tls_key", str, None),  # type: ignore[arg-type]
+        tls_cert=r.get("tls_cert", str, None), tls_key=r.get("tls_key", str, None),
         require_tls=r.get("require_tls", bool, d.require_tls),
         auth_without_tls_on_loopback=r.get("auth_without_tls_on_loopback", bool,
                                            d.auth_without_tls_on_loopback),
@@ -312,7 +312,7 @@ def _soap(r: _Reader) -> SoapConfig:
     cfg = SoapConfig(
         listen_host=host, listen_port=port,
         path=r.get("path", str, d.path, lambda v: None if v.startswith("/") else 'must start with "/"'),
-        tls_cert=r.get("tls_cert", str, None), tls_key=r.get("tls_key", str, None),  # type: ignore[arg-type]
+        tls_cert=r.get("tls_cert", str, None), tls_key=r.get("tls_key", str, None),
         max_request_bytes=r.get("max_request_bytes", int, d.max_request_bytes,
                                 _between(1024, 64 * 1024 * 1024)),
         max_recipients=r.get("max_recipients", int, d.max_recipients, _between(1, 100_000)),
@@ -364,7 +364,7 @@ def _smsc(r: _Reader, index: int) -> SmscConfig:
         reconnect_min_s=r.get("reconnect_min_s", float, d.reconnect_min_s, _between(0.01, 600)),
         reconnect_max_s=r.get("reconnect_max_s", float, d.reconnect_max_s, _between(0.01, 3600)),
         tls=r.get("tls", bool, d.tls),
-        tls_ca=r.get("tls_ca", str, None),  # type: ignore[arg-type]
+        tls_ca=r.get("tls_ca", str, None),
         tls_verify_hostname=r.get("tls_verify_hostname", bool, d.tls_verify_hostname),
         prefixes=r.strings("prefixes", (), lambda p: None if p.startswith("+") and p[1:].isdigit()
                            else 'must be "+" followed by digits'),
@@ -454,7 +454,7 @@ def _account(r: _Reader, index: int) -> AccountConfig:
         password=password,
         password_hash=password_hash,
         senders=r.strings("senders"),
-        default_sender=r.get("default_sender", str, None),  # type: ignore[arg-type]
+        default_sender=r.get("default_sender", str, None),
         default_region=r.get("default_region", str, d.default_region,
                              lambda v: None if len(v) == 2 and v.isalpha() and v.isupper()
                              else "must be an ISO 3166 alpha-2 region such as \"GB\""),

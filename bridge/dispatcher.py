@@ -226,7 +226,7 @@ class Dispatcher:
 
     def _backoff(self, attempt: int) -> float:
         policy = self.config.policy
-        ceiling = min(policy.retry_max_s, policy.retry_base_s * (2 ** min(attempt - 1, 20)))
+        ceiling = min(policy.retry_max_s, policy.retry_base_s * (2.0 ** min(attempt - 1, 20)))
         return ceiling / 2 + random.random() * ceiling / 2  # noqa: S311 - jitter, not crypto
 
     def _submit_sm(self, message: OutboundMessage, part: OutboundPart, now: float) -> SubmitSm:

@@ -261,6 +261,7 @@ class Service:
         start = req.send_at if scheduled and req.send_at is not None else now
         parts = tuple(NewPart(seg.seq, seg.total, seg.short_message, _tlvs_json(plan, seg.seq))
                       for seg in plan.segments)
+        billed_parts = plan.air_parts  # in message_payload mode the SMSC splits it
         results: list[RecipientResult | None] = [None] * len(req.recipients)
         pending: list[tuple[int, NewMessage]] = []
         for index, recipient in enumerate(req.recipients):
@@ -304,13 +305,13 @@ class Service:
                 raw = req.recipients[index].raw
                 if outcome.status in ("accepted", "idempotent"):
                     results[index] = RecipientResult(raw, "accepted", outcome.message_id,
-                                                     len(parts), plan.encoding.value)
+                                                     billed_parts, plan.encoding.value)
                     if outcome.status == "accepted":
                         accepted.append(_outbound(message))
                 elif outcome.status == "duplicate":
                     error = BridgeError(ErrorName.DUPLICATE, "same message inside the duplicate window")
                     results[index] = RecipientResult(raw, ErrorName.DUPLICATE.value,
-                                                     outcome.message_id, len(parts),
+                                                     outcome.message_id, billed_parts,
                                                      plan.encoding.value, error)
                 else:
                     error = BridgeError(ErrorName.INSUFFICIENT_CREDIT, "quota exhausted")

@@ -1,0 +1,174 @@
+"""Text -> the submit_sm parts that carry it (SPEC §6 SMPP upstream).
+
+`plan_message` picks the encoding (bridge.core.encoding), cuts the encoded text into parts that
+each fit one SMS on the air, and says how the parts are tied together:
+
+- UDH8 / UDH16: a concatenation UDH in each short_message (esm_class UDHI 0x40), the portable
+  way; 16-bit references make collisions between concurrent long messages rarer.
+- SAR: the same cut, with the sar_* TLVs instead of a UDH; the SMSC builds the UDH itself.
+- PAYLOAD: the whole text in one submit_sm's message_payload TLV; the SMSC cuts it.
+
+Cuts never separate a GSM escape from its code nor the halves of a UTF-16 surrogate pair, so
+every part decodes on its own. The UDH reference comes in as an argument: the core has no
+randomness and the same input always gives the same plan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from bridge.core.encoding import (
+    Encoding,
+    data_coding_for,
+    encode_best,
+    resolve_type,
+)
+from bridge.core.errors import BridgeError, ErrorName
+
+UDHI = 0x40
+#: dest_addr_subunit value "MS display": flash for Latin-1, which has no class-0 DCS.
+SUBUNIT_MS_DISPLAY = 1
+_MAX_CONCAT_PARTS = 255  # the UDH and sar_total_segments hold the total in one octet
+
+
+class ConcatMode(str, Enum):
+    UDH8 = "udh8"
+    UDH16 = "udh16"
+    SAR = "sar"
+    PAYLOAD = "payload"
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One submit_sm's worth of text. `payload` is the encoded text of this part only (GSM as
+    unpacked septets), `udh` the header that precedes it in short_message (b"" if none).
+    `in_payload_tlv` marks PAYLOAD mode, where the text travels in message_payload instead."""
+
+    seq: int
+    total: int
+    text: str
+    payload: bytes
+    udh: bytes
+    in_payload_tlv: bool = False
+
+    @property
+    def short_message(self) -> bytes:
+        """The submit_sm short_message: empty in PAYLOAD mode, SMPP forbids both at once."""
+        if self.in_payload_tlv:
+            return b""
+        return self.udh + self.payload if self.udh else self.payload
+
+
+@dataclass(frozen=True)
+class SegmentPlan:
+    """Everything the dispatcher needs to submit a text: one Segment per submit_sm plus the
+    fields common to all of them. `air_parts` is the number of SMS on the air, which differs
+    from `parts` only in PAYLOAD mode (one submit_sm, cut by the SMSC)."""
+
+    encoding: Encoding
+    flash: bool
+    data_coding: int
+    esm_class: int
+    concat: ConcatMode
+    reference: int | None
+    segments: tuple[Segment, ...]
+    dest_addr_subunit: int | None
+    air_parts: int = 1
+
+    @property
+    def parts(self) -> int:
+        """Number of submit_sm PDUs (and stored parts)."""
+        return len(self.segments)
+
+    def tlvs(self, seg: Segment) -> tuple[tuple[str, int | bytes], ...]:
+        """Optional parameters of `seg`'s submit_sm, named as smpplib names them."""
+        out: list[tuple[str, int | bytes]] = []
+        if self.concat is ConcatMode.SAR and seg.total > 1 and self.reference is not None:
+            out.append(("sar_msg_ref_num", self.reference))
+            out.append(("sar_total_segments", seg.total))
+            out.append(("sar_segment_seqnum", seg.seq))
+        elif seg.in_payload_tlv:
+            out.append(("message_payload", seg.payload))
+        if self.dest_addr_subunit is not None:
+            out.append(("dest_addr_subunit", self.dest_addr_subunit))
+        return tuple(out)
+
+
+def _udh(concat: ConcatMode, reference: int, total: int, seq: int) -> bytes:
+    """TS 23.040 §9.2.3.24.1 (IEI 00, 8-bit ref) / §9.2.3.24.8 (IEI 08, 16-bit ref) header,
+    with its UDHL length octet first."""
+    if concat is ConcatMode.UDH8:
+        return bytes((0x05, 0x00, 0x03, reference, total, seq))
+    if concat is ConcatMode.UDH16:
+        return bytes((0x06, 0x08, 0x04, reference >> 8, reference & 0xFF, total, seq))
+    return b""
+
+
+def _reference_max(concat: ConcatMode) -> int:
+    return 0xFFFF if concat in (ConcatMode.UDH16, ConcatMode.PAYLOAD) else 0xFF
+
+
+def plan_message(
+    text: str,
+    *,
+    type_code: int | None = None,
+    flash: bool = False,
+    concat: ConcatMode = ConcatMode.UDH8,
+    max_parts: int = 10,
+    reference: int = 0,
+    candidates: tuple[Encoding, ...] = (Encoding.GSM7, Encoding.LATIN1, Encoding.UCS2),
+) -> SegmentPlan:
+    """Plan the submit_sm PDUs for `text`.
+
+    A legacy `type_code` (SPEC §6) fixes the encoding; otherwise the cheapest exact one among
+    `candidates` is used. Refusals are BridgeErrors: INVALID_TYPE for the type code,
+    INVALID_MESSAGE for an empty or unencodable text and (with too_big=True) for more parts
+    than `max_parts`. PAYLOAD mode counts parts as UDH8 would cut them, since the SMSC will.
+    A `reference` out of range for the mode (0..255, 0..65535 for UDH16) is a caller bug:
+    ValueError.
+    """
+    concat = ConcatMode(concat)
+    if not 0 <= reference <= _reference_max(concat):
+        raise ValueError(f"reference {reference} out of range for {concat.value}")
+    if max_parts < 1:
+        raise ValueError("max_parts must be at least 1")
+    text_type = resolve_type(type_code, flash)
+    if not text:
+        raise BridgeError(ErrorName.INVALID_MESSAGE, "empty message")
+    if text_type.encoding is not None:
+        candidates = (text_type.encoding,)
+    enc, data, ends = encode_best(text, candidates, udh16=concat is ConcatMode.UDH16)
+    total = len(ends)
+    if total > max_parts:
+        raise BridgeError(ErrorName.INVALID_MESSAGE, f"needs {total} parts, max_parts is {max_parts}",
+                          too_big=True)
+    if total > _MAX_CONCAT_PARTS and concat is not ConcatMode.PAYLOAD:
+        raise BridgeError(ErrorName.INVALID_MESSAGE,
+                          f"needs {total} parts, at most {_MAX_CONCAT_PARTS} can be concatenated",
+                          too_big=True)
+    flash = text_type.flash
+    data_coding = data_coding_for(enc, flash)
+    subunit = SUBUNIT_MS_DISPLAY if flash and enc is Encoding.LATIN1 else None
+
+    if total == 1 or concat is ConcatMode.PAYLOAD:
+        seg = Segment(1, 1, text, data, b"", concat is ConcatMode.PAYLOAD)
+        return SegmentPlan(enc, flash, data_coding, 0, concat, None, (seg,), subunit, total)
+
+    segments: list[Segment] = []
+    start = pos = 0
+    for seq, end in enumerate(ends, 1):
+        payload = data[start:end]
+        if enc is Encoding.GSM7:
+            chars = len(payload) - payload.count(0x1B)
+            part_text = text[pos:pos + chars]
+        elif enc is Encoding.LATIN1:
+            part_text = text[pos:end]
+        else:  # UCS2: pairs are never split, so each part decodes on its own
+            part_text = payload.decode("utf-16-be")
+        pos += len(part_text)
+        segments.append(Segment(seq, total, part_text, payload, _udh(concat, reference, total, seq)))
+        start = end
+    esm_class = UDHI if concat is not ConcatMode.SAR else 0
+    return SegmentPlan(enc, flash, data_coding, esm_class, concat, reference, tuple(segments),
+                       subunit, total)
