@@ -1,0 +1,49 @@
+"""Durable storage: the `Store` interface (base.py) and its implementations, chosen by URL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bridge.config import StoreConfig
+from bridge.store.base import (
+    AcceptOutcome,
+    Event,
+    InboundMessage,
+    MessageView,
+    NewMessage,
+    NewPart,
+    OutboundMessage,
+    OutboundPart,
+    ReceiptOutcome,
+    Store,
+)
+from bridge.store.sqlite import SqliteStore, StoreUnavailable
+
+__all__ = [
+    "AcceptOutcome", "Event", "InboundMessage", "MessageView", "NewMessage", "NewPart",
+    "OutboundMessage", "OutboundPart", "ReceiptOutcome", "SqliteStore", "Store",
+    "StoreUnavailable", "open_store", "sqlite_path",
+]
+
+
+def sqlite_path(url: str, base_dir: Path) -> Path:
+    """`sqlite:///var/bridge.db` is relative to `base_dir`; `sqlite:////abs/x.db` is absolute."""
+    if not url.startswith("sqlite:///"):
+        raise ValueError(f'store url "{url}" is not "sqlite:///PATH"')
+    rest = url[len("sqlite:///"):].split("?", 1)[0]
+    if not rest or rest == ":memory:":
+        raise ValueError(f'store url "{url}" must name a file (the store is shared by threads)')
+    return Path(base_dir) / rest
+
+
+def open_store(config: StoreConfig, base_dir: Path) -> Store:
+    """The store for `config.url` (not opened yet: call `await store.open()`)."""
+    url = config.url
+    if url.startswith(("postgresql://", "postgres://")):
+        raise NotImplementedError("the PostgreSQL store is not implemented yet; "
+                                  'use url = "sqlite:///PATH" in [store]')
+    if url.startswith("sqlite:///"):
+        return SqliteStore(sqlite_path(url, base_dir),
+                           commit_interval_ms=config.commit_interval_ms,
+                           commit_max_batch=config.commit_max_batch)
+    raise ValueError(f'unsupported store url "{url}": use "sqlite:///PATH"')

@@ -1,0 +1,188 @@
+"""The SQLite schema as an ordered list of migrations, applied in one transaction on open.
+
+`schema_version` holds one row: the number of migrations applied. A migration is a tuple of
+plain SQL statements (no `executescript`, which would commit half-way), so a failed upgrade
+leaves the database exactly as it was. Never edit a released migration: append a new one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    title: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "messages, parts, SMSC keys, events, account usage", (
+        """
+        CREATE TABLE messages (
+            id TEXT PRIMARY KEY,
+            account TEXT NOT NULL,
+            ingress TEXT NOT NULL,
+            recipient TEXT NOT NULL,
+            raw_recipient TEXT NOT NULL,
+            source_addr TEXT,
+            source_ton INTEGER NOT NULL,
+            source_npi INTEGER NOT NULL,
+            dest_ton INTEGER NOT NULL,
+            dest_npi INTEGER NOT NULL,
+            text TEXT NOT NULL,
+            encoding TEXT NOT NULL,
+            data_coding INTEGER NOT NULL,
+            esm_class INTEGER NOT NULL,
+            registered_delivery INTEGER NOT NULL,
+            state TEXT NOT NULL,
+            parts INTEGER NOT NULL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            send_at REAL,
+            expires_at REAL NOT NULL,
+            error TEXT,
+            error_detail TEXT,
+            idempotency_key TEXT,
+            dup_digest TEXT,
+            dup_at REAL,
+            callback_url TEXT,
+            meta_json TEXT NOT NULL DEFAULT '{}'
+        )
+        """,
+        # A repeat of a key returns the first id; NULL keys are not indexed at all.
+        "CREATE UNIQUE INDEX messages_idempotency ON messages (account, idempotency_key) "
+        "WHERE idempotency_key IS NOT NULL",
+        # Only digests inside the duplicate window stay set (older ones are cleared lazily),
+        # so this index stays small whatever the size of the table.
+        "CREATE INDEX messages_dup ON messages (account, dup_digest, dup_at) "
+        "WHERE dup_digest IS NOT NULL",
+        "CREATE INDEX messages_account_created ON messages (account, created_at)",
+        "CREATE INDEX messages_state ON messages (state)",
+        """
+        CREATE TABLE parts (
+            message_id TEXT NOT NULL REFERENCES messages (id),
+            seq INTEGER NOT NULL,
+            total INTEGER NOT NULL,
+            short_message BLOB NOT NULL,
+            tlvs_json TEXT NOT NULL,
+            state TEXT NOT NULL,
+            smsc TEXT,
+            smsc_id TEXT,
+            submitted_at REAL,
+            delivered_at REAL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            receipt_stat TEXT,
+            receipt_err TEXT,
+            PRIMARY KEY (message_id, seq)
+        )
+        """,
+        """
+        CREATE TABLE smsc_keys (
+            id INTEGER PRIMARY KEY,
+            smsc TEXT NOT NULL,
+            key TEXT NOT NULL,
+            message_id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            FOREIGN KEY (message_id, seq) REFERENCES parts (message_id, seq)
+        )
+        """,
+        "CREATE INDEX smsc_keys_lookup ON smsc_keys (smsc, key)",
+        """
+        CREATE TABLE events (
+            id INTEGER PRIMARY KEY,
+            message_id TEXT NOT NULL REFERENCES messages (id),
+            at REAL NOT NULL,
+            state TEXT NOT NULL,
+            detail TEXT NOT NULL
+        )
+        """,
+        "CREATE INDEX events_message ON events (message_id)",
+        """
+        CREATE TABLE account_usage (
+            account TEXT PRIMARY KEY,
+            parts_used INTEGER NOT NULL
+        )
+        """,
+    )),
+    Migration(2, "orphan receipts, inbound (MO) messages, reply routing index", (
+        """
+        CREATE TABLE orphan_receipts (
+            id INTEGER PRIMARY KEY,
+            receipt TEXT NOT NULL,
+            smsc TEXT NOT NULL,
+            key TEXT NOT NULL,
+            part_state TEXT,
+            stat TEXT,
+            err TEXT,
+            at REAL NOT NULL
+        )
+        """,
+        "CREATE INDEX orphan_receipts_lookup ON orphan_receipts (smsc, key)",
+        "CREATE INDEX orphan_receipts_receipt ON orphan_receipts (receipt)",
+        "CREATE INDEX orphan_receipts_at ON orphan_receipts (at)",
+        # Range scan for the lazy pruning of duplicate digests that left the window.
+        "CREATE INDEX messages_dup_at ON messages (dup_at) WHERE dup_digest IS NOT NULL",
+        """
+        CREATE TABLE inbound (
+            id TEXT PRIMARY KEY,
+            smsc TEXT NOT NULL,
+            source TEXT NOT NULL,
+            destination TEXT NOT NULL,
+            text TEXT NOT NULL,
+            received_at REAL NOT NULL,
+            reply_to_message_id TEXT
+        )
+        """,
+        "CREATE INDEX inbound_received ON inbound (received_at)",
+        "CREATE INDEX messages_recipient_created ON messages (recipient, created_at)",
+    )),
+)
+
+LATEST_VERSION = MIGRATIONS[-1].version
+
+
+class SchemaTooNew(RuntimeError):
+    """The database was written by a newer bridge; refusing to guess how to use it."""
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """0 for an empty database."""
+    row = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'").fetchone()
+    if row is None:
+        return 0
+    row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+    return int(row[0]) if row is not None and row[0] is not None else 0
+
+
+def migrate(conn: sqlite3.Connection, target: int = LATEST_VERSION) -> tuple[int, int]:
+    """Bring the database to `target` in one transaction; returns (from, to).
+
+    `conn` must be in autocommit mode (isolation_level=None). BEGIN IMMEDIATE takes the write
+    lock before the version is read, so two processes opening one file cannot both migrate.
+    """
+    if not 0 <= target <= LATEST_VERSION:
+        raise ValueError(f"no schema version {target} (latest is {LATEST_VERSION})")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        current = schema_version(conn)
+        if current > LATEST_VERSION:
+            raise SchemaTooNew(f"database schema version {current} is newer than this bridge "
+                               f"understands ({LATEST_VERSION}); upgrade the bridge")
+        if current < target:
+            if current == 0:
+                conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            for migration in MIGRATIONS[current:target]:
+                for statement in migration.statements:
+                    conn.execute(statement)
+            conn.execute("DELETE FROM schema_version")
+            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (target,))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return current, max(current, target)

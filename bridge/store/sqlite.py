@@ -1,0 +1,843 @@
+"""The SQLite (WAL) store: one writer thread with group commit, a small pool of readers.
+
+Writes: every write method puts one operation on a queue and returns an asyncio future at once.
+A single writer thread owns the only writing connection; it takes everything queued (up to
+`commit_max_batch`), runs it in ONE transaction, commits (synchronous=FULL: the commit is on
+disk when COMMIT returns), then resolves the futures of the whole batch with one
+`call_soon_threadsafe`. One queue and one writer keep the order in which writes were issued.
+If the batch transaction fails, it is rolled back and each operation is run again in its own
+transaction, so one bad operation fails alone; what still fails gets `StoreUnavailable`.
+
+Reads run on their own connections in worker threads (`asyncio.to_thread`); WAL lets them
+proceed beside the writer, and every read starts a fresh snapshot, so it sees every write whose
+future has completed.
+
+Nothing SQLite-specific crosses the module boundary: callers see the dataclasses of `base.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from bridge.core.states import FINAL_MESSAGE_STATES, MessageState, PartState, aggregate, can_move
+from bridge.store.base import (
+    AcceptOutcome,
+    Event,
+    InboundMessage,
+    MessageView,
+    NewMessage,
+    OutboundMessage,
+    OutboundPart,
+    ReceiptOutcome,
+    Store,
+)
+from bridge.store.schema import migrate
+
+log = logging.getLogger("bridge.store")
+
+T = TypeVar("T")
+
+_PENDING_STATES = (MessageState.QUEUED.value, MessageState.SCHEDULED.value,
+                   MessageState.SUBMITTED.value)
+_NOT_FINAL_PARTS = (PartState.QUEUED.value, PartState.SUBMITTED.value)
+_CHUNK = 500  # ids per IN (...) list, well under SQLite's bound-parameter limit
+
+
+class StoreUnavailable(Exception):
+    """The store could not persist (or read) something; nothing of that operation happened.
+    The service maps it to STORE_UNAVAILABLE. The original error is the `__cause__`."""
+
+
+# ---------------------------------------------------------------------------------- SQL
+
+_INSERT_MESSAGE = """
+INSERT INTO messages (id, account, ingress, recipient, raw_recipient, source_addr, source_ton,
+    source_npi, dest_ton, dest_npi, text, encoding, data_coding, esm_class, registered_delivery,
+    state, parts, created_at, updated_at, send_at, expires_at, idempotency_key, dup_digest,
+    dup_at, callback_url, meta_json)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+_INSERT_PART = """
+INSERT INTO parts (message_id, seq, total, short_message, tlvs_json, state)
+VALUES (?, ?, ?, ?, ?, 'queued')
+"""
+_INSERT_EVENT = "INSERT INTO events (message_id, at, state, detail) VALUES (?, ?, ?, ?)"
+_ADD_USAGE = """
+INSERT INTO account_usage (account, parts_used) VALUES (?, ?)
+ON CONFLICT (account) DO UPDATE SET parts_used = parts_used + excluded.parts_used
+"""
+_GET_USAGE = "SELECT parts_used FROM account_usage WHERE account = ?"
+_FIND_IDEMPOTENT = "SELECT id FROM messages WHERE account = ? AND idempotency_key = ?"
+_FIND_DUPLICATE = """
+SELECT id FROM messages
+WHERE account = ? AND dup_digest = ? AND dup_digest IS NOT NULL AND dup_at >= ?
+ORDER BY dup_at LIMIT 1
+"""
+_PRUNE_DIGESTS = """
+UPDATE messages SET dup_digest = NULL, dup_at = NULL
+WHERE dup_digest IS NOT NULL AND dup_at < ?
+"""
+_SUBMIT_PART = """
+UPDATE parts SET state = CASE WHEN state = 'queued' THEN 'submitted' ELSE state END,
+    smsc = ?, smsc_id = ?, submitted_at = ?, attempts = attempts + 1
+WHERE message_id = ? AND seq = ?
+"""
+_INSERT_KEY = "INSERT INTO smsc_keys (smsc, key, message_id, seq) VALUES (?, ?, ?, ?)"
+_INSERT_ORPHAN = """
+INSERT INTO orphan_receipts (receipt, smsc, key, part_state, stat, err, at)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+"""
+_PART_AND_MESSAGE = """
+SELECT p.state, p.total, p.receipt_stat, p.receipt_err, m.state
+FROM parts p JOIN messages m ON m.id = p.message_id
+WHERE p.message_id = ? AND p.seq = ?
+"""
+_MESSAGE_STATE = "SELECT state FROM messages WHERE id = ?"
+_PART_STATES = "SELECT state FROM parts WHERE message_id = ? ORDER BY seq"
+_VIEW_COLUMNS = """id, account, ingress, recipient, source_addr, state, encoding, parts,
+    created_at, updated_at, error, error_detail, meta_json"""
+_OUTBOUND_COLUMNS = """id, account, recipient, source_addr, source_ton, source_npi, dest_ton,
+    dest_npi, data_coding, esm_class, registered_delivery, state, created_at, send_at,
+    expires_at"""
+
+
+def _in(n: int) -> str:
+    return ",".join("?" * n)
+
+
+def _chunks(items: Sequence[T], size: int = _CHUNK) -> list[Sequence[T]]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+# ---------------------------------------------------------------------------------- writer
+
+class _Tx:
+    """What one write transaction accumulates: accepted rows not yet inserted (so a batch of
+    accepts becomes a few executemany calls), events, and per-account usage deltas. Rows are
+    written by `flush()` before any other operation reads the tables, and by `finish()`."""
+
+    __slots__ = ("conn", "messages", "parts", "events", "keys", "digests", "usage", "delta")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.messages: list[tuple[Any, ...]] = []
+        self.parts: list[tuple[Any, ...]] = []
+        self.events: list[tuple[str, float, str, str]] = []
+        self.keys: dict[tuple[str, str], str] = {}  # (account, idempotency key) → id, unflushed
+        self.digests: dict[tuple[str, str], tuple[str, float]] = {}  # → (id, accepted at)
+        self.usage: dict[str, int] = {}  # committed parts_used, read lazily
+        self.delta: dict[str, int] = {}
+
+    def used(self, account: str) -> int:
+        base = self.usage.get(account)
+        if base is None:
+            row = self.conn.execute(_GET_USAGE, (account,)).fetchone()
+            base = self.usage[account] = int(row[0]) if row is not None else 0
+        return base + self.delta.get(account, 0)
+
+    def event(self, message_id: str, at: float, state: str, detail: str) -> None:
+        self.events.append((message_id, at, state, detail))
+
+    def flush(self) -> None:
+        if self.messages:
+            self.conn.executemany(_INSERT_MESSAGE, self.messages)
+            self.conn.executemany(_INSERT_PART, self.parts)
+            self.messages.clear()
+            self.parts.clear()
+            self.keys.clear()
+            self.digests.clear()
+
+    def finish(self) -> None:
+        self.flush()
+        if self.events:
+            self.conn.executemany(_INSERT_EVENT, self.events)
+        if self.delta:
+            self.conn.executemany(_ADD_USAGE, list(self.delta.items()))
+
+
+class _TxFailed(Exception):
+    """BEGIN or COMMIT failed (database locked by another process, disk full, I/O error): no
+    single operation is to blame, so retrying them one by one would only fail slower."""
+
+
+class _Op:
+    __slots__ = ("fn", "args", "future", "loop", "weight")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...],
+                 future: asyncio.Future[Any] | None, loop: asyncio.AbstractEventLoop | None,
+                 weight: int = 1) -> None:
+        self.fn = fn
+        self.args = args
+        self.future = future
+        self.loop = loop
+        self.weight = weight  # rows it writes, roughly: an accept counts its messages
+
+
+_STOP = _Op(lambda writer, tx: None, (), None, None)
+_Result = tuple["asyncio.Future[Any]", Any, BaseException | None]
+
+
+def _resolve(results: list[_Result]) -> None:
+    """Runs on the event loop: complete the futures of one committed batch."""
+    for future, value, exc in results:
+        if future.done():  # the caller cancelled its wait; the write happened anyway
+            continue
+        if exc is None:
+            future.set_result(value)
+        else:
+            future.set_exception(exc)
+            # The writer has logged the failure; a caller that dropped this future must not get
+            # asyncio's "exception was never retrieved" again at garbage collection. Awaiting
+            # the future still raises.
+            future.exception()
+
+
+class _Writer:
+    """The writer thread and everything it owns: the connection and the write operations."""
+
+    def __init__(self, conn: sqlite3.Connection, *, max_batch: int, interval_s: float,
+                 wait_below: int, orphan_ttl_s: float) -> None:
+        self.conn = conn
+        self.queue: queue.SimpleQueue[_Op] = queue.SimpleQueue()
+        self.max_batch = max(1, max_batch)
+        self.interval_s = interval_s
+        self.wait_below = wait_below
+        self.orphan_ttl_s = orphan_ttl_s
+        self.commits = 0
+        self.ops = 0
+        self.failed_batches = 0
+        self.failed_ops = 0
+        self.largest_batch = 0
+        self.alive = True
+        self._dup_window = 0.0  # the widest duplicate window seen, for pruning
+        self._digest_pruned_at = float("-inf")
+        self._orphans_pruned_at = float("-inf")
+        self.thread = threading.Thread(target=self._main, name="bridge-store-writer", daemon=True)
+
+    # -------------------------------------------------------------- the loop
+
+    def _main(self) -> None:
+        try:
+            stop = False
+            while not stop:
+                batch = [self.queue.get()]
+                if batch[0] is _STOP:
+                    break
+                stop = self._collect(batch)
+                try:
+                    self._run_batch(batch)
+                except Exception as exc:  # a bug here must not leave callers waiting forever
+                    log.exception("store writer failed on a batch of %d", len(batch))
+                    self._deliver(batch, [self._failure(op, exc) for op in batch
+                                          if op.future is not None])
+        finally:
+            self.alive = False
+            self.conn.close()
+
+    def _collect(self, batch: list[_Op]) -> bool:
+        """Add what is queued to `batch` until it weighs `max_batch` (messages for accepts, one
+        for other writes); True when the stop marker was reached. When fewer than `wait_below`
+        operations are queued, wait once up to the commit interval for companions."""
+        get = self.queue.get_nowait
+        waited = False
+        weight = batch[0].weight
+        while weight < self.max_batch:
+            try:
+                op = get()
+            except queue.Empty:
+                if waited or len(batch) >= self.wait_below or self.interval_s <= 0:
+                    return False
+                waited = True
+                try:
+                    op = self.queue.get(timeout=self.interval_s)
+                except queue.Empty:
+                    return False
+            if op is _STOP:
+                return True
+            batch.append(op)
+            weight += op.weight
+        return False
+
+    def _run_batch(self, batch: list[_Op]) -> None:
+        try:
+            values = self._transaction(batch)
+            results: list[_Result] = [(op.future, value, None)
+                                      for op, value in zip(batch, values) if op.future is not None]
+        except Exception as exc:
+            self.failed_batches += 1
+            if len(batch) == 1:
+                results = [self._failure(batch[0], exc)]
+            else:
+                results = []
+                if not isinstance(exc, _TxFailed):
+                    log.warning("store batch of %d failed (%s); retrying one by one",
+                                len(batch), exc)
+                for op in batch:
+                    if isinstance(exc, _TxFailed):  # the database itself refuses: fail them all
+                        if op.future is not None:
+                            results.append(self._failure(op, exc))
+                        continue
+                    try:
+                        value = self._transaction([op])[0]
+                    except Exception as single_exc:
+                        exc = single_exc
+                        results.append(self._failure(op, single_exc))
+                    else:
+                        if op.future is not None:
+                            results.append((op.future, value, None))
+        self.ops += len(batch)
+        self.largest_batch = max(self.largest_batch, len(batch))
+        self._deliver(batch, results)
+
+    def _failure(self, op: _Op, exc: Exception) -> _Result:
+        self.failed_ops += 1
+        name = getattr(op.fn, "__name__", "write").lstrip("_")
+        log.error("store write %s failed: %s", name, exc)
+        cause: BaseException = exc.__cause__ if isinstance(exc, _TxFailed) and exc.__cause__ \
+            else exc
+        error = StoreUnavailable(f"store write {name} failed: {exc}")
+        error.__cause__ = cause
+        assert op.future is not None
+        return (op.future, None, error)
+
+    def _transaction(self, batch: list[_Op]) -> list[Any]:
+        conn = self.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise _TxFailed(f"cannot start a write transaction: {exc}") from exc
+        try:
+            tx = _Tx(conn)
+            values = [op.fn(self, tx, *op.args) for op in batch]
+            tx.finish()
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise _TxFailed(f"commit failed: {exc}") from exc
+        except BaseException:
+            try:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                log.exception("store rollback failed")
+            raise
+        self.commits += 1
+        return values
+
+    @staticmethod
+    def _deliver(batch: list[_Op], results: list[_Result]) -> None:
+        if not results:
+            return
+        loop = batch[0].loop
+        if all(op.loop is loop for op in batch):
+            groups = {loop: results}
+        else:
+            loops = {id(op.future): op.loop for op in batch if op.future is not None}
+            groups = {}
+            for result in results:
+                groups.setdefault(loops[id(result[0])], []).append(result)
+        for target, items in groups.items():
+            if target is None:
+                continue
+            try:
+                target.call_soon_threadsafe(_resolve, items)
+            except RuntimeError:  # that loop is closed: nobody is waiting any more
+                pass
+
+    # -------------------------------------------------------------- operations (writer thread)
+
+    def noop(self, tx: _Tx) -> None:
+        return None
+
+    def accept(self, tx: _Tx, messages: tuple[NewMessage, ...], now: float) -> list[AcceptOutcome]:
+        conn = tx.conn
+        out: list[AcceptOutcome] = []
+        for m in messages:
+            key = m.idempotency_key
+            if key is not None:
+                existing = tx.keys.get((m.account, key))
+                if existing is None:
+                    row = conn.execute(_FIND_IDEMPOTENT, (m.account, key)).fetchone()
+                    existing = row[0] if row is not None else None
+                if existing is not None:
+                    out.append(AcceptOutcome(existing, "idempotent"))
+                    continue
+            digest = m.dup_digest if m.dup_window_s > 0 else None
+            if digest is not None:
+                since = now - m.dup_window_s
+                if m.dup_window_s > self._dup_window:
+                    self._dup_window = m.dup_window_s
+                seen = tx.digests.get((m.account, digest))
+                if seen is not None and seen[1] >= since:
+                    out.append(AcceptOutcome(seen[0], "duplicate"))
+                    continue
+                row = conn.execute(_FIND_DUPLICATE, (m.account, digest, since)).fetchone()
+                if row is not None:
+                    out.append(AcceptOutcome(row[0], "duplicate"))
+                    continue
+            n = len(m.parts)
+            if m.quota > 0 and tx.used(m.account) + n > m.quota:
+                out.append(AcceptOutcome(m.id, "over_quota"))
+                continue
+            tx.messages.append((
+                m.id, m.account, m.ingress, m.recipient, m.raw_recipient, m.source_addr,
+                m.source_ton, m.source_npi, m.dest_ton, m.dest_npi, m.text, m.encoding,
+                m.data_coding, m.esm_class, m.registered_delivery, m.state.value, n,
+                m.created_at, now, m.send_at, m.expires_at, key, digest,
+                now if digest is not None else None, m.callback_url, m.meta_json))
+            tx.parts.extend((m.id, p.seq, p.total, p.short_message, p.tlvs_json) for p in m.parts)
+            if key is not None:
+                tx.keys[(m.account, key)] = m.id
+            if digest is not None:
+                tx.digests[(m.account, digest)] = (m.id, now)
+            tx.delta[m.account] = tx.delta.get(m.account, 0) + n
+            tx.event(m.id, now, m.state.value,
+                     f"accepted via {m.ingress}, {_plural(n, 'part')}, {m.encoding}")
+            out.append(AcceptOutcome(m.id, "accepted"))
+        if self._dup_window > 0 and now - self._digest_pruned_at >= min(self._dup_window, 10.0):
+            self._digest_pruned_at = now
+            tx.flush()
+            conn.execute(_PRUNE_DIGESTS, (now - self._dup_window,))
+        return out
+
+    def submitted(self, tx: _Tx, message_id: str, seq: int, smsc: str, smsc_id: str,
+                  id_keys: tuple[str, ...], at: float) -> ReceiptOutcome | None:
+        tx.flush()
+        conn = tx.conn
+        if conn.execute(_SUBMIT_PART, (smsc, smsc_id, at, message_id, seq)).rowcount != 1:
+            raise LookupError(f"message {message_id} has no part {seq}")
+        keys = tuple(dict.fromkeys(id_keys))
+        conn.executemany(_INSERT_KEY, [(smsc, key, message_id, seq) for key in keys])
+        row = conn.execute("SELECT total FROM parts WHERE message_id = ? AND seq = ?",
+                           (message_id, seq)).fetchone()
+        tx.event(message_id, at, "part_submitted", f"part {seq}/{row[0]} smsc={smsc} id={smsc_id}")
+        self._reaggregate(tx, message_id, at, f"after part {seq}/{row[0]} was submitted",
+                          submitted=f"all {_plural(int(row[0]), 'part')} submitted")
+        if not keys:
+            return None
+        orphans = conn.execute(
+            f"SELECT receipt, part_state, stat, err, at FROM orphan_receipts "
+            f"WHERE smsc = ? AND key IN ({_in(len(keys))}) ORDER BY id", (smsc, *keys)).fetchall()
+        outcome: ReceiptOutcome | None = None
+        applied: set[str] = set()
+        for receipt, part_state, stat, err, receipt_at in orphans:
+            if receipt in applied:
+                continue
+            applied.add(receipt)
+            # Applied now: the timeline shows it after the submit, not before.
+            state = self._apply_receipt(tx, message_id, seq,
+                                        PartState(part_state) if part_state else None,
+                                        stat, err, max(at, float(receipt_at)), orphan=True)
+            conn.execute("DELETE FROM orphan_receipts WHERE receipt = ?", (receipt,))
+            outcome = ReceiptOutcome(True, message_id, state)
+        return outcome
+
+    def receipt(self, tx: _Tx, smsc: str, id_keys: tuple[str, ...], part_state: PartState | None,
+                stat: str | None, err: str | None, at: float) -> ReceiptOutcome:
+        tx.flush()
+        conn = tx.conn
+        keys = tuple(dict.fromkeys(id_keys))
+        if not keys:
+            return ReceiptOutcome(False, None, None)
+        rows = conn.execute(
+            f"SELECT key, message_id, seq, id FROM smsc_keys WHERE smsc = ? "
+            f"AND key IN ({_in(len(keys))})", (smsc, *keys)).fetchall()
+        if not rows:
+            receipt = uuid.uuid4().hex
+            state_value = part_state.value if part_state is not None else None
+            conn.executemany(_INSERT_ORPHAN, [(receipt, smsc, key, state_value, stat, err, at)
+                                              for key in keys])
+            if at - self._orphans_pruned_at >= 60.0:
+                self._orphans_pruned_at = at
+                conn.execute("DELETE FROM orphan_receipts WHERE at < ?", (at - self.orphan_ttl_s,))
+            return ReceiptOutcome(False, None, None)
+        # The earliest (strongest) key wins; among its matches, the most recent submit.
+        rank = {key: i for i, key in enumerate(keys)}
+        _, message_id, seq, _ = min(rows, key=lambda r: (rank[r[0]], -r[3]))
+        state = self._apply_receipt(tx, message_id, seq, part_state, stat, err, at, orphan=False)
+        return ReceiptOutcome(True, message_id, state)
+
+    def state(self, tx: _Tx, message_id: str, state: MessageState, at: float,
+              error: str | None, detail: str) -> None:
+        tx.flush()
+        conn = tx.conn
+        row = conn.execute(_MESSAGE_STATE, (message_id,)).fetchone()
+        if row is None:
+            raise LookupError(f"no message {message_id}")
+        current = MessageState(row[0])
+        if not can_move(current, state):
+            tx.event(message_id, at, "state_ignored",
+                     f"{state.value} ignored: message is {current.value}"
+                     + (f" ({error}: {detail})" if error else f" ({detail})" if detail else ""))
+            return
+        if error is not None or state in (MessageState.FAILED, MessageState.EXPIRED,
+                                          MessageState.UNDELIVERABLE):
+            conn.execute("UPDATE messages SET state = ?, updated_at = ?, "
+                         "error = coalesce(?, error), error_detail = coalesce(?, error_detail) "
+                         "WHERE id = ?", (state.value, at, error, detail or None, message_id))
+        elif state is MessageState.DELIVERED:
+            conn.execute("UPDATE messages SET state = ?, updated_at = ?, error = NULL, "
+                         "error_detail = NULL WHERE id = ?", (state.value, at, message_id))
+        else:
+            conn.execute("UPDATE messages SET state = ?, updated_at = ? WHERE id = ?",
+                         (state.value, at, message_id))
+        if state in FINAL_MESSAGE_STATES:
+            done_at = at if state is MessageState.DELIVERED else None
+            conn.execute(
+                f"UPDATE parts SET state = ?, delivered_at = coalesce(delivered_at, ?) "
+                f"WHERE message_id = ? AND state IN ({_in(len(_NOT_FINAL_PARTS))})",
+                (state.value, done_at, message_id, *_NOT_FINAL_PARTS))
+        tx.event(message_id, at, state.value,
+                 detail if error is None else f"{error}: {detail}" if detail else error)
+
+    def event(self, tx: _Tx, message_id: str, name: str, at: float, detail: str) -> None:
+        tx.flush()
+        tx.event(message_id, at, name, detail)
+
+    def inbound(self, tx: _Tx, m: InboundMessage) -> None:
+        tx.conn.execute(
+            "INSERT INTO inbound (id, smsc, source, destination, text, received_at, "
+            "reply_to_message_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (m.id, m.smsc, m.source, m.destination, m.text, m.received_at, m.reply_to_message_id))
+
+    # -------------------------------------------------------------- shared steps
+
+    def _apply_receipt(self, tx: _Tx, message_id: str, seq: int, part_state: PartState | None,
+                       stat: str | None, err: str | None, at: float, *,
+                       orphan: bool) -> MessageState:
+        """Part state (following the message transition table, so a final verdict is only
+        refined, never undone), then the message aggregate. An exact repeat changes nothing."""
+        conn = tx.conn
+        row = conn.execute(_PART_AND_MESSAGE, (message_id, seq)).fetchone()
+        current = PartState(row[0])
+        total = int(row[1])
+        new = current
+        if part_state is not None and can_move(MessageState(current.value),
+                                               MessageState(part_state.value)):
+            new = part_state
+        stat_text = stat or ""
+        if new is current and row[2] == stat_text and row[3] == err:
+            return MessageState(row[4])  # the same receipt again
+        conn.execute(
+            "UPDATE parts SET state = ?, receipt_stat = ?, receipt_err = ?, "
+            "delivered_at = CASE WHEN ? = 'delivered' THEN coalesce(delivered_at, ?) "
+            "ELSE delivered_at END WHERE message_id = ? AND seq = ?",
+            (new.value, stat_text, err, new.value, at, message_id, seq))
+        detail = f"part {seq}/{total} stat={stat or '-'} err={err or '-'}"
+        tx.event(message_id, at, "receipt", detail + (" (arrived before submit_sm_resp)"
+                                                     if orphan else ""))
+        if new is current:
+            return MessageState(row[4])
+        return self._reaggregate(tx, message_id, at, detail)
+
+    def _reaggregate(self, tx: _Tx, message_id: str, at: float, detail: str,
+                     submitted: str | None = None) -> MessageState:
+        conn = tx.conn
+        current = MessageState(conn.execute(_MESSAGE_STATE, (message_id,)).fetchone()[0])
+        parts = [PartState(r[0]) for r in conn.execute(_PART_STATES, (message_id,))]
+        target = aggregate(parts)
+        if target is current or not can_move(current, target):
+            return current
+        if target is MessageState.DELIVERED:
+            conn.execute("UPDATE messages SET state = ?, updated_at = ?, error = NULL, "
+                         "error_detail = NULL WHERE id = ?", (target.value, at, message_id))
+        elif target in FINAL_MESSAGE_STATES:
+            conn.execute("UPDATE messages SET state = ?, updated_at = ?, error_detail = ? "
+                         "WHERE id = ?", (target.value, at, detail, message_id))
+        else:
+            conn.execute("UPDATE messages SET state = ?, updated_at = ? WHERE id = ?",
+                         (target.value, at, message_id))
+        if target is MessageState.SUBMITTED and submitted is not None:
+            detail = submitted
+        tx.event(message_id, at, target.value, detail)
+        return target
+
+
+# ---------------------------------------------------------------------------------- readers
+
+def _views(conn: sqlite3.Connection, rows: list[Any]) -> list[MessageView]:
+    """MessageViews for message rows selected with _VIEW_COLUMNS, in the same order."""
+    parts: dict[str, list[tuple[str, str | None]]] = {}
+    ids = [r[0] for r in rows]
+    for chunk in _chunks(ids):
+        for message_id, state, smsc_id in conn.execute(
+                f"SELECT message_id, state, smsc_id FROM parts WHERE message_id IN "
+                f"({_in(len(chunk))}) ORDER BY message_id, seq", tuple(chunk)):
+            parts.setdefault(message_id, []).append((state, smsc_id))
+    out = []
+    for r in rows:
+        own = parts.get(r[0], [])
+        out.append(MessageView(
+            id=r[0], account=r[1], ingress=r[2], recipient=r[3], source_addr=r[4],
+            state=MessageState(r[5]), encoding=r[6], parts=int(r[7]),
+            parts_delivered=sum(1 for s, _ in own if s == PartState.DELIVERED.value),
+            smsc_ids=tuple(i for _, i in own if i is not None),
+            created_at=float(r[8]), updated_at=float(r[9]), error=r[10], error_detail=r[11],
+            meta_json=r[12]))
+    return out
+
+
+class SqliteStore(Store):
+    def __init__(self, path: Path | str, *, commit_interval_ms: float = 2.0,
+                 commit_max_batch: int = 2000, wait_below: int = 0,
+                 orphan_ttl_s: float = 2 * 86400.0, busy_timeout_s: float = 10.0) -> None:
+        """`wait_below`: when a batch would hold fewer operations than this, the writer waits
+        up to `commit_interval_ms` for companions before committing (0 = never wait: commit
+        what is queued; companions gather naturally while the previous commit syncs)."""
+        self.path = Path(path)
+        self.commit_interval_ms = commit_interval_ms
+        self.commit_max_batch = commit_max_batch
+        self.wait_below = wait_below
+        self.orphan_ttl_s = orphan_ttl_s
+        self.busy_timeout_s = busy_timeout_s
+        self._writer: _Writer | None = None
+        self._closing = False
+        self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
+        self._all_readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+
+    # -------------------------------------------------------------- lifecycle
+
+    def _connect(self, *, write: bool) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None,
+                               check_same_thread=False, cached_statements=256)
+        if write:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA foreign_keys = ON")
+        else:
+            conn.execute("PRAGMA query_only = ON")
+        conn.execute("PRAGMA temp_store = MEMORY")
+        return conn
+
+    def _open_writer(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = self._connect(write=True)
+        try:
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreUnavailable(f"{self.path}: cannot use WAL journal mode (got {mode})")
+            before, after = migrate(conn)
+            if before != after:
+                log.info("store %s: schema migrated from version %d to %d",
+                         self.path, before, after)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    async def open(self) -> None:
+        if self._writer is not None:
+            return
+        try:
+            conn = await asyncio.to_thread(self._open_writer)
+        except StoreUnavailable:
+            raise
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreUnavailable(f"cannot open store {self.path}: {exc}") from exc
+        self._writer = _Writer(conn, max_batch=self.commit_max_batch,
+                               interval_s=self.commit_interval_ms / 1000.0,
+                               wait_below=self.wait_below, orphan_ttl_s=self.orphan_ttl_s)
+        self._closing = False
+        self._writer.thread.start()
+
+    async def close(self) -> None:
+        writer = self._writer
+        if writer is None or self._closing:
+            return
+        self._closing = True
+        writer.queue.put(_STOP)
+        await asyncio.to_thread(writer.thread.join)
+        self._writer = None
+        with self._readers_lock:
+            for conn in self._all_readers:
+                conn.close()
+            self._all_readers.clear()
+            self._readers = queue.SimpleQueue()
+
+    async def flush(self) -> None:
+        await self._submit(_Writer.noop, ())
+
+    def stats(self) -> dict[str, int]:
+        """Writer counters: commits, operations, failures, the largest batch."""
+        w = self._writer
+        if w is None:
+            return {}
+        return {"commits": w.commits, "ops": w.ops, "failed_batches": w.failed_batches,
+                "failed_ops": w.failed_ops, "largest_batch": w.largest_batch}
+
+    # -------------------------------------------------------------- write plumbing
+
+    def _submit(self, fn: Callable[..., T], args: tuple[Any, ...],
+                weight: int = 1) -> asyncio.Future[T]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        writer = self._writer
+        if writer is None or self._closing or not writer.alive:
+            future.set_exception(StoreUnavailable("the store is not open"))
+            return future
+        writer.queue.put(_Op(fn, args, future, loop, weight))
+        return future
+
+    # -------------------------------------------------------------- writes
+
+    def accept(self, messages: Sequence[NewMessage], *,
+               now: float) -> Awaitable[list[AcceptOutcome]]:
+        batch = tuple(messages)
+        if not batch and self._writer is not None and not self._closing:
+            future: asyncio.Future[list[AcceptOutcome]] = asyncio.get_running_loop().create_future()
+            future.set_result([])
+            return future
+        return self._submit(_Writer.accept, (batch, now), len(batch))
+
+    def record_submitted(self, message_id: str, seq: int, *, smsc: str, smsc_id: str,
+                         id_keys: Sequence[str], at: float) -> Awaitable[ReceiptOutcome | None]:
+        return self._submit(_Writer.submitted, (message_id, seq, smsc, smsc_id, tuple(id_keys), at))
+
+    def record_state(self, message_id: str, state: MessageState, *, at: float,
+                     error: str | None = None, detail: str = "") -> Awaitable[None]:
+        return self._submit(_Writer.state, (message_id, MessageState(state), at, error, detail))
+
+    def record_event(self, message_id: str, name: str, *, at: float,
+                     detail: str = "") -> Awaitable[None]:
+        return self._submit(_Writer.event, (message_id, name, at, detail))
+
+    def record_receipt(self, *, smsc: str, id_keys: Sequence[str], part_state: PartState | None,
+                       stat: str | None, err: str | None, at: float) -> Awaitable[ReceiptOutcome]:
+        return self._submit(_Writer.receipt, (smsc, tuple(id_keys), part_state, stat, err, at))
+
+    def record_inbound(self, message: InboundMessage) -> Awaitable[None]:
+        return self._submit(_Writer.inbound, (message,))
+
+    # -------------------------------------------------------------- read plumbing
+
+    def _read_sync(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        try:
+            conn = self._readers.get_nowait()
+        except queue.Empty:
+            conn = self._connect(write=False)
+            with self._readers_lock:
+                self._all_readers.append(conn)
+        try:
+            conn.execute("BEGIN")  # one snapshot for every query of this read
+            try:
+                return fn(conn, *args)
+            finally:
+                conn.execute("COMMIT")
+        finally:
+            if self._closing or self._writer is None:
+                conn.close()
+            else:
+                self._readers.put(conn)
+
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._writer is None or self._closing:
+            raise StoreUnavailable("the store is not open")
+        try:
+            return await asyncio.to_thread(self._read_sync, fn, args)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"store read failed: {exc}") from exc
+
+    # -------------------------------------------------------------- reads
+
+    async def quota_used(self, account: str) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            row = conn.execute(_GET_USAGE, (account,)).fetchone()
+            return int(row[0]) if row is not None else 0
+        return await self._read(run)
+
+    async def load_pending(self, *, limit: int = 1_000_000) -> list[OutboundMessage]:
+        def run(conn: sqlite3.Connection) -> list[OutboundMessage]:
+            rows = conn.execute(
+                f"SELECT {_OUTBOUND_COLUMNS} FROM messages m "
+                f"WHERE state IN ({_in(len(_PENDING_STATES))}) AND EXISTS ("
+                f"  SELECT 1 FROM parts p WHERE p.message_id = m.id AND p.smsc_id IS NULL) "
+                f"ORDER BY created_at, rowid LIMIT ?", (*_PENDING_STATES, limit)).fetchall()
+            parts: dict[str, list[OutboundPart]] = {}
+            for chunk in _chunks([r[0] for r in rows]):
+                for p in conn.execute(
+                        f"SELECT message_id, seq, total, short_message, tlvs_json, state, smsc, "
+                        f"smsc_id FROM parts WHERE message_id IN ({_in(len(chunk))}) "
+                        f"ORDER BY message_id, seq", tuple(chunk)):
+                    parts.setdefault(p[0], []).append(OutboundPart(
+                        seq=int(p[1]), total=int(p[2]), short_message=bytes(p[3]),
+                        tlvs_json=p[4], state=PartState(p[5]), smsc=p[6], smsc_id=p[7]))
+            return [OutboundMessage(
+                id=r[0], account=r[1], recipient=r[2], source_addr=r[3], source_ton=int(r[4]),
+                source_npi=int(r[5]), dest_ton=int(r[6]), dest_npi=int(r[7]),
+                data_coding=int(r[8]), esm_class=int(r[9]), registered_delivery=int(r[10]),
+                state=MessageState(r[11]), created_at=float(r[12]),
+                send_at=None if r[13] is None else float(r[13]), expires_at=float(r[14]),
+                parts=tuple(parts.get(r[0], ()))) for r in rows]
+        return await self._read(run)
+
+    async def get_messages(self, ids: Sequence[str]) -> list[MessageView]:
+        wanted = list(ids)
+
+        def run(conn: sqlite3.Connection) -> list[MessageView]:
+            rows: list[Any] = []
+            for chunk in _chunks(list(dict.fromkeys(wanted))):
+                rows.extend(conn.execute(
+                    f"SELECT {_VIEW_COLUMNS} FROM messages WHERE id IN ({_in(len(chunk))})",
+                    tuple(chunk)).fetchall())
+            by_id = {v.id: v for v in _views(conn, rows)}
+            return [by_id[i] for i in wanted if i in by_id]
+        return await self._read(run)
+
+    async def list_messages(self, account: str, *, offset: int, limit: int,
+                            state: MessageState | None = None,
+                            since: float | None = None) -> tuple[int, list[MessageView]]:
+        where = "account = ?"
+        params: list[Any] = [account]
+        if state is not None:
+            where += " AND state = ?"
+            params.append(MessageState(state).value)
+        if since is not None:
+            where += " AND created_at >= ?"
+            params.append(since)
+
+        def run(conn: sqlite3.Connection) -> tuple[int, list[MessageView]]:
+            total = int(conn.execute(f"SELECT count(*) FROM messages WHERE {where}",
+                                     params).fetchone()[0])
+            rows = conn.execute(
+                f"SELECT {_VIEW_COLUMNS} FROM messages WHERE {where} "
+                f"ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?",
+                (*params, max(0, limit), max(0, offset))).fetchall()
+            return total, _views(conn, rows)
+        return await self._read(run)
+
+    async def timeline(self, message_id: str) -> list[Event]:
+        def run(conn: sqlite3.Connection) -> list[Event]:
+            return [Event(r[0], float(r[1]), r[2], r[3]) for r in conn.execute(
+                "SELECT message_id, at, state, detail FROM events WHERE message_id = ? "
+                "ORDER BY at, id", (message_id,))]
+        return await self._read(run)
+
+    async def counts_by_state(self) -> dict[str, int]:
+        def run(conn: sqlite3.Connection) -> dict[str, int]:
+            counts = {s.value: 0 for s in MessageState}
+            for state, n in conn.execute("SELECT state, count(*) FROM messages GROUP BY state"):
+                counts[state] = int(n)
+            return counts
+        return await self._read(run)
+
+    async def last_message_to(self, recipient: str, *, since: float) -> MessageView | None:
+        def run(conn: sqlite3.Connection) -> MessageView | None:
+            rows = conn.execute(
+                f"SELECT {_VIEW_COLUMNS} FROM messages WHERE recipient = ? AND created_at >= ? "
+                f"ORDER BY created_at DESC, rowid DESC LIMIT 1", (recipient, since)).fetchall()
+            views = _views(conn, rows)
+            return views[0] if views else None
+        return await self._read(run)
