@@ -1,0 +1,223 @@
+"""Service → store → dispatcher → SMPP client → simulator over real TCP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable
+
+import pytest
+
+from bridge.config import Config, SimulatorConfig
+from bridge.core.states import MessageState
+from bridge.dispatcher import Dispatcher, relative_validity
+from bridge.metrics import Metrics
+from bridge.service import Recipient, Service, SubmitRequest
+from bridge.simulator import (
+    GenericNackSimulator,
+    ReceiptBeforeResponseSimulator,
+    SmscSimulator,
+    ThrottlingSimulator,
+)
+from bridge.smpp.pool import SmscPool
+from bridge.store import open_store
+from bridge.store.base import Store
+from tests.conftest import make_config
+
+
+@dataclass
+class Pipeline:
+    sim: SmscSimulator
+    store: Store
+    service: Service
+    dispatcher: Dispatcher
+    config: Config
+
+    async def send(self, *numbers: str, text: str = "hello", **kw: Any) -> list[str]:
+        results = await self.service.submit(SubmitRequest(
+            account="demo", recipients=tuple(Recipient(n) for n in numbers), text=text,
+            ingress="soap", **kw))
+        assert all(r.status == "accepted" for r in results), results
+        return [r.message_id for r in results if r.message_id]
+
+    async def wait_state(self, message_id: str, *states: MessageState, timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            views = await self.store.get_messages([message_id])
+            if views and views[0].state in states:
+                return
+            await asyncio.sleep(0.02)
+        views = await self.store.get_messages([message_id])
+        raise AssertionError(f"{message_id} is {views[0].state if views else None}, not {states}")
+
+
+@contextlib.asynccontextmanager
+async def pipeline(tmp_path: Path, sim: SmscSimulator | None = None, *,
+                   clock: Callable[[], float] = time.time,
+                   dispatcher_clock: Callable[[], float] | None = None, smsc: dict[str, Any] | None = None,
+                   **sections: Any) -> AsyncIterator[Pipeline]:
+    sim = sim or SmscSimulator(SimulatorConfig(enabled=True, port=0, receipt_delay_s=0.01))
+    port = await sim.start()
+    smsc_table = {"name": "sim", "port": port, "system_id": "bridge", "password": "secret",
+                  "window": 10, "reconnect_min_s": 0.05, "reconnect_max_s": 0.2,
+                  "response_timeout_s": 1.0, **(smsc or {})}
+    sections.setdefault("policy", {})
+    sections["policy"] = {"retry_base_s": 0.01, "retry_max_s": 0.05, **sections["policy"]}
+    config = make_config(tmp_path, simulator={"enabled": False}, smsc=[smsc_table], **sections)
+    store = open_store(config.store, tmp_path)
+    await store.open()
+    dispatcher = Dispatcher(config, store, metrics=Metrics(), clock=dispatcher_clock or clock)
+    pool = SmscPool(config.smsc, on_receipt=dispatcher.on_receipt, on_mo=dispatcher.on_mo)
+    dispatcher.attach(pool, {s.name: s for s in config.smsc})
+    service = Service(config, store, routable=pool.routable, on_accepted=dispatcher.enqueue,
+                      clock=clock)
+    await pool.start()
+    await pool.wait_bound(5)
+    await dispatcher.start()
+    try:
+        yield Pipeline(sim, store, service, dispatcher, config)
+    finally:
+        await dispatcher.stop()
+        await pool.stop()
+        await store.close()
+        await sim.stop()
+
+
+async def test_message_is_submitted_and_delivered_with_a_timeline(tmp_path: Path) -> None:
+    async with pipeline(tmp_path) as p:
+        [mid] = await p.send("+447400123456", text="hello world")
+        await p.wait_state(mid, MessageState.DELIVERED)
+        [submit] = p.sim.submits
+        assert submit.destination == "447400123456" and (submit.dest_ton, submit.dest_npi) == (1, 1)
+        assert submit.source == "ACME" and (submit.source_ton, submit.source_npi) == (5, 0)
+        assert submit.text == "hello world" and submit.registered_delivery & 1
+        names = [e.state for e in await p.store.timeline(mid)]
+        assert names[0] == "queued" and "part_submitted" in names and names[-1] == "delivered"
+        [view] = await p.store.get_messages([mid])
+        assert view.smsc_ids == (submit.message_id,) and view.parts_delivered == 1
+
+
+async def test_multipart_goes_back_to_back_and_needs_every_receipt(tmp_path: Path) -> None:
+    text = "".join(f"{i:03d}-" for i in range(100))  # 400 GSM chars → 3 parts
+    async with pipeline(tmp_path) as p:
+        [mid] = await p.send("+447400123457", text=text)
+        await p.wait_state(mid, MessageState.DELIVERED)
+        assert p.sim.texts_to("447400123457") == [text]
+        parts = [s for s in p.sim.submits]
+        assert [s.concat.seq for s in parts if s.concat] == [1, 2, 3]
+        [view] = await p.store.get_messages([mid])
+        assert view.parts == 3 and view.parts_delivered == 3
+
+
+async def test_throttled_submits_are_retried_and_order_per_destination_kept(tmp_path: Path) -> None:
+    sim = ThrottlingSimulator(every=2, config=SimulatorConfig(enabled=True, port=0,
+                                                              receipt_delay_s=0.01))
+    async with pipeline(tmp_path, sim) as p:
+        ids = []
+        for i in range(6):  # same destination: must arrive in order despite throttling
+            ids += await p.send("+447400123458", text=f"message {i}")
+        for mid in ids:
+            await p.wait_state(mid, MessageState.DELIVERED)
+        assert p.sim.texts_to("447400123458") == [f"message {i}" for i in range(6)]
+        assert p.sim.throttled >= 3
+        events = [e.state for e in await p.store.timeline(ids[0])]
+        assert "delivered" in events
+
+
+async def test_permanent_error_fails_with_the_mapped_error(tmp_path: Path) -> None:
+    sim = GenericNackSimulator(every=1, status=0x0B)  # ESME_RINVDSTADR
+    async with pipeline(tmp_path, sim) as p:
+        [mid] = await p.send("+447400123459")
+        await p.wait_state(mid, MessageState.FAILED)
+        [view] = await p.store.get_messages([mid])
+        assert view.error == "INVALID_DESTINATION"
+
+
+async def test_retries_exhausted_fail_the_message(tmp_path: Path) -> None:
+    sim = ThrottlingSimulator(every=1, config=SimulatorConfig(enabled=True, port=0))
+    async with pipeline(tmp_path, sim, policy={"retry_max": 2}) as p:
+        [mid] = await p.send("+447400123460")
+        await p.wait_state(mid, MessageState.FAILED)
+        assert p.sim.throttled == 3  # first try + 2 retries
+        assert not p.sim.submits
+
+
+async def test_receipt_before_submit_resp_is_matched(tmp_path: Path) -> None:
+    sim = ReceiptBeforeResponseSimulator(SimulatorConfig(enabled=True, port=0))
+    async with pipeline(tmp_path, sim) as p:
+        ids = await p.send(*[f"+4474001234{n:02d}" for n in range(10)])
+        for mid in ids:
+            await p.wait_state(mid, MessageState.DELIVERED)
+
+
+@pytest.mark.parametrize(("id_format", "receipt_id_format"),
+                         [("hex", "dec"), ("hex", "padded"), ("dec", "padded"), ("hex", "hex")])
+async def test_receipt_id_forms_match(tmp_path: Path, id_format: str,
+                                      receipt_id_format: str) -> None:
+    sim = SmscSimulator(SimulatorConfig(enabled=True, port=0, receipt_delay_s=0.01,
+                                        id_format=id_format,
+                                        receipt_id_format=receipt_id_format))
+    async with pipeline(tmp_path, sim) as p:
+        ids = await p.send(*[f"+4474001235{n:02d}" for n in range(20)])
+        for mid in ids:
+            await p.wait_state(mid, MessageState.DELIVERED)
+
+
+async def test_undeliverable_receipt(tmp_path: Path) -> None:
+    sim = SmscSimulator(SimulatorConfig(enabled=True, port=0, receipt_delay_s=0.01,
+                                        fail_receipt_every=1))
+    async with pipeline(tmp_path, sim) as p:
+        [mid] = await p.send("+447400123461")
+        await p.wait_state(mid, MessageState.UNDELIVERABLE)
+
+
+async def test_expired_before_submission(tmp_path: Path) -> None:
+    # The dispatcher's clock runs two minutes ahead: a 1-minute validity has ended by then.
+    async with pipeline(tmp_path, dispatcher_clock=lambda: time.time() + 120) as p:
+        [mid] = await p.send("+447400123462", validity_minutes=1)
+        await p.wait_state(mid, MessageState.EXPIRED)
+        assert not p.sim.submits
+
+
+async def test_scheduled_message_waits_for_send_at(tmp_path: Path) -> None:
+    async with pipeline(tmp_path) as p:
+        send_at = time.time() + 1.5
+        [mid] = await p.send("+447400123463", send_at=send_at)
+        [view] = await p.store.get_messages([mid])
+        assert view.state is MessageState.SCHEDULED
+        await asyncio.sleep(0.3)
+        assert not p.sim.submits
+        await p.wait_state(mid, MessageState.DELIVERED)
+        assert p.sim.submits[0].received_at >= send_at - 0.05
+
+
+async def test_connection_drop_loses_nothing(tmp_path: Path) -> None:
+    sim = SmscSimulator(SimulatorConfig(enabled=True, port=0, receipt_delay_s=0.01,
+                                        drop_after=15))
+    async with pipeline(tmp_path, sim) as p:
+        numbers = [f"+4474001236{n:02d}" for n in range(40)]
+        ids = await p.send(*numbers)
+        for mid in ids:
+            await p.wait_state(mid, MessageState.DELIVERED)
+        got = {s.destination for s in p.sim.submits}
+        assert got == {n.lstrip("+") for n in numbers}
+
+
+async def test_restart_resubmits_unacknowledged(tmp_path: Path) -> None:
+    sim = SmscSimulator(SimulatorConfig(enabled=True, port=0, receipt_delay_s=0.01))
+    async with pipeline(tmp_path, sim) as p:
+        await p.dispatcher.stop()
+        ids = await p.send("+447400123470", "+447400123471")
+    async with pipeline(tmp_path) as p2:  # same database file, fresh process state
+        assert p2.dispatcher.resubmitted_on_start == 2
+        for mid in ids:
+            await p2.wait_state(mid, MessageState.DELIVERED)
+
+
+def test_relative_validity() -> None:
+    assert relative_validity(90) == "000000000130000R"
+    assert relative_validity(5) == "000000000100000R"
+    assert relative_validity(2 * 86400 + 3661) == "000002010101000R"
