@@ -68,9 +68,12 @@ def _canonical_field(name: str) -> str:
     return name
 
 
+_TOKEN = re.compile(r"[^\s,;]+")
+
+
 def _first_token(value: str) -> str | None:
-    token = value.split(None, 1)[0] if value.strip() else ""
-    return token or None
+    match = _TOKEN.match(value.lstrip())
+    return match.group(0) if match else None
 
 
 def _normalise_stat(stat: str | None) -> str | None:
@@ -89,17 +92,24 @@ def _text_of(short_message: bytes | str) -> str:
     return short_message.decode("latin-1")
 
 
-def parse_receipt(short_message: bytes | str, *, receipted_message_id: str | None = None,
-                  message_state: int | None = None) -> Receipt | None:
-    """Parse an Appendix B receipt text plus its TLVs; None when no message id can be found.
+# The exact Appendix B layout, which most SMSCs (and the simulator) send: one regex, no scan.
+_STANDARD = re.compile(
+    r"id:(?P<id>[^\s,;]+) sub:\S* dlvrd:\S* submit date:(?P<submit_date>\S*) "
+    r"done date:(?P<done_date>\S*) stat:(?P<stat>[^\s,;]*) err:(?P<err>[^\s,;]*)"
+    r"(?: text:(?P<text>.*))?\Z", re.DOTALL)
 
-    Rules: every field but `text` is the first whitespace-delimited token after its name, so
-    unknown extra fields cannot leak into them. `text` runs to the end of the message, except
-    when fields not yet seen follow it (an SMSC that puts text first): then it stops there.
-    The receipted_message_id TLV is preferred over the text's id (SMPP 3.4 defines it as the
-    id given in submit_sm_resp); missing stat / message_state are derived from each other.
-    """
-    body = _text_of(short_message).replace("\x00", "")
+
+def _fields_standard(body: str) -> tuple[dict[str, str], str | None] | None:
+    match = _STANDARD.match(body)
+    if match is None:
+        return None
+    fields = {k: v for k, v in match.groupdict().items() if v and k != "text"}
+    text = match.group("text")
+    return fields, text.rstrip() if text is not None else None
+
+
+def _fields_any(body: str) -> tuple[dict[str, str], str | None]:
+    """Fields in any order and case, with extra fields and a text anywhere."""
     matches = [(_canonical_field(m.group(1)), m) for m in _FIELD.finditer(body)]
     text_value: str | None = None
     text_span = (len(body), len(body))
@@ -123,6 +133,23 @@ def parse_receipt(short_message: bytes | str, *, receipted_message_id: str | Non
         token = _first_token(body[match.end():end])
         if token is not None:
             fields[name] = token
+    return fields, text_value
+
+
+def parse_receipt(short_message: bytes | str, *, receipted_message_id: str | None = None,
+                  message_state: int | None = None) -> Receipt | None:
+    """Parse an Appendix B receipt text plus its TLVs; None when no message id can be found.
+
+    Rules: every field but `text` is the first whitespace-delimited token after its name, so
+    unknown extra fields cannot leak into them. `text` runs to the end of the message, except
+    when fields not yet seen follow it (an SMSC that puts text first): then it stops there.
+    The receipted_message_id TLV is preferred over the text's id (SMPP 3.4 defines it as the
+    id given in submit_sm_resp); missing stat / message_state are derived from each other.
+    """
+    body = _text_of(short_message)
+    if "\x00" in body:
+        body = body.replace("\x00", "")
+    fields, text_value = _fields_standard(body) or _fields_any(body)
 
     tlv_id = receipted_message_id.replace("\x00", "").strip() if receipted_message_id else ""
     message_id = tlv_id or fields.get("id", "")

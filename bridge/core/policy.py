@@ -1,0 +1,185 @@
+"""Sending policy (SPEC §3 `[policy]`, `rate_per_s`, `quota`) as pure functions.
+
+The service owns the state (in memory or in the store) and the clock; these functions get the
+previous state and `now` (float seconds, one clock per state) and return a verdict and the next
+state. Nothing here sleeps, reads a clock or raises for a refusal: the service decides which
+§5 error to raise (OVER_LIMIT, FLOOD, DUPLICATE, INSUFFICIENT_CREDIT), with `refuse` to help.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from bridge.core.errors import BridgeError, ErrorName
+
+__all__ = [
+    "Bucket", "take", "retry_after",
+    "FloodRun", "flood_check",
+    "duplicate_digest", "within_window",
+    "quota_allows", "quota_left",
+    "refuse",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-account rate: token bucket
+
+@dataclass(frozen=True)
+class Bucket:
+    """Tokens available at time `updated` (before refilling for time passed since)."""
+
+    tokens: float
+    updated: float
+
+
+def _refill(bucket: Bucket | None, now: float, rate: float, burst: float) -> Bucket:
+    if bucket is None:
+        return Bucket(burst, now)  # a new account starts with a full burst
+    # A clock that steps back (another instance, NTP) must not mint or burn tokens.
+    elapsed = now - bucket.updated
+    if elapsed <= 0:
+        return Bucket(min(bucket.tokens, burst), bucket.updated)
+    return Bucket(min(burst, bucket.tokens + elapsed * rate), now)
+
+
+def take(
+    bucket: Bucket | None, *, now: float, rate: float, burst: float, n: int = 1
+) -> tuple[bool, Bucket]:
+    """Take `n` tokens if available: (admitted, next state).
+
+    rate 0 = unlimited. A refused take consumes nothing, so a client hammering a full bucket is
+    not starved further. `n` > `burst` can never be admitted: size the burst for the largest
+    batch taken at once (the caller's default is max(rate, 1)).
+    """
+    if rate < 0 or burst < 0 or n < 0:
+        raise ValueError(f"take: rate={rate} burst={burst} n={n} must not be negative")
+    if rate == 0:
+        return True, bucket if bucket is not None else Bucket(burst, now)
+    current = _refill(bucket, now, rate, burst)
+    if current.tokens >= n:
+        return True, Bucket(current.tokens - n, current.updated)
+    return False, current
+
+
+def retry_after(bucket: Bucket | None, *, now: float, rate: float, burst: float, n: int = 1) -> float:
+    """Seconds until `take(..., n=n)` would succeed: 0 if it would now, inf if never (n > burst).
+
+    For OVER_LIMIT replies that tell the client when to come back."""
+    if rate == 0:
+        return 0.0
+    if n > burst:
+        return float("inf")
+    current = _refill(bucket, now, rate, burst)
+    missing = n - current.tokens
+    return 0.0 if missing <= 0 else missing / rate + max(0.0, current.updated - now)
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-subscriber flood
+
+@dataclass(frozen=True)
+class FloodRun:
+    """`count` accepted messages to one subscriber in the current run, the last at `last`."""
+
+    count: int
+    last: float
+
+
+def flood_check(
+    run: FloodRun | None, *, now: float, flood_max: int, gap_s: float
+) -> tuple[bool, FloodRun]:
+    """Admit one message to a subscriber: (admitted, next state).
+
+    A run is a sequence of messages each less than `gap_s` after the previous accepted one; its
+    (flood_max+1)-th message is refused; a gap ≥ `gap_s` starts a new run. flood_max 0 = off.
+
+    A refused message leaves the state unchanged: gaps are measured from the last *accepted*
+    message, so retries of a refused message cannot keep a subscriber locked out; at worst the
+    subscriber waits `gap_s` after the last message that went out.
+    """
+    if flood_max <= 0:
+        return True, FloodRun(1, now)
+    if run is None or now - run.last >= gap_s:
+        return True, FloodRun(1, now)
+    if run.count < flood_max:
+        return True, FloodRun(run.count + 1, max(run.last, now))
+    return False, run
+
+
+# ---------------------------------------------------------------------------------------------
+# Duplicate window
+
+_DIGEST_VERSION = b"sms-bridge/duplicate/1\x00"
+
+
+def _field(value: str | int | bool | None) -> bytes:
+    """Self-delimiting encoding: a type tag, then the length before any variable bytes, so no
+    two distinct field tuples encode the same (no separator can be forged inside a text)."""
+    if value is None:
+        return b"N"
+    if isinstance(value, bool):  # before int: bool is an int
+        return b"T" if value else b"F"
+    if isinstance(value, int):
+        data = str(value).encode("ascii")
+        return b"I%d:%s" % (len(data), data)
+    # surrogatepass: a text with a lone surrogate (from a lax decoder) still gets a digest.
+    data = value.encode("utf-8", "surrogatepass")
+    return b"S%d:%s" % (len(data), data)
+
+
+def duplicate_digest(
+    account: str,
+    destination: str,
+    sender: str | None,
+    text: str,
+    type_code: int | None,
+    flash: bool,
+) -> str:
+    """sha256 hex naming a request for the duplicate window (SPEC §5 DUPLICATE): identical
+    fields give the same digest on every instance and version; any difference changes it.
+    Callers pass normalised values (E.164 destination, parsed sender) so spellings agree."""
+    h = hashlib.sha256(_DIGEST_VERSION)
+    for value in (account, destination, sender, text, type_code, flash):
+        h.update(_field(value))
+    return h.hexdigest()
+
+
+def within_window(first_seen: float | None, *, now: float, window_s: float) -> bool:
+    """True when a request first seen at `first_seen` is still inside the duplicate window.
+
+    Symmetric in time: with several instances sharing a store, `first_seen` may be slightly in
+    this instance's future; that is a recent request, not a stale one. window_s ≤ 0 = off."""
+    if first_seen is None or window_s <= 0:
+        return False
+    return abs(now - first_seen) < window_s
+
+
+# ---------------------------------------------------------------------------------------------
+# Quota
+
+def quota_allows(used: int, quota: int, n: int) -> bool:
+    """True when `n` more messages fit in the quota; quota 0 = unlimited. All or nothing: a
+    request that does not fit entirely is refused (INSUFFICIENT_CREDIT), never half sent."""
+    if quota < 0:
+        raise ValueError(f"quota {quota} must not be negative (0 = unlimited)")
+    return quota == 0 or used + n <= quota
+
+
+def quota_left(used: int, quota: int) -> int | None:
+    """Messages left (never negative), or None when unlimited (GetAccount shows it so)."""
+    if quota < 0:
+        raise ValueError(f"quota {quota} must not be negative (0 = unlimited)")
+    return None if quota == 0 else max(0, quota - used)
+
+
+def refuse(name: ErrorName, detail: str) -> BridgeError:
+    """The BridgeError for a policy refusal; only the four policy errors are meant here."""
+    if name not in _POLICY_ERRORS:
+        raise ValueError(f"{name.value} is not a policy refusal")
+    return BridgeError(name, detail)
+
+
+_POLICY_ERRORS = frozenset({
+    ErrorName.OVER_LIMIT, ErrorName.FLOOD, ErrorName.DUPLICATE, ErrorName.INSUFFICIENT_CREDIT,
+})
