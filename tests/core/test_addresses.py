@@ -335,6 +335,7 @@ def valid_numbers(draw: st.DrawFn) -> tuple[str, phonenumbers.PhoneNumber]:
     kind = draw(st.sampled_from([phonenumbers.PhoneNumberType.MOBILE,
                                  phonenumbers.PhoneNumberType.FIXED_LINE]))
     example = phonenumbers.example_number_for_type(region, kind)
+    assert example is not None
     nsn = str(example.national_number)
     tail = draw(st.text(alphabet="0123456789", min_size=3, max_size=3))
     number = phonenumbers.parse(f"+{example.country_code}{nsn[:-3]}{tail}")

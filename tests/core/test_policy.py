@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Sequence
 
 import pytest
 from hypothesis import given, settings
@@ -27,7 +28,7 @@ from bridge.core.policy import (
 # Token bucket
 
 
-def run_bucket(times: list[float], *, rate: float, burst: float, n: int = 1) -> list[bool]:
+def run_bucket(times: Sequence[float], *, rate: float, burst: float, n: int = 1) -> list[bool]:
     bucket: Bucket | None = None
     verdicts = []
     for now in times:
@@ -141,7 +142,7 @@ def test_bucket_admits_when_a_token_is_due(gaps: list[float], rate: float, burst
 # Flood
 
 
-def run_flood(times: list[float], *, flood_max: int, gap_s: float) -> list[bool]:
+def run_flood(times: Sequence[float], *, flood_max: int, gap_s: float) -> list[bool]:
     run: FloodRun | None = None
     verdicts = []
     for now in times:
