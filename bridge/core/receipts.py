@@ -96,7 +96,7 @@ def _text_of(short_message: bytes | str) -> str:
 _STANDARD = re.compile(
     r"id:(?P<id>[^\s,;]+) sub:\S* dlvrd:\S* submit date:(?P<submit_date>\S*) "
     r"done date:(?P<done_date>\S*) stat:(?P<stat>[^\s,;]*) err:(?P<err>[^\s,;]*)"
-    r"(?: text:(?P<text>.*))?\Z", re.DOTALL)
+    r"(?: text:\s*(?P<text>.*))?\Z", re.DOTALL)
 
 
 def _fields_standard(body: str) -> tuple[dict[str, str], str | None] | None:

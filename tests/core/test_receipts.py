@@ -67,6 +67,23 @@ def test_stat_names_are_appendix_b() -> None:
         assert receipt is not None and receipt.stat == stat and receipt.message_state
 
 
+@given(st.text("0123456789abcdefABCDEF", min_size=1, max_size=20),
+       st.sampled_from(STAT_NAMES), st.text("0123456789", min_size=10, max_size=12),
+       st.text("0123456789", max_size=3),
+       st.text(st.characters(min_codepoint=32, max_codepoint=255), max_size=25))
+def test_standard_fast_path_agrees_with_general_parser(mid: str, stat: str, date: str,
+                                                       err: str, text: str) -> None:
+    from bridge.core import receipts
+    body = (f"id:{mid} sub:001 dlvrd:001 submit date:{date} done date:{date} stat:{stat} "
+            f"err:{err} text:{text}")
+    fast = receipts._fields_standard(body)
+    assert fast is not None
+    slow_fields, slow_text = receipts._fields_any(body)
+    for key in ("sub", "dlvrd"):
+        slow_fields.pop(key, None)
+    assert fast == (slow_fields, slow_text)
+
+
 # ------------------------------------------------------------------ smsc_id_keys
 
 
