@@ -129,21 +129,28 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", default="wsdl")
     p = sub.add_parser("bench", help="load generators; each prints a JSON summary")
     p.add_argument("what", choices=("smpp", "store", "soap", "smtp", "all"))
-    p.add_argument("--quick", action="store_true", help="smaller counts (a smoke run)")
     return parser
 
 
-def _bench(what: str, quick: bool) -> int:
-    import importlib
+def _bench(what: str) -> int:
+    """Each benchmark is a module that prints one JSON document; run them one after another
+    (never concurrently: the machine has two cores) and print them together."""
+    import subprocess
 
     targets = ["smpp", "store", "soap", "smtp"] if what == "all" else [what]
     results: dict[str, object] = {}
-    for target in targets:
-        module = importlib.import_module(f"bridge.{target}.bench")
-        results[target] = module.main_result(quick=quick)
-        print(json.dumps({target: results[target]}), file=sys.stderr, flush=True)
+    for index, target in enumerate(targets, 1):
+        print(f"[{index}/{len(targets)}] bench {target} …", file=sys.stderr, flush=True)
+        done = subprocess.run([sys.executable, "-m", f"bridge.{target}.bench"],
+                              capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            print(done.stderr[-2000:], file=sys.stderr)
+            results[target] = {"error": f"exit {done.returncode}"}
+            continue
+        text = done.stdout.strip()
+        results[target] = json.loads(text[text.index("{"):])
     print(json.dumps(results if what == "all" else results[what], indent=2))
-    return 0
+    return 0 if all("error" not in str(r)[:20] for r in results.values()) else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -184,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{args.dir}/ matches the code")
             return 1 if problems else 0
         if args.command == "bench":
-            return _bench(args.what, args.quick)
+            return _bench(args.what)
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"config error: {problem}", file=sys.stderr)
