@@ -171,8 +171,8 @@ class _Session:
 class SmscSimulator:
     """SMPP 3.4 SMSC on loopback. Counters and `submits` are public for tests and benchmarks.
 
-    `submits` keeps the newest `history` accepted submits (None = all; trimmed in batches),
-    `accepted` counts them all. `enquire_link_interval` > 0: the simulator sends enquire_link on
+    `submits` keeps the newest `history` accepted submits (None = all; trimmed in batches; about
+    0.8 KB each), `accepted` counts them all. `enquire_link_interval` > 0: the simulator sends enquire_link on
     a session idle that long. `id_base`: the first message id (default: time-based with 0xA in
     the top nibble, so hex ids always hold a letter and never read as decimal). `strict`:
     refuse an alphanumeric sender with TON 1 or above 11 characters, an empty destination.
@@ -184,7 +184,7 @@ class SmscSimulator:
 
     def __init__(self, config: SimulatorConfig, *, ssl_context: ssl.SSLContext | None = None,
                  enquire_link_interval: float = 0.0, id_base: int | None = None,
-                 strict: bool = True, history: int | None = 200_000) -> None:
+                 strict: bool = True, history: int | None = 100_000) -> None:
         self.config = config
         self.history = history
         self.ssl_context = ssl_context
@@ -242,11 +242,14 @@ class SmscSimulator:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self) -> int:
-        """Listen on config.host:config.port (0 = ephemeral); returns the actual port."""
+    async def start(self, port: int | None = None) -> int:
+        """Listen on config.host:config.port (0 = ephemeral), or on `port` when given (e.g.
+        `await sim.start(port=sim.port)` after `stop()` to play an SMSC restart); returns the
+        actual port."""
         self._loop = asyncio.get_running_loop()
         self._server = await asyncio.start_server(
-            self._on_connect, self.config.host, self.config.port, ssl=self.ssl_context,
+            self._on_connect, self.config.host, self.config.port if port is None else port,
+            ssl=self.ssl_context,
             reuse_address=True, limit=P.MAX_PDU_LEN)
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port

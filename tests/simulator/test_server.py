@@ -618,6 +618,20 @@ async def test_stop_closes_sessions(clients: list[Client]) -> None:
     assert sim.sessions == 0
 
 
+async def test_restart_on_the_same_port(clients: list[Client]) -> None:
+    sim = SmscSimulator(config())
+    port = await sim.start()
+    try:
+        c = await bound(sim, clients)
+        await sim.stop()
+        await asyncio.wait_for(c.closed.wait(), TIMEOUT)
+        assert await sim.start(port=port) == port
+        again = await bound(sim, clients)
+        assert (await again.submit())[0] == 0 and sim.binds == 2
+    finally:
+        await sim.stop()
+
+
 async def test_run_simulator_logs_binds(caplog: pytest.LogCaptureFixture,
                                         unused_tcp_port: int) -> None:
     caplog.set_level(logging.INFO, logger="bridge.simulator")
