@@ -1,0 +1,266 @@
+"""SMTP ingress throughput against the ceiling of aiosmtpd itself.
+
+    python -m bridge.smtp.bench [--mails 4000] [--connections 8] [--per-session 50]
+                                [--warmup 200] [--no-receipts]
+
+Two runs with the same load generator (this process, asyncio, raw sockets):
+- noop: a child process serving a no-op aiosmtpd handler (`250 OK` after DATA) on a
+  `loop.create_server` listener configured like the bridge's: the ceiling of aiosmtpd here;
+- bridge: a child process running the whole bridge (SMTP → text → Service → SQLite with durable
+  group commit → dispatcher → SMPP client) against an SMSC simulator in this process (receipts
+  on unless --no-receipts, so the bridge also processes the DLRs, as in production).
+Each of `connections` clients sends one recipient per mail, `per-session` mails per session
+(MAIL/RCPT/DATA pipelined as RFC 2920 allows), then QUIT and reconnects. Recipients rotate over
+2,000 valid numbers and every mail has its own Message-ID and text, so no duplicate, flood or
+rate policy refuses any. `end_to_end_per_s` counts until the simulator has received every
+submit_sm; `ratio` = bridge end-to-end / noop. Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+_MAIL_FROM = "monitor@acme.example"
+
+
+def _number(i: int) -> str:
+    return f"+4474001{i % 2000:05d}"
+
+
+def _mail(i: int, tag: str) -> bytes:
+    """A monitoring tool's alert: text/plain, a subject, about 600 octets."""
+    return (
+        f"From: Monitoring <{_MAIL_FROM}>\r\n"
+        f"To: <{_number(i)}@sms.localhost>\r\n"
+        f"Subject: PROBLEM: web-{i % 40:02d} HTTP is CRITICAL\r\n"
+        f"Date: Mon, 8 Jan 2024 03:00:00 +0000\r\n"
+        f"Message-ID: <bench-{tag}-{i}@mon1.acme.example>\r\n"
+        "MIME-Version: 1.0\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n"
+        "Content-Transfer-Encoding: 8bit\r\n"
+        "X-Mailer: bench\r\n"
+        "\r\n"
+        f"Host web-{i % 40:02d} (10.0.3.{i % 250}) state CRITICAL since 03:00 UTC.\r\n"
+        f"Check HTTP: socket timeout after 10 s (event {tag}-{i}).\r\n"
+        "\r\n"
+        "-- \r\n"
+        "Nagios Monitoring, mon1.acme.example\r\n"
+        "This message was generated automatically.\r\n"
+    ).encode()
+
+
+# ---------------------------------------------------------------- children
+
+
+async def _serve_noop() -> None:
+    from aiosmtpd.smtp import SMTP
+
+    class Noop:
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+            return "250 OK"
+
+    import logging
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
+    loop = asyncio.get_running_loop()
+    handler = Noop()
+    server = await loop.create_server(
+        lambda: SMTP(handler, data_size_limit=1_048_576, enable_SMTPUTF8=True,
+                     hostname="noop.localhost", auth_require_tls=False, loop=loop),
+        "127.0.0.1", 0)
+    print(json.dumps({"port": server.sockets[0].getsockname()[1]}), flush=True)
+    await _until_stdin_closes()
+    server.close()
+
+
+async def _serve_bridge(smsc_port: int, directory: str) -> None:
+    from bridge.app import Bridge
+    from bridge.config import parse_config
+
+    config = parse_config({
+        "smtp": {"listen": "127.0.0.1:0", "domains": ["sms.localhost"]},
+        "soap": {"listen": "127.0.0.1:0"},
+        "store": {"url": f"sqlite:///{Path(directory) / 'bench.db'}"},
+        "smsc": [{"name": "sim", "host": "127.0.0.1", "port": smsc_port, "system_id": "bridge",
+                  "password": "secret", "window": 50}],
+        "account": [{"name": "bench", "password": "bench-password", "senders": ["ACME"],
+                     "default_sender": "ACME", "rate_per_s": 100_000,
+                     "relay_networks": ["127.0.0.1/32"]}],
+    }, base_dir=Path(directory))
+    bridge = Bridge(config)
+    await bridge.start()
+    assert bridge.pool is not None
+    for bind in bridge.pool.binds.values():
+        await bind.wait_bound(10.0)
+    print(json.dumps({"port": bridge.smtp_port}), flush=True)
+    await _until_stdin_closes()
+    await bridge.stop()
+
+
+async def _until_stdin_closes() -> None:
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, sys.stdin.read)
+
+
+# ---------------------------------------------------------------- load generator
+
+
+class _Client:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    async def reply(self) -> str:
+        while True:
+            line = (await self.reader.readuntil(b"\r\n")).decode()
+            if line[3:4] != "-":
+                return line
+
+    async def expect(self, code: str) -> str:
+        line = await self.reply()
+        if not line.startswith(code):
+            raise RuntimeError(f"expected {code}, got {line.strip()}")
+        return line
+
+
+async def _session(port: int, mails: list[bytes], rcpts: list[str]) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    client = _Client(reader, writer)
+    await client.expect("220")
+    writer.write(b"EHLO bench.localhost\r\n")
+    await client.expect("250")
+    for data, rcpt in zip(mails, rcpts):
+        writer.write(f"MAIL FROM:<{_MAIL_FROM}>\r\nRCPT TO:<{rcpt}@sms.localhost>\r\nDATA\r\n"
+                     .encode())
+        await client.expect("250")
+        await client.expect("250")
+        await client.expect("354")
+        writer.write(data + b".\r\n")
+        await client.expect("250")
+    writer.write(b"QUIT\r\n")
+    await client.expect("221")
+    writer.close()
+    await writer.wait_closed()
+
+
+async def _load(port: int, *, tag: str, first: int, count: int, connections: int,
+                per_session: int) -> float:
+    """Send `count` mails over `connections` concurrent clients; seconds taken."""
+    queue: list[tuple[bytes, str]] = [(_mail(i, tag), _number(i))
+                                      for i in range(first, first + count)]
+    position = 0
+
+    async def worker() -> None:
+        nonlocal position
+        while position < len(queue):
+            batch = queue[position:position + per_session]
+            position += len(batch)
+            await _session(port, [m for m, _ in batch], [r for _, r in batch])
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    return time.perf_counter() - start
+
+
+async def _spawn(*args: str) -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen([sys.executable, "-m", "bridge.smtp.bench", *args],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = await asyncio.get_running_loop().run_in_executor(None, proc.stdout.readline)
+    if not line:
+        proc.wait(10)
+        raise RuntimeError(f"child {args[0]} failed to start (exit {proc.returncode})")
+    return proc, int(json.loads(line)["port"])
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    assert proc.stdin is not None
+    proc.stdin.close()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+
+
+async def _run(args: argparse.Namespace) -> dict[str, Any]:
+    from bridge.config import SimulatorConfig
+    from bridge.simulator import SmscSimulator
+
+    n, conns, per = args.mails, args.connections, args.per_session
+    result: dict[str, Any] = {"mails": n, "connections": conns, "mails_per_session": per,
+                              "recipients_per_mail": 1, "warmup_mails": args.warmup,
+                              "cpus": os.cpu_count()}
+
+    noop, port = await _spawn("--child", "noop")
+    try:
+        await _load(port, tag="warm", first=0, count=args.warmup, connections=conns,
+                    per_session=per)
+        seconds = await _load(port, tag="noop", first=0, count=n, connections=conns,
+                              per_session=per)
+    finally:
+        _stop(noop)
+    result["noop_msgs_per_s"] = round(n / seconds, 1)
+
+    sim = SmscSimulator(SimulatorConfig(enabled=True, port=0, receipts=not args.no_receipts,
+                                        receipt_delay_s=0.05), history=None)
+    sim_port = await sim.start()
+    with tempfile.TemporaryDirectory(prefix="smtp-bench-") as directory:
+        bridge, port = await _spawn("--child", "bridge", "--smsc-port", str(sim_port),
+                                    "--dir", directory)
+        try:
+            await _load(port, tag="warm", first=0, count=args.warmup, connections=conns,
+                        per_session=per)
+            await sim.wait_for_submits(args.warmup, timeout=60)
+            base = sim.accepted
+            start = time.perf_counter()
+            accepted_s = await _load(port, tag="bridge", first=0, count=n, connections=conns,
+                                     per_session=per)
+            await sim.wait_for_submits(base + n, timeout=120)
+            end_to_end_s = time.perf_counter() - start
+        finally:
+            _stop(bridge)
+            await sim.stop()
+    result["bridge_accepted_msgs_per_s"] = round(n / accepted_s, 1)
+    result["bridge_end_to_end_msgs_per_s"] = round(n / end_to_end_s, 1)
+    result["receipts"] = not args.no_receipts
+    result["receipts_sent"] = sim.receipts_sent
+    result["ratio_end_to_end_vs_noop"] = round(result["bridge_end_to_end_msgs_per_s"]
+                                               / result["noop_msgs_per_s"], 3)
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bridge.smtp.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mails", type=int, default=4000)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--per-session", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--no-receipts", action="store_true")
+    parser.add_argument("--child", choices=("noop", "bridge"), help=argparse.SUPPRESS)
+    parser.add_argument("--smsc-port", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--dir", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if not 1 <= args.mails <= 1_000_000 or not 1 <= args.connections <= 1000 \
+            or args.per_session < 1 or args.warmup < 0:
+        parser.error("out of range")
+    if args.child == "noop":
+        asyncio.run(_serve_noop())
+    elif args.child == "bridge":
+        asyncio.run(_serve_bridge(args.smsc_port, args.dir))
+    else:
+        print(json.dumps(asyncio.run(_run(args)), indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,283 @@
+"""SOAP ingress benchmark: `python -m bridge.soap.bench` prints a JSON summary.
+
+The bridge (embedded SMSC simulator, temporary SQLite store, one account with a high rate)
+runs in a child process; this process is the load generator: raw aiohttp POSTs of pre-built
+envelopes (no SOAP toolkit), `concurrency` clients with keep-alive. Measured in one run:
+
+- noop_stock: a no-op Spyne operation served by stock aiohttp-spyne (`AIOSpyne`, threads=None)
+  in the bridge process: the ceiling of Spyne on this server stack;
+- noop_bridge: the same no-op through the bridge's own SOAP endpoint (size limit, hardened
+  parse, Basic auth, Spyne validation/decoding, the awaited operation, response encoding);
+- send_1: SendSms with one recipient per call; send_100: SendSms with 100 recipients per call.
+  For these, msgs/s is counted end to end: from the first request until every accepted message
+  has reached the simulator (its `accepted` counter), as well as at the HTTP replies.
+
+Ratios compare SendSms messages/s with the no-op calls/s. Counts are bounded (defaults: 3,000
+single calls, 100 batch calls of 100, 3,000 no-op calls each).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import aiohttp
+from aiohttp import web
+
+ACCOUNT = "bench"
+PASSWORD = "bench-password"
+_ENV11 = "http://schemas.xmlsoap.org/soap/envelope/"
+
+
+def bench_config(directory: Path) -> Any:
+    from bridge.config import parse_config
+
+    return parse_config({
+        "smtp": {"listen": "127.0.0.1:0"},
+        "soap": {"listen": "127.0.0.1:0", "path": "/soap"},
+        "store": {"url": f"sqlite:///{directory / 'bench.db'}"},
+        "simulator": {"enabled": True, "port": 0},
+        "account": [{"name": ACCOUNT, "password": PASSWORD, "senders": ["BENCH"],
+                     "default_sender": "BENCH", "rate_per_s": 100_000}],
+    }, base_dir=directory)
+
+
+# ------------------------------------------------------------------------------ server side
+
+
+async def _serve(directory: Path) -> None:
+    """Child process: the bridge plus a side app (stock no-op, bridge-stack no-op, counters).
+    Prints one JSON line with the ports, runs until stdin closes."""
+    from aiohttp_spyne import AIOSpyne  # type: ignore[attr-defined]
+
+    from bridge.app import Bridge
+    from bridge.soap.app import create_soap_app
+    from bridge.soap.faults import SoapVersion
+    from bridge.soap.service import (
+        PingService,
+        SmsBridgeService,
+        SyncPingService,
+        build_application,
+    )
+
+    switch = os.environ.get("SOAP_BENCH_SWITCH_INTERVAL")
+    if switch:  # diagnostic: GIL switch interval of the bridge process
+        sys.setswitchinterval(float(switch))
+    config = bench_config(directory)
+    bridge = Bridge(config)
+    await bridge.start()
+    runner: web.AppRunner | None = None
+    try:
+        assert bridge.pool is not None and bridge.service is not None
+        for bind in bridge.pool.binds.values():
+            await bind.wait_bound(10.0)
+        side = create_soap_app(bridge.service, config, bridge.metrics, health=bridge.health,
+                               services=(SmsBridgeService, PingService))
+        stock = AIOSpyne(build_application(SoapVersion.V11, (SyncPingService,), preparsed=False),
+                         threads=None)
+        side.router.add_post("/stock", stock.post)
+        simulator = bridge.simulator
+
+        async def stats(request: web.Request) -> web.Response:
+            return web.json_response({"accepted": simulator.accepted if simulator else 0})
+
+        side.router.add_get("/bench/stats", stats)
+        runner = web.AppRunner(side, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        server = site._server
+        assert server is not None
+        side_port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        print(json.dumps({"soap_port": bridge.soap_port, "side_port": side_port}), flush=True)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, sys.stdin.read)  # until the parent closes our stdin
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        await bridge.stop()
+
+
+# ------------------------------------------------------------------------------ load side
+
+
+def _envelope(body: str) -> bytes:
+    return (f'<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="{_ENV11}" '
+            f'xmlns:t="urn:sms-bridge:v1"><soapenv:Body>{body}</soapenv:Body>'
+            f"</soapenv:Envelope>").encode()
+
+
+def send_envelopes(calls: int, size: int, *, run: str, first_number: int) -> list[bytes]:
+    """`calls` SendSms envelopes of `size` distinct UK mobile recipients each."""
+    out = []
+    n = first_number
+    for i in range(calls):
+        recipients = "".join(f"<t:recipients>+4474{(n + k) % 10**8:08d}</t:recipients>"
+                             for k in range(size))
+        n += size
+        out.append(_envelope(f"<t:SendSms>{recipients}<t:text>bench {run} {i}</t:text>"
+                             f"</t:SendSms>"))
+    return out
+
+
+async def _load(session: aiohttp.ClientSession, url: str, bodies: Sequence[bytes],
+                headers: dict[str, str], concurrency: int) -> tuple[float, list[float], dict[int, int]]:
+    """POST every body once with `concurrency` workers; (seconds, latencies, status counts)."""
+    feed = iter(bodies)
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+
+    async def worker() -> None:
+        for body in feed:
+            t0 = time.perf_counter()
+            async with session.post(url, data=body, headers=headers) as response:
+                await response.read()
+                statuses[response.status] = statuses.get(response.status, 0) + 1
+            latencies.append(time.perf_counter() - t0)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return time.perf_counter() - start, latencies, statuses
+
+
+async def _accepted(session: aiohttp.ClientSession, side: str) -> int:
+    async with session.get(f"{side}/bench/stats") as response:
+        data = await response.json()
+    return int(data["accepted"])
+
+
+async def _wait_accepted(session: aiohttp.ClientSession, side: str, target: int,
+                         timeout: float = 120.0) -> int:
+    deadline = time.monotonic() + timeout
+    while True:
+        count = await _accepted(session, side)
+        if count >= target or time.monotonic() > deadline:
+            return count
+        await asyncio.sleep(0.01)
+
+
+def _ms(values: Iterable[float], q: float) -> float:
+    data = sorted(values)
+    if not data:
+        return 0.0
+    return round(1000 * data[min(len(data) - 1, int(q * len(data)))], 2)
+
+
+async def _noop(session: aiohttp.ClientSession, url: str, calls: int, concurrency: int,
+                headers: dict[str, str]) -> dict[str, Any]:
+    body = _envelope("<t:Ping/>")
+    await _load(session, url, [body] * min(200, calls), headers, concurrency)  # warm-up
+    seconds, latencies, statuses = await _load(session, url, [body] * calls, headers, concurrency)
+    return {"calls": calls, "statuses": statuses, "seconds": round(seconds, 3),
+            "calls_per_s": round(calls / seconds, 1), "p50_ms": _ms(latencies, 0.5),
+            "p99_ms": _ms(latencies, 0.99)}
+
+
+async def _send(session: aiohttp.ClientSession, soap: str, side: str, calls: int, size: int,
+                concurrency: int, headers: dict[str, str], *, run: str,
+                first_number: int) -> dict[str, Any]:
+    bodies = send_envelopes(calls, size, run=run, first_number=first_number)
+    base = await _accepted(session, side)
+    start = time.perf_counter()
+    seconds, latencies, statuses = await _load(session, soap, bodies, headers, concurrency)
+    messages = calls * size if statuses.get(200, 0) == calls else None
+    reached = await _wait_accepted(session, side, base + calls * size)
+    e2e = time.perf_counter() - start
+    submitted = reached - base
+    return {"calls": calls, "recipients_per_call": size, "statuses": statuses,
+            "messages_accepted": messages, "messages_at_simulator": submitted,
+            "http_seconds": round(seconds, 3), "e2e_seconds": round(e2e, 3),
+            "http_msgs_per_s": round(calls * size / seconds, 1),
+            "e2e_msgs_per_s": round(submitted / e2e, 1),
+            "p50_ms": _ms(latencies, 0.5), "p99_ms": _ms(latencies, 0.99),
+            "mean_ms": round(1000 * statistics.fmean(latencies), 2) if latencies else 0.0}
+
+
+async def bench_soap(*, calls: int = 3000, batch_calls: int = 100, batch_size: int = 100,
+                     noop_calls: int = 3000, concurrency: int = 16) -> dict[str, Any]:
+    """Start the bridge in a child process, load it, return the summary (see module doc)."""
+    calls, batch_calls = min(calls, 100_000), min(batch_calls, 10_000)
+    batch_size, noop_calls = min(batch_size, 1000), min(noop_calls, 100_000)
+    with tempfile.TemporaryDirectory(prefix="soap-bench-") as tmp:
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bridge.soap.bench", "--serve", tmp,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        assert child.stdin is not None and child.stdout is not None
+        try:
+            line = await asyncio.wait_for(child.stdout.readline(), 60.0)
+            if not line:
+                raise RuntimeError("the bridge process exited before it was ready")
+            ports = json.loads(line)
+            soap = f"http://127.0.0.1:{ports['soap_port']}/soap"
+            side = f"http://127.0.0.1:{ports['side_port']}"
+            auth = "Basic " + base64.b64encode(f"{ACCOUNT}:{PASSWORD}".encode()).decode()
+            headers = {"Content-Type": "text/xml; charset=utf-8", "Authorization": auth}
+            run = f"{os.getpid()}-{int(time.time())}"
+            connector = aiohttp.TCPConnector(limit=concurrency)
+            async with aiohttp.ClientSession(connector=connector) as session:
+                result: dict[str, Any] = {"concurrency": concurrency}
+                result["noop_stock"] = await _noop(
+                    session, f"{side}/stock", noop_calls, concurrency,
+                    {"Content-Type": "text/xml; charset=utf-8"})
+                result["noop_bridge"] = await _noop(session, f"{side}/soap", noop_calls,
+                                                    concurrency, headers)
+                await _send(session, soap, side, 200, 1, concurrency, headers,
+                            run=run + "w", first_number=90_000_000)  # warm-up
+                result["send_1"] = await _send(session, soap, side, calls, 1, concurrency,
+                                               headers, run=run, first_number=10_000_000)
+                result["send_100"] = await _send(session, soap, side, batch_calls, batch_size,
+                                                 concurrency, headers, run=run,
+                                                 first_number=20_000_000)
+        finally:
+            child.stdin.close()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(child.wait(), 30.0)
+            if child.returncode is None:
+                child.kill()
+                await child.wait()
+    stock = result["noop_stock"]["calls_per_s"]
+    own = result["noop_bridge"]["calls_per_s"]
+    one = result["send_1"]["e2e_msgs_per_s"]
+    result["ratios"] = {
+        "send_1_e2e_vs_noop_stock": round(one / stock, 3),
+        "send_1_e2e_vs_noop_bridge": round(one / own, 3),
+        "send_1_http_vs_noop_stock": round(result["send_1"]["http_msgs_per_s"] / stock, 3),
+        "send_100_e2e_msgs_per_s": result["send_100"]["e2e_msgs_per_s"],
+    }
+    result["targets"] = {"send_1_vs_noop_0.70": result["ratios"]["send_1_e2e_vs_noop_stock"] >= 0.7,
+                         "send_100_5000_msgs_per_s": result["send_100"]["e2e_msgs_per_s"] >= 5000}
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bridge.soap.bench",
+                                     description="SOAP ingress benchmark (prints JSON)")
+    parser.add_argument("--calls", type=int, default=3000, help="1-recipient SendSms calls")
+    parser.add_argument("--batch-calls", type=int, default=100, help="batch SendSms calls")
+    parser.add_argument("--batch-size", type=int, default=100, help="recipients per batch call")
+    parser.add_argument("--noop-calls", type=int, default=3000, help="no-op calls per baseline")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--serve", metavar="DIR", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve:
+        asyncio.run(_serve(Path(args.serve)))
+        return 0
+    result = asyncio.run(bench_soap(calls=args.calls, batch_calls=args.batch_calls,
+                                    batch_size=args.batch_size, noop_calls=args.noop_calls,
+                                    concurrency=args.concurrency))
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,233 @@
+"""bridge.smtp.text: email bytes → SMS text (pure), on a corpus shaped like real clients' mail."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bridge.core.encoding import Encoding
+from bridge.core.errors import BridgeError, ErrorName
+from bridge.core.segmentation import plan_message
+from bridge.smtp.text import (
+    clean_text,
+    decode_bytes,
+    html_to_text,
+    mail_to_text,
+    parse_mail,
+    truncate_to_fit,
+    unflow,
+)
+
+CORPUS = Path(__file__).parent / "corpus"
+CASES = sorted(p.stem for p in CORPUS.glob("*.eml"))
+
+
+def expected(name: str) -> str:
+    return (CORPUS / f"{name}.txt").read_text(encoding="utf-8")
+
+
+def test_corpus_is_complete() -> None:
+    assert len(CASES) >= 15
+    for name in CASES:
+        assert (CORPUS / f"{name}.txt").exists(), name
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_corpus_text(name: str) -> None:
+    """Each mail gives exactly the SMS text stored next to it ([smtp] subject = "prepend")."""
+    assert mail_to_text((CORPUS / f"{name}.eml").read_bytes()) == expected(name)
+
+
+@pytest.mark.parametrize("name, kind", [
+    ("01_outlook_html_only", "html"),
+    ("02_apple_mail_alternative_qp", "plain"),
+    ("11_calendar_invite", "plain"),
+    ("12_smime_signed", "plain"),
+    ("15_subject_only", "none"),
+    ("18_thunderbird_html_reply", "html"),
+])
+def test_corpus_body_kind(name: str, kind: str) -> None:
+    assert parse_mail((CORPUS / f"{name}.eml").read_bytes()).body_kind == kind
+
+
+def test_message_id_and_subject() -> None:
+    mail = parse_mail((CORPUS / "05_base64_utf8_emoji.eml").read_bytes())
+    assert mail.message_id == "<grafana-alert-1704715200-web03@grafana.acme.example>"
+    assert mail.subject == "[FIRING:1] \U0001F525 HighCPU web-03"
+
+
+# ---------------------------------------------------------------- subject modes
+
+PLAIN = (b"Subject: Disk full\r\nMessage-ID: <a@b>\r\nContent-Type: text/plain\r\n\r\n"
+         b"db1 /var at 95%\r\n")
+SUBJECT_ONLY = b"Subject: Disk full\r\n\r\n\r\n"
+
+
+@pytest.mark.parametrize("mode, raw, text", [
+    ("prepend", PLAIN, "Disk full\ndb1 /var at 95%"),
+    ("ignore", PLAIN, "db1 /var at 95%"),
+    ("only-if-body-empty", PLAIN, "db1 /var at 95%"),
+    ("prepend", SUBJECT_ONLY, "Disk full"),
+    ("only-if-body-empty", SUBJECT_ONLY, "Disk full"),
+])
+def test_subject_modes(mode: str, raw: bytes, text: str) -> None:
+    assert mail_to_text(raw, subject=mode) == text
+
+
+def test_subject_ignored_and_body_empty_is_invalid_message() -> None:
+    with pytest.raises(BridgeError) as info:
+        mail_to_text(SUBJECT_ONLY, subject="ignore")
+    assert info.value.name is ErrorName.INVALID_MESSAGE
+    assert info.value.smtp_reply.startswith("554 5.6.0")
+
+
+@pytest.mark.parametrize("raw", [
+    b"",
+    b"\r\n\r\n",
+    b"Subject: \r\n\r\n   \r\n\t\r\n",
+    b"Content-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0=\r\n",
+    b"Content-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n\r\nMIAGCSqG\r\n",
+    b"Subject: \r\n\r\n> only a quote\r\n> here\r\n",
+])
+def test_no_text_is_invalid_message(raw: bytes) -> None:
+    with pytest.raises(BridgeError) as info:
+        mail_to_text(raw)
+    assert info.value.name is ErrorName.INVALID_MESSAGE
+
+
+# ---------------------------------------------------------------- pieces
+
+
+def test_unflow_joins_soft_breaks_and_unstuffs() -> None:
+    text = "one \r\ntwo \r\nthree\r\n >x\r\n> quoted \r\n> more\r\n-- \r\nsig"
+    assert unflow(text) == "one two three\n>x\n> quoted more\n-- \nsig"
+    assert unflow("a \r\nb", delsp=True) == "ab"
+
+
+@pytest.mark.parametrize("data, label, text", [
+    ("Café".encode("utf-8"), None, "Café"),
+    ("Café".encode("cp1252"), None, "Café"),
+    ("“q”".encode("cp1252"), "iso-8859-1", "“q”"),  # the label lies, as Outlook's do
+    ("Café".encode("utf-8"), "iso-8859-1", "CafÃ©"),  # a valid label is believed
+    ("Ω".encode("utf-8"), "x-unknown-charset", "Ω"),
+    ("Привет".encode("koi8-r"), "KOI8-R", "Привет"),
+    ("你好".encode("gb18030"), "gb2312", "你好"),
+    ("ｶﾀｶﾅ".encode("iso2022_jp_ext"), "iso-2022-jp", "ｶﾀｶﾅ"),
+    ("abc".encode("utf-16"), "utf-16", "abc"),
+    (b"caf\xe9", "utf-8", "café"),  # declared UTF-8, actually windows-1252
+])
+def test_decode_bytes(data: bytes, label: str | None, text: str) -> None:
+    assert decode_bytes(data, label) == text
+
+
+def test_html_blocks_breaks_lists_tables_and_hidden() -> None:
+    html = ("<html><head><title>t</title><style>p{}</style></head><body>"
+            "<div>Hi,<div><br></div><div>Server <b>down</b>   now.</div></div>"
+            "<p>&nbsp;</p><ol><li>one</li><li>two</li></ol><ul><li>x</li></ul>"
+            "<table><tr><td>CPU</td><td>95%</td></tr><tr><td>RAM</td><td>40%</td></tr></table>"
+            "<span style='display:none'>preheader</span><script>x()</script>"
+            "<pre>a  b\n c</pre><blockquote>quoted</blockquote>end</body></html>")
+    assert html_to_text(html) == ("Hi,\n\nServer down now.\n\xa0\n1. one\n2. two\n- x\n"
+                                  "CPU 95%\nRAM 40%\na  b\n c\nend")
+
+
+@pytest.mark.parametrize("html", ["", "   ", "<html></html>", "<?xml version='1.0'?>",
+                                  "<<<>>>", "\x00\x00"])
+def test_html_degenerate(html: str) -> None:
+    assert clean_text(html_to_text(html)) in ("", "<<<>>>")
+
+
+def test_clean_text_quotes_and_signatures() -> None:
+    text = ("Top answer\n\nOn Mon, 8 Jan 2024 at 10:00, A B <a@b.example>\nwrote:\n> q1\n> q2\n"
+            "\nbottom answer\n\n-- \nsig")
+    assert clean_text(text) == "Top answer\n\nbottom answer"
+    assert clean_text("Hi\n\n-----Original Message-----\nFrom: x\nold") == "Hi"
+    assert clean_text("Hi\n________________________________\nFrom: A\nSent: Monday\nTo: B\n"
+                      "Subject: s\n\nold") == "Hi"
+    # a From: line in an alert is not a reply header
+    assert clean_text("From: backup-01\nStatus: failed") == "From: backup-01\nStatus: failed"
+    assert clean_text("Train late\n\nSent from my iPhone") == "Train late"
+    assert clean_text("a\u200bb\tc\xa0d\n\n\n\ne") == "ab c d\n\ne"
+
+
+def test_malformed_boundary_and_missing_boundary() -> None:
+    raw = (b"Subject: s\r\nContent-Type: multipart/alternative\r\n\r\n"
+           b"--zz\r\nContent-Type: text/plain\r\n\r\nhello\r\n--zz--\r\n")
+    assert mail_to_text(raw, subject="ignore") == "hello"
+
+
+def test_deep_nesting_is_bounded() -> None:
+    depth = 200
+    head = b"".join(b"Content-Type: multipart/mixed; boundary=\"b%d\"\r\n\r\n--b%d\r\n" % (i, i)
+                    for i in range(depth))
+    raw = b"Subject: deep\r\n" + head + b"Content-Type: text/plain\r\n\r\nbottom\r\n"
+    assert mail_to_text(raw) in ("deep", "deep\nbottom")
+
+
+CORPUS_BYTES = [(CORPUS / f"{name}.eml").read_bytes() for name in CASES]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(CORPUS_BYTES), st.integers(0, 10_000), st.integers(0, 400),
+       st.binary(max_size=40))
+def test_mutated_mail_never_crashes(base: bytes, pos: int, cut: int, junk: bytes) -> None:
+    """Any bytes: a text or INVALID_MESSAGE, never another exception."""
+    pos = pos % (len(base) + 1)
+    raw = base[:pos] + junk + base[pos + cut:]
+    try:
+        text = mail_to_text(raw)
+    except BridgeError as exc:
+        assert exc.name is ErrorName.INVALID_MESSAGE
+    else:
+        assert text and text == text.strip()
+
+
+# ---------------------------------------------------------------- truncation
+
+CANDIDATES = (Encoding.GSM7, Encoding.LATIN1, Encoding.UCS2)
+
+
+def fits_in(max_parts: int):  # type: ignore[no-untyped-def]
+    def fits(text: str) -> bool:
+        try:
+            plan_message(text, max_parts=max_parts, candidates=CANDIDATES)
+        except BridgeError as exc:
+            if exc.too_big:
+                return False
+            raise
+        return True
+    return fits
+
+
+@pytest.mark.parametrize("text, marker, max_parts, result", [
+    ("A" * 200, "...", 1, "A" * 157 + "..."),
+    ("A" * 160, "...", 1, "A" * 160),  # fits: untouched
+    ("€" * 100, "...", 1, "€" * 78 + "..."),  # escape pairs count 2 and are never split
+    ("Ж" * 100, "…", 1, "Ж" * 69 + "…"),
+    ("\U0001F600" * 50, "…", 1, "\U0001F600" * 34 + "…"),  # surrogate pairs count 2
+    ("word " * 100, "...", 2, ("word " * 61)[:303].rstrip() + "..."),
+])
+def test_truncate_to_fit(text: str, marker: str, max_parts: int, result: str) -> None:
+    fits = fits_in(max_parts)
+    out = truncate_to_fit(text, fits, marker)
+    assert out == result
+    assert fits(out)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(alphabet=st.sampled_from("aZ 9€{[^é\U0001F600Жλ\n"), min_size=1, max_size=700),
+       st.integers(1, 3))
+def test_truncate_is_a_maximal_fitting_prefix(text: str, max_parts: int) -> None:
+    fits = fits_in(max_parts)
+    out = truncate_to_fit(text, fits, "…")
+    assert fits(out)
+    if out != text:
+        body = out[:-1]
+        assert text.startswith(body)
+        n = len(body)
+        # one more code point (and the marker) would not fit, unless only blanks were dropped
+        longer = text[:n + 1].rstrip() + "…"
+        assert not fits(longer) or text[:n + 1].rstrip() == body
