@@ -9,6 +9,7 @@ success lines. Codes follow RFC 5321, RFC 3463/5248 (enhanced codes), RFC 4954 (
 
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 from bridge.core.errors import ERROR_TABLE, MESSAGE_TOO_BIG, BridgeError, ErrorName
@@ -54,6 +55,10 @@ DATA_START = "354 End data with <CR><LF>.<CR><LF>"
 INTERNAL = ERROR_TABLE[ErrorName.INTERNAL_ERROR].smtp.render()  # 451 4.3.0
 EMPTY_MESSAGE = "the mail has no text"
 
+# --- LMTP
+LMTP_NO_HELO = '500 5.5.1 Error: command "HELO" not recognized, use LHLO'
+LMTP_NO_EHLO = '500 5.5.1 Error: command "EHLO" not recognized, use LHLO'
+
 _MAX_IDS = 8  # ids listed in one SMTP reply (a reply line stays far below 512 octets)
 
 
@@ -98,6 +103,30 @@ def accepted(ids: Sequence[str]) -> str:
 def lmtp_accepted(message_id: str, recipient: str) -> str:
     """RFC 2033 per-recipient success line."""
     return f"250 2.0.0 Accepted {message_id} <{_one_line(recipient)}>"
+
+
+# RFC 2034: once ENHANCEDSTATUSCODES is advertised every reply carries one. aiosmtpd's own
+# replies ("250 OK", "503 Error: send HELO first", "530 Must issue a STARTTLS command first"…)
+# get the code that fits their basic code. The greeting, EHLO/HELO/LHLO and 334 are exempt.
+_ENHANCED = re.compile(r"^[245]\d\d[ -][245]\.\d{1,3}\.\d{1,3}(?:[ \r]|$)")
+_DEFAULT_ENHANCED = {
+    "221": "2.0.0", "250": "2.0.0", "251": "2.1.5", "252": "2.0.0",
+    "421": "4.3.0", "450": "4.2.0", "451": "4.3.0", "452": "4.3.1", "454": "4.7.0",
+    "500": "5.5.2", "501": "5.5.4", "502": "5.5.1", "503": "5.5.1", "504": "5.5.4",
+    "530": "5.7.0", "534": "5.7.9", "535": "5.7.8", "538": "5.7.11", "550": "5.0.0",
+    "551": "5.1.6", "552": "5.3.4", "553": "5.1.3", "554": "5.0.0", "555": "5.5.4",
+}
+
+
+def enhance(line: str) -> str:
+    """`line` with an enhanced status code after the basic one, if it lacks one."""
+    code = line[:3]
+    if code in ("220", "235", "334", "354") or _ENHANCED.match(line):
+        return line
+    enhanced = _DEFAULT_ENHANCED.get(code) or (f"{code[0]}.0.0" if code[:1] in "245" else "")
+    if not enhanced or len(line) < 3 or not code.isdigit():
+        return line
+    return f"{code}{line[3:4] or ' '}{enhanced} {line[4:]}".rstrip()
 
 
 def _one_line(text: str) -> str:

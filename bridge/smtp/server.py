@@ -135,7 +135,13 @@ class _Listener:
     domains: frozenset[str]
     candidates: tuple[Encoding, ...]
     connections: dict[str, int] = field(default_factory=dict)
-    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    tasks: set[asyncio.Future[Any]] = field(default_factory=set)
+
+    def finished(self, task: asyncio.Future[Any]) -> None:
+        """A submit outlived its session: its outcome is in the store and was logged."""
+        self.tasks.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved, so asyncio does not report it at collection
 
 
 @dataclass
@@ -160,9 +166,6 @@ class _Txn:
 class _Handler:
     """aiosmtpd hooks; the SMTP commands themselves are methods of BridgeSMTP."""
 
-    def __init__(self, tls: bool) -> None:
-        self.tls = tls
-
     async def handle_EHLO(self, server: SMTP, session: Session, envelope: Any, hostname: str,
                           responses: list[str]) -> list[str]:
         session.host_name = hostname
@@ -186,7 +189,7 @@ class BridgeSMTP(SMTP):
                  auth_require_tls: bool, ident: str) -> None:
         smtp = listener.config.smtp
         super().__init__(
-            _Handler(tls_context is not None),
+            _Handler(),
             data_size_limit=smtp.max_message_bytes,
             enable_SMTPUTF8=True,
             decode_data=False,
@@ -208,6 +211,7 @@ class BridgeSMTP(SMTP):
         self._over_limit = False
         self._auth_failures = 0
         self._out: list[bytes] = []  # replies held back while pipelined commands wait
+        self._plain_replies = False  # HELO/EHLO/LHLO lines carry no enhanced status code
 
     # ---- connection accounting
 
@@ -244,7 +248,12 @@ class BridgeSMTP(SMTP):
     async def push(self, status: str | bytes) -> None:
         """Replies to pipelined commands are sent together (RFC 2920 §3.2): a reply waits while
         another complete command is already buffered, and goes out with the next one."""
-        data = status.encode("utf-8") if isinstance(status, str) else status
+        if isinstance(status, str):
+            if not self._plain_replies:
+                status = replies.enhance(status)
+            data = status.encode("utf-8")
+        else:
+            data = status
         self._out.append(data + b"\r\n")
         pending = getattr(self._reader, "_buffer", None)
         if data[:3] in _FLUSH_NOW or not isinstance(pending, bytearray) or b"\n" not in pending:
@@ -255,6 +264,22 @@ class BridgeSMTP(SMTP):
             self._writer.write(b"".join(self._out))
             self._out.clear()
             await self._writer.drain()
+
+    @syntax("HELO hostname")
+    async def smtp_HELO(self, hostname: str) -> None:
+        self._plain_replies = True
+        try:
+            await super().smtp_HELO(hostname)
+        finally:
+            self._plain_replies = False
+
+    @syntax("EHLO hostname")
+    async def smtp_EHLO(self, hostname: str) -> None:
+        self._plain_replies = bool(hostname)  # "501 Syntax: EHLO hostname" gets its code
+        try:
+            await super().smtp_EHLO(hostname)
+        finally:
+            self._plain_replies = False
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         m = _SIMPLE_PATH.match(arg)
@@ -575,7 +600,7 @@ class BridgeSMTP(SMTP):
         # has the messages, the dispatcher must get them too.
         task = asyncio.ensure_future(listener.service.submit(request))
         listener.tasks.add(task)
-        task.add_done_callback(listener.tasks.discard)
+        task.add_done_callback(listener.finished)
         try:
             results = await asyncio.shield(task)
         except BridgeError as exc:
@@ -597,6 +622,16 @@ class BridgeSMTP(SMTP):
         else:
             mail = parse_mail(content, subject=smtp.subject)
         text = mail.text
+        # No encoding holds more than 160 characters in one part or 153 per part when
+        # concatenated: a longer text is too big without planning it (a 1 MB body would
+        # otherwise be encoded on the loop, up to 20 times when truncating).
+        max_parts = self._listener.config.policy.max_parts
+        max_chars = 160 if max_parts == 1 else 153 * max_parts
+        if len(text) > max_chars:
+            if smtp.too_long != "truncate":
+                raise BridgeError(ErrorName.INVALID_MESSAGE,
+                                  f"the text needs more than {max_parts} parts", too_big=True)
+            text = text[:max_chars + 1]
         if smtp.too_long == "truncate" and not self._fits(text):
             # "…" only where the text is UCS-2 anyway; "..." keeps a GSM/Latin-1 text cheap.
             enc = choose_encoding(text, self._listener.candidates)
@@ -672,10 +707,10 @@ class BridgeLMTP(BridgeSMTP):
         await super().smtp_EHLO(arg)
 
     async def smtp_HELO(self, arg: str) -> None:
-        await self.push('500 5.5.1 Error: command "HELO" not recognized')
+        await self.push(replies.LMTP_NO_HELO)
 
     async def smtp_EHLO(self, arg: str) -> None:
-        await self.push('500 5.5.1 Error: command "EHLO" not recognized')
+        await self.push(replies.LMTP_NO_EHLO)
 
     async def check_helo_needed(self, helo: str = "HELO") -> bool:
         return bool(await super().check_helo_needed("LHLO"))

@@ -178,7 +178,10 @@ def _body(msg: Message) -> tuple[str, str]:
 
 
 def _is_attachment(part: Message) -> bool:
-    disposition = (part.get("Content-Disposition") or "").split(";")[0].strip().lower()
+    raw_disposition = part.get("Content-Disposition")
+    if raw_disposition is None and "name" not in str(part.get("Content-Type") or "").lower():
+        return False  # the common case, without the cost of parsing parameters
+    disposition = str(raw_disposition or "").split(";")[0].strip().lower()
     if disposition == "attachment":
         return True
     try:
@@ -220,11 +223,9 @@ def _candidates(part: Message, depth: int, *, salvage: bool) -> Iterator[tuple[s
         if repaired is not None:
             yield from _candidates(repaired, depth + 1, salvage=False)
         return
-    if _is_attachment(part):
-        return
-    if ctype == "text/plain":
+    if ctype == "text/plain" and not _is_attachment(part):
         yield "plain", part
-    elif ctype == "text/html":
+    elif ctype == "text/html" and not _is_attachment(part):
         yield "html", part
 
 
@@ -260,7 +261,8 @@ def _part_text(kind: str, part: Message) -> str:
             label = _sniff_html_charset(data)
         return clean_text(html_to_text(decode_bytes(data, label)))
     text = decode_bytes(data, label)
-    if str(part.get_param("format") or "").lower() == "flowed":
+    if "flowed" in str(part.get("Content-Type") or "").lower() \
+            and str(part.get_param("format") or "").lower() == "flowed":
         delsp = str(part.get_param("delsp") or "").lower() == "yes"
         text = unflow(text, delsp=delsp)
     return clean_text(text)
@@ -465,6 +467,7 @@ _ATTRIBUTION = re.compile(
     r"^\s*(On\s.{1,300}\swrote:|Am\s.{1,300}\sschrieb\s.{0,200}:|Le\s.{1,300}\sa écrit\s?:"
     r"|El\s.{1,300}\sescribió:|Il\s.{1,300}\sha scritto:|Op\s.{1,300}\sschreef\s.{0,200}:)\s*$",
     re.I)
+_ATTRIBUTION_START = re.compile(r"^\s*(On|Am|Le|El|Il|Op)\s", re.I)
 _FROM = re.compile(r"^\s*\*?(From|Von|De|Da|Van)\s*:\*?\s", re.I)
 _SENT = re.compile(r"^\s*\*?(Sent|Date|Gesendet|Datum|Envoyé|Enviado|Inviato|Verzonden)\s*:\*?\s",
                    re.I)
@@ -490,11 +493,11 @@ def clean_text(text: str) -> str:
         if _ATTRIBUTION.match(line):
             continue
         # An attribution wrapped over two lines ("On …, John <" / "john@x> wrote:").
-        if i + 1 < len(lines) and re.match(r"^\s*(On|Am|Le|El|Il|Op)\s", line, re.I) \
+        if i + 1 < len(lines) and _ATTRIBUTION_START.match(line) \
                 and _ATTRIBUTION.match(f"{line} {lines[i + 1]}"):
             continue
-        if i > 0 and _ATTRIBUTION.match(f"{lines[i - 1]} {line}") \
-                and re.match(r"^\s*(On|Am|Le|El|Il|Op)\s", lines[i - 1], re.I):
+        if i > 0 and _ATTRIBUTION_START.match(lines[i - 1]) \
+                and _ATTRIBUTION.match(f"{lines[i - 1]} {line}"):
             continue
         kept.append(line)
     text = _tidy("\n".join(kept))

@@ -70,9 +70,6 @@ async def _serve(directory: Path) -> None:
         build_application,
     )
 
-    switch = os.environ.get("SOAP_BENCH_SWITCH_INTERVAL")
-    if switch:  # diagnostic: GIL switch interval of the bridge process
-        sys.setswitchinterval(float(switch))
     config = bench_config(directory)
     bridge = Bridge(config)
     await bridge.start()

@@ -613,3 +613,136 @@ async def test_accepted_message_is_durably_queued_before_250(tmp_path: Path) -> 
         code, reply = await in_thread(send, bridge.smtp_port, mail("durable"), [RCPT])
         [view] = await bridge.store.get_messages([message_id_of(reply)])
         assert view.state in (MessageState.QUEUED, MessageState.SUBMITTED, MessageState.DELIVERED)
+
+
+async def test_data_in_tiny_pieces(tmp_path: Path) -> None:
+    """The end-of-data marker and dot-stuffing are found across any split of the stream."""
+    async with running_bridge(make_config(tmp_path)) as bridge:
+        def session() -> list[str]:
+            raw = Raw(bridge.smtp_port)
+            out = [raw.reply()]
+            for command in ("EHLO client.example", "MAIL FROM:<ops@acme.example>",
+                            f"RCPT TO:<{RCPT}>", "DATA"):
+                raw.send(command.encode() + b"\r\n")
+                out.append(raw.reply())
+            data = b"Subject: split\r\n\r\nline one\r\n..dot\r\n.\r\nQUIT\r\n"
+            for i in range(0, len(data), 3):
+                raw.send(data[i:i + 3])
+            out += [raw.reply(), raw.reply()]
+            raw.close()
+            return out
+        out = await in_thread(session)
+        assert [line[:3] for line in out] == ["220", "250", "250", "250", "354", "250", "221"]
+        assert await texts_to(bridge, NUMBER) == ["split\nline one\n.dot"]
+
+
+async def test_idle_connection_times_out(tmp_path: Path) -> None:
+    async with running_bridge(make_config(tmp_path, smtp={"command_timeout_s": 1})) as bridge:
+        def idle() -> bytes:
+            raw = Raw(bridge.smtp_port)
+            raw.reply()
+            raw.sock.settimeout(5)
+            data = raw.sock.recv(100)  # b"" once the server closes
+            raw.close()
+            return data
+        assert await in_thread(idle) == b""
+
+
+async def test_store_down_is_452_and_the_session_goes_on(tmp_path: Path) -> None:
+    async with running_bridge(make_config(tmp_path)) as bridge:
+        def session() -> tuple[Any, ...]:
+            with smtp(bridge.smtp_port) as client:
+                client.mail("ops@acme.example")
+                client.rcpt(RCPT)
+                refused = client.data(mail("no store"))
+                return refused, client.noop()
+        await bridge.store.close()
+        try:
+            refused, noop = await in_thread(session)
+        finally:
+            await bridge.store.open()  # for a clean shutdown
+    assert refused[0] == 452 and refused[1].startswith(b"4.3.1")
+    assert noop[0] == 250
+
+
+async def test_auth_plain_with_challenge_and_abort(tmp_path: Path) -> None:
+    async with running_bridge(make_config(tmp_path)) as bridge:
+        def session() -> list[str]:
+            raw = Raw(bridge.smtp_port)
+            out = [raw.reply()]
+            for line in (b"EHLO client.example", b"AUTH PLAIN", b"*", b"AUTH PLAIN",
+                         b"AGRlbW8AZGVtby1wYXNzd29yZA==", b"AUTH PLAIN", b"MAIL FROM:<a@b.example>",
+                         b"AUTH LOGIN"):
+                raw.send(line + b"\r\n")
+                out.append(raw.reply())
+            raw.close()
+            return out
+        out = await in_thread(session)
+    assert [line[:3] for line in out] == ["220", "250", "334", "501", "334", "235", "503",
+                                          "250", "503"]
+
+
+async def test_lmtp_refusal_of_the_whole_mail_is_repeated_per_recipient(tmp_path: Path) -> None:
+    async with running_bridge(make_config(tmp_path, smtp={"lmtp": True})) as bridge:
+        def session() -> list[str]:
+            raw = Raw(bridge.smtp_port)
+            raw.reply()
+            for command in ("LHLO client.example", "MAIL FROM:<ops@acme.example>",
+                            f"RCPT TO:<{RCPT}>", f"RCPT TO:<{RCPT2}>", "DATA"):
+                raw.send(command.encode() + b"\r\n")
+                raw.reply()
+            raw.send(b"\r\n.\r\nNOOP\r\n")  # an empty mail
+            out = [raw.reply() for _ in range(3)]
+            raw.close()
+            return out
+        first, second, noop = await in_thread(session)
+    assert first.startswith("554 5.6.0") and second.startswith("554 5.6.0")
+    assert noop.startswith("250")
+
+
+async def test_every_reply_has_an_enhanced_status_code(tmp_path: Path) -> None:
+    """ENHANCEDSTATUSCODES is advertised, so aiosmtpd's own replies get codes too (RFC 2034);
+    the greeting and the EHLO lines stay as they are."""
+    async with running_bridge(make_config(tmp_path)) as bridge:
+        def session() -> list[str]:
+            raw = Raw(bridge.smtp_port)
+            out = [raw.reply()]
+            for line in (b"MAIL FROM:<a@b.example>", b"EHLO client.example", b"NOOP", b"RSET",
+                         b"VRFY x", b"BOGUS", b"DATA", b"QUIT"):
+                raw.send(line + b"\r\n")
+                out.append(raw.reply())
+            raw.close()
+            return out
+        greeting, early_mail, ehlo, noop, rset, vrfy, bogus, data, quit_ = await in_thread(session)
+    assert greeting.startswith("220 sms-bridge.localhost ")
+    assert early_mail.startswith("503 5.5.1 ")
+    assert ehlo.startswith("250-sms-bridge.localhost|250-PIPELINING|")
+    assert ehlo.endswith("|250 ENHANCEDSTATUSCODES")
+    assert noop == "250 2.0.0 OK" and rset == "250 2.0.0 OK"
+    assert vrfy.startswith("252 2.0.0 ")
+    assert bogus.startswith("500 5.5.2 ")
+    assert data.startswith("503 5.5.1 ")
+    assert quit_ == "221 2.0.0 Bye"
+
+
+@pytest.mark.parametrize("too_long", ["reject", "truncate"])
+async def test_huge_body_is_handled_quickly(tmp_path: Path, too_long: str) -> None:
+    config = make_config(tmp_path, smtp={"too_long": too_long, "subject": "ignore"})
+    body = "0123456789 abcdefghi\r\n" * 40_000  # 880 kB, parsed off the loop
+    async with running_bridge(config) as bridge:
+        def attempt() -> tuple[int, bytes]:
+            with smtp(bridge.smtp_port) as client:
+                client.mail("ops@acme.example")
+                client.rcpt(RCPT)
+                return client.data(mail(body))
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        code, text = await in_thread(attempt)
+        assert loop.time() - start < 5
+        if too_long == "reject":
+            assert code == 552 and text.startswith(b"5.3.4")
+        else:
+            assert code == 250
+            [sms] = await texts_to(bridge, NUMBER)
+            assert sms.endswith("...") and len(sms) == 10 * 153
+            assert sms.startswith("0123456789 abcdefghi\n0123456789")

@@ -39,6 +39,7 @@ def wsdl_url(port: int, version: str, scheme: str = "http") -> str:
 def make_client(port: int, version: str, *, auth: tuple[str, str] | None = ("demo", DEMO_PASSWORD),
                 wsse: Any = None, scheme: str = "http", verify: str | None = None) -> zeep.Client:
     session = requests.Session()
+    session.trust_env = False  # loopback only: no proxy or CA bundle from the environment
     if auth is not None:
         session.auth = auth
     if verify is not None:

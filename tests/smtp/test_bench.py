@@ -1,0 +1,19 @@
+"""The SMTP bench runs end to end (tiny counts; the figures themselves are not checked)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bridge.smtp import bench
+
+
+def test_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    bench.main(["--mails", "40", "--rounds", "1", "--warmup", "8", "--connections", "4",
+                "--per-session", "7"])
+    result = json.loads(capsys.readouterr().out)
+    assert result["submits_at_simulator"] == 8 + 40
+    for key in ("noop_msgs_per_s", "accept_only_msgs_per_s", "bridge_end_to_end_msgs_per_s",
+                "ratio_end_to_end_vs_noop"):
+        assert result[key] > 0, key
