@@ -161,6 +161,9 @@ class Service:
         self._accounts = {a.name: a for a in config.accounts}
         self._counters = _Counters()
         self._encodings = tuple(Encoding(e) for e in config.policy.auto_encodings)
+        # Each ingress has its own limit; SMTP also applies it per RCPT, as the protocol wants.
+        self._recipient_limits = {"smtp": config.smtp.max_recipients,
+                                  "soap": config.soap.max_recipients}
 
     # ------------------------------------------------------------------ accounts
 
@@ -204,16 +207,7 @@ class Service:
         """RCPT-time check: a dialable, routable number not currently flooded or rate limited.
         Nothing is consumed here; `submit` decides for real."""
         address = self._destination(account, raw)
-        now = self.clock()
-        policy = self.config.policy
-        ok, _ = flood_check(self._counters.floods.get(address.value), now=now,
-                            flood_max=policy.flood_max, gap_s=policy.flood_gap_s)
-        if not ok:
-            raise BridgeError(ErrorName.FLOOD, f"too many messages to {address.e164}, try later")
-        ok, _ = take(self._counters.buckets.get(account.name), now=now, rate=account.rate_per_s,
-                     burst=max(account.rate_per_s, 1.0))
-        if not ok:
-            raise BridgeError(ErrorName.OVER_LIMIT, f"{account.rate_per_s:g} messages/s")
+        self._admit(account, address, self.clock(), consume=False)
         return address
 
     def _destination(self, account: AccountConfig, raw: str) -> Address:
@@ -245,8 +239,8 @@ class Service:
         if account is None:
             raise BridgeError(ErrorName.AUTH_FAILED, "unknown account")
         if not req.recipients:
-            raise BridgeError(ErrorName.INVALID_PARAMETER, "no recipients")
-        limit = max(self.config.soap.max_recipients, self.config.smtp.max_recipients)
+            raise BridgeError(ErrorName.INVALID_PARAMETER, "at least one recipient is required")
+        limit = self._recipient_limits.get(req.ingress, self.config.soap.max_recipients)
         if len(req.recipients) > limit:
             raise BridgeError(ErrorName.TOO_MANY_RECIPIENTS, f"at most {limit} per request")
         if req.validity_minutes is not None and not 1 <= req.validity_minutes <= 60 * 24 * 30:
@@ -320,8 +314,9 @@ class Service:
                 self.on_accepted(accepted)
         return [r for r in results if r is not None]
 
-    def _admit(self, account: AccountConfig, destination: Address, now: float) -> None:
-        """Flood and rate checks, consuming on success (in-memory, per instance)."""
+    def _admit(self, account: AccountConfig, destination: Address, now: float, *,
+               consume: bool = True) -> None:
+        """Flood and rate checks (in-memory, per instance); `consume` records the message."""
         policy = self.config.policy
         counters = self._counters
         ok, run = flood_check(counters.floods.get(destination.value), now=now,
@@ -332,6 +327,8 @@ class Service:
                           burst=max(account.rate_per_s, 1.0))
         if not ok:
             raise BridgeError(ErrorName.OVER_LIMIT, f"{account.rate_per_s:g} messages/s")
+        if not consume:
+            return
         counters.buckets[account.name] = bucket
         if len(counters.floods) > 200_000:
             horizon = now - policy.flood_gap_s

@@ -469,11 +469,6 @@ class Operations:
                        callback_url: str | None) -> list[SubmissionRow]:
         count = max(1, len(recipients))
         try:
-            if not recipients:
-                raise BridgeError(ErrorName.INVALID_PARAMETER, "at least one recipient is required")
-            if len(recipients) > self.max_recipients:
-                raise BridgeError(ErrorName.TOO_MANY_RECIPIENTS,
-                                  f"at most {self.max_recipients} per request")
             if text is None:
                 raise BridgeError(ErrorName.INVALID_PARAMETER, "text is required")
             request = SubmitRequest(

@@ -1,0 +1,53 @@
+"""Service rules that do not depend on an ingress: recipient limits and RCPT-time policy peeks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bridge.core.errors import BridgeError, ErrorName
+from bridge.service import Recipient, Service, SubmitRequest
+from bridge.store import open_store
+from tests.conftest import make_config
+
+
+@pytest.mark.parametrize(("ingress", "limit"), [("smtp", 3), ("soap", 5)])
+async def test_each_ingress_has_its_own_recipient_limit(tmp_path: Path, ingress: str,
+                                                        limit: int) -> None:
+    config = make_config(tmp_path, smtp={"max_recipients": 3}, soap={"max_recipients": 5})
+    store = open_store(config.store, tmp_path)
+    await store.open()
+    try:
+        service = Service(config, store)
+        numbers = [f"+4474001237{n:02d}" for n in range(limit + 1)]
+        with pytest.raises(BridgeError) as info:
+            await service.submit(SubmitRequest("demo", tuple(Recipient(n) for n in numbers),
+                                               "hi", ingress))
+        assert info.value.name is ErrorName.TOO_MANY_RECIPIENTS
+        results = await service.submit(SubmitRequest(
+            "demo", tuple(Recipient(n) for n in numbers[:limit]), "hi", ingress))
+        assert [r.status for r in results] == ["accepted"] * limit
+    finally:
+        await store.close()
+
+
+async def test_rcpt_check_peeks_without_consuming(tmp_path: Path) -> None:
+    config = make_config(tmp_path, policy={"flood_max": 2, "flood_gap_s": 30})
+    store = open_store(config.store, tmp_path)
+    await store.open()
+    try:
+        service = Service(config, store, clock=lambda: 1000.0)
+        account = service.account("demo")
+        assert account is not None
+        for _ in range(5):  # peeking never uses up the subscriber's allowance
+            service.check_recipient(account, "+447400123480")
+        for text in ("a", "b"):
+            [result] = await service.submit(SubmitRequest(
+                "demo", (Recipient("+447400123480"),), text, "smtp"))
+            assert result.status == "accepted"
+        with pytest.raises(BridgeError) as info:
+            service.check_recipient(account, "+447400123480")
+        assert info.value.name is ErrorName.FLOOD
+    finally:
+        await store.close()
