@@ -54,7 +54,7 @@ class Bridge:
         self.dispatcher = Dispatcher(config, self.store, metrics=self.metrics)
         self.pool = SmscPool(smscs, on_receipt=self.dispatcher.on_receipt,
                              on_mo=self.dispatcher.on_mo)
-        self.dispatcher.attach(self.pool, {s.name: s for s in smscs})
+        self.dispatcher.attach(self.pool)
         concat = ConcatMode(smscs[0].concat) if smscs else ConcatMode.UDH8
         self.service = Service(config, self.store, routable=self.pool.routable,
                                on_accepted=self.dispatcher.enqueue, concat=concat)

@@ -16,9 +16,9 @@ import random
 import time
 from collections import deque
 from dataclasses import replace
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Sequence
 
-from bridge.config import Config, SmscConfig
+from bridge.config import Config
 from bridge.core.errors import ErrorName
 from bridge.core.model import Address
 from bridge.core.receipts import Receipt, smsc_id_keys
@@ -44,6 +44,8 @@ def relative_validity(seconds: float) -> str:
 
 
 def decode_tlvs(tlvs_json: str) -> tuple[tuple[str, int | bytes], ...]:
+    if tlvs_json == "[]":  # the common single-part case: skip the JSON parser per submit
+        return ()
     out: list[tuple[str, int | bytes]] = []
     for name, value in json.loads(tlvs_json):
         out.append((name, bytes.fromhex(value["hex"]) if isinstance(value, dict) else int(value)))
@@ -58,7 +60,6 @@ class Dispatcher:
         self.metrics = metrics
         self.clock = clock
         self.pool: SmscPool | None = None
-        self.smscs: Mapping[str, SmscConfig] = {}
         self._lanes: dict[str, deque[OutboundMessage]] = {}
         self._ready: asyncio.Queue[str] = asyncio.Queue()
         self._scheduled: list[tuple[float, str, OutboundMessage]] = []
@@ -69,9 +70,8 @@ class Dispatcher:
         self.queue_depth = 0
         self.resubmitted_on_start = 0
 
-    def attach(self, pool: SmscPool, smscs: Mapping[str, SmscConfig]) -> None:
+    def attach(self, pool: SmscPool) -> None:
         self.pool = pool
-        self.smscs = smscs
         metrics_source: Callable[[], int] = lambda: self.queue_depth
         self.metrics.set_queue_depth_source(metrics_source)
 
@@ -83,7 +83,8 @@ class Dispatcher:
         if pending:
             log.info("restart: %d unacknowledged messages to (re)submit", len(pending))
         self.enqueue(pending)
-        workers = max(16, 2 * sum(s.window for s in self.smscs.values()))
+        assert self.pool is not None, "attach() the pool before start()"
+        workers = max(16, 2 * sum(b.config.window for b in self.pool.binds.values()))
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._worker()) for _ in range(workers)]
         self._tasks.append(loop.create_task(self._scheduler()))
@@ -128,7 +129,7 @@ class Dispatcher:
                 self.queue_depth -= 1  # enqueue counts it again
                 self.store.record_state(message.id, MessageState.QUEUED, at=now,
                                         detail="send_at reached")
-                self.enqueue([_replace_state(message, MessageState.QUEUED)])
+                self.enqueue([replace(message, state=MessageState.QUEUED)])
             timeout = (self._scheduled[0][0] - now) if self._scheduled else 3600.0
             try:
                 await asyncio.wait_for(self._schedule_changed.wait(), max(0.01, min(timeout, 60)))
@@ -204,11 +205,10 @@ class Dispatcher:
                 status = result.command_status
                 self.metrics.submit_result(bind.config.name, f"0x{status:02X}", latency)
                 if status == 0 and result.message_id:
-                    fmt = self.smscs[bind.config.name].id_format if bind.config.name in \
-                        self.smscs else bind.config.id_format
                     self.store.record_submitted(
                         message.id, part.seq, smsc=bind.config.name, smsc_id=result.message_id,
-                        id_keys=smsc_id_keys(result.message_id, fmt), at=self.clock())
+                        id_keys=smsc_id_keys(result.message_id, bind.config.id_format),
+                        at=self.clock())
                     break
                 verdict = upstream_verdict(status if status else 0xFF)
                 attempt += 1
@@ -246,8 +246,8 @@ class Dispatcher:
 
     async def on_receipt(self, smsc: str, receipt: Receipt) -> None:
         """Durable before return: the SMPP client answers deliver_sm_resp only afterwards."""
-        config = self.smscs.get(smsc)
-        fmt = config.id_format if config else "auto"
+        bind = self.pool.binds.get(smsc) if self.pool else None
+        fmt = bind.config.id_format if bind else "auto"
         part_state = receipt_part_state(receipt.stat, receipt.message_state)
         outcome = await self.store.record_receipt(
             smsc=smsc, id_keys=smsc_id_keys(receipt.message_id, fmt), part_state=part_state,
@@ -267,6 +267,3 @@ class Dispatcher:
             reply_to_message_id=previous.id if previous else None))
         log.info("mo from=%s stored reply_to=%s", source, previous.id if previous else "-")
 
-
-def _replace_state(message: OutboundMessage, state: MessageState) -> OutboundMessage:
-    return replace(message, state=state)

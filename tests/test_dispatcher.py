@@ -71,7 +71,7 @@ async def pipeline(tmp_path: Path, sim: SmscSimulator | None = None, *,
     await store.open()
     dispatcher = Dispatcher(config, store, metrics=Metrics(), clock=dispatcher_clock or clock)
     pool = SmscPool(config.smsc, on_receipt=dispatcher.on_receipt, on_mo=dispatcher.on_mo)
-    dispatcher.attach(pool, {s.name: s for s in config.smsc})
+    dispatcher.attach(pool)
     service = Service(config, store, routable=pool.routable, on_accepted=dispatcher.enqueue,
                       clock=clock)
     await pool.start()
@@ -106,8 +106,7 @@ async def test_multipart_goes_back_to_back_and_needs_every_receipt(tmp_path: Pat
         [mid] = await p.send("+447400123457", text=text)
         await p.wait_state(mid, MessageState.DELIVERED)
         assert p.sim.texts_to("447400123457") == [text]
-        parts = [s for s in p.sim.submits]
-        assert [s.concat.seq for s in parts if s.concat] == [1, 2, 3]
+        assert [s.concat.seq for s in p.sim.submits if s.concat] == [1, 2, 3]
         [view] = await p.store.get_messages([mid])
         assert view.parts == 3 and view.parts_delivered == 3
 
