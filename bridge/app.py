@@ -55,7 +55,7 @@ class Bridge:
         self.pool = SmscPool(smscs, on_receipt=self.dispatcher.on_receipt,
                              on_mo=self.dispatcher.on_mo)
         self.dispatcher.attach(self.pool)
-        concat = ConcatMode(smscs[0].concat) if smscs else ConcatMode.UDH8
+        concat = ConcatMode(smscs[0].concat)  # config guarantees one form for every route
         self.service = Service(config, self.store, routable=self.pool.routable,
                                on_accepted=self.dispatcher.enqueue, concat=concat)
         await self.pool.start()

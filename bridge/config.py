@@ -52,8 +52,8 @@ class SoapConfig:
 @dataclass(frozen=True)
 class StoreConfig:
     url: str = "sqlite:///var/bridge.db"
-    # Group commit: an accept waits at most this long for companions before the fsync.
-    commit_interval_ms: float = 2.0
+    # Group commit: most operations in one transaction. The writer never waits for companions:
+    # they gather while the previous commit syncs (measured: waiting added latency, no throughput).
     commit_max_batch: int = 2000
 
 
@@ -335,8 +335,6 @@ def _store(r: _Reader) -> StoreConfig:
 
     cfg = StoreConfig(
         url=r.get("url", str, d.url, check_url),
-        commit_interval_ms=r.get("commit_interval_ms", float, d.commit_interval_ms,
-                                 _between(0, 1000)),
         commit_max_batch=r.get("commit_max_batch", int, d.commit_max_batch, _between(1, 100_000)),
     )
     r.finish()
@@ -506,6 +504,11 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path = Path("."),
             if name in seen:
                 problems.append(f"{label}[{i}].name: duplicate name \"{name}\"")
             seen.add(name)
+    for i, smsc in enumerate(smscs[1:], 1):
+        if smsc.concat != smscs[0].concat:
+            # Messages are split once, before routing, so every route must take the same form.
+            problems.append(f"smsc[{i}].concat: must equal smsc[0].concat "
+                            f"(\"{smscs[0].concat}\"): messages are split before routing")
     for i, acct in enumerate(accounts):
         if acct.password is None and acct.password_hash is None and not acct.relay_networks:
             problems.append(f"account[{i}]: needs password, password_hash or relay_networks")

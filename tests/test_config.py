@@ -49,6 +49,9 @@ def test_shipped_config_is_valid_and_uses_the_simulator() -> None:
     ({"account": [{"name": "a", "password": "p"}, {"name": "a", "password": "q"}]},
      'account[1].name: duplicate name "a"'),
     ({"smtp": {"colour": "red"}}, "smtp.colour: unknown key"),
+    ({"store": {"commit_interval_ms": 2}}, "store.commit_interval_ms: unknown key"),
+    ({"smsc": [{"name": "x"}, {"name": "y", "concat": "sar"}]},
+     'smsc[1].concat: must equal smsc[0].concat ("udh8")'),
     ({"bogus": {}}, "bogus: unknown section"),
 ])
 def test_problems_name_their_key_path(data: dict[str, object], expected: str) -> None:

@@ -43,7 +43,5 @@ def open_store(config: StoreConfig, base_dir: Path) -> Store:
         raise NotImplementedError("the PostgreSQL store is not implemented yet; "
                                   'use url = "sqlite:///PATH" in [store]')
     if url.startswith("sqlite:///"):
-        return SqliteStore(sqlite_path(url, base_dir),
-                           commit_interval_ms=config.commit_interval_ms,
-                           commit_max_batch=config.commit_max_batch)
+        return SqliteStore(sqlite_path(url, base_dir), commit_max_batch=config.commit_max_batch)
     raise ValueError(f'unsupported store url "{url}": use "sqlite:///PATH"')
