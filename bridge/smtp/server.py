@@ -307,18 +307,22 @@ class BridgeSMTP(SMTP):
             return
         await super().smtp_AUTH(arg)
 
-    async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
+    async def _first_response(self, args: list[str], prompt: str) -> bytes | None:
+        """The initial response given with AUTH, else the answer to a challenge; None (reply
+        already sent) when the client cancelled or sent bad base64."""
         if len(args) == 1:
-            blob = await self.challenge_auth("")
-            if blob is MISSING:
-                return AuthResult(success=False, handled=True)
-        else:
-            try:
-                blob = b64decode(args[1].encode(), validate=True)
-            except ValueError:
-                await self.push(replies.AUTH_BAD_BASE64)
-                return AuthResult(success=False, handled=True)
-        assert isinstance(blob, bytes)
+            blob = await self.challenge_auth(prompt)
+            return None if blob is MISSING else blob
+        try:
+            return b64decode(args[1].encode(), validate=True)
+        except ValueError:
+            await self.push(replies.AUTH_BAD_BASE64)
+            return None
+
+    async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
+        blob = await self._first_response(args, "")
+        if blob is None:
+            return AuthResult(success=False, handled=True)
         fields = blob.split(b"\x00")
         if len(fields) != 3:
             await self.push(replies.AUTH_BAD_PLAIN)
@@ -326,20 +330,13 @@ class BridgeSMTP(SMTP):
         return await self._check_credentials(fields[1], fields[2])
 
     async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
-        if len(args) == 1:
-            login = await self.challenge_auth("Username:")
-            if login is MISSING:
-                return AuthResult(success=False, handled=True)
-        else:
-            try:
-                login = b64decode(args[1].encode(), validate=True)
-            except ValueError:
-                await self.push(replies.AUTH_BAD_BASE64)
-                return AuthResult(success=False, handled=True)
+        login = await self._first_response(args, "Username:")
+        if login is None:
+            return AuthResult(success=False, handled=True)
         password = await self.challenge_auth("Password:")
         if password is MISSING:
             return AuthResult(success=False, handled=True)
-        assert isinstance(login, bytes) and isinstance(password, bytes)
+        assert isinstance(password, bytes)
         return await self._check_credentials(login, password)
 
     async def _check_credentials(self, login: bytes, password: bytes) -> AuthResult:

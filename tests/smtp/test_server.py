@@ -182,6 +182,34 @@ async def test_starttls_then_auth_plain_and_login(tmp_path: Path) -> None:
         assert sorted(await texts_to(bridge, NUMBER, 2)) == ["via login", "via plain"]
 
 
+async def test_auth_by_challenge_and_bad_base64(tmp_path: Path) -> None:
+    """AUTH without an initial response gets a 334 challenge; undecodable base64 gets 501."""
+    import base64
+
+    async with running_bridge(make_config(tmp_path)) as bridge:
+        def session() -> list[tuple[int, bytes]]:
+            with smtp(bridge.smtp_port) as client:
+                replies = [client.docmd("AUTH", "PLAIN")]
+                replies.append(client.docmd(
+                    base64.b64encode(f"\0demo\0{DEMO_PASSWORD}".encode()).decode()))
+                with smtp(bridge.smtp_port) as other:
+                    replies.append(other.docmd("AUTH", "LOGIN"))
+                    replies.append(other.docmd(base64.b64encode(b"demo").decode()))
+                    replies.append(other.docmd(base64.b64encode(DEMO_PASSWORD.encode()).decode()))
+                with smtp(bridge.smtp_port) as third:
+                    replies.append(third.docmd("AUTH", "PLAIN not*base64"))
+                    replies.append(third.docmd("AUTH", "LOGIN not*base64"))
+                return replies
+
+        got = await in_thread(session)
+    assert got[0] == (334, b"")
+    assert got[1][0] == 235
+    assert got[2] == (334, base64.b64encode(b"Username:"))
+    assert got[3] == (334, base64.b64encode(b"Password:"))
+    assert got[4][0] == 235
+    assert got[5][0] == 501 and got[6][0] == 501
+
+
 async def test_wrong_password_is_535_and_three_failures_close(tmp_path: Path) -> None:
     async with running_bridge(make_config(tmp_path)) as bridge:
         def attempt() -> tuple[Any, ...]:
