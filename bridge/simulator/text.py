@@ -15,7 +15,7 @@ with a second implementation, so a bug shared by both sides cannot pass a test u
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal
 
 __all__ = [
     "GSM_DEFAULT", "GSM_EXTENSION", "ESC", "ConcatInfo", "Udh", "GsmEncodeError",
@@ -252,34 +252,30 @@ def concat_udh16(ref: int, total: int, seq: int) -> bytes:
 
 # ------------------------------------------------------------------ splitting (for MO)
 
-def split_gsm7(text: str, per_part: int) -> list[bytes]:
-    """Septet chunks of at most per_part; an escape pair always stays within one part."""
+def _split_chars(text: str, encode: Callable[[str], bytes], limit: int) -> list[bytes]:
+    """Encoded chunks of at most `limit` octets, cut only between characters, so a GSM escape
+    pair or a UTF-16 surrogate pair always stays within one part."""
     parts: list[bytes] = []
     current = bytearray()
     for ch in text:
-        code = encode_gsm7(ch)
-        if len(current) + len(code) > per_part:
+        code = encode(ch)
+        if len(current) + len(code) > limit:
             parts.append(bytes(current))
             current = bytearray()
         current += code
     if current or not parts:
         parts.append(bytes(current))
     return parts
+
+
+def split_gsm7(text: str, per_part: int) -> list[bytes]:
+    """Septet chunks of at most per_part; an escape pair always stays within one part."""
+    return _split_chars(text, encode_gsm7, per_part)
 
 
 def split_ucs2(text: str, per_part_octets: int) -> list[bytes]:
     """UTF-16BE chunks of at most per_part_octets; a surrogate pair always stays together."""
-    parts: list[bytes] = []
-    current = bytearray()
-    for ch in text:
-        code = ch.encode("utf-16-be")
-        if len(current) + len(code) > per_part_octets:
-            parts.append(bytes(current))
-            current = bytearray()
-        current += code
-    if current or not parts:
-        parts.append(bytes(current))
-    return parts
+    return _split_chars(text, lambda ch: ch.encode("utf-16-be"), per_part_octets)
 
 
 def split_octets(data: bytes, per_part: int) -> list[bytes]:
