@@ -85,14 +85,13 @@ async def test_sigkill_mid_load_loses_nothing(tmp_path: Path) -> None:
         assert restarted.stdout is not None
         assert (await asyncio.wait_for(restarted.stdout.readline(), 30)).startswith(b"READY")
         for _ in range(600):  # bounded: 60 s
-            if accepted <= {s.destination.lstrip("+") and "+" + s.destination.lstrip("+")
-                            for s in sim.submits}:
+            if accepted <= {"+" + s.destination for s in sim.submits}:
                 break
             await asyncio.sleep(0.1)
         restarted.send_signal(signal.SIGTERM)
         await asyncio.wait_for(restarted.wait(), 30)
 
-        per_destination = Counter("+" + s.destination.lstrip("+") for s in sim.submits)
+        per_destination = Counter("+" + s.destination for s in sim.submits)
         missing = accepted - set(per_destination)
         duplicates = sum(n - 1 for n in per_destination.values())
         print(f"\ncrash test: accepted_before_kill={len(accepted)} "
