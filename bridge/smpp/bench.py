@@ -9,8 +9,8 @@ the same simulator: bind, encode `count` submit_sm with the same codec and write
 as the socket takes them, read responses and answer receipts, no window or future bookkeeping.
 `client_vs_bare` is the client's window-`max(windows)` rate over the bare loop's rate.
 
-The simulator runs in its own process (`python -c`, port 0, the port reported on stdout) so
-the client and the server each get a core.
+The simulator runs in its own process (`python -m bridge.benchkit simulator`) so the client
+and the server each get a core.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ import json
 import os
 import platform
 import struct
-import subprocess
 import sys
 import time
 from typing import Any, Sequence
 
+from bridge.benchkit import child_process
 from bridge.config import SmscConfig
 from bridge.core.model import Address
 from bridge.core.receipts import Receipt
@@ -35,66 +35,6 @@ from bridge.smpp.client import MoMessage, SmppBind, SubmitSm
 SYSTEM_ID = "bench"
 PASSWORD = "bench"
 MAX_COUNT = 1_000_000
-
-_SIMULATOR_MAIN = """
-import asyncio, sys
-from bridge.config import SimulatorConfig
-from bridge.simulator.server import SmscSimulator
-
-async def main():
-    config = SimulatorConfig(enabled=True, host="127.0.0.1", port=0, system_id={system_id!r},
-                             password={password!r}, receipts={receipts!r},
-                             receipt_delay_s={receipt_delay!r})
-    sim = SmscSimulator(config)
-    port = await sim.start()
-    print(port, flush=True)
-    loop = asyncio.get_running_loop()
-    # Serve until stdin closes (the parent exited or closed it): never outlives the bench.
-    await loop.run_in_executor(None, sys.stdin.read)
-    await sim.stop()
-
-asyncio.run(main())
-"""
-
-
-class _SimulatorProcess:
-    def __init__(self, receipts: bool, receipt_delay: float = 0.01) -> None:
-        self.receipts = receipts
-        self.receipt_delay = receipt_delay
-        self.proc: subprocess.Popen[str] | None = None
-        self.port = 0
-
-    async def __aenter__(self) -> _SimulatorProcess:
-        code = _SIMULATOR_MAIN.format(system_id=SYSTEM_ID, password=PASSWORD,
-                                      receipts=self.receipts, receipt_delay=self.receipt_delay)
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True, env=env)
-        assert self.proc.stdout is not None
-        line = await asyncio.wait_for(
-            asyncio.get_running_loop().run_in_executor(None, self.proc.stdout.readline), 30.0)
-        if not line.strip().isdigit():
-            self._kill()
-            raise RuntimeError(f"simulator did not report a port: {line!r}")
-        self.port = int(line)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._kill()
-
-    def _kill(self) -> None:
-        proc = self.proc
-        if proc is None:
-            return
-        try:
-            if proc.stdin is not None:
-                proc.stdin.close()
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        self.proc = None
-
 
 def _message(i: int) -> SubmitSm:
     return SubmitSm(source=Address("BENCH", 5, 0),
@@ -229,11 +169,13 @@ async def bench_smpp(windows: Sequence[int] = (1, 10, 50), count: int = 20000,
         "codec": _encode_cost_us(),
         "windows": {},
     }
-    async with _SimulatorProcess(receipts) as sim:
+    simulator_args = ["-m", "bridge.benchkit", "simulator", "--system-id", SYSTEM_ID,
+                      "--password", PASSWORD, *([] if receipts else ["--no-receipts"])]
+    async with child_process(*simulator_args) as ready:
+        port = int(ready["port"])
         for window in windows:
-            results["windows"][str(window)] = await _run_client(sim.port, window, count,
-                                                                receipts)
-        results["bare_loop"] = await _run_bare(sim.port, count, receipts)
+            results["windows"][str(window)] = await _run_client(port, window, count, receipts)
+        results["bare_loop"] = await _run_bare(port, count, receipts)
     best = results["windows"][str(max(windows))]["submit_sm_per_s"]
     bare = results["bare_loop"]["submit_sm_per_s"]
     results["client_vs_bare"] = round(best / bare, 3) if bare else None

@@ -24,17 +24,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from bridge.benchkit import announce_and_wait, child_process
 from bridge.config import Config, parse_config
 
 _MAIL_FROM = "monitor@acme.example"
@@ -84,8 +83,7 @@ async def _serve_noop() -> None:
         lambda: SMTP(handler, data_size_limit=1_048_576, enable_SMTPUTF8=True,
                      hostname="noop.localhost", auth_require_tls=False, loop=loop),
         "127.0.0.1", 0)
-    print(json.dumps({"port": server.sockets[0].getsockname()[1]}), flush=True)
-    await _until_stdin_closes()
+    await announce_and_wait({"port": server.sockets[0].getsockname()[1]})
     server.close()
 
 
@@ -111,8 +109,7 @@ async def _serve_bridge(smsc_port: int, directory: str) -> None:
     assert bridge.pool is not None
     for bind in bridge.pool.binds.values():
         await bind.wait_bound(10.0)
-    print(json.dumps({"port": bridge.smtp_port}), flush=True)
-    await _until_stdin_closes()
+    await announce_and_wait({"port": bridge.smtp_port})
     await bridge.stop()
 
 
@@ -128,15 +125,9 @@ async def _serve_accept_only(directory: str) -> None:
     store = open_store(config.store, config.base_dir)
     await store.open()
     server = await start_smtp(Service(config, store), config, Metrics())
-    print(json.dumps({"port": server.sockets[0].getsockname()[1]}), flush=True)
-    await _until_stdin_closes()
+    await announce_and_wait({"port": server.sockets[0].getsockname()[1]})
     server.close()
     await store.close()
-
-
-async def _until_stdin_closes() -> None:
-    loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, sys.stdin.read)
 
 
 # ---------------------------------------------------------------- load generator
@@ -199,27 +190,6 @@ async def _load(port: int, *, tag: str, first: int, count: int, connections: int
     return time.perf_counter() - start
 
 
-async def _spawn(*args: str) -> tuple[subprocess.Popen[str], int]:
-    proc = subprocess.Popen([sys.executable, "-m", "bridge.smtp.bench", *args],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    line = await asyncio.get_running_loop().run_in_executor(None, proc.stdout.readline)
-    if not line:
-        proc.wait(10)
-        raise RuntimeError(f"child {args[0]} failed to start (exit {proc.returncode})")
-    return proc, int(json.loads(line)["port"])
-
-
-def _stop(proc: subprocess.Popen[str]) -> None:
-    assert proc.stdin is not None
-    proc.stdin.close()
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(10)
-
-
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
     from bridge.config import SimulatorConfig
     from bridge.simulator import SmscSimulator
@@ -234,45 +204,43 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     sim = SmscSimulator(SimulatorConfig(enabled=True, port=0, receipts=not args.no_receipts,
                                         receipt_delay_s=0.05), history=None)
     sim_port = await sim.start()
-    children: list[subprocess.Popen[str]] = []
+    me = ("-m", "bridge.smtp.bench", "--child")
     with tempfile.TemporaryDirectory(prefix="smtp-bench-") as directory:
         try:
-            noop, noop_port = await _spawn("--child", "noop")
-            children.append(noop)
-            accept, accept_port = await _spawn("--child", "accept", "--dir",
-                                               str(Path(directory) / "accept"))
-            children.append(accept)
-            bridge, bridge_port = await _spawn("--child", "bridge", "--smsc-port", str(sim_port),
-                                               "--dir", str(Path(directory) / "bridge"))
-            children.append(bridge)
-            for port in (noop_port, accept_port, bridge_port):
-                await _load(port, tag="warm", first=0, count=args.warmup, connections=conns,
-                            per_session=per)
-            await sim.wait_for_submits(args.warmup, timeout=60)
-            # Rounds alternate the three servers, so that noise from the machine (2 cores,
-            # other work) falls on all of them alike; the medians are reported.
-            for r in range(args.rounds):
-                first = (r + 1) * n
-                seconds = await _load(noop_port, tag="noop", first=first, count=n,
-                                      connections=conns, per_session=per)
-                samples["noop"].append(n / seconds)
-                seconds = await _load(accept_port, tag="accept", first=first, count=n,
-                                      connections=conns, per_session=per)
-                samples["accept_only"].append(n / seconds)
-                base = len(sim.submits)
-                start = time.perf_counter()
-                seconds = await _load(bridge_port, tag="bridge", first=first, count=n,
-                                      connections=conns, per_session=per)
-                await sim.wait_for_submits(base + n, timeout=120)
-                samples["bridge_accepted"].append(n / seconds)
-                samples["bridge_end_to_end"].append(n / (time.perf_counter() - start))
-                if not args.no_receipts:  # let the bridge finish with the DLRs before the next
-                    await sim.wait_until(lambda: sim.receipts_sent >= len(sim.submits)
-                                         and sim.unacked_deliveries == 0, timeout=60)
-                await asyncio.sleep(0.2)
+            async with contextlib.AsyncExitStack() as children:
+                noop_port = (await children.enter_async_context(
+                    child_process(*me, "noop")))["port"]
+                accept_port = (await children.enter_async_context(child_process(
+                    *me, "accept", "--dir", str(Path(directory) / "accept"))))["port"]
+                bridge_port = (await children.enter_async_context(child_process(
+                    *me, "bridge", "--smsc-port", str(sim_port),
+                    "--dir", str(Path(directory) / "bridge"))))["port"]
+                for port in (noop_port, accept_port, bridge_port):
+                    await _load(port, tag="warm", first=0, count=args.warmup, connections=conns,
+                                per_session=per)
+                await sim.wait_for_submits(args.warmup, timeout=60)
+                # Rounds alternate the three servers, so that noise from the machine (2 cores,
+                # other work) falls on all of them alike; the medians are reported.
+                for r in range(args.rounds):
+                    first = (r + 1) * n
+                    seconds = await _load(noop_port, tag="noop", first=first, count=n,
+                                          connections=conns, per_session=per)
+                    samples["noop"].append(n / seconds)
+                    seconds = await _load(accept_port, tag="accept", first=first, count=n,
+                                          connections=conns, per_session=per)
+                    samples["accept_only"].append(n / seconds)
+                    base = len(sim.submits)
+                    start = time.perf_counter()
+                    seconds = await _load(bridge_port, tag="bridge", first=first, count=n,
+                                          connections=conns, per_session=per)
+                    await sim.wait_for_submits(base + n, timeout=120)
+                    samples["bridge_accepted"].append(n / seconds)
+                    samples["bridge_end_to_end"].append(n / (time.perf_counter() - start))
+                    if not args.no_receipts:  # let the bridge finish the DLRs before the next
+                        await sim.wait_until(lambda: sim.receipts_sent >= len(sim.submits)
+                                             and sim.unacked_deliveries == 0, timeout=60)
+                    await asyncio.sleep(0.2)
         finally:
-            for child in children:
-                _stop(child)
             await sim.stop()
     for name, values in samples.items():
         result[f"{name}_msgs_per_s"] = round(statistics.median(values), 1)

@@ -21,11 +21,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import contextlib
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,6 +31,8 @@ from typing import Any, Iterable, Sequence
 
 import aiohttp
 from aiohttp import web
+
+from bridge.benchkit import announce_and_wait, child_process
 
 ACCOUNT = "bench"
 PASSWORD = "bench-password"
@@ -96,9 +96,7 @@ async def _serve(directory: Path) -> None:
         server = site._server
         assert server is not None
         side_port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-        print(json.dumps({"soap_port": bridge.soap_port, "side_port": side_port}), flush=True)
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, sys.stdin.read)  # until the parent closes our stdin
+        await announce_and_wait({"soap_port": bridge.soap_port, "side_port": side_port})
     finally:
         if runner is not None:
             await runner.cleanup()
@@ -206,15 +204,7 @@ async def bench_soap(*, calls: int = 3000, batch_calls: int = 100, batch_size: i
     calls, batch_calls = min(calls, 100_000), min(batch_calls, 10_000)
     batch_size, noop_calls = min(batch_size, 1000), min(noop_calls, 100_000)
     with tempfile.TemporaryDirectory(prefix="soap-bench-") as tmp:
-        child = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bridge.soap.bench", "--serve", tmp,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
-        assert child.stdin is not None and child.stdout is not None
-        try:
-            line = await asyncio.wait_for(child.stdout.readline(), 60.0)
-            if not line:
-                raise RuntimeError("the bridge process exited before it was ready")
-            ports = json.loads(line)
+        async with child_process("-m", "bridge.soap.bench", "--serve", tmp) as ports:
             soap = f"http://127.0.0.1:{ports['soap_port']}/soap"
             side = f"http://127.0.0.1:{ports['side_port']}"
             auth = "Basic " + base64.b64encode(f"{ACCOUNT}:{PASSWORD}".encode()).decode()
@@ -235,13 +225,6 @@ async def bench_soap(*, calls: int = 3000, batch_calls: int = 100, batch_size: i
                 result["send_100"] = await _send(session, soap, side, batch_calls, batch_size,
                                                  concurrency, headers, run=run,
                                                  first_number=20_000_000)
-        finally:
-            child.stdin.close()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(child.wait(), 30.0)
-            if child.returncode is None:
-                child.kill()
-                await child.wait()
     stock = result["noop_stock"]["calls_per_s"]
     own = result["noop_bridge"]["calls_per_s"]
     one = result["send_1"]["e2e_msgs_per_s"]

@@ -1,0 +1,77 @@
+"""What the benchmarks share: servers run in a child process so load generator and server
+each get one of the two cores.
+
+A child announces itself with one JSON line on stdout (its ports) and serves until its stdin
+closes, so it never outlives the parent, however the parent ends.
+
+    python -m bridge.benchkit simulator [--no-receipts] [--receipt-delay S] [--system-id ID]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import sys
+from typing import Any, AsyncIterator, Mapping, Sequence
+
+
+async def announce_and_wait(info: Mapping[str, Any]) -> None:
+    """Child side: print `info` as the ready line, then block until stdin closes."""
+    print(json.dumps(dict(info)), flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+
+@contextlib.asynccontextmanager
+async def child_process(*args: str, ready_timeout: float = 60.0,
+                        stop_timeout: float = 30.0) -> AsyncIterator[dict[str, Any]]:
+    """Parent side: run `python ARGS`, yield its ready line; on exit close its stdin and wait
+    (killing it only when it does not stop by itself)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), ready_timeout)
+        if not line:
+            await proc.wait()
+            raise RuntimeError(f"{' '.join(args)}: exited before it was ready "
+                               f"(exit {proc.returncode})")
+        yield json.loads(line)
+    finally:
+        proc.stdin.close()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(proc.wait(), stop_timeout)
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def _serve_simulator(args: argparse.Namespace) -> None:
+    from bridge.config import SimulatorConfig
+    from bridge.simulator import SmscSimulator
+
+    sim = SmscSimulator(SimulatorConfig(enabled=True, port=0, system_id=args.system_id,
+                                        password=args.password, receipts=not args.no_receipts,
+                                        receipt_delay_s=args.receipt_delay))
+    port = await sim.start()
+    try:
+        await announce_and_wait({"port": port})
+    finally:
+        await sim.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bridge.benchkit", description=__doc__)
+    sub = parser.add_subparsers(dest="child", required=True)
+    sim = sub.add_parser("simulator", help="an SMSC simulator on port 0")
+    sim.add_argument("--system-id", default="bridge")
+    sim.add_argument("--password", default="secret")
+    sim.add_argument("--no-receipts", action="store_true")
+    sim.add_argument("--receipt-delay", type=float, default=0.01)
+    args = parser.parse_args(argv)
+    asyncio.run(_serve_simulator(args))
+
+
+if __name__ == "__main__":
+    main()
