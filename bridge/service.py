@@ -22,7 +22,7 @@ from bridge.core.encoding import Encoding
 from bridge.core.errors import BridgeError, ErrorName
 from bridge.core.model import Address
 from bridge.core.policy import Bucket, FloodRun, duplicate_digest, flood_check, quota_left, take
-from bridge.core.segmentation import ConcatMode, SegmentPlan, plan_message
+from bridge.core.segmentation import ConcatMode, SegmentPlan, max_text_chars, plan_message
 from bridge.core.states import MessageState, PartState
 from bridge.store.base import (
     MessageView,
@@ -219,10 +219,16 @@ class Service:
 
     def plan(self, account: AccountConfig, req: SubmitRequest) -> tuple[SegmentPlan, Address | None]:
         """Request-level checks shared by every recipient (sender, type, text)."""
+        max_parts = self.config.policy.max_parts
+        if len(req.text) > max_text_chars(max_parts, self.concat):
+            # Certainly too long: refuse before encoding megabytes on the event loop.
+            raise BridgeError(ErrorName.INVALID_MESSAGE,
+                              f"{len(req.text)} characters need more than {max_parts} parts",
+                              too_big=True)
         sender_raw = req.sender if req.sender not in (None, "") else account.default_sender
         source = (parse_sender(sender_raw, allowed=account.senders) if sender_raw else None)
         plan = plan_message(req.text, type_code=req.type_code, flash=req.flash,
-                            concat=self.concat, max_parts=self.config.policy.max_parts,
+                            concat=self.concat, max_parts=max_parts,
                             reference=self.new_reference() % self._reference_modulus(),
                             candidates=self._encodings)
         return plan, source

@@ -51,3 +51,23 @@ async def test_rcpt_check_peeks_without_consuming(tmp_path: Path) -> None:
         assert info.value.name is ErrorName.FLOOD
     finally:
         await store.close()
+
+
+async def test_a_huge_text_is_refused_before_planning(tmp_path: Path) -> None:
+    config = make_config(tmp_path, policy={"max_parts": 10})
+    store = open_store(config.store, tmp_path)
+    await store.open()
+    try:
+        service = Service(config, store)
+        with pytest.raises(BridgeError) as info:
+            await service.submit(SubmitRequest("demo", (Recipient("+447400123481"),),
+                                               "€" * 1_000_000, "soap"))
+        assert info.value.name is ErrorName.INVALID_MESSAGE and info.value.too_big
+        assert info.value.detail == "1000000 characters need more than 10 parts"
+        # At the bound the real planner decides, with the exact part count.
+        with pytest.raises(BridgeError) as info:
+            await service.submit(SubmitRequest("demo", (Recipient("+447400123481"),),
+                                               "€" * 1530, "soap"))
+        assert info.value.detail == "needs 21 parts, max_parts is 10"  # 76 escape pairs a part
+    finally:
+        await store.close()

@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from enum import Enum
 
 from bridge.core.encoding import (
+    SINGLE_LIMIT,
     Encoding,
     data_coding_for,
     encode_best,
+    multi_limits,
     resolve_type,
 )
 from bridge.core.errors import BridgeError, ErrorName
@@ -107,6 +109,16 @@ def _udh(concat: ConcatMode, reference: int, total: int, seq: int) -> bytes:
 
 def _reference_max(concat: ConcatMode) -> int:
     return 0xFFFF if concat in (ConcatMode.UDH16, ConcatMode.PAYLOAD) else 0xFF
+
+
+def max_text_chars(max_parts: int, concat: ConcatMode = ConcatMode.UDH8) -> int:
+    """No text longer than this fits in `max_parts` parts in any encoding: every character
+    takes at least one unit and GSM 7-bit holds the most units per part. A cheap bound that
+    lets an ingress refuse (or cut) a huge text before anything encodes it; `plan_message`
+    itself stays exact (its refusal names the real part count)."""
+    if max_parts == 1:
+        return SINGLE_LIMIT[Encoding.GSM7]
+    return max_parts * multi_limits(ConcatMode(concat) is ConcatMode.UDH16)[Encoding.GSM7]
 
 
 def plan_message(

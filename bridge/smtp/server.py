@@ -30,7 +30,7 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Session, syntax
 from bridge.config import AccountConfig, Config
 from bridge.core.encoding import Encoding, choose_encoding
 from bridge.core.errors import BridgeError, ErrorName
-from bridge.core.segmentation import plan_message
+from bridge.core.segmentation import max_text_chars, plan_message
 from bridge.metrics import Metrics
 from bridge.service import Recipient, RecipientResult, Service, SubmitRequest
 from bridge.smtp import replies
@@ -619,15 +619,11 @@ class BridgeSMTP(SMTP):
         else:
             mail = parse_mail(content, subject=smtp.subject)
         text = mail.text
-        # No encoding holds more than 160 characters in one part or 153 per part when
-        # concatenated: a longer text is too big without planning it (a 1 MB body would
-        # otherwise be encoded on the loop, up to 20 times when truncating).
-        max_parts = self._listener.config.policy.max_parts
-        max_chars = 160 if max_parts == 1 else 153 * max_parts
-        if len(text) > max_chars:
-            if smtp.too_long != "truncate":
-                raise BridgeError(ErrorName.INVALID_MESSAGE,
-                                  f"the text needs more than {max_parts} parts", too_big=True)
+        # Truncating plans the text many times: cut it first to the core's cheap bound. (With
+        # too_long = "reject" the service refuses such a text before encoding it.)
+        max_chars = max_text_chars(self._listener.config.policy.max_parts,
+                                   self._listener.service.concat)
+        if smtp.too_long == "truncate" and len(text) > max_chars:
             text = text[:max_chars + 1]
         if smtp.too_long == "truncate" and not self._fits(text):
             # "…" only where the text is UCS-2 anyway; "..." keeps a GSM/Latin-1 text cheap.

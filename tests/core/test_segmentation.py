@@ -12,10 +12,16 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from bridge.core.encoding import Encoding
+from bridge.core.encoding import Encoding, encode_best, try_encode
 from bridge.core.errors import BridgeError, ErrorName
 from bridge.core.gsm import DEFAULT_ALPHABET, EXTENSION, gsm7_decode, gsm7_units
-from bridge.core.segmentation import ConcatMode, Segment, SegmentPlan, plan_message
+from bridge.core.segmentation import (
+    ConcatMode,
+    Segment,
+    SegmentPlan,
+    max_text_chars,
+    plan_message,
+)
 
 G, L, U = Encoding.GSM7, Encoding.LATIN1, Encoding.UCS2
 ALL = (G, L, U)
@@ -428,3 +434,35 @@ def test_long_text_properties(text: str, mode: ConcatMode, forced: Encoding | No
     best = min(costs.values())
     assert plan.encoding is min((e for e in costs if costs[e] == best), key=ORDER.index)
     check_plan(plan, text, mode, ref)
+
+
+# ---------------------------------------------------------------- the cheap length bound
+
+
+@pytest.mark.parametrize(("max_parts", "concat", "bound"), [
+    (1, ConcatMode.UDH8, 160), (1, ConcatMode.UDH16, 160), (2, ConcatMode.UDH8, 306),
+    (10, ConcatMode.UDH8, 1530), (10, ConcatMode.SAR, 1530), (10, ConcatMode.PAYLOAD, 1530),
+    (10, ConcatMode.UDH16, 1520),
+])
+def test_max_text_chars_is_tight_for_plain_gsm(max_parts: int, concat: ConcatMode,
+                                               bound: int) -> None:
+    assert max_text_chars(max_parts, concat) == bound
+    assert plan_message("a" * bound, max_parts=max_parts, concat=concat).air_parts == max_parts
+    with pytest.raises(BridgeError) as info:
+        plan_message("a" * (bound + 1), max_parts=max_parts, concat=concat)
+    assert info.value.name is ErrorName.INVALID_MESSAGE and info.value.too_big
+    assert info.value.detail == f"needs {max_parts + 1} parts, max_parts is {max_parts}"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(min_size=150, max_size=330), st.text(alphabet="a{€", min_size=150,
+                                                                max_size=330)),
+       st.integers(1, 2), st.sampled_from(list(ConcatMode)))
+def test_the_bound_is_sound(text: str, max_parts: int, concat: ConcatMode) -> None:
+    """A text over the bound needs more than max_parts in every encoding, by the full splitter:
+    the early refusal never turns away a text that would have fitted."""
+    if len(text) <= max_text_chars(max_parts, concat):
+        return
+    candidates = tuple(e for e in Encoding if try_encode(text, e) is not None)
+    _, _, ends = encode_best(text, candidates, udh16=concat is ConcatMode.UDH16)
+    assert len(ends) > max_parts
