@@ -16,7 +16,7 @@ import random
 import time
 from collections import deque
 from dataclasses import replace
-from typing import Callable, Sequence
+from typing import Awaitable, Callable, Iterable, Sequence
 
 from bridge.config import Config
 from bridge.core.errors import ErrorName
@@ -52,6 +52,12 @@ def decode_tlvs(tlvs_json: str) -> tuple[tuple[str, int | bytes], ...]:
     return tuple(out)
 
 
+def worker_count(windows: Iterable[int]) -> int:
+    """Enough workers to fill every window twice over (one window in flight while the other's
+    acknowledgements commit). Also the bound on what a crash can send twice, in messages."""
+    return max(16, 2 * sum(windows))
+
+
 class Dispatcher:
     def __init__(self, config: Config, store: Store, *, metrics: Metrics,
                  clock: Callable[[], float] = time.time) -> None:
@@ -84,7 +90,7 @@ class Dispatcher:
             log.info("restart: %d unacknowledged messages to (re)submit", len(pending))
         self.enqueue(pending)
         assert self.pool is not None, "attach() the pool before start()"
-        workers = max(16, 2 * sum(b.config.window for b in self.pool.binds.values()))
+        workers = worker_count(b.config.window for b in self.pool.binds.values())
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._worker()) for _ in range(workers)]
         self._tasks.append(loop.create_task(self._scheduler()))
@@ -166,6 +172,7 @@ class Dispatcher:
             return
         policy = self.config.policy
         bind: SmppBind | None = None
+        recorded: Awaitable[object] | None = None
         for part in message.parts:
             if part.smsc_id is not None:
                 continue  # acknowledged before a restart
@@ -205,7 +212,7 @@ class Dispatcher:
                 status = result.command_status
                 self.metrics.submit_result(bind.config.name, f"0x{status:02X}", latency)
                 if status == 0 and result.message_id:
-                    self.store.record_submitted(
+                    recorded = self.store.record_submitted(
                         message.id, part.seq, smsc=bind.config.name, smsc_id=result.message_id,
                         id_keys=smsc_id_keys(result.message_id, bind.config.id_format),
                         at=self.clock())
@@ -223,6 +230,12 @@ class Dispatcher:
                                         detail=f"part {part.seq}/{part.total}: submit_sm_resp "
                                                f"0x{status:08X} after {attempt} attempt(s)")
                 return
+        if recorded is not None:
+            # The worker takes its next message only once this one's acknowledgements are
+            # durable (the writer commits in order, so the last covers every part). That bounds
+            # what a crash can send twice to what the workers hold: in flight, or acknowledged
+            # but not yet on disk.
+            await recorded
 
     def _backoff(self, attempt: int) -> float:
         policy = self.config.policy
