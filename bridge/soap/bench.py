@@ -1,8 +1,10 @@
 """SOAP ingress benchmark: `python -m bridge.soap.bench` prints a JSON summary.
 
-The bridge (embedded SMSC simulator, temporary SQLite store, one account with a high rate)
-runs in a child process; this process is the load generator: raw aiohttp POSTs of pre-built
-envelopes (no SOAP toolkit), `concurrency` clients with keep-alive. Measured in one run:
+The bridge (temporary SQLite store, one account with a high rate, one bind with window 50)
+runs in a child process. This process is the load generator, raw aiohttp POSTs of pre-built
+envelopes (no SOAP toolkit) with `concurrency` keep-alive clients, and the SMSC simulator the
+bridge binds to: an SMSC is never inside the gateway, and the SMTP bench does the same.
+Measured in one run:
 
 - noop_stock: a no-op Spyne operation served by stock aiohttp-spyne (`AIOSpyne`, threads=None)
   in the bridge process: the ceiling of Spyne on this server stack;
@@ -33,20 +35,23 @@ import aiohttp
 from aiohttp import web
 
 from bridge.benchkit import announce_and_wait, child_process
+from bridge.config import SimulatorConfig
+from bridge.simulator import SmscSimulator
 
 ACCOUNT = "bench"
 PASSWORD = "bench-password"
 _ENV11 = "http://schemas.xmlsoap.org/soap/envelope/"
 
 
-def bench_config(directory: Path) -> Any:
+def bench_config(directory: Path, smsc_port: int) -> Any:
     from bridge.config import parse_config
 
     return parse_config({
         "smtp": {"listen": "127.0.0.1:0"},
         "soap": {"listen": "127.0.0.1:0", "path": "/soap"},
         "store": {"url": f"sqlite:///{directory / 'bench.db'}"},
-        "simulator": {"enabled": True, "port": 0},
+        "smsc": [{"name": "sim", "host": "127.0.0.1", "port": smsc_port,
+                  "system_id": "bridge", "password": "secret", "window": 50}],
         "account": [{"name": ACCOUNT, "password": PASSWORD, "senders": ["BENCH"],
                      "default_sender": "BENCH", "rate_per_s": 100_000}],
     }, base_dir=directory)
@@ -55,8 +60,8 @@ def bench_config(directory: Path) -> Any:
 # ------------------------------------------------------------------------------ server side
 
 
-async def _serve(directory: Path) -> None:
-    """Child process: the bridge plus a side app (stock no-op, bridge-stack no-op, counters).
+async def _serve(directory: Path, smsc_port: int) -> None:
+    """Child process: the bridge plus a side app (stock no-op, bridge-stack no-op).
     Prints one JSON line with the ports, runs until stdin closes."""
     from aiohttp_spyne import AIOSpyne  # type: ignore[attr-defined]
 
@@ -70,7 +75,7 @@ async def _serve(directory: Path) -> None:
         build_application,
     )
 
-    config = bench_config(directory)
+    config = bench_config(directory, smsc_port)
     bridge = Bridge(config)
     await bridge.start()
     runner: web.AppRunner | None = None
@@ -83,12 +88,6 @@ async def _serve(directory: Path) -> None:
         stock = AIOSpyne(build_application(SoapVersion.V11, (SyncPingService,), preparsed=False),
                          threads=None)
         side.router.add_post("/stock", stock.post)
-        simulator = bridge.simulator
-
-        async def stats(request: web.Request) -> web.Response:
-            return web.json_response({"accepted": simulator.accepted if simulator else 0})
-
-        side.router.add_get("/bench/stats", stats)
         runner = web.AppRunner(side, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -145,20 +144,11 @@ async def _load(session: aiohttp.ClientSession, url: str, bodies: Sequence[bytes
     return time.perf_counter() - start, latencies, statuses
 
 
-async def _accepted(session: aiohttp.ClientSession, side: str) -> int:
-    async with session.get(f"{side}/bench/stats") as response:
-        data = await response.json()
-    return int(data["accepted"])
-
-
-async def _wait_accepted(session: aiohttp.ClientSession, side: str, target: int,
-                         timeout: float = 120.0) -> int:
+async def _wait_accepted(sim: SmscSimulator, target: int, timeout: float = 120.0) -> int:
     deadline = time.monotonic() + timeout
-    while True:
-        count = await _accepted(session, side)
-        if count >= target or time.monotonic() > deadline:
-            return count
-        await asyncio.sleep(0.01)
+    while sim.accepted < target and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)
+    return sim.accepted
 
 
 def _ms(values: Iterable[float], q: float) -> float:
@@ -178,15 +168,16 @@ async def _noop(session: aiohttp.ClientSession, url: str, calls: int, concurrenc
             "p99_ms": _ms(latencies, 0.99)}
 
 
-async def _send(session: aiohttp.ClientSession, soap: str, side: str, calls: int, size: int,
+async def _send(session: aiohttp.ClientSession, soap: str, sim: SmscSimulator, calls: int,
+                size: int,
                 concurrency: int, headers: dict[str, str], *, run: str,
                 first_number: int) -> dict[str, Any]:
     bodies = send_envelopes(calls, size, run=run, first_number=first_number)
-    base = await _accepted(session, side)
+    base = sim.accepted
     start = time.perf_counter()
     seconds, latencies, statuses = await _load(session, soap, bodies, headers, concurrency)
     messages = calls * size if statuses.get(200, 0) == calls else None
-    reached = await _wait_accepted(session, side, base + calls * size)
+    reached = await _wait_accepted(sim, base + calls * size)
     e2e = time.perf_counter() - start
     submitted = reached - base
     return {"calls": calls, "recipients_per_call": size, "statuses": statuses,
@@ -198,13 +189,11 @@ async def _send(session: aiohttp.ClientSession, soap: str, side: str, calls: int
             "mean_ms": round(1000 * statistics.fmean(latencies), 2) if latencies else 0.0}
 
 
-async def bench_soap(*, calls: int = 3000, batch_calls: int = 100, batch_size: int = 100,
-                     noop_calls: int = 3000, concurrency: int = 16) -> dict[str, Any]:
-    """Start the bridge in a child process, load it, return the summary (see module doc)."""
-    calls, batch_calls = min(calls, 100_000), min(batch_calls, 10_000)
-    batch_size, noop_calls = min(batch_size, 1000), min(noop_calls, 100_000)
+async def _bench_against(sim: SmscSimulator, sim_port: int, *, calls: int, batch_calls: int,
+                         batch_size: int, noop_calls: int, concurrency: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="soap-bench-") as tmp:
-        async with child_process("-m", "bridge.soap.bench", "--serve", tmp) as ports:
+        async with child_process("-m", "bridge.soap.bench", "--serve", tmp,
+                                 "--smsc-port", str(sim_port)) as ports:
             soap = f"http://127.0.0.1:{ports['soap_port']}/soap"
             side = f"http://127.0.0.1:{ports['side_port']}"
             auth = "Basic " + base64.b64encode(f"{ACCOUNT}:{PASSWORD}".encode()).decode()
@@ -218,13 +207,29 @@ async def bench_soap(*, calls: int = 3000, batch_calls: int = 100, batch_size: i
                     {"Content-Type": "text/xml; charset=utf-8"})
                 result["noop_bridge"] = await _noop(session, f"{side}/soap", noop_calls,
                                                     concurrency, headers)
-                await _send(session, soap, side, 200, 1, concurrency, headers,
+                await _send(session, soap, sim, 200, 1, concurrency, headers,
                             run=run + "w", first_number=90_000_000)  # warm-up
-                result["send_1"] = await _send(session, soap, side, calls, 1, concurrency,
+                result["send_1"] = await _send(session, soap, sim, calls, 1, concurrency,
                                                headers, run=run, first_number=10_000_000)
-                result["send_100"] = await _send(session, soap, side, batch_calls, batch_size,
+                result["send_100"] = await _send(session, soap, sim, batch_calls, batch_size,
                                                  concurrency, headers, run=run,
                                                  first_number=20_000_000)
+    return result
+
+
+async def bench_soap(*, calls: int = 3000, batch_calls: int = 100, batch_size: int = 100,
+                     noop_calls: int = 3000, concurrency: int = 16) -> dict[str, Any]:
+    """Start the bridge in a child process, load it, return the summary (see module doc)."""
+    calls, batch_calls = min(calls, 100_000), min(batch_calls, 10_000)
+    batch_size, noop_calls = min(batch_size, 1000), min(noop_calls, 100_000)
+    sim = SmscSimulator(SimulatorConfig(enabled=True, port=0, receipt_delay_s=0.05))
+    sim_port = await sim.start()
+    try:
+        result = await _bench_against(sim, sim_port, calls=calls, batch_calls=batch_calls,
+                                      batch_size=batch_size, noop_calls=noop_calls,
+                                      concurrency=concurrency)
+    finally:
+        await sim.stop()
     stock = result["noop_stock"]["calls_per_s"]
     own = result["noop_bridge"]["calls_per_s"]
     one = result["send_1"]["e2e_msgs_per_s"]
@@ -248,9 +253,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--noop-calls", type=int, default=3000, help="no-op calls per baseline")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--serve", metavar="DIR", help=argparse.SUPPRESS)
+    parser.add_argument("--smsc-port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
-        asyncio.run(_serve(Path(args.serve)))
+        asyncio.run(_serve(Path(args.serve), args.smsc_port))
         return 0
     result = asyncio.run(bench_soap(calls=args.calls, batch_calls=args.batch_calls,
                                     batch_size=args.batch_size, noop_calls=args.noop_calls,
