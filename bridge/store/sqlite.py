@@ -27,7 +27,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bridge.core.states import FINAL_MESSAGE_STATES, MessageState, PartState, aggregate, can_move
+from bridge.core.states import (
+    FINAL_MESSAGE_STATES,
+    MESSAGE_TRANSITIONS,
+    MessageState,
+    PartState,
+    aggregate,
+    can_move,
+)
 from bridge.store.base import (
     AcceptOutcome,
     Event,
@@ -89,6 +96,7 @@ _SUBMIT_PART = """
 UPDATE parts SET state = CASE WHEN state = 'queued' THEN 'submitted' ELSE state END,
     smsc = ?, smsc_id = ?, submitted_at = ?, attempts = attempts + 1
 WHERE message_id = ? AND seq = ?
+RETURNING total, state
 """
 _INSERT_KEY = "INSERT INTO smsc_keys (smsc, key, message_id, seq) VALUES (?, ?, ?, ?)"
 _INSERT_ORPHAN = """
@@ -101,6 +109,24 @@ FROM parts p JOIN messages m ON m.id = p.message_id
 WHERE p.message_id = ? AND p.seq = ?
 """
 _MESSAGE_STATE = "SELECT state FROM messages WHERE id = ?"
+_ORPHANS_EXIST = "SELECT EXISTS (SELECT 1 FROM orphan_receipts)"
+
+
+def _move_message_sql(target: MessageState) -> str:
+    """One conditional UPDATE that moves a message to `target` only from a state the transition
+    table allows (rowcount 0: it stays where it is)."""
+    if target is MessageState.DELIVERED:
+        columns = "state = ?, updated_at = ?, error = NULL, error_detail = NULL"
+    elif target in FINAL_MESSAGE_STATES:
+        columns = "state = ?, updated_at = ?, error_detail = ?"
+    else:
+        columns = "state = ?, updated_at = ?"
+    sources = [s.value for s, moves in MESSAGE_TRANSITIONS.items() if target in moves]
+    allowed = ", ".join(f"'{v}'" for v in sources) or "NULL"
+    return f"UPDATE messages SET {columns} WHERE id = ? AND state IN ({allowed})"
+
+
+_MOVE_MESSAGE = {target: _move_message_sql(target) for target in MessageState}
 _PART_STATES = "SELECT state FROM parts WHERE message_id = ? ORDER BY seq"
 _VIEW_COLUMNS = """id, account, ingress, recipient, source_addr, state, encoding, parts,
     created_at, updated_at, error, error_detail, meta_json"""
@@ -224,6 +250,9 @@ class _Writer:
         self._dup_window = 0.0  # the widest duplicate window seen, for pruning
         self._digest_pruned_at = float("-inf")
         self._orphans_pruned_at = float("-inf")
+        # False only while orphan_receipts is known empty: then a submit need not look there.
+        # Set on every orphan insert; a rolled-back batch sets it again (see _run_batch).
+        self.orphans_maybe = bool(conn.execute(_ORPHANS_EXIST).fetchone()[0])
         self.thread = threading.Thread(target=self._main, name="bridge-store-writer", daemon=True)
 
     # -------------------------------------------------------------- the loop
@@ -277,6 +306,7 @@ class _Writer:
                                       for op, value in zip(batch, values) if op.future is not None]
         except Exception as exc:
             self.failed_batches += 1
+            self.orphans_maybe = True  # the rollback may have restored rows it thought gone
             if len(batch) == 1:
                 results = [self._failure(batch[0], exc)]
             else:
@@ -416,16 +446,17 @@ class _Writer:
                   id_keys: tuple[str, ...], at: float) -> ReceiptOutcome | None:
         tx.flush()
         conn = tx.conn
-        if conn.execute(_SUBMIT_PART, (smsc, smsc_id, at, message_id, seq)).rowcount != 1:
+        rows = conn.execute(_SUBMIT_PART, (smsc, smsc_id, at, message_id, seq)).fetchall()
+        if len(rows) != 1:
             raise LookupError(f"message {message_id} has no part {seq}")
+        total, part_state = int(rows[0][0]), PartState(rows[0][1])
         keys = tuple(dict.fromkeys(id_keys))
         conn.executemany(_INSERT_KEY, [(smsc, key, message_id, seq) for key in keys])
-        row = conn.execute("SELECT total FROM parts WHERE message_id = ? AND seq = ?",
-                           (message_id, seq)).fetchone()
-        tx.event(message_id, at, "part_submitted", f"part {seq}/{row[0]} smsc={smsc} id={smsc_id}")
-        self._reaggregate(tx, message_id, at, f"after part {seq}/{row[0]} was submitted",
-                          submitted=f"all {_plural(int(row[0]), 'part')} submitted")
-        if not keys:
+        tx.event(message_id, at, "part_submitted", f"part {seq}/{total} smsc={smsc} id={smsc_id}")
+        self._reaggregate(tx, message_id, at, f"after part {seq}/{total} was submitted",
+                          submitted=f"all {_plural(total, 'part')} submitted",
+                          only_part=part_state if total == 1 else None)
+        if not keys or not self.orphans_maybe:
             return None
         orphans = conn.execute(
             f"SELECT receipt, part_state, stat, err, at FROM orphan_receipts "
@@ -442,6 +473,8 @@ class _Writer:
                                         stat, err, max(at, float(receipt_at)), orphan=True)
             conn.execute("DELETE FROM orphan_receipts WHERE receipt = ?", (receipt,))
             outcome = ReceiptOutcome(True, message_id, state)
+        if applied:
+            self.orphans_maybe = bool(conn.execute(_ORPHANS_EXIST).fetchone()[0])
         return outcome
 
     def receipt(self, tx: _Tx, smsc: str, id_keys: tuple[str, ...], part_state: PartState | None,
@@ -459,6 +492,7 @@ class _Writer:
             state_value = part_state.value if part_state is not None else None
             conn.executemany(_INSERT_ORPHAN, [(receipt, smsc, key, state_value, stat, err, at)
                                               for key in keys])
+            self.orphans_maybe = True
             if at - self._orphans_pruned_at >= 60.0:
                 self._orphans_pruned_at = at
                 conn.execute("DELETE FROM orphan_receipts WHERE at < ?", (at - self.orphan_ttl_s,))
@@ -540,11 +574,27 @@ class _Writer:
                                                      if orphan else ""))
         if new is current:
             return MessageState(row[4])
-        return self._reaggregate(tx, message_id, at, detail)
+        return self._reaggregate(tx, message_id, at, detail,
+                                 only_part=new if total == 1 else None)
 
     def _reaggregate(self, tx: _Tx, message_id: str, at: float, detail: str,
-                     submitted: str | None = None) -> MessageState:
+                     submitted: str | None = None, *,
+                     only_part: PartState | None = None) -> MessageState:
+        """Move the message to the aggregate of its parts when the transition table allows.
+        `only_part`: the state of a single-part message's only part, already known, which
+        makes this one conditional UPDATE (the common case) instead of three statements."""
         conn = tx.conn
+        if only_part is not None:
+            target = aggregate((only_part,))
+            if target is MessageState.DELIVERED or target not in FINAL_MESSAGE_STATES:
+                params: tuple[Any, ...] = (target.value, at, message_id)
+            else:
+                params = (target.value, at, detail, message_id)
+            if conn.execute(_MOVE_MESSAGE[target], params).rowcount == 1:
+                tx.event(message_id, at, target.value,
+                         submitted if target is MessageState.SUBMITTED and submitted else detail)
+                return target
+            return MessageState(conn.execute(_MESSAGE_STATE, (message_id,)).fetchone()[0])
         current = MessageState(conn.execute(_MESSAGE_STATE, (message_id,)).fetchone()[0])
         parts = [PartState(r[0]) for r in conn.execute(_PART_STATES, (message_id,))]
         target = aggregate(parts)
