@@ -189,3 +189,53 @@ def test_status_names() -> None:
     assert codec.command_status_name(0x0E) == "ESME_RINVPASWD"
     assert codec.command_status_name(0) == "ESME_ROK"
     assert codec.command_status_name(0x400) == "0x00000400"
+
+
+_digits = st.text(alphabet="0123456789", max_size=20)
+
+
+@settings(max_examples=200, deadline=None)
+@given(source=_digits, destination=_digits, ton=st.integers(0, 6), npi=st.integers(0, 18),
+       esm_class=st.integers(0, 255), data_coding=st.sampled_from([0, 3, 4, 8, 0xF0]),
+       short_message=st.binary(max_size=254), sequence=st.integers(1, 0x7FFFFFFF),
+       receipted=st.none() | st.text(alphabet="0123456789abcdef", min_size=1, max_size=64),
+       state=st.none() | st.integers(0, 8))
+def test_deliver_sm_decoder_agrees_with_smpplib(source: str, destination: str, ton: int,
+                                                 npi: int, esm_class: int, data_coding: int,
+                                                 short_message: bytes, sequence: int,
+                                                 receipted: str | None,
+                                                 state: int | None) -> None:
+    """The direct decoder reads what smpplib's own parser reads, field for field."""
+    tlvs: list[tuple[str, int | bytes | str]] = []
+    if receipted is not None:
+        tlvs.append(("receipted_message_id", receipted))
+    if state is not None:
+        tlvs.append(("message_state", state))
+    raw = codec.encode_deliver(sequence, source=Address(source, ton, npi),
+                               destination=Address(destination, npi % 7, ton),
+                               esm_class=esm_class, data_coding=data_coding,
+                               short_message=short_message, tlvs=tuple(tlvs))
+    ours = codec.decode_deliver(raw)
+    theirs = smpplib_smpp.parse_pdu(raw, client=codec._STUB, allow_unknown_opt_params=True)
+    assert ours.sequence == theirs.sequence == sequence
+    assert ours.source == Address((theirs.source_addr or b"").decode(), theirs.source_addr_ton,
+                                  theirs.source_addr_npi)
+    assert ours.destination == Address((theirs.destination_addr or b"").decode(),
+                                       theirs.dest_addr_ton, theirs.dest_addr_npi)
+    assert (ours.esm_class, ours.data_coding) == (theirs.esm_class, theirs.data_coding)
+    assert ours.protocol_id == (theirs.protocol_id or 0)
+    assert ours.short_message == (theirs.short_message or b"")
+    their_receipted = theirs.receipted_message_id
+    assert ours.receipted_message_id == (their_receipted.decode() if their_receipted else None)
+    assert ours.receipted_message_id == receipted
+    assert ours.message_state == theirs.message_state == state
+
+
+@pytest.mark.parametrize("cut", [17, 20, 30, 40])
+def test_deliver_sm_cut_anywhere_is_a_codec_error(cut: int) -> None:
+    raw = codec.encode_deliver(3, source=MSISDN, destination=ALNUM, esm_class=4, data_coding=0,
+                               short_message=b"id:1 stat:DELIVRD")
+    body = raw[16:cut]
+    bad = struct.pack(">LLLL", 16 + len(body), codec.DELIVER_SM, 0, 3) + body
+    with pytest.raises(codec.CodecError):
+        codec.decode_deliver(bad)
