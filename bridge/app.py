@@ -84,14 +84,18 @@ class Bridge:
                 "queue_depth": self.dispatcher.queue_depth if self.dispatcher else 0,
                 "time": time.time()}
 
-    async def stop(self) -> None:
-        """Graceful: stop intake, drain in-flight submits, unbind, close the store."""
+    async def stop(self, drain_timeout: float = 10.0) -> None:
+        """Graceful: stop intake, answer the requests already inside, drain in-flight submits,
+        unbind, close the store."""
         if self._smtp_server is not None:
             self._smtp_server.close()
         if self._soap_runner is not None:
             await self._soap_runner.cleanup()
+        if self.service is not None and not await self.service.drained(drain_timeout):
+            log.warning("stop: requests still in flight after %.0f s; closing anyway "
+                        "(their clients get no acceptance, so they retry)", drain_timeout)
         if self.dispatcher is not None:
-            await self.dispatcher.stop()
+            await self.dispatcher.stop(drain_timeout)
         if self.pool is not None:
             await self.pool.stop()
         if self._smtp_server is not None:

@@ -6,6 +6,7 @@ No wire formats here: adapters build a `SubmitRequest`, get `RecipientResult`s b
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import hashlib
 import hmac
@@ -164,6 +165,20 @@ class Service:
         # Each ingress has its own limit; SMTP also applies it per RCPT, as the protocol wants.
         self._recipient_limits = {"smtp": config.smtp.max_recipients,
                                   "soap": config.soap.max_recipients}
+        self._in_flight = 0
+        self._idle: asyncio.Event | None = None  # set while nothing is in flight, once asked
+
+    async def drained(self, timeout: float) -> bool:
+        """Wait until no submit is in flight (a graceful stop closes the listeners first, then
+        waits here before the store closes, so a client is answered for what it sent)."""
+        if self._in_flight == 0:
+            return True
+        self._idle = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
 
     # ------------------------------------------------------------------ accounts
 
@@ -241,6 +256,15 @@ class Service:
     async def submit(self, req: SubmitRequest) -> list[RecipientResult]:
         """One result per recipient, in order. Raises BridgeError for request-level refusals
         (unknown account, sender, type, text, too many recipients, store down)."""
+        self._in_flight += 1
+        try:
+            return await self._submit(req)
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0 and self._idle is not None:
+                self._idle.set()
+
+    async def _submit(self, req: SubmitRequest) -> list[RecipientResult]:
         account = self._accounts.get(req.account)
         if account is None:
             raise BridgeError(ErrorName.AUTH_FAILED, "unknown account")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,7 @@ import pytest
 from bridge.core.errors import BridgeError, ErrorName
 from bridge.service import Recipient, Service, SubmitRequest
 from bridge.store import open_store
+from bridge.store.base import AcceptOutcome, NewMessage
 from tests.conftest import make_config
 
 
@@ -69,5 +72,32 @@ async def test_a_huge_text_is_refused_before_planning(tmp_path: Path) -> None:
             await service.submit(SubmitRequest("demo", (Recipient("+447400123481"),),
                                                "€" * 1530, "soap"))
         assert info.value.detail == "needs 21 parts, max_parts is 10"  # 76 escape pairs a part
+    finally:
+        await store.close()
+
+
+async def test_drained_waits_for_a_submit_in_flight(tmp_path: Path) -> None:
+    """A graceful stop waits here before closing the store: the client is answered."""
+    config = make_config(tmp_path)
+    store = open_store(config.store, tmp_path)
+    await store.open()
+    release = asyncio.Event()
+    real_accept = store.accept
+
+    async def slow_accept(messages: Sequence[NewMessage], *, now: float) -> list[AcceptOutcome]:
+        await release.wait()
+        return await real_accept(messages, now=now)
+
+    try:
+        service = Service(config, store)
+        store.accept = slow_accept  # type: ignore[method-assign]
+        assert await service.drained(0.01)  # nothing in flight
+        pending = asyncio.ensure_future(service.submit(
+            SubmitRequest("demo", (Recipient("+447400123456"),), "hi", "smtp")))
+        await asyncio.sleep(0)
+        assert not await service.drained(0.05)
+        release.set()
+        assert await service.drained(5)
+        assert [r.status for r in pending.result()] == ["accepted"]
     finally:
         await store.close()

@@ -1,0 +1,120 @@
+"""Graceful shutdown (SPEC §8): SIGTERM to `sms-bridge serve` mid-load stops intake, lets the
+submits in flight finish and be recorded, unbinds and exits 0. Because every submit the SMSC
+got is durably acknowledged, the next start sends the rest and nothing twice."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import smtplib
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from bridge.config import SimulatorConfig
+from bridge.simulator import SmscSimulator
+from bridge.store.sqlite import SqliteStore
+
+ROOT = Path(__file__).resolve().parent.parent
+MAILS, PER_MAIL = 4, 50
+TOTAL = MAILS * PER_MAIL
+
+
+def write_config(tmp_path: Path, smsc_port: int) -> Path:
+    path = tmp_path / "bridge.toml"
+    path.write_text(f"""
+[smtp]
+listen = "127.0.0.1:0"
+domains = ["sms.localhost"]
+[soap]
+listen = "127.0.0.1:0"
+[store]
+url = "sqlite:///{tmp_path / 'stop.db'}"
+[[smsc]]
+name = "sim"
+host = "127.0.0.1"
+port = {smsc_port}
+system_id = "bridge"
+password = "secret"
+window = 5
+[policy]
+duplicate_window_s = 0
+[[account]]
+name = "stop"
+password = "x"
+senders = ["STOP"]
+default_sender = "STOP"
+rate_per_s = 0
+relay_networks = ["127.0.0.1/32"]
+""")
+    return path
+
+
+async def serve(config: Path) -> tuple[asyncio.subprocess.Process, int]:
+    """`python -m bridge serve`, the real command; returns it with its SMTP port."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bridge", "serve", "-c", str(config),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, cwd=str(ROOT),
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.stdout is not None
+    line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+    found = re.search(r"SMTP on [\d.]+:(\d+)", line)
+    assert found, f"no ready line from serve: {line!r}"
+    return proc, int(found.group(1))
+
+
+def send_mails(port: int, first: int) -> None:
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as smtp:
+        for mail in range(MAILS):
+            numbers = [f"+4474002{first + mail * PER_MAIL + k:05d}" for k in range(PER_MAIL)]
+            smtp.sendmail("ops@example.com", [f"{n}@sms.localhost" for n in numbers],
+                          f"Subject: shutdown {mail}\r\n\r\nmail {mail}\r\n")
+
+
+async def terminate(proc: asyncio.subprocess.Process) -> int:
+    proc.send_signal(signal.SIGTERM)
+    return await asyncio.wait_for(proc.wait(), 30)
+
+
+@pytest.mark.slow
+async def test_sigterm_mid_load_drains_unbinds_and_loses_or_repeats_nothing(
+        tmp_path: Path) -> None:
+    # Slow answers keep submits in flight (window 5, 50 ms each: about 100 submits/s).
+    sim = SmscSimulator(SimulatorConfig(enabled=True, port=0, response_delay_s=0.05,
+                                        receipt_delay_s=0.01))
+    sim_port = await sim.start()
+    config = write_config(tmp_path, sim_port)
+    try:
+        proc, smtp_port = await serve(config)
+        await asyncio.to_thread(send_mails, smtp_port, 0)  # every 250 means durably stored
+        assert await terminate(proc) == 0
+        at_smsc = len(sim.submits)
+        assert 0 < at_smsc < TOTAL, "the stop should come while most messages still wait"
+        assert sim.unbinds_received >= 1, "the bridge should unbind before it exits"
+
+        store = SqliteStore(tmp_path / "stop.db")
+        await store.open()
+        try:
+            counts = await store.counts_by_state()
+        finally:
+            await store.close()
+        # Every submit the SMSC answered was recorded before exit; the rest wait, queued.
+        assert counts["queued"] == TOTAL - at_smsc, counts
+        assert sum(counts.values()) == TOTAL
+
+        proc, _ = await serve(config)
+        await sim.wait_until(lambda: len({s.destination for s in sim.submits}) >= TOTAL,
+                             timeout=60)
+        await asyncio.sleep(0.3)  # room for a wrongful resubmission to show
+        assert await terminate(proc) == 0
+        per_destination = Counter(s.destination for s in sim.submits)
+        print(f"\nshutdown test: at_smsc_when_stopped={at_smsc} total_submits={len(sim.submits)} "
+              f"destinations={len(per_destination)}")
+        assert len(per_destination) == TOTAL
+        assert max(per_destination.values()) == 1, "a graceful stop must not cause a resend"
+    finally:
+        await sim.stop()
