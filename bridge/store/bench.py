@@ -2,11 +2,16 @@
 
     python -m bridge.store.bench [--quick] [--messages N] [--producers N] [--wait-below N]
 
-Two figures, each on a fresh database in a temporary directory (removed afterwards):
+Three figures, each on a fresh database in a temporary directory (removed afterwards):
 - single: `producers` concurrent asyncio tasks, each awaiting accept() of ONE message at a time
   (what many SMTP/SOAP clients sending one recipient each look like);
 - batch100: the same producers, each awaiting accept() of 100 messages at a time.
-Every message carries a duplicate digest and the account has a quota, so the checks run.
+  Every message carries a duplicate digest and the account has a quota, so the checks run.
+- pipeline: the whole bridge without an ingress protocol. 16 tasks call Service.submit with 100
+  recipients each (normalise, plan, policy, durable accept); the dispatcher sends to an SMSC
+  simulator in a child process (window 50, receipts on). `accepts_per_s` counts until the last
+  accept returned, `submitted_per_s` until every message was acknowledged by the SMSC and that
+  acknowledgement was durably recorded.
 Prints JSON; `commits` and `mean_batch` (operations per commit) are those of the single run.
 """
 
@@ -68,6 +73,62 @@ async def _run(path: Path, *, total: int, producers: int, per_call: int,
             "mean_batch": round(stats["ops"] / max(1, stats["commits"]), 1)}
 
 
+async def _pipeline(directory: Path, *, total: int, tasks: int = 16,
+                    per_call: int = 100) -> dict[str, Any]:
+    from bridge.app import Bridge
+    from bridge.benchkit import child_process
+    from bridge.config import parse_config
+    from bridge.service import Recipient, SubmitRequest
+
+    async with child_process("-m", "bridge.benchkit", "simulator") as simulator:
+        config = parse_config({
+            "smtp": {"listen": "127.0.0.1:0"}, "soap": {"listen": "127.0.0.1:0"},
+            "store": {"url": f"sqlite:///{directory / 'pipeline.db'}"},
+            "smsc": [{"name": "sim", "host": "127.0.0.1", "port": simulator["port"],
+                      "system_id": "bridge", "password": "secret", "window": 50}],
+            "policy": {"duplicate_window_s": 0},
+            "account": [{"name": "bench", "password": "bench", "senders": ["BENCH"],
+                         "default_sender": "BENCH", "rate_per_s": 0}],
+        }, base_dir=directory)
+        bridge = Bridge(config)
+        await bridge.start()
+        try:
+            assert bridge.service is not None and bridge.dispatcher is not None
+            assert bridge.pool is not None
+            for bind in bridge.pool.binds.values():
+                await bind.wait_bound(10.0)
+            service, dispatcher = bridge.service, bridge.dispatcher
+            calls = iter(range(total // per_call))
+
+            async def producer() -> int:
+                accepted = 0
+                for call in calls:
+                    first = 10_000_000 + call * per_call
+                    results = await service.submit(SubmitRequest(
+                        account="bench", ingress="soap", text=f"pipeline bench {call}",
+                        recipients=tuple(Recipient(f"+4474{first + k:08d}")
+                                         for k in range(per_call))))
+                    accepted += sum(1 for r in results if r.status == "accepted")
+                return accepted
+
+            started = time.perf_counter()
+            accepted = sum(await asyncio.gather(*(producer() for _ in range(tasks))))
+            accepted_after = time.perf_counter() - started
+            deadline = time.monotonic() + 300
+            while dispatcher.queue_depth > 0 and time.monotonic() < deadline:
+                await asyncio.sleep(0.005)
+            submitted_after = time.perf_counter() - started
+            left = dispatcher.queue_depth
+        finally:
+            await bridge.stop()
+    if left or accepted != total // per_call * per_call:
+        raise RuntimeError(f"accepted {accepted}, {left} still queued after the deadline")
+    return {"messages": accepted, "tasks": tasks, "recipients_per_call": per_call,
+            "accepts_per_s": round(accepted / accepted_after),
+            "submitted_per_s": round(accepted / submitted_after),
+            "seconds": round(submitted_after, 3)}
+
+
 async def _bench(*, total: int, producers: int, wait_below: int,
                  interval_ms: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bridge-store-bench-") as tmp:
@@ -75,6 +136,7 @@ async def _bench(*, total: int, producers: int, wait_below: int,
                             per_call=1, wait_below=wait_below, interval_ms=interval_ms)
         batch = await _run(Path(tmp) / "batch.db", total=total, producers=producers,
                            per_call=100, wait_below=wait_below, interval_ms=interval_ms)
+        pipeline = await _pipeline(Path(tmp), total=total)
     return {
         "accepts_per_s_single": single["accepts_per_s"],
         "accepts_per_s_batch100": batch["accepts_per_s"],
@@ -84,8 +146,11 @@ async def _bench(*, total: int, producers: int, wait_below: int,
         "producers": producers,
         "durability": "WAL, synchronous=FULL (fsync per commit)",
         "wait_below": wait_below,
+        "pipeline_accepts_per_s": pipeline["accepts_per_s"],
+        "pipeline_submitted_per_s": pipeline["submitted_per_s"],
         "single": single,
         "batch100": batch,
+        "pipeline": pipeline,
     }
 
 
