@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 
+from bridge.core.addresses import is_known_region, parse_sender
+from bridge.core.errors import BridgeError
+
 T = TypeVar("T")
 
 DEFAULT_CONFIG_PATH = Path("conf/bridge.toml")
@@ -423,6 +426,15 @@ def _policy(r: _Reader) -> PolicyConfig:
     return cfg
 
 
+def _sender_problem(text: str) -> str | None:
+    """The core's own sender rules, so a sender the service would refuse fails at startup."""
+    try:
+        parse_sender(text)
+    except BridgeError as exc:
+        return f'"{text}" is not a valid sender id: {exc.detail}'
+    return None
+
+
 def _account(r: _Reader, index: int) -> AccountConfig:
     d = AccountConfig(name="")
     name = r.get("name", str, "", lambda v: None if v else "must not be empty")
@@ -451,11 +463,12 @@ def _account(r: _Reader, index: int) -> AccountConfig:
         name=name,
         password=password,
         password_hash=password_hash,
-        senders=r.strings("senders"),
-        default_sender=r.get("default_sender", str, None),
+        senders=r.strings("senders", (), _sender_problem),
+        default_sender=r.get("default_sender", str, None, _sender_problem),
         default_region=r.get("default_region", str, d.default_region,
-                             lambda v: None if len(v) == 2 and v.isalpha() and v.isupper()
-                             else "must be an ISO 3166 alpha-2 region such as \"GB\""),
+                             lambda v: None if len(v) == 2 and v.isupper() and is_known_region(v)
+                             else "must be an ISO 3166 alpha-2 region libphonenumber knows, "
+                                  "such as \"GB\""),
         rate_per_s=r.get("rate_per_s", float, d.rate_per_s, _between(0, 100_000)),
         quota=r.get("quota", int, d.quota, _between(0, 10**12)),
         smtp_from=tuple(x.lower() for x in r.strings("smtp_from")),

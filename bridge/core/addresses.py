@@ -49,6 +49,11 @@ _PARSE_REASON = {
 _Parsed = tuple[str, bool] | str
 
 
+def is_known_region(region: str) -> bool:
+    """A region libphonenumber has metadata for (config checks `default_region` with this)."""
+    return region.upper() in _REGIONS
+
+
 def normalise_recipient(raw: str, *, default_region: str, mobile_only: bool = False) -> Address:
     """Turn any accepted spelling of a number into Address(digits, ton=1, npi=1).
 
