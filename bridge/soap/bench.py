@@ -14,8 +14,10 @@ Measured in one run:
   For these, msgs/s is counted end to end: from the first request until every accepted message
   has reached the simulator (its `accepted` counter), as well as at the HTTP replies.
 
-Ratios compare SendSms messages/s with the no-op calls/s. Counts are bounded (defaults: 3,000
-single calls, 100 batch calls of 100, 3,000 no-op calls each).
+The four loads run in `rounds` alternating rounds (default 3); each figure is its median round
+(all rounds listed under "rounds"), and each ratio the median of the rounds' own ratios.
+Ratios compare SendSms messages/s with the no-op calls/s. Counts are bounded (defaults, per
+round: 3,000 single calls, 100 batch calls of 100, 3,000 no-op calls each).
 """
 
 from __future__ import annotations
@@ -189,8 +191,20 @@ async def _send(session: aiohttp.ClientSession, soap: str, sim: SmscSimulator, c
             "mean_ms": round(1000 * statistics.fmean(latencies), 2) if latencies else 0.0}
 
 
+def _median_run(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """The round whose `key` is the median, with every round's value beside it."""
+    ordered = sorted(runs, key=lambda r: float(r[key]))
+    return {**ordered[len(ordered) // 2], "rounds": [r[key] for r in runs]}
+
+
 async def _bench_against(sim: SmscSimulator, sim_port: int, *, calls: int, batch_calls: int,
-                         batch_size: int, noop_calls: int, concurrency: int) -> dict[str, Any]:
+                         batch_size: int, noop_calls: int, concurrency: int,
+                         rounds: int) -> dict[str, Any]:
+    """Rounds alternate the four loads, so that noise from the machine (2 cores, other work)
+    falls on all of them alike; each figure is its median round, each ratio the median of the
+    rounds' own ratios."""
+    runs: dict[str, list[dict[str, Any]]] = {"noop_stock": [], "noop_bridge": [],
+                                             "send_1": [], "send_100": []}
     with tempfile.TemporaryDirectory(prefix="soap-bench-") as tmp:
         async with child_process("-m", "bridge.soap.bench", "--serve", tmp,
                                  "--smsc-port", str(sim_port)) as ports:
@@ -201,24 +215,43 @@ async def _bench_against(sim: SmscSimulator, sim_port: int, *, calls: int, batch
             run = f"{os.getpid()}-{int(time.time())}"
             connector = aiohttp.TCPConnector(limit=concurrency)
             async with aiohttp.ClientSession(connector=connector) as session:
-                result: dict[str, Any] = {"concurrency": concurrency}
-                result["noop_stock"] = await _noop(
-                    session, f"{side}/stock", noop_calls, concurrency,
-                    {"Content-Type": "text/xml; charset=utf-8"})
-                result["noop_bridge"] = await _noop(session, f"{side}/soap", noop_calls,
-                                                    concurrency, headers)
                 await _send(session, soap, sim, 200, 1, concurrency, headers,
                             run=run + "w", first_number=90_000_000)  # warm-up
-                result["send_1"] = await _send(session, soap, sim, calls, 1, concurrency,
-                                               headers, run=run, first_number=10_000_000)
-                result["send_100"] = await _send(session, soap, sim, batch_calls, batch_size,
-                                                 concurrency, headers, run=run,
-                                                 first_number=20_000_000)
+                for r in range(rounds):
+                    runs["noop_stock"].append(await _noop(
+                        session, f"{side}/stock", noop_calls, concurrency,
+                        {"Content-Type": "text/xml; charset=utf-8"}))
+                    runs["noop_bridge"].append(await _noop(session, f"{side}/soap", noop_calls,
+                                                           concurrency, headers))
+                    runs["send_1"].append(await _send(
+                        session, soap, sim, calls, 1, concurrency, headers, run=run,
+                        first_number=10_000_000 + r * calls))
+                    runs["send_100"].append(await _send(
+                        session, soap, sim, batch_calls, batch_size, concurrency, headers,
+                        run=run, first_number=20_000_000 + r * batch_calls * batch_size))
+    result: dict[str, Any] = {"concurrency": concurrency, "rounds": rounds}
+    for name in ("noop_stock", "noop_bridge"):
+        result[name] = _median_run(runs[name], "calls_per_s")
+    for name in ("send_1", "send_100"):
+        result[name] = _median_run(runs[name], "e2e_msgs_per_s")
+
+    def ratio(num: str, num_key: str, den: str) -> float:
+        values = sorted(float(a[num_key]) / float(b["calls_per_s"])
+                        for a, b in zip(runs[num], runs[den]))
+        return round(values[len(values) // 2], 3)
+
+    result["ratios"] = {
+        "send_1_e2e_vs_noop_stock": ratio("send_1", "e2e_msgs_per_s", "noop_stock"),
+        "send_1_e2e_vs_noop_bridge": ratio("send_1", "e2e_msgs_per_s", "noop_bridge"),
+        "send_1_http_vs_noop_stock": ratio("send_1", "http_msgs_per_s", "noop_stock"),
+        "send_100_e2e_msgs_per_s": result["send_100"]["e2e_msgs_per_s"],
+    }
     return result
 
 
 async def bench_soap(*, calls: int = 3000, batch_calls: int = 100, batch_size: int = 100,
-                     noop_calls: int = 3000, concurrency: int = 16) -> dict[str, Any]:
+                     noop_calls: int = 3000, concurrency: int = 16,
+                     rounds: int = 3) -> dict[str, Any]:
     """Start the bridge in a child process, load it, return the summary (see module doc)."""
     calls, batch_calls = min(calls, 100_000), min(batch_calls, 10_000)
     batch_size, noop_calls = min(batch_size, 1000), min(noop_calls, 100_000)
@@ -227,18 +260,9 @@ async def bench_soap(*, calls: int = 3000, batch_calls: int = 100, batch_size: i
     try:
         result = await _bench_against(sim, sim_port, calls=calls, batch_calls=batch_calls,
                                       batch_size=batch_size, noop_calls=noop_calls,
-                                      concurrency=concurrency)
+                                      concurrency=concurrency, rounds=max(1, min(rounds, 9)))
     finally:
         await sim.stop()
-    stock = result["noop_stock"]["calls_per_s"]
-    own = result["noop_bridge"]["calls_per_s"]
-    one = result["send_1"]["e2e_msgs_per_s"]
-    result["ratios"] = {
-        "send_1_e2e_vs_noop_stock": round(one / stock, 3),
-        "send_1_e2e_vs_noop_bridge": round(one / own, 3),
-        "send_1_http_vs_noop_stock": round(result["send_1"]["http_msgs_per_s"] / stock, 3),
-        "send_100_e2e_msgs_per_s": result["send_100"]["e2e_msgs_per_s"],
-    }
     result["targets"] = {"send_1_vs_noop_0.70": result["ratios"]["send_1_e2e_vs_noop_stock"] >= 0.7,
                          "send_100_5000_msgs_per_s": result["send_100"]["e2e_msgs_per_s"] >= 5000}
     return result
@@ -252,6 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=100, help="recipients per batch call")
     parser.add_argument("--noop-calls", type=int, default=3000, help="no-op calls per baseline")
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (medians)")
     parser.add_argument("--serve", metavar="DIR", help=argparse.SUPPRESS)
     parser.add_argument("--smsc-port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -260,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     result = asyncio.run(bench_soap(calls=args.calls, batch_calls=args.batch_calls,
                                     batch_size=args.batch_size, noop_calls=args.noop_calls,
-                                    concurrency=args.concurrency))
+                                    concurrency=args.concurrency, rounds=args.rounds))
     print(json.dumps(result, indent=2))
     return 0
 

@@ -1,0 +1,21 @@
+"""The SOAP bench runs end to end (tiny counts; the figures themselves are not checked)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bridge.soap import bench
+
+
+def test_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    bench.main(["--calls", "30", "--batch-calls", "2", "--batch-size", "10", "--noop-calls", "30",
+                "--concurrency", "4", "--rounds", "2"])
+    result = json.loads(capsys.readouterr().out)
+    assert result["send_1"]["messages_at_simulator"] == 30
+    assert result["send_100"]["messages_at_simulator"] == 20
+    assert len(result["noop_stock"]["rounds"]) == len(result["send_1"]["rounds"]) == 2
+    for key in ("send_1_e2e_vs_noop_stock", "send_1_e2e_vs_noop_bridge",
+                "send_100_e2e_msgs_per_s"):
+        assert result["ratios"][key] > 0, key
