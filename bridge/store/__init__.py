@@ -17,11 +17,12 @@ from bridge.store.base import (
     ReceiptOutcome,
     Store,
 )
+from bridge.store.process import StoreProcess
 from bridge.store.sqlite import SqliteStore, StoreUnavailable
 
 __all__ = [
     "AcceptOutcome", "Event", "InboundMessage", "MessageView", "NewMessage", "NewPart",
-    "OutboundMessage", "OutboundPart", "ReceiptOutcome", "SqliteStore", "Store",
+    "OutboundMessage", "OutboundPart", "ReceiptOutcome", "SqliteStore", "Store", "StoreProcess",
     "StoreUnavailable", "open_store", "sqlite_path",
 ]
 
@@ -37,11 +38,12 @@ def sqlite_path(url: str, base_dir: Path) -> Path:
 
 
 def open_store(config: StoreConfig, base_dir: Path) -> Store:
-    """The store for `config.url` (not opened yet: call `await store.open()`)."""
+    """The store for `config.url` (not opened yet: call `await store.open()`). SQLite runs in a
+    process of its own (bridge.store.process explains why)."""
     url = config.url
     if url.startswith(("postgresql://", "postgres://")):
         raise NotImplementedError("the PostgreSQL store is not implemented yet; "
                                   'use url = "sqlite:///PATH" in [store]')
     if url.startswith("sqlite:///"):
-        return SqliteStore(sqlite_path(url, base_dir), commit_max_batch=config.commit_max_batch)
+        return StoreProcess(sqlite_path(url, base_dir), commit_max_batch=config.commit_max_batch)
     raise ValueError(f'unsupported store url "{url}": use "sqlite:///PATH"')

@@ -22,6 +22,7 @@ from bridge.store import (
     NewPart,
     ReceiptOutcome,
     SqliteStore,
+    StoreProcess,
     StoreUnavailable,
     open_store,
 )
@@ -572,8 +573,9 @@ async def test_refuses_a_newer_schema(tmp_path: Path) -> None:
 
 async def test_open_store_by_url(tmp_path: Path) -> None:
     store = open_store(StoreConfig(url="sqlite:///var/bridge.db", commit_max_batch=7), tmp_path)
-    assert isinstance(store, SqliteStore)
-    assert store.path == tmp_path / "var" / "bridge.db" and store.commit_max_batch == 7
+    assert isinstance(store, StoreProcess)  # SQLite in a process of its own
+    assert store.path == tmp_path / "var" / "bridge.db"
+    assert store.options == {"commit_max_batch": 7}
     await store.open()  # creates var/
     try:
         assert (tmp_path / "var" / "bridge.db").exists()
@@ -582,7 +584,7 @@ async def test_open_store_by_url(tmp_path: Path) -> None:
     finally:
         await store.close()
     absolute = open_store(StoreConfig(url=f"sqlite:///{tmp_path / 'abs.db'}"), Path("/elsewhere"))
-    assert isinstance(absolute, SqliteStore) and absolute.path == tmp_path / "abs.db"
+    assert isinstance(absolute, StoreProcess) and absolute.path == tmp_path / "abs.db"
     with pytest.raises(NotImplementedError, match="PostgreSQL"):
         open_store(StoreConfig(url="postgresql://u:p@db/bridge"), tmp_path)
     with pytest.raises(ValueError):

@@ -1,0 +1,243 @@
+"""The SQLite store in a process of its own, behind the same `Store` interface.
+
+Why: in the bridge process the store's writer thread competes for the GIL with the event loop
+that serves SMTP, SOAP and SMPP. Measured with `python -m bridge.soap.bench`, a store that costs
+nothing more than doubles end-to-end msgs/s, so the writer's Python work and the GIL hand-offs
+around every SQLite statement, not the fsync, were the limit. Here the bridge only pickles each
+call; the store process runs `SqliteStore` (writer thread, group commit, readers) on the other
+core.
+
+The child is `bridge.store.child`. Protocol, over its stdin/stdout: frames of a 4-byte big-endian length and a pickle.
+Requests `(id, method, args, kwargs)`, answers `(id, ok, value_or_exception)`, frame 0 is
+"ready" (or the reason opening failed). Calls are written in the order they are made and the
+child hands them to `SqliteStore` in that order, so the single writer's ordering guarantee
+holds across the pipe. Writes of one loop iteration travel in one `write`.
+
+Lifetime: `close()` sends `__close__`; the child finishes every issued call, closes the store
+and exits. When the bridge dies, the child sees end of file and does the same: nothing it has
+received is dropped. When the child dies, every pending and later call fails with
+`StoreUnavailable` (clients get STORE_UNAVAILABLE and retry; nothing is acknowledged).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import pickle
+import struct
+import sys
+from collections.abc import Awaitable, Sequence
+from pathlib import Path
+from typing import Any
+
+from bridge.core.states import MessageState, PartState
+from bridge.store.base import (
+    AcceptOutcome,
+    Event,
+    InboundMessage,
+    MessageView,
+    NewMessage,
+    OutboundMessage,
+    ReceiptOutcome,
+    Store,
+)
+from bridge.store.sqlite import StoreUnavailable
+
+log = logging.getLogger("bridge.store")
+
+_LENGTH = struct.Struct(">I")
+CLOSE = "__close__"
+#: What the child will call on its SqliteStore: the Store interface, nothing else.
+METHODS = frozenset({
+    "flush", "accept", "quota_used", "load_pending", "record_submitted", "record_state",
+    "record_event", "record_receipt", "get_messages", "list_messages", "timeline",
+    "counts_by_state", "record_inbound", "last_message_to",
+})
+
+
+def frame(value: Any) -> bytes:
+    body = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    return _LENGTH.pack(len(body)) + body
+
+
+async def read_frame(reader: asyncio.StreamReader) -> Any:
+    (size,) = _LENGTH.unpack(await reader.readexactly(_LENGTH.size))
+    return pickle.loads(await reader.readexactly(size))  # noqa: S301 - our own child process
+
+
+class Outbox:
+    """Frames queued during one loop iteration leave in one write."""
+
+    def __init__(self, write: Any) -> None:
+        self._write = write
+        self._frames: list[bytes] = []
+
+    def put(self, data: bytes) -> None:
+        if not self._frames:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._frames.append(data)
+
+    def flush(self) -> None:
+        if self._frames:
+            data = b"".join(self._frames)
+            self._frames.clear()
+            self._write(data)
+
+
+class StoreProcess(Store):
+    """`SqliteStore(path, **options)` running in a child process (see module docstring)."""
+
+    def __init__(self, path: Path | str, **options: Any) -> None:
+        self.path = Path(path)
+        self.options = options
+        self._proc: asyncio.subprocess.Process | None = None
+        self._outbox: Outbox | None = None
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._ids = itertools.count(1)
+        self._reader_task: asyncio.Task[None] | None = None
+        self._broken: str | None = "the store is not open"
+
+    # -------------------------------------------------------------- lifecycle
+
+    async def open(self) -> None:
+        if self._proc is not None:
+            return
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bridge.store.child", str(self.path),
+            json.dumps(self.options), stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, start_new_session=True)
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            _, ok, value = await asyncio.wait_for(read_frame(proc.stdout), 60)
+        except (asyncio.IncompleteReadError, asyncio.TimeoutError) as exc:
+            proc.kill()
+            await proc.wait()
+            raise StoreUnavailable(f"cannot start the store process for {self.path}") from exc
+        if not ok:
+            await proc.wait()
+            raise value if isinstance(value, StoreUnavailable) else StoreUnavailable(str(value))
+        self._proc = proc
+        self._outbox = Outbox(proc.stdin.write)
+        self._broken = None
+        self._reader_task = asyncio.get_running_loop().create_task(self._read_answers(proc))
+
+    def healthy(self) -> bool:
+        return self._broken is None
+
+    async def close(self) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        if self._broken is None:
+            self._call(CLOSE)
+            assert self._outbox is not None
+            self._outbox.flush()
+        self._broken = "the store is closed"
+        try:
+            await asyncio.wait_for(proc.wait(), 60)
+        except asyncio.TimeoutError:
+            log.error("store process did not finish in 60 s; killing it")
+            proc.kill()
+            await proc.wait()
+        if self._reader_task is not None:
+            await self._reader_task
+        self._proc = None
+
+    async def _read_answers(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        pending = self._pending
+        try:
+            while True:
+                request_id, ok, value = await read_frame(proc.stdout)
+                future = pending.pop(request_id, None)
+                if future is None or future.done():
+                    continue
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+                    future.exception()  # a dropped fire-and-forget write must not warn later
+        except asyncio.IncompleteReadError:
+            pass
+        if self._broken is None:
+            self._broken = "the store process exited"
+            log.error("store process for %s exited unexpectedly", self.path)
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(StoreUnavailable(self._broken))
+                future.exception()
+        pending.clear()
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if self._broken is not None or self._outbox is None:
+            future.set_exception(StoreUnavailable(self._broken or "the store is not open"))
+            future.exception()
+            return future
+        request_id = next(self._ids)
+        self._pending[request_id] = future
+        self._outbox.put(frame((request_id, method, args, kwargs)))
+        return future
+
+    # -------------------------------------------------------------- the Store interface
+
+    async def flush(self) -> None:
+        await self._call("flush")
+
+    def accept(self, messages: Sequence[NewMessage], *,
+               now: float) -> Awaitable[list[AcceptOutcome]]:
+        return self._call("accept", tuple(messages), now=now)
+
+    async def quota_used(self, account: str) -> int:
+        result: int = await self._call("quota_used", account)
+        return result
+
+    async def load_pending(self, *, limit: int = 1_000_000) -> list[OutboundMessage]:
+        result: list[OutboundMessage] = await self._call("load_pending", limit=limit)
+        return result
+
+    def record_submitted(self, message_id: str, seq: int, *, smsc: str, smsc_id: str,
+                         id_keys: Sequence[str], at: float) -> Awaitable[ReceiptOutcome | None]:
+        return self._call("record_submitted", message_id, seq, smsc=smsc, smsc_id=smsc_id,
+                          id_keys=tuple(id_keys), at=at)
+
+    def record_state(self, message_id: str, state: MessageState, *, at: float,
+                     error: str | None = None, detail: str = "") -> Awaitable[None]:
+        return self._call("record_state", message_id, state, at=at, error=error, detail=detail)
+
+    def record_event(self, message_id: str, name: str, *, at: float,
+                     detail: str = "") -> Awaitable[None]:
+        return self._call("record_event", message_id, name, at=at, detail=detail)
+
+    def record_receipt(self, *, smsc: str, id_keys: Sequence[str], part_state: PartState | None,
+                       stat: str | None, err: str | None, at: float) -> Awaitable[ReceiptOutcome]:
+        return self._call("record_receipt", smsc=smsc, id_keys=tuple(id_keys),
+                          part_state=part_state, stat=stat, err=err, at=at)
+
+    async def get_messages(self, ids: Sequence[str]) -> list[MessageView]:
+        result: list[MessageView] = await self._call("get_messages", tuple(ids))
+        return result
+
+    async def list_messages(self, account: str, *, offset: int, limit: int,
+                            state: MessageState | None = None,
+                            since: float | None = None) -> tuple[int, list[MessageView]]:
+        result: tuple[int, list[MessageView]] = await self._call(
+            "list_messages", account, offset=offset, limit=limit, state=state, since=since)
+        return result
+
+    async def timeline(self, message_id: str) -> list[Event]:
+        result: list[Event] = await self._call("timeline", message_id)
+        return result
+
+    async def counts_by_state(self) -> dict[str, int]:
+        result: dict[str, int] = await self._call("counts_by_state")
+        return result
+
+    def record_inbound(self, message: InboundMessage) -> Awaitable[None]:
+        return self._call("record_inbound", message)
+
+    async def last_message_to(self, recipient: str, *, since: float) -> MessageView | None:
+        result: MessageView | None = await self._call("last_message_to", recipient, since=since)
+        return result
