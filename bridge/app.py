@@ -80,7 +80,9 @@ class Bridge:
 
     def health(self) -> dict[str, Any]:
         binds = {name: b.bound for name, b in self.pool.binds.items()} if self.pool else {}
-        return {"status": "ok" if any(binds.values()) else "degraded", "binds": binds,
+        store_ok = self.store.healthy()
+        return {"status": "ok" if any(binds.values()) and store_ok else "degraded",
+                "binds": binds, "store": "ok" if store_ok else "unavailable",
                 "queue_depth": self.dispatcher.queue_depth if self.dispatcher else 0,
                 "time": time.time()}
 

@@ -104,7 +104,10 @@ class Dispatcher:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.store.flush()
+        try:
+            await self.store.flush()
+        except Exception as exc:  # a dead store must not stop the shutdown (nothing to flush)
+            log.error("stop: the store could not flush: %s", exc)
 
     # ------------------------------------------------------------------ intake
 

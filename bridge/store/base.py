@@ -152,6 +152,10 @@ class Store(abc.ABC):
     async def close(self) -> None:
         """Finish every issued write, then release resources."""
 
+    def healthy(self) -> bool:
+        """False once the store can no longer take writes (for /healthz)."""
+        return True
+
     @abc.abstractmethod
     async def flush(self) -> None:
         """Return once every write issued so far is durable."""

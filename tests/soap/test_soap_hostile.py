@@ -3,6 +3,7 @@ quickly, and nothing is accepted. Also /healthz, /metrics and GET without ?wsdl.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import AsyncIterator
@@ -195,3 +196,23 @@ async def test_healthz_degraded_is_503(tmp_path: Path) -> None:
                         assert response.status == code
             finally:
                 await runner.cleanup()
+
+
+async def test_a_dead_store_process_shows_in_healthz_and_refuses_cleanly(tmp_path: Path) -> None:
+    """If the store process dies, nothing is acknowledged: SendSms gets STORE_UNAVAILABLE and
+    /healthz says 503 with the store marked unavailable."""
+    async with running_bridge(make_config(tmp_path)) as b:
+        proc = b.store._proc  # type: ignore[attr-defined]
+        proc.kill()
+        await proc.wait()
+        for _ in range(100):  # bounded: until the bridge has noticed the closed pipe
+            if not b.store.healthy():
+                break
+            await asyncio.sleep(0.01)
+        status, _, body = await _post(b.soap_port, envelope(
+            f"<t:SendSms><t:recipients>{NUMBER}</t:recipients><t:text>m</t:text></t:SendSms>"))
+        assert status == 500 and _fault_name(body) == "STORE_UNAVAILABLE"
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{b.soap_port}/healthz") as response:
+                assert response.status == 503
+                assert (await response.json())["store"] == "unavailable"
