@@ -59,8 +59,19 @@ async def start_child(config: Path, count: int) -> asyncio.subprocess.Process:
         env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
+def child_pids(pid: int) -> list[int]:
+    """Direct children of `pid` (Linux /proc), e.g. the bridge's store process."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(p) for p in (task / "children").read_text().split()]
+    return found
+
+
 @pytest.mark.slow
-async def test_sigkill_mid_load_loses_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kill_store_too", [False, True], ids=["bridge", "bridge+store"])
+async def test_sigkill_mid_load_loses_nothing(tmp_path: Path, kill_store_too: bool) -> None:
+    """`bridge+store`: the store process dies in the same instant (as in a power cut), so the
+    calls still in its pipe are lost too; they were never acknowledged, so nothing is lost."""
     sim = SmscSimulator(SimulatorConfig(enabled=True, port=0, receipt_delay_s=0.01,
                                         response_delay_s=0.002))
     port = await sim.start()
@@ -78,6 +89,10 @@ async def test_sigkill_mid_load_loses_nothing(tmp_path: Path) -> None:
                 break
             assert line, "child exited early"
         submitted_before_kill = len(sim.submits)
+        victims = child_pids(child.pid) if kill_store_too else []
+        assert victims or not kill_store_too, "the store process was not found"
+        for pid in victims:
+            os.kill(pid, signal.SIGKILL)
         child.send_signal(signal.SIGKILL)
         await child.wait()
         assert submitted_before_kill < len(accepted), "kill came too late to test anything"
@@ -95,7 +110,7 @@ async def test_sigkill_mid_load_loses_nothing(tmp_path: Path) -> None:
         per_destination = Counter("+" + s.destination for s in sim.submits)
         missing = accepted - set(per_destination)
         duplicates = sum(n - 1 for n in per_destination.values())
-        print(f"\ncrash test: accepted_before_kill={len(accepted)} "
+        print(f"\ncrash test ({'bridge+store' if kill_store_too else 'bridge'}): accepted_before_kill={len(accepted)} "
               f"submitted_before_kill={submitted_before_kill} total_submits={len(sim.submits)} "
               f"missing={len(missing)} duplicates={duplicates} window={WINDOW} bound={worker_count([WINDOW])}")
         assert not missing, f"{len(missing)} accepted messages never reached the SMSC"
