@@ -15,19 +15,37 @@ from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
-from bridge.store.process import CLOSE, METHODS, Outbox, frame, read_frame
+from bridge.store.process import CLOSE, METHODS, Outbox, read_frame
 from bridge.store.sqlite import SqliteStore, StoreUnavailable
 
 
 def _answer(outbox: Outbox, request_id: int, future: asyncio.Future[Any]) -> None:
     if future.cancelled():
-        outbox.put(frame((request_id, False, StoreUnavailable("cancelled"))))
+        outbox.put((request_id, False, StoreUnavailable("cancelled")))
         return
     exc = future.exception()
-    try:
-        outbox.put(frame((request_id, exc is None, future.result() if exc is None else exc)))
-    except Exception as encode_error:  # an answer pickle cannot carry
-        outbox.put(frame((request_id, False, StoreUnavailable(f"{exc or encode_error}"))))
+    outbox.put((request_id, exc is None, future.result() if exc is None else exc))
+
+
+def _start_calls(store: SqliteStore, requests: list[tuple[Any, ...]], outbox: Outbox,
+                 in_flight: set[asyncio.Future[Any]]) -> bool:
+    """Hand one frame's calls to the store in order; False when told to close."""
+    for request_id, method, args, kwargs in requests:
+        if method == CLOSE:
+            return False
+        if method not in METHODS:
+            outbox.put((request_id, False, StoreUnavailable(f"unknown store call {method!r}")))
+            continue
+        try:
+            # Write methods queue their operation here, synchronously, in arrival order.
+            future = asyncio.ensure_future(getattr(store, method)(*args, **kwargs))
+        except Exception as exc:
+            outbox.put((request_id, False, exc))
+            continue
+        in_flight.add(future)
+        future.add_done_callback(in_flight.discard)
+        future.add_done_callback(partial(_answer, outbox, request_id))
+    return True
 
 
 async def serve(path: str, options: dict[str, Any]) -> int:
@@ -38,35 +56,22 @@ async def serve(path: str, options: dict[str, Any]) -> int:
     try:
         await store.open()
     except Exception as exc:
-        outbox.put(frame((0, False, StoreUnavailable(str(exc)))))
+        outbox.put((0, False, StoreUnavailable(str(exc))))
         outbox.flush()
         transport.close()
         return 1
     reader = asyncio.StreamReader(limit=2**30)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer)
-    outbox.put(frame((0, True, "ready")))
+    outbox.put((0, True, "ready"))
     in_flight: set[asyncio.Future[Any]] = set()
     try:
         while True:
             try:
-                request_id, method, args, kwargs = await read_frame(reader)
+                requests = await read_frame(reader)
             except asyncio.IncompleteReadError:
                 break  # the bridge is gone: finish what it sent, then stop
-            if method == CLOSE:
+            if not _start_calls(store, requests, outbox, in_flight):
                 break
-            if method not in METHODS:
-                outbox.put(frame((request_id, False,
-                                  StoreUnavailable(f"unknown store call {method!r}"))))
-                continue
-            try:
-                # Write methods queue their operation here, synchronously, in arrival order.
-                future = asyncio.ensure_future(getattr(store, method)(*args, **kwargs))
-            except Exception as exc:
-                outbox.put(frame((request_id, False, exc)))
-                continue
-            in_flight.add(future)
-            future.add_done_callback(in_flight.discard)
-            future.add_done_callback(partial(_answer, outbox, request_id))
         if in_flight:
             await asyncio.wait(in_flight)
     finally:

@@ -7,11 +7,11 @@ around every SQLite statement, not the fsync, were the limit. Here the bridge on
 call; the store process runs `SqliteStore` (writer thread, group commit, readers) on the other
 core.
 
-The child is `bridge.store.child`. Protocol, over its stdin/stdout: frames of a 4-byte big-endian length and a pickle.
-Requests `(id, method, args, kwargs)`, answers `(id, ok, value_or_exception)`, frame 0 is
-"ready" (or the reason opening failed). Calls are written in the order they are made and the
+The child is `bridge.store.child`. Protocol, over its stdin/stdout: frames of a 4-byte big-endian length and a pickled list.
+Requests `(id, method, args, kwargs)`, answers `(id, ok, value_or_exception)`; the first answer
+is "ready" (or the reason opening failed). Calls are written in the order they are made and the
 child hands them to `SqliteStore` in that order, so the single writer's ordering guarantee
-holds across the pipe. Writes of one loop iteration travel in one `write`.
+holds across the pipe. The calls of one loop iteration travel in one frame.
 
 Lifetime: `close()` sends `__close__`; the child finishes every issued call, closes the store
 and exits. When the bridge dies, the child sees end of file and does the same: nothing it has
@@ -68,22 +68,35 @@ async def read_frame(reader: asyncio.StreamReader) -> Any:
 
 
 class Outbox:
-    """Frames queued during one loop iteration leave in one write."""
+    """Calls (or answers) made during one loop iteration leave as one frame holding their
+    list: one pickle, one write. An item pickle refuses is replaced by `StoreUnavailable`."""
 
     def __init__(self, write: Any) -> None:
         self._write = write
-        self._frames: list[bytes] = []
+        self._items: list[tuple[Any, ...]] = []
 
-    def put(self, data: bytes) -> None:
-        if not self._frames:
+    def put(self, item: tuple[Any, ...]) -> None:
+        if not self._items:
             asyncio.get_running_loop().call_soon(self.flush)
-        self._frames.append(data)
+        self._items.append(item)
 
     def flush(self) -> None:
-        if self._frames:
-            data = b"".join(self._frames)
-            self._frames.clear()
-            self._write(data)
+        if not self._items:
+            return
+        items, self._items = self._items, []
+        try:
+            data = frame(items)
+        except Exception:
+            data = frame([_picklable(item) for item in items])
+        self._write(data)
+
+
+def _picklable(item: tuple[Any, ...]) -> tuple[Any, ...]:
+    try:
+        pickle.dumps(item)
+    except Exception as exc:
+        return (item[0], False, StoreUnavailable(f"the answer could not be sent: {exc}"))
+    return item
 
 
 class StoreProcess(Store):
@@ -110,7 +123,7 @@ class StoreProcess(Store):
             stdout=asyncio.subprocess.PIPE, start_new_session=True)
         assert proc.stdin is not None and proc.stdout is not None
         try:
-            _, ok, value = await asyncio.wait_for(read_frame(proc.stdout), 60)
+            (_, ok, value), = await asyncio.wait_for(read_frame(proc.stdout), 60)
         except (asyncio.IncompleteReadError, asyncio.TimeoutError) as exc:
             proc.kill()
             await proc.wait()
@@ -150,15 +163,15 @@ class StoreProcess(Store):
         pending = self._pending
         try:
             while True:
-                request_id, ok, value = await read_frame(proc.stdout)
-                future = pending.pop(request_id, None)
-                if future is None or future.done():
-                    continue
-                if ok:
-                    future.set_result(value)
-                else:
-                    future.set_exception(value)
-                    future.exception()  # a dropped fire-and-forget write must not warn later
+                for request_id, ok, value in await read_frame(proc.stdout):
+                    future = pending.pop(request_id, None)
+                    if future is None or future.done():
+                        continue
+                    if ok:
+                        future.set_result(value)
+                    else:
+                        future.set_exception(value)
+                        future.exception()  # a dropped fire-and-forget write must not warn
         except asyncio.IncompleteReadError:
             pass
         if self._broken is None:
@@ -178,7 +191,7 @@ class StoreProcess(Store):
             return future
         request_id = next(self._ids)
         self._pending[request_id] = future
-        self._outbox.put(frame((request_id, method, args, kwargs)))
+        self._outbox.put((request_id, method, args, kwargs))
         return future
 
     # -------------------------------------------------------------- the Store interface
