@@ -41,9 +41,12 @@ class Bridge:
         self.pool: SmscPool | None = None
         self.dispatcher: Dispatcher | None = None
         self.service: Service | None = None
+        #: Set when the bridge cannot go on (its store is lost); `serve` then stops, exit 1.
+        self.failed = asyncio.Event()
 
     async def start(self) -> None:
         config = self.config
+        self.store.on_lost = self.failed.set
         await self.store.open()
         smscs = effective_smscs(config)
         if config.simulator.enabled:

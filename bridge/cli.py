@@ -53,10 +53,18 @@ async def _serve(config: Config) -> int:
           f"SOAP on http://{config.soap.listen_host}:{bridge.soap_port}{config.soap.path}"
           f"{' (simulator on port %d)' % bridge.simulator.port if bridge.simulator else ''}",
           flush=True)
-    await stop.wait()
-    logging.getLogger("bridge").info("shutting down: stop intake, drain, unbind")
+    stopped = asyncio.ensure_future(stop.wait())
+    failed = asyncio.ensure_future(bridge.failed.wait())
+    await asyncio.wait((stopped, failed), return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    failed.cancel()
+    if bridge.failed.is_set():
+        logging.getLogger("bridge").error("the store is lost: stopping (exit 1) so that a "
+                                          "supervisor restarts the bridge")
+    else:
+        logging.getLogger("bridge").info("shutting down: stop intake, drain, unbind")
     await bridge.stop()
-    return 0
+    return 1 if bridge.failed.is_set() else 0
 
 
 async def _status(config: Config, ids: Sequence[str]) -> int:

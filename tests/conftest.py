@@ -57,3 +57,11 @@ async def running_bridge(config: Config) -> AsyncIterator[Bridge]:
 @pytest.fixture
 def config_factory(tmp_path: Path) -> Callable[..., Config]:
     return lambda **sections: make_config(tmp_path, **sections)
+
+
+def child_pids(pid: int) -> list[int]:
+    """Direct children of `pid` (Linux /proc), e.g. the bridge's store process."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(p) for p in (task / "children").read_text().split()]
+    return found

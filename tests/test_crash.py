@@ -15,6 +15,7 @@ import pytest
 from bridge.config import SimulatorConfig
 from bridge.dispatcher import worker_count
 from bridge.simulator import SmscSimulator
+from tests.conftest import child_pids
 
 ROOT = Path(__file__).resolve().parent.parent
 TOTAL = 3000
@@ -57,14 +58,6 @@ async def start_child(config: Path, count: int) -> asyncio.subprocess.Process:
         sys.executable, str(ROOT / "tests" / "crash_child.py"), str(config), str(count), str(BATCH),
         stdout=asyncio.subprocess.PIPE, cwd=str(ROOT),
         env={**os.environ, "PYTHONPATH": str(ROOT)})
-
-
-def child_pids(pid: int) -> list[int]:
-    """Direct children of `pid` (Linux /proc), e.g. the bridge's store process."""
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(p) for p in (task / "children").read_text().split()]
-    return found
 
 
 @pytest.mark.slow

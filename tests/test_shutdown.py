@@ -18,6 +18,7 @@ import pytest
 from bridge.config import SimulatorConfig
 from bridge.simulator import SmscSimulator
 from bridge.store.sqlite import SqliteStore
+from tests.conftest import child_pids
 
 ROOT = Path(__file__).resolve().parent.parent
 MAILS, PER_MAIL = 4, 50
@@ -116,5 +117,20 @@ async def test_sigterm_mid_load_drains_unbinds_and_loses_or_repeats_nothing(
               f"destinations={len(per_destination)}")
         assert len(per_destination) == TOTAL
         assert max(per_destination.values()) == 1, "a graceful stop must not cause a resend"
+    finally:
+        await sim.stop()
+
+
+@pytest.mark.slow
+async def test_serve_exits_1_when_its_store_process_dies(tmp_path: Path) -> None:
+    """A bridge without its store could only refuse: it stops so a supervisor restarts it."""
+    sim = SmscSimulator(SimulatorConfig(enabled=True, port=0))
+    config = write_config(tmp_path, await sim.start())
+    try:
+        proc, _ = await serve(config)
+        stores = child_pids(proc.pid)
+        assert len(stores) == 1
+        os.kill(stores[0], signal.SIGKILL)
+        assert await asyncio.wait_for(proc.wait(), 30) == 1
     finally:
         await sim.stop()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Awaitable, Sequence
+from typing import Awaitable, Callable, Sequence
 
 from bridge.core.states import MessageState, PartState
 
@@ -151,6 +151,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Finish every issued write, then release resources."""
+
+    #: Called (on the event loop) when the store is lost for good while open; the bridge stops
+    #: then, so that a supervisor restarts it rather than it refusing everything forever.
+    on_lost: Callable[[], None] | None = None
 
     def healthy(self) -> bool:
         """False once the store can no longer take writes (for /healthz)."""

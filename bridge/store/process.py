@@ -174,7 +174,8 @@ class StoreProcess(Store):
                         future.exception()  # a dropped fire-and-forget write must not warn
         except asyncio.IncompleteReadError:
             pass
-        if self._broken is None:
+        lost = self._broken is None
+        if lost:
             self._broken = "the store process exited"
             log.error("store process for %s exited unexpectedly", self.path)
         for future in pending.values():
@@ -182,6 +183,8 @@ class StoreProcess(Store):
                 future.set_exception(StoreUnavailable(self._broken))
                 future.exception()
         pending.clear()
+        if lost and self.on_lost is not None:
+            self.on_lost()
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
