@@ -27,6 +27,10 @@ def _answer(outbox: Outbox, request_id: int, future: asyncio.Future[Any]) -> Non
     outbox.put((request_id, exc is None, future.result() if exc is None else exc))
 
 
+def _unsendable_answer(answer: tuple[Any, ...], exc: Exception) -> tuple[Any, ...]:
+    return (answer[0], False, StoreUnavailable(f"the answer cannot be sent: {exc}"))
+
+
 def _start_calls(store: SqliteStore, requests: list[tuple[Any, ...]], outbox: Outbox,
                  in_flight: set[asyncio.Future[Any]]) -> bool:
     """Hand one frame's calls to the store in order; False when told to close."""
@@ -51,7 +55,7 @@ def _start_calls(store: SqliteStore, requests: list[tuple[Any, ...]], outbox: Ou
 async def serve(path: str, options: dict[str, Any]) -> int:
     loop = asyncio.get_running_loop()
     transport, _ = await loop.connect_write_pipe(asyncio.Protocol, sys.stdout.buffer)
-    outbox = Outbox(transport.write)
+    outbox = Outbox(transport.write, _unsendable_answer)
     store = SqliteStore(path, **options)
     try:
         await store.open()

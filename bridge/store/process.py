@@ -28,7 +28,7 @@ import logging
 import pickle
 import struct
 import sys
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,10 +69,13 @@ async def read_frame(reader: asyncio.StreamReader) -> Any:
 
 class Outbox:
     """Calls (or answers) made during one loop iteration leave as one frame holding their
-    list: one pickle, one write. An item pickle refuses is replaced by `StoreUnavailable`."""
+    list: one pickle, one write. An item pickle refuses goes to `refuse`, which returns what
+    to send instead (None: nothing), so one bad item never costs the others."""
 
-    def __init__(self, write: Any) -> None:
+    def __init__(self, write: Callable[[bytes], Any],
+                 refuse: Callable[[tuple[Any, ...], Exception], tuple[Any, ...] | None]) -> None:
         self._write = write
+        self._refuse = refuse
         self._items: list[tuple[Any, ...]] = []
 
     def put(self, item: tuple[Any, ...]) -> None:
@@ -87,16 +90,18 @@ class Outbox:
         try:
             data = frame(items)
         except Exception:
-            data = frame([_picklable(item) for item in items])
+            kept = [good for good in map(self._sendable, items) if good is not None]
+            if not kept:
+                return
+            data = frame(kept)
         self._write(data)
 
-
-def _picklable(item: tuple[Any, ...]) -> tuple[Any, ...]:
-    try:
-        pickle.dumps(item)
-    except Exception as exc:
-        return (item[0], False, StoreUnavailable(f"the answer could not be sent: {exc}"))
-    return item
+    def _sendable(self, item: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        try:
+            pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            return self._refuse(item, exc)
+        return item
 
 
 class StoreProcess(Store):
@@ -132,7 +137,7 @@ class StoreProcess(Store):
             await proc.wait()
             raise value if isinstance(value, StoreUnavailable) else StoreUnavailable(str(value))
         self._proc = proc
-        self._outbox = Outbox(proc.stdin.write)
+        self._outbox = Outbox(proc.stdin.write, self._unsendable)
         self._broken = None
         self._reader_task = asyncio.get_running_loop().create_task(self._read_answers(proc))
 
@@ -185,6 +190,13 @@ class StoreProcess(Store):
         pending.clear()
         if lost and self.on_lost is not None:
             self.on_lost()
+
+    def _unsendable(self, request: tuple[Any, ...], exc: Exception) -> None:
+        future = self._pending.pop(request[0], None)
+        if future is not None and not future.done():
+            future.set_exception(StoreUnavailable(f"store call {request[1]} cannot be sent: {exc}"))
+            future.exception()
+        return None
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()

@@ -4,6 +4,7 @@ the pipe, errors that keep their meaning, and no lost write when either side end
 from __future__ import annotations
 
 import asyncio
+import pickle
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -99,3 +100,34 @@ async def test_a_store_that_cannot_open_says_why(tmp_path: Path) -> None:
         await store.open()
     with pytest.raises(StoreUnavailable, match="not open"):
         await store.accept([msg("m1")], now=T0)
+
+
+async def test_a_call_that_cannot_be_pickled_fails_alone(store: StoreProcess) -> None:
+    """The bad call gets StoreUnavailable; calls sent in the same frame still arrive."""
+    bad = store.accept([msg("bad")], now=lambda: 0)  # type: ignore[arg-type]
+    good = store.accept([msg("good")], now=T0)
+    with pytest.raises(StoreUnavailable, match="cannot be sent"):
+        await bad
+    assert [o.status for o in await good] == ["accepted"]
+    assert [v.id for v in await store.get_messages(["bad", "good"])] == ["good"]
+
+
+def test_an_answer_that_cannot_be_pickled_becomes_an_error_answer() -> None:
+    from bridge.store.child import _unsendable_answer
+    from bridge.store.process import Outbox
+
+    sent: list[bytes] = []
+    outbox = Outbox(sent.append, _unsendable_answer)
+    loop = asyncio.new_event_loop()
+    try:
+        loop.call_soon(outbox.put, (1, True, lambda: 0))
+        loop.call_soon(outbox.put, (2, True, "fine"))
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+        outbox.flush()
+    finally:
+        loop.close()
+    (answers,) = [pickle.loads(data[4:]) for data in sent]
+    assert answers[1] == (2, True, "fine")
+    assert answers[0][0] == 1 and answers[0][1] is False
+    assert isinstance(answers[0][2], StoreUnavailable)
