@@ -580,38 +580,22 @@ class _Writer:
     def _reaggregate(self, tx: _Tx, message_id: str, at: float, detail: str,
                      submitted: str | None = None, *,
                      only_part: PartState | None = None) -> MessageState:
-        """Move the message to the aggregate of its parts when the transition table allows.
-        `only_part`: the state of a single-part message's only part, already known, which
-        makes this one conditional UPDATE (the common case) instead of three statements."""
+        """Move the message to the aggregate of its parts, in one conditional UPDATE that the
+        transition table guards (`_MOVE_MESSAGE`). `only_part`: the state of a single-part
+        message's only part, already known, which saves reading the parts."""
         conn = tx.conn
         if only_part is not None:
             target = aggregate((only_part,))
-            if target is MessageState.DELIVERED or target not in FINAL_MESSAGE_STATES:
-                params: tuple[Any, ...] = (target.value, at, message_id)
-            else:
-                params = (target.value, at, detail, message_id)
-            if conn.execute(_MOVE_MESSAGE[target], params).rowcount == 1:
-                tx.event(message_id, at, target.value,
-                         submitted if target is MessageState.SUBMITTED and submitted else detail)
-                return target
-            return MessageState(conn.execute(_MESSAGE_STATE, (message_id,)).fetchone()[0])
-        current = MessageState(conn.execute(_MESSAGE_STATE, (message_id,)).fetchone()[0])
-        parts = [PartState(r[0]) for r in conn.execute(_PART_STATES, (message_id,))]
-        target = aggregate(parts)
-        if target is current or not can_move(current, target):
-            return current
-        if target is MessageState.DELIVERED:
-            conn.execute("UPDATE messages SET state = ?, updated_at = ?, error = NULL, "
-                         "error_detail = NULL WHERE id = ?", (target.value, at, message_id))
-        elif target in FINAL_MESSAGE_STATES:
-            conn.execute("UPDATE messages SET state = ?, updated_at = ?, error_detail = ? "
-                         "WHERE id = ?", (target.value, at, detail, message_id))
         else:
-            conn.execute("UPDATE messages SET state = ?, updated_at = ? WHERE id = ?",
-                         (target.value, at, message_id))
-        if target is MessageState.SUBMITTED and submitted is not None:
-            detail = submitted
-        tx.event(message_id, at, target.value, detail)
+            target = aggregate(PartState(r[0]) for r in conn.execute(_PART_STATES, (message_id,)))
+        if target is MessageState.DELIVERED or target not in FINAL_MESSAGE_STATES:
+            params: tuple[Any, ...] = (target.value, at, message_id)
+        else:
+            params = (target.value, at, detail, message_id)
+        if conn.execute(_MOVE_MESSAGE[target], params).rowcount != 1:
+            return MessageState(conn.execute(_MESSAGE_STATE, (message_id,)).fetchone()[0])
+        tx.event(message_id, at, target.value,
+                 submitted if target is MessageState.SUBMITTED and submitted else detail)
         return target
 
 
