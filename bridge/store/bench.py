@@ -1,6 +1,6 @@
 """Accept throughput of the SQLite store with durable group commit.
 
-    python -m bridge.store.bench [--quick] [--messages N] [--producers N] [--wait-below N]
+    python -m bridge.store.bench [--quick] [--messages N] [--producers N]
 
 Figures, each on a fresh database in a temporary directory (removed afterwards), through the
 store the bridge uses (StoreProcess: SQLite in a process of its own):
@@ -47,12 +47,12 @@ def _message(i: int, now: float) -> NewMessage:
 
 
 async def _run(path: Path, *, total: int, producers: int, per_call: int,
-               wait_below: int, interval_ms: float, in_process: bool) -> dict[str, Any]:
+               in_process: bool) -> dict[str, Any]:
     store: SqliteStore | StoreProcess
     if in_process:
-        store = SqliteStore(path, commit_interval_ms=interval_ms, wait_below=wait_below)
+        store = SqliteStore(path)
     else:
-        store = StoreProcess(path, commit_interval_ms=interval_ms, wait_below=wait_below)
+        store = StoreProcess(path)
     await store.open()
     try:
         now = time.time()
@@ -140,18 +140,14 @@ async def _pipeline(directory: Path, *, total: int, tasks: int = 16,
             "seconds": round(submitted_after, 3)}
 
 
-async def _bench(*, total: int, producers: int, wait_below: int,
-                 interval_ms: float) -> dict[str, Any]:
+async def _bench(*, total: int, producers: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bridge-store-bench-") as tmp:
         single = await _run(Path(tmp) / "single.db", total=total, producers=producers,
-                            per_call=1, wait_below=wait_below, interval_ms=interval_ms,
-                            in_process=False)
+                            per_call=1, in_process=False)
         batch = await _run(Path(tmp) / "batch.db", total=total, producers=producers,
-                           per_call=100, wait_below=wait_below, interval_ms=interval_ms,
-                           in_process=False)
+                           per_call=100, in_process=False)
         local = await _run(Path(tmp) / "local.db", total=total, producers=producers,
-                           per_call=1, wait_below=wait_below, interval_ms=interval_ms,
-                           in_process=True)
+                           per_call=1, in_process=True)
         pipeline = await _pipeline(Path(tmp), total=total)
     return {
         "accepts_per_s_single": single["accepts_per_s"],
@@ -160,7 +156,6 @@ async def _bench(*, total: int, producers: int, wait_below: int,
         "messages": total,
         "producers": producers,
         "durability": "WAL, synchronous=FULL (fsync per commit)",
-        "wait_below": wait_below,
         "pipeline_accepts_per_s": pipeline["accepts_per_s"],
         "pipeline_submitted_per_s": pipeline["submitted_per_s"],
         "single": single,
@@ -170,13 +165,12 @@ async def _bench(*, total: int, producers: int, wait_below: int,
     }
 
 
-def main_result(quick: bool = False, *, messages: int | None = None, producers: int = 200,
-                wait_below: int = 0, interval_ms: float = 2.0) -> dict[str, Any]:
+def main_result(quick: bool = False, *, messages: int | None = None,
+                producers: int = 200) -> dict[str, Any]:
     """Entry point for `sms-bridge bench store` (bounded counts; temp files removed)."""
     total = messages if messages is not None else (2_000 if quick else 20_000)
     total = max(100, min(total, 1_000_000))
-    return asyncio.run(_bench(total=total, producers=producers, wait_below=wait_below,
-                              interval_ms=interval_ms))
+    return asyncio.run(_bench(total=total, producers=producers))
 
 
 def main() -> None:
@@ -185,12 +179,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2,000 messages instead of 20,000")
     parser.add_argument("--messages", type=int, default=None)
     parser.add_argument("--producers", type=int, default=200)
-    parser.add_argument("--wait-below", type=int, default=0,
-                        help="wait up to --interval-ms for companions when a batch is smaller")
-    parser.add_argument("--interval-ms", type=float, default=2.0)
     args = parser.parse_args()
-    print(json.dumps(main_result(args.quick, messages=args.messages, producers=args.producers,
-                                 wait_below=args.wait_below, interval_ms=args.interval_ms),
+    print(json.dumps(main_result(args.quick, messages=args.messages, producers=args.producers),
                      indent=2))
 
 

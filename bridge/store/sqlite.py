@@ -4,7 +4,8 @@ Writes: every write method puts one operation on a queue and returns an asyncio 
 A single writer thread owns the only writing connection; it takes everything queued (up to
 `commit_max_batch`), runs it in ONE transaction, commits (synchronous=FULL: the commit is on
 disk when COMMIT returns), then resolves the futures of the whole batch with one
-`call_soon_threadsafe`. One queue and one writer keep the order in which writes were issued.
+`call_soon_threadsafe` on the loop that opened the store (all calls come from that loop). One
+queue and one writer keep the order in which writes were issued.
 If the batch transaction fails, it is rolled back and each operation is run again in its own
 transaction, so one bad operation fails alone; what still fails gets `StoreUnavailable`.
 
@@ -199,19 +200,16 @@ class _TxFailed(Exception):
 
 
 class _Op:
-    __slots__ = ("fn", "args", "future", "loop", "weight")
+    __slots__ = ("fn", "args", "future", "weight")
 
     def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...],
-                 future: asyncio.Future[Any] | None, loop: asyncio.AbstractEventLoop | None,
-                 weight: int = 1) -> None:
+                 future: asyncio.Future[Any], weight: int = 1) -> None:
         self.fn = fn
         self.args = args
         self.future = future
-        self.loop = loop
         self.weight = weight  # rows it writes, roughly: an accept counts its messages
 
 
-_STOP = _Op(lambda writer, tx: None, (), None, None)
 _Result = tuple["asyncio.Future[Any]", Any, BaseException | None]
 
 
@@ -233,13 +231,12 @@ def _resolve(results: list[_Result]) -> None:
 class _Writer:
     """The writer thread and everything it owns: the connection and the write operations."""
 
-    def __init__(self, conn: sqlite3.Connection, *, max_batch: int, interval_s: float,
-                 wait_below: int, orphan_ttl_s: float) -> None:
+    def __init__(self, conn: sqlite3.Connection, *, loop: asyncio.AbstractEventLoop,
+                 max_batch: int, orphan_ttl_s: float) -> None:
         self.conn = conn
-        self.queue: queue.SimpleQueue[_Op] = queue.SimpleQueue()
+        self.loop = loop  # the one loop whose callers wait on the futures
+        self.queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()  # None: stop
         self.max_batch = max(1, max_batch)
-        self.interval_s = interval_s
-        self.wait_below = wait_below
         self.orphan_ttl_s = orphan_ttl_s
         self.commits = 0
         self.ops = 0
@@ -261,39 +258,32 @@ class _Writer:
         try:
             stop = False
             while not stop:
-                batch = [self.queue.get()]
-                if batch[0] is _STOP:
+                first = self.queue.get()
+                if first is None:
                     break
+                batch = [first]
                 stop = self._collect(batch)
                 try:
                     self._run_batch(batch)
                 except Exception as exc:  # a bug here must not leave callers waiting forever
                     log.exception("store writer failed on a batch of %d", len(batch))
-                    self._deliver(batch, [self._failure(op, exc) for op in batch
-                                          if op.future is not None])
+                    self._deliver([self._failure(op, exc) for op in batch])
         finally:
             self.alive = False
             self.conn.close()
 
     def _collect(self, batch: list[_Op]) -> bool:
         """Add what is queued to `batch` until it weighs `max_batch` (messages for accepts, one
-        for other writes); True when the stop marker was reached. When fewer than `wait_below`
-        operations are queued, wait once up to the commit interval for companions."""
+        for other writes); True when the stop marker was reached. It never waits: companions
+        gather on their own while the previous commit syncs."""
         get = self.queue.get_nowait
-        waited = False
         weight = batch[0].weight
         while weight < self.max_batch:
             try:
                 op = get()
             except queue.Empty:
-                if waited or len(batch) >= self.wait_below or self.interval_s <= 0:
-                    return False
-                waited = True
-                try:
-                    op = self.queue.get(timeout=self.interval_s)
-                except queue.Empty:
-                    return False
-            if op is _STOP:
+                return False
+            if op is None:
                 return True
             batch.append(op)
             weight += op.weight
@@ -303,7 +293,7 @@ class _Writer:
         try:
             values = self._transaction(batch)
             results: list[_Result] = [(op.future, value, None)
-                                      for op, value in zip(batch, values) if op.future is not None]
+                                      for op, value in zip(batch, values)]
         except Exception as exc:
             self.failed_batches += 1
             self.orphans_maybe = True  # the rollback may have restored rows it thought gone
@@ -316,8 +306,7 @@ class _Writer:
                                 len(batch), exc)
                 for op in batch:
                     if isinstance(exc, _TxFailed):  # the database itself refuses: fail them all
-                        if op.future is not None:
-                            results.append(self._failure(op, exc))
+                        results.append(self._failure(op, exc))
                         continue
                     try:
                         value = self._transaction([op])[0]
@@ -325,11 +314,10 @@ class _Writer:
                         exc = single_exc
                         results.append(self._failure(op, single_exc))
                     else:
-                        if op.future is not None:
-                            results.append((op.future, value, None))
+                        results.append((op.future, value, None))
         self.ops += len(batch)
         self.largest_batch = max(self.largest_batch, len(batch))
-        self._deliver(batch, results)
+        self._deliver(results)
 
     def _failure(self, op: _Op, exc: Exception) -> _Result:
         self.failed_ops += 1
@@ -339,7 +327,6 @@ class _Writer:
             else exc
         error = StoreUnavailable(f"store write {name} failed: {exc}")
         error.__cause__ = cause
-        assert op.future is not None
         return (op.future, None, error)
 
     def _transaction(self, batch: list[_Op]) -> list[Any]:
@@ -366,25 +353,13 @@ class _Writer:
         self.commits += 1
         return values
 
-    @staticmethod
-    def _deliver(batch: list[_Op], results: list[_Result]) -> None:
+    def _deliver(self, results: list[_Result]) -> None:
         if not results:
             return
-        loop = batch[0].loop
-        if all(op.loop is loop for op in batch):
-            groups = {loop: results}
-        else:
-            loops = {id(op.future): op.loop for op in batch if op.future is not None}
-            groups = {}
-            for result in results:
-                groups.setdefault(loops[id(result[0])], []).append(result)
-        for target, items in groups.items():
-            if target is None:
-                continue
-            try:
-                target.call_soon_threadsafe(_resolve, items)
-            except RuntimeError:  # that loop is closed: nobody is waiting any more
-                pass
+        try:
+            self.loop.call_soon_threadsafe(_resolve, results)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
 
     # -------------------------------------------------------------- operations (writer thread)
 
@@ -624,16 +599,10 @@ def _views(conn: sqlite3.Connection, rows: list[Any]) -> list[MessageView]:
 
 
 class SqliteStore(Store):
-    def __init__(self, path: Path | str, *, commit_interval_ms: float = 2.0,
-                 commit_max_batch: int = 2000, wait_below: int = 0,
+    def __init__(self, path: Path | str, *, commit_max_batch: int = 2000,
                  orphan_ttl_s: float = 2 * 86400.0, busy_timeout_s: float = 10.0) -> None:
-        """`wait_below`: when a batch would hold fewer operations than this, the writer waits
-        up to `commit_interval_ms` for companions before committing (0 = never wait: commit
-        what is queued; companions gather naturally while the previous commit syncs)."""
         self.path = Path(path)
-        self.commit_interval_ms = commit_interval_ms
         self.commit_max_batch = commit_max_batch
-        self.wait_below = wait_below
         self.orphan_ttl_s = orphan_ttl_s
         self.busy_timeout_s = busy_timeout_s
         self._writer: _Writer | None = None
@@ -681,9 +650,8 @@ class SqliteStore(Store):
             raise
         except (sqlite3.Error, OSError) as exc:
             raise StoreUnavailable(f"cannot open store {self.path}: {exc}") from exc
-        self._writer = _Writer(conn, max_batch=self.commit_max_batch,
-                               interval_s=self.commit_interval_ms / 1000.0,
-                               wait_below=self.wait_below, orphan_ttl_s=self.orphan_ttl_s)
+        self._writer = _Writer(conn, loop=asyncio.get_running_loop(),
+                               max_batch=self.commit_max_batch, orphan_ttl_s=self.orphan_ttl_s)
         self._closing = False
         self._writer.thread.start()
 
@@ -692,7 +660,7 @@ class SqliteStore(Store):
         if writer is None or self._closing:
             return
         self._closing = True
-        writer.queue.put(_STOP)
+        writer.queue.put(None)
         await asyncio.to_thread(writer.thread.join)
         self._writer = None
         with self._readers_lock:
@@ -716,13 +684,13 @@ class SqliteStore(Store):
 
     def _submit(self, fn: Callable[..., T], args: tuple[Any, ...],
                 weight: int = 1) -> asyncio.Future[T]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
         writer = self._writer
         if writer is None or self._closing or not writer.alive:
+            future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
             future.set_exception(StoreUnavailable("the store is not open"))
             return future
-        writer.queue.put(_Op(fn, args, future, loop, weight))
+        future = writer.loop.create_future()
+        writer.queue.put(_Op(fn, args, future, weight))
         return future
 
     # -------------------------------------------------------------- writes
