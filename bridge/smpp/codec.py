@@ -1,7 +1,8 @@
 """SMPP 3.4 PDU codec: a thin, typed wrapper over smpplib's codec (no sockets, no threads).
 
-smpplib is used for every PDU with a body (submit_sm, bind_*, deliver_sm, *_resp parsing);
-header-only PDUs (enquire_link, unbind, generic_nack, their responses, deliver_sm_resp) are
+smpplib encodes every PDU with a body (submit_sm, bind_*) and parses bind responses; the two
+per-message reads, deliver_sm and submit_sm_resp, are read here field by field (tested against
+smpplib's parser). Header-only PDUs (enquire_link, unbind, generic_nack, their responses, deliver_sm_resp) are
 16/17-byte headers packed here with `struct`. smpplib's quirks handled here:
 
 - `make_pdu(..., sequence=N)` is ignored: the sequence number is set on the PDU object.
@@ -46,11 +47,9 @@ UNBIND = 0x00000006
 UNBIND_RESP = 0x80000006
 BIND_TRANSCEIVER = 0x00000009
 BIND_TRANSCEIVER_RESP = 0x80000009
-OUTBIND = 0x0000000B
 ENQUIRE_LINK = 0x00000015
 ENQUIRE_LINK_RESP = 0x80000015
 ALERT_NOTIFICATION = 0x00000102
-DATA_SM = 0x00000103
 RESPONSE_BIT = 0x80000000
 
 BIND_COMMANDS: Mapping[str, int] = MappingProxyType({
@@ -64,8 +63,6 @@ BIND_COMMANDS: Mapping[str, int] = MappingProxyType({
 ESME_ROK = 0x00
 ESME_RINVCMDLEN = 0x02
 ESME_RINVCMDID = 0x03
-ESME_RSYSERR = 0x08
-ESME_RMSGQFUL = 0x14
 ESME_RTHROTTLED = 0x58
 ESME_RX_T_APPN = 0x64
 ESME_RX_P_APPN = 0x65
@@ -255,34 +252,17 @@ def encode_submit_reference(sequence: int, sm: SubmitSm) -> bytes:
     return bytes(pdu.generate())
 
 
-class _SubmitSMResp(_command.SubmitSMResp):  # type: ignore[misc]
-    """smpplib's SubmitSMResp, parsed without the generic factory and __init__ walk."""
-
-    def __init__(self) -> None:
-        self._client = _STUB
-        self.command = "submit_sm_resp"
-        self.status = 0
-        self.allow_unknown_opt_params = True
-        self.message_id = None
-
-    def field_is_optional(self, field: str) -> bool:
-        return field in _OPTIONAL_NAMES
-
-
 def decode_submit_resp(raw: bytes) -> tuple[int, str | None]:
-    """(command_status, message_id) of a submit_sm_resp; an empty id is None."""
+    """(command_status, message_id) of a submit_sm_resp; an empty id is None. The body is one
+    C-string of at most 65 octets (SMPP 3.4 §4.4.2); a missing final NUL is tolerated."""
     _, command_id, status, _ = header(raw)
     if command_id != SUBMIT_SM_RESP:
         raise CodecError(f"not a submit_sm_resp: 0x{command_id:08X}")
-    if len(raw) <= HEADER_LEN:
-        return status, None
-    pdu = _SubmitSMResp()
-    try:
-        pdu.parse(raw)
-    except Exception as exc:
-        raise CodecError(f"cannot decode submit_sm_resp: {exc!r}") from exc
-    message_id = _text(pdu.message_id)
-    return status, message_id or None
+    nul = raw.find(b"\x00", HEADER_LEN)
+    body = raw[HEADER_LEN:nul if nul >= 0 else len(raw)]
+    if len(body) > 64:
+        raise CodecError("submit_sm_resp: message_id longer than 64 octets")
+    return status, body.decode("latin-1") or None
 
 
 # ------------------------------------------------------------------ bind
@@ -402,10 +382,6 @@ def _text(value: Any) -> str:
     if isinstance(value, bytes):
         return value.decode("latin-1")
     return str(value)
-
-
-def _int(value: Any) -> int:
-    return int(value) if value is not None else 0
 
 
 def decode_deliver(raw: bytes) -> DeliverSm:

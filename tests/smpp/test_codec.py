@@ -128,6 +128,28 @@ def test_submit_resp_decode() -> None:
         codec.decode_submit_resp(codec.encode_header_only(codec.ENQUIRE_LINK_RESP, 5))
 
 
+
+@given(message_id=st.text(alphabet="0123456789abcdefABCDEF", max_size=64),
+       status=st.sampled_from([0, 0x14, 0x58]))
+def test_submit_resp_decoder_agrees_with_smpplib(message_id: str, status: int) -> None:
+    resp = smpplib_smpp.make_pdu("submit_sm_resp", client=codec._STUB, message_id=message_id)
+    resp.sequence, resp.status = 9, status
+    raw = bytes(resp.generate())
+    theirs = smpplib_smpp.parse_pdu(raw, client=codec._STUB, allow_unknown_opt_params=True)
+    assert codec.decode_submit_resp(raw) == (theirs.status,
+                                             (theirs.message_id or b"").decode() or None)
+
+
+def test_submit_resp_without_final_nul_or_too_long() -> None:
+    body = b"abc"
+    raw = struct.pack(">LLLL", 16 + len(body), codec.SUBMIT_SM_RESP, 0, 1) + body
+    assert codec.decode_submit_resp(raw) == (0, "abc")
+    body = b"x" * 70 + b"\x00"
+    with pytest.raises(codec.CodecError, match="longer"):
+        codec.decode_submit_resp(struct.pack(">LLLL", 16 + len(body), codec.SUBMIT_SM_RESP, 0,
+                                             1) + body)
+
+
 def test_deliver_sm_receipt_with_tlvs() -> None:
     raw = codec.encode_deliver(
         9, source=MSISDN, destination=ALNUM, esm_class=0x04, data_coding=0,
