@@ -26,7 +26,7 @@ from bridge.core.states import MessageState, Retry, receipt_part_state, upstream
 from bridge.metrics import Metrics
 from bridge.service import new_message_id
 from bridge.smpp.client import MoMessage, NotBound, SmppBind, SubmitOutcomeUnknown, SubmitSm
-from bridge.smpp.pool import SmscPool
+from bridge.smpp.pool import SmscPool, first_bound
 from bridge.store.base import InboundMessage, OutboundMessage, OutboundPart, Store
 
 log = logging.getLogger("bridge.dispatcher")
@@ -175,6 +175,9 @@ class Dispatcher:
             return
         policy = self.config.policy
         bind: SmppBind | None = None
+        routes: list[SmppBind] | None = None  # looked up once per message
+        source = Address(message.source_addr or "", message.source_ton, message.source_npi)
+        destination = Address(message.recipient.lstrip("+"), message.dest_ton, message.dest_npi)
         recorded: Awaitable[object] | None = None
         for part in message.parts:
             if part.smsc_id is not None:
@@ -187,18 +190,21 @@ class Dispatcher:
                                             detail=f"validity ended at part {part.seq}/{part.total}")
                     return
                 if bind is None or not bind.bound:
-                    if not self.pool.candidates(message.recipient):
+                    if routes is None:
+                        routes = self.pool.candidates(message.recipient)
+                    if not routes:
                         self.store.record_state(message.id, MessageState.FAILED, at=now,
                                                 error=ErrorName.INVALID_DESTINATION.value,
                                                 detail="no SMSC route for this number")
                         return
-                    bind = self.pool.route(message.recipient)
+                    bind = first_bound(routes)
                     if bind is None:  # routes exist but none is bound: wait, keep order
                         await asyncio.sleep(0.2)
                         continue
                 started = time.monotonic()
                 try:
-                    result = await bind.submit(self._submit_sm(message, part, now))
+                    result = await bind.submit(self._submit_sm(message, part, source,
+                                                               destination, now))
                 except NotBound:
                     bind = None
                     await asyncio.sleep(0.05)
@@ -245,11 +251,11 @@ class Dispatcher:
         ceiling = min(policy.retry_max_s, policy.retry_base_s * (2.0 ** min(attempt - 1, 20)))
         return ceiling / 2 + random.random() * ceiling / 2  # noqa: S311 - jitter, not crypto
 
-    def _submit_sm(self, message: OutboundMessage, part: OutboundPart, now: float) -> SubmitSm:
+    def _submit_sm(self, message: OutboundMessage, part: OutboundPart, source: Address,
+                   destination: Address, now: float) -> SubmitSm:
         return SubmitSm(
-            source=Address(message.source_addr or "", message.source_ton, message.source_npi),
-            destination=Address(message.recipient.lstrip("+"), message.dest_ton,
-                                message.dest_npi),
+            source=source,
+            destination=destination,
             short_message=part.short_message,
             data_coding=message.data_coding,
             esm_class=message.esm_class,

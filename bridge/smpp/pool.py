@@ -70,10 +70,7 @@ class SmscPool:
     def route(self, e164: str) -> SmppBind | None:
         """The first bound candidate (fail-over), or None: check `routable` to tell
         "no route at all" from "no route bound right now"."""
-        for bind in self.candidates(e164):
-            if bind.bound:
-                return bind
-        return None
+        return first_bound(self.candidates(e164))
 
     async def start(self) -> None:
         for bind in self.binds.values():
@@ -87,3 +84,8 @@ class SmscPool:
         await asyncio.gather(*(b.stop(drain_timeout) for b in self.binds.values()),
                              return_exceptions=True)
         log.info("smpp pool stopped (%d bind(s))", len(self.binds))
+
+
+def first_bound(candidates: list[SmppBind]) -> SmppBind | None:
+    """The fail-over rule: the first candidate whose bind is up, in `candidates` order."""
+    return next((bind for bind in candidates if bind.bound), None)
