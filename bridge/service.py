@@ -19,11 +19,18 @@ from typing import Callable, Sequence
 
 from bridge.config import AccountConfig, Config
 from bridge.core.addresses import normalise_recipient, parse_sender
-from bridge.core.encoding import Encoding
+from bridge.core.encoding import Encoding, choose_encoding
 from bridge.core.errors import BridgeError, ErrorName
 from bridge.core.model import Address
 from bridge.core.policy import Bucket, FloodRun, duplicate_digest, flood_check, quota_left, take
-from bridge.core.segmentation import ConcatMode, SegmentPlan, max_text_chars, plan_message
+from bridge.core.segmentation import (
+    ConcatMode,
+    SegmentPlan,
+    max_text_chars,
+    plan_message,
+    reference_max,
+    truncate_to_fit,
+)
 from bridge.core.states import MessageState, PartState
 from bridge.store.base import (
     MessageView,
@@ -59,6 +66,7 @@ class SubmitRequest:
     reference: str | None = None  # idempotency key for the whole request
     callback_url: str | None = None
     meta: tuple[tuple[str, str], ...] = ()  # request-level ingress details
+    truncate: bool = False  # too long: cut and mark the text instead of refusing it
 
 
 @dataclass(frozen=True)
@@ -162,6 +170,9 @@ class Service:
         self._accounts = {a.name: a for a in config.accounts}
         self._counters = _Counters()
         self._encodings = tuple(Encoding(e) for e in config.policy.auto_encodings)
+        # Fixed by the config: the cheap length bound and the UDH reference range.
+        self._max_chars = max_text_chars(config.policy.max_parts, concat)
+        self._reference_modulus = reference_max(concat) + 1
         # Each ingress has its own limit; SMTP also applies it per RCPT, as the protocol wants.
         self._recipient_limits = {"smtp": config.smtp.max_recipients,
                                   "soap": config.soap.max_recipients}
@@ -232,24 +243,46 @@ class Service:
             raise BridgeError(ErrorName.INVALID_DESTINATION, f"{address.e164} is not routable")
         return address
 
-    def plan(self, account: AccountConfig, req: SubmitRequest) -> tuple[SegmentPlan, Address | None]:
-        """Request-level checks shared by every recipient (sender, type, text)."""
-        max_parts = self.config.policy.max_parts
-        if len(req.text) > max_text_chars(max_parts, self.concat):
-            # Certainly too long: refuse before encoding megabytes on the event loop.
-            raise BridgeError(ErrorName.INVALID_MESSAGE,
-                              f"{len(req.text)} characters need more than {max_parts} parts",
-                              too_big=True)
+    def plan(self, account: AccountConfig,
+             req: SubmitRequest) -> tuple[SegmentPlan, Address | None, str]:
+        """Request-level checks shared by every recipient (sender, type, text): the plan, the
+        source address and the text it plans (cut and marked when `req.truncate` asks)."""
+        text = req.text
+        if len(text) > self._max_chars:
+            if not req.truncate:
+                # Certainly too long: refuse before encoding megabytes on the event loop.
+                raise BridgeError(ErrorName.INVALID_MESSAGE,
+                                  f"{len(text)} characters need more than "
+                                  f"{self.config.policy.max_parts} parts", too_big=True)
+            text = text[:self._max_chars + 1]  # the cheap bound first: the search plans often
         sender_raw = req.sender if req.sender not in (None, "") else account.default_sender
         source = (parse_sender(sender_raw, allowed=account.senders) if sender_raw else None)
-        plan = plan_message(req.text, type_code=req.type_code, flash=req.flash,
-                            concat=self.concat, max_parts=max_parts,
-                            reference=self.new_reference() % self._reference_modulus(),
-                            candidates=self._encodings)
-        return plan, source
+        reference = self.new_reference() % self._reference_modulus
 
-    def _reference_modulus(self) -> int:
-        return 65536 if self.concat is ConcatMode.UDH16 else 256
+        def planned(candidate: str) -> SegmentPlan:
+            return plan_message(candidate, type_code=req.type_code, flash=req.flash,
+                                concat=self.concat, max_parts=self.config.policy.max_parts,
+                                reference=reference, candidates=self._encodings)
+
+        try:
+            return planned(text), source, text
+        except BridgeError as exc:
+            if not (exc.too_big and req.truncate):
+                raise
+
+        def fits(candidate: str) -> bool:
+            try:
+                planned(candidate)
+            except BridgeError as exc:
+                if exc.too_big:
+                    return False
+                raise
+            return True
+
+        # "…" only where the text is UCS-2 anyway; "..." keeps a GSM/Latin-1 text cheap.
+        ucs2 = choose_encoding(text, self._encodings) is Encoding.UCS2
+        text = truncate_to_fit(text, fits, "…" if ucs2 else "...")
+        return planned(text), source, text
 
     # ------------------------------------------------------------------ submit
 
@@ -277,7 +310,7 @@ class Service:
             raise BridgeError(ErrorName.INVALID_PARAMETER, "validity_minutes must be 1..43200")
         if req.callback_url is not None and not req.callback_url.startswith(("http://", "https://")):
             raise BridgeError(ErrorName.INVALID_DLR, "callback_url must be an http(s) URL")
-        plan, source = self.plan(account, req)
+        plan, source, text = self.plan(account, req)
         now = self.clock()
         policy = self.config.policy
         validity_s = 60.0 * (req.validity_minutes or policy.validity_default_minutes)
@@ -308,7 +341,7 @@ class Service:
                 recipient=destination.e164, raw_recipient=recipient.raw,
                 source_addr=source.value if source else None,
                 source_ton=source.ton if source else 0, source_npi=source.npi if source else 0,
-                dest_ton=destination.ton, dest_npi=destination.npi, text=req.text,
+                dest_ton=destination.ton, dest_npi=destination.npi, text=text,
                 encoding=plan.encoding.value, data_coding=plan.data_coding,
                 esm_class=plan.esm_class, registered_delivery=1 if req.dlr else 0, parts=parts,
                 state=MessageState.SCHEDULED if scheduled else MessageState.QUEUED,

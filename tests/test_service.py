@@ -101,3 +101,23 @@ async def test_drained_waits_for_a_submit_in_flight(tmp_path: Path) -> None:
         assert [r.status for r in pending.result()] == ["accepted"]
     finally:
         await store.close()
+
+
+async def test_truncate_cuts_a_too_long_text_and_stores_what_is_sent(tmp_path: Path) -> None:
+    config = make_config(tmp_path, policy={"max_parts": 1})
+    store = open_store(config.store, tmp_path)
+    await store.open()
+    try:
+        service = Service(config, store)
+        huge = "word " * 200_000  # a megabyte: the cheap bound cuts it before any planning
+        results = await service.submit(SubmitRequest(
+            "demo", (Recipient("+447400123456"),), huge, "smtp", truncate=True))
+        assert [(r.status, r.parts) for r in results] == [("accepted", 1)]
+        (view,) = await store.get_messages([results[0].message_id or ""])
+        assert view.parts == 1
+        with pytest.raises(BridgeError) as info:  # without the flag: refused, as before
+            await service.submit(SubmitRequest("demo", (Recipient("+447400123457"),), huge,
+                                               "smtp"))
+        assert info.value.too_big
+    finally:
+        await store.close()

@@ -15,6 +15,7 @@ randomness and the same input always gives the same plan.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -107,7 +108,8 @@ def _udh(concat: ConcatMode, reference: int, total: int, seq: int) -> bytes:
     return b""
 
 
-def _reference_max(concat: ConcatMode) -> int:
+def reference_max(concat: ConcatMode) -> int:
+    """The largest concatenation reference `plan_message` accepts for `concat`."""
     return 0xFFFF if concat in (ConcatMode.UDH16, ConcatMode.PAYLOAD) else 0xFF
 
 
@@ -141,7 +143,7 @@ def plan_message(
     ValueError.
     """
     concat = ConcatMode(concat)
-    if not 0 <= reference <= _reference_max(concat):
+    if not 0 <= reference <= reference_max(concat):
         raise ValueError(f"reference {reference} out of range for {concat.value}")
     if max_parts < 1:
         raise ValueError("max_parts must be at least 1")
@@ -184,3 +186,21 @@ def plan_message(
     esm_class = UDHI if concat is not ConcatMode.SAR else 0
     return SegmentPlan(enc, flash, data_coding, esm_class, concat, reference, tuple(segments),
                        subunit, total)
+
+
+def truncate_to_fit(text: str, fits: Callable[[str], bool], marker: str = "…") -> str:
+    """The longest prefix of `text` (whole code points, trailing blanks dropped) that still
+    fits once `marker` is appended; `text` itself when it fits. `fits` is the real planner, so
+    GSM escape pairs and UCS-2 surrogate pairs are counted exactly as they will be sent.
+    Fitting is monotonic in the prefix length (any encoding of a text also encodes its
+    prefixes, in no more parts), so a binary search finds the cut."""
+    if fits(text):
+        return text
+    lo, hi = 0, len(text)  # prefix lo fits (with the marker), prefix hi does not
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if fits(text[:mid].rstrip() + marker):
+            lo = mid
+        else:
+            hi = mid
+    return text[:lo].rstrip() + marker

@@ -28,13 +28,11 @@ from typing import Any
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Session, syntax
 
 from bridge.config import AccountConfig, Config
-from bridge.core.encoding import Encoding, choose_encoding
 from bridge.core.errors import BridgeError, ErrorName
-from bridge.core.segmentation import max_text_chars, plan_message
 from bridge.metrics import Metrics
 from bridge.service import Recipient, RecipientResult, Service, SubmitRequest
 from bridge.smtp import replies
-from bridge.smtp.text import parse_mail, truncate_to_fit
+from bridge.smtp.text import parse_mail
 
 log = logging.getLogger("bridge.smtp")
 
@@ -133,7 +131,6 @@ class _Listener:
     config: Config
     metrics: Metrics
     domains: frozenset[str]
-    candidates: tuple[Encoding, ...]
     connections: dict[str, int] = field(default_factory=dict)
     tasks: set[asyncio.Future[Any]] = field(default_factory=set)
 
@@ -618,17 +615,6 @@ class BridgeSMTP(SMTP):
             mail = await asyncio.to_thread(parse_mail, content, subject=smtp.subject)
         else:
             mail = parse_mail(content, subject=smtp.subject)
-        text = mail.text
-        # Truncating plans the text many times: cut it first to the core's cheap bound. (With
-        # too_long = "reject" the service refuses such a text before encoding it.)
-        max_chars = max_text_chars(self._listener.config.policy.max_parts,
-                                   self._listener.service.concat)
-        if smtp.too_long == "truncate" and len(text) > max_chars:
-            text = text[:max_chars + 1]
-        if smtp.too_long == "truncate" and not self._fits(text):
-            # "…" only where the text is UCS-2 anyway; "..." keeps a GSM/Latin-1 text cheap.
-            enc = choose_encoding(text, self._listener.candidates)
-            text = truncate_to_fit(text, self._fits, "…" if enc is Encoding.UCS2 else "...")
         # One submission per distinct number; `order[i]` is the submission of RCPT i.
         index: dict[str, int] = {}
         order: list[int] = []
@@ -648,20 +634,9 @@ class BridgeSMTP(SMTP):
         if mail.message_id:
             meta.append(("message_id", mail.message_id))
         request = SubmitRequest(account=txn.account.name, recipients=tuple(recipients),
-                                text=text, ingress="smtp", meta=tuple(meta))
+                                text=mail.text, ingress="smtp", meta=tuple(meta),
+                                truncate=smtp.too_long == "truncate")
         return request, order
-
-    def _fits(self, text: str) -> bool:
-        listener = self._listener
-        try:
-            plan_message(text, concat=listener.service.concat,
-                         max_parts=listener.config.policy.max_parts,
-                         candidates=listener.candidates)
-        except BridgeError as exc:
-            if exc.too_big:
-                return False
-            raise
-        return True
 
     def _replies(self, txn: _Txn, request: SubmitRequest, results: list[RecipientResult],
                  order: list[int]) -> list[str]:
@@ -743,8 +718,7 @@ async def start_smtp(service: Service, config: Config, metrics: Metrics) -> asyn
     loop = asyncio.get_running_loop()
     tls = _tls_context(config)
     auth_require_tls = not (smtp.auth_without_tls_on_loopback and _is_loopback(smtp.listen_host))
-    listener = _Listener(service, config, metrics, frozenset(smtp.domains),
-                         tuple(Encoding(e) for e in config.policy.auto_encodings))
+    listener = _Listener(service, config, metrics, frozenset(smtp.domains))
     cls = BridgeLMTP if smtp.lmtp else BridgeSMTP
     ident = "sms-bridge LMTP" if smtp.lmtp else "sms-bridge ESMTP"
     server = await loop.create_server(

@@ -25,7 +25,7 @@ from email.header import decode_header
 from email.message import Message
 from email.parser import BytesParser
 from email.policy import compat32
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import lxml.etree
 import lxml.html
@@ -534,24 +534,3 @@ def _tidy(text: str) -> str:
     text = "\n".join(lines)
     text = re.sub(r"\n{3,}", "\n\n", text)
     return text.strip()
-
-
-# ---------------------------------------------------------------- too long
-
-
-def truncate_to_fit(text: str, fits: Callable[[str], bool], marker: str = "…") -> str:
-    """The longest prefix of `text` (whole code points, trailing blanks dropped) that still
-    fits once `marker` is appended; `text` itself when it fits. `fits` is the real planner, so
-    GSM escape pairs and UCS-2 surrogate pairs are counted exactly as they will be sent.
-    Fitting is monotonic in the prefix length (any encoding of a text also encodes its
-    prefixes, in no more parts), so a binary search finds the cut."""
-    if fits(text):
-        return text
-    lo, hi = 0, len(text)  # prefix lo fits (with the marker), prefix hi does not
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if fits(text[:mid].rstrip() + marker):
-            lo = mid
-        else:
-            hi = mid
-    return text[:lo].rstrip() + marker

@@ -8,16 +8,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.core.encoding import Encoding
 from bridge.core.errors import BridgeError, ErrorName
-from bridge.core.segmentation import plan_message
 from bridge.smtp.text import (
     clean_text,
     decode_bytes,
     html_to_text,
     mail_to_text,
     parse_mail,
-    truncate_to_fit,
     unflow,
 )
 
@@ -183,51 +180,3 @@ def test_mutated_mail_never_crashes(base: bytes, pos: int, cut: int, junk: bytes
         assert exc.name is ErrorName.INVALID_MESSAGE
     else:
         assert text and text == text.strip()
-
-
-# ---------------------------------------------------------------- truncation
-
-CANDIDATES = (Encoding.GSM7, Encoding.LATIN1, Encoding.UCS2)
-
-
-def fits_in(max_parts: int):  # type: ignore[no-untyped-def]
-    def fits(text: str) -> bool:
-        try:
-            plan_message(text, max_parts=max_parts, candidates=CANDIDATES)
-        except BridgeError as exc:
-            if exc.too_big:
-                return False
-            raise
-        return True
-    return fits
-
-
-@pytest.mark.parametrize("text, marker, max_parts, result", [
-    ("A" * 200, "...", 1, "A" * 157 + "..."),
-    ("A" * 160, "...", 1, "A" * 160),  # fits: untouched
-    ("€" * 100, "...", 1, "€" * 78 + "..."),  # escape pairs count 2 and are never split
-    ("Ж" * 100, "…", 1, "Ж" * 69 + "…"),
-    ("\U0001F600" * 50, "…", 1, "\U0001F600" * 34 + "…"),  # surrogate pairs count 2
-    ("word " * 100, "...", 2, ("word " * 61)[:303].rstrip() + "..."),
-])
-def test_truncate_to_fit(text: str, marker: str, max_parts: int, result: str) -> None:
-    fits = fits_in(max_parts)
-    out = truncate_to_fit(text, fits, marker)
-    assert out == result
-    assert fits(out)
-
-
-@settings(max_examples=60, deadline=None)
-@given(st.text(alphabet=st.sampled_from("aZ 9€{[^é\U0001F600Жλ\n"), min_size=1, max_size=700),
-       st.integers(1, 3))
-def test_truncate_is_a_maximal_fitting_prefix(text: str, max_parts: int) -> None:
-    fits = fits_in(max_parts)
-    out = truncate_to_fit(text, fits, "…")
-    assert fits(out)
-    if out != text:
-        body = out[:-1]
-        assert text.startswith(body)
-        n = len(body)
-        # one more code point (and the marker) would not fit, unless only blanks were dropped
-        longer = text[:n + 1].rstrip() + "…"
-        assert not fits(longer) or text[:n + 1].rstrip() == body
