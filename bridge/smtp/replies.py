@@ -23,7 +23,6 @@ AUTH_REQUIRED = "530 5.7.0 Authentication required"
 AUTH_OK = "235 2.7.0 Authentication successful"
 AUTH_FAILED = ERROR_TABLE[ErrorName.AUTH_FAILED].smtp.render()  # 535 5.7.8
 AUTH_DURING_MAIL = "503 5.5.1 AUTH not permitted during a mail transaction"
-AUTH_ABORTED = "501 5.7.0 Authentication aborted"
 AUTH_BAD_BASE64 = "501 5.5.2 Cannot decode base64"
 AUTH_BAD_PLAIN = "501 5.5.2 Cannot split PLAIN response"
 RELAY_DENIED = "550 5.7.1 Relay access denied: {domain} is not an SMS domain of this bridge"
@@ -39,7 +38,6 @@ BAD_ADDRESS = "501 5.1.3 Malformed address"
 BAD_SENDER_ADDRESS = "501 5.1.7 Malformed sender address"
 NESTED_MAIL = "503 5.5.1 Error: nested MAIL command"
 NEED_MAIL = "503 5.5.1 Error: need MAIL command"
-NEED_RCPT = "503 5.5.1 Error: need RCPT command"
 NO_VALID_RECIPIENTS = "554 5.5.1 Error: no valid recipients"
 DATA_SYNTAX = "501 5.5.4 Syntax: DATA"
 PARAM_UNKNOWN = "555 5.5.4 {keyword} parameter not recognized or not implemented"
@@ -53,7 +51,6 @@ SIZE_EXCEEDED = MESSAGE_TOO_BIG.code, "5.3.4", "Message size exceeds the maximum
 # --- data
 DATA_START = "354 End data with <CR><LF>.<CR><LF>"
 INTERNAL = ERROR_TABLE[ErrorName.INTERNAL_ERROR].smtp.render()  # 451 4.3.0
-EMPTY_MESSAGE = "the mail has no text"
 
 # --- LMTP
 LMTP_NO_HELO = '500 5.5.1 Error: command "HELO" not recognized, use LHLO'

@@ -102,7 +102,7 @@ def notify_value(raw: str) -> str:
     words = [w.upper() for w in raw.split(",")]
     if words == ["NEVER"]:
         return "NEVER"
-    if not words or len(set(words)) != len(words) or not set(words) <= _NOTIFY_WORDS:
+    if len(set(words)) != len(words) or not set(words) <= _NOTIFY_WORDS:
         raise ParamError(replies.param_bad("NOTIFY"))
     return ",".join(words)
 
@@ -152,8 +152,7 @@ class _Rcpt:
 @dataclass
 class _Txn:
     account: AccountConfig
-    mail_from: str
-    meta: list[tuple[str, str]]
+    meta: list[tuple[str, str]]  # mail_from, client_ip, helo, DSN RET/ENVID
     rcpts: list[_Rcpt] = field(default_factory=list)
 
 
@@ -399,7 +398,7 @@ class BridgeSMTP(SMTP):
         assert self.session is not None and self.envelope is not None
         meta = [("mail_from", address), ("client_ip", self._ip or ""),
                 ("helo", self.session.host_name or ""), *meta]
-        self._txn = _Txn(account, address, meta)
+        self._txn = _Txn(account, meta)
         self.envelope.mail_from = address
         await self.push(replies.MAIL_OK)
 

@@ -186,11 +186,11 @@ class SoapEndpoint:
             if not settled and p_ctx is not None:
                 _close_unawaited(p_ctx.out_object)
 
-    def _spyne_fault(self, version: SoapVersion, fault: Any, account: AccountConfig | None
-                     ) -> web.Response:
+    def _spyne_fault(self, version: SoapVersion, fault: Any,
+                     account: AccountConfig) -> web.Response:
         """A fault raised inside Spyne (decode, validation, unknown operation)."""
         code = str(getattr(fault, "faultcode", "Server"))
-        who = account.name if account else "-"
+        who = account.name
         if code.startswith("Client"):
             message = str(getattr(fault, "faultstring", "") or "invalid request")
             log.info("soap request invalid account=%s: %s", who, message.splitlines()[0][:200])
