@@ -357,6 +357,17 @@ class BridgeSMTP(SMTP):
     # ---- envelope
 
     @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
+    async def _path(self, rest: str, malformed: str, syntax: str) -> tuple[str, str] | None:
+        """`<address> params` of MAIL or RCPT, or None once the refusal has been sent."""
+        address, params_text = self._getaddr(rest)
+        if address is None:
+            await self.push(malformed)
+            return None
+        if not address or params_text is None:
+            await self.push(syntax)
+            return None
+        return address, params_text
+
     async def smtp_MAIL(self, arg: str | None) -> None:
         if await self.check_helo_needed():
             return
@@ -373,17 +384,12 @@ class BridgeSMTP(SMTP):
             await self.push(replies.MAIL_SYNTAX)
             return
         if rest.lstrip().startswith("<>"):
-            address: str | None = ""
-            params_text: str | None = rest.lstrip()[2:]
+            address, params_text = "", rest.lstrip()[2:]
         else:
-            address, params_text = self._getaddr(rest)
-            if address is None:
-                await self.push(replies.BAD_SENDER_ADDRESS)
+            path = await self._path(rest, replies.BAD_SENDER_ADDRESS, replies.MAIL_SYNTAX)
+            if path is None:
                 return
-            if not address:
-                await self.push(replies.MAIL_SYNTAX)
-                return
-        assert address is not None and params_text is not None
+            address, params_text = path
         try:
             meta = self._mail_params(params_text)
         except ParamError as exc:
@@ -453,14 +459,11 @@ class BridgeSMTP(SMTP):
         if rest is None:
             await self.push(replies.RCPT_SYNTAX)
             return
-        address, params_text = self._getaddr(rest)
-        if address is None:
-            await self.push(replies.BAD_ADDRESS)
+        path = await self._path(rest, replies.BAD_ADDRESS, replies.RCPT_SYNTAX)
+        if path is None:
             return
-        if not address:
-            await self.push(replies.RCPT_SYNTAX)
-            return
-        assert params_text is not None and self.session is not None
+        address, params_text = path
+        assert self.session is not None
         try:
             params = parse_params(params_text)
             if params and not self.session.extended_smtp:
