@@ -16,9 +16,10 @@ from bridge.store.base import (
     OutboundPart,
     ReceiptOutcome,
     Store,
+    StoreUnavailable,
 )
 from bridge.store.process import StoreProcess
-from bridge.store.sqlite import SqliteStore, StoreUnavailable
+from bridge.store.sqlite import SqliteStore
 
 __all__ = [
     "AcceptOutcome", "Event", "InboundMessage", "MessageView", "NewMessage", "NewPart",

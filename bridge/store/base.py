@@ -143,6 +143,11 @@ class InboundMessage:
     reply_to_message_id: str | None  # the outbound message this answers, when known
 
 
+class StoreUnavailable(Exception):
+    """The store could not persist (or read) something; nothing of that operation happened.
+    The service maps it to STORE_UNAVAILABLE. The original error is the `__cause__`."""
+
+
 class Store(abc.ABC):
     @abc.abstractmethod
     async def open(self) -> None:

@@ -16,7 +16,8 @@ from functools import partial
 from typing import Any
 
 from bridge.store.process import CLOSE, METHODS, Outbox, read_frame
-from bridge.store.sqlite import SqliteStore, StoreUnavailable
+from bridge.store.base import StoreUnavailable
+from bridge.store.sqlite import SqliteStore
 
 
 def _answer(outbox: Outbox, request_id: int, future: asyncio.Future[Any]) -> None:

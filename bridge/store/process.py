@@ -42,8 +42,8 @@ from bridge.store.base import (
     OutboundMessage,
     ReceiptOutcome,
     Store,
+    StoreUnavailable,
 )
-from bridge.store.sqlite import StoreUnavailable
 
 log = logging.getLogger("bridge.store")
 

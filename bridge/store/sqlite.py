@@ -46,6 +46,7 @@ from bridge.store.base import (
     OutboundPart,
     ReceiptOutcome,
     Store,
+    StoreUnavailable,
 )
 from bridge.store.schema import migrate
 
@@ -57,11 +58,6 @@ _PENDING_STATES = (MessageState.QUEUED.value, MessageState.SCHEDULED.value,
                    MessageState.SUBMITTED.value)
 _NOT_FINAL_PARTS = (PartState.QUEUED.value, PartState.SUBMITTED.value)
 _CHUNK = 500  # ids per IN (...) list, well under SQLite's bound-parameter limit
-
-
-class StoreUnavailable(Exception):
-    """The store could not persist (or read) something; nothing of that operation happened.
-    The service maps it to STORE_UNAVAILABLE. The original error is the `__cause__`."""
 
 
 # ---------------------------------------------------------------------------------- SQL
