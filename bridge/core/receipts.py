@@ -20,16 +20,14 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Mapping
 
+from bridge.core.states import MESSAGE_STATE_STAT
+
 # Appendix B final and interim states, as written in the receipt text.
 STAT_NAMES: tuple[str, ...] = (
     "DELIVRD", "EXPIRED", "DELETED", "UNDELIV", "ACCEPTD", "UNKNOWN", "REJECTD",
 )
 
-# message_state TLV (0x0427, SMPP 3.4 §5.2.28) → the receipt-text stat of the same meaning.
-MESSAGE_STATE_STAT: Mapping[int, str] = MappingProxyType({
-    1: "ENROUTE", 2: "DELIVRD", 3: "EXPIRED", 4: "DELETED", 5: "UNDELIV", 6: "ACCEPTD",
-    7: "UNKNOWN", 8: "REJECTD",
-})
+# Receipt-text stat → message_state TLV value (the inverse of states.MESSAGE_STATE_STAT).
 _STAT_MESSAGE_STATE: Mapping[str, int] = MappingProxyType(
     {stat: state for state, stat in MESSAGE_STATE_STAT.items()})
 

@@ -67,17 +67,14 @@ RECEIPT_STAT: Mapping[str, PartState | None] = MappingProxyType({
     "UNKNOWN": None,
 })
 
-# message_state TLV 0x0427 → part state (SMPP 3.4 §5.2.28).
-MESSAGE_STATE_TLV: Mapping[int, PartState | None] = MappingProxyType({
-    1: None,  # ENROUTE
-    2: PartState.DELIVERED,
-    3: PartState.EXPIRED,
-    4: PartState.UNDELIVERABLE,  # DELETED
-    5: PartState.UNDELIVERABLE,
-    6: None,  # ACCEPTED
-    7: None,  # UNKNOWN
-    8: PartState.UNDELIVERABLE,  # REJECTED
+# message_state TLV 0x0427 (SMPP 3.4 §5.2.28) → its Appendix B `stat:` name, and through
+# RECEIPT_STAT → part state: one table for both forms of a receipt.
+MESSAGE_STATE_STAT: Mapping[int, str] = MappingProxyType({
+    1: "ENROUTE", 2: "DELIVRD", 3: "EXPIRED", 4: "DELETED", 5: "UNDELIV", 6: "ACCEPTD",
+    7: "UNKNOWN", 8: "REJECTD",
 })
+MESSAGE_STATE_TLV: Mapping[int, PartState | None] = MappingProxyType(
+    {state: RECEIPT_STAT[stat] for state, stat in MESSAGE_STATE_STAT.items()})
 
 
 def receipt_part_state(stat: str | None, message_state: int | None) -> PartState | None:
