@@ -446,13 +446,19 @@ class BridgeSMTP(SMTP):
                 raise ParamError(replies.param_unknown(key))
         return meta
 
+    async def _open_transaction(self) -> _Txn | None:
+        """The transaction MAIL opened, or None once the refusal (HELO first, MAIL first, or
+        AUTH first) has been sent: RCPT and DATA both start here."""
+        if await self.check_helo_needed():
+            return None
+        if self._txn is None:
+            await self.push(replies.NEED_MAIL if self._account() else replies.AUTH_REQUIRED)
+        return self._txn
+
     @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
     async def smtp_RCPT(self, arg: str | None) -> None:
-        if await self.check_helo_needed():
-            return
-        txn = self._txn
+        txn = await self._open_transaction()
         if txn is None:
-            await self.push(replies.NEED_MAIL if self._account() else replies.AUTH_REQUIRED)
             return
         listener = self._listener
         rest = self._strip_command_keyword("TO:", arg or "")
@@ -511,11 +517,8 @@ class BridgeSMTP(SMTP):
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str | None) -> None:
-        if await self.check_helo_needed():
-            return
-        txn = self._txn
+        txn = await self._open_transaction()
         if txn is None:
-            await self.push(replies.NEED_MAIL if self._account() else replies.AUTH_REQUIRED)
             return
         if not txn.rcpts:
             await self.push(replies.NO_VALID_RECIPIENTS)
