@@ -14,30 +14,11 @@ from pathlib import Path
 from typing import Sequence
 
 from bridge.config import DEFAULT_CONFIG_PATH, Config, ConfigError, SimulatorConfig, load_config
+from bridge.logs import setup_logging
 
 
 def _config(path: str) -> Config:
     return load_config(Path(path))
-
-
-class _KeyValueFormatter(logging.Formatter):
-    """One line per event: `ts level logger message` (message ids are in the messages)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        line = f"{stamp}.{int(record.msecs):03d}Z {record.levelname.lower()} {record.name} " \
-               f"{record.getMessage()}"
-        if record.exc_info:
-            line += " | " + self.formatException(record.exc_info).replace("\n", " | ")
-        return line
-
-
-def _setup_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_KeyValueFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
 
 
 async def _serve(config: Config) -> int:
@@ -173,12 +154,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "serve":
             config = _config(args.config)
-            _setup_logging(config.log.level)
+            setup_logging(config.log.level)
             return asyncio.run(_serve(config))
         if args.command == "status":
             return asyncio.run(_status(_config(args.config), args.ids))
         if args.command == "simulator":
-            _setup_logging("info")
+            setup_logging("info")
             sim = replace(SimulatorConfig(), enabled=True, host=args.host, port=args.port,
                           system_id=args.system_id, password=args.password,
                           receipts=not args.no_receipts, receipt_delay_s=args.receipt_delay,
