@@ -30,6 +30,36 @@ def _normalise(e164: str) -> str:
     return number if number.startswith("+") else "+" + number
 
 
+class Routes:
+    """The routing rule over the SMSC configs, by name: also usable where no bind runs (the
+    ingress process checks routability at RCPT / SendSms time)."""
+
+    def __init__(self, configs: Sequence[SmscConfig]) -> None:
+        order = {config.name: i for i, config in enumerate(configs)}
+        # (prefix, name) for every configured prefix, most specific first.
+        self._prefixed: list[tuple[str, str]] = sorted(
+            ((_normalise(prefix), config.name) for config in configs
+             for prefix in config.prefixes),
+            key=lambda item: (-len(item[0]), order[item[1]]))
+        self._catch_all = [config.name for config in configs if not config.prefixes]
+
+    def candidates(self, e164: str) -> list[str]:
+        """SMSC names whose prefix matches, longest prefix first, then catch-alls; [] = no
+        route."""
+        number = _normalise(e164)
+        out: list[str] = []
+        for prefix, name in self._prefixed:
+            if number.startswith(prefix) and name not in out:
+                out.append(name)
+        for name in self._catch_all:
+            if name not in out:
+                out.append(name)
+        return out
+
+    def routable(self, e164: str) -> bool:
+        return bool(self.candidates(e164))
+
+
 class SmscPool:
     def __init__(self, configs: Sequence[SmscConfig], *, on_receipt: ReceiptHandler,
                  on_mo: MoHandler, ssl_context_factory: SslContextFactory | None = None) -> None:
@@ -41,31 +71,14 @@ class SmscPool:
             binds[config.name] = SmppBind(config, on_receipt=on_receipt, on_mo=on_mo,
                                           ssl_context=context)
         self.binds: Mapping[str, SmppBind] = MappingProxyType(binds)
-        self._order = {name: i for i, name in enumerate(binds)}
-        # (prefix, bind) for every configured prefix, most specific first.
-        self._prefixed: list[tuple[str, SmppBind]] = sorted(
-            ((_normalise(prefix), bind) for bind in binds.values()
-             for prefix in bind.config.prefixes),
-            key=lambda item: (-len(item[0]), self._order[item[1].name]))
-        self._catch_all: list[SmppBind] = [b for b in binds.values() if not b.config.prefixes]
+        self.routes = Routes(configs)
 
     def candidates(self, e164: str) -> list[SmppBind]:
-        """Binds whose prefix matches, longest prefix first, then catch-alls; [] = no route."""
-        number = _normalise(e164)
-        out: list[SmppBind] = []
-        seen: set[str] = set()
-        for prefix, bind in self._prefixed:
-            if number.startswith(prefix) and bind.name not in seen:
-                seen.add(bind.name)
-                out.append(bind)
-        for bind in self._catch_all:
-            if bind.name not in seen:
-                seen.add(bind.name)
-                out.append(bind)
-        return out
+        """Binds in `Routes.candidates` order; [] = no route."""
+        return [self.binds[name] for name in self.routes.candidates(e164)]
 
     def routable(self, e164: str) -> bool:
-        return bool(self.candidates(e164))
+        return self.routes.routable(e164)
 
     def route(self, e164: str) -> SmppBind | None:
         """The first bound candidate (fail-over), or None: check `routable` to tell
