@@ -1,5 +1,6 @@
-"""Composition root: one asyncio loop running the store, the upstream pool, the dispatcher, the
-SMTP and SOAP listeners and (when configured) the embedded SMSC simulator."""
+"""Composition root. Two processes: this one runs the SMTP and SOAP listeners, the Service and
+(when configured) the embedded SMSC simulator on one asyncio loop; the store process runs the
+SQLite store and the outbound side, SMPP binds and dispatcher (bridge.outbound says why)."""
 
 from __future__ import annotations
 
@@ -14,14 +15,14 @@ from aiohttp import web
 
 from bridge.config import Config, SmscConfig, effective_smscs
 from bridge.core.segmentation import ConcatMode
-from bridge.dispatcher import Dispatcher
 from bridge.metrics import Metrics
+from bridge.outbound import OutboundSetup
 from bridge.service import Service
 from bridge.simulator import SmscSimulator
-from bridge.smpp.pool import SmscPool
+from bridge.smpp.pool import Routes
 from bridge.smtp.server import start_smtp
 from bridge.soap.app import create_soap_app
-from bridge.store import open_store
+from bridge.store import StoreProcess, open_store
 
 log = logging.getLogger("bridge.app")
 
@@ -37,35 +38,29 @@ class Bridge:
         self.soap_port = 0
         self._smtp_server: asyncio.Server | None = None
         self._soap_runner: web.AppRunner | None = None
-        self.store = open_store(config.store, config.base_dir)
-        self.pool: SmscPool | None = None
-        self.dispatcher: Dispatcher | None = None
+        self.store: StoreProcess = open_store(config.store, config.base_dir)
         self.service: Service | None = None
         #: Set when the bridge cannot go on (its store is lost); `serve` then stops, exit 1.
         self.failed = asyncio.Event()
 
     async def start(self) -> None:
         config = self.config
-        self.store.on_lost = self.failed.set
-        await self.store.open()
         smscs = effective_smscs(config)
         if config.simulator.enabled:
             self.simulator = SmscSimulator(config.simulator)
             port = await self.simulator.start()
             # Entries that point at the embedded simulator follow it to its real port.
             smscs = tuple(_follow_simulator(s, config, port) for s in smscs)
-        self.dispatcher = Dispatcher(config, self.store, metrics=self.metrics)
-        self.pool = SmscPool(smscs, on_receipt=self.dispatcher.on_receipt,
-                             on_mo=self.dispatcher.on_mo)
-        self.dispatcher.attach(self.pool)
+        store = self.store
+        store.on_lost = self.failed.set
+        await store.open(outbound=OutboundSetup(config, tuple(smscs),
+                                                logging.getLogger().getEffectiveLevel()))
         concat = ConcatMode(smscs[0].concat)  # config guarantees one form for every route
-        self.service = Service(config, self.store, routable=self.pool.routable,
-                               on_accepted=self.dispatcher.enqueue, concat=concat)
-        await self.pool.start()
-        await self.dispatcher.start()
+        self.service = Service(config, store, routable=Routes(smscs).routable, concat=concat)
         self._smtp_server = await start_smtp(self.service, config, self.metrics)
         self.smtp_port = self._smtp_server.sockets[0].getsockname()[1]
-        app = create_soap_app(self.service, config, self.metrics, health=self.health)
+        app = create_soap_app(self.service, config, self.metrics, health=self.health,
+                              more_metrics=store.outbound_metrics)
         self._soap_runner = web.AppRunner(app, access_log=None)
         await self._soap_runner.setup()
         soap_ssl = None
@@ -81,17 +76,28 @@ class Bridge:
         log.info("serving smtp=%s:%d soap=%s:%d%s", config.smtp.listen_host, self.smtp_port,
                  config.soap.listen_host, self.soap_port, config.soap.path)
 
-    def health(self) -> dict[str, Any]:
-        binds = {name: b.bound for name, b in self.pool.binds.items()} if self.pool else {}
+    async def wait_bound(self, timeout: float) -> bool:
+        """True once every SMSC bind is up (tests and benchmarks start sending after this)."""
+        return await self.store.wait_bound(timeout)
+
+    async def health(self) -> dict[str, Any]:
         store_ok = self.store.healthy()
+        binds: dict[str, bool] = {}
+        queue_depth = 0
+        if store_ok:
+            try:
+                status = await asyncio.wait_for(self.store.outbound_status(), 5.0)
+                binds, queue_depth = status.binds, status.queue_depth
+            except Exception as exc:
+                log.error("health: the store process did not answer: %s", exc)
+                store_ok = False
         return {"status": "ok" if any(binds.values()) and store_ok else "degraded",
                 "binds": binds, "store": "ok" if store_ok else "unavailable",
-                "queue_depth": self.dispatcher.queue_depth if self.dispatcher else 0,
-                "time": time.time()}
+                "queue_depth": queue_depth, "time": time.time()}
 
     async def stop(self, drain_timeout: float = 10.0) -> None:
-        """Graceful: stop intake, answer the requests already inside, drain in-flight submits,
-        unbind, close the store."""
+        """Graceful: stop intake, answer the requests already inside, then the store process
+        drains in-flight submits, unbinds and closes the store."""
         if self._smtp_server is not None:
             self._smtp_server.close()
         if self._soap_runner is not None:
@@ -99,13 +105,9 @@ class Bridge:
         if self.service is not None and not await self.service.drained(drain_timeout):
             log.warning("stop: requests still in flight after %.0f s; closing anyway "
                         "(their clients get no acceptance, so they retry)", drain_timeout)
-        if self.dispatcher is not None:
-            await self.dispatcher.stop(drain_timeout)
-        if self.pool is not None:
-            await self.pool.stop()
         if self._smtp_server is not None:
             await self._smtp_server.wait_closed()
-        await self.store.close()
+        await self.store.close(drain_timeout=drain_timeout)
         if self.simulator is not None:
             await self.simulator.stop()
 

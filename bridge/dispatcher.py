@@ -23,7 +23,7 @@ from bridge.core.errors import ErrorName
 from bridge.core.model import Address
 from bridge.core.receipts import Receipt, smsc_id_keys
 from bridge.core.states import MessageState, Retry, receipt_part_state, upstream_verdict
-from bridge.metrics import Metrics
+from bridge.metrics import OutboundMetrics
 from bridge.service import new_message_id
 from bridge.smpp.client import MoMessage, NotBound, SmppBind, SubmitOutcomeUnknown, SubmitSm
 from bridge.smpp.pool import SmscPool, first_bound
@@ -59,7 +59,7 @@ def worker_count(windows: Iterable[int]) -> int:
 
 
 class Dispatcher:
-    def __init__(self, config: Config, store: Store, *, metrics: Metrics,
+    def __init__(self, config: Config, store: Store, *, metrics: OutboundMetrics,
                  clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.store = store

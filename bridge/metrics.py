@@ -1,4 +1,8 @@
-"""Prometheus metrics on an own registry (no globals), rendered by GET /metrics."""
+"""Prometheus metrics on own registries (no globals), rendered by GET /metrics.
+
+Two sets, one per process: the ingress process counts what SMTP and SOAP accepted and refused;
+the store process, which runs the outbound side, counts submits, receipts, binds and the queue.
+/metrics shows the first followed by the second, so no metric family appears twice."""
 
 from __future__ import annotations
 
@@ -8,13 +12,46 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 
-class Metrics:
+class _Registry:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._children: dict[tuple[str, tuple[str, ...]], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(...)`, remembered: prometheus_client validates and locks on every
+        call, which showed in the per-message profile."""
+        key = (metric._name, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def render(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class Metrics(_Registry):
+    """The ingress side: messages accepted and recipients refused, by ingress."""
+
+    def __init__(self) -> None:
+        super().__init__()
         self._accepted = Counter("sms_bridge_accepted", "Messages accepted, by ingress",
                                  ["ingress"], registry=self.registry)
         self._rejected = Counter("sms_bridge_rejected", "Recipients refused, by ingress and error",
                                  ["ingress", "error"], registry=self.registry)
+
+    def accepted(self, ingress: str, n: int = 1) -> None:
+        self._child(self._accepted, ingress).inc(n)
+
+    def rejected(self, ingress: str, error: str, n: int = 1) -> None:
+        self._child(self._rejected, ingress, error).inc(n)
+
+
+class OutboundMetrics(_Registry):
+    """The outbound side: submit results and latency, receipts, binds up, queue depth."""
+
+    def __init__(self) -> None:
+        super().__init__()
         self._submit_latency = Histogram(
             "sms_bridge_submit_latency_seconds", "submit_sm to submit_sm_resp",
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
@@ -27,22 +64,6 @@ class Metrics:
                                  ["state"], registry=self.registry)
         self._queue_depth = Gauge("sms_bridge_queue_depth", "Messages waiting for the upstream",
                                   registry=self.registry)
-        self._children: dict[tuple[str, tuple[str, ...]], Any] = {}
-
-    def _child(self, metric: Any, *labels: str) -> Any:
-        """`metric.labels(...)`, remembered: prometheus_client validates and locks on every
-        call, which showed in the per-message profile."""
-        key = (metric._name, labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
-
-    def accepted(self, ingress: str, n: int = 1) -> None:
-        self._child(self._accepted, ingress).inc(n)
-
-    def rejected(self, ingress: str, error: str, n: int = 1) -> None:
-        self._child(self._rejected, ingress, error).inc(n)
 
     def submit_result(self, smsc: str, status: str, latency_s: float) -> None:
         self._child(self._submits, smsc, status).inc()
@@ -52,10 +73,7 @@ class Metrics:
         self._child(self._receipts, state).inc()
 
     def set_binds_up(self, smsc: str, up: bool) -> None:
-        self._binds_up.labels(smsc).set(1 if up else 0)
+        self._child(self._binds_up, smsc).set(1 if up else 0)
 
     def set_queue_depth_source(self, source: Callable[[], int]) -> None:
         self._queue_depth.set_function(lambda: float(source()))
-
-    def render(self) -> tuple[bytes, str]:
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST

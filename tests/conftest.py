@@ -46,9 +46,7 @@ async def running_bridge(config: Config) -> AsyncIterator[Bridge]:
     bridge = Bridge(config)
     await bridge.start()
     try:
-        assert bridge.pool is not None
-        for bind in bridge.pool.binds.values():
-            await bind.wait_bound(10.0)
+        await bridge.wait_bound(10.0)
         yield bridge
     finally:
         await bridge.stop()

@@ -14,7 +14,7 @@ import pytest
 from bridge.config import Config, SimulatorConfig
 from bridge.core.states import MessageState
 from bridge.dispatcher import Dispatcher, relative_validity
-from bridge.metrics import Metrics
+from bridge.metrics import OutboundMetrics
 from bridge.service import Recipient, Service, SubmitRequest
 from bridge.simulator import (
     GenericNackSimulator,
@@ -69,7 +69,7 @@ async def pipeline(tmp_path: Path, sim: SmscSimulator | None = None, *,
     config = make_config(tmp_path, simulator={"enabled": False}, smsc=[smsc_table], **sections)
     store = open_store(config.store, tmp_path)
     await store.open()
-    dispatcher = Dispatcher(config, store, metrics=Metrics(), clock=dispatcher_clock or clock)
+    dispatcher = Dispatcher(config, store, metrics=OutboundMetrics(), clock=dispatcher_clock or clock)
     pool = SmscPool(config.smsc, on_receipt=dispatcher.on_receipt, on_mo=dispatcher.on_mo)
     dispatcher.attach(pool)
     service = Service(config, store, routable=pool.routable, on_accepted=dispatcher.enqueue,

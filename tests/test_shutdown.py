@@ -134,3 +134,48 @@ async def test_serve_exits_1_when_its_store_process_dies(tmp_path: Path) -> None
         assert await asyncio.wait_for(proc.wait(), 30) == 1
     finally:
         await sim.stop()
+
+
+def _gone(pid: int) -> bool:
+    """Exited (a zombie nobody reaped counts as exited)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+@pytest.mark.slow
+async def test_store_process_drains_and_unbinds_when_the_bridge_is_killed(
+        tmp_path: Path) -> None:
+    """The outbound side lives in the store process: when the bridge process dies, it lets
+    the submits in flight finish and be recorded, unbinds and exits, so a restart resends
+    nothing the SMSC already acknowledged."""
+    sim = SmscSimulator(SimulatorConfig(enabled=True, port=0, response_delay_s=0.05,
+                                        receipt_delay_s=0.01))
+    config = write_config(tmp_path, await sim.start())
+    try:
+        proc, smtp_port = await serve(config)
+        [store_pid] = child_pids(proc.pid)
+        await asyncio.to_thread(send_mails, smtp_port, 0)
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+        for _ in range(300):  # bounded: 30 s
+            if _gone(store_pid):
+                break
+            await asyncio.sleep(0.1)
+        assert _gone(store_pid), "the store process should exit after its bridge died"
+        at_smsc = len(sim.submits)
+        assert 0 < at_smsc < TOTAL, "the kill should come while most messages still wait"
+        assert sim.unbinds_received >= 1, "the store process should unbind before it exits"
+
+        store = SqliteStore(tmp_path / "stop.db")
+        await store.open()
+        try:
+            counts = await store.counts_by_state()
+        finally:
+            await store.close()
+        assert counts["queued"] == TOTAL - at_smsc, counts
+        assert sum(counts.values()) == TOTAL
+    finally:
+        await sim.stop()

@@ -106,9 +106,7 @@ async def _serve_bridge(smsc_port: int, directory: str) -> None:
 
     bridge = Bridge(_bridge_config(smsc_port, directory))
     await bridge.start()
-    assert bridge.pool is not None
-    for bind in bridge.pool.binds.values():
-        await bind.wait_bound(10.0)
+    await bridge.wait_bound(10.0)
     await announce_and_wait({"port": bridge.smtp_port})
     await bridge.stop()
 

@@ -76,13 +76,16 @@ WSS_WINDOW_S = 300.0  # a UsernameToken's Created may be this old; nonces are ke
 WSS_SKEW_S = 60.0  # ... and this far in the future (clock skew)
 _WSDL_CACHE_MAX = 32
 
-Health = Callable[[], Mapping[str, Any]]
+Health = Callable[[], Awaitable[Mapping[str, Any]]]
+#: The metrics kept outside this process (the outbound side's), as Prometheus text.
+MoreMetrics = Callable[[], Awaitable[bytes]]
 
 
 class SoapEndpoint:
     """Request handling for every route of the SOAP app."""
 
     def __init__(self, service: Service, config: Config, metrics: Metrics, health: Health, *,
+                 more_metrics: MoreMetrics | None = None,
                  services: Sequence[Any] = (SmsBridgeService,),
                  clock: Callable[[], float] = time.time,
                  wss_window_s: float = WSS_WINDOW_S, wss_skew_s: float = WSS_SKEW_S) -> None:
@@ -92,6 +95,7 @@ class SoapEndpoint:
         self.path = self.soap.path.rstrip("/") or "/"
         self.metrics = metrics
         self.health = health
+        self.more_metrics = more_metrics
         self.clock = clock
         self.wss_window_s = wss_window_s
         self.wss_skew_s = wss_skew_s
@@ -267,7 +271,7 @@ class SoapEndpoint:
 
     async def healthz(self, request: web.Request) -> web.StreamResponse:
         try:
-            data = dict(self.health())
+            data = dict(await self.health())
         except Exception:
             log.exception("health check failed")
             return web.json_response({"status": "error"}, status=503)
@@ -275,6 +279,11 @@ class SoapEndpoint:
 
     async def metrics_page(self, request: web.Request) -> web.StreamResponse:
         body, content_type = self.metrics.render()
+        if self.more_metrics is not None:
+            try:
+                body += await self.more_metrics()
+            except Exception as exc:  # the page still shows this process's metrics
+                log.error("metrics of the outbound side unavailable: %s", exc)
         return web.Response(body=body, headers={"Content-Type": content_type})
 
 
@@ -300,14 +309,16 @@ SOAP_ENDPOINT = web.AppKey("soap_endpoint", SoapEndpoint)
 
 
 def create_soap_app(service: Service, config: Config, metrics: Metrics, *,
-                    health: Health, services: Sequence[Any] = (SmsBridgeService,),
+                    health: Health, more_metrics: MoreMetrics | None = None,
+                    services: Sequence[Any] = (SmsBridgeService,),
                     clock: Callable[[], float] = time.time) -> web.Application:
     """The SOAP listener's aiohttp application (bridge/app.py runs it, with TLS when set).
     `services` lets the benchmark add its hidden no-op operation; `clock` is for WS-Security
     timestamps."""
     # Spyne logs every client fault with a traceback; the adapter logs one line itself.
     logging.getLogger("spyne").setLevel(logging.CRITICAL)
-    endpoint = SoapEndpoint(service, config, metrics, health, services=services, clock=clock)
+    endpoint = SoapEndpoint(service, config, metrics, health, more_metrics=more_metrics,
+                            services=services, clock=clock)
     app = web.Application(client_max_size=config.soap.max_request_bytes)
     path = endpoint.path
     app.router.add_post(path, endpoint.post)

@@ -82,9 +82,8 @@ async def _serve(directory: Path, smsc_port: int) -> None:
     await bridge.start()
     runner: web.AppRunner | None = None
     try:
-        assert bridge.pool is not None and bridge.service is not None
-        for bind in bridge.pool.binds.values():
-            await bind.wait_bound(10.0)
+        assert bridge.service is not None
+        await bridge.wait_bound(10.0)
         side = create_soap_app(bridge.service, config, bridge.metrics, health=bridge.health,
                                services=(SmsBridgeService, PingService))
         stock = AIOSpyne(build_application(SoapVersion.V11, (SyncPingService,), preparsed=False),

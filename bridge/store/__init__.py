@@ -38,7 +38,7 @@ def sqlite_path(url: str, base_dir: Path) -> Path:
     return Path(base_dir) / rest
 
 
-def open_store(config: StoreConfig, base_dir: Path) -> Store:
+def open_store(config: StoreConfig, base_dir: Path) -> StoreProcess:
     """The store for `config.url` (not opened yet: call `await store.open()`). SQLite runs in a
     process of its own (bridge.store.process explains why)."""
     url = config.url

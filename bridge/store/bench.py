@@ -104,11 +104,12 @@ async def _pipeline(directory: Path, *, total: int, tasks: int = 16,
         bridge = Bridge(config)
         await bridge.start()
         try:
-            assert bridge.service is not None and bridge.dispatcher is not None
-            assert bridge.pool is not None
-            for bind in bridge.pool.binds.values():
-                await bind.wait_bound(10.0)
-            service, dispatcher = bridge.service, bridge.dispatcher
+            assert bridge.service is not None
+            await bridge.wait_bound(10.0)
+            service, store = bridge.service, bridge.store
+
+            async def queue_depth() -> int:
+                return (await store.outbound_status()).queue_depth
             calls = iter(range(total // per_call))
 
             async def producer() -> int:
@@ -126,10 +127,10 @@ async def _pipeline(directory: Path, *, total: int, tasks: int = 16,
             accepted = sum(await asyncio.gather(*(producer() for _ in range(tasks))))
             accepted_after = time.perf_counter() - started
             deadline = time.monotonic() + 300
-            while dispatcher.queue_depth > 0 and time.monotonic() < deadline:
+            while await queue_depth() > 0 and time.monotonic() < deadline:
                 await asyncio.sleep(0.005)
             submitted_after = time.perf_counter() - started
-            left = dispatcher.queue_depth
+            left = await queue_depth()
         finally:
             await bridge.stop()
     if left or accepted != total // per_call * per_call:

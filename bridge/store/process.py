@@ -7,7 +7,10 @@ around every SQLite statement, not the fsync, were the limit. Here the bridge on
 call; the store process runs `SqliteStore` (writer thread, group commit, readers) on the other
 core.
 
-The child is `bridge.store.child`. Protocol, over its stdin/stdout: frames of a 4-byte big-endian length and a pickled list.
+The child is `bridge.store.child`. Protocol, over its stdin/stdout: frames of a 4-byte
+big-endian length and a pickle. The first frame to the child is its `OutboundSetup` or None
+(with a setup it also runs the SMPP binds and the dispatcher: bridge.outbound); every later
+frame is a list.
 Requests `(id, method, args, kwargs)`, answers `(id, ok, value_or_exception)`; the first answer
 is "ready" (or the reason opening failed). Calls are written in the order they are made and the
 child hands them to `SqliteStore` in that order, so the single writer's ordering guarantee
@@ -30,7 +33,7 @@ import struct
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bridge.core.states import MessageState, PartState
 from bridge.store.base import (
@@ -45,10 +48,17 @@ from bridge.store.base import (
     StoreUnavailable,
 )
 
+if TYPE_CHECKING:  # the child imports bridge.outbound; a plain store client does not need to
+    from bridge.outbound import OutboundSetup, OutboundStatus
+
 log = logging.getLogger("bridge.store")
 
 _LENGTH = struct.Struct(">I")
 CLOSE = "__close__"
+#: Calls the child answers from the outbound side (bridge.outbound) when it runs one.
+OUTBOUND_STATUS = "__outbound_status__"
+OUTBOUND_METRICS = "__outbound_metrics__"
+WAIT_BOUND = "__wait_bound__"
 #: What the child will call on its SqliteStore: the Store interface, nothing else.
 METHODS = frozenset({
     "flush", "accept", "quota_used", "load_pending", "record_submitted", "record_state",
@@ -119,7 +129,9 @@ class StoreProcess(Store):
 
     # -------------------------------------------------------------- lifecycle
 
-    async def open(self) -> None:
+    async def open(self, outbound: OutboundSetup | None = None) -> None:
+        """Start the child; with `outbound` it also runs the SMPP binds and the dispatcher
+        (the setup travels as the first frame, not on the command line: it holds secrets)."""
         if self._proc is not None:
             return
         proc = await asyncio.create_subprocess_exec(
@@ -127,6 +139,7 @@ class StoreProcess(Store):
             json.dumps(self.options), stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE, start_new_session=True)
         assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(frame(outbound))
         try:
             (_, ok, value), = await asyncio.wait_for(read_frame(proc.stdout), 60)
         except (asyncio.IncompleteReadError, asyncio.TimeoutError) as exc:
@@ -144,12 +157,14 @@ class StoreProcess(Store):
     def healthy(self) -> bool:
         return self._broken is None
 
-    async def close(self) -> None:
+    async def close(self, drain_timeout: float = 10.0) -> None:
+        """The child stops its outbound side (submits in flight get `drain_timeout`), finishes
+        every call it has received, closes the store and exits."""
         proc = self._proc
         if proc is None:
             return
         if self._broken is None:
-            self._call(CLOSE)
+            self._call(CLOSE, drain_timeout)
             assert self._outbox is not None
             self._outbox.flush()
         self._broken = "the store is closed"
@@ -208,6 +223,20 @@ class StoreProcess(Store):
         self._pending[request_id] = future
         self._outbox.put((request_id, method, args, kwargs))
         return future
+
+    # -------------------------------------------------------------- the outbound side
+
+    async def outbound_status(self) -> OutboundStatus:
+        result: OutboundStatus = await self._call(OUTBOUND_STATUS)
+        return result
+
+    async def outbound_metrics(self) -> bytes:
+        result: bytes = await self._call(OUTBOUND_METRICS)
+        return result
+
+    async def wait_bound(self, timeout: float) -> bool:
+        result: bool = await self._call(WAIT_BOUND, timeout)
+        return result
 
     # -------------------------------------------------------------- the Store interface
 

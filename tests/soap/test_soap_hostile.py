@@ -173,6 +173,11 @@ async def test_get_endpoints(bridge: object) -> None:
             assert response.headers["Content-Type"].startswith("text/plain")
             text = await response.text()
             assert 'sms_bridge_accepted_total{ingress="soap"} 1.0' in text
+            # The store process's outbound metrics follow, each family once.
+            assert 'sms_bridge_binds_up{smsc="simulator"} 1.0' in text
+            assert "sms_bridge_queue_depth " in text
+            types = [line for line in text.splitlines() if line.startswith("# TYPE")]
+            assert len(types) == len(set(types)) and len(types) >= 7, types
 
 
 async def test_healthz_degraded_is_503(tmp_path: Path) -> None:
@@ -181,9 +186,15 @@ async def test_healthz_degraded_is_503(tmp_path: Path) -> None:
     from bridge.metrics import Metrics
     from bridge.soap.app import create_soap_app
 
+    async def degraded() -> dict[str, str]:
+        return {"status": "degraded"}
+
+    async def broken() -> dict[str, str]:
+        raise ZeroDivisionError
+
     async with running_bridge(make_config(tmp_path)) as b:
         assert b.service is not None
-        for health, code in ((lambda: {"status": "degraded"}, 503), (lambda: 1 / 0, 503)):
+        for health, code in ((degraded, 503), (broken, 503)):
             app = create_soap_app(b.service, b.config, Metrics(), health=health)
             runner = web.AppRunner(app)
             await runner.setup()
