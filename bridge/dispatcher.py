@@ -9,6 +9,7 @@ start (at-least-once); a graceful stop finishes the messages in flight and leave
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import json
 import logging
@@ -34,7 +35,12 @@ log = logging.getLogger("bridge.dispatcher")
 
 def relative_validity(seconds: float) -> str:
     """SMPP 3.4 §7.1.1 relative time `YYMMDDhhmmss000R`, at least one minute."""
-    total = max(60, int(seconds))
+    return _relative_validity(max(60, int(seconds)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _relative_validity(total: int) -> str:
+    # Cached: messages submitted in the same second with the same validity share the string.
     days, rest = divmod(total, 86400)
     hours, rest = divmod(rest, 3600)
     minutes, secs = divmod(rest, 60)
