@@ -24,6 +24,7 @@ Only this package imports smpplib (through `bridge.smpp.codec`).
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import random
 import socket
@@ -90,6 +91,7 @@ class _BindRefused(Exception):
 
 
 _CMD_STATUS_SEQ = struct.Struct(">LLL")
+_CLOCK_RESOLUTION = time.get_clock_info("monotonic").resolution  # as asyncio's loop uses
 MAX_HANDLERS_PER_LINK = 64     # concurrent deliver_sm handlers before reading pauses
 MAX_MO_PENDING_SETS = 10_000   # incomplete concatenated MO sets kept per bind
 RECEIPT_ESM_MASK = 0x3C
@@ -109,6 +111,13 @@ class _Link(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.pending: dict[int, asyncio.Future[bytes]] = {}
+        # Response deadlines: requests share one timeout, so their deadlines arrive in order
+        # and one timer for the oldest serves them all (no TimerHandle per submit). Entries
+        # whose request was answered are dropped lazily. A request with a shorter timeout than
+        # the last queued one (the capped unbind) gets a timer of its own in `timers`.
+        self.deadlines: collections.deque[tuple[float, int, asyncio.Future[bytes]]] = \
+            collections.deque()
+        self.deadline_timer: asyncio.TimerHandle | None = None
         self.timers: dict[int, asyncio.TimerHandle] = {}
         self.buffer = bytearray()
         self.closed: asyncio.Future[None] = self.loop.create_future()
@@ -153,6 +162,10 @@ class _Link(asyncio.Protocol):
                 timer.cancel()
         self.pending.clear()
         self.timers.clear()
+        self.deadlines.clear()
+        if self.deadline_timer is not None:
+            self.deadline_timer.cancel()
+            self.deadline_timer = None
         self.can_write.set()
         self.wakeup.set()
         self.transport = None
@@ -200,10 +213,16 @@ class _Link(asyncio.Protocol):
     def _dispatch(self, frame: bytes) -> None:
         command_id, status, seq = _CMD_STATUS_SEQ.unpack_from(frame, 4)
         if command_id & codec.RESPONSE_BIT:
-            fut = self.pending.pop(seq, None)
-            timer = self.timers.pop(seq, None)
-            if timer is not None:
-                timer.cancel()
+            pending = self.pending
+            fut = pending.pop(seq, None)
+            if self.timers:
+                timer = self.timers.pop(seq, None)
+                if timer is not None:
+                    timer.cancel()
+            deadlines = self.deadlines
+            # Responses come mostly in order: drop answered entries from the front now.
+            while deadlines and pending.get(deadlines[0][1]) is not deadlines[0][2]:
+                deadlines.popleft()
             if fut is None:
                 if command_id == codec.GENERIC_NACK:
                     log.warning("%s generic_nack status=0x%08X %s for unknown seq=%d",
@@ -281,9 +300,17 @@ class _Link(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             raise _LinkLost("not connected")
-        fut: asyncio.Future[bytes] = self.loop.create_future()
+        loop = self.loop
+        fut: asyncio.Future[bytes] = loop.create_future()
         self.pending[seq] = fut
-        self.timers[seq] = self.loop.call_later(timeout, self._expire, seq)
+        deadline = loop.time() + timeout
+        deadlines = self.deadlines
+        if not deadlines or deadline >= deadlines[-1][0]:
+            deadlines.append((deadline, seq, fut))
+            if self.deadline_timer is None:
+                self.deadline_timer = loop.call_at(deadline, self._expire_due)
+        else:
+            self.timers[seq] = loop.call_later(timeout, self._expire, seq)
         self.write(raw)
         return fut
 
@@ -292,6 +319,27 @@ class _Link(asyncio.Protocol):
         fut = self.pending.pop(seq, None)
         if fut is not None and not fut.done():
             fut.set_exception(_ResponseTimeout())
+
+    def _expire_due(self) -> None:
+        """The deadline timer: time out every request whose deadline has passed, then wait for
+        the oldest one still unanswered."""
+        self.deadline_timer = None
+        loop = self.loop
+        now = loop.time() + _CLOCK_RESOLUTION  # call_at may fire this early
+        deadlines = self.deadlines
+        pending = self.pending
+        while deadlines:
+            deadline, seq, fut = deadlines[0]
+            if pending.get(seq) is not fut:  # answered already
+                deadlines.popleft()
+                continue
+            if deadline > now:
+                self.deadline_timer = loop.call_at(deadline, self._expire_due)
+                return
+            deadlines.popleft()
+            del pending[seq]
+            if not fut.done():
+                fut.set_exception(_ResponseTimeout())
 
     def suspect(self) -> None:
         """A response timed out: let the keepalive probe the peer now."""

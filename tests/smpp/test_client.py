@@ -502,6 +502,48 @@ async def test_sequence_numbers_wrap_and_skip_pending() -> None:
     link.pending[1].cancel()
 
 
+class _StubTransport:
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+
+    def is_closing(self) -> bool:
+        return False
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+
+def _resp(seq: int) -> bytes:
+    return struct.pack(">LLLL", 17, codec.SUBMIT_SM_RESP, 0, seq) + b"\x00"
+
+
+async def test_response_deadlines_share_one_timer() -> None:
+    """Answered requests never time out, in or out of order; unanswered ones (also when their
+    waiter was cancelled) time out after their own timeout; a shorter timeout queued after a
+    longer one still fires on time."""
+    from bridge.smpp.client import _Link, _ResponseTimeout
+    bind = SmppBind(smsc_config(1), on_receipt=Recorder().on_receipt, on_mo=Recorder().on_mo)
+    link = _Link(bind, "transceiver")
+    link.transport = _StubTransport()  # type: ignore[assignment]
+    futs = {seq: link.send_request(seq, b"", 0.3) for seq in range(1, 6)}
+    short = link.send_request(6, b"", 0.1)
+    assert 6 in link.timers and len(link.deadlines) == 5
+    cancelled = futs[4]
+    cancelled.cancel()
+    link._dispatch(_resp(3))  # out of order: the front stays
+    link._dispatch(_resp(1))
+    assert futs[1].done() and futs[3].done() and not futs[2].done()
+    assert [seq for _, seq, _ in link.deadlines] == [2, 3, 4, 5]
+    await asyncio.sleep(0.15)
+    assert isinstance(short.exception(), _ResponseTimeout) and not futs[2].done()
+    link._dispatch(_resp(2))
+    await asyncio.sleep(0.25)
+    assert futs[1].result() == _resp(1) and futs[2].result() == _resp(2)
+    assert isinstance(futs[5].exception(), _ResponseTimeout)
+    assert not link.pending and not link.deadlines and link.deadline_timer is None
+    link.connection_lost(None)
+
+
 def test_backoff_doubles_from_min_to_max_with_jitter() -> None:
     bind = SmppBind(smsc_config(1, reconnect_min_s=0.5, reconnect_max_s=30.0),
                     on_receipt=Recorder().on_receipt, on_mo=Recorder().on_mo)
