@@ -369,6 +369,39 @@ async def test_deliver_sm_resp_waits_for_the_handler(harness: Harness) -> None:
     assert len(rec.receipts) == 1 and sim.deliver_sm_errors == []
 
 
+@pytest.mark.parametrize("outcome", ["ok", "fails", "raises"])
+async def test_receipt_handler_returning_a_future(harness: Harness, outcome: str) -> None:
+    """The dispatcher's form of handler (a plain function returning a future, no task): the
+    answer waits for the future; a failed future, or a handler raising before it returns one,
+    answers 0x64."""
+    sim, bind, rec = await harness()
+    pending: list[asyncio.Future[None]] = []
+
+    def store(smsc: str, receipt: Receipt) -> asyncio.Future[None]:
+        if outcome == "raises":
+            raise RuntimeError("store refused")
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        pending.append(fut)
+        rec.receipts.append((smsc, receipt))
+        return fut
+
+    bind._on_receipt = store
+    await bind.submit(sm())
+    if outcome == "raises":
+        await until(lambda: sim.deliver_sm_errors == [codec.ESME_RX_T_APPN], "0x64 answered")
+        return
+    await until(lambda: bool(pending), "receipt handed over")
+    await asyncio.sleep(0.05)
+    assert sim.unacked_deliveries == 1  # not acknowledged while the future is pending
+    if outcome == "ok":
+        pending[0].set_result(None)
+        await until(lambda: sim.unacked_deliveries == 0, "acknowledged")
+        assert sim.deliver_sm_errors == []
+    else:
+        pending[0].set_exception(RuntimeError("disk full"))
+        await until(lambda: sim.deliver_sm_errors == [codec.ESME_RX_T_APPN], "0x64 answered")
+
+
 async def test_failing_receipt_handler_makes_the_smsc_redeliver(harness: Harness) -> None:
     sim, bind, rec = await harness()
     rec.fail_receipts = 1
