@@ -9,6 +9,7 @@ start (at-least-once); a graceful stop finishes the messages in flight and leave
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import json
 import logging
@@ -27,14 +28,19 @@ from bridge.metrics import OutboundMetrics
 from bridge.service import new_message_id
 from bridge.smpp.client import MoMessage, NotBound, SmppBind, SubmitOutcomeUnknown, SubmitSm
 from bridge.smpp.pool import SmscPool, first_bound
-from bridge.store.base import InboundMessage, OutboundMessage, OutboundPart, Store
+from bridge.store.base import InboundMessage, OutboundMessage, OutboundPart, ReceiptOutcome, Store
 
 log = logging.getLogger("bridge.dispatcher")
 
 
 def relative_validity(seconds: float) -> str:
     """SMPP 3.4 §7.1.1 relative time `YYMMDDhhmmss000R`, at least one minute."""
-    total = max(60, int(seconds))
+    return _relative_validity(max(60, int(seconds)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _relative_validity(total: int) -> str:
+    # Cached: messages submitted in the same second with the same validity share the string.
     days, rest = divmod(total, 86400)
     hours, rest = divmod(rest, 3600)
     minutes, secs = divmod(rest, 60)
@@ -266,18 +272,42 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ upstream events
 
-    async def on_receipt(self, smsc: str, receipt: Receipt) -> None:
-        """Durable before return: the SMPP client answers deliver_sm_resp only afterwards."""
+    def on_receipt(self, smsc: str, receipt: Receipt) -> asyncio.Future[None]:
+        """Durable when the returned future completes: the SMPP client answers deliver_sm_resp
+        only then. A plain function returning a future, not a coroutine, so the client needs
+        no task per receipt."""
         bind = self.pool.binds.get(smsc) if self.pool else None
         fmt = bind.config.id_format if bind else "auto"
         part_state = receipt_part_state(receipt.stat, receipt.message_state)
-        outcome = await self.store.record_receipt(
+        stored = asyncio.ensure_future(self.store.record_receipt(
             smsc=smsc, id_keys=smsc_id_keys(receipt.message_id, fmt), part_state=part_state,
-            stat=receipt.stat, err=receipt.err, at=self.clock())
-        self.metrics.receipt(part_state.value if part_state else "interim")
-        if not outcome.matched:
-            log.info("receipt for unknown smsc_id=%s kept until its submit_sm_resp is stored",
-                     receipt.message_id)
+            stat=receipt.stat, err=receipt.err, at=self.clock()))
+        done: asyncio.Future[None] = stored.get_loop().create_future()
+        stored.add_done_callback(functools.partial(
+            self._receipt_stored, done, part_state.value if part_state else "interim",
+            receipt.message_id))
+        return done
+
+    def _receipt_stored(self, done: asyncio.Future[None], state: str, smsc_id: str,
+                        stored: asyncio.Future[ReceiptOutcome]) -> None:
+        if done.cancelled():
+            return
+        if stored.cancelled():
+            done.cancel()
+            return
+        exc = stored.exception()
+        if exc is not None:
+            done.set_exception(exc)
+            return
+        try:
+            self.metrics.receipt(state)
+            if not stored.result().matched:
+                log.info("receipt for unknown smsc_id=%s kept until its submit_sm_resp is stored",
+                         smsc_id)
+        except Exception as error:  # as the coroutine did: a failure here fails the receipt
+            done.set_exception(error)
+            return
+        done.set_result(None)
 
     async def on_mo(self, mo: MoMessage) -> None:
         now = self.clock()

@@ -51,7 +51,8 @@ _BIND_MODES: dict[int, BindMode] = {
 _WRITE_HIGH_WATER = 1 << 20
 _MAX_PENDING_DELIVERIES = 200_000
 _UNSAFE_RECEIPT_CHARS = re.compile(r"[^A-Za-z0-9 .,!?;:'\"()+\-/%&*#=<>]")
-_unpack_header = P._HEADER.unpack  # 16 octets → (length, command_id, status, sequence)
+_unpack_header_from = P._HEADER.unpack_from  # → (length, command_id, status, sequence)
+_READ_SIZE = 1 << 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -454,35 +455,52 @@ class SmscSimulator:
             self._end_session(session)
 
     async def _read_loop(self, session: _Session) -> None:
-        readexactly = session.reader.readexactly
+        """Read what the socket has (one `read`, not two `readexactly` per PDU) and handle
+        every complete PDU in it, in order; a partial one waits for the next read."""
+        read = session.reader.read
         transport = session.transport
         handlers = self._handlers
+        unpack_from = _unpack_header_from
+        buf = bytearray()
         while not session.closed:
-            head = await readexactly(16)
-            length, command_id, status, sequence = _unpack_header(head)
-            if length < P.HEADER_LEN or length > P.MAX_PDU_LEN:
-                # The framing cannot be trusted any more: nack and close (§4.3.1).
-                self.malformed += 1
-                session.send(P.generic_nack(sequence, P.ESME_RINVCMDLEN))
-                session.close()
-                return
-            body = await readexactly(length - 16) if length > 16 else b""
-            session.rx = True
-            if session.dead:
-                continue
-            session.pdus += 1
-            if self.dead_after and session.pdus > self.dead_after:
-                session.dead = True
-                session.out.clear()
-                continue
-            handler = handlers.get(command_id)
-            if handler is not None:
-                handler(self, session, command_id, status, sequence, body)
-            elif not command_id & P.RESPONSE_BIT:
-                self.nacks_sent += 1
-                session.send(P.generic_nack(sequence, P.ESME_RINVCMDID))
-            if transport.get_write_buffer_size() > _WRITE_HIGH_WATER:
-                await session.writer.drain()
+            data = await read(_READ_SIZE)
+            if not data:
+                return  # end of stream
+            buf += data
+            size = len(buf)
+            pos = 0
+            while size - pos >= 16:
+                length, command_id, status, sequence = unpack_from(buf, pos)
+                if length < P.HEADER_LEN or length > P.MAX_PDU_LEN:
+                    # The framing cannot be trusted any more: nack and close (§4.3.1).
+                    self.malformed += 1
+                    session.send(P.generic_nack(sequence, P.ESME_RINVCMDLEN))
+                    session.close()
+                    return
+                if size - pos < length:
+                    break
+                body = bytes(buf[pos + 16:pos + length]) if length > 16 else b""
+                pos += length
+                session.rx = True
+                if session.dead:
+                    continue
+                session.pdus += 1
+                if self.dead_after and session.pdus > self.dead_after:
+                    session.dead = True
+                    session.out.clear()
+                    continue
+                handler = handlers.get(command_id)
+                if handler is not None:
+                    handler(self, session, command_id, status, sequence, body)
+                elif not command_id & P.RESPONSE_BIT:
+                    self.nacks_sent += 1
+                    session.send(P.generic_nack(sequence, P.ESME_RINVCMDID))
+                if session.closed:
+                    return
+                if transport.get_write_buffer_size() > _WRITE_HIGH_WATER:
+                    await session.writer.drain()
+            if pos:
+                del buf[:pos]
 
     def _end_session(self, session: _Session) -> None:
         session.cancel_timers()

@@ -1,6 +1,7 @@
 """submit_sm/s of `SmppBind` against the SMSC simulator running in a separate process.
 
     python -m bridge.smpp.bench [--count N] [--windows 1,10,50] [--no-receipts]
+    python -m bridge.smpp.bench --dispatch [--count N] [--runs 3] [--window 50]
 
 For each window: `count` submits through one transceiver `SmppBind` (exactly `window`
 concurrent submitters, so the window is always full), timed until every submit_sm_resp *and*
@@ -11,6 +12,16 @@ as the socket takes them, read responses and answer receipts, no window or futur
 
 The simulator runs in its own process (`python -m bridge.benchkit simulator`) so the client
 and the server each get a core.
+
+`--dispatch` measures CPU, not rate: the real `Dispatcher` + `SmscPool` (wired as in
+bridge/app.py, one transceiver bind, window 50 like the SOAP bench) against the simulator in a
+child process, with `InstantStore` (an in-memory fake whose calls complete on the next loop
+iteration, the way the process store answers a batch), fed `count` accepted single-part
+messages to distinct numbers through `dispatcher.enqueue`. Reported per message, from the first
+enqueue until every submit_sm_resp is recorded and every receipt applied: the bridge process's
+CPU (`time.process_time()`) and the simulator process's CPU (its /proc schedstat), min of
+`runs` runs each. Messages are built before the clock starts. Other load on the machine
+inflates wall time but hardly CPU time, which is why CPU is what this reports.
 """
 
 from __future__ import annotations
@@ -25,12 +36,24 @@ import sys
 import time
 from typing import Any, Sequence
 
-from bridge.benchkit import child_process
-from bridge.config import SmscConfig
+from bridge.benchkit import announce_and_wait, child_process
+from bridge.config import Config, PolicyConfig, SimulatorConfig, SmscConfig
 from bridge.core.model import Address
 from bridge.core.receipts import Receipt
+from bridge.core.states import MessageState, PartState
 from bridge.smpp import codec
 from bridge.smpp.client import MoMessage, SmppBind, SubmitSm
+from bridge.store.base import (
+    AcceptOutcome,
+    Event,
+    InboundMessage,
+    MessageView,
+    NewMessage,
+    OutboundMessage,
+    OutboundPart,
+    ReceiptOutcome,
+    Store,
+)
 
 SYSTEM_ID = "bench"
 PASSWORD = "bench"
@@ -182,12 +205,214 @@ async def bench_smpp(windows: Sequence[int] = (1, 10, 50), count: int = 20000,
     return results
 
 
+# ------------------------------------------------------------------ --dispatch: CPU per message
+
+
+class InstantStore(Store):
+    """The Store calls the dispatcher makes, answered in memory on the next loop iteration (all
+    calls of one iteration together, like the process store's answer frames). Counts what it
+    got; `done` is set once `expect_submitted` submits and `expect_receipts` receipts arrived."""
+
+    def __init__(self) -> None:
+        self.submitted = 0
+        self.receipts = 0
+        self.other: list[str] = []
+        self.expect_submitted = 0
+        self.expect_receipts = 0
+        self.done = asyncio.Event()
+        self._batch: list[tuple[asyncio.Future[Any], Any]] = []
+
+    def _answer(self, value: Any) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        if not self._batch:
+            loop.call_soon(self._resolve)
+        self._batch.append((fut, value))
+        return fut
+
+    def _resolve(self) -> None:
+        batch, self._batch = self._batch, []
+        for fut, value in batch:
+            if not fut.done():
+                fut.set_result(value)
+
+    def _check(self) -> None:
+        if self.submitted >= self.expect_submitted and self.receipts >= self.expect_receipts:
+            self.done.set()
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def flush(self) -> None:
+        await self._answer(None)
+
+    def accept(self, messages: Sequence[NewMessage], *,
+               now: float) -> asyncio.Future[list[AcceptOutcome]]:
+        raise NotImplementedError
+
+    async def quota_used(self, account: str) -> int:
+        return 0
+
+    async def load_pending(self, *, limit: int = 1_000_000) -> list[OutboundMessage]:
+        return []
+
+    def record_submitted(self, message_id: str, seq: int, *, smsc: str, smsc_id: str,
+                         id_keys: Sequence[str], at: float) -> asyncio.Future[Any]:
+        self.submitted += 1
+        self._check()
+        return self._answer(None)
+
+    def record_state(self, message_id: str, state: MessageState, *, at: float,
+                     error: str | None = None, detail: str = "") -> asyncio.Future[Any]:
+        self.other.append(f"{message_id} {state.value} {error or ''} {detail}")
+        return self._answer(None)
+
+    def record_event(self, message_id: str, name: str, *, at: float,
+                     detail: str = "") -> asyncio.Future[Any]:
+        self.other.append(f"{message_id} {name} {detail}")
+        return self._answer(None)
+
+    def record_receipt(self, *, smsc: str, id_keys: Sequence[str], part_state: PartState | None,
+                       stat: str | None, err: str | None, at: float) -> asyncio.Future[Any]:
+        self.receipts += 1
+        self._check()
+        return self._answer(ReceiptOutcome(matched=True, message_id=None,
+                                           message_state=MessageState.DELIVERED))
+
+    async def get_messages(self, ids: Sequence[str]) -> list[MessageView]:
+        return []
+
+    async def list_messages(self, account: str, *, offset: int, limit: int,
+                            state: MessageState | None = None,
+                            since: float | None = None) -> tuple[int, list[MessageView]]:
+        return 0, []
+
+    async def timeline(self, message_id: str) -> list[Event]:
+        return []
+
+    async def counts_by_state(self) -> dict[str, int]:
+        return {}
+
+    def record_inbound(self, message: InboundMessage) -> asyncio.Future[Any]:
+        return self._answer(None)
+
+    async def last_message_to(self, recipient: str, *, since: float) -> MessageView | None:
+        return None
+
+
+def _outbound(run: int, i: int, now: float) -> OutboundMessage:
+    text = b"Benchmark message %d" % i
+    return OutboundMessage(
+        id=f"bench-{run}-{i}", account="bench", recipient=f"+4474{(run * MAX_COUNT + i) % 10**8:08d}",
+        source_addr="BENCH", source_ton=5, source_npi=0, dest_ton=1, dest_npi=1, data_coding=0,
+        esm_class=0, registered_delivery=1, state=MessageState.QUEUED, created_at=now,
+        send_at=None, expires_at=now + 86400,
+        parts=(OutboundPart(seq=1, total=1, short_message=text, tlvs_json="[]",
+                            state=PartState.QUEUED, smsc=None, smsc_id=None),))
+
+
+def _proc_cpu_s(pid: int) -> float:
+    """CPU seconds of every thread of a process, from /proc (ns resolution via schedstat)."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+            total += int(f.read().split()[0])
+    return total / 1e9
+
+
+async def _dispatch_run(port: int, sim_pid: int, run: int, count: int,
+                        window: int) -> dict[str, Any]:
+    from bridge.dispatcher import Dispatcher
+    from bridge.metrics import Metrics
+    from bridge.smpp.pool import SmscPool
+
+    smsc = SmscConfig(name="sim", host="127.0.0.1", port=port, system_id=SYSTEM_ID,
+                      password=PASSWORD, window=window, response_timeout_s=60.0,
+                      enquire_link_s=300.0)
+    config = Config(smsc=(smsc,), policy=PolicyConfig())
+    store = InstantStore()
+    dispatcher = Dispatcher(config, store, metrics=Metrics())
+    pool = SmscPool(config.smsc, on_receipt=dispatcher.on_receipt, on_mo=dispatcher.on_mo)
+    dispatcher.attach(pool)
+    await pool.start()
+    if not await pool.wait_bound(30.0):
+        raise RuntimeError("dispatch bench: bind failed")
+    await dispatcher.start()
+    now = time.time()
+    messages = [_outbound(run, i, now) for i in range(count)]
+    store.expect_submitted = store.expect_receipts = count
+    try:
+        await asyncio.sleep(0.2)  # let the simulator settle after the bind
+        sim_before = _proc_cpu_s(sim_pid)
+        cpu_before = time.process_time()
+        started = time.perf_counter()
+        dispatcher.enqueue(messages)
+        await asyncio.wait_for(store.done.wait(), 300.0)
+        elapsed = time.perf_counter() - started
+        cpu = time.process_time() - cpu_before
+        sim_cpu = _proc_cpu_s(sim_pid) - sim_before
+    finally:
+        await dispatcher.stop()
+        await pool.stop()
+    if store.other:
+        raise RuntimeError(f"dispatch bench: unexpected store calls, e.g. {store.other[:3]}")
+    return {"bridge_cpu_us_per_msg": round(cpu / count * 1e6, 1),
+            "simulator_cpu_us_per_msg": round(sim_cpu / count * 1e6, 1),
+            "seconds": round(elapsed, 3), "msgs_per_s": round(count / elapsed, 1)}
+
+
+async def bench_dispatch(count: int = 20000, runs: int = 3, window: int = 50,
+                         receipt_delay: float = 0.05) -> dict[str, Any]:
+    count = max(1, min(int(count), MAX_COUNT))
+    results: dict[str, Any] = {
+        "benchmark": "CPU per message of Dispatcher + SmscPool + simulator (InstantStore)",
+        "count": count, "window": window, "receipt_delay_s": receipt_delay,
+        "python": platform.python_version(), "runs": [],
+    }
+    async with child_process("-m", "bridge.smpp.bench", "--serve-simulator",
+                             "--receipt-delay", str(receipt_delay)) as ready:
+        for run in range(max(1, runs)):
+            results["runs"].append(await _dispatch_run(int(ready["port"]), int(ready["pid"]),
+                                                       run, count, window))
+    for key in ("bridge_cpu_us_per_msg", "simulator_cpu_us_per_msg"):
+        results[f"min_{key}"] = min(r[key] for r in results["runs"])
+    return results
+
+
+async def _serve_simulator(receipt_delay: float) -> None:
+    from bridge.simulator import SmscSimulator
+
+    sim = SmscSimulator(SimulatorConfig(enabled=True, port=0, system_id=SYSTEM_ID,
+                                        password=PASSWORD, receipt_delay_s=receipt_delay))
+    port = await sim.start()
+    try:
+        await announce_and_wait({"port": port, "pid": os.getpid()})
+    finally:
+        await sim.stop()
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bridge.smpp.bench")
     parser.add_argument("--count", type=int, default=20000)
     parser.add_argument("--windows", default="1,10,50")
     parser.add_argument("--no-receipts", action="store_true")
+    parser.add_argument("--dispatch", action="store_true",
+                        help="CPU µs per message of the dispatcher path (see module docstring)")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--window", type=int, default=50)
+    parser.add_argument("--receipt-delay", type=float, default=0.05)
+    parser.add_argument("--serve-simulator", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.serve_simulator:
+        asyncio.run(_serve_simulator(args.receipt_delay))
+        return
+    if args.dispatch:
+        print(json.dumps(asyncio.run(bench_dispatch(args.count, args.runs, args.window,
+                                                     args.receipt_delay)), indent=2))
+        return
     windows = tuple(int(w) for w in args.windows.split(",") if w.strip())
     result = asyncio.run(bench_smpp(windows, args.count, not args.no_receipts))
     print(json.dumps(result, indent=2))

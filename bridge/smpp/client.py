@@ -24,6 +24,8 @@ Only this package imports smpplib (through `bridge.smpp.codec`).
 from __future__ import annotations
 
 import asyncio
+import collections
+import functools
 import logging
 import random
 import socket
@@ -77,6 +79,10 @@ ReceiptHandler = Callable[[str, Receipt], Awaitable[None]]
 MoHandler = Callable[[MoMessage], Awaitable[None]]
 
 
+async def _await(awaitable: Awaitable[None]) -> None:
+    await awaitable
+
+
 class _LinkLost(Exception):
     pass
 
@@ -90,6 +96,7 @@ class _BindRefused(Exception):
 
 
 _CMD_STATUS_SEQ = struct.Struct(">LLL")
+_CLOCK_RESOLUTION = time.get_clock_info("monotonic").resolution  # as asyncio's loop uses
 MAX_HANDLERS_PER_LINK = 64     # concurrent deliver_sm handlers before reading pauses
 MAX_MO_PENDING_SETS = 10_000   # incomplete concatenated MO sets kept per bind
 RECEIPT_ESM_MASK = 0x3C
@@ -109,13 +116,20 @@ class _Link(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.pending: dict[int, asyncio.Future[bytes]] = {}
+        # Response deadlines: requests share one timeout, so their deadlines arrive in order
+        # and one timer for the oldest serves them all (no TimerHandle per submit). Entries
+        # whose request was answered are dropped lazily. A request with a shorter timeout than
+        # the last queued one (the capped unbind) gets a timer of its own in `timers`.
+        self.deadlines: collections.deque[tuple[float, int, asyncio.Future[bytes]]] = \
+            collections.deque()
+        self.deadline_timer: asyncio.TimerHandle | None = None
         self.timers: dict[int, asyncio.TimerHandle] = {}
         self.buffer = bytearray()
         self.closed: asyncio.Future[None] = self.loop.create_future()
         self.sequence = 0
         self.bound = False
         self.last_rx = time.monotonic()
-        self.handlers: set[asyncio.Task[None]] = set()
+        self.handlers: set[asyncio.Future[None]] = set()
         self.reading_paused = False
         self.can_write = asyncio.Event()
         self.can_write.set()
@@ -153,6 +167,10 @@ class _Link(asyncio.Protocol):
                 timer.cancel()
         self.pending.clear()
         self.timers.clear()
+        self.deadlines.clear()
+        if self.deadline_timer is not None:
+            self.deadline_timer.cancel()
+            self.deadline_timer = None
         self.can_write.set()
         self.wakeup.set()
         self.transport = None
@@ -200,10 +218,16 @@ class _Link(asyncio.Protocol):
     def _dispatch(self, frame: bytes) -> None:
         command_id, status, seq = _CMD_STATUS_SEQ.unpack_from(frame, 4)
         if command_id & codec.RESPONSE_BIT:
-            fut = self.pending.pop(seq, None)
-            timer = self.timers.pop(seq, None)
-            if timer is not None:
-                timer.cancel()
+            pending = self.pending
+            fut = pending.pop(seq, None)
+            if self.timers:
+                timer = self.timers.pop(seq, None)
+                if timer is not None:
+                    timer.cancel()
+            deadlines = self.deadlines
+            # Responses come mostly in order: drop answered entries from the front now.
+            while deadlines and pending.get(deadlines[0][1]) is not deadlines[0][2]:
+                deadlines.popleft()
             if fut is None:
                 if command_id == codec.GENERIC_NACK:
                     log.warning("%s generic_nack status=0x%08X %s for unknown seq=%d",
@@ -218,9 +242,11 @@ class _Link(asyncio.Protocol):
         if command_id == codec.ENQUIRE_LINK:
             self.write(codec.encode_header_only(codec.ENQUIRE_LINK_RESP, seq))
         elif command_id == codec.DELIVER_SM:
-            task = self.loop.create_task(self.owner._handle_deliver(self, frame))
-            self.handlers.add(task)
-            task.add_done_callback(self._handler_done)
+            handling = self.owner._handle_deliver(self, seq, frame)
+            if handling is None:
+                return  # answered at once
+            self.handlers.add(handling)
+            handling.add_done_callback(self._handler_done)
             if len(self.handlers) >= MAX_HANDLERS_PER_LINK and not self.reading_paused \
                     and self.transport is not None:
                 self.transport.pause_reading()
@@ -237,10 +263,8 @@ class _Link(asyncio.Protocol):
                         command_id, seq)
             self.write(codec.encode_header_only(codec.GENERIC_NACK, seq, codec.ESME_RINVCMDID))
 
-    def _handler_done(self, task: asyncio.Task[None]) -> None:
-        self.handlers.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("%s deliver_sm handler crashed: %r", self.label, task.exception())
+    def _handler_done(self, handling: asyncio.Future[None]) -> None:
+        self.handlers.discard(handling)  # its outcome is the owner's (_deliver_sm_handled)
         if self.reading_paused and len(self.handlers) < MAX_HANDLERS_PER_LINK // 2 \
                 and self.transport is not None:
             self.transport.resume_reading()
@@ -281,9 +305,17 @@ class _Link(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             raise _LinkLost("not connected")
-        fut: asyncio.Future[bytes] = self.loop.create_future()
+        loop = self.loop
+        fut: asyncio.Future[bytes] = loop.create_future()
         self.pending[seq] = fut
-        self.timers[seq] = self.loop.call_later(timeout, self._expire, seq)
+        deadline = loop.time() + timeout
+        deadlines = self.deadlines
+        if not deadlines or deadline >= deadlines[-1][0]:
+            deadlines.append((deadline, seq, fut))
+            if self.deadline_timer is None:
+                self.deadline_timer = loop.call_at(deadline, self._expire_due)
+        else:
+            self.timers[seq] = loop.call_later(timeout, self._expire, seq)
         self.write(raw)
         return fut
 
@@ -292,6 +324,27 @@ class _Link(asyncio.Protocol):
         fut = self.pending.pop(seq, None)
         if fut is not None and not fut.done():
             fut.set_exception(_ResponseTimeout())
+
+    def _expire_due(self) -> None:
+        """The deadline timer: time out every request whose deadline has passed, then wait for
+        the oldest one still unanswered."""
+        self.deadline_timer = None
+        loop = self.loop
+        now = loop.time() + _CLOCK_RESOLUTION  # call_at may fire this early
+        deadlines = self.deadlines
+        pending = self.pending
+        while deadlines:
+            deadline, seq, fut = deadlines[0]
+            if pending.get(seq) is not fut:  # answered already
+                deadlines.popleft()
+                continue
+            if deadline > now:
+                self.deadline_timer = loop.call_at(deadline, self._expire_due)
+                return
+            deadlines.popleft()
+            del pending[seq]
+            if not fut.done():
+                fut.set_exception(_ResponseTimeout())
 
     def suspect(self) -> None:
         """A response timed out: let the keepalive probe the peer now."""
@@ -433,8 +486,8 @@ class SmppBind:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for link in list(self._links.values()):
             if link is not None:
-                for task in list(link.handlers):
-                    task.cancel()
+                for handling in list(link.handlers):
+                    handling.cancel()
                 if link.transport is not None:
                     link.close("stopped", abort=True)
         if self._mo_pending:
@@ -627,40 +680,65 @@ class SmppBind:
 
     # ---------------------------------------------------------------- deliver_sm
 
-    async def _handle_deliver(self, link: _Link, frame: bytes) -> None:
-        seq = int.from_bytes(frame[12:16], "big")
+    def _handle_deliver(self, link: _Link, seq: int,
+                        frame: bytes) -> asyncio.Future[None] | None:
+        """Start handling a deliver_sm: the future whose completion answers it (see
+        `_deliver_sm_handled`), or None when it was answered at once.
+
+        A receipt runs without a task of its own when the receipt handler returns a future
+        (the dispatcher does): parse, hand over, answer from a done callback."""
         try:
             pdu = codec.decode_deliver(frame)
         except codec.CodecError as exc:
             log.warning("%s malformed deliver_sm seq=%d rejected (0x65): %s", link.label, seq,
                         exc)
             link.write(codec.encode_deliver_sm_resp(seq, codec.ESME_RX_P_APPN))
-            return
-        try:
-            if (pdu.esm_class & RECEIPT_ESM_MASK) == RECEIPT_ESM_TYPE or \
-                    pdu.receipted_message_id is not None:
-                await self._deliver_receipt(pdu)
-            else:
-                await self._deliver_mo(pdu)
-            status = codec.ESME_ROK
-        except Exception:
-            log.exception("%s deliver_sm seq=%d handler failed; answering 0x64 so the SMSC "
-                          "redelivers", link.label, seq)
+            return None
+        handling: asyncio.Future[None]
+        receipted_id = pdu.receipted_message_id
+        if (pdu.esm_class & RECEIPT_ESM_MASK) == RECEIPT_ESM_TYPE or receipted_id is not None:
+            try:
+                waiter = self._deliver_receipt(pdu, receipted_id)
+            except Exception as exc:
+                self._answer_deliver_sm(link, seq, exc)
+                return None
+            if waiter is None:
+                self._answer_deliver_sm(link, seq, None)
+                return None
+            handling = waiter if isinstance(waiter, asyncio.Future) else \
+                link.loop.create_task(_await(waiter))
+        else:
+            handling = link.loop.create_task(self._deliver_mo(pdu))
+        handling.add_done_callback(functools.partial(self._deliver_sm_handled, link, seq))
+        return handling
+
+    def _deliver_sm_handled(self, link: _Link, seq: int, handling: asyncio.Future[None]) -> None:
+        if handling.cancelled():
+            return  # stopping: no answer, the SMSC redelivers
+        self._answer_deliver_sm(link, seq, handling.exception())
+
+    def _answer_deliver_sm(self, link: _Link, seq: int, exc: BaseException | None) -> None:
+        status = codec.ESME_ROK
+        if exc is not None:
+            log.error("%s deliver_sm seq=%d handler failed; answering 0x64 so the SMSC "
+                      "redelivers", link.label, seq, exc_info=exc)
             status = codec.ESME_RX_T_APPN
         if not link.write(codec.encode_deliver_sm_resp(seq, status)):
             log.info("%s deliver_sm_resp seq=%d not sent: connection gone (SMSC redelivers)",
                      link.label, seq)
 
-    async def _deliver_receipt(self, pdu: codec.DeliverSm) -> None:
-        receipt = parse_receipt(pdu.payload, receipted_message_id=pdu.receipted_message_id,
+    def _deliver_receipt(self, pdu: codec.DeliverSm,
+                         receipted_id: str | None) -> Awaitable[None] | None:
+        receipt = parse_receipt(pdu.payload, receipted_message_id=receipted_id,
                                 message_state=pdu.message_state)
         if receipt is None:
             log.warning("smsc=%s receipt without a message id ignored (esm_class=0x%02X)",
                         self.name, pdu.esm_class)
-            return
-        log.debug("smsc=%s receipt smsc_id=%s stat=%s", self.name, receipt.message_id,
-                  receipt.stat)
-        await self._on_receipt(self.name, receipt)
+            return None
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("smsc=%s receipt smsc_id=%s stat=%s", self.name, receipt.message_id,
+                      receipt.stat)
+        return self._on_receipt(self.name, receipt)
 
     def _decode(self, body: bytes, data_coding: int) -> str:
         try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bridge.core.receipts import STAT_NAMES, Receipt, parse_receipt, smsc_id_keys
@@ -148,3 +148,70 @@ def test_auto_false_match_is_the_documented_one() -> None:
     assert _share(receipt, smsc_id_keys("16", "auto"))
     assert _share(receipt, smsc_id_keys("22", "auto"))
     assert smsc_id_keys("22", "auto")[0] == "raw:22"  # the raw key ranks first
+
+
+# ------------------------------------------------------------------ parse_receipt fast path
+
+_token = st.text(st.characters(min_codepoint=32, max_codepoint=255), max_size=12)
+_stats = st.sampled_from(STAT_NAMES) | st.sampled_from(
+    ["delivrd", "Delivered", "UNDELIVERABLE", "enroute", "", "xyz", "ß"]) | _token
+
+
+@settings(max_examples=500, deadline=None)
+@given(mid=st.text("0123456789abcdefABCDEF-_.", min_size=1, max_size=20) | _token,
+       sub=_token, dlvrd=_token,
+       submit_date=st.text("0123456789", max_size=12) | _token,
+       done_date=st.text("0123456789", max_size=12) | _token,
+       stat=_stats, err=st.text("0123456789", max_size=3) | _token,
+       text=st.none() | st.text(st.characters(min_codepoint=0, max_codepoint=255), max_size=25),
+       tail=st.sampled_from(["", " ", "\n", "  \t"]),
+       tlv_id=st.none() | st.sampled_from(["", " ", "\x00", "7B\x00", " 12 "]) | _token,
+       state=st.none() | st.integers(0, 9), as_bytes=st.booleans())
+def test_parse_receipt_fast_path_agrees_with_reference(
+        mid: str, sub: str, dlvrd: str, submit_date: str, done_date: str, stat: str, err: str,
+        text: str | None, tail: str, tlv_id: str | None, state: int | None,
+        as_bytes: bool) -> None:
+    """Standard-layout bodies (and near misses built from arbitrary tokens) give the same
+    Receipt through the fast path as through the general dict-based parser."""
+    from bridge.core.receipts import parse_receipt_reference
+    body = (f"id:{mid} sub:{sub} dlvrd:{dlvrd} submit date:{submit_date} "
+            f"done date:{done_date} stat:{stat} err:{err}"
+            + (f" text:{text}" if text is not None else "") + tail)
+    message: bytes | str = body.encode("latin-1") if as_bytes else body
+    assert parse_receipt(message, receipted_message_id=tlv_id, message_state=state) == \
+        parse_receipt_reference(message, receipted_message_id=tlv_id, message_state=state)
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=st.text(st.characters(min_codepoint=0, max_codepoint=255), max_size=80),
+       tlv_id=st.none() | _token, state=st.none() | st.integers(0, 9))
+def test_parse_receipt_agrees_with_reference_on_any_text(body: str, tlv_id: str | None,
+                                                        state: int | None) -> None:
+    from bridge.core.receipts import parse_receipt_reference
+    assert parse_receipt(body, receipted_message_id=tlv_id, message_state=state) == \
+        parse_receipt_reference(body, receipted_message_id=tlv_id, message_state=state)
+
+
+def _keys_reference(raw: str, id_format: str) -> tuple[str, ...]:
+    """smsc_id_keys as first written (per-character hex test), for the property below."""
+    text = raw.replace("\x00", "").strip().lower()
+    if not text:
+        return ("raw:",)
+    is_dec = text.isascii() and text.isdigit()
+    is_hex = all(ch in "0123456789abcdef" for ch in text)
+    if id_format == "hex":
+        return (f"int:{int(text, 16)}",) if is_hex else (f"raw:{text}",)
+    if id_format == "dec":
+        return (f"int:{int(text, 10)}",) if is_dec else (f"raw:{text}",)
+    keys = [f"raw:{text.lstrip('0') or '0'}"]
+    if is_dec:
+        keys.append(f"int:{int(text, 10)}")
+    if is_hex and f"int:{int(text, 16)}" not in keys:
+        keys.append(f"int:{int(text, 16)}")
+    return tuple(keys)
+
+
+@given(st.text("0123456789abcdefABCDEFxX \x00-", max_size=20) | st.text(max_size=20),
+       st.sampled_from(["auto", "hex", "dec"]))
+def test_keys_agree_with_reference(raw: str, id_format: str) -> None:
+    assert smsc_id_keys(raw, id_format) == _keys_reference(raw, id_format)

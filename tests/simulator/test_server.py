@@ -779,3 +779,28 @@ async def test_receipt_formats(start: Started, clients: list[Client], style: Any
         assert receipt_fields(receipt.short_message)["id"] == rid
     if style not in ("hex_in_receipt_dec_in_resp", "padded"):
         assert rid == str(int(message_id, 16))
+
+
+async def test_pdus_split_and_coalesced_across_reads(start: Started,
+                                                     clients: list[Client]) -> None:
+    """Framing does not depend on TCP segments: three submit_sm in one write, then one sent
+    an octet at a time, are each answered once, in order."""
+    sim = await start()
+    c = await bound(sim, clients)
+    seqs = [c.next_seq() for _ in range(4)]
+    raws = [P.encode_submit_sm(seq, make_sm()) for seq in seqs]
+    loop = asyncio.get_running_loop()
+    futures: list[asyncio.Future[tuple[P.Header, bytes]]] = []
+    for seq in seqs:
+        fut: asyncio.Future[tuple[P.Header, bytes]] = loop.create_future()
+        c.pending[seq] = fut
+        futures.append(fut)
+    c.send_raw(b"".join(raws[:3]))
+    for octet in raws[3]:
+        c.send_raw(bytes((octet,)))
+        await c.writer.drain()
+        await asyncio.sleep(0)
+    answers = await asyncio.wait_for(asyncio.gather(*futures), TIMEOUT)
+    assert [(h.command_id, h.status, h.sequence) for h, _ in answers] == \
+        [(P.SUBMIT_SM_RESP, 0, seq) for seq in seqs]
+    assert sim.accepted == 4

@@ -369,6 +369,39 @@ async def test_deliver_sm_resp_waits_for_the_handler(harness: Harness) -> None:
     assert len(rec.receipts) == 1 and sim.deliver_sm_errors == []
 
 
+@pytest.mark.parametrize("outcome", ["ok", "fails", "raises"])
+async def test_receipt_handler_returning_a_future(harness: Harness, outcome: str) -> None:
+    """The dispatcher's form of handler (a plain function returning a future, no task): the
+    answer waits for the future; a failed future, or a handler raising before it returns one,
+    answers 0x64."""
+    sim, bind, rec = await harness()
+    pending: list[asyncio.Future[None]] = []
+
+    def store(smsc: str, receipt: Receipt) -> asyncio.Future[None]:
+        if outcome == "raises":
+            raise RuntimeError("store refused")
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        pending.append(fut)
+        rec.receipts.append((smsc, receipt))
+        return fut
+
+    bind._on_receipt = store
+    await bind.submit(sm())
+    if outcome == "raises":
+        await until(lambda: sim.deliver_sm_errors == [codec.ESME_RX_T_APPN], "0x64 answered")
+        return
+    await until(lambda: bool(pending), "receipt handed over")
+    await asyncio.sleep(0.05)
+    assert sim.unacked_deliveries == 1  # not acknowledged while the future is pending
+    if outcome == "ok":
+        pending[0].set_result(None)
+        await until(lambda: sim.unacked_deliveries == 0, "acknowledged")
+        assert sim.deliver_sm_errors == []
+    else:
+        pending[0].set_exception(RuntimeError("disk full"))
+        await until(lambda: sim.deliver_sm_errors == [codec.ESME_RX_T_APPN], "0x64 answered")
+
+
 async def test_failing_receipt_handler_makes_the_smsc_redeliver(harness: Harness) -> None:
     sim, bind, rec = await harness()
     rec.fail_receipts = 1
@@ -500,6 +533,48 @@ async def test_sequence_numbers_wrap_and_skip_pending() -> None:
     link.pending[1] = asyncio.get_running_loop().create_future()
     assert link.next_seq() == 2  # wrapped past 0x7FFFFFFF, skipped the pending 1
     link.pending[1].cancel()
+
+
+class _StubTransport:
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+
+    def is_closing(self) -> bool:
+        return False
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+
+def _resp(seq: int) -> bytes:
+    return struct.pack(">LLLL", 17, codec.SUBMIT_SM_RESP, 0, seq) + b"\x00"
+
+
+async def test_response_deadlines_share_one_timer() -> None:
+    """Answered requests never time out, in or out of order; unanswered ones (also when their
+    waiter was cancelled) time out after their own timeout; a shorter timeout queued after a
+    longer one still fires on time."""
+    from bridge.smpp.client import _Link, _ResponseTimeout
+    bind = SmppBind(smsc_config(1), on_receipt=Recorder().on_receipt, on_mo=Recorder().on_mo)
+    link = _Link(bind, "transceiver")
+    link.transport = _StubTransport()  # type: ignore[assignment]
+    futs = {seq: link.send_request(seq, b"", 0.3) for seq in range(1, 6)}
+    short = link.send_request(6, b"", 0.1)
+    assert 6 in link.timers and len(link.deadlines) == 5
+    cancelled = futs[4]
+    cancelled.cancel()
+    link._dispatch(_resp(3))  # out of order: the front stays
+    link._dispatch(_resp(1))
+    assert futs[1].done() and futs[3].done() and not futs[2].done()
+    assert [seq for _, seq, _ in link.deadlines] == [2, 3, 4, 5]
+    await asyncio.sleep(0.15)
+    assert isinstance(short.exception(), _ResponseTimeout) and not futs[2].done()
+    link._dispatch(_resp(2))
+    await asyncio.sleep(0.25)
+    assert futs[1].result() == _resp(1) and futs[2].result() == _resp(2)
+    assert isinstance(futs[5].exception(), _ResponseTimeout)
+    assert not link.pending and not link.deadlines and link.deadline_timer is None
+    link.connection_lost(None)
 
 
 def test_backoff_doubles_from_min_to_max_with_jitter() -> None:
