@@ -326,7 +326,7 @@ def _proc_cpu_s(pid: int) -> float:
 async def _dispatch_run(port: int, sim_pid: int, run: int, count: int,
                         window: int) -> dict[str, Any]:
     from bridge.dispatcher import Dispatcher
-    from bridge.metrics import Metrics
+    from bridge.metrics import OutboundMetrics
     from bridge.smpp.pool import SmscPool
 
     smsc = SmscConfig(name="sim", host="127.0.0.1", port=port, system_id=SYSTEM_ID,
@@ -334,7 +334,7 @@ async def _dispatch_run(port: int, sim_pid: int, run: int, count: int,
                       enquire_link_s=300.0)
     config = Config(smsc=(smsc,), policy=PolicyConfig())
     store = InstantStore()
-    dispatcher = Dispatcher(config, store, metrics=Metrics())
+    dispatcher = Dispatcher(config, store, metrics=OutboundMetrics())
     pool = SmscPool(config.smsc, on_receipt=dispatcher.on_receipt, on_mo=dispatcher.on_mo)
     dispatcher.attach(pool)
     await pool.start()
