@@ -9,6 +9,7 @@ state. Nothing here sleeps, reads a clock or raises for a refusal: the service d
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from bridge.core.errors import BridgeError, ErrorName
@@ -16,7 +17,7 @@ from bridge.core.errors import BridgeError, ErrorName
 __all__ = [
     "Bucket", "take", "retry_after",
     "FloodRun", "flood_check",
-    "duplicate_digest", "within_window",
+    "duplicate_digest", "duplicate_digester", "within_window",
     "quota_allows", "quota_left",
     "refuse",
 ]
@@ -143,6 +144,29 @@ def duplicate_digest(
     for value in (account, destination, sender, text, type_code, flash):
         h.update(_field(value))
     return h.hexdigest()
+
+
+def duplicate_digester(
+    account: str,
+    sender: str | None,
+    text: str,
+    type_code: int | None,
+    flash: bool,
+) -> Callable[[str], str]:
+    """`duplicate_digest` with every field but the destination fixed, for a request's many
+    recipients: the fields they share are encoded once and the hash state before the
+    destination is copied per call. Same digests, byte for byte."""
+    head = hashlib.sha256(_DIGEST_VERSION)
+    head.update(_field(account))
+    tail = b"".join(_field(value) for value in (sender, text, type_code, flash))
+
+    def digest(destination: str) -> str:
+        h = head.copy()
+        h.update(_field(destination))
+        h.update(tail)
+        return h.hexdigest()
+
+    return digest
 
 
 def within_window(first_seen: float | None, *, now: float, window_s: float) -> bool:
