@@ -22,7 +22,7 @@ from bridge.core.addresses import normalise_recipient, parse_sender
 from bridge.core.encoding import Encoding, choose_encoding
 from bridge.core.errors import BridgeError, ErrorName
 from bridge.core.model import Address
-from bridge.core.policy import Bucket, FloodRun, duplicate_digest, flood_check, quota_left, take
+from bridge.core.policy import Bucket, FloodRun, duplicate_digester, flood_check, quota_left, take
 from bridge.core.segmentation import (
     ConcatMode,
     SegmentPlan,
@@ -136,6 +136,45 @@ def _tlvs_json(plan: SegmentPlan, seq: int) -> str:
     seg = plan.segments[seq - 1]
     return json.dumps([[name, {"hex": value.hex()} if isinstance(value, bytes) else value]
                        for name, value in plan.tlvs(seg)])
+
+
+@dataclass(frozen=True)
+class _SharedFields:
+    """The NewMessage fields every recipient of one request shares."""
+
+    account: str
+    ingress: str
+    source_addr: str | None
+    source_ton: int
+    source_npi: int
+    text: str
+    encoding: str
+    data_coding: int
+    esm_class: int
+    registered_delivery: int
+    parts: tuple[NewPart, ...]
+    state: MessageState
+    created_at: float
+    send_at: float | None
+    expires_at: float
+    dup_window_s: float
+    quota: int
+    callback_url: str | None
+
+    def message(self, *, id: str, recipient: str, raw_recipient: str, dest_ton: int,
+                dest_npi: int, idempotency_key: str | None, dup_digest: str | None,
+                meta_json: str) -> NewMessage:
+        return NewMessage(
+            id=id, account=self.account, ingress=self.ingress, recipient=recipient,
+            raw_recipient=raw_recipient, source_addr=self.source_addr,
+            source_ton=self.source_ton, source_npi=self.source_npi, dest_ton=dest_ton,
+            dest_npi=dest_npi, text=self.text, encoding=self.encoding,
+            data_coding=self.data_coding, esm_class=self.esm_class,
+            registered_delivery=self.registered_delivery, parts=self.parts, state=self.state,
+            created_at=self.created_at, send_at=self.send_at, expires_at=self.expires_at,
+            idempotency_key=idempotency_key, dup_digest=dup_digest,
+            dup_window_s=self.dup_window_s, quota=self.quota, callback_url=self.callback_url,
+            meta_json=meta_json)
 
 
 @dataclass
@@ -319,6 +358,23 @@ class Service:
         parts = tuple(NewPart(seg.seq, seg.total, seg.short_message, _tlvs_json(plan, seg.seq))
                       for seg in plan.segments)
         billed_parts = plan.air_parts  # in message_payload mode the SMSC splits it
+        # Everything below is the same for every recipient of the request: worked out once.
+        source_addr, source_ton, source_npi = \
+            (source.value, source.ton, source.npi) if source else (None, 0, 0)
+        digest = duplicate_digester(account.name, source_addr, req.text, req.type_code,
+                                    req.flash) if policy.duplicate_window_s > 0 else None
+        request_meta = dict(req.meta)
+        request_meta_json = json.dumps(request_meta, sort_keys=True) if request_meta else "{}"
+        reference_key = f"ref:{req.reference}\x1f" if req.reference else None
+        shared = _SharedFields(
+            account=account.name, ingress=req.ingress, source_addr=source_addr,
+            source_ton=source_ton, source_npi=source_npi, text=text,
+            encoding=plan.encoding.value, data_coding=plan.data_coding,
+            esm_class=plan.esm_class, registered_delivery=1 if req.dlr else 0, parts=parts,
+            state=MessageState.SCHEDULED if scheduled else MessageState.QUEUED,
+            created_at=now, send_at=req.send_at if scheduled else None,
+            expires_at=start + validity_s, dup_window_s=policy.duplicate_window_s,
+            quota=account.quota, callback_url=req.callback_url)
         results: list[RecipientResult | None] = [None] * len(req.recipients)
         pending: list[tuple[int, NewMessage]] = []
         for index, recipient in enumerate(req.recipients):
@@ -328,29 +384,19 @@ class Service:
             except BridgeError as exc:
                 results[index] = RecipientResult(recipient.raw, exc.name.value, None, 0, None, exc)
                 continue
+            e164 = destination.e164
             key = recipient.idempotency_key or (
-                f"ref:{req.reference}\x1f{destination.e164}" if req.reference else None)
-            digest = duplicate_digest(account.name, destination.e164,
-                                      source.value if source else None, req.text,
-                                      req.type_code, req.flash) \
-                if policy.duplicate_window_s > 0 else None
-            meta = dict(req.meta)
-            meta.update(recipient.meta)
-            pending.append((index, NewMessage(
-                id=self.new_id(), account=account.name, ingress=req.ingress,
-                recipient=destination.e164, raw_recipient=recipient.raw,
-                source_addr=source.value if source else None,
-                source_ton=source.ton if source else 0, source_npi=source.npi if source else 0,
-                dest_ton=destination.ton, dest_npi=destination.npi, text=text,
-                encoding=plan.encoding.value, data_coding=plan.data_coding,
-                esm_class=plan.esm_class, registered_delivery=1 if req.dlr else 0, parts=parts,
-                state=MessageState.SCHEDULED if scheduled else MessageState.QUEUED,
-                created_at=now, send_at=req.send_at if scheduled else None,
-                expires_at=start + validity_s, idempotency_key=key, dup_digest=digest,
-                dup_window_s=policy.duplicate_window_s, quota=account.quota,
-                callback_url=req.callback_url,
-                meta_json=json.dumps(meta, sort_keys=True) if meta else "{}",
-            )))
+                reference_key + e164 if reference_key is not None else None)
+            if recipient.meta:
+                meta = dict(request_meta)
+                meta.update(recipient.meta)
+                meta_json = json.dumps(meta, sort_keys=True)
+            else:
+                meta_json = request_meta_json
+            pending.append((index, shared.message(
+                id=self.new_id(), recipient=e164, raw_recipient=recipient.raw,
+                dest_ton=destination.ton, dest_npi=destination.npi, idempotency_key=key,
+                dup_digest=digest(e164) if digest is not None else None, meta_json=meta_json)))
         if pending:
             try:
                 outcomes = await self.store.accept([m for _, m in pending], now=now)
@@ -358,13 +404,14 @@ class Service:
                 raise BridgeError(ErrorName.STORE_UNAVAILABLE, "the message store is unavailable") \
                     from exc
             accepted: list[OutboundMessage] = []
+            outbound_parts = _outbound_parts(parts)
             for (index, message), outcome in zip(pending, outcomes):
                 raw = req.recipients[index].raw
                 if outcome.status in ("accepted", "idempotent"):
                     results[index] = RecipientResult(raw, "accepted", outcome.message_id,
                                                      billed_parts, plan.encoding.value)
                     if outcome.status == "accepted":
-                        accepted.append(_outbound(message))
+                        accepted.append(_outbound(message, outbound_parts))
                 elif outcome.status == "duplicate":
                     error = BridgeError(ErrorName.DUPLICATE, "same message inside the duplicate window")
                     results[index] = RecipientResult(raw, ErrorName.DUPLICATE.value,
@@ -416,7 +463,14 @@ class Service:
         return Page(page, count, total, tuple(views))
 
 
-def _outbound(message: NewMessage) -> OutboundMessage:
+def _outbound_parts(parts: tuple[NewPart, ...]) -> tuple[OutboundPart, ...]:
+    """The dispatcher's view of a request's parts: the same for all its messages, and frozen,
+    so one tuple is shared by them."""
+    return tuple(OutboundPart(p.seq, p.total, p.short_message, p.tlvs_json, PartState.QUEUED,
+                              None, None) for p in parts)
+
+
+def _outbound(message: NewMessage, parts: tuple[OutboundPart, ...]) -> OutboundMessage:
     """The dispatcher's view of a just-accepted message, without re-reading the store."""
     return OutboundMessage(
         id=message.id, account=message.account, recipient=message.recipient,
@@ -425,6 +479,5 @@ def _outbound(message: NewMessage) -> OutboundMessage:
         data_coding=message.data_coding, esm_class=message.esm_class,
         registered_delivery=message.registered_delivery, state=message.state,
         created_at=message.created_at, send_at=message.send_at, expires_at=message.expires_at,
-        parts=tuple(OutboundPart(p.seq, p.total, p.short_message, p.tlvs_json,
-                                 PartState.QUEUED, None, None) for p in message.parts),
+        parts=parts,
     )
