@@ -433,6 +433,17 @@ def parse_sender(
     sender must equal one of its entries after the same parsing (alphanumeric ignoring case),
     and the entry's spelling is returned: it is the one registered with the operators.
     """
+    if len(raw) <= _CACHED_SENDER_MAX:  # every request names one; most name the same few
+        return _parse_sender_cached(raw, allowed, short_code_ton, short_code_npi)
+    return _parse_sender(raw, allowed, short_code_ton, short_code_npi)
+
+
+#: Longer texts (refused, unless padded) are not kept: the cache holds on to its keys.
+_CACHED_SENDER_MAX = 32
+
+
+def _parse_sender(raw: str, allowed: tuple[str, ...], short_code_ton: int,
+                  short_code_npi: int) -> Address:
     address = _classify(raw)
     if allowed:
         match = _allowed_index(allowed).get(_key(address))
@@ -443,6 +454,9 @@ def parse_sender(
     if address.ton == 3:
         return Address(address.value, short_code_ton, short_code_npi)
     return address
+
+
+_parse_sender_cached = lru_cache(maxsize=1024)(_parse_sender)
 
 
 def _key(address: Address) -> tuple[int, str]:

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import phonenumbers
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.core.addresses import _fast_read, _read, _slow_read, normalise_recipient, parse_sender
+from bridge.core.addresses import (
+    _fast_read,
+    _parse_sender,
+    _read,
+    _slow_read,
+    normalise_recipient,
+    parse_sender,
+)
 from bridge.core.errors import BridgeError, ErrorName
 from bridge.core.model import Address
 
@@ -322,6 +331,28 @@ def test_sender_arbitrary_text_only_raises_bridge_error(raw: str) -> None:
         return
     assert address.ton in (1, 3, 5)
     assert parse_sender(address.e164) == address  # a parsed sender parses to itself
+
+
+def _sender_outcome(call: Callable[[], Address]) -> Address | str:
+    try:
+        return call()
+    except BridgeError as exc:
+        return f"{exc.name.value}: {exc.detail}"
+
+
+@settings(max_examples=300, deadline=None)
+@given(raw=st.one_of(st.text(max_size=40), st.sampled_from(["ACME", "acme", "+447400000001",
+                                                              "12345", " ACME ", "x" * 33])),
+       allowed=st.sampled_from([(), ("ACME", "+447400000001"), ("12345",)]),
+       ton=st.sampled_from([3, 0]))
+def test_sender_cache_changes_nothing(raw: str, allowed: tuple[str, ...], ton: int) -> None:
+    """parse_sender keeps short senders in a cache: asked twice, it answers as the uncached
+    reading does, refusals included (those are never cached)."""
+    expected = _sender_outcome(lambda: _parse_sender(raw, allowed, ton, 0))
+    for _ in range(2):
+        assert _sender_outcome(
+            lambda: parse_sender(raw, allowed=allowed, short_code_ton=ton, short_code_npi=0)
+        ) == expected
 
 
 EXAMPLE_REGIONS = ["GB", "DE", "US", "FR", "IT", "ES", "NL", "IN", "BR", "AU", "JP", "CN", "RU",
