@@ -34,14 +34,15 @@ class Bucket:
     updated: float
 
 
-def _refill(bucket: Bucket | None, now: float, rate: float, burst: float) -> Bucket:
+def _refill(bucket: Bucket | None, now: float, rate: float, burst: float) -> tuple[float, float]:
+    """(tokens, updated) after refilling; a pair, not a Bucket: `take` builds one per message."""
     if bucket is None:
-        return Bucket(burst, now)  # a new account starts with a full burst
+        return burst, now  # a new account starts with a full burst
     # A clock that steps back (another instance, NTP) must not mint or burn tokens.
     elapsed = now - bucket.updated
     if elapsed <= 0:
-        return Bucket(min(bucket.tokens, burst), bucket.updated)
-    return Bucket(min(burst, bucket.tokens + elapsed * rate), now)
+        return min(bucket.tokens, burst), bucket.updated
+    return min(burst, bucket.tokens + elapsed * rate), now
 
 
 def take(
@@ -57,10 +58,10 @@ def take(
         raise ValueError(f"take: rate={rate} burst={burst} n={n} must not be negative")
     if rate == 0:
         return True, bucket if bucket is not None else Bucket(burst, now)
-    current = _refill(bucket, now, rate, burst)
-    if current.tokens >= n:
-        return True, Bucket(current.tokens - n, current.updated)
-    return False, current
+    tokens, updated = _refill(bucket, now, rate, burst)
+    if tokens >= n:
+        return True, Bucket(tokens - n, updated)
+    return False, Bucket(tokens, updated)
 
 
 def retry_after(bucket: Bucket | None, *, now: float, rate: float, burst: float, n: int = 1) -> float:
@@ -71,9 +72,9 @@ def retry_after(bucket: Bucket | None, *, now: float, rate: float, burst: float,
         return 0.0
     if n > burst:
         return float("inf")
-    current = _refill(bucket, now, rate, burst)
-    missing = n - current.tokens
-    return 0.0 if missing <= 0 else missing / rate + max(0.0, current.updated - now)
+    tokens, updated = _refill(bucket, now, rate, burst)
+    missing = n - tokens
+    return 0.0 if missing <= 0 else missing / rate + max(0.0, updated - now)
 
 
 # ---------------------------------------------------------------------------------------------
