@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ import pytest
 from bridge.core.errors import BridgeError, ErrorName
 import bridge.service as service_module
 from bridge.core.states import MessageState
-from bridge.service import Recipient, Service, SubmitRequest
+from bridge.service import Recipient, Service, SubmitRequest, new_message_id, random_reference
 from bridge.store import open_store
 from bridge.store.base import AcceptOutcome, NewMessage, OutboundMessage
 from tests.conftest import make_config
@@ -221,3 +223,28 @@ def test_direct_construction_only_for_plain_dataclasses() -> None:
     assert not service_module._direct(Slotted, frozenset({"a"}))
     assert not service_module._direct(Checked, frozenset({"a"}))
     assert not service_module._direct(Derived, frozenset({"a", "b"}))
+
+
+def test_message_ids_are_unique_time_ordered_hex() -> None:
+    before = time.time_ns() // 1_000_000
+    ids = [new_message_id() for _ in range(3000)]  # several refills of the random pool
+    after = time.time_ns() // 1_000_000
+    assert len(set(ids)) == len(ids) and len(set(i[12:] for i in ids)) == len(ids)
+    assert all(len(i) == 28 and int(i, 16) >= 0 for i in ids)
+    assert all(before <= int(i[:12], 16) <= after for i in ids)
+    assert ids == sorted(ids, key=lambda i: i[:12])
+    assert all(0 <= random_reference() <= 0xFFFF for _ in range(1000))
+
+
+def test_a_forked_child_does_not_repeat_the_parents_ids() -> None:
+    new_message_id()  # the pool now holds random bytes the child inherits
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(write, new_message_id()[12:].encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert len(child) == 16 and child != new_message_id()[12:]
