@@ -65,12 +65,13 @@ def normalise_recipient(raw: str, *, default_region: str, mobile_only: bool = Fa
     region = default_region.upper()
     if region not in _REGIONS:
         raise BridgeError(ErrorName.INVALID_DESTINATION, f"unknown region {default_region!r}")
-    cleaned = "".join(raw.split()).translate(_SEPARATORS)
+    plain = _DIALABLE.fullmatch(raw) is not None  # the usual case: nothing to clean
+    cleaned = raw if plain else "".join(raw.split()).translate(_SEPARATORS)
     if not cleaned:
         raise BridgeError(ErrorName.INVALID_DESTINATION, "empty")
     if cleaned == "+":
         raise BridgeError(ErrorName.INVALID_DESTINATION, "too short")
-    if _DIALABLE.fullmatch(cleaned) is None:
+    if not plain and _DIALABLE.fullmatch(cleaned) is None:
         if any(ch.isalpha() for ch in cleaned):
             raise BridgeError(ErrorName.INVALID_DESTINATION, "contains letters")
         bad = next(ch for i, ch in enumerate(cleaned)
