@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import pickle
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -182,6 +183,7 @@ async def test_messages_are_what_their_constructors_build(tmp_path: Path, direct
         assert set(vars(out)) == names
         twin = _rebuilt(out)
         assert out == twin and hash(out) == hash(twin) and repr(out) == repr(twin)
+        assert pickle.loads(pickle.dumps(out)) == out  # it may cross to another process
         assert (out.id, out.recipient, out.parts[0].short_message) == (
             message.id, message.recipient, message.parts[0].short_message)
     assert dataclasses.replace(outbound[0], state=MessageState.SUBMITTED).id == outbound[0].id
