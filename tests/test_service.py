@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
+import os
+import pickle
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bridge.core.errors import BridgeError, ErrorName
-from bridge.service import Recipient, Service, SubmitRequest
+import bridge.service as service_module
+from bridge.core.states import MessageState
+from bridge.service import Recipient, Service, SubmitRequest, new_message_id, random_reference
 from bridge.store import open_store
-from bridge.store.base import AcceptOutcome, NewMessage
+from bridge.store.base import AcceptOutcome, NewMessage, OutboundMessage
 from tests.conftest import make_config
 
 
@@ -121,3 +129,124 @@ async def test_truncate_cuts_a_too_long_text_and_stores_what_is_sent(tmp_path: P
         assert info.value.too_big
     finally:
         await store.close()
+
+
+class _CapturingStore:
+    """Accepts everything at once and keeps what it was given."""
+
+    def __init__(self) -> None:
+        self.messages: list[NewMessage] = []
+
+    async def accept(self, messages: Sequence[NewMessage], *, now: float) -> list[AcceptOutcome]:
+        self.messages.extend(messages)
+        return [AcceptOutcome(m.id, "accepted") for m in messages]
+
+
+def _rebuilt(obj: Any) -> Any:
+    """The same dataclass built by its own __init__ from the values of its fields."""
+    return type(obj)(**{f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)})
+
+
+@pytest.mark.parametrize("direct", [True, False])
+async def test_messages_are_what_their_constructors_build(tmp_path: Path, direct: bool,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The service fills NewMessage and OutboundMessage without their (frozen, slow) __init__:
+    every field is set, and the objects equal, hash and print as constructor-built ones; with
+    the shortcut off (a class it does not apply to), the constructor builds the same."""
+    if not direct:
+        monkeypatch.setattr(service_module._Messages, "_direct_new", False)
+        monkeypatch.setattr(service_module._Messages, "_direct_outbound", False)
+    config = make_config(tmp_path)
+    store = _CapturingStore()
+    outbound: list[OutboundMessage] = []
+    service = Service(config, store, on_accepted=outbound.extend,  # type: ignore[arg-type]
+                      clock=lambda: 1000.0)
+    requests = [
+        SubmitRequest("demo", (Recipient("+447400123460"), Recipient("07400123461")), "hi",
+                      "soap", reference="r1", callback_url="https://example.com/cb"),
+        SubmitRequest("demo", (Recipient("+447400123462", "mid-1", (("notify", "SUCCESS"),)),),
+                      "x" * 400, "smtp", sender="+447400000001", meta=(("from", "a@b"),),
+                      send_at=5000.0, validity_minutes=5, dlr=False),
+        SubmitRequest("demo", (Recipient("+447400123463"),), "ünïcödé ✓", "soap", flash=True),
+    ]
+    for req in requests:
+        results = await service.submit(req)
+        assert all(r.status == "accepted" for r in results)
+    assert len(store.messages) == len(outbound) == 4
+    names = {f.name for f in dataclasses.fields(NewMessage)}
+    for message in store.messages:
+        assert set(vars(message)) == names
+        twin = _rebuilt(message)
+        assert message == twin and hash(message) == hash(twin) and repr(message) == repr(twin)
+    names = {f.name for f in dataclasses.fields(OutboundMessage)}
+    for message, out in zip(store.messages, outbound):
+        assert set(vars(out)) == names
+        twin = _rebuilt(out)
+        assert out == twin and hash(out) == hash(twin) and repr(out) == repr(twin)
+        assert pickle.loads(pickle.dumps(out)) == out  # it may cross to another process
+        assert (out.id, out.recipient, out.parts[0].short_message) == (
+            message.id, message.recipient, message.parts[0].short_message)
+    assert dataclasses.replace(outbound[0], state=MessageState.SUBMITTED).id == outbound[0].id
+    first, second, third, fourth = store.messages
+    assert (first.idempotency_key, second.idempotency_key) == ("ref:r1\x1f+447400123460",
+                                                               "ref:r1\x1f+447400123461")
+    assert first.callback_url == "https://example.com/cb" and first.meta_json == "{}"
+    assert third.idempotency_key == "mid-1" and third.registered_delivery == 0
+    assert json.loads(third.meta_json) == {"from": "a@b", "notify": "SUCCESS"}
+    assert third.state is MessageState.SCHEDULED and third.send_at == 5000.0
+    assert third.expires_at == 5000.0 + 300 and len(third.parts) == 3
+    assert fourth.encoding == "ucs2" and first.dup_digest != second.dup_digest
+
+
+def test_direct_construction_only_for_plain_dataclasses() -> None:
+    @dataclasses.dataclass(frozen=True)
+    class Plain:
+        a: int
+        b: str = "x"
+
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Slotted:
+        a: int
+
+    @dataclasses.dataclass(frozen=True)
+    class Checked:
+        a: int
+
+        def __post_init__(self) -> None:
+            assert self.a > 0
+
+    @dataclasses.dataclass(frozen=True)
+    class Derived:
+        a: int
+        b: int = dataclasses.field(init=False, default=0)
+
+    assert service_module._direct(Plain, frozenset({"a", "b"}))
+    assert not service_module._direct(Plain, frozenset({"a"}))  # b would miss its default
+    assert not service_module._direct(Slotted, frozenset({"a"}))
+    assert not service_module._direct(Checked, frozenset({"a"}))
+    assert not service_module._direct(Derived, frozenset({"a", "b"}))
+
+
+def test_message_ids_are_unique_time_ordered_hex() -> None:
+    before = time.time_ns() // 1_000_000
+    ids = [new_message_id() for _ in range(3000)]  # several refills of the random pool
+    after = time.time_ns() // 1_000_000
+    assert len(set(ids)) == len(ids) and len(set(i[12:] for i in ids)) == len(ids)
+    assert all(len(i) == 28 and int(i, 16) >= 0 for i in ids)
+    assert all(before <= int(i[:12], 16) <= after for i in ids)
+    assert ids == sorted(ids, key=lambda i: i[:12])
+    assert all(0 <= random_reference() <= 0xFFFF for _ in range(1000))
+
+
+def test_a_forked_child_does_not_repeat_the_parents_ids() -> None:
+    new_message_id()  # the pool now holds random bytes the child inherits
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(write, new_message_id()[12:].encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert len(child) == 16 and child != new_message_id()[12:]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from functools import lru_cache
 from types import MappingProxyType
 from typing import Mapping
 
@@ -60,6 +61,11 @@ _TYPE_CODES: Mapping[int, tuple[Encoding, bool]] = MappingProxyType({
 })
 
 
+#: No type code: one (immutable) TextType per flash setting, not one per request.
+_AUTOMATIC: Mapping[bool, TextType] = MappingProxyType(
+    {False: TextType(None, False), True: TextType(None, True)})
+
+
 def resolve_type(type_code: int | None, flash: bool) -> TextType:
     """Legacy `type` code plus the separate `flash` flag -> TextType.
 
@@ -67,7 +73,7 @@ def resolve_type(type_code: int | None, flash: bool) -> TextType:
     that sets the flag means it whatever the code says. No code means automatic choice.
     """
     if type_code is None:
-        return TextType(None, flash)
+        return _AUTOMATIC[flash]
     if type_code == 4:
         raise BridgeError(ErrorName.INVALID_TYPE, "WAP Push (type 4) is not supported yet")
     entry = _TYPE_CODES.get(type_code)
@@ -159,7 +165,7 @@ def encode_best(text: str, candidates: tuple[Encoding, ...], *,
         raise ValueError("no candidate encodings")
     multi = multi_limits(udh16)
     best: tuple[Encoding, bytes, list[int]] | None = None
-    for enc in sorted(set(candidates), key=_RANK.__getitem__):
+    for enc in _in_preference_order(candidates):
         data = try_encode(text, enc)
         if data is None:
             continue
@@ -171,9 +177,15 @@ def encode_best(text: str, candidates: tuple[Encoding, ...], *,
     if best is None:
         if len(candidates) == 1:
             encode_text(text, candidates[0])  # raises with the offending character
-        names = ", ".join(e.value for e in sorted(set(candidates), key=_RANK.__getitem__))
+        names = ", ".join(e.value for e in _in_preference_order(candidates))
         raise BridgeError(ErrorName.INVALID_MESSAGE, f"text cannot be encoded in any of {names}")
     return best
+
+
+@lru_cache(maxsize=64)
+def _in_preference_order(candidates: tuple[Encoding, ...]) -> tuple[Encoding, ...]:
+    """Distinct candidates in PREFERENCE order; a config has one list, asked per request."""
+    return tuple(sorted(set(candidates), key=_RANK.__getitem__))
 
 
 def choose_encoding(text: str, candidates: tuple[Encoding, ...], *,

@@ -9,6 +9,7 @@ state. Nothing here sleeps, reads a clock or raises for a refusal: the service d
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from bridge.core.errors import BridgeError, ErrorName
@@ -16,7 +17,7 @@ from bridge.core.errors import BridgeError, ErrorName
 __all__ = [
     "Bucket", "take", "retry_after",
     "FloodRun", "flood_check",
-    "duplicate_digest", "within_window",
+    "duplicate_digest", "duplicate_digester", "within_window",
     "quota_allows", "quota_left",
     "refuse",
 ]
@@ -33,14 +34,15 @@ class Bucket:
     updated: float
 
 
-def _refill(bucket: Bucket | None, now: float, rate: float, burst: float) -> Bucket:
+def _refill(bucket: Bucket | None, now: float, rate: float, burst: float) -> tuple[float, float]:
+    """(tokens, updated) after refilling; a pair, not a Bucket: `take` builds one per message."""
     if bucket is None:
-        return Bucket(burst, now)  # a new account starts with a full burst
+        return burst, now  # a new account starts with a full burst
     # A clock that steps back (another instance, NTP) must not mint or burn tokens.
     elapsed = now - bucket.updated
     if elapsed <= 0:
-        return Bucket(min(bucket.tokens, burst), bucket.updated)
-    return Bucket(min(burst, bucket.tokens + elapsed * rate), now)
+        return min(bucket.tokens, burst), bucket.updated
+    return min(burst, bucket.tokens + elapsed * rate), now
 
 
 def take(
@@ -56,10 +58,10 @@ def take(
         raise ValueError(f"take: rate={rate} burst={burst} n={n} must not be negative")
     if rate == 0:
         return True, bucket if bucket is not None else Bucket(burst, now)
-    current = _refill(bucket, now, rate, burst)
-    if current.tokens >= n:
-        return True, Bucket(current.tokens - n, current.updated)
-    return False, current
+    tokens, updated = _refill(bucket, now, rate, burst)
+    if tokens >= n:
+        return True, Bucket(tokens - n, updated)
+    return False, Bucket(tokens, updated)
 
 
 def retry_after(bucket: Bucket | None, *, now: float, rate: float, burst: float, n: int = 1) -> float:
@@ -70,9 +72,9 @@ def retry_after(bucket: Bucket | None, *, now: float, rate: float, burst: float,
         return 0.0
     if n > burst:
         return float("inf")
-    current = _refill(bucket, now, rate, burst)
-    missing = n - current.tokens
-    return 0.0 if missing <= 0 else missing / rate + max(0.0, current.updated - now)
+    tokens, updated = _refill(bucket, now, rate, burst)
+    missing = n - tokens
+    return 0.0 if missing <= 0 else missing / rate + max(0.0, updated - now)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,6 +145,29 @@ def duplicate_digest(
     for value in (account, destination, sender, text, type_code, flash):
         h.update(_field(value))
     return h.hexdigest()
+
+
+def duplicate_digester(
+    account: str,
+    sender: str | None,
+    text: str,
+    type_code: int | None,
+    flash: bool,
+) -> Callable[[str], str]:
+    """`duplicate_digest` with every field but the destination fixed, for a request's many
+    recipients: the fields they share are encoded once and the hash state before the
+    destination is copied per call. Same digests, byte for byte."""
+    head = hashlib.sha256(_DIGEST_VERSION)
+    head.update(_field(account))
+    tail = b"".join(_field(value) for value in (sender, text, type_code, flash))
+
+    def digest(destination: str) -> str:
+        h = head.copy()
+        h.update(_field(destination))
+        h.update(tail)
+        return h.hexdigest()
+
+    return digest
 
 
 def within_window(first_seen: float | None, *, now: float, window_s: float) -> bool:

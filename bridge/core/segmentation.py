@@ -142,7 +142,8 @@ def plan_message(
     A `reference` out of range for the mode (0..255, 0..65535 for UDH16) is a caller bug:
     ValueError.
     """
-    concat = ConcatMode(concat)
+    if type(concat) is not ConcatMode:  # a plain "udh8" string; the enum call costs per request
+        concat = ConcatMode(concat)
     if not 0 <= reference <= reference_max(concat):
         raise ValueError(f"reference {reference} out of range for {concat.value}")
     if max_parts < 1:

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import phonenumbers
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.core.addresses import normalise_recipient, parse_sender
+from bridge.core.addresses import (
+    _fast_read,
+    _parse_sender,
+    _read,
+    _slow_read,
+    normalise_recipient,
+    parse_sender,
+)
 from bridge.core.errors import BridgeError, ErrorName
 from bridge.core.model import Address
 
@@ -324,6 +333,28 @@ def test_sender_arbitrary_text_only_raises_bridge_error(raw: str) -> None:
     assert parse_sender(address.e164) == address  # a parsed sender parses to itself
 
 
+def _sender_outcome(call: Callable[[], Address]) -> Address | str:
+    try:
+        return call()
+    except BridgeError as exc:
+        return f"{exc.name.value}: {exc.detail}"
+
+
+@settings(max_examples=300, deadline=None)
+@given(raw=st.one_of(st.text(max_size=40), st.sampled_from(["ACME", "acme", "+447400000001",
+                                                              "12345", " ACME ", "x" * 33])),
+       allowed=st.sampled_from([(), ("ACME", "+447400000001"), ("12345",)]),
+       ton=st.sampled_from([3, 0]))
+def test_sender_cache_changes_nothing(raw: str, allowed: tuple[str, ...], ton: int) -> None:
+    """parse_sender keeps short senders in a cache: asked twice, it answers as the uncached
+    reading does, refusals included (those are never cached)."""
+    expected = _sender_outcome(lambda: _parse_sender(raw, allowed, ton, 0))
+    for _ in range(2):
+        assert _sender_outcome(
+            lambda: parse_sender(raw, allowed=allowed, short_code_ton=ton, short_code_npi=0)
+        ) == expected
+
+
 EXAMPLE_REGIONS = ["GB", "DE", "US", "FR", "IT", "ES", "NL", "IN", "BR", "AU", "JP", "CN", "RU",
                    "ZA", "NG", "AT", "CH", "MX"]
 
@@ -359,3 +390,97 @@ def test_every_printed_form_of_a_valid_number(case: tuple[str, phonenumbers.Phon
     national = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
     assert normalise_recipient(national, default_region=region) == expected
     assert normalise_recipient(e164[1:], default_region=region) == expected
+
+
+# ---------------------------------------------------------------------------------------------
+# The fast path against the library
+
+ALL_REGIONS = sorted(phonenumbers.SUPPORTED_REGIONS)
+ALL_TYPES = [phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE,
+             phonenumbers.PhoneNumberType.TOLL_FREE, phonenumbers.PhoneNumberType.PREMIUM_RATE,
+             phonenumbers.PhoneNumberType.SHARED_COST, phonenumbers.PhoneNumberType.VOIP,
+             phonenumbers.PhoneNumberType.PERSONAL_NUMBER, phonenumbers.PhoneNumberType.PAGER,
+             phonenumbers.PhoneNumberType.UAN, phonenumbers.PhoneNumberType.VOICEMAIL]
+
+
+def printed_digits(number: phonenumbers.PhoneNumber) -> tuple[str, str]:
+    """(E.164 digits without '+', national print form reduced to its digits)."""
+    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)[1:]
+    national = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
+    return e164, "".join(ch for ch in national if ch.isdigit())
+
+
+@st.composite
+def readings(draw: st.DrawFn) -> tuple[str, str | None]:
+    """What `_lookup` hands `_read`: '+' and digits with no region, or digits and a region.
+    The digits start from a real number of any type in any region (E.164, national or bare
+    national significant number, or random), then maybe get a digit changed, dropped, added,
+    a leading 0 or a country code in front: valid, invalid, too short and too long."""
+    home = draw(st.sampled_from(ALL_REGIONS))
+    example = (phonenumbers.example_number_for_type(home, draw(st.sampled_from(ALL_TYPES)))
+               or phonenumbers.example_number(home))
+    if example is None:
+        digits = draw(st.text(alphabet="0123456789", min_size=1, max_size=18))
+    else:
+        e164, national = printed_digits(example)
+        digits = draw(st.sampled_from([e164, national, national.lstrip("0") or national,
+                                       str(example.national_number)]))
+    i = draw(st.integers(0, len(digits) - 1))
+    d = draw(st.sampled_from("0123456789"))
+    digits = draw(st.sampled_from([
+        digits, digits, digits[:i] + d + digits[i + 1:], digits[:-1] or digits, digits + d,
+        "0" + digits, "00" + digits, d + digits,
+        str(phonenumbers.country_code_for_region(home)) + digits,
+    ]))[:20]
+    if draw(st.booleans()):
+        return "+" + digits, None
+    return digits, draw(st.sampled_from([home, home, "GB", "US", "DE", "IT", "BR", "AR", "MX"]
+                                        + ALL_REGIONS))
+
+
+@settings(max_examples=1500, deadline=None)
+@given(reading=readings())
+def test_fast_path_agrees_with_the_library(reading: tuple[str, str | None]) -> None:
+    """Where the fast path answers, it answers what plain phonenumbers calls (parse,
+    number_type, format_number, in `_slow_read`) answer; elsewhere it defers to them."""
+    text, region = reading
+    fast = _fast_read(text, region)
+    assert fast is None or fast == _slow_read(text, region), (text, region)
+    assert _read(text, region) == _slow_read(text, region)
+
+
+def test_fast_path_agrees_on_every_region_example() -> None:
+    """Every example number the metadata has, in the forms clients use, in its own region and
+    in GB, read internationally and nationally."""
+    for region in ALL_REGIONS:
+        for kind in ALL_TYPES:
+            example = phonenumbers.example_number_for_type(region, kind)
+            if example is None:
+                continue
+            e164, national = printed_digits(example)
+            for text, where in (("+" + e164, None), (national, region), (e164, region),
+                                (national, "GB"), (e164, "GB"), ("+" + e164 + "1", None),
+                                ("+" + e164[:-1], None), (national[:-1], region)):
+                if not text.lstrip("+"):
+                    continue
+                fast = _fast_read(text, where)
+                assert fast is None or fast == _slow_read(text, where), (text, where)
+
+
+@pytest.mark.parametrize(("text", "region", "expected"), [
+    ("+447400123456", None, (GB_MOBILE, True)),
+    ("07400123456", "GB", (GB_MOBILE, True)),
+    ("447400123456", "GB", (GB_MOBILE, True)),
+    ("7400123456", "GB", (GB_MOBILE, True)),
+    ("+442079460000", None, (GB_FIXED, False)),
+    ("+4915112345678", None, (DE_MOBILE, True)),
+    ("015112345678", "DE", (DE_MOBILE, True)),
+    ("+12025550123", None, (US_NUMBER, True)),
+    ("2025550123", "US", (US_NUMBER, True)),
+    ("+80012345678", None, (TOLL_FREE, False)),
+])
+def test_fast_path_takes_the_common_shapes(text: str, region: str | None,
+                                           expected: tuple[str, bool]) -> None:
+    """The shapes real traffic has are answered without phonenumbers.parse (the point of the
+    fast path: a change that makes it defer silently would only show as a slower bridge)."""
+    assert _fast_read(text, region) == expected

@@ -15,6 +15,7 @@ from bridge.core.policy import (
     Bucket,
     FloodRun,
     duplicate_digest,
+    duplicate_digester,
     flood_check,
     quota_allows,
     quota_left,
@@ -259,6 +260,26 @@ def test_digest_equal_iff_fields_equal(
 ) -> None:
     assert (duplicate_digest(*a) == duplicate_digest(*b)) == (a == b)
     assert duplicate_digest(*a) == duplicate_digest(*a)
+
+
+@settings(max_examples=300, deadline=None)
+@given(a=fields, destinations=st.lists(st.text(max_size=16), min_size=1, max_size=4))
+def test_digester_gives_the_same_digests(
+    a: tuple[str, str, str | None, str, int | None, bool], destinations: list[str],
+) -> None:
+    """The per-request digester agrees with duplicate_digest for every destination, however
+    many times it is used (its shared hash state must not leak from one call to the next)."""
+    account, _, sender, text, type_code, flash = a
+    digest = duplicate_digester(account, sender, text, type_code, flash)
+    for destination in destinations + destinations[::-1]:
+        assert digest(destination) == duplicate_digest(account, destination, sender, text,
+                                                       type_code, flash)
+
+
+def test_digester_is_pinned_too() -> None:
+    assert duplicate_digester("acme", "ACME", "Hello", None, False)("447400123456") == \
+        hashlib.sha256(b"sms-bridge/duplicate/1\x00S4:acmeS12:447400123456S4:ACMES5:HelloNF"
+                       ).hexdigest()
 
 
 def test_digest_of_text_with_lone_surrogate() -> None:
