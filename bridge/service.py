@@ -14,8 +14,8 @@ import ipaddress
 import json
 import os
 import time
-from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Any, Callable, ClassVar, Sequence
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
 
 from bridge.config import AccountConfig, Config
 from bridge.core.addresses import normalise_recipient, parse_sender
@@ -31,13 +31,11 @@ from bridge.core.segmentation import (
     reference_max,
     truncate_to_fit,
 )
-from bridge.core.states import MessageState, PartState
+from bridge.core.states import MessageState
 from bridge.store.base import (
     MessageView,
     NewMessage,
     NewPart,
-    OutboundMessage,
-    OutboundPart,
     Store,
 )
 
@@ -158,86 +156,43 @@ def _tlvs_json(plan: SegmentPlan, seq: int) -> str:
                        for name, value in tlvs])
 
 
-def _direct(cls: type, given: frozenset[str]) -> bool:
-    """Whether filling a bare instance's __dict__ with values for `given` builds exactly what
-    cls(**values) builds: a dataclass without __slots__ or __post_init__, whose fields are all
-    __init__ arguments and all given. The frozen __init__ pays an object.__setattr__ per field,
-    42 per message between NewMessage and OutboundMessage: a quarter of a recipient's cost."""
-    if not is_dataclass(cls) or hasattr(cls, "__slots__") or hasattr(cls, "__post_init__"):
-        return False
-    return all(f.init for f in fields(cls)) and {f.name for f in fields(cls)} == given
+@dataclass(frozen=True)
+class _SharedFields:
+    """The NewMessage fields every recipient of one request shares."""
 
+    account: str
+    ingress: str
+    source_addr: str | None
+    source_ton: int
+    source_npi: int
+    text: str
+    encoding: str
+    data_coding: int
+    esm_class: int
+    registered_delivery: int
+    parts: tuple[NewPart, ...]
+    state: MessageState
+    created_at: float
+    send_at: float | None
+    expires_at: float
+    dup_window_s: float
+    quota: int
+    callback_url: str | None
 
-_new_instance = object.__new__
-
-
-class _Messages:
-    """One request's NewMessages (for the store) and OutboundMessages (for the dispatcher).
-    What its recipients share is set once, in templates; a message copies its template and
-    sets its own fields."""
-
-    __slots__ = ("_new", "_outbound")
-    #: Whether `_direct` holds for each template, worked out with the first request.
-    _direct_new: ClassVar[bool | None] = None
-    _direct_outbound: ClassVar[bool | None] = None
-
-    def __init__(self, *, account: str, ingress: str, source_addr: str | None, source_ton: int,
-                 source_npi: int, text: str, encoding: str, data_coding: int, esm_class: int,
-                 registered_delivery: int, parts: tuple[NewPart, ...], state: MessageState,
-                 created_at: float, send_at: float | None, expires_at: float,
-                 dup_window_s: float, quota: int, callback_url: str | None) -> None:
-        own = None  # set per message
-        self._new: dict[str, Any] = {
-            "id": own, "account": account, "ingress": ingress, "recipient": own,
-            "raw_recipient": own, "source_addr": source_addr, "source_ton": source_ton,
-            "source_npi": source_npi, "dest_ton": own, "dest_npi": own, "text": text,
-            "encoding": encoding, "data_coding": data_coding, "esm_class": esm_class,
-            "registered_delivery": registered_delivery, "parts": parts, "state": state,
-            "created_at": created_at, "send_at": send_at, "expires_at": expires_at,
-            "idempotency_key": own, "dup_digest": own, "dup_window_s": dup_window_s,
-            "quota": quota, "callback_url": callback_url, "meta_json": own,
-        }
-        self._outbound: dict[str, Any] = {
-            "id": own, "account": account, "recipient": own, "source_addr": source_addr,
-            "source_ton": source_ton, "source_npi": source_npi, "dest_ton": own,
-            "dest_npi": own, "data_coding": data_coding, "esm_class": esm_class,
-            "registered_delivery": registered_delivery, "state": state,
-            "created_at": created_at, "send_at": send_at, "expires_at": expires_at,
-            "parts": _outbound_parts(parts),
-        }
-        if _Messages._direct_new is None:
-            _Messages._direct_new = _direct(NewMessage, frozenset(self._new))
-            _Messages._direct_outbound = _direct(OutboundMessage, frozenset(self._outbound))
-
-    def new(self, id: str, recipient: str, raw_recipient: str, dest_ton: int, dest_npi: int,
-            idempotency_key: str | None, dup_digest: str | None, meta_json: str) -> NewMessage:
-        values = self._new.copy()
-        values["id"] = id
-        values["recipient"] = recipient
-        values["raw_recipient"] = raw_recipient
-        values["dest_ton"] = dest_ton
-        values["dest_npi"] = dest_npi
-        values["idempotency_key"] = idempotency_key
-        values["dup_digest"] = dup_digest
-        values["meta_json"] = meta_json
-        if not _Messages._direct_new:
-            return NewMessage(**values)
-        message: NewMessage = _new_instance(NewMessage)
-        message.__dict__.update(values)
-        return message
-
-    def outbound(self, message: NewMessage) -> OutboundMessage:
-        """The dispatcher's view of a just-accepted message, without re-reading the store."""
-        values = self._outbound.copy()
-        values["id"] = message.id
-        values["recipient"] = message.recipient
-        values["dest_ton"] = message.dest_ton
-        values["dest_npi"] = message.dest_npi
-        if not _Messages._direct_outbound:
-            return OutboundMessage(**values)
-        outbound: OutboundMessage = _new_instance(OutboundMessage)
-        outbound.__dict__.update(values)
-        return outbound
+    def message(self, *, id: str, recipient: str, raw_recipient: str, dest_ton: int,
+                dest_npi: int, idempotency_key: str | None, dup_digest: str | None,
+                meta_json: str) -> NewMessage:
+        return NewMessage(
+            id=id, account=self.account, ingress=self.ingress, recipient=recipient,
+            raw_recipient=raw_recipient, source_addr=self.source_addr,
+            source_ton=self.source_ton, source_npi=self.source_npi, dest_ton=dest_ton,
+            dest_npi=dest_npi, text=self.text, encoding=self.encoding,
+            data_coding=self.data_coding, esm_class=self.esm_class,
+            registered_delivery=self.registered_delivery, parts=self.parts, state=self.state,
+            created_at=self.created_at, send_at=self.send_at, expires_at=self.expires_at,
+            idempotency_key=idempotency_key, dup_digest=dup_digest,
+            dup_window_s=self.dup_window_s, quota=self.quota, callback_url=self.callback_url,
+            meta_json=meta_json)
 
 
 @dataclass
@@ -255,7 +210,7 @@ class Service:
         store: Store,
         *,
         routable: Callable[[str], bool] = lambda e164: True,
-        on_accepted: Callable[[Sequence[OutboundMessage]], None] = lambda messages: None,
+        on_accepted: Callable[[Sequence[NewMessage]], None] | None = None,
         clock: Callable[[], float] = time.time,
         new_id: Callable[[], str] = new_message_id,
         new_reference: Callable[[], int] = random_reference,
@@ -429,7 +384,7 @@ class Service:
         request_meta = dict(req.meta)
         request_meta_json = json.dumps(request_meta, sort_keys=True) if request_meta else "{}"
         reference_key = f"ref:{req.reference}\x1f" if req.reference else None
-        messages = _Messages(
+        shared = _SharedFields(
             account=account.name, ingress=req.ingress, source_addr=source_addr,
             source_ton=source_ton, source_npi=source_npi, text=text,
             encoding=plan.encoding.value, data_coding=plan.data_coding,
@@ -456,23 +411,24 @@ class Service:
                 meta_json = json.dumps(meta, sort_keys=True)
             else:
                 meta_json = request_meta_json
-            pending.append((index, messages.new(
-                self.new_id(), e164, recipient.raw, destination.ton, destination.npi, key,
-                digest(e164) if digest is not None else None, meta_json)))
+            pending.append((index, shared.message(
+                id=self.new_id(), recipient=e164, raw_recipient=recipient.raw,
+                dest_ton=destination.ton, dest_npi=destination.npi, idempotency_key=key,
+                dup_digest=digest(e164) if digest is not None else None, meta_json=meta_json)))
         if pending:
             try:
                 outcomes = await self.store.accept([m for _, m in pending], now=now)
             except Exception as exc:  # the store said no: nothing was accepted
                 raise BridgeError(ErrorName.STORE_UNAVAILABLE, "the message store is unavailable") \
                     from exc
-            accepted: list[OutboundMessage] = []
+            accepted: list[NewMessage] = []
             for (index, message), outcome in zip(pending, outcomes):
                 raw = req.recipients[index].raw
                 if outcome.status in ("accepted", "idempotent"):
                     results[index] = RecipientResult(raw, "accepted", outcome.message_id,
                                                      billed_parts, plan.encoding.value)
                     if outcome.status == "accepted":
-                        accepted.append(messages.outbound(message))
+                        accepted.append(message)
                 elif outcome.status == "duplicate":
                     error = BridgeError(ErrorName.DUPLICATE, "same message inside the duplicate window")
                     results[index] = RecipientResult(raw, ErrorName.DUPLICATE.value,
@@ -481,7 +437,7 @@ class Service:
                 else:
                     error = BridgeError(ErrorName.INSUFFICIENT_CREDIT, "quota exhausted")
                     results[index] = RecipientResult(raw, error.name.value, None, 0, None, error)
-            if accepted:
+            if accepted and self.on_accepted is not None:
                 self.on_accepted(accepted)
         return [r for r in results if r is not None]
 
@@ -522,10 +478,3 @@ class Service:
             account.name, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE, state=state, since=since)
         count = max(1, -(-total // PAGE_SIZE))
         return Page(page, count, total, tuple(views))
-
-
-def _outbound_parts(parts: tuple[NewPart, ...]) -> tuple[OutboundPart, ...]:
-    """The dispatcher's view of a request's parts: the same for all its messages, and frozen,
-    so one tuple is shared by them."""
-    return tuple(OutboundPart(p.seq, p.total, p.short_message, p.tlvs_json, PartState.QUEUED,
-                              None, None) for p in parts)

@@ -22,6 +22,7 @@ from bridge.simulator import (
     SmscSimulator,
     ThrottlingSimulator,
 )
+from bridge.outbound import outbound_message
 from bridge.smpp.pool import SmscPool
 from bridge.store import open_store
 from bridge.store.base import Store
@@ -72,8 +73,10 @@ async def pipeline(tmp_path: Path, sim: SmscSimulator | None = None, *,
     dispatcher = Dispatcher(config, store, metrics=OutboundMetrics(), clock=dispatcher_clock or clock)
     pool = SmscPool(config.smsc, on_receipt=dispatcher.on_receipt, on_mo=dispatcher.on_mo)
     dispatcher.attach(pool)
-    service = Service(config, store, routable=pool.routable, on_accepted=dispatcher.enqueue,
-                      clock=clock)
+    # In the bridge the store process hands committed messages to its dispatcher
+    # (bridge.outbound); here the test's own dispatcher takes them from the service.
+    service = Service(config, store, routable=pool.routable, clock=clock,
+                      on_accepted=lambda ms: dispatcher.enqueue([outbound_message(m) for m in ms]))
     await pool.start()
     await pool.wait_bound(5)
     await dispatcher.start()
