@@ -141,6 +141,11 @@ class StoreProcess(Store):
         self._broken = None
         self._reader_task = asyncio.get_running_loop().create_task(self._read_answers(proc))
 
+    @property
+    def pid(self) -> int | None:
+        """The store process's id while it runs (for CPU accounting in the bench)."""
+        return self._proc.pid if self._proc is not None else None
+
     def healthy(self) -> bool:
         return self._broken is None
 
