@@ -46,6 +46,7 @@ from bridge.store.base import (
     Store,
     StoreUnavailable,
 )
+from bridge.store.rows import accept_rows
 
 log = logging.getLogger("bridge.store")
 
@@ -225,7 +226,7 @@ class StoreProcess(Store):
 
     def accept(self, messages: Sequence[NewMessage], *,
                now: float) -> Awaitable[list[AcceptOutcome]]:
-        return self._call("accept", tuple(messages), now)
+        return self._call("accept", accept_rows(messages), now)
 
     async def quota_used(self, account: str) -> int:
         result: int = await self._call("quota_used", account)

@@ -52,6 +52,7 @@ from bridge.store.base import (
     Store,
     StoreUnavailable,
 )
+from bridge.store.rows import AcceptRow, accept_rows
 from bridge.store.schema import migrate
 
 log = logging.getLogger("bridge.store")
@@ -332,51 +333,51 @@ class _Writer:
     def noop(self, tx: _Tx) -> None:
         return None
 
-    def accept(self, tx: _Tx, messages: tuple[NewMessage, ...], now: float) -> list[AcceptOutcome]:
+    def accept(self, tx: _Tx, messages: tuple[AcceptRow, ...], now: float) -> list[AcceptOutcome]:
         conn = tx.conn
         out: list[AcceptOutcome] = []
-        for m in messages:
-            key = m.idempotency_key
+        for (mid, account, ingress, recipient, raw_recipient, source_addr, source_ton, source_npi,
+             dest_ton, dest_npi, text, encoding, data_coding, esm_class, registered_delivery,
+             state, parts, created_at, send_at, expires_at, key, dup_digest, dup_window_s, quota,
+             callback_url, meta_json) in messages:
             if key is not None:
-                existing = tx.keys.get((m.account, key))
+                existing = tx.keys.get((account, key))
                 if existing is None:
-                    row = conn.execute(_FIND_IDEMPOTENT, (m.account, key)).fetchone()
+                    row = conn.execute(_FIND_IDEMPOTENT, (account, key)).fetchone()
                     existing = row[0] if row is not None else None
                 if existing is not None:
                     out.append(AcceptOutcome(existing, "idempotent"))
                     continue
-            digest = m.dup_digest if m.dup_window_s > 0 else None
+            digest = dup_digest if dup_window_s > 0 else None
             if digest is not None:
-                since = now - m.dup_window_s
-                if m.dup_window_s > self._dup_window:
-                    self._dup_window = m.dup_window_s
-                seen = tx.digests.get((m.account, digest))
+                since = now - dup_window_s
+                if dup_window_s > self._dup_window:
+                    self._dup_window = dup_window_s
+                seen = tx.digests.get((account, digest))
                 if seen is not None and seen[1] >= since:
                     out.append(AcceptOutcome(seen[0], "duplicate"))
                     continue
-                row = conn.execute(_FIND_DUPLICATE, (m.account, digest, since)).fetchone()
+                row = conn.execute(_FIND_DUPLICATE, (account, digest, since)).fetchone()
                 if row is not None:
                     out.append(AcceptOutcome(row[0], "duplicate"))
                     continue
-            n = len(m.parts)
-            if m.quota > 0 and tx.used(m.account) + n > m.quota:
-                out.append(AcceptOutcome(m.id, "over_quota"))
+            n = len(parts)
+            if quota > 0 and tx.used(account) + n > quota:
+                out.append(AcceptOutcome(mid, "over_quota"))
                 continue
             tx.messages.append((
-                m.id, m.account, m.ingress, m.recipient, m.raw_recipient, m.source_addr,
-                m.source_ton, m.source_npi, m.dest_ton, m.dest_npi, m.text, m.encoding,
-                m.data_coding, m.esm_class, m.registered_delivery, m.state.value, n,
-                m.created_at, now, m.send_at, m.expires_at, key, digest,
-                now if digest is not None else None, m.callback_url, m.meta_json))
-            tx.parts.extend((m.id, p.seq, p.total, p.short_message, p.tlvs_json) for p in m.parts)
+                mid, account, ingress, recipient, raw_recipient, source_addr, source_ton,
+                source_npi, dest_ton, dest_npi, text, encoding, data_coding, esm_class,
+                registered_delivery, state, n, created_at, now, send_at, expires_at, key, digest,
+                now if digest is not None else None, callback_url, meta_json))
+            tx.parts.extend((mid, *part) for part in parts)
             if key is not None:
-                tx.keys[(m.account, key)] = m.id
+                tx.keys[(account, key)] = mid
             if digest is not None:
-                tx.digests[(m.account, digest)] = (m.id, now)
-            tx.delta[m.account] = tx.delta.get(m.account, 0) + n
-            tx.event(m.id, now, m.state.value,
-                     f"accepted via {m.ingress}, {_plural(n, 'part')}, {m.encoding}")
-            out.append(AcceptOutcome(m.id, "accepted"))
+                tx.digests[(account, digest)] = (mid, now)
+            tx.delta[account] = tx.delta.get(account, 0) + n
+            tx.event(mid, now, state, f"accepted via {ingress}, {_plural(n, 'part')}, {encoding}")
+            out.append(AcceptOutcome(mid, "accepted"))
         if self._dup_window > 0 and now - self._digest_pruned_at >= min(self._dup_window, 10.0):
             self._digest_pruned_at = now
             tx.flush()
@@ -758,7 +759,7 @@ class SqliteStore(Store):
 
     def accept(self, messages: Sequence[NewMessage], *,
                now: float) -> Awaitable[list[AcceptOutcome]]:
-        batch = tuple(messages)
+        batch = accept_rows(messages)
         if not batch and self._thread is not None and not self._closing:
             future: asyncio.Future[list[AcceptOutcome]] = asyncio.get_running_loop().create_future()
             future.set_result([])

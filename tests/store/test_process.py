@@ -192,6 +192,7 @@ def test_the_child_serves_a_pipe_and_finishes_at_end_of_file(tmp_path: Path) -> 
 
     from bridge.store.child import serve
     from bridge.store.process import frame
+    from bridge.store.rows import accept_rows
 
     to_child_r, to_child_w = os.pipe()
     from_child_r, from_child_w = os.pipe()
@@ -199,7 +200,7 @@ def test_the_child_serves_a_pipe_and_finishes_at_end_of_file(tmp_path: Path) -> 
     server = threading.Thread(target=lambda: done.append(serve(
         str(tmp_path / "pipe.db"), {}, fd_in=to_child_r, fd_out=from_child_w)))
     server.start()
-    data = frame([(1, "accept", ((msg("p1"),), T0)), (2, "record_event", ("p1", "x", T0, ""))])
+    data = frame([(1, "accept", (accept_rows([msg("p1")]), T0)), (2, "record_event", ("p1", "x", T0, ""))])
     data += frame([(3, "get_messages", (("p1",),)), (4, "no_such_call", ())])
     data += frame([(5, "record_event", ("p1", "y", T0 + 1, ""))])
     cut = frame([(6, "record_event", ("p1", "never", T0 + 2, ""))])
