@@ -426,9 +426,13 @@ class _Writer:
         keys = tuple(dict.fromkeys(id_keys))
         if not keys:
             return ReceiptOutcome(False, None, None)
+        # With each match, what _apply_receipt needs of its part: one statement, not two.
         rows = conn.execute(
-            f"SELECT key, message_id, seq, id FROM smsc_keys WHERE smsc = ? "
-            f"AND key IN ({_in(len(keys))})", (smsc, *keys)).fetchall()
+            f"SELECT k.key, k.message_id, k.seq, k.id, p.state, p.total, p.receipt_stat, "
+            f"p.receipt_err, m.state FROM smsc_keys k "
+            f"JOIN parts p ON p.message_id = k.message_id AND p.seq = k.seq "
+            f"JOIN messages m ON m.id = k.message_id "
+            f"WHERE k.smsc = ? AND k.key IN ({_in(len(keys))})", (smsc, *keys)).fetchall()
         if not rows:
             receipt = uuid.uuid4().hex
             state_value = part_state.value if part_state is not None else None
@@ -441,8 +445,10 @@ class _Writer:
             return ReceiptOutcome(False, None, None)
         # The earliest (strongest) key wins; among its matches, the most recent submit.
         rank = {key: i for i, key in enumerate(keys)}
-        _, message_id, seq, _ = min(rows, key=lambda r: (rank[r[0]], -r[3]))
-        state = self._apply_receipt(tx, message_id, seq, part_state, stat, err, at, orphan=False)
+        best = min(rows, key=lambda r: (rank[r[0]], -r[3]))
+        message_id, seq = best[1], best[2]
+        state = self._apply_receipt(tx, message_id, seq, part_state, stat, err, at, orphan=False,
+                                    row=best[4:])
         return ReceiptOutcome(True, message_id, state)
 
     def state(self, tx: _Tx, message_id: str, state: MessageState, at: float,
@@ -492,11 +498,12 @@ class _Writer:
 
     def _apply_receipt(self, tx: _Tx, message_id: str, seq: int, part_state: PartState | None,
                        stat: str | None, err: str | None, at: float, *,
-                       orphan: bool) -> MessageState:
+                       orphan: bool, row: tuple[Any, ...] | None = None) -> MessageState:
         """Part state (following the message transition table, so a final verdict is only
         refined, never undone), then the message aggregate. An exact repeat changes nothing."""
         conn = tx.conn
-        row = conn.execute(_PART_AND_MESSAGE, (message_id, seq)).fetchone()
+        if row is None:  # else read with the match: (part state, total, stat, err, message state)
+            row = conn.execute(_PART_AND_MESSAGE, (message_id, seq)).fetchone()
         current = PartState(row[0])
         total = int(row[1])
         new = current
