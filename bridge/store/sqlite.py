@@ -153,15 +153,18 @@ def _plural(n: int, word: str) -> str:
 
 class _Tx:
     """What one write transaction accumulates: accepted rows not yet inserted (so a batch of
-    accepts becomes a few executemany calls), events, and per-account usage deltas. Rows are
-    written by `flush()` before any other operation reads the tables, and by `finish()`."""
+    accepts becomes a few executemany calls), SMSC id keys, events, and per-account usage
+    deltas. Rows are written by `flush()` (messages) and `flush_smsc_keys()` before an operation
+    reads those tables, and by `finish()`."""
 
-    __slots__ = ("conn", "messages", "parts", "events", "keys", "digests", "usage", "delta")
+    __slots__ = ("conn", "messages", "parts", "smsc_keys", "events", "keys", "digests", "usage",
+                 "delta")
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
         self.messages: list[tuple[Any, ...]] = []
         self.parts: list[tuple[Any, ...]] = []
+        self.smsc_keys: list[tuple[str, str, str, int]] = []
         self.events: list[tuple[str, float, str, str]] = []
         self.keys: dict[tuple[str, str], str] = {}  # (account, idempotency key) → id, unflushed
         self.digests: dict[tuple[str, str], tuple[str, float]] = {}  # → (id, accepted at)
@@ -187,8 +190,14 @@ class _Tx:
             self.keys.clear()
             self.digests.clear()
 
+    def flush_smsc_keys(self) -> None:
+        if self.smsc_keys:
+            self.conn.executemany(_INSERT_KEY, self.smsc_keys)
+            self.smsc_keys.clear()
+
     def finish(self) -> None:
         self.flush()
+        self.flush_smsc_keys()
         if self.events:
             self.conn.executemany(_INSERT_EVENT, self.events)
         if self.delta:
@@ -393,7 +402,7 @@ class _Writer:
             raise LookupError(f"message {message_id} has no part {seq}")
         total, part_state = int(rows[0][0]), PartState(rows[0][1])
         keys = tuple(dict.fromkeys(id_keys))
-        conn.executemany(_INSERT_KEY, [(smsc, key, message_id, seq) for key in keys])
+        tx.smsc_keys.extend([(smsc, key, message_id, seq) for key in keys])  # the part exists
         tx.event(message_id, at, "part_submitted", f"part {seq}/{total} smsc={smsc} id={smsc_id}")
         self._reaggregate(tx, message_id, at, f"after part {seq}/{total} was submitted",
                           submitted=f"all {_plural(total, 'part')} submitted",
@@ -422,6 +431,7 @@ class _Writer:
     def receipt(self, tx: _Tx, smsc: str, id_keys: tuple[str, ...], part_state: PartState | None,
                 stat: str | None, err: str | None, at: float) -> ReceiptOutcome:
         tx.flush()
+        tx.flush_smsc_keys()
         conn = tx.conn
         keys = tuple(dict.fromkeys(id_keys))
         if not keys:
