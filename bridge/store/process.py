@@ -4,8 +4,8 @@ Why: in the bridge process the store's writer thread competes for the GIL with t
 that serves SMTP, SOAP and SMPP. Measured with `python -m bridge.soap.bench`, a store that costs
 nothing more than doubles end-to-end msgs/s, so the writer's Python work and the GIL hand-offs
 around every SQLite statement, not the fsync, were the limit. Here the bridge only pickles each
-call; the store process runs `SqliteStore` (writer thread, group commit, readers) on the other
-core.
+call; the store process runs the SQLite writer (group commit) on its main thread and readers on
+threads of their own, on the other core (bridge.store.child says why no writer thread there).
 
 The child is `bridge.store.child`. Protocol, over its stdin/stdout: frames of a 4-byte
 big-endian length and a pickled list. Requests `(id, method, args)`: a Store method's name and
