@@ -16,11 +16,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bridge.config import Config, SmscConfig
-from bridge.core.states import PartState
 from bridge.dispatcher import Dispatcher
 from bridge.metrics import OutboundMetrics
 from bridge.smpp.pool import SmscPool
-from bridge.store.base import AcceptOutcome, NewMessage, OutboundMessage, OutboundPart, Store
+from bridge.store.base import AcceptOutcome, Store
+from bridge.store.rows import AcceptRow, outbound_message
 
 
 
@@ -40,20 +40,6 @@ class OutboundStatus:
     queue_depth: int
 
 
-def outbound_message(message: NewMessage) -> OutboundMessage:
-    """The dispatcher's view of a just-accepted message, without re-reading the store."""
-    return OutboundMessage(
-        id=message.id, account=message.account, recipient=message.recipient,
-        source_addr=message.source_addr, source_ton=message.source_ton,
-        source_npi=message.source_npi, dest_ton=message.dest_ton, dest_npi=message.dest_npi,
-        data_coding=message.data_coding, esm_class=message.esm_class,
-        registered_delivery=message.registered_delivery, state=message.state,
-        created_at=message.created_at, send_at=message.send_at, expires_at=message.expires_at,
-        parts=tuple(OutboundPart(p.seq, p.total, p.short_message, p.tlvs_json,
-                                 PartState.QUEUED, None, None) for p in message.parts),
-    )
-
-
 class Outbound:
     """Binds plus dispatcher over one store, with their own metrics registry."""
 
@@ -68,9 +54,9 @@ class Outbound:
         await self.pool.start()
         await self.dispatcher.start()
 
-    def accepted(self, messages: Sequence[NewMessage], outcomes: Sequence[AcceptOutcome]) -> None:
+    def accepted(self, rows: Sequence[AcceptRow], outcomes: Sequence[AcceptOutcome]) -> None:
         """Hand the messages a committed `accept` took on (not repeats) to the dispatcher."""
-        fresh = [outbound_message(m) for m, o in zip(messages, outcomes) if o.status == "accepted"]
+        fresh = [outbound_message(r) for r, o in zip(rows, outcomes) if o.status == "accepted"]
         if fresh:
             self.dispatcher.enqueue(fresh)
 

@@ -22,7 +22,7 @@ from bridge.simulator import (
     SmscSimulator,
     ThrottlingSimulator,
 )
-from bridge.outbound import outbound_message
+from bridge.store.rows import accept_rows, outbound_message
 from bridge.smpp.pool import SmscPool
 from bridge.store import open_store
 from bridge.store.base import Store
@@ -76,7 +76,8 @@ async def pipeline(tmp_path: Path, sim: SmscSimulator | None = None, *,
     # In the bridge the store process hands committed messages to its dispatcher
     # (bridge.outbound); here the test's own dispatcher takes them from the service.
     service = Service(config, store, routable=pool.routable, clock=clock,
-                      on_accepted=lambda ms: dispatcher.enqueue([outbound_message(m) for m in ms]))
+                      on_accepted=lambda ms: dispatcher.enqueue(
+                          [outbound_message(row) for row in accept_rows(ms)]))
     await pool.start()
     await pool.wait_bound(5)
     await dispatcher.start()

@@ -14,7 +14,7 @@ import pytest
 
 from bridge.core.errors import BridgeError, ErrorName
 from bridge.core.states import MessageState
-from bridge.outbound import outbound_message
+from bridge.store.rows import accept_rows, outbound_message
 from bridge.service import Recipient, Service, SubmitRequest, new_message_id, random_reference
 from bridge.store import open_store
 from bridge.store.base import AcceptOutcome, NewMessage
@@ -161,7 +161,8 @@ async def test_messages_carry_request_and_recipient_fields(tmp_path: Path) -> No
         assert all(r.status == "accepted" for r in results)
     assert store.messages == accepted and len(accepted) == 4
     for message in accepted:
-        out = outbound_message(message)
+        [row] = accept_rows([message])
+        out = outbound_message(row)
         assert pickle.loads(pickle.dumps(out)) == out  # it may cross to another process
         assert (out.id, out.recipient, out.parts[0].short_message) == (
             message.id, message.recipient, message.parts[0].short_message)

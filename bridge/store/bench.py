@@ -16,6 +16,18 @@ store the bridge uses (StoreProcess: SQLite in a process of its own):
   accept returned, `submitted_per_s` until every message was acknowledged by the SMSC and that
   acknowledgement was durably recorded.
 Prints JSON.
+
+    python -m bridge.store.bench --cpu [--messages N] [--producers N (20)] [--repeat N (3)]
+
+CPU per message of the full store lifecycle the bridge drives, through StoreProcess: accept,
+then record_submitted (hex id, `auto` keys, as the dispatcher does after submit_sm_resp), then
+record_receipt (decimal id, DELIVRD, as the dispatcher does for a delivery report). Two shapes:
+`single` (one message per accept, `producers` concurrent callers) and `batch100` (accepts of
+100 messages, then their submits and receipts issued together). CPU is counted from after the
+store opened to after the last write was durable: the child's utime+stime from /proc, the
+parent's getrusage(RUSAGE_SELF) (the client's pickling and answer reading, plus this driver).
+CPU time, not wall time, so that other load on the machine does not change the figure; each
+shape runs `repeat` times and the minimum is kept.
 """
 
 from __future__ import annotations
@@ -23,12 +35,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import resource
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bridge.core.states import MessageState
+from bridge.core.receipts import smsc_id_keys
+from bridge.core.states import MessageState, PartState
 from bridge.store.base import NewMessage, NewPart
 from bridge.store.process import StoreProcess
 from bridge.store.sqlite import SqliteStore
@@ -166,6 +181,92 @@ async def _bench(*, total: int, producers: int) -> dict[str, Any]:
     }
 
 
+def _process_cpu(pid: int) -> float:
+    """utime + stime of a live process, in seconds (/proc/PID/stat fields 14 and 15)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def _lifecycle(path: Path, *, total: int, producers: int, per_call: int,
+                     in_process: bool = False) -> dict[str, Any]:
+    """accept → record_submitted → record_receipt for `total` messages; CPU µs per message."""
+    store: SqliteStore | StoreProcess
+    store = SqliteStore(path) if in_process else StoreProcess(path)
+    await store.open()
+    try:
+        now = time.time()
+        calls = total // per_call
+        messages = [_message(i, now) for i in range(calls * per_call)]
+        # The simulator's ids: hex in submit_sm_resp, decimal in the receipt; the bind's
+        # id_format is "auto" (the default), so both carry every plausible key.
+        smsc_ids = [f"{0x5A000000 + i:X}" for i in range(len(messages))]
+        submit_keys = [smsc_id_keys(s, "auto") for s in smsc_ids]
+        receipt_keys = [smsc_id_keys(str(int(s, 16)), "auto") for s in smsc_ids]
+        batches = iter(range(calls))
+
+        async def producer() -> int:
+            delivered = 0
+            for call in batches:
+                first = call * per_call
+                batch = messages[first:first + per_call]
+                outcomes = await store.accept(batch, now=now)
+                assert all(o.status == "accepted" for o in outcomes), outcomes
+                recorded = [store.record_submitted(
+                    m.id, 1, smsc="sim", smsc_id=smsc_ids[first + k],
+                    id_keys=submit_keys[first + k], at=now + 1) for k, m in enumerate(batch)]
+                await asyncio.gather(*recorded)
+                receipts = await asyncio.gather(*(store.record_receipt(
+                    smsc="sim", id_keys=receipt_keys[first + k], part_state=PartState.DELIVERED,
+                    stat="DELIVRD", err="000", at=now + 2) for k in range(len(batch))))
+                delivered += sum(1 for r in receipts if r.message_state is MessageState.DELIVERED)
+            return delivered
+
+        pid = store.pid if isinstance(store, StoreProcess) else None
+        child_before = _process_cpu(pid) if pid is not None else 0.0
+        own_before = _own_cpu()
+        delivered = sum(await asyncio.gather(*(producer() for _ in range(producers))))
+        await store.flush()
+        own_cpu = _own_cpu() - own_before
+        child_cpu = _process_cpu(pid) - child_before if pid is not None else 0.0
+    finally:
+        await store.close()
+    if delivered != calls * per_call:
+        raise RuntimeError(f"only {delivered} of {calls * per_call} delivered")
+    n = max(1, delivered)
+    result: dict[str, Any] = {"messages": delivered,
+                              "parent_cpu_us_per_msg": round(own_cpu / n * 1e6, 1)}
+    if pid is not None:
+        result["child_cpu_us_per_msg"] = round(child_cpu / n * 1e6, 1)
+    return result
+
+
+async def _cpu(*, total: int, producers: int, repeat: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"messages": total, "producers": producers, "repeat": repeat,
+                           "taken": "minimum over the repeats, per figure"}
+    shapes = (("single", 1, False), ("batch100", 100, False), ("in_process_single", 1, True))
+    with tempfile.TemporaryDirectory(prefix="bridge-store-cpu-") as tmp:
+        for name, per_call, in_process in shapes:
+            runs = [await _lifecycle(Path(tmp) / f"{name}-{r}.db", total=total,
+                                     producers=producers, per_call=per_call,
+                                     in_process=in_process)
+                    for r in range(repeat)]
+            out[name] = {key: min(run[key] for run in runs) for key in runs[0]}
+    return out
+
+
+def cpu_result(*, messages: int = 20_000, producers: int = 20,
+               repeat: int = 3) -> dict[str, Any]:
+    """CPU µs per message of the store lifecycle (see the module docstring)."""
+    return asyncio.run(_cpu(total=max(100, min(messages, 1_000_000)), producers=producers,
+                            repeat=max(1, repeat)))
+
+
 def main_result(quick: bool = False, *, messages: int | None = None,
                 producers: int = 200) -> dict[str, Any]:
     """Entry point for `sms-bridge bench store` (bounded counts; temp files removed)."""
@@ -179,10 +280,19 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="2,000 messages instead of 20,000")
     parser.add_argument("--messages", type=int, default=None)
-    parser.add_argument("--producers", type=int, default=200)
+    parser.add_argument("--producers", type=int, default=None,
+                        help="concurrent callers (default 200; 20 with --cpu, where commits of "
+                             "a few operations each resemble a bridge at ~750 msgs/s)")
+    parser.add_argument("--cpu", action="store_true",
+                        help="CPU µs per message of accept → submitted → receipt instead")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per --cpu figure (min kept)")
     args = parser.parse_args()
-    print(json.dumps(main_result(args.quick, messages=args.messages, producers=args.producers),
-                     indent=2))
+    if args.cpu:
+        print(json.dumps(cpu_result(messages=args.messages or 20_000,
+                                    producers=args.producers or 20, repeat=args.repeat), indent=2))
+        return
+    print(json.dumps(main_result(args.quick, messages=args.messages,
+                                 producers=args.producers or 200), indent=2))
 
 
 if __name__ == "__main__":

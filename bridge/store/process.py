@@ -4,16 +4,17 @@ Why: in the bridge process the store's writer thread competes for the GIL with t
 that serves SMTP, SOAP and SMPP. Measured with `python -m bridge.soap.bench`, a store that costs
 nothing more than doubles end-to-end msgs/s, so the writer's Python work and the GIL hand-offs
 around every SQLite statement, not the fsync, were the limit. Here the bridge only pickles each
-call; the store process runs `SqliteStore` (writer thread, group commit, readers) on the other
-core.
+call; the store process runs the SQLite writer (group commit) on its main thread and readers on
+threads of their own, on the other core (bridge.store.child says why no writer thread there).
 
 The child is `bridge.store.child`. Protocol, over its stdin/stdout: frames of a 4-byte
 big-endian length and a pickle. The first frame to the child is its `OutboundSetup` or None
 (with a setup it also runs the SMPP binds and the dispatcher: bridge.outbound); every later
-frame is a list.
-Requests `(id, method, args, kwargs)`, answers `(id, ok, value_or_exception)`; the first answer
-is "ready" (or the reason opening failed). Calls are written in the order they are made and the
-child hands them to `SqliteStore` in that order, so the single writer's ordering guarantee
+frame is a list. Requests `(id, method, args)`: a Store method's name and
+the positional arguments of the store operation it names (`bridge.store.sqlite.WRITES` and
+`READS`, built here exactly as SqliteStore builds them); answers `(id, ok, value_or_exception)`;
+the first answer is "ready" (or the reason opening failed). Calls are written in the order they
+are made and the child's single writer applies them in that order, so the ordering guarantee
 holds across the pipe. The calls of one loop iteration travel in one frame.
 
 Lifetime: `close()` sends `__close__`; the child finishes every issued call, closes the store
@@ -47,33 +48,49 @@ from bridge.store.base import (
     Store,
     StoreUnavailable,
 )
+from bridge.store.rows import accept_rows
 
 if TYPE_CHECKING:  # the child imports bridge.outbound; a plain store client does not need to
     from bridge.outbound import OutboundSetup, OutboundStatus
 
 log = logging.getLogger("bridge.store")
 
-_LENGTH = struct.Struct(">I")
+LENGTH = struct.Struct(">I")
 CLOSE = "__close__"
 #: Calls the child answers from the outbound side (bridge.outbound) when it runs one.
 OUTBOUND_STATUS = "__outbound_status__"
 OUTBOUND_METRICS = "__outbound_metrics__"
 WAIT_BOUND = "__wait_bound__"
-#: What the child will call on its SqliteStore: the Store interface, nothing else.
-METHODS = frozenset({
-    "flush", "accept", "quota_used", "load_pending", "record_submitted", "record_state",
-    "record_event", "record_receipt", "get_messages", "list_messages", "timeline",
-    "counts_by_state", "record_inbound", "last_message_to",
-})
+
+Refuse = Callable[[tuple[Any, ...], Exception], "tuple[Any, ...] | None"]
 
 
 def frame(value: Any) -> bytes:
     body = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    return _LENGTH.pack(len(body)) + body
+    return LENGTH.pack(len(body)) + body
+
+
+def encode(items: list[tuple[Any, ...]], refuse: Refuse) -> bytes | None:
+    """One frame holding `items`. An item pickle refuses goes to `refuse`, which returns what
+    to send instead (None: nothing), so one bad item never costs the others; None when nothing
+    is left to send."""
+    try:
+        return frame(items)
+    except Exception:
+        kept = [good for good in (_sendable(item, refuse) for item in items) if good is not None]
+        return frame(kept) if kept else None
+
+
+def _sendable(item: tuple[Any, ...], refuse: Refuse) -> tuple[Any, ...] | None:
+    try:
+        pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        return refuse(item, exc)
+    return item
 
 
 async def read_frame(reader: asyncio.StreamReader) -> Any:
-    (size,) = _LENGTH.unpack(await reader.readexactly(_LENGTH.size))
+    (size,) = LENGTH.unpack(await reader.readexactly(LENGTH.size))
     return pickle.loads(await reader.readexactly(size))  # noqa: S301 - our own child process
 
 
@@ -82,8 +99,7 @@ class Outbox:
     list: one pickle, one write. An item pickle refuses goes to `refuse`, which returns what
     to send instead (None: nothing), so one bad item never costs the others."""
 
-    def __init__(self, write: Callable[[bytes], Any],
-                 refuse: Callable[[tuple[Any, ...], Exception], tuple[Any, ...] | None]) -> None:
+    def __init__(self, write: Callable[[bytes], Any], refuse: Refuse) -> None:
         self._write = write
         self._refuse = refuse
         self._items: list[tuple[Any, ...]] = []
@@ -97,21 +113,9 @@ class Outbox:
         if not self._items:
             return
         items, self._items = self._items, []
-        try:
-            data = frame(items)
-        except Exception:
-            kept = [good for good in map(self._sendable, items) if good is not None]
-            if not kept:
-                return
-            data = frame(kept)
-        self._write(data)
-
-    def _sendable(self, item: tuple[Any, ...]) -> tuple[Any, ...] | None:
-        try:
-            pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:
-            return self._refuse(item, exc)
-        return item
+        data = encode(items, self._refuse)
+        if data is not None:
+            self._write(data)
 
 
 class StoreProcess(Store):
@@ -153,6 +157,11 @@ class StoreProcess(Store):
         self._outbox = Outbox(proc.stdin.write, self._unsendable)
         self._broken = None
         self._reader_task = asyncio.get_running_loop().create_task(self._read_answers(proc))
+
+    @property
+    def pid(self) -> int | None:
+        """The store process's id while it runs (for CPU accounting in the bench)."""
+        return self._proc.pid if self._proc is not None else None
 
     def healthy(self) -> bool:
         return self._broken is None
@@ -213,7 +222,7 @@ class StoreProcess(Store):
             future.exception()
         return None
 
-    def _call(self, method: str, *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
+    def _call(self, method: str, *args: Any) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if self._broken is not None or self._outbox is None:
             future.set_exception(StoreUnavailable(self._broken or "the store is not open"))
@@ -221,7 +230,7 @@ class StoreProcess(Store):
             return future
         request_id = next(self._ids)
         self._pending[request_id] = future
-        self._outbox.put((request_id, method, args, kwargs))
+        self._outbox.put((request_id, method, args))
         return future
 
     # -------------------------------------------------------------- the outbound side
@@ -245,33 +254,31 @@ class StoreProcess(Store):
 
     def accept(self, messages: Sequence[NewMessage], *,
                now: float) -> Awaitable[list[AcceptOutcome]]:
-        return self._call("accept", tuple(messages), now=now)
+        return self._call("accept", accept_rows(messages), now)
 
     async def quota_used(self, account: str) -> int:
         result: int = await self._call("quota_used", account)
         return result
 
     async def load_pending(self, *, limit: int = 1_000_000) -> list[OutboundMessage]:
-        result: list[OutboundMessage] = await self._call("load_pending", limit=limit)
+        result: list[OutboundMessage] = await self._call("load_pending", limit)
         return result
 
     def record_submitted(self, message_id: str, seq: int, *, smsc: str, smsc_id: str,
                          id_keys: Sequence[str], at: float) -> Awaitable[ReceiptOutcome | None]:
-        return self._call("record_submitted", message_id, seq, smsc=smsc, smsc_id=smsc_id,
-                          id_keys=tuple(id_keys), at=at)
+        return self._call("record_submitted", message_id, seq, smsc, smsc_id, tuple(id_keys), at)
 
     def record_state(self, message_id: str, state: MessageState, *, at: float,
                      error: str | None = None, detail: str = "") -> Awaitable[None]:
-        return self._call("record_state", message_id, state, at=at, error=error, detail=detail)
+        return self._call("record_state", message_id, MessageState(state), at, error, detail)
 
     def record_event(self, message_id: str, name: str, *, at: float,
                      detail: str = "") -> Awaitable[None]:
-        return self._call("record_event", message_id, name, at=at, detail=detail)
+        return self._call("record_event", message_id, name, at, detail)
 
     def record_receipt(self, *, smsc: str, id_keys: Sequence[str], part_state: PartState | None,
                        stat: str | None, err: str | None, at: float) -> Awaitable[ReceiptOutcome]:
-        return self._call("record_receipt", smsc=smsc, id_keys=tuple(id_keys),
-                          part_state=part_state, stat=stat, err=err, at=at)
+        return self._call("record_receipt", smsc, tuple(id_keys), part_state, stat, err, at)
 
     async def get_messages(self, ids: Sequence[str]) -> list[MessageView]:
         result: list[MessageView] = await self._call("get_messages", tuple(ids))
@@ -281,7 +288,7 @@ class StoreProcess(Store):
                             state: MessageState | None = None,
                             since: float | None = None) -> tuple[int, list[MessageView]]:
         result: tuple[int, list[MessageView]] = await self._call(
-            "list_messages", account, offset=offset, limit=limit, state=state, since=since)
+            "list_messages", account, offset, limit, state, since)
         return result
 
     async def timeline(self, message_id: str) -> list[Event]:
@@ -296,5 +303,5 @@ class StoreProcess(Store):
         return self._call("record_inbound", message)
 
     async def last_message_to(self, recipient: str, *, since: float) -> MessageView | None:
-        result: MessageView | None = await self._call("last_message_to", recipient, since=since)
+        result: MessageView | None = await self._call("last_message_to", recipient, since)
         return result

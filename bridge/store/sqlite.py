@@ -1,4 +1,10 @@
-"""The SQLite (WAL) store: one writer thread with group commit, a small pool of readers.
+"""The SQLite (WAL) store: one writer with group commit, a small pool of readers.
+
+`_Writer` owns the only writing connection and runs a batch of operations in one transaction;
+what drives it is separate. `open()` gives it a writer thread, described here, for a process
+that does other work. `open_on_loop()` runs it on the event loop's own thread between
+iterations (`_LoopWriter`): the store process (bridge.store.child), where the pipe's requests
+and the outbound side's records share its batches.
 
 Writes: every write method puts one operation on a queue and returns an asyncio future at once.
 A single writer thread owns the only writing connection; it takes everything queued (up to
@@ -48,6 +54,7 @@ from bridge.store.base import (
     Store,
     StoreUnavailable,
 )
+from bridge.store.rows import AcceptRow, accept_rows
 from bridge.store.schema import migrate
 
 log = logging.getLogger("bridge.store")
@@ -148,15 +155,18 @@ def _plural(n: int, word: str) -> str:
 
 class _Tx:
     """What one write transaction accumulates: accepted rows not yet inserted (so a batch of
-    accepts becomes a few executemany calls), events, and per-account usage deltas. Rows are
-    written by `flush()` before any other operation reads the tables, and by `finish()`."""
+    accepts becomes a few executemany calls), SMSC id keys, events, and per-account usage
+    deltas. Rows are written by `flush()` (messages) and `flush_smsc_keys()` before an operation
+    reads those tables, and by `finish()`."""
 
-    __slots__ = ("conn", "messages", "parts", "events", "keys", "digests", "usage", "delta")
+    __slots__ = ("conn", "messages", "parts", "smsc_keys", "events", "keys", "digests", "usage",
+                 "delta")
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
         self.messages: list[tuple[Any, ...]] = []
         self.parts: list[tuple[Any, ...]] = []
+        self.smsc_keys: list[tuple[str, str, str, int]] = []
         self.events: list[tuple[str, float, str, str]] = []
         self.keys: dict[tuple[str, str], str] = {}  # (account, idempotency key) → id, unflushed
         self.digests: dict[tuple[str, str], tuple[str, float]] = {}  # → (id, accepted at)
@@ -182,8 +192,14 @@ class _Tx:
             self.keys.clear()
             self.digests.clear()
 
+    def flush_smsc_keys(self) -> None:
+        if self.smsc_keys:
+            self.conn.executemany(_INSERT_KEY, self.smsc_keys)
+            self.smsc_keys.clear()
+
     def finish(self) -> None:
         self.flush()
+        self.flush_smsc_keys()
         if self.events:
             self.conn.executemany(_INSERT_EVENT, self.events)
         if self.delta:
@@ -196,17 +212,17 @@ class _TxFailed(Exception):
 
 
 class _Op:
-    __slots__ = ("fn", "args", "future", "weight")
+    __slots__ = ("fn", "args", "token", "weight")
 
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...],
-                 future: asyncio.Future[Any], weight: int = 1) -> None:
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], token: Any,
+                 weight: int = 1) -> None:
         self.fn = fn
         self.args = args
-        self.future = future
+        self.token = token  # how the caller finds its answer: a future, or a request id
         self.weight = weight  # rows it writes, roughly: an accept counts its messages
 
 
-_Result = tuple["asyncio.Future[Any]", Any, BaseException | None]
+_Result = tuple[Any, Any, BaseException | None]  # (token, value, error)
 
 
 def _resolve(results: list[_Result]) -> None:
@@ -225,13 +241,13 @@ def _resolve(results: list[_Result]) -> None:
 
 
 class _Writer:
-    """The writer thread and everything it owns: the connection and the write operations."""
+    """The only writing connection and the write operations. `run` applies one batch in one
+    transaction and says what became of each operation; who calls it decides how answers
+    travel: `_WriterThread` (in-process store) or the store process's main thread
+    (bridge.store.child), which has nothing else to do."""
 
-    def __init__(self, conn: sqlite3.Connection, *, loop: asyncio.AbstractEventLoop,
-                 max_batch: int, orphan_ttl_s: float) -> None:
+    def __init__(self, conn: sqlite3.Connection, *, max_batch: int, orphan_ttl_s: float) -> None:
         self.conn = conn
-        self.loop = loop  # the one loop whose callers wait on the futures
-        self.queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()  # None: stop
         self.max_batch = max(1, max_batch)
         self.orphan_ttl_s = orphan_ttl_s
         self.commits = 0
@@ -239,56 +255,30 @@ class _Writer:
         self.failed_batches = 0
         self.failed_ops = 0
         self.largest_batch = 0
-        self.alive = True
         self._dup_window = 0.0  # the widest duplicate window seen, for pruning
         self._digest_pruned_at = float("-inf")
         self._orphans_pruned_at = float("-inf")
         # False only while orphan_receipts is known empty: then a submit need not look there.
-        # Set on every orphan insert; a rolled-back batch sets it again (see _run_batch).
+        # Set on every orphan insert; a rolled-back batch sets it again (see run).
         self.orphans_maybe = bool(conn.execute(_ORPHANS_EXIST).fetchone()[0])
-        self.thread = threading.Thread(target=self._main, name="bridge-store-writer", daemon=True)
 
-    # -------------------------------------------------------------- the loop
+    def close(self) -> None:
+        self.conn.close()
 
-    def _main(self) -> None:
+    # -------------------------------------------------------------- batches
+
+    def run(self, batch: list[_Op]) -> list[_Result]:
+        """One transaction for the batch; (token, value, error) per operation, in order."""
         try:
-            stop = False
-            while not stop:
-                first = self.queue.get()
-                if first is None:
-                    break
-                batch = [first]
-                stop = self._collect(batch)
-                try:
-                    self._run_batch(batch)
-                except Exception as exc:  # a bug here must not leave callers waiting forever
-                    log.exception("store writer failed on a batch of %d", len(batch))
-                    self._deliver([self._failure(op, exc) for op in batch])
-        finally:
-            self.alive = False
-            self.conn.close()
+            return self._run_batch(batch)
+        except Exception as exc:  # a bug here must not leave callers waiting forever
+            log.exception("store writer failed on a batch of %d", len(batch))
+            return [self._failure(op, exc) for op in batch]
 
-    def _collect(self, batch: list[_Op]) -> bool:
-        """Add what is queued to `batch` until it weighs `max_batch` (messages for accepts, one
-        for other writes); True when the stop marker was reached. It never waits: companions
-        gather on their own while the previous commit syncs."""
-        get = self.queue.get_nowait
-        weight = batch[0].weight
-        while weight < self.max_batch:
-            try:
-                op = get()
-            except queue.Empty:
-                return False
-            if op is None:
-                return True
-            batch.append(op)
-            weight += op.weight
-        return False
-
-    def _run_batch(self, batch: list[_Op]) -> None:
+    def _run_batch(self, batch: list[_Op]) -> list[_Result]:
         try:
             values = self._transaction(batch)
-            results: list[_Result] = [(op.future, value, None)
+            results: list[_Result] = [(op.token, value, None)
                                       for op, value in zip(batch, values)]
         except Exception as exc:
             self.failed_batches += 1
@@ -310,10 +300,10 @@ class _Writer:
                         exc = single_exc
                         results.append(self._failure(op, single_exc))
                     else:
-                        results.append((op.future, value, None))
+                        results.append((op.token, value, None))
         self.ops += len(batch)
         self.largest_batch = max(self.largest_batch, len(batch))
-        self._deliver(results)
+        return results
 
     def _failure(self, op: _Op, exc: Exception) -> _Result:
         self.failed_ops += 1
@@ -323,7 +313,7 @@ class _Writer:
             else exc
         error = StoreUnavailable(f"store write {name} failed: {exc}")
         error.__cause__ = cause
-        return (op.future, None, error)
+        return (op.token, None, error)
 
     def _transaction(self, batch: list[_Op]) -> list[Any]:
         conn = self.conn
@@ -349,64 +339,56 @@ class _Writer:
         self.commits += 1
         return values
 
-    def _deliver(self, results: list[_Result]) -> None:
-        if not results:
-            return
-        try:
-            self.loop.call_soon_threadsafe(_resolve, results)
-        except RuntimeError:  # the loop is closed: nobody is waiting any more
-            pass
-
-    # -------------------------------------------------------------- operations (writer thread)
+    # -------------------------------------------------------------- operations
 
     def noop(self, tx: _Tx) -> None:
         return None
 
-    def accept(self, tx: _Tx, messages: tuple[NewMessage, ...], now: float) -> list[AcceptOutcome]:
+    def accept(self, tx: _Tx, messages: tuple[AcceptRow, ...], now: float) -> list[AcceptOutcome]:
         conn = tx.conn
         out: list[AcceptOutcome] = []
-        for m in messages:
-            key = m.idempotency_key
+        for (mid, account, ingress, recipient, raw_recipient, source_addr, source_ton, source_npi,
+             dest_ton, dest_npi, text, encoding, data_coding, esm_class, registered_delivery,
+             state, parts, created_at, send_at, expires_at, key, dup_digest, dup_window_s, quota,
+             callback_url, meta_json) in messages:
             if key is not None:
-                existing = tx.keys.get((m.account, key))
+                existing = tx.keys.get((account, key))
                 if existing is None:
-                    row = conn.execute(_FIND_IDEMPOTENT, (m.account, key)).fetchone()
+                    row = conn.execute(_FIND_IDEMPOTENT, (account, key)).fetchone()
                     existing = row[0] if row is not None else None
                 if existing is not None:
                     out.append(AcceptOutcome(existing, "idempotent"))
                     continue
-            digest = m.dup_digest if m.dup_window_s > 0 else None
+            digest = dup_digest if dup_window_s > 0 else None
             if digest is not None:
-                since = now - m.dup_window_s
-                if m.dup_window_s > self._dup_window:
-                    self._dup_window = m.dup_window_s
-                seen = tx.digests.get((m.account, digest))
+                since = now - dup_window_s
+                if dup_window_s > self._dup_window:
+                    self._dup_window = dup_window_s
+                seen = tx.digests.get((account, digest))
                 if seen is not None and seen[1] >= since:
                     out.append(AcceptOutcome(seen[0], "duplicate"))
                     continue
-                row = conn.execute(_FIND_DUPLICATE, (m.account, digest, since)).fetchone()
+                row = conn.execute(_FIND_DUPLICATE, (account, digest, since)).fetchone()
                 if row is not None:
                     out.append(AcceptOutcome(row[0], "duplicate"))
                     continue
-            n = len(m.parts)
-            if m.quota > 0 and tx.used(m.account) + n > m.quota:
-                out.append(AcceptOutcome(m.id, "over_quota"))
+            n = len(parts)
+            if quota > 0 and tx.used(account) + n > quota:
+                out.append(AcceptOutcome(mid, "over_quota"))
                 continue
             tx.messages.append((
-                m.id, m.account, m.ingress, m.recipient, m.raw_recipient, m.source_addr,
-                m.source_ton, m.source_npi, m.dest_ton, m.dest_npi, m.text, m.encoding,
-                m.data_coding, m.esm_class, m.registered_delivery, m.state.value, n,
-                m.created_at, now, m.send_at, m.expires_at, key, digest,
-                now if digest is not None else None, m.callback_url, m.meta_json))
-            tx.parts.extend((m.id, p.seq, p.total, p.short_message, p.tlvs_json) for p in m.parts)
+                mid, account, ingress, recipient, raw_recipient, source_addr, source_ton,
+                source_npi, dest_ton, dest_npi, text, encoding, data_coding, esm_class,
+                registered_delivery, state, n, created_at, now, send_at, expires_at, key, digest,
+                now if digest is not None else None, callback_url, meta_json))
+            tx.parts.extend((mid, *part) for part in parts)
             if key is not None:
-                tx.keys[(m.account, key)] = m.id
+                tx.keys[(account, key)] = mid
             if digest is not None:
-                tx.digests[(m.account, digest)] = (m.id, now)
-            tx.delta[m.account] = tx.delta.get(m.account, 0) + n
-            tx.event(m.id, now, m.state.value,
-                     f"accepted via {m.ingress}, {_plural(n, 'part')}, {m.encoding}")
-            out.append(AcceptOutcome(m.id, "accepted"))
+                tx.digests[(account, digest)] = (mid, now)
+            tx.delta[account] = tx.delta.get(account, 0) + n
+            tx.event(mid, now, state, f"accepted via {ingress}, {_plural(n, 'part')}, {encoding}")
+            out.append(AcceptOutcome(mid, "accepted"))
         if self._dup_window > 0 and now - self._digest_pruned_at >= min(self._dup_window, 10.0):
             self._digest_pruned_at = now
             tx.flush()
@@ -422,7 +404,7 @@ class _Writer:
             raise LookupError(f"message {message_id} has no part {seq}")
         total, part_state = int(rows[0][0]), PartState(rows[0][1])
         keys = tuple(dict.fromkeys(id_keys))
-        conn.executemany(_INSERT_KEY, [(smsc, key, message_id, seq) for key in keys])
+        tx.smsc_keys.extend([(smsc, key, message_id, seq) for key in keys])  # the part exists
         tx.event(message_id, at, "part_submitted", f"part {seq}/{total} smsc={smsc} id={smsc_id}")
         self._reaggregate(tx, message_id, at, f"after part {seq}/{total} was submitted",
                           submitted=f"all {_plural(total, 'part')} submitted",
@@ -451,13 +433,18 @@ class _Writer:
     def receipt(self, tx: _Tx, smsc: str, id_keys: tuple[str, ...], part_state: PartState | None,
                 stat: str | None, err: str | None, at: float) -> ReceiptOutcome:
         tx.flush()
+        tx.flush_smsc_keys()
         conn = tx.conn
         keys = tuple(dict.fromkeys(id_keys))
         if not keys:
             return ReceiptOutcome(False, None, None)
+        # With each match, what _apply_receipt needs of its part: one statement, not two.
         rows = conn.execute(
-            f"SELECT key, message_id, seq, id FROM smsc_keys WHERE smsc = ? "
-            f"AND key IN ({_in(len(keys))})", (smsc, *keys)).fetchall()
+            f"SELECT k.key, k.message_id, k.seq, k.id, p.state, p.total, p.receipt_stat, "
+            f"p.receipt_err, m.state FROM smsc_keys k "
+            f"JOIN parts p ON p.message_id = k.message_id AND p.seq = k.seq "
+            f"JOIN messages m ON m.id = k.message_id "
+            f"WHERE k.smsc = ? AND k.key IN ({_in(len(keys))})", (smsc, *keys)).fetchall()
         if not rows:
             receipt = uuid.uuid4().hex
             state_value = part_state.value if part_state is not None else None
@@ -470,8 +457,10 @@ class _Writer:
             return ReceiptOutcome(False, None, None)
         # The earliest (strongest) key wins; among its matches, the most recent submit.
         rank = {key: i for i, key in enumerate(keys)}
-        _, message_id, seq, _ = min(rows, key=lambda r: (rank[r[0]], -r[3]))
-        state = self._apply_receipt(tx, message_id, seq, part_state, stat, err, at, orphan=False)
+        best = min(rows, key=lambda r: (rank[r[0]], -r[3]))
+        message_id, seq = best[1], best[2]
+        state = self._apply_receipt(tx, message_id, seq, part_state, stat, err, at, orphan=False,
+                                    row=best[4:])
         return ReceiptOutcome(True, message_id, state)
 
     def state(self, tx: _Tx, message_id: str, state: MessageState, at: float,
@@ -521,11 +510,12 @@ class _Writer:
 
     def _apply_receipt(self, tx: _Tx, message_id: str, seq: int, part_state: PartState | None,
                        stat: str | None, err: str | None, at: float, *,
-                       orphan: bool) -> MessageState:
+                       orphan: bool, row: tuple[Any, ...] | None = None) -> MessageState:
         """Part state (following the message transition table, so a final verdict is only
         refined, never undone), then the message aggregate. An exact repeat changes nothing."""
         conn = tx.conn
-        row = conn.execute(_PART_AND_MESSAGE, (message_id, seq)).fetchone()
+        if row is None:  # else read with the match: (part state, total, stat, err, message state)
+            row = conn.execute(_PART_AND_MESSAGE, (message_id, seq)).fetchone()
         current = PartState(row[0])
         total = int(row[1])
         new = current
@@ -570,6 +560,120 @@ class _Writer:
         return target
 
 
+class _WriterThread:
+    """The in-process store's writer: a thread that takes what is queued (up to `max_batch`),
+    runs it with `_Writer.run`, then resolves the batch's futures with one
+    `call_soon_threadsafe` on the loop that opened the store."""
+
+    def __init__(self, writer: _Writer, loop: asyncio.AbstractEventLoop) -> None:
+        self.writer = writer
+        self.loop = loop  # the one loop whose callers wait on the futures
+        self.queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()  # None: stop
+        self.alive = True
+        self.thread = threading.Thread(target=self._main, name="bridge-store-writer", daemon=True)
+
+    def put(self, op: _Op) -> None:
+        self.queue.put(op)
+
+    def _main(self) -> None:
+        try:
+            stop = False
+            while not stop:
+                first = self.queue.get()
+                if first is None:
+                    break
+                batch = [first]
+                stop = self._collect(batch)
+                self._deliver(self.writer.run(batch))
+        finally:
+            self.alive = False
+            self.writer.close()
+
+    def _collect(self, batch: list[_Op]) -> bool:
+        """Add what is queued to `batch` until it weighs `max_batch` (messages for accepts, one
+        for other writes); True when the stop marker was reached. It never waits: companions
+        gather on their own while the previous commit syncs."""
+        get = self.queue.get_nowait
+        weight = batch[0].weight
+        while weight < self.writer.max_batch:
+            try:
+                op = get()
+            except queue.Empty:
+                return False
+            if op is None:
+                return True
+            batch.append(op)
+            weight += op.weight
+        return False
+
+    def _deliver(self, results: list[_Result]) -> None:
+        if not results:
+            return
+        try:
+            self.loop.call_soon_threadsafe(_resolve, results)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
+
+
+class _LoopWriter:
+    """The store process's writer: on its event loop's own thread, between iterations. The
+    writes that arrive during one iteration (the bridge's requests and the outbound side's
+    records) run as one transaction at the start of the next, synchronously: no thread to wake
+    and no GIL to hand over (bridge.store.child says why). A result whose token is a future
+    completes it; the others (the pipe's request ids) go to `answer`."""
+
+    def __init__(self, writer: _Writer, loop: asyncio.AbstractEventLoop,
+                 answer: Callable[[list[_Result]], None]) -> None:
+        self.writer = writer
+        self.loop = loop
+        self.answer = answer
+        self.alive = True
+        self._batch: list[_Op] = []
+        self._weight = 0
+
+    def put(self, op: _Op) -> None:
+        if not self._batch:
+            self.loop.call_soon(self.run)
+        self._batch.append(op)
+        self._weight += op.weight
+        if self._weight >= self.writer.max_batch:
+            self.run()
+
+    def run(self) -> None:
+        batch = self._batch
+        if not batch:
+            return
+        self._batch, self._weight = [], 0
+        results = self.writer.run(batch)
+        awaited = [r for r in results if isinstance(r[0], asyncio.Future)]
+        if awaited:
+            _resolve(awaited)
+        if len(awaited) < len(results):
+            self.answer([r for r in results if not isinstance(r[0], asyncio.Future)])
+
+    def close(self) -> None:
+        self.run()
+        self.alive = False
+        self.writer.close()
+
+
+# ---------------------------------------------------------------------------------- calls by name
+
+#: The Store's write calls as writer operations, by interface method name. A call's positional
+#: arguments are the operation's, as SqliteStore builds them; StoreProcess sends the same tuple
+#: to the store process, which runs the operation (bridge.store.child).
+WRITES: dict[str, Callable[..., Any]] = {
+    "flush": _Writer.noop, "accept": _Writer.accept, "record_submitted": _Writer.submitted,
+    "record_state": _Writer.state, "record_event": _Writer.event,
+    "record_receipt": _Writer.receipt, "record_inbound": _Writer.inbound,
+}
+
+
+def write_weight(fn: Callable[..., Any], args: tuple[Any, ...]) -> int:
+    """Rows an operation writes, roughly, for the batch bound: an accept counts its messages."""
+    return len(args[0]) if fn is _Writer.accept else 1
+
+
 # ---------------------------------------------------------------------------------- readers
 
 def _views(conn: sqlite3.Connection, rows: list[Any]) -> list[MessageView]:
@@ -602,6 +706,7 @@ class SqliteStore(Store):
         self.orphan_ttl_s = orphan_ttl_s
         self.busy_timeout_s = busy_timeout_s
         self._writer: _Writer | None = None
+        self._driver: _WriterThread | _LoopWriter | None = None
         self._closing = False
         self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._all_readers: list[sqlite3.Connection] = []
@@ -621,9 +726,12 @@ class SqliteStore(Store):
         conn.execute("PRAGMA temp_store = MEMORY")
         return conn
 
-    def _open_writer(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = self._connect(write=True)
+    def _open_writer(self) -> _Writer:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = self._connect(write=True)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreUnavailable(f"cannot open store {self.path}: {exc}") from exc
         try:
             mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
             if str(mode).lower() != "wal":
@@ -632,33 +740,68 @@ class SqliteStore(Store):
             if before != after:
                 log.info("store %s: schema migrated from version %d to %d",
                          self.path, before, after)
+            return _Writer(conn, max_batch=self.commit_max_batch,
+                           orphan_ttl_s=self.orphan_ttl_s)
+        except (sqlite3.Error, OSError) as exc:
+            conn.close()
+            raise StoreUnavailable(f"cannot open store {self.path}: {exc}") from exc
         except BaseException:
             conn.close()
             raise
-        return conn
 
     async def open(self) -> None:
+        """Open with a writer thread: the store inside a process that does other work."""
         if self._writer is not None:
             return
-        try:
-            conn = await asyncio.to_thread(self._open_writer)
-        except StoreUnavailable:
-            raise
-        except (sqlite3.Error, OSError) as exc:
-            raise StoreUnavailable(f"cannot open store {self.path}: {exc}") from exc
-        self._writer = _Writer(conn, loop=asyncio.get_running_loop(),
-                               max_batch=self.commit_max_batch, orphan_ttl_s=self.orphan_ttl_s)
+        writer = await asyncio.to_thread(self._open_writer)
+        self._writer = writer
+        thread = _WriterThread(writer, asyncio.get_running_loop())
+        self._driver = thread
         self._closing = False
-        self._writer.thread.start()
+        thread.thread.start()
+
+    def open_on_loop(self, answer: Callable[[list[_Result]], None]) -> None:
+        """Open with the writer on the running loop's thread (the store process,
+        bridge.store.child): the async methods work as usual, `write_request` adds the pipe's
+        requests to the same batches, and their results go to `answer`."""
+        if self._writer is not None:
+            raise RuntimeError("the store is already open")
+        writer = self._writer = self._open_writer()
+        self._driver = _LoopWriter(writer, asyncio.get_running_loop(), answer)
+        self._closing = False
+
+    def write_request(self, method: str, args: tuple[Any, ...], request_id: int) -> bool:
+        """Queue the pipe's write call `method` (a WRITES name) behind the writes before it;
+        False when `method` is not a write."""
+        fn = WRITES.get(method)
+        driver = self._driver
+        if fn is None:
+            return False
+        if driver is None or self._closing or not driver.alive:
+            self._answer_unavailable(request_id)
+            return True
+        driver.put(_Op(fn, args, request_id, write_weight(fn, args)))
+        return True
+
+    def _answer_unavailable(self, request_id: int) -> None:
+        if isinstance(self._driver, _LoopWriter):
+            self._driver.answer([(request_id, None, StoreUnavailable("the store is not open"))])
 
     async def close(self) -> None:
-        writer = self._writer
-        if writer is None or self._closing:
+        driver = self._driver
+        if driver is None or self._closing:
             return
         self._closing = True
-        writer.queue.put(None)
-        await asyncio.to_thread(writer.thread.join)
+        if isinstance(driver, _WriterThread):
+            driver.queue.put(None)
+            await asyncio.to_thread(driver.thread.join)  # the thread closes the writer
+        else:
+            driver.close()
+        self._driver = None
         self._writer = None
+        self._close_readers()
+
+    def _close_readers(self) -> None:
         with self._readers_lock:
             for conn in self._all_readers:
                 conn.close()
@@ -678,27 +821,26 @@ class SqliteStore(Store):
 
     # -------------------------------------------------------------- write plumbing
 
-    def _submit(self, fn: Callable[..., T], args: tuple[Any, ...],
-                weight: int = 1) -> asyncio.Future[T]:
-        writer = self._writer
-        if writer is None or self._closing or not writer.alive:
+    def _submit(self, fn: Callable[..., T], args: tuple[Any, ...]) -> asyncio.Future[T]:
+        driver = self._driver
+        if driver is None or self._closing or not driver.alive:
             future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
             future.set_exception(StoreUnavailable("the store is not open"))
             return future
-        future = writer.loop.create_future()
-        writer.queue.put(_Op(fn, args, future, weight))
+        future = driver.loop.create_future()
+        driver.put(_Op(fn, args, future, write_weight(fn, args)))
         return future
 
     # -------------------------------------------------------------- writes
 
     def accept(self, messages: Sequence[NewMessage], *,
                now: float) -> Awaitable[list[AcceptOutcome]]:
-        batch = tuple(messages)
-        if not batch and self._writer is not None and not self._closing:
+        batch = accept_rows(messages)
+        if not batch and self._driver is not None and not self._closing:
             future: asyncio.Future[list[AcceptOutcome]] = asyncio.get_running_loop().create_future()
             future.set_result([])
             return future
-        return self._submit(_Writer.accept, (batch, now), len(batch))
+        return self._submit(_Writer.accept, (batch, now))
 
     def record_submitted(self, message_id: str, seq: int, *, smsc: str, smsc_id: str,
                          id_keys: Sequence[str], at: float) -> Awaitable[ReceiptOutcome | None]:
@@ -721,7 +863,7 @@ class SqliteStore(Store):
 
     # -------------------------------------------------------------- read plumbing
 
-    def _read_sync(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+    def _read_snapshot(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         try:
             conn = self._readers.get_nowait()
         except queue.Empty:
@@ -740,102 +882,134 @@ class SqliteStore(Store):
             else:
                 self._readers.put(conn)
 
-    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+    def read_sync(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        """Run a read (a `READS` function) on a reader connection, in the calling thread."""
         if self._writer is None or self._closing:
             raise StoreUnavailable("the store is not open")
         try:
-            return await asyncio.to_thread(self._read_sync, fn, args)
+            return self._read_snapshot(fn, args)
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"store read failed: {exc}") from exc
+
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._writer is None or self._closing:
+            raise StoreUnavailable("the store is not open")
+        return await asyncio.to_thread(self.read_sync, fn, args)
 
     # -------------------------------------------------------------- reads
 
     async def quota_used(self, account: str) -> int:
-        def run(conn: sqlite3.Connection) -> int:
-            row = conn.execute(_GET_USAGE, (account,)).fetchone()
-            return int(row[0]) if row is not None else 0
-        return await self._read(run)
+        return await self._read(_quota_used, account)
 
     async def load_pending(self, *, limit: int = 1_000_000) -> list[OutboundMessage]:
-        def run(conn: sqlite3.Connection) -> list[OutboundMessage]:
-            rows = conn.execute(
-                f"SELECT {_OUTBOUND_COLUMNS} FROM messages m "
-                f"WHERE state IN ({_in(len(_PENDING_STATES))}) AND EXISTS ("
-                f"  SELECT 1 FROM parts p WHERE p.message_id = m.id AND p.smsc_id IS NULL) "
-                f"ORDER BY created_at, rowid LIMIT ?", (*_PENDING_STATES, limit)).fetchall()
-            parts: dict[str, list[OutboundPart]] = {}
-            for chunk in _chunks([r[0] for r in rows]):
-                for p in conn.execute(
-                        f"SELECT message_id, seq, total, short_message, tlvs_json, state, smsc, "
-                        f"smsc_id FROM parts WHERE message_id IN ({_in(len(chunk))}) "
-                        f"ORDER BY message_id, seq", tuple(chunk)):
-                    parts.setdefault(p[0], []).append(OutboundPart(
-                        seq=int(p[1]), total=int(p[2]), short_message=bytes(p[3]),
-                        tlvs_json=p[4], state=PartState(p[5]), smsc=p[6], smsc_id=p[7]))
-            return [OutboundMessage(
-                id=r[0], account=r[1], recipient=r[2], source_addr=r[3], source_ton=int(r[4]),
-                source_npi=int(r[5]), dest_ton=int(r[6]), dest_npi=int(r[7]),
-                data_coding=int(r[8]), esm_class=int(r[9]), registered_delivery=int(r[10]),
-                state=MessageState(r[11]), created_at=float(r[12]),
-                send_at=None if r[13] is None else float(r[13]), expires_at=float(r[14]),
-                parts=tuple(parts.get(r[0], ()))) for r in rows]
-        return await self._read(run)
+        return await self._read(_load_pending, limit)
 
     async def get_messages(self, ids: Sequence[str]) -> list[MessageView]:
-        wanted = list(ids)
-
-        def run(conn: sqlite3.Connection) -> list[MessageView]:
-            rows: list[Any] = []
-            for chunk in _chunks(list(dict.fromkeys(wanted))):
-                rows.extend(conn.execute(
-                    f"SELECT {_VIEW_COLUMNS} FROM messages WHERE id IN ({_in(len(chunk))})",
-                    tuple(chunk)).fetchall())
-            by_id = {v.id: v for v in _views(conn, rows)}
-            return [by_id[i] for i in wanted if i in by_id]
-        return await self._read(run)
+        return await self._read(_get_messages, tuple(ids))
 
     async def list_messages(self, account: str, *, offset: int, limit: int,
                             state: MessageState | None = None,
                             since: float | None = None) -> tuple[int, list[MessageView]]:
-        where = "account = ?"
-        params: list[Any] = [account]
-        if state is not None:
-            where += " AND state = ?"
-            params.append(MessageState(state).value)
-        if since is not None:
-            where += " AND created_at >= ?"
-            params.append(since)
-
-        def run(conn: sqlite3.Connection) -> tuple[int, list[MessageView]]:
-            total = int(conn.execute(f"SELECT count(*) FROM messages WHERE {where}",
-                                     params).fetchone()[0])
-            rows = conn.execute(
-                f"SELECT {_VIEW_COLUMNS} FROM messages WHERE {where} "
-                f"ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?",
-                (*params, max(0, limit), max(0, offset))).fetchall()
-            return total, _views(conn, rows)
-        return await self._read(run)
+        return await self._read(_list_messages, account, offset, limit, state, since)
 
     async def timeline(self, message_id: str) -> list[Event]:
-        def run(conn: sqlite3.Connection) -> list[Event]:
-            return [Event(r[0], float(r[1]), r[2], r[3]) for r in conn.execute(
-                "SELECT message_id, at, state, detail FROM events WHERE message_id = ? "
-                "ORDER BY at, id", (message_id,))]
-        return await self._read(run)
+        return await self._read(_timeline, message_id)
 
     async def counts_by_state(self) -> dict[str, int]:
-        def run(conn: sqlite3.Connection) -> dict[str, int]:
-            counts = {s.value: 0 for s in MessageState}
-            for state, n in conn.execute("SELECT state, count(*) FROM messages GROUP BY state"):
-                counts[state] = int(n)
-            return counts
-        return await self._read(run)
+        return await self._read(_counts_by_state)
 
     async def last_message_to(self, recipient: str, *, since: float) -> MessageView | None:
-        def run(conn: sqlite3.Connection) -> MessageView | None:
-            rows = conn.execute(
-                f"SELECT {_VIEW_COLUMNS} FROM messages WHERE recipient = ? AND created_at >= ? "
-                f"ORDER BY created_at DESC, rowid DESC LIMIT 1", (recipient, since)).fetchall()
-            views = _views(conn, rows)
-            return views[0] if views else None
-        return await self._read(run)
+        return await self._read(_last_message_to, recipient, since)
+
+
+# ---------------------------------------------------------------------------------- reads
+# Each runs on a reader connection inside one snapshot (SqliteStore._read_sync).
+
+def _quota_used(conn: sqlite3.Connection, account: str) -> int:
+    row = conn.execute(_GET_USAGE, (account,)).fetchone()
+    return int(row[0]) if row is not None else 0
+
+
+def _load_pending(conn: sqlite3.Connection, limit: int) -> list[OutboundMessage]:
+    rows = conn.execute(
+        f"SELECT {_OUTBOUND_COLUMNS} FROM messages m "
+        f"WHERE state IN ({_in(len(_PENDING_STATES))}) AND EXISTS ("
+        f"  SELECT 1 FROM parts p WHERE p.message_id = m.id AND p.smsc_id IS NULL) "
+        f"ORDER BY created_at, rowid LIMIT ?", (*_PENDING_STATES, limit)).fetchall()
+    parts: dict[str, list[OutboundPart]] = {}
+    for chunk in _chunks([r[0] for r in rows]):
+        for p in conn.execute(
+                f"SELECT message_id, seq, total, short_message, tlvs_json, state, smsc, "
+                f"smsc_id FROM parts WHERE message_id IN ({_in(len(chunk))}) "
+                f"ORDER BY message_id, seq", tuple(chunk)):
+            parts.setdefault(p[0], []).append(OutboundPart(
+                seq=int(p[1]), total=int(p[2]), short_message=bytes(p[3]),
+                tlvs_json=p[4], state=PartState(p[5]), smsc=p[6], smsc_id=p[7]))
+    return [OutboundMessage(
+        id=r[0], account=r[1], recipient=r[2], source_addr=r[3], source_ton=int(r[4]),
+        source_npi=int(r[5]), dest_ton=int(r[6]), dest_npi=int(r[7]),
+        data_coding=int(r[8]), esm_class=int(r[9]), registered_delivery=int(r[10]),
+        state=MessageState(r[11]), created_at=float(r[12]),
+        send_at=None if r[13] is None else float(r[13]), expires_at=float(r[14]),
+        parts=tuple(parts.get(r[0], ()))) for r in rows]
+
+
+def _get_messages(conn: sqlite3.Connection, wanted: tuple[str, ...]) -> list[MessageView]:
+    rows: list[Any] = []
+    for chunk in _chunks(list(dict.fromkeys(wanted))):
+        rows.extend(conn.execute(
+            f"SELECT {_VIEW_COLUMNS} FROM messages WHERE id IN ({_in(len(chunk))})",
+            tuple(chunk)).fetchall())
+    by_id = {v.id: v for v in _views(conn, rows)}
+    return [by_id[i] for i in wanted if i in by_id]
+
+
+def _list_messages(conn: sqlite3.Connection, account: str, offset: int, limit: int,
+                   state: MessageState | None,
+                   since: float | None) -> tuple[int, list[MessageView]]:
+    where = "account = ?"
+    params: list[Any] = [account]
+    if state is not None:
+        where += " AND state = ?"
+        params.append(MessageState(state).value)
+    if since is not None:
+        where += " AND created_at >= ?"
+        params.append(since)
+    total = int(conn.execute(f"SELECT count(*) FROM messages WHERE {where}",
+                             params).fetchone()[0])
+    rows = conn.execute(
+        f"SELECT {_VIEW_COLUMNS} FROM messages WHERE {where} "
+        f"ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?",
+        (*params, max(0, limit), max(0, offset))).fetchall()
+    return total, _views(conn, rows)
+
+
+def _timeline(conn: sqlite3.Connection, message_id: str) -> list[Event]:
+    return [Event(r[0], float(r[1]), r[2], r[3]) for r in conn.execute(
+        "SELECT message_id, at, state, detail FROM events WHERE message_id = ? "
+        "ORDER BY at, id", (message_id,))]
+
+
+def _counts_by_state(conn: sqlite3.Connection) -> dict[str, int]:
+    counts = {s.value: 0 for s in MessageState}
+    for state, n in conn.execute("SELECT state, count(*) FROM messages GROUP BY state"):
+        counts[state] = int(n)
+    return counts
+
+
+def _last_message_to(conn: sqlite3.Connection, recipient: str,
+                     since: float) -> MessageView | None:
+    rows = conn.execute(
+        f"SELECT {_VIEW_COLUMNS} FROM messages WHERE recipient = ? AND created_at >= ? "
+        f"ORDER BY created_at DESC, rowid DESC LIMIT 1", (recipient, since)).fetchall()
+    views = _views(conn, rows)
+    return views[0] if views else None
+
+
+#: The Store's read calls by interface method name; positional arguments as SqliteStore passes
+#: them (after the connection).
+READS: dict[str, Callable[..., Any]] = {
+    "quota_used": _quota_used, "load_pending": _load_pending, "get_messages": _get_messages,
+    "list_messages": _list_messages, "timeline": _timeline, "counts_by_state": _counts_by_state,
+    "last_message_to": _last_message_to,
+}

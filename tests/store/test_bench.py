@@ -13,3 +13,12 @@ def test_store_bench_smoke() -> None:
                 "accepts_per_s_in_process_single", "pipeline_accepts_per_s",
                 "pipeline_submitted_per_s"):
         assert result[key] > 0, key
+
+
+def test_store_cpu_bench_smoke() -> None:
+    result = bench.cpu_result(messages=200, producers=10, repeat=1)
+    for shape in ("single", "batch100"):
+        assert result[shape]["messages"] == 200  # every one accepted, submitted, delivered
+        assert result[shape]["child_cpu_us_per_msg"] >= 0
+        assert result[shape]["parent_cpu_us_per_msg"] > 0
+    assert result["in_process_single"]["messages"] == 200

@@ -131,3 +131,108 @@ def test_an_answer_that_cannot_be_pickled_becomes_an_error_answer() -> None:
     assert answers[1] == (2, True, "fine")
     assert answers[0][0] == 1 and answers[0][1] is False
     assert isinstance(answers[0][2], StoreUnavailable)
+
+
+# ------------------------------------------------------------------ the child's own writer
+
+async def test_writes_in_one_frame_keep_their_order_and_fail_alone(store: StoreProcess) -> None:
+    """The child's main thread is the writer: calls of one frame are one transaction, applied
+    in the order they were made; a call that fails is retried alone and fails alone."""
+    await store.accept([msg("o1")], now=T0)
+    events = [store.record_event("o1", f"e{i}", at=T0 + 1, detail=str(i)) for i in range(30)]
+    bad_fk = store.record_event("no-such-message", "note", at=T0)
+    bad_pk = store.accept([msg("o2"), msg("o1")], now=T0)  # o1 exists: the whole call fails
+    good = store.accept([msg("o3")], now=T0)
+    bad_unknown = store.record_submitted("nope", 1, smsc="s", smsc_id="1", id_keys=["int:1"],
+                                         at=T0)
+    state = store.record_state("o1", M.FAILED, at=T0 + 2, error="INVALID_DESTINATION",
+                               detail="no route")
+    await asyncio.gather(*events)
+    assert (await good)[0].status == "accepted"
+    assert await state is None
+    for bad in (bad_fk, bad_pk, bad_unknown):
+        with pytest.raises(StoreUnavailable):
+            await bad
+    timeline = [e.state for e in await store.timeline("o1")]
+    assert timeline == ["queued"] + [f"e{i}" for i in range(30)] + ["failed"]
+    assert sorted(v.id for v in await store.get_messages(["o1", "o2", "o3"])) == ["o1", "o3"]
+    assert await store.quota_used("acme") == 2
+
+
+async def test_a_batch_larger_than_the_bound_commits_in_order(tmp_path: Path) -> None:
+    store = StoreProcess(tmp_path / "small.db", commit_max_batch=3)
+    await store.open()
+    try:
+        await store.accept([msg("b0")], now=T0)
+        writes = [store.accept([msg(f"b{i}")], now=T0) for i in range(1, 11)]
+        writes += [store.record_event("b0", f"e{i}", at=T0 + 1) for i in range(10)]
+        await asyncio.gather(*writes)
+        assert len(await store.get_messages([f"b{i}" for i in range(11)])) == 11
+        assert [e.state for e in await store.timeline("b0")][1:] == [f"e{i}" for i in range(10)]
+    finally:
+        await store.close()
+
+
+async def test_close_finishes_the_calls_sent_before_it(tmp_path: Path) -> None:
+    store = StoreProcess(tmp_path / "close.db")
+    await store.open()
+    writes = [store.accept([msg(f"c{i}")], now=T0) for i in range(20)]
+    await store.close()  # the close travels in the same frame as the writes
+    assert all(w.done() and w.result()[0].status == "accepted"  # type: ignore[attr-defined]
+               for w in writes)
+    with pytest.raises(StoreUnavailable):
+        await store.accept([msg("late")], now=T0)
+
+
+def test_the_child_serves_a_pipe_and_finishes_at_end_of_file(tmp_path: Path) -> None:
+    """serve() on plain pipes: frames split across reads, a read among writes, an unknown
+    call, and end of file in the middle of a frame (that call was never sent whole)."""
+    import os
+    import threading
+
+    from bridge.store.child import serve
+    from bridge.store.process import frame
+    from bridge.store.rows import accept_rows
+
+    to_child_r, to_child_w = os.pipe()
+    from_child_r, from_child_w = os.pipe()
+    done: list[int] = []
+    server = threading.Thread(target=lambda: done.append(serve(
+        str(tmp_path / "pipe.db"), {}, fd_in=to_child_r, fd_out=from_child_w)))
+    server.start()
+    data = frame(None)  # the setup: no outbound side
+    data += frame([(1, "accept", (accept_rows([msg("p1")]), T0)), (2, "record_event", ("p1", "x", T0, ""))])
+    data += frame([(3, "get_messages", (("p1",),)), (4, "no_such_call", ())])
+    data += frame([(5, "record_event", ("p1", "y", T0 + 1, ""))])
+    cut = frame([(6, "record_event", ("p1", "never", T0 + 2, ""))])
+    for piece in (data[:7], data[7:60], data[60:], cut[:-3]):
+        os.write(to_child_w, piece)
+    os.close(to_child_w)
+    server.join(30)
+    os.close(from_child_w)
+    raw = b""
+    while chunk := os.read(from_child_r, 1 << 16):
+        raw += chunk
+    os.close(from_child_r)
+    os.close(to_child_r)
+    answers: dict[int, tuple[bool, object]] = {}
+    while raw:
+        size = int.from_bytes(raw[:4], "big")
+        for request_id, ok, value in pickle.loads(raw[4:4 + size]):
+            answers[request_id] = (ok, value)
+        raw = raw[4 + size:]
+    assert done == [0]
+    assert answers[0] == (True, "ready")
+    assert answers[1][0] and answers[2] == (True, None) and answers[5] == (True, None)
+    assert answers[4][0] is False and isinstance(answers[4][1], StoreUnavailable)
+    assert answers[3][0] is True
+    assert 6 not in answers
+    check = SqliteStore(tmp_path / "pipe.db")
+
+    async def timeline() -> list[str]:
+        await check.open()
+        try:
+            return [e.state for e in await check.timeline("p1")]
+        finally:
+            await check.close()
+    assert asyncio.run(timeline()) == ["queued", "x", "y"]

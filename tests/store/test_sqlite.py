@@ -317,6 +317,24 @@ async def test_submit_then_receipt_with_hex_and_decimal_ids(store: SqliteStore) 
     ]
 
 
+async def test_a_receipt_in_the_same_batch_as_its_submit_matches(store: SqliteStore) -> None:
+    """SMSC keys are inserted once per transaction, but a receipt in that transaction sees them."""
+    await store.accept([msg("sb1"), msg("sb2")], now=T0)
+    gate = hold_writer(store)
+    first = store.record_submitted("sb1", 1, smsc="smsc1", smsc_id="1F",
+                                   id_keys=smsc_id_keys("1F", "hex"), at=T0 + 1)
+    delivered = store.record_receipt(smsc="smsc1", id_keys=smsc_id_keys("31", "dec"),
+                                     part_state=P.DELIVERED, stat="DELIVRD", err="000",
+                                     at=T0 + 2)
+    second = store.record_submitted("sb2", 1, smsc="smsc1", smsc_id="20",
+                                    id_keys=smsc_id_keys("20", "hex"), at=T0 + 1)
+    gate.set()
+    assert await first is None and await second is None
+    assert await delivered == ReceiptOutcome(True, "sb1", M.DELIVERED)
+    assert await receipt(store, "32", P.DELIVERED) == ReceiptOutcome(True, "sb2", M.DELIVERED)
+    assert store.stats()["largest_batch"] >= 3
+
+
 async def test_auto_keys_prefer_the_strongest_key(store: SqliteStore) -> None:
     # "22" read as hex is 34; "16" read as hex is 22: a decimal receipt "22" shares a key
     # with both; the raw key of "22" ranks first.
