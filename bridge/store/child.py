@@ -20,7 +20,6 @@ import contextlib
 import json
 import logging
 import os
-import pickle
 import signal
 import sys
 import threading
@@ -34,10 +33,10 @@ from bridge.outbound import Outbound, OutboundSetup
 from bridge.store.base import StoreUnavailable
 from bridge.store.process import (
     CLOSE,
-    LENGTH,
     OUTBOUND_METRICS,
     OUTBOUND_STATUS,
     WAIT_BOUND,
+    FrameBuffer,
     encode,
 )
 from bridge.store.rows import AcceptRow
@@ -62,31 +61,21 @@ class Pipe:
     def __init__(self, fd_in: int, fd_out: int) -> None:
         self.fd_in = fd_in
         self._out = fd_out
-        self._buffer = bytearray()
+        self._frames = FrameBuffer()
         self._lock = threading.Lock()
         self._gone = False
 
     def first(self) -> Any:
         """The first frame's value, waiting for it (before the loop serves anything); raises
         EOFError when the bridge went away before sending it whole."""
-        while (value := self._take_one()) is _NOTHING:
+        while True:
+            whole, value = self._frames.value()
+            if whole:
+                return value
             chunk = os.read(self.fd_in, 1 << 16)
             if not chunk:
                 raise EOFError("no setup frame")
-            self._buffer += chunk
-        return value
-
-    def _take_one(self) -> Any:
-        buffer = self._buffer
-        if len(buffer) < LENGTH.size:
-            return _NOTHING
-        (size,) = LENGTH.unpack_from(buffer, 0)
-        end = LENGTH.size + size
-        if end > len(buffer):
-            return _NOTHING
-        value = pickle.loads(bytes(buffer[LENGTH.size:end]))  # noqa: S301 - our own bridge
-        del buffer[:end]
-        return value
+            self._frames.append(chunk)
 
     def receive(self) -> list[tuple[Any, ...]] | None:
         """The requests of every complete frame one read brings; None at end of file (a frame
@@ -94,25 +83,11 @@ class Pipe:
         chunk = os.read(self.fd_in, 1 << 20)
         if not chunk:
             return None
-        self._buffer += chunk
-        return self.buffered()
+        return self._frames.feed(chunk)
 
     def buffered(self) -> list[tuple[Any, ...]]:
         """The requests of the complete frames already read."""
-        buffer = self._buffer
-        requests: list[tuple[Any, ...]] = []
-        pos = 0
-        with memoryview(buffer) as view:
-            while len(buffer) - pos >= LENGTH.size:
-                (size,) = LENGTH.unpack_from(buffer, pos)
-                end = pos + LENGTH.size + size
-                if end > len(buffer):
-                    break
-                requests.extend(pickle.loads(view[pos + LENGTH.size:end]))  # noqa: S301
-                pos = end
-        if pos:
-            del buffer[:pos]
-        return requests
+        return self._frames.items()
 
     def send(self, answers: list[tuple[Any, ...]]) -> None:
         data = encode(answers, _unsendable_answer)
@@ -127,9 +102,6 @@ class Pipe:
                     view = view[os.write(self._out, view):]
             except BrokenPipeError:
                 self._gone = True
-
-
-_NOTHING = object()
 
 
 def _answers(results: list[_Result]) -> list[tuple[Any, ...]]:

@@ -89,9 +89,49 @@ def _sendable(item: tuple[Any, ...], refuse: Refuse) -> tuple[Any, ...] | None:
     return item
 
 
-async def read_frame(reader: asyncio.StreamReader) -> Any:
-    (size,) = LENGTH.unpack(await reader.readexactly(LENGTH.size))
-    return pickle.loads(await reader.readexactly(size))  # noqa: S301 - our own child process
+class FrameBuffer:
+    """Frames in as bytes arrive, in whatever pieces the pipe delivers them."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[tuple[Any, ...]]:
+        """The items of every frame `data` completes (each frame holds a list)."""
+        self._buffer += data
+        return self.items()
+
+    def append(self, data: bytes) -> None:
+        """Keep `data` without reading frames yet (see `value`)."""
+        self._buffer += data
+
+    def items(self) -> list[tuple[Any, ...]]:
+        buffer = self._buffer
+        items: list[tuple[Any, ...]] = []
+        pos = 0
+        with memoryview(buffer) as view:
+            while len(buffer) - pos >= LENGTH.size:
+                (size,) = LENGTH.unpack_from(buffer, pos)
+                end = pos + LENGTH.size + size
+                if end > len(buffer):
+                    break
+                items.extend(pickle.loads(view[pos + LENGTH.size:end]))  # noqa: S301 - ours
+                pos = end
+        if pos:
+            del buffer[:pos]
+        return items
+
+    def value(self) -> tuple[bool, Any]:
+        """(True, the value) of one whole frame at the front, else (False, None)."""
+        buffer = self._buffer
+        if len(buffer) < LENGTH.size:
+            return False, None
+        (size,) = LENGTH.unpack_from(buffer, 0)
+        end = LENGTH.size + size
+        if end > len(buffer):
+            return False, None
+        value = pickle.loads(bytes(buffer[LENGTH.size:end]))  # noqa: S301 - ours
+        del buffer[:end]
+        return True, value
 
 
 class Outbox:
@@ -118,17 +158,48 @@ class Outbox:
             self._write(data)
 
 
+class _Answers(asyncio.SubprocessProtocol):
+    """The child's stdout, parsed as it arrives: each answer completes its call's future in
+    this callback, with no reader task or StreamReader between, a loop iteration less for
+    every answer the bridge waits for (an SMTP 250 or a SOAP response waits for one)."""
+
+    def __init__(self, store: StoreProcess) -> None:
+        self.store = store
+        self.frames = FrameBuffer()
+        self.exited: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        pending = self.store._pending
+        for request_id, ok, value in self.frames.feed(data):
+            future = pending.pop(request_id, None)
+            if future is None or future.done():
+                continue
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+                future.exception()  # a dropped fire-and-forget write must not warn
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if fd == 1:
+            self.store._output_ended()
+
+    def process_exited(self) -> None:
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+
 class StoreProcess(Store):
     """`SqliteStore(path, **options)` running in a child process (see module docstring)."""
 
     def __init__(self, path: Path | str, **options: Any) -> None:
         self.path = Path(path)
         self.options = options
-        self._proc: asyncio.subprocess.Process | None = None
+        self._transport: asyncio.SubprocessTransport | None = None
+        self._answers: _Answers | None = None
         self._outbox: Outbox | None = None
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._ids = itertools.count(1)
-        self._reader_task: asyncio.Task[None] | None = None
         self._broken: str | None = "the store is not open"
 
     # -------------------------------------------------------------- lifecycle
@@ -136,32 +207,35 @@ class StoreProcess(Store):
     async def open(self, outbound: OutboundSetup | None = None) -> None:
         """Start the child; with `outbound` it also runs the SMPP binds and the dispatcher
         (the setup travels as the first frame, not on the command line: it holds secrets)."""
-        if self._proc is not None:
+        if self._transport is not None:
             return
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bridge.store.child", str(self.path),
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[Any] = loop.create_future()
+        self._pending = {0: ready}  # the child's first answer: "ready", or why it cannot open
+        transport, answers = await loop.subprocess_exec(
+            lambda: _Answers(self), sys.executable, "-m", "bridge.store.child", str(self.path),
             json.dumps(self.options), stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, start_new_session=True)
-        assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write(frame(outbound))
+            stdout=asyncio.subprocess.PIPE, stderr=None, start_new_session=True)
+        stdin = transport.get_pipe_transport(0)
+        assert isinstance(stdin, asyncio.WriteTransport)
+        stdin.write(frame(outbound))
         try:
-            (_, ok, value), = await asyncio.wait_for(read_frame(proc.stdout), 60)
-        except (asyncio.IncompleteReadError, asyncio.TimeoutError) as exc:
-            proc.kill()
-            await proc.wait()
+            await asyncio.wait_for(ready, 60)
+        except Exception as exc:
+            transport.kill()
+            await answers.exited
+            transport.close()
+            if isinstance(exc, StoreUnavailable) and "exited" not in str(exc):
+                raise
             raise StoreUnavailable(f"cannot start the store process for {self.path}") from exc
-        if not ok:
-            await proc.wait()
-            raise value if isinstance(value, StoreUnavailable) else StoreUnavailable(str(value))
-        self._proc = proc
-        self._outbox = Outbox(proc.stdin.write, self._unsendable)
+        self._transport, self._answers = transport, answers
+        self._outbox = Outbox(stdin.write, self._unsendable)
         self._broken = None
-        self._reader_task = asyncio.get_running_loop().create_task(self._read_answers(proc))
 
     @property
     def pid(self) -> int | None:
         """The store process's id while it runs (for CPU accounting in the bench)."""
-        return self._proc.pid if self._proc is not None else None
+        return self._transport.get_pid() if self._transport is not None else None
 
     def healthy(self) -> bool:
         return self._broken is None
@@ -169,8 +243,8 @@ class StoreProcess(Store):
     async def close(self, drain_timeout: float = 10.0) -> None:
         """The child stops its outbound side (submits in flight get `drain_timeout`), finishes
         every call it has received, closes the store and exits."""
-        proc = self._proc
-        if proc is None:
+        transport, answers = self._transport, self._answers
+        if transport is None or answers is None:
             return
         if self._broken is None:
             self._call(CLOSE, drain_timeout)
@@ -178,40 +252,26 @@ class StoreProcess(Store):
             self._outbox.flush()
         self._broken = "the store is closed"
         try:
-            await asyncio.wait_for(proc.wait(), 60)
+            await asyncio.wait_for(asyncio.shield(answers.exited), 60)
         except asyncio.TimeoutError:
             log.error("store process did not finish in 60 s; killing it")
-            proc.kill()
-            await proc.wait()
-        if self._reader_task is not None:
-            await self._reader_task
-        self._proc = None
+            transport.kill()
+            await answers.exited
+        transport.close()
+        self._transport = self._answers = None
 
-    async def _read_answers(self, proc: asyncio.subprocess.Process) -> None:
-        assert proc.stdout is not None
-        pending = self._pending
-        try:
-            while True:
-                for request_id, ok, value in await read_frame(proc.stdout):
-                    future = pending.pop(request_id, None)
-                    if future is None or future.done():
-                        continue
-                    if ok:
-                        future.set_result(value)
-                    else:
-                        future.set_exception(value)
-                        future.exception()  # a dropped fire-and-forget write must not warn
-        except asyncio.IncompleteReadError:
-            pass
+    def _output_ended(self) -> None:
+        """The child's stdout closed: it has exited (or is about to), so no answer will come."""
         lost = self._broken is None
         if lost:
             self._broken = "the store process exited"
             log.error("store process for %s exited unexpectedly", self.path)
-        for future in pending.values():
+        reason = self._broken or "the store process exited before it was ready"
+        for future in self._pending.values():
             if not future.done():
-                future.set_exception(StoreUnavailable(self._broken))
+                future.set_exception(StoreUnavailable(reason))
                 future.exception()
-        pending.clear()
+        self._pending.clear()
         if lost and self.on_lost is not None:
             self.on_lost()
 

@@ -65,9 +65,9 @@ async def test_a_failed_write_fails_alone_and_the_pipe_goes_on(store: StoreProce
 async def test_when_the_store_process_dies_every_call_fails_clearly(
         store: StoreProcess) -> None:
     await store.accept([msg("m1")], now=T0)
-    assert store._proc is not None
-    store._proc.kill()
-    await store._proc.wait()
+    assert store._transport is not None and store._answers is not None
+    store._transport.kill()
+    await store._answers.exited
     await asyncio.sleep(0.05)  # the answer reader sees the end of the pipe
     with pytest.raises(StoreUnavailable, match="exited"):
         await store.accept([msg("m2")], now=T0)
@@ -79,12 +79,13 @@ async def test_when_the_bridge_goes_away_the_store_finishes_what_it_received(
         tmp_path: Path) -> None:
     store = StoreProcess(tmp_path / "gone.db")
     await store.open()
-    assert store._proc is not None and store._proc.stdin is not None and store._outbox
+    assert store._transport is not None and store._answers is not None and store._outbox
     for i in range(50):  # issued, never awaited: the bridge dies right after sending them
         store.accept([msg(f"m{i}")], now=T0)
     store._outbox.flush()
-    store._proc.stdin.close()  # what the child sees when the bridge is SIGKILLed
-    assert await asyncio.wait_for(store._proc.wait(), 30) == 0
+    store._transport.get_pipe_transport(0).close()  # what the child sees when the bridge dies
+    await asyncio.wait_for(store._answers.exited, 30)
+    assert store._transport.get_returncode() == 0
     check = SqliteStore(tmp_path / "gone.db")
     await check.open()
     try:
