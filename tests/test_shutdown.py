@@ -76,6 +76,15 @@ def send_mails(port: int, first: int) -> None:
                           f"Subject: shutdown {mail}\r\n\r\nmail {mail}\r\n")
 
 
+async def counts_by_state(db: Path) -> dict[str, int]:
+    store = SqliteStore(db)
+    await store.open()
+    try:
+        return await store.counts_by_state()
+    finally:
+        await store.close()
+
+
 async def terminate(proc: asyncio.subprocess.Process) -> int:
     proc.send_signal(signal.SIGTERM)
     return await asyncio.wait_for(proc.wait(), 30)
@@ -97,12 +106,7 @@ async def test_sigterm_mid_load_drains_unbinds_and_loses_or_repeats_nothing(
         assert 0 < at_smsc < TOTAL, "the stop should come while most messages still wait"
         assert sim.unbinds_received >= 1, "the bridge should unbind before it exits"
 
-        store = SqliteStore(tmp_path / "stop.db")
-        await store.open()
-        try:
-            counts = await store.counts_by_state()
-        finally:
-            await store.close()
+        counts = await counts_by_state(tmp_path / "stop.db")
         # Every submit the SMSC answered was recorded before exit; the rest wait, queued.
         assert counts["queued"] == TOTAL - at_smsc, counts
         assert sum(counts.values()) == TOTAL
@@ -169,12 +173,7 @@ async def test_store_process_drains_and_unbinds_when_the_bridge_is_killed(
         assert 0 < at_smsc < TOTAL, "the kill should come while most messages still wait"
         assert sim.unbinds_received >= 1, "the store process should unbind before it exits"
 
-        store = SqliteStore(tmp_path / "stop.db")
-        await store.open()
-        try:
-            counts = await store.counts_by_state()
-        finally:
-            await store.close()
+        counts = await counts_by_state(tmp_path / "stop.db")
         assert counts["queued"] == TOTAL - at_smsc, counts
         assert sum(counts.values()) == TOTAL
     finally:
