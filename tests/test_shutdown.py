@@ -18,7 +18,7 @@ import pytest
 from bridge.config import SimulatorConfig
 from bridge.simulator import SmscSimulator
 from bridge.store.sqlite import SqliteStore
-from tests.conftest import child_pids
+from tests.conftest import child_pids, gone
 
 ROOT = Path(__file__).resolve().parent.parent
 MAILS, PER_MAIL = 4, 50
@@ -140,15 +140,6 @@ async def test_serve_exits_1_when_its_store_process_dies(tmp_path: Path) -> None
         await sim.stop()
 
 
-def _gone(pid: int) -> bool:
-    """Exited (a zombie nobody reaped counts as exited)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
-
-
 @pytest.mark.slow
 async def test_store_process_drains_and_unbinds_when_the_bridge_is_killed(
         tmp_path: Path) -> None:
@@ -165,10 +156,10 @@ async def test_store_process_drains_and_unbinds_when_the_bridge_is_killed(
         proc.send_signal(signal.SIGKILL)
         await proc.wait()
         for _ in range(300):  # bounded: 30 s
-            if _gone(store_pid):
+            if gone(store_pid):
                 break
             await asyncio.sleep(0.1)
-        assert _gone(store_pid), "the store process should exit after its bridge died"
+        assert gone(store_pid), "the store process should exit after its bridge died"
         at_smsc = len(sim.submits)
         assert 0 < at_smsc < TOTAL, "the kill should come while most messages still wait"
         assert sim.unbinds_received >= 1, "the store process should unbind before it exits"
