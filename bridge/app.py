@@ -117,4 +117,3 @@ def _follow_simulator(smsc: SmscConfig, config: Config, port: int) -> SmscConfig
     if smsc.host == sim.host and smsc.port == sim.port:
         return replace(smsc, port=port)
     return smsc
-

@@ -23,7 +23,6 @@ from bridge.store.base import AcceptOutcome, Store
 from bridge.store.rows import AcceptRow, outbound_message
 
 
-
 @dataclass(frozen=True)
 class OutboundSetup:
     """What the store process needs to run the outbound side: the config and the SMSCs as

@@ -3,7 +3,8 @@
 The bridge (temporary SQLite store, one account with a high rate, one bind with window 50)
 runs in a child process. This process is the load generator, raw HTTP/1.1 POSTs of pre-built
 envelopes (no SOAP toolkit; httptools parses the responses) on `concurrency` keep-alive
-connections, and the SMSC simulator the bridge binds to: an SMSC is never inside the gateway, and the SMTP bench does the same.
+connections, and the SMSC simulator the bridge binds to: an SMSC is never inside the
+gateway, and the SMTP bench does the same.
 Measured in one run:
 
 - noop_stock: a no-op Spyne operation served by stock aiohttp-spyne (`AIOSpyne`, threads=None)
@@ -178,7 +179,8 @@ def _requests(target: tuple[str, int], path: str, bodies: Sequence[bytes],
 
 
 async def _load(target: tuple[str, int], path: str, bodies: Sequence[bytes],
-                headers: dict[str, str], concurrency: int) -> tuple[float, list[float], dict[int, int]]:
+                headers: dict[str, str],
+                concurrency: int) -> tuple[float, list[float], dict[int, int]]:
     """POST every body once with `concurrency` keep-alive connections; (seconds, latencies,
     status counts). Requests are built before the clock starts."""
     loop = asyncio.get_running_loop()
