@@ -118,20 +118,28 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", default="wsdl")
     p = sub.add_parser("bench", help="load generators; each prints a JSON summary")
     p.add_argument("what", choices=("smpp", "store", "soap", "smtp", "all"))
+    p.add_argument("options", nargs=argparse.REMAINDER,
+                   help="passed to that benchmark, e.g. `bench soap --rounds 5` "
+                        "(python -m bridge.soap.bench --help lists them)")
     return parser
 
 
-def _bench(what: str) -> int:
+def _bench(what: str, options: Sequence[str] = ()) -> int:
     """Each benchmark is a module that prints one JSON document; run them one after another
-    (never concurrently: the machine has two cores) and print them together."""
+    (never concurrently: the machine has two cores) and print them together. `options` go to
+    the one benchmark named (each has its own)."""
     import subprocess
 
+    if options and what == "all":
+        print("sms-bridge bench: options need one benchmark (smpp, store, soap or smtp)",
+              file=sys.stderr)
+        return 2
     targets = ["smpp", "store", "soap", "smtp"] if what == "all" else [what]
     results: dict[str, object] = {}
     failed = False
     for index, target in enumerate(targets, 1):
         print(f"[{index}/{len(targets)}] bench {target} …", file=sys.stderr, flush=True)
-        done = subprocess.run([sys.executable, "-m", f"bridge.{target}.bench"],
+        done = subprocess.run([sys.executable, "-m", f"bridge.{target}.bench", *options],
                               capture_output=True, text=True, check=False)
         if done.returncode != 0:
             print(done.stderr[-2000:], file=sys.stderr)
@@ -182,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{args.dir}/ matches the code")
             return 1 if problems else 0
         if args.command == "bench":
-            return _bench(args.what)
+            return _bench(args.what, args.options)
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"config error: {problem}", file=sys.stderr)

@@ -19,3 +19,13 @@ def test_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     for key in ("send_1_e2e_vs_noop_stock", "send_1_e2e_vs_noop_bridge",
                 "send_100_e2e_msgs_per_s"):
         assert result["ratios"][key] > 0, key
+
+
+def test_cli_passes_options_to_the_named_bench(capsys: pytest.CaptureFixture[str]) -> None:
+    from bridge.cli import main
+
+    assert main(["bench", "soap", "--calls", "20", "--batch-calls", "1", "--batch-size", "5",
+                 "--noop-calls", "20", "--concurrency", "2", "--rounds", "1"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["rounds"] == 1 and result["send_1"]["messages_at_simulator"] == 20
+    assert main(["bench", "all", "--rounds", "1"]) == 2  # options belong to one bench
