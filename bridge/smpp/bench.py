@@ -32,7 +32,6 @@ import json
 import os
 import platform
 import struct
-import sys
 import time
 from typing import Any, Sequence
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -41,6 +42,13 @@ from tests.soap import (
 )
 
 
+
+async def refused(c: Any) -> tuple[str, int]:
+    """The fault name and code GetAccount gets with the credentials of client `c`."""
+    with pytest.raises(zeep.exceptions.Fault) as info:
+        await call(c, "GetAccount")
+    return fault_info(info.value)
+
 @pytest.mark.parametrize("version", VERSIONS)
 async def test_basic_and_username_tokens(tmp_path: Path, version: str) -> None:
     async with running_bridge(make_config(tmp_path)) as bridge:
@@ -53,9 +61,7 @@ async def test_basic_and_username_tokens(tmp_path: Path, version: str) -> None:
         for wsse in (ZeepToken("demo", "wrong"), ZeepToken("demo", "wrong", use_digest=True),
                      ZeepToken("ghost", DEMO_PASSWORD, use_digest=True)):
             c = await client(port, version, auth=None, wsse=wsse)
-            with pytest.raises(zeep.exceptions.Fault) as info:
-                await call(c, "GetAccount")
-            assert fault_info(info.value) == ("AUTH_FAILED", 1703)
+            assert await refused(c) == ("AUTH_FAILED", 1703)
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -66,15 +72,11 @@ async def test_replayed_nonce_and_stale_timestamp_refused(tmp_path: Path, versio
                              created=now)
         c = await client(bridge.soap_port, version, auth=None, wsse=replayed)
         assert (await call(c, "GetAccount")).name == "demo"
-        with pytest.raises(zeep.exceptions.Fault) as info:
-            await call(c, "GetAccount")  # the very same token again
-        assert fault_info(info.value) == ("AUTH_FAILED", 1703)
+        assert await refused(c) == ("AUTH_FAILED", 1703)  # the very same token again
         for created in (now - timedelta(hours=1), now + timedelta(hours=1)):
             token = ZeepToken("demo", DEMO_PASSWORD, use_digest=True, created=created)
             c = await client(bridge.soap_port, version, auth=None, wsse=token)
-            with pytest.raises(zeep.exceptions.Fault) as info:
-                await call(c, "GetAccount")
-            assert fault_info(info.value) == ("AUTH_FAILED", 1703)
+            assert await refused(c) == ("AUTH_FAILED", 1703)
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -112,9 +114,7 @@ async def test_hashed_password_account(tmp_path: Path) -> None:
         # a password hash cannot check a digest
         digest = await client(bridge.soap_port, "1.1", auth=None,
                               wsse=ZeepToken("hashed", "s3cret", use_digest=True))
-        with pytest.raises(zeep.exceptions.Fault) as info:
-            await call(digest, "GetAccount")
-        assert fault_info(info.value) == ("AUTH_FAILED", 1703)
+        assert await refused(digest) == ("AUTH_FAILED", 1703)
         text = await client(bridge.soap_port, "1.1", auth=None,
                             wsse=ZeepToken("hashed", "s3cret"))
         assert (await call(text, "GetAccount")).name == "hashed"
@@ -125,7 +125,7 @@ async def test_hashed_password_account(tmp_path: Path) -> None:
 
 def _token_doc(password: str, *, kind: str = PASSWORD_DIGEST, nonce: bytes | None = b"n" * 16,
                created: str | None = "2024-05-01T12:00:00Z") -> etree._Element:
-    parts = [f"<wsse:Username>demo</wsse:Username>",
+    parts = ["<wsse:Username>demo</wsse:Username>",
              f'<wsse:Password Type="{kind}">{password}</wsse:Password>']
     if nonce is not None:
         parts.append(f"<wsse:Nonce>{base64.b64encode(nonce).decode()}</wsse:Nonce>")

@@ -137,7 +137,7 @@ def test_rendered_faults_are_valid_and_bounded(version: SoapVersion) -> None:
         assert doc.tag == f"{{{version.envelope_ns}}}Envelope"
         text = etree.tostring(doc).decode()
         assert "\n" not in text.split("Traceback")[0][-5:]  # one line
-        reason = doc.findtext(f".//faultstring") if version is SoapVersion.V11 else doc.findtext(
+        reason = doc.findtext(".//faultstring") if version is SoapVersion.V11 else doc.findtext(
             f".//{{{version.envelope_ns}}}Text")
         assert reason is not None and len(reason) <= 300 and "\n" not in reason
     assert SOAP_FAULTS[ErrorName.AUTH_FAILED].http_status(version) == 401
