@@ -12,7 +12,7 @@ big-endian length and a pickle. The first frame to the child is its `OutboundSet
 (with a setup it also runs the SMPP binds and the dispatcher: bridge.outbound); every later
 frame is a list. Requests `(id, method, args)`: a Store method's name and
 the positional arguments of the store operation it names (`bridge.store.sqlite.WRITES` and
-`READS`, built here exactly as SqliteStore builds them); answers `(id, ok, value_or_exception)`;
+`READS`, built for both stores by `bridge.store.rows.CallsByName`); answers `(id, ok, value_or_exception)`;
 the first answer is "ready" (or the reason opening failed). Calls are written in the order they
 are made and the child's single writer applies them in that order, so the ordering guarantee
 holds across the pipe. The calls of one loop iteration travel in one frame.
@@ -32,23 +32,12 @@ import logging
 import pickle
 import struct
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bridge.core.states import MessageState, PartState
-from bridge.store.base import (
-    AcceptOutcome,
-    Event,
-    InboundMessage,
-    MessageView,
-    NewMessage,
-    OutboundMessage,
-    ReceiptOutcome,
-    Store,
-    StoreUnavailable,
-)
-from bridge.store.rows import accept_rows
+from bridge.store.base import StoreUnavailable
+from bridge.store.rows import CallsByName
 
 if TYPE_CHECKING:  # the child imports bridge.outbound; a plain store client does not need to
     from bridge.outbound import OutboundSetup, OutboundStatus
@@ -189,7 +178,7 @@ class _Answers(asyncio.SubprocessProtocol):
             self.exited.set_result(None)
 
 
-class StoreProcess(Store):
+class StoreProcess(CallsByName):
     """`SqliteStore(path, **options)` running in a child process (see module docstring)."""
 
     def __init__(self, path: Path | str, **options: Any) -> None:
@@ -309,59 +298,8 @@ class StoreProcess(Store):
 
     # -------------------------------------------------------------- the Store interface
 
-    async def flush(self) -> None:
-        await self._call("flush")
+    def _write(self, method: str, args: tuple[Any, ...]) -> asyncio.Future[Any]:
+        return self._call(method, *args)
 
-    def accept(self, messages: Sequence[NewMessage], *,
-               now: float) -> Awaitable[list[AcceptOutcome]]:
-        return self._call("accept", accept_rows(messages), now)
-
-    async def quota_used(self, account: str) -> int:
-        result: int = await self._call("quota_used", account)
-        return result
-
-    async def load_pending(self, *, limit: int = 1_000_000) -> list[OutboundMessage]:
-        result: list[OutboundMessage] = await self._call("load_pending", limit)
-        return result
-
-    def record_submitted(self, message_id: str, seq: int, *, smsc: str, smsc_id: str,
-                         id_keys: Sequence[str], at: float) -> Awaitable[ReceiptOutcome | None]:
-        return self._call("record_submitted", message_id, seq, smsc, smsc_id, tuple(id_keys), at)
-
-    def record_state(self, message_id: str, state: MessageState, *, at: float,
-                     error: str | None = None, detail: str = "") -> Awaitable[None]:
-        return self._call("record_state", message_id, MessageState(state), at, error, detail)
-
-    def record_event(self, message_id: str, name: str, *, at: float,
-                     detail: str = "") -> Awaitable[None]:
-        return self._call("record_event", message_id, name, at, detail)
-
-    def record_receipt(self, *, smsc: str, id_keys: Sequence[str], part_state: PartState | None,
-                       stat: str | None, err: str | None, at: float) -> Awaitable[ReceiptOutcome]:
-        return self._call("record_receipt", smsc, tuple(id_keys), part_state, stat, err, at)
-
-    async def get_messages(self, ids: Sequence[str]) -> list[MessageView]:
-        result: list[MessageView] = await self._call("get_messages", tuple(ids))
-        return result
-
-    async def list_messages(self, account: str, *, offset: int, limit: int,
-                            state: MessageState | None = None,
-                            since: float | None = None) -> tuple[int, list[MessageView]]:
-        result: tuple[int, list[MessageView]] = await self._call(
-            "list_messages", account, offset, limit, state, since)
-        return result
-
-    async def timeline(self, message_id: str) -> list[Event]:
-        result: list[Event] = await self._call("timeline", message_id)
-        return result
-
-    async def counts_by_state(self) -> dict[str, int]:
-        result: dict[str, int] = await self._call("counts_by_state")
-        return result
-
-    def record_inbound(self, message: InboundMessage) -> Awaitable[None]:
-        return self._call("record_inbound", message)
-
-    async def last_message_to(self, recipient: str, *, since: float) -> MessageView | None:
-        result: MessageView | None = await self._call("last_message_to", recipient, since)
-        return result
+    async def _read(self, method: str, args: tuple[Any, ...]) -> Any:
+        return await self._call(method, *args)

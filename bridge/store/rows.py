@@ -1,13 +1,25 @@
-"""Plain-tuple forms of interface values, for the writer and for the pipe to the store process:
-tuples pickle and unpickle several times faster than the frozen dataclasses they stand for."""
+"""Plain-tuple forms of interface values and calls, for the writer and for the pipe to the store
+process: tuples pickle and unpickle several times faster than the frozen dataclasses they stand
+for, and one class (`CallsByName`) turns the Store interface into them for both stores."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 from bridge.core.states import MessageState, PartState
-from bridge.store.base import NewMessage, OutboundMessage, OutboundPart
+from bridge.store.base import (
+    AcceptOutcome,
+    Event,
+    InboundMessage,
+    MessageView,
+    NewMessage,
+    OutboundMessage,
+    OutboundPart,
+    ReceiptOutcome,
+    Store,
+)
 
 #: A NewMessage as the writer takes it: its fields in declaration order, the state as its value
 #: and the parts as (seq, total, short_message, tlvs_json).
@@ -39,3 +51,74 @@ def outbound_message(row: AcceptRow) -> OutboundMessage:
         parts=tuple([OutboundPart(seq, total, short_message, tlvs_json, PartState.QUEUED,
                                   None, None)
                      for seq, total, short_message, tlvs_json in parts]))
+
+
+class CallsByName(Store):
+    """The Store interface as calls by name with positional arguments, the form the SQLite
+    writer and readers take (`bridge.store.sqlite.WRITES` / `READS`) and the pipe to the store
+    process carries: each method builds its argument tuple here, once for both stores."""
+
+    def _write(self, method: str, args: tuple[Any, ...]) -> asyncio.Future[Any]:
+        """Queue write `method` behind the writes before it; the future completes on commit."""
+        raise NotImplementedError
+
+    async def _read(self, method: str, args: tuple[Any, ...]) -> Any:
+        raise NotImplementedError
+
+    async def flush(self) -> None:
+        await self._write("flush", ())
+
+    def accept(self, messages: Sequence[NewMessage], *,
+               now: float) -> Awaitable[list[AcceptOutcome]]:
+        return self._write("accept", (accept_rows(messages), now))
+
+    def record_submitted(self, message_id: str, seq: int, *, smsc: str, smsc_id: str,
+                         id_keys: Sequence[str], at: float) -> Awaitable[ReceiptOutcome | None]:
+        return self._write("record_submitted",
+                           (message_id, seq, smsc, smsc_id, tuple(id_keys), at))
+
+    def record_state(self, message_id: str, state: MessageState, *, at: float,
+                     error: str | None = None, detail: str = "") -> Awaitable[None]:
+        return self._write("record_state", (message_id, MessageState(state), at, error, detail))
+
+    def record_event(self, message_id: str, name: str, *, at: float,
+                     detail: str = "") -> Awaitable[None]:
+        return self._write("record_event", (message_id, name, at, detail))
+
+    def record_receipt(self, *, smsc: str, id_keys: Sequence[str], part_state: PartState | None,
+                       stat: str | None, err: str | None, at: float) -> Awaitable[ReceiptOutcome]:
+        return self._write("record_receipt", (smsc, tuple(id_keys), part_state, stat, err, at))
+
+    def record_inbound(self, message: InboundMessage) -> Awaitable[None]:
+        return self._write("record_inbound", (message,))
+
+    async def quota_used(self, account: str) -> int:
+        result: int = await self._read("quota_used", (account,))
+        return result
+
+    async def load_pending(self, *, limit: int = 1_000_000) -> list[OutboundMessage]:
+        result: list[OutboundMessage] = await self._read("load_pending", (limit,))
+        return result
+
+    async def get_messages(self, ids: Sequence[str]) -> list[MessageView]:
+        result: list[MessageView] = await self._read("get_messages", (tuple(ids),))
+        return result
+
+    async def list_messages(self, account: str, *, offset: int, limit: int,
+                            state: MessageState | None = None,
+                            since: float | None = None) -> tuple[int, list[MessageView]]:
+        result: tuple[int, list[MessageView]] = await self._read(
+            "list_messages", (account, offset, limit, state, since))
+        return result
+
+    async def timeline(self, message_id: str) -> list[Event]:
+        result: list[Event] = await self._read("timeline", (message_id,))
+        return result
+
+    async def counts_by_state(self) -> dict[str, int]:
+        result: dict[str, int] = await self._read("counts_by_state", ())
+        return result
+
+    async def last_message_to(self, recipient: str, *, since: float) -> MessageView | None:
+        result: MessageView | None = await self._read("last_message_to", (recipient, since))
+        return result

@@ -30,7 +30,7 @@ import queue
 import sqlite3
 import threading
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -47,14 +47,12 @@ from bridge.store.base import (
     Event,
     InboundMessage,
     MessageView,
-    NewMessage,
     OutboundMessage,
     OutboundPart,
     ReceiptOutcome,
-    Store,
     StoreUnavailable,
 )
-from bridge.store.rows import AcceptRow, accept_rows
+from bridge.store.rows import AcceptRow, CallsByName
 from bridge.store.schema import migrate
 
 log = logging.getLogger("bridge.store")
@@ -660,8 +658,8 @@ class _LoopWriter:
 # ---------------------------------------------------------------------------------- calls by name
 
 #: The Store's write calls as writer operations, by interface method name. A call's positional
-#: arguments are the operation's, as SqliteStore builds them; StoreProcess sends the same tuple
-#: to the store process, which runs the operation (bridge.store.child).
+#: arguments are the operation's, as `CallsByName` builds them for both SqliteStore and
+#: StoreProcess (which sends them to the store process: bridge.store.child).
 WRITES: dict[str, Callable[..., Any]] = {
     "flush": _Writer.noop, "accept": _Writer.accept, "record_submitted": _Writer.submitted,
     "record_state": _Writer.state, "record_event": _Writer.event,
@@ -698,7 +696,7 @@ def _views(conn: sqlite3.Connection, rows: list[Any]) -> list[MessageView]:
     return out
 
 
-class SqliteStore(Store):
+class SqliteStore(CallsByName):
     def __init__(self, path: Path | str, *, commit_max_batch: int = 2000,
                  orphan_ttl_s: float = 2 * 86400.0, busy_timeout_s: float = 10.0) -> None:
         self.path = Path(path)
@@ -808,8 +806,6 @@ class SqliteStore(Store):
             self._all_readers.clear()
             self._readers = queue.SimpleQueue()
 
-    async def flush(self) -> None:
-        await self._submit(_Writer.noop, ())
 
     def stats(self) -> dict[str, int]:
         """Writer counters: commits, operations, failures, the largest batch."""
@@ -821,45 +817,18 @@ class SqliteStore(Store):
 
     # -------------------------------------------------------------- write plumbing
 
-    def _submit(self, fn: Callable[..., T], args: tuple[Any, ...]) -> asyncio.Future[T]:
+    def _write(self, method: str, args: tuple[Any, ...]) -> asyncio.Future[Any]:
+        return self._submit(WRITES[method], args)
+
+    def _submit(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> asyncio.Future[Any]:
         driver = self._driver
         if driver is None or self._closing or not driver.alive:
-            future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             future.set_exception(StoreUnavailable("the store is not open"))
             return future
         future = driver.loop.create_future()
         driver.put(_Op(fn, args, future, write_weight(fn, args)))
         return future
-
-    # -------------------------------------------------------------- writes
-
-    def accept(self, messages: Sequence[NewMessage], *,
-               now: float) -> Awaitable[list[AcceptOutcome]]:
-        batch = accept_rows(messages)
-        if not batch and self._driver is not None and not self._closing:
-            future: asyncio.Future[list[AcceptOutcome]] = asyncio.get_running_loop().create_future()
-            future.set_result([])
-            return future
-        return self._submit(_Writer.accept, (batch, now))
-
-    def record_submitted(self, message_id: str, seq: int, *, smsc: str, smsc_id: str,
-                         id_keys: Sequence[str], at: float) -> Awaitable[ReceiptOutcome | None]:
-        return self._submit(_Writer.submitted, (message_id, seq, smsc, smsc_id, tuple(id_keys), at))
-
-    def record_state(self, message_id: str, state: MessageState, *, at: float,
-                     error: str | None = None, detail: str = "") -> Awaitable[None]:
-        return self._submit(_Writer.state, (message_id, MessageState(state), at, error, detail))
-
-    def record_event(self, message_id: str, name: str, *, at: float,
-                     detail: str = "") -> Awaitable[None]:
-        return self._submit(_Writer.event, (message_id, name, at, detail))
-
-    def record_receipt(self, *, smsc: str, id_keys: Sequence[str], part_state: PartState | None,
-                       stat: str | None, err: str | None, at: float) -> Awaitable[ReceiptOutcome]:
-        return self._submit(_Writer.receipt, (smsc, tuple(id_keys), part_state, stat, err, at))
-
-    def record_inbound(self, message: InboundMessage) -> Awaitable[None]:
-        return self._submit(_Writer.inbound, (message,))
 
     # -------------------------------------------------------------- read plumbing
 
@@ -891,36 +860,10 @@ class SqliteStore(Store):
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"store read failed: {exc}") from exc
 
-    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+    async def _read(self, method: str, args: tuple[Any, ...]) -> Any:
         if self._writer is None or self._closing:
             raise StoreUnavailable("the store is not open")
-        return await asyncio.to_thread(self.read_sync, fn, args)
-
-    # -------------------------------------------------------------- reads
-
-    async def quota_used(self, account: str) -> int:
-        return await self._read(_quota_used, account)
-
-    async def load_pending(self, *, limit: int = 1_000_000) -> list[OutboundMessage]:
-        return await self._read(_load_pending, limit)
-
-    async def get_messages(self, ids: Sequence[str]) -> list[MessageView]:
-        return await self._read(_get_messages, tuple(ids))
-
-    async def list_messages(self, account: str, *, offset: int, limit: int,
-                            state: MessageState | None = None,
-                            since: float | None = None) -> tuple[int, list[MessageView]]:
-        return await self._read(_list_messages, account, offset, limit, state, since)
-
-    async def timeline(self, message_id: str) -> list[Event]:
-        return await self._read(_timeline, message_id)
-
-    async def counts_by_state(self) -> dict[str, int]:
-        return await self._read(_counts_by_state)
-
-    async def last_message_to(self, recipient: str, *, since: float) -> MessageView | None:
-        return await self._read(_last_message_to, recipient, since)
-
+        return await asyncio.to_thread(self.read_sync, READS[method], args)
 
 # ---------------------------------------------------------------------------------- reads
 # Each runs on a reader connection inside one snapshot (SqliteStore._read_sync).
