@@ -4,18 +4,20 @@ Why: in the bridge process the store's writer thread competes for the GIL with t
 that serves SMTP, SOAP and SMPP. Measured with `python -m bridge.soap.bench`, a store that costs
 nothing more than doubles end-to-end msgs/s, so the writer's Python work and the GIL hand-offs
 around every SQLite statement, not the fsync, were the limit. Here the bridge only pickles each
-call; the store process runs the SQLite writer (group commit) on its main thread and readers on
-threads of their own, on the other core (bridge.store.child says why no writer thread there).
+call; the store process runs the SQLite writer (group commit) on its event loop's thread and
+readers on threads of their own, on the other core (bridge.store.child says why no writer
+thread there).
 
 The child is `bridge.store.child`. Protocol, over its stdin/stdout: frames of a 4-byte
-big-endian length and a pickle. The first frame to the child is its `OutboundSetup` or None
-(with a setup it also runs the SMPP binds and the dispatcher: bridge.outbound); every later
-frame is a list. Requests `(id, method, args)`: a Store method's name and
-the positional arguments of the store operation it names (`bridge.store.sqlite.WRITES` and
-`READS`, built for both stores by `bridge.store.rows.CallsByName`); answers `(id, ok, value_or_exception)`;
-the first answer is "ready" (or the reason opening failed). Calls are written in the order they
-are made and the child's single writer applies them in that order, so the ordering guarantee
-holds across the pipe. The calls of one loop iteration travel in one frame.
+big-endian length and a pickled list. The first item to the child is its `OutboundSetup` or
+None (with a setup it also runs the SMPP binds and the dispatcher: bridge.outbound); then
+requests `(id, method, args)`: a Store method's name and the positional arguments of the
+store operation it names (`bridge.store.sqlite.WRITES` and `READS`, built for both stores by
+`bridge.store.rows.CallsByName`); answers `(id, ok, value_or_exception)`; the first answer is
+"ready" (or the reason opening failed). Calls are written in the order they are made and the
+child's single writer applies them in that order, so the ordering guarantee holds across the
+pipe. The calls of one loop iteration travel in one frame. A frame that does not decode, on
+either side, ends the pipe: the child stops, the bridge fails every call and stops.
 
 Lifetime: `close()` sends `__close__`; the child finishes every issued call, closes the store
 and exits. When the bridge dies, the child sees end of file and does the same: nothing it has
@@ -26,6 +28,7 @@ received is dropped. When the child dies, every pending and later call fails wit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
@@ -85,42 +88,24 @@ class FrameBuffer:
         self._buffer = bytearray()
 
     def feed(self, data: bytes) -> list[tuple[Any, ...]]:
-        """The items of every frame `data` completes (each frame holds a list)."""
+        """The items of every frame `data` completes (each frame holds a list). A frame that
+        does not decode raises, after it and the frames before it have left the buffer."""
         self._buffer += data
-        return self.items()
-
-    def append(self, data: bytes) -> None:
-        """Keep `data` without reading frames yet (see `value`)."""
-        self._buffer += data
-
-    def items(self) -> list[tuple[Any, ...]]:
         buffer = self._buffer
         items: list[tuple[Any, ...]] = []
         pos = 0
-        with memoryview(buffer) as view:
-            while len(buffer) - pos >= LENGTH.size:
-                (size,) = LENGTH.unpack_from(buffer, pos)
-                end = pos + LENGTH.size + size
-                if end > len(buffer):
-                    break
-                items.extend(pickle.loads(view[pos + LENGTH.size:end]))  # noqa: S301 - ours
-                pos = end
-        if pos:
+        try:
+            with memoryview(buffer) as view:
+                while len(buffer) - pos >= LENGTH.size:
+                    (size,) = LENGTH.unpack_from(buffer, pos)
+                    end = pos + LENGTH.size + size
+                    if end > len(buffer):
+                        break
+                    start, pos = pos + LENGTH.size, end
+                    items.extend(pickle.loads(view[start:end]))  # noqa: S301 - our processes
+        finally:
             del buffer[:pos]
         return items
-
-    def value(self) -> tuple[bool, Any]:
-        """(True, the value) of one whole frame at the front, else (False, None)."""
-        buffer = self._buffer
-        if len(buffer) < LENGTH.size:
-            return False, None
-        (size,) = LENGTH.unpack_from(buffer, 0)
-        end = LENGTH.size + size
-        if end > len(buffer):
-            return False, None
-        value = pickle.loads(bytes(buffer[LENGTH.size:end]))  # noqa: S301 - ours
-        del buffer[:end]
-        return True, value
 
 
 class Outbox:
@@ -147,6 +132,11 @@ class Outbox:
             self._write(data)
 
 
+def _kill(transport: asyncio.SubprocessTransport) -> None:
+    with contextlib.suppress(ProcessLookupError):  # it has exited already
+        transport.kill()
+
+
 class _Answers(asyncio.SubprocessProtocol):
     """The child's stdout, parsed as it arrives: each answer completes its call's future in
     this callback, with no reader task or StreamReader between, a loop iteration less for
@@ -155,11 +145,23 @@ class _Answers(asyncio.SubprocessProtocol):
     def __init__(self, store: StoreProcess) -> None:
         self.store = store
         self.frames = FrameBuffer()
+        self.transport: asyncio.SubprocessTransport | None = None
         self.exited: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.SubprocessTransport)
+        self.transport = transport
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
         pending = self.store._pending
-        for request_id, ok, value in self.frames.feed(data):
+        try:
+            answers = self.frames.feed(data)
+        except Exception:  # the pipe cannot be trusted any more: as if the process had died
+            log.exception("unreadable answer from the store process for %s", self.store.path)
+            if self.transport is not None:
+                _kill(self.transport)  # its output closes: _output_ended fails every call
+            return
+        for request_id, ok, value in answers:
             future = pending.pop(request_id, None)
             if future is None or future.done():
                 continue
@@ -207,16 +209,17 @@ class StoreProcess(CallsByName):
             stdout=asyncio.subprocess.PIPE, stderr=None, start_new_session=True)
         stdin = transport.get_pipe_transport(0)
         assert isinstance(stdin, asyncio.WriteTransport)
-        stdin.write(frame(outbound))
+        stdin.write(frame([outbound]))
         try:
             await asyncio.wait_for(ready, 60)
-        except Exception as exc:
-            transport.kill()
+        except BaseException as exc:
+            _kill(transport)
             await answers.exited
             transport.close()
-            if isinstance(exc, StoreUnavailable) and "exited" not in str(exc):
-                raise
-            raise StoreUnavailable(f"cannot start the store process for {self.path}") from exc
+            if isinstance(exc, asyncio.TimeoutError):
+                raise StoreUnavailable(f"the store process for {self.path} was not ready "
+                                       f"in 60 s") from exc
+            raise  # the child's own reason, or that it exited before it was ready
         self._transport, self._answers = transport, answers
         self._outbox = Outbox(stdin.write, self._unsendable)
         self._broken = None
@@ -244,7 +247,7 @@ class StoreProcess(CallsByName):
             await asyncio.wait_for(asyncio.shield(answers.exited), 60)
         except asyncio.TimeoutError:
             log.error("store process did not finish in 60 s; killing it")
-            transport.kill()
+            _kill(transport)
             await answers.exited
         transport.close()
         self._transport = self._answers = None
@@ -255,7 +258,8 @@ class StoreProcess(CallsByName):
         if lost:
             self._broken = "the store process exited"
             log.error("store process for %s exited unexpectedly", self.path)
-        reason = self._broken or "the store process exited before it was ready"
+        reason = self._broken if self._transport is not None else \
+            f"the store process for {self.path} exited before it was ready"
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(StoreUnavailable(reason))

@@ -633,21 +633,32 @@ class _LoopWriter:
         if not self._batch:
             self.loop.call_soon(self.run)
         self._batch.append(op)
-        self._weight += op.weight
-        if self._weight >= self.writer.max_batch:
-            self.run()
 
     def run(self) -> None:
-        batch = self._batch
-        if not batch:
-            return
-        self._batch, self._weight = [], 0
-        results = self.writer.run(batch)
-        awaited = [r for r in results if isinstance(r[0], asyncio.Future)]
-        if awaited:
-            _resolve(awaited)
-        if len(awaited) < len(results):
-            self.answer([r for r in results if not isinstance(r[0], asyncio.Future)])
+        """Everything queued so far, in order, in transactions of up to `max_batch` weight.
+        Never from inside `put`: a caller that queues a write is not re-entered by another
+        caller's completion."""
+        queued, self._batch = self._batch, []
+        start, limit = 0, self.writer.max_batch
+        while start < len(queued):
+            end, weight = start, 0
+            while end < len(queued) and (end == start or weight < limit):
+                weight += queued[end].weight
+                end += 1
+            self._deliver(self.writer.run(queued[start:end]))
+            start = end
+
+    def _deliver(self, results: list[_Result]) -> None:
+        awaited: list[_Result] = []
+        answered: list[_Result] = []
+        for result in results:
+            (awaited if isinstance(result[0], asyncio.Future) else answered).append(result)
+        try:
+            if answered:
+                self.answer(answered)
+        finally:
+            if awaited:
+                _resolve(awaited)
 
     def close(self) -> None:
         self.run()
@@ -770,20 +781,15 @@ class SqliteStore(CallsByName):
 
     def write_request(self, method: str, args: tuple[Any, ...], request_id: int) -> bool:
         """Queue the pipe's write call `method` (a WRITES name) behind the writes before it;
-        False when `method` is not a write."""
+        its result goes to `open_on_loop`'s `answer`. False when `method` is not a write."""
         fn = WRITES.get(method)
-        driver = self._driver
         if fn is None:
             return False
+        driver = self._driver
         if driver is None or self._closing or not driver.alive:
-            self._answer_unavailable(request_id)
-            return True
+            raise StoreUnavailable("the store is not open")
         driver.put(_Op(fn, args, request_id, write_weight(fn, args)))
         return True
-
-    def _answer_unavailable(self, request_id: int) -> None:
-        if isinstance(self._driver, _LoopWriter):
-            self._driver.answer([(request_id, None, StoreUnavailable("the store is not open"))])
 
     async def close(self) -> None:
         driver = self._driver
@@ -861,8 +867,6 @@ class SqliteStore(CallsByName):
             raise StoreUnavailable(f"store read failed: {exc}") from exc
 
     async def _read(self, method: str, args: tuple[Any, ...]) -> Any:
-        if self._writer is None or self._closing:
-            raise StoreUnavailable("the store is not open")
         return await asyncio.to_thread(self.read_sync, READS[method], args)
 
 # ---------------------------------------------------------------------------------- reads

@@ -192,7 +192,7 @@ def test_the_child_serves_a_pipe_and_finishes_at_end_of_file(tmp_path: Path) -> 
     import threading
 
     from bridge.store.child import serve
-    from bridge.store.process import frame
+    from bridge.store.process import FrameBuffer, frame
     from bridge.store.rows import accept_rows
 
     to_child_r, to_child_w = os.pipe()
@@ -201,7 +201,7 @@ def test_the_child_serves_a_pipe_and_finishes_at_end_of_file(tmp_path: Path) -> 
     server = threading.Thread(target=lambda: done.append(serve(
         str(tmp_path / "pipe.db"), {}, fd_in=to_child_r, fd_out=from_child_w)))
     server.start()
-    data = frame(None)  # the setup: no outbound side
+    data = frame([None])  # the setup: no outbound side
     data += frame([(1, "accept", (accept_rows([msg("p1")]), T0)), (2, "record_event", ("p1", "x", T0, ""))])
     data += frame([(3, "get_messages", (("p1",),)), (4, "no_such_call", ())])
     data += frame([(5, "record_event", ("p1", "y", T0 + 1, ""))])
@@ -216,12 +216,7 @@ def test_the_child_serves_a_pipe_and_finishes_at_end_of_file(tmp_path: Path) -> 
         raw += chunk
     os.close(from_child_r)
     os.close(to_child_r)
-    answers: dict[int, tuple[bool, object]] = {}
-    while raw:
-        size = int.from_bytes(raw[:4], "big")
-        for request_id, ok, value in pickle.loads(raw[4:4 + size]):
-            answers[request_id] = (ok, value)
-        raw = raw[4 + size:]
+    answers = {request_id: (ok, value) for request_id, ok, value in FrameBuffer().feed(raw)}
     assert done == [0]
     assert answers[0] == (True, "ready")
     assert answers[1][0] and answers[2] == (True, None) and answers[5] == (True, None)
@@ -237,3 +232,64 @@ def test_the_child_serves_a_pipe_and_finishes_at_end_of_file(tmp_path: Path) -> 
         finally:
             await check.close()
     assert asyncio.run(timeline()) == ["queued", "x", "y"]
+
+
+def test_a_frame_that_does_not_decode_raises_and_leaves_the_buffer() -> None:
+    from bridge.store.process import LENGTH, FrameBuffer, frame
+
+    bad = LENGTH.pack(3) + b"not"
+    frames = FrameBuffer()
+    with pytest.raises(Exception):
+        frames.feed(frame([1]) + bad + frame([2]))
+    assert frames.feed(frame([3])) == [2, 3]  # the frames after the bad one still arrive
+
+
+async def test_a_failed_hand_over_to_the_dispatcher_loses_no_answer(tmp_path: Path) -> None:
+    """The messages are committed either way; the bridge must still hear so."""
+    from bridge.store.child import _Server
+    from bridge.store.process import FrameBuffer, Outbox
+    from bridge.store.base import AcceptOutcome
+
+    class Broken:
+        def accepted(self, rows: object, outcomes: object) -> None:
+            raise RuntimeError("dispatcher is gone")
+
+    sent: list[bytes] = []
+    outbox = Outbox(sent.append, lambda item, exc: None)
+    server = _Server(SqliteStore(tmp_path / "x.db"), 0, outbox)
+    server.outbound = Broken()  # type: ignore[assignment]
+    server.accepts[7] = ((),)
+    server.answer([(7, [AcceptOutcome("m1", "accepted")], None),
+                   (8, None, ValueError("odd"))])
+    outbox.flush()
+    answers = FrameBuffer().feed(b"".join(sent))
+    assert answers[0] == (7, True, [AcceptOutcome("m1", "accepted")])
+    assert answers[1][:2] == (8, False) and isinstance(answers[1][2], StoreUnavailable)
+    assert "ValueError: odd" in str(answers[1][2])  # our type: it always unpickles
+    server.readers.shutdown()
+
+
+async def test_a_store_process_that_exits_before_it_is_ready_says_so(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setattr(sys, "executable", "/bin/false")
+    store = StoreProcess(tmp_path / "bridge.db")
+    with pytest.raises(StoreUnavailable, match="exited before it was ready"):
+        await store.open()
+
+
+async def test_one_store_process_at_a_time_runs_the_outbound_side(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A restarted bridge's store process waits for the one still draining, then takes over."""
+    import fcntl
+
+    from bridge.store import child
+
+    monkeypatch.setattr(child, "LOCK_WAIT_S", 0.3)
+    path = str(tmp_path / "bridge.db")
+    with open(f"{path}.outbound.lock", "ab") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        with pytest.raises(StoreUnavailable, match="another store process"):
+            await child._outbound_lock(path)
+    (await child._outbound_lock(path)).close()  # released: taken at once
