@@ -19,7 +19,7 @@ from bridge.config import Config, SmscConfig
 from bridge.dispatcher import Dispatcher
 from bridge.metrics import OutboundMetrics
 from bridge.smpp.pool import SmscPool
-from bridge.store.base import AcceptOutcome, Store
+from bridge.store.base import AcceptOutcome, OutboundMessage, Store
 from bridge.store.rows import AcceptRow, outbound_message
 
 
@@ -39,6 +39,12 @@ class OutboundStatus:
     queue_depth: int
 
 
+def accepted_messages(rows: Sequence[AcceptRow],
+                      outcomes: Sequence[AcceptOutcome]) -> list[OutboundMessage]:
+    """What a committed `accept` gives the dispatcher: the messages it took on, not repeats."""
+    return [outbound_message(r) for r, o in zip(rows, outcomes) if o.status == "accepted"]
+
+
 class Outbound:
     """Binds plus dispatcher over one store, with their own metrics registry."""
 
@@ -55,7 +61,7 @@ class Outbound:
 
     def accepted(self, rows: Sequence[AcceptRow], outcomes: Sequence[AcceptOutcome]) -> None:
         """Hand the messages a committed `accept` took on (not repeats) to the dispatcher."""
-        fresh = [outbound_message(r) for r, o in zip(rows, outcomes) if o.status == "accepted"]
+        fresh = accepted_messages(rows, outcomes)
         if fresh:
             self.dispatcher.enqueue(fresh)
 

@@ -210,7 +210,6 @@ class Service:
         store: Store,
         *,
         routable: Callable[[str], bool] = lambda e164: True,
-        on_accepted: Callable[[Sequence[NewMessage]], None] | None = None,
         clock: Callable[[], float] = time.time,
         new_id: Callable[[], str] = new_message_id,
         new_reference: Callable[[], int] = random_reference,
@@ -219,7 +218,6 @@ class Service:
         self.config = config
         self.store = store
         self.routable = routable
-        self.on_accepted = on_accepted
         self.clock = clock
         self.new_id = new_id
         self.new_reference = new_reference
@@ -421,14 +419,11 @@ class Service:
             except Exception as exc:  # the store said no: nothing was accepted
                 raise BridgeError(ErrorName.STORE_UNAVAILABLE, "the message store is unavailable") \
                     from exc
-            accepted: list[NewMessage] = []
-            for (index, message), outcome in zip(pending, outcomes):
+            for (index, _), outcome in zip(pending, outcomes):
                 raw = req.recipients[index].raw
                 if outcome.status in ("accepted", "idempotent"):
                     results[index] = RecipientResult(raw, "accepted", outcome.message_id,
                                                      billed_parts, plan.encoding.value)
-                    if outcome.status == "accepted":
-                        accepted.append(message)
                 elif outcome.status == "duplicate":
                     error = BridgeError(ErrorName.DUPLICATE, "same message inside the duplicate window")
                     results[index] = RecipientResult(raw, ErrorName.DUPLICATE.value,
@@ -437,8 +432,6 @@ class Service:
                 else:
                     error = BridgeError(ErrorName.INSUFFICIENT_CREDIT, "quota exhausted")
                     results[index] = RecipientResult(raw, error.name.value, None, 0, None, error)
-            if accepted and self.on_accepted is not None:
-                self.on_accepted(accepted)
         return [r for r in results if r is not None]
 
     def _admit(self, account: AccountConfig, destination: Address, now: float, *,

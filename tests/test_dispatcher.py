@@ -7,6 +7,7 @@ import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Awaitable, Sequence
 from typing import Any, AsyncIterator, Callable
 
 import pytest
@@ -22,10 +23,11 @@ from bridge.simulator import (
     SmscSimulator,
     ThrottlingSimulator,
 )
-from bridge.store.rows import accept_rows, outbound_message
+from bridge.outbound import accepted_messages
 from bridge.smpp.pool import SmscPool
 from bridge.store import open_store
-from bridge.store.base import Store
+from bridge.store.base import AcceptOutcome, NewMessage, Store
+from bridge.store.rows import accept_rows
 from tests.conftest import make_config
 
 
@@ -73,11 +75,22 @@ async def pipeline(tmp_path: Path, sim: SmscSimulator | None = None, *,
     dispatcher = Dispatcher(config, store, metrics=OutboundMetrics(), clock=dispatcher_clock or clock)
     pool = SmscPool(config.smsc, on_receipt=dispatcher.on_receipt, on_mo=dispatcher.on_mo)
     dispatcher.attach(pool)
-    # In the bridge the store process hands committed messages to its dispatcher
-    # (bridge.outbound); here the test's own dispatcher takes them from the service.
-    service = Service(config, store, routable=pool.routable, clock=clock,
-                      on_accepted=lambda ms: dispatcher.enqueue(
-                          [outbound_message(row) for row in accept_rows(ms)]))
+    real_accept = store.accept
+
+    def accept(messages: Sequence[NewMessage], *, now: float) -> Awaitable[list[AcceptOutcome]]:
+        """As the store process does (bridge.store.child): committed messages go to the
+        dispatcher, here the test's own, whose clock the test controls."""
+        rows = accept_rows(messages)
+        committed = asyncio.ensure_future(real_accept(messages, now=now))
+
+        def hand_over(done: asyncio.Future[list[AcceptOutcome]]) -> None:
+            if not done.cancelled() and done.exception() is None:
+                dispatcher.enqueue(accepted_messages(rows, done.result()))
+        committed.add_done_callback(hand_over)
+        return committed
+
+    store.accept = accept  # type: ignore[method-assign]
+    service = Service(config, store, routable=pool.routes.routable, clock=clock)
     await pool.start()
     await pool.wait_bound(5)
     await dispatcher.start()

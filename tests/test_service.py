@@ -140,8 +140,7 @@ async def test_messages_carry_request_and_recipient_fields(tmp_path: Path) -> No
     store process) matches and survives the pipe."""
     config = make_config(tmp_path)
     store = _CapturingStore()
-    accepted: list[NewMessage] = []
-    service = Service(config, store, on_accepted=accepted.extend, clock=lambda: 1000.0)
+    service = Service(config, store, clock=lambda: 1000.0)
     requests = [
         SubmitRequest("demo", (Recipient("+447400123460"), Recipient("07400123461")), "hi",
                       "soap", reference="r1", callback_url="https://example.com/cb"),
@@ -153,7 +152,8 @@ async def test_messages_carry_request_and_recipient_fields(tmp_path: Path) -> No
     for req in requests:
         results = await service.submit(req)
         assert all(r.status == "accepted" for r in results)
-    assert store.messages == accepted and len(accepted) == 4
+    accepted = store.messages
+    assert len(accepted) == 4
     for message in accepted:
         [row] = accept_rows([message])
         out = outbound_message(row)

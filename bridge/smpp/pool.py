@@ -6,7 +6,7 @@ catch-alls and come last, in config order. `route` picks the first *bound* candi
 
 `candidates(e164) == []` means "not routable" (INVALID_DESTINATION, permanent);
 `candidates` non-empty but `route(e164) is None` means "routable, but no route bound right
-now" (wait and retry). `routable(e164)` states the first case directly.
+now" (wait and retry). `Routes.routable(e164)` states the first case directly.
 """
 
 from __future__ import annotations
@@ -77,11 +77,8 @@ class SmscPool:
         """Binds in `Routes.candidates` order; [] = no route."""
         return [self.binds[name] for name in self.routes.candidates(e164)]
 
-    def routable(self, e164: str) -> bool:
-        return self.routes.routable(e164)
-
     def route(self, e164: str) -> SmppBind | None:
-        """The first bound candidate (fail-over), or None: check `routable` to tell
+        """The first bound candidate (fail-over), or None: check `routes.routable` to tell
         "no route at all" from "no route bound right now"."""
         return first_bound(self.candidates(e164))
 

@@ -46,9 +46,9 @@ def test_candidates_longest_prefix_first_then_catch_all() -> None:
 
 def test_not_routable_is_distinguishable_from_not_bound() -> None:
     pool = SmscPool([cfg("uk", "+44")], on_receipt=_no_receipt, on_mo=_no_mo)
-    assert pool.candidates("+33612345678") == [] and not pool.routable("+33612345678")
+    assert pool.candidates("+33612345678") == [] and not pool.routes.routable("+33612345678")
     assert pool.route("+33612345678") is None
-    assert pool.routable("+447400123456")
+    assert pool.routes.routable("+447400123456")
     assert pool.route("+447400123456") is None  # routable, nothing bound yet
 
 
@@ -91,7 +91,7 @@ async def test_fail_over_to_shorter_prefix_and_back() -> None:
         assert fallback is not None and fallback.name == "general"
         assert (await fallback.submit(sm)).command_status == 0
         assert len(sim_general.submits) == 1
-        assert pool.route("+33612345678") is None and not pool.routable("+33612345678")
+        assert pool.route("+33612345678") is None and not pool.routes.routable("+33612345678")
     finally:
         await pool.stop()
         await sim_general.stop()
