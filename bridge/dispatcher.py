@@ -290,12 +290,14 @@ class Dispatcher:
 
     def _receipt_stored(self, done: asyncio.Future[None], state: str, smsc_id: str,
                         stored: asyncio.Future[ReceiptOutcome]) -> None:
-        if done.cancelled():
-            return
         if stored.cancelled():
             done.cancel()
             return
-        exc = stored.exception()
+        exc = stored.exception()  # read even when nobody waits: a failed write is logged
+        if done.cancelled():
+            if exc is not None:
+                log.error("receipt for smsc_id=%s not stored: %s", smsc_id, exc)
+            return
         if exc is not None:
             done.set_exception(exc)
             return

@@ -98,30 +98,14 @@ class Page:
     messages: tuple[MessageView, ...]
 
 
-#: 8 random bytes (as hex) per entry, read from os.urandom 4 KiB at a time: one system call
-#: per 512 ids instead of one per id. Emptied in a forked child, which must not repeat them.
-_random_hex: list[str] = []
-os.register_at_fork(after_in_child=_random_hex.clear)
-
-
-def _random_8() -> str:
-    """16 hex digits from the system's CSPRNG."""
-    while True:
-        try:
-            return _random_hex.pop()
-        except IndexError:
-            data = os.urandom(4096).hex()
-            _random_hex.extend(data[i:i + 16] for i in range(0, len(data), 16))
-
-
 def new_message_id() -> str:
     """Time-ordered (so ids sort by creation) and random (so instances never collide)."""
-    return f"{time.time_ns() // 1_000_000:012x}{_random_8()}"
+    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(8).hex()}"
 
 
 def random_reference() -> int:
     """A concatenation reference, 0..65535 (the service reduces it to the mode's range)."""
-    return int(_random_8()[:4], 16)
+    return int.from_bytes(os.urandom(2), "big")
 
 
 def verify_password(account: AccountConfig, password: str) -> bool:
@@ -154,45 +138,6 @@ def _tlvs_json(plan: SegmentPlan, seq: int) -> str:
         return "[]"  # the usual case (UDH concatenation, no flash subunit)
     return json.dumps([[name, {"hex": value.hex()} if isinstance(value, bytes) else value]
                        for name, value in tlvs])
-
-
-@dataclass(frozen=True)
-class _SharedFields:
-    """The NewMessage fields every recipient of one request shares."""
-
-    account: str
-    ingress: str
-    source_addr: str | None
-    source_ton: int
-    source_npi: int
-    text: str
-    encoding: str
-    data_coding: int
-    esm_class: int
-    registered_delivery: int
-    parts: tuple[NewPart, ...]
-    state: MessageState
-    created_at: float
-    send_at: float | None
-    expires_at: float
-    dup_window_s: float
-    quota: int
-    callback_url: str | None
-
-    def message(self, *, id: str, recipient: str, raw_recipient: str, dest_ton: int,
-                dest_npi: int, idempotency_key: str | None, dup_digest: str | None,
-                meta_json: str) -> NewMessage:
-        return NewMessage(
-            id=id, account=self.account, ingress=self.ingress, recipient=recipient,
-            raw_recipient=raw_recipient, source_addr=self.source_addr,
-            source_ton=self.source_ton, source_npi=self.source_npi, dest_ton=dest_ton,
-            dest_npi=dest_npi, text=self.text, encoding=self.encoding,
-            data_coding=self.data_coding, esm_class=self.esm_class,
-            registered_delivery=self.registered_delivery, parts=self.parts, state=self.state,
-            created_at=self.created_at, send_at=self.send_at, expires_at=self.expires_at,
-            idempotency_key=idempotency_key, dup_digest=dup_digest,
-            dup_window_s=self.dup_window_s, quota=self.quota, callback_url=self.callback_url,
-            meta_json=meta_json)
 
 
 @dataclass
@@ -382,15 +327,10 @@ class Service:
         request_meta = dict(req.meta)
         request_meta_json = json.dumps(request_meta, sort_keys=True) if request_meta else "{}"
         reference_key = f"ref:{req.reference}\x1f" if req.reference else None
-        shared = _SharedFields(
-            account=account.name, ingress=req.ingress, source_addr=source_addr,
-            source_ton=source_ton, source_npi=source_npi, text=text,
-            encoding=plan.encoding.value, data_coding=plan.data_coding,
-            esm_class=plan.esm_class, registered_delivery=1 if req.dlr else 0, parts=parts,
-            state=MessageState.SCHEDULED if scheduled else MessageState.QUEUED,
-            created_at=now, send_at=req.send_at if scheduled else None,
-            expires_at=start + validity_s, dup_window_s=policy.duplicate_window_s,
-            quota=account.quota, callback_url=req.callback_url)
+        registered_delivery = 1 if req.dlr else 0
+        state = MessageState.SCHEDULED if scheduled else MessageState.QUEUED
+        send_at = req.send_at if scheduled else None
+        expires_at = start + validity_s
         results: list[RecipientResult | None] = [None] * len(req.recipients)
         pending: list[tuple[int, NewMessage]] = []
         for index, recipient in enumerate(req.recipients):
@@ -409,10 +349,17 @@ class Service:
                 meta_json = json.dumps(meta, sort_keys=True)
             else:
                 meta_json = request_meta_json
-            pending.append((index, shared.message(
-                id=self.new_id(), recipient=e164, raw_recipient=recipient.raw,
-                dest_ton=destination.ton, dest_npi=destination.npi, idempotency_key=key,
-                dup_digest=digest(e164) if digest is not None else None, meta_json=meta_json)))
+            pending.append((index, NewMessage(
+                id=self.new_id(), account=account.name, ingress=req.ingress, recipient=e164,
+                raw_recipient=recipient.raw, source_addr=source_addr, source_ton=source_ton,
+                source_npi=source_npi, dest_ton=destination.ton, dest_npi=destination.npi,
+                text=text, encoding=plan.encoding.value, data_coding=plan.data_coding,
+                esm_class=plan.esm_class, registered_delivery=registered_delivery,
+                parts=parts, state=state, created_at=now, send_at=send_at,
+                expires_at=expires_at, idempotency_key=key,
+                dup_digest=digest(e164) if digest is not None else None,
+                dup_window_s=policy.duplicate_window_s, quota=account.quota,
+                callback_url=req.callback_url, meta_json=meta_json)))
         if pending:
             try:
                 outcomes = await self.store.accept([m for _, m in pending], now=now)

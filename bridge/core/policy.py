@@ -141,10 +141,7 @@ def duplicate_digest(
     """sha256 hex naming a request for the duplicate window (SPEC §5 DUPLICATE): identical
     fields give the same digest on every instance and version; any difference changes it.
     Callers pass normalised values (E.164 destination, parsed sender) so spellings agree."""
-    h = hashlib.sha256(_DIGEST_VERSION)
-    for value in (account, destination, sender, text, type_code, flash):
-        h.update(_field(value))
-    return h.hexdigest()
+    return duplicate_digester(account, sender, text, type_code, flash)(destination)
 
 
 def duplicate_digester(

@@ -79,10 +79,6 @@ ReceiptHandler = Callable[[str, Receipt], Awaitable[None]]
 MoHandler = Callable[[MoMessage], Awaitable[None]]
 
 
-async def _await(awaitable: Awaitable[None]) -> None:
-    await awaitable
-
-
 class _LinkLost(Exception):
     pass
 
@@ -705,8 +701,7 @@ class SmppBind:
             if waiter is None:
                 self._answer_deliver_sm(link, seq, None)
                 return None
-            handling = waiter if isinstance(waiter, asyncio.Future) else \
-                link.loop.create_task(_await(waiter))
+            handling = asyncio.ensure_future(waiter)
         else:
             handling = link.loop.create_task(self._deliver_mo(pdu))
         handling.add_done_callback(functools.partial(self._deliver_sm_handled, link, seq))

@@ -135,6 +135,7 @@ class _Connection(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self._transport: asyncio.Transport | None = None
         self._reply: asyncio.Future[tuple[int, bool]] | None = None
+        self._closed: Exception | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -152,7 +153,8 @@ class _Connection(asyncio.Protocol):
                                     self._parser.should_keep_alive()))
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._fail(exc or ConnectionError("connection closed before the response"))
+        self._closed = exc or ConnectionError("the server closed the connection")
+        self._fail(self._closed)
 
     def _fail(self, exc: Exception) -> None:
         if self._reply is not None and not self._reply.done():
@@ -161,6 +163,8 @@ class _Connection(asyncio.Protocol):
     async def request(self, raw: bytes) -> tuple[int, bool]:
         """Send one whole request; (status, keep-alive) once its response has ended."""
         assert self._transport is not None
+        if self._closed is not None:  # closed between two responses: nothing would answer
+            raise self._closed
         self._reply = asyncio.get_running_loop().create_future()
         self._transport.write(raw)
         return await self._reply
