@@ -97,15 +97,6 @@ _STANDARD = re.compile(
     r"(?: text:\s*(?P<text>.*))?\Z", re.DOTALL)
 
 
-def _fields_standard(body: str) -> tuple[dict[str, str], str | None] | None:
-    match = _STANDARD.match(body)
-    if match is None:
-        return None
-    fields = {k: v for k, v in match.groupdict().items() if v and k != "text"}
-    text = match.group("text")
-    return fields, text.rstrip() if text is not None else None
-
-
 def _fields_any(body: str) -> tuple[dict[str, str], str | None]:
     """Fields in any order and case, with extra fields and a text anywhere."""
     matches = [(_canonical_field(m.group(1)), m) for m in _FIELD.finditer(body)]
@@ -144,78 +135,48 @@ def parse_receipt(short_message: bytes | str, *, receipted_message_id: str | Non
     The receipted_message_id TLV is preferred over the text's id (SMPP 3.4 defines it as the
     id given in submit_sm_resp); missing stat / message_state are derived from each other.
     """
-    body = _text_of(short_message)
-    if "\x00" in body:
-        body = body.replace("\x00", "")
+    body = _body(short_message)
     match = _STANDARD.match(body)
-    if match is not None:
-        return _receipt_standard(match, receipted_message_id, message_state)
-    return _receipt_from(*_fields_any(body), receipted_message_id, message_state)
+    if match is not None:  # nearly every SMSC: the fields straight from the regex groups
+        text_id, submit_date, done_date, stat, err, text = match.groups()
+        return _receipt(text_id, submit_date, done_date, stat, err, text,
+                        receipted_message_id, message_state)
+    return _receipt_any(body, receipted_message_id, message_state)
 
 
-def _receipt_standard(match: re.Match[str], receipted_message_id: str | None,
-                      message_state: int | None) -> Receipt:
-    """`_receipt_from(*_fields_standard(body), …)` without the intermediate dict: the per-receipt
-    path of nearly every SMSC. A property test checks the two agree."""
-    text_id, submit_date, done_date, stat, err, text = match.groups()
-    message_id = text_id
-    if receipted_message_id:
-        tlv_id = receipted_message_id.replace("\x00", "").strip() \
-            if "\x00" in receipted_message_id else receipted_message_id.strip()
-        if tlv_id:
-            message_id = tlv_id
-    if stat:
-        upper = stat.upper()  # the regex leaves no whitespace to strip
-        stat = _STAT_ALIASES.get(upper, upper)
-    else:
-        stat = MESSAGE_STATE_STAT.get(message_state) if message_state is not None else None
+def _body(short_message: bytes | str) -> str:
+    body = _text_of(short_message)
+    return body.replace("\x00", "") if "\x00" in body else body
+
+
+def _receipt_any(body: str, receipted_message_id: str | None,
+                 message_state: int | None) -> Receipt | None:
+    """Fields in any order and case (`_fields_any`)."""
+    fields, text = _fields_any(body)
+    return _receipt(fields.get("id"), fields.get("submit_date"), fields.get("done_date"),
+                    fields.get("stat"), fields.get("err"), text, receipted_message_id,
+                    message_state)
+
+
+def _receipt(text_id: str | None, submit_date: str | None, done_date: str | None,
+             stat: str | None, err: str | None, text: str | None,
+             receipted_message_id: str | None, message_state: int | None) -> Receipt | None:
+    """The Receipt of one receipt's fields (in `_STANDARD`'s group order) and TLVs."""
+    tlv_id = receipted_message_id.replace("\x00", "").strip() if receipted_message_id else ""
+    message_id = tlv_id or text_id
+    if not message_id:
+        return None
+    stat = _normalise_stat(stat)
+    if stat is None and message_state is not None:
+        stat = MESSAGE_STATE_STAT.get(message_state)
     state = message_state
     if state is None and stat is not None:
         state = _STAT_MESSAGE_STATE.get(stat)
     if text is not None:
         text = text.rstrip() or None
     return Receipt(message_id, stat, state, err or None,
-                   submit_date if submit_date.isdigit() else None,
-                   done_date if done_date.isdigit() else None, text)
-
-
-def _receipt_from(fields: dict[str, str], text_value: str | None,
-                  receipted_message_id: str | None, message_state: int | None) -> Receipt | None:
-    tlv_id = receipted_message_id.replace("\x00", "").strip() if receipted_message_id else ""
-    message_id = tlv_id or fields.get("id", "")
-    if not message_id:
-        return None
-    stat = _normalise_stat(fields.get("stat"))
-    if stat is None and message_state is not None:
-        stat = MESSAGE_STATE_STAT.get(message_state)
-    state = message_state
-    if state is None and stat is not None:
-        state = _STAT_MESSAGE_STATE.get(stat)
-
-    def digits(name: str) -> str | None:
-        value = fields.get(name)
-        return value if value is not None and value.isdigit() else None
-
-    return Receipt(
-        message_id=message_id,
-        stat=stat,
-        message_state=state,
-        err=fields.get("err"),
-        submit_date=digits("submit_date"),
-        done_date=digits("done_date"),
-        text=text_value if text_value else None,
-    )
-
-
-def parse_receipt_reference(short_message: bytes | str, *,
-                            receipted_message_id: str | None = None,
-                            message_state: int | None = None) -> Receipt | None:
-    """`parse_receipt` through the general dict-based path only (for tests)."""
-    body = _text_of(short_message)
-    if "\x00" in body:
-        body = body.replace("\x00", "")
-    fields, text_value = _fields_standard(body) or _fields_any(body)
-    return _receipt_from(fields, text_value, receipted_message_id, message_state)
+                   submit_date if submit_date and submit_date.isdigit() else None,
+                   done_date if done_date and done_date.isdigit() else None, text)
 
 
 # ------------------------------------------------------------------ id matching keys
