@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import sys
 from typing import Any, AsyncIterator, Mapping, Sequence
 
@@ -47,6 +48,15 @@ async def child_process(*args: str, ready_timeout: float = 60.0,
             await proc.wait()
 
 
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds of every thread of a live process, from /proc (schedstat: ns resolution)."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/schedstat", encoding="ascii") as f:
+            total += int(f.read().split()[0])
+    return total / 1e9
+
+
 async def _serve_simulator(args: argparse.Namespace) -> None:
     from bridge.config import SimulatorConfig
     from bridge.simulator import SmscSimulator
@@ -56,7 +66,7 @@ async def _serve_simulator(args: argparse.Namespace) -> None:
                                         receipt_delay_s=args.receipt_delay))
     port = await sim.start()
     try:
-        await announce_and_wait({"port": port})
+        await announce_and_wait({"port": port, "pid": os.getpid()})
     finally:
         await sim.stop()
 

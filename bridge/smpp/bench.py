@@ -35,24 +35,15 @@ import struct
 import time
 from typing import Any, Sequence
 
-from bridge.benchkit import announce_and_wait, child_process
-from bridge.config import Config, PolicyConfig, SimulatorConfig, SmscConfig
+from bridge.benchkit import child_process, process_cpu_s
+from bridge.config import Config, PolicyConfig, SmscConfig
 from bridge.core.model import Address
 from bridge.core.receipts import Receipt
 from bridge.core.states import MessageState, PartState
 from bridge.smpp import codec
 from bridge.smpp.client import MoMessage, SmppBind, SubmitSm
-from bridge.store.base import (
-    AcceptOutcome,
-    Event,
-    InboundMessage,
-    MessageView,
-    NewMessage,
-    OutboundMessage,
-    OutboundPart,
-    ReceiptOutcome,
-    Store,
-)
+from bridge.store.base import OutboundMessage, OutboundPart, ReceiptOutcome
+from bridge.store.rows import CallsByName
 
 SYSTEM_ID = "bench"
 PASSWORD = "bench"
@@ -207,10 +198,14 @@ async def bench_smpp(windows: Sequence[int] = (1, 10, 50), count: int = 20000,
 # ------------------------------------------------------------------ --dispatch: CPU per message
 
 
-class InstantStore(Store):
+class InstantStore(CallsByName):
     """The Store calls the dispatcher makes, answered in memory on the next loop iteration (all
     calls of one iteration together, like the process store's answer frames). Counts what it
     got; `done` is set once `expect_submitted` submits and `expect_receipts` receipts arrived."""
+
+    _READS: dict[str, Any] = {"quota_used": 0, "load_pending": [], "get_messages": [],
+                              "list_messages": (0, []), "timeline": [], "counts_by_state": {},
+                              "last_message_to": None}
 
     def __init__(self) -> None:
         self.submitted = 0
@@ -221,85 +216,39 @@ class InstantStore(Store):
         self.done = asyncio.Event()
         self._batch: list[tuple[asyncio.Future[Any], Any]] = []
 
-    def _answer(self, value: Any) -> asyncio.Future[Any]:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Any] = loop.create_future()
-        if not self._batch:
-            loop.call_soon(self._resolve)
-        self._batch.append((fut, value))
-        return fut
-
-    def _resolve(self) -> None:
-        batch, self._batch = self._batch, []
-        for fut, value in batch:
-            if not fut.done():
-                fut.set_result(value)
-
-    def _check(self) -> None:
-        if self.submitted >= self.expect_submitted and self.receipts >= self.expect_receipts:
-            self.done.set()
-
     async def open(self) -> None:
         return None
 
     async def close(self) -> None:
         return None
 
-    async def flush(self) -> None:
-        await self._answer(None)
+    def _write(self, method: str, args: tuple[Any, ...]) -> asyncio.Future[Any]:
+        value: Any = None
+        if method == "record_submitted":
+            self.submitted += 1
+        elif method == "record_receipt":
+            self.receipts += 1
+            value = ReceiptOutcome(matched=True, message_id=None,
+                                   message_state=MessageState.DELIVERED)
+        elif method != "flush":
+            self.other.append(f"{method} {args}")
+        if self.submitted >= self.expect_submitted and self.receipts >= self.expect_receipts:
+            self.done.set()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        if not self._batch:
+            loop.call_soon(self._resolve)
+        self._batch.append((future, value))
+        return future
 
-    def accept(self, messages: Sequence[NewMessage], *,
-               now: float) -> asyncio.Future[list[AcceptOutcome]]:
-        raise NotImplementedError
+    async def _read(self, method: str, args: tuple[Any, ...]) -> Any:
+        return self._READS[method]
 
-    async def quota_used(self, account: str) -> int:
-        return 0
-
-    async def load_pending(self, *, limit: int = 1_000_000) -> list[OutboundMessage]:
-        return []
-
-    def record_submitted(self, message_id: str, seq: int, *, smsc: str, smsc_id: str,
-                         id_keys: Sequence[str], at: float) -> asyncio.Future[Any]:
-        self.submitted += 1
-        self._check()
-        return self._answer(None)
-
-    def record_state(self, message_id: str, state: MessageState, *, at: float,
-                     error: str | None = None, detail: str = "") -> asyncio.Future[Any]:
-        self.other.append(f"{message_id} {state.value} {error or ''} {detail}")
-        return self._answer(None)
-
-    def record_event(self, message_id: str, name: str, *, at: float,
-                     detail: str = "") -> asyncio.Future[Any]:
-        self.other.append(f"{message_id} {name} {detail}")
-        return self._answer(None)
-
-    def record_receipt(self, *, smsc: str, id_keys: Sequence[str], part_state: PartState | None,
-                       stat: str | None, err: str | None, at: float) -> asyncio.Future[Any]:
-        self.receipts += 1
-        self._check()
-        return self._answer(ReceiptOutcome(matched=True, message_id=None,
-                                           message_state=MessageState.DELIVERED))
-
-    async def get_messages(self, ids: Sequence[str]) -> list[MessageView]:
-        return []
-
-    async def list_messages(self, account: str, *, offset: int, limit: int,
-                            state: MessageState | None = None,
-                            since: float | None = None) -> tuple[int, list[MessageView]]:
-        return 0, []
-
-    async def timeline(self, message_id: str) -> list[Event]:
-        return []
-
-    async def counts_by_state(self) -> dict[str, int]:
-        return {}
-
-    def record_inbound(self, message: InboundMessage) -> asyncio.Future[Any]:
-        return self._answer(None)
-
-    async def last_message_to(self, recipient: str, *, since: float) -> MessageView | None:
-        return None
+    def _resolve(self) -> None:
+        batch, self._batch = self._batch, []
+        for future, value in batch:
+            if not future.done():
+                future.set_result(value)
 
 
 def _outbound(run: int, i: int, now: float) -> OutboundMessage:
@@ -311,15 +260,6 @@ def _outbound(run: int, i: int, now: float) -> OutboundMessage:
         send_at=None, expires_at=now + 86400,
         parts=(OutboundPart(seq=1, total=1, short_message=text, tlvs_json="[]",
                             state=PartState.QUEUED, smsc=None, smsc_id=None),))
-
-
-def _proc_cpu_s(pid: int) -> float:
-    """CPU seconds of every thread of a process, from /proc (ns resolution via schedstat)."""
-    total = 0
-    for task in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{task}/schedstat") as f:
-            total += int(f.read().split()[0])
-    return total / 1e9
 
 
 async def _dispatch_run(port: int, sim_pid: int, run: int, count: int,
@@ -345,14 +285,14 @@ async def _dispatch_run(port: int, sim_pid: int, run: int, count: int,
     store.expect_submitted = store.expect_receipts = count
     try:
         await asyncio.sleep(0.2)  # let the simulator settle after the bind
-        sim_before = _proc_cpu_s(sim_pid)
+        sim_before = process_cpu_s(sim_pid)
         cpu_before = time.process_time()
         started = time.perf_counter()
         dispatcher.enqueue(messages)
         await asyncio.wait_for(store.done.wait(), 300.0)
         elapsed = time.perf_counter() - started
         cpu = time.process_time() - cpu_before
-        sim_cpu = _proc_cpu_s(sim_pid) - sim_before
+        sim_cpu = process_cpu_s(sim_pid) - sim_before
     finally:
         await dispatcher.stop()
         await pool.stop()
@@ -371,7 +311,8 @@ async def bench_dispatch(count: int = 20000, runs: int = 3, window: int = 50,
         "count": count, "window": window, "receipt_delay_s": receipt_delay,
         "python": platform.python_version(), "runs": [],
     }
-    async with child_process("-m", "bridge.smpp.bench", "--serve-simulator",
+    async with child_process("-m", "bridge.benchkit", "simulator", "--system-id", SYSTEM_ID,
+                             "--password", PASSWORD,
                              "--receipt-delay", str(receipt_delay)) as ready:
         for run in range(max(1, runs)):
             results["runs"].append(await _dispatch_run(int(ready["port"]), int(ready["pid"]),
@@ -379,18 +320,6 @@ async def bench_dispatch(count: int = 20000, runs: int = 3, window: int = 50,
     for key in ("bridge_cpu_us_per_msg", "simulator_cpu_us_per_msg"):
         results[f"min_{key}"] = min(r[key] for r in results["runs"])
     return results
-
-
-async def _serve_simulator(receipt_delay: float) -> None:
-    from bridge.simulator import SmscSimulator
-
-    sim = SmscSimulator(SimulatorConfig(enabled=True, port=0, system_id=SYSTEM_ID,
-                                        password=PASSWORD, receipt_delay_s=receipt_delay))
-    port = await sim.start()
-    try:
-        await announce_and_wait({"port": port, "pid": os.getpid()})
-    finally:
-        await sim.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -403,11 +332,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--window", type=int, default=50)
     parser.add_argument("--receipt-delay", type=float, default=0.05)
-    parser.add_argument("--serve-simulator", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.serve_simulator:
-        asyncio.run(_serve_simulator(args.receipt_delay))
-        return
     if args.dispatch:
         print(json.dumps(asyncio.run(bench_dispatch(args.count, args.runs, args.window,
                                                      args.receipt_delay)), indent=2))

@@ -35,13 +35,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import resource
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from bridge.benchkit import process_cpu_s
 from bridge.core.receipts import smsc_id_keys
 from bridge.core.states import MessageState, PartState
 from bridge.store.base import NewMessage, NewPart
@@ -181,13 +181,6 @@ async def _bench(*, total: int, producers: int) -> dict[str, Any]:
     }
 
 
-def _process_cpu(pid: int) -> float:
-    """utime + stime of a live process, in seconds (/proc/PID/stat fields 14 and 15)."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _own_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -228,12 +221,12 @@ async def _lifecycle(path: Path, *, total: int, producers: int, per_call: int,
             return delivered
 
         pid = store.pid if isinstance(store, StoreProcess) else None
-        child_before = _process_cpu(pid) if pid is not None else 0.0
+        child_before = process_cpu_s(pid) if pid is not None else 0.0
         own_before = _own_cpu()
         delivered = sum(await asyncio.gather(*(producer() for _ in range(producers))))
         await store.flush()
         own_cpu = _own_cpu() - own_before
-        child_cpu = _process_cpu(pid) - child_before if pid is not None else 0.0
+        child_cpu = process_cpu_s(pid) - child_before if pid is not None else 0.0
     finally:
         await store.close()
     if delivered != calls * per_call:
