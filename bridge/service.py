@@ -47,6 +47,8 @@ class Recipient:
     raw: str
     idempotency_key: str | None = None  # e.g. SMTP Message-ID + recipient
     meta: tuple[tuple[str, str], ...] = ()  # per-recipient ingress details (DSN NOTIFY, ORCPT)
+    #: Already read and routed by `check_recipient` (SMTP, at RCPT time): not read twice.
+    destination: Address | None = None
 
 
 @dataclass(frozen=True)
@@ -335,7 +337,8 @@ class Service:
         pending: list[tuple[int, NewMessage]] = []
         for index, recipient in enumerate(req.recipients):
             try:
-                destination = self._destination(account, recipient.raw)
+                destination = recipient.destination if recipient.destination is not None \
+                    else self._destination(account, recipient.raw)
                 self._admit(account, destination, now)
             except BridgeError as exc:
                 results[index] = RecipientResult(recipient.raw, exc.name.value, None, 0, None, exc)

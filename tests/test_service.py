@@ -195,3 +195,21 @@ def test_a_forked_child_does_not_repeat_the_parents_ids() -> None:
     os.close(read)
     os.waitpid(pid, 0)
     assert len(child) == 16 and child != new_message_id()[12:]
+
+
+async def test_a_destination_read_at_rcpt_time_is_not_read_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = make_config(tmp_path)
+    store = _CapturingStore()
+    service = Service(config, store)  # type: ignore[arg-type]
+    account = service.account("demo")
+    assert account is not None
+    address = service.check_recipient(account, "07400123456")
+
+    def read_again(*args: object) -> None:
+        raise AssertionError("the number was read a second time")
+
+    monkeypatch.setattr(service, "_destination", read_again)
+    [result] = await service.submit(SubmitRequest(
+        "demo", (Recipient(address.e164, destination=address),), "hi", "smtp"))
+    assert result.status == "accepted" and store.messages[0].recipient == "+447400123456"

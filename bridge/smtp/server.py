@@ -29,6 +29,7 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Session, syntax
 
 from bridge.config import AccountConfig, Config
 from bridge.core.errors import BridgeError, ErrorName
+from bridge.core.model import Address
 from bridge.metrics import Metrics
 from bridge.service import Recipient, RecipientResult, Service, SubmitRequest
 from bridge.smtp import replies
@@ -144,7 +145,7 @@ class _Listener:
 @dataclass
 class _Rcpt:
     address: str  # as given in RCPT TO
-    e164: str
+    destination: Address  # read at RCPT time; the submit does not read it again
     notify: str | None
     orcpt: str | None
 
@@ -508,7 +509,7 @@ class BridgeSMTP(SMTP):
             listener.metrics.rejected("smtp", exc.name.value)
             await self.push(replies.error(exc))
             return
-        txn.rcpts.append(_Rcpt(address, destination.e164, notify, orcpt))
+        txn.rcpts.append(_Rcpt(address, destination, notify, orcpt))
         assert self.envelope is not None
         self.envelope.rcpt_tos.append(address)
         await self.push(replies.RCPT_OK)
@@ -625,16 +626,17 @@ class BridgeSMTP(SMTP):
         order: list[int] = []
         recipients: list[Recipient] = []
         for rcpt in txn.rcpts:
-            if rcpt.e164 not in index:
-                index[rcpt.e164] = len(recipients)
+            e164 = rcpt.destination.e164
+            if e164 not in index:
+                index[e164] = len(recipients)
                 meta = [("rcpt_to", rcpt.address)]
                 if rcpt.notify is not None:
                     meta.append(("notify", rcpt.notify))
                 if rcpt.orcpt is not None:
                     meta.append(("orcpt", rcpt.orcpt))
-                key = f"mid:{mail.message_id}\x1f{rcpt.e164}" if mail.message_id else None
-                recipients.append(Recipient(rcpt.e164, key, tuple(meta)))
-            order.append(index[rcpt.e164])
+                key = f"mid:{mail.message_id}\x1f{e164}" if mail.message_id else None
+                recipients.append(Recipient(e164, key, tuple(meta), rcpt.destination))
+            order.append(index[e164])
         meta = list(txn.meta)
         if mail.message_id:
             meta.append(("message_id", mail.message_id))
