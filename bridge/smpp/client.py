@@ -114,12 +114,11 @@ class _Link(asyncio.Protocol):
         self.pending: dict[int, asyncio.Future[bytes]] = {}
         # Response deadlines: requests share one timeout, so their deadlines arrive in order
         # and one timer for the oldest serves them all (no TimerHandle per submit). Entries
-        # whose request was answered are dropped lazily. A request with a shorter timeout than
-        # the last queued one (the capped unbind) gets a timer of its own in `timers`.
+        # whose request was answered are dropped lazily (and all at once when they pile up behind
+        # an old unanswered one).
         self.deadlines: collections.deque[tuple[float, int, asyncio.Future[bytes]]] = \
             collections.deque()
         self.deadline_timer: asyncio.TimerHandle | None = None
-        self.timers: dict[int, asyncio.TimerHandle] = {}
         self.buffer = bytearray()
         self.closed: asyncio.Future[None] = self.loop.create_future()
         self.sequence = 0
@@ -155,14 +154,10 @@ class _Link(asyncio.Protocol):
         was_bound = self.bound
         self.bound = False
         reason = self.close_reason if exc is None else f"{self.close_reason}: {exc}"
-        for seq, fut in self.pending.items():
+        for fut in self.pending.values():
             if not fut.done():
                 fut.set_exception(_LinkLost(reason))
-            timer = self.timers.get(seq)
-            if timer is not None:
-                timer.cancel()
         self.pending.clear()
-        self.timers.clear()
         self.deadlines.clear()
         if self.deadline_timer is not None:
             self.deadline_timer.cancel()
@@ -216,14 +211,13 @@ class _Link(asyncio.Protocol):
         if command_id & codec.RESPONSE_BIT:
             pending = self.pending
             fut = pending.pop(seq, None)
-            if self.timers:
-                timer = self.timers.pop(seq, None)
-                if timer is not None:
-                    timer.cancel()
             deadlines = self.deadlines
             # Responses come mostly in order: drop answered entries from the front now.
             while deadlines and pending.get(deadlines[0][1]) is not deadlines[0][2]:
                 deadlines.popleft()
+            if len(deadlines) > 2 * len(pending) + 64:  # answered ones behind an old request
+                self.deadlines = collections.deque(
+                    entry for entry in deadlines if pending.get(entry[1]) is entry[2])
             if fut is None:
                 if command_id == codec.GENERIC_NACK:
                     log.warning("%s generic_nack status=0x%08X %s for unknown seq=%d",
@@ -304,22 +298,13 @@ class _Link(asyncio.Protocol):
         loop = self.loop
         fut: asyncio.Future[bytes] = loop.create_future()
         self.pending[seq] = fut
-        deadline = loop.time() + timeout
-        deadlines = self.deadlines
-        if not deadlines or deadline >= deadlines[-1][0]:
-            deadlines.append((deadline, seq, fut))
-            if self.deadline_timer is None:
-                self.deadline_timer = loop.call_at(deadline, self._expire_due)
-        else:
-            self.timers[seq] = loop.call_later(timeout, self._expire, seq)
+        # Every request of a link has the bind's one response timeout: deadlines come in order.
+        deadline = max(loop.time() + timeout, self.deadlines[-1][0] if self.deadlines else 0.0)
+        self.deadlines.append((deadline, seq, fut))
+        if self.deadline_timer is None:
+            self.deadline_timer = loop.call_at(deadline, self._expire_due)
         self.write(raw)
         return fut
-
-    def _expire(self, seq: int) -> None:
-        self.timers.pop(seq, None)
-        fut = self.pending.pop(seq, None)
-        if fut is not None and not fut.done():
-            fut.set_exception(_ResponseTimeout())
 
     def _expire_due(self) -> None:
         """The deadline timer: time out every request whose deadline has passed, then wait for
@@ -471,9 +456,9 @@ class SmppBind:
                 seq = link.next_seq()
                 try:
                     fut = link.send_request(seq, codec.encode_header_only(codec.UNBIND, seq),
-                                            min(self.config.response_timeout_s, 5.0))
-                    await fut
-                except (_LinkLost, _ResponseTimeout):
+                                            self.config.response_timeout_s)
+                    await asyncio.wait_for(fut, 5.0)  # a stop does not wait long for the SMSC
+                except (_LinkLost, _ResponseTimeout, asyncio.TimeoutError):
                     pass
                 log.info("smsc=%s leg=%s unbound", self.name, link.role)
             link.close("stopped", abort=False)

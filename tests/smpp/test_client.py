@@ -552,28 +552,45 @@ def _resp(seq: int) -> bytes:
 
 async def test_response_deadlines_share_one_timer() -> None:
     """Answered requests never time out, in or out of order; unanswered ones (also when their
-    waiter was cancelled) time out after their own timeout; a shorter timeout queued after a
-    longer one still fires on time."""
+    waiter was cancelled) time out after their timeout. A shorter timeout queued after a
+    longer one waits for the deadline before it (deadlines stay in order)."""
     from bridge.smpp.client import _Link, _ResponseTimeout
     bind = SmppBind(smsc_config(1), on_receipt=Recorder().on_receipt, on_mo=Recorder().on_mo)
     link = _Link(bind, "transceiver")
     link.transport = _StubTransport()  # type: ignore[assignment]
     futs = {seq: link.send_request(seq, b"", 0.3) for seq in range(1, 6)}
     short = link.send_request(6, b"", 0.1)
-    assert 6 in link.timers and len(link.deadlines) == 5
+    assert len(link.deadlines) == 6
     cancelled = futs[4]
     cancelled.cancel()
     link._dispatch(_resp(3))  # out of order: the front stays
     link._dispatch(_resp(1))
     assert futs[1].done() and futs[3].done() and not futs[2].done()
-    assert [seq for _, seq, _ in link.deadlines] == [2, 3, 4, 5]
+    assert [seq for _, seq, _ in link.deadlines] == [2, 3, 4, 5, 6]
     await asyncio.sleep(0.15)
-    assert isinstance(short.exception(), _ResponseTimeout) and not futs[2].done()
+    assert not short.done() and not futs[2].done()
     link._dispatch(_resp(2))
     await asyncio.sleep(0.25)
     assert futs[1].result() == _resp(1) and futs[2].result() == _resp(2)
     assert isinstance(futs[5].exception(), _ResponseTimeout)
+    assert isinstance(short.exception(), _ResponseTimeout)
     assert not link.pending and not link.deadlines and link.deadline_timer is None
+    link.connection_lost(None)
+
+
+async def test_answered_deadlines_do_not_pile_up_behind_an_unanswered_request() -> None:
+    """One request the SMSC never answers must not keep every later answered entry queued
+    until it times out (at thousands of submits/s that would be a long walk in one callback)."""
+    from bridge.smpp.client import _Link
+    bind = SmppBind(smsc_config(1), on_receipt=Recorder().on_receipt, on_mo=Recorder().on_mo)
+    link = _Link(bind, "transceiver")
+    link.transport = _StubTransport()  # type: ignore[assignment]
+    stuck = link.send_request(1, b"", 30.0)
+    for seq in range(2, 2002):
+        link.send_request(seq, b"", 30.0)
+        link._dispatch(_resp(seq))
+    assert len(link.pending) == 1 and len(link.deadlines) < 200
+    assert not stuck.done()
     link.connection_lost(None)
 
 
