@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
@@ -72,3 +73,12 @@ def gone(pid: int) -> bool:
     except FileNotFoundError:
         return True
     return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+async def wait_gone(pids: list[int], timeout: float = 30.0) -> bool:
+    """True once every process in `pids` has exited; False after `timeout` (bounded poll)."""
+    for _ in range(int(timeout / 0.1)):
+        if all(gone(pid) for pid in pids):
+            return True
+        await asyncio.sleep(0.1)
+    return all(gone(pid) for pid in pids)

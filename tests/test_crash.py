@@ -15,7 +15,7 @@ import pytest
 from bridge.config import SimulatorConfig
 from bridge.dispatcher import worker_count
 from bridge.simulator import SmscSimulator
-from tests.conftest import child_pids, gone
+from tests.conftest import child_pids, wait_gone
 
 ROOT = Path(__file__).resolve().parent.parent
 TOTAL = 3000
@@ -100,10 +100,7 @@ async def test_sigkill_mid_load_loses_nothing(tmp_path: Path, kill_store_too: bo
         stores = child_pids(restarted.pid)
         restarted.send_signal(signal.SIGTERM)  # crash_child dies at once: its store process
         await asyncio.wait_for(restarted.wait(), 30)  # drains, unbinds and exits by itself
-        for _ in range(300):  # bounded: 30 s, before the SMSC goes away under it
-            if all(gone(pid) for pid in stores):
-                break
-            await asyncio.sleep(0.1)
+        await wait_gone(stores)  # before the SMSC goes away under it
 
         per_destination = Counter("+" + s.destination for s in sim.submits)
         missing = accepted - set(per_destination)

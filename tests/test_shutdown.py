@@ -18,7 +18,7 @@ import pytest
 from bridge.config import SimulatorConfig
 from bridge.simulator import SmscSimulator
 from bridge.store.sqlite import SqliteStore
-from tests.conftest import child_pids, gone
+from tests.conftest import child_pids, wait_gone
 
 ROOT = Path(__file__).resolve().parent.parent
 MAILS, PER_MAIL = 4, 50
@@ -155,11 +155,7 @@ async def test_store_process_drains_and_unbinds_when_the_bridge_is_killed(
         await asyncio.to_thread(send_mails, smtp_port, 0)
         proc.send_signal(signal.SIGKILL)
         await proc.wait()
-        for _ in range(300):  # bounded: 30 s
-            if gone(store_pid):
-                break
-            await asyncio.sleep(0.1)
-        assert gone(store_pid), "the store process should exit after its bridge died"
+        assert await wait_gone([store_pid]), "the store process should exit after its bridge died"
         at_smsc = len(sim.submits)
         assert 0 < at_smsc < TOTAL, "the kill should come while most messages still wait"
         assert sim.unbinds_received >= 1, "the store process should unbind before it exits"
