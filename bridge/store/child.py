@@ -116,8 +116,12 @@ class _Server:
                 return items[0], items[1:]
 
     def answer(self, results: list[_Result]) -> None:
-        """Committed pipe writes: accepted messages to the dispatcher, then the answers. The
-        messages are durable either way: if the hand-over fails, a restart sends them."""
+        """Committed pipe writes: the answers, sent at once (a client waits for each), then the
+        accepted messages to the dispatcher. The messages are durable either way: if the
+        hand-over fails, a restart sends them."""
+        for answer in _answers(results):
+            self.outbox.put(answer)
+        self.outbox.flush()
         try:
             if self.accepts:
                 for request_id, value, exc in results:
@@ -126,9 +130,6 @@ class _Server:
                         self.outbound.accepted(rows, value)
         except Exception:
             log.exception("accepted messages could not reach the dispatcher; a restart sends them")
-        finally:
-            for answer in _answers(results):
-                self.outbox.put(answer)
 
     def readable(self) -> None:
         try:
