@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import os
+import statistics
 import sys
 from typing import Any, AsyncIterator, Mapping, Sequence
 
@@ -55,6 +56,31 @@ def process_cpu_s(pid: int) -> float:
         with open(f"/proc/{pid}/task/{task}/schedstat", encoding="ascii") as f:
             total += int(f.read().split()[0])
     return total / 1e9
+
+
+class CpuMeter:
+    """CPU of named processes, this one ("load") included, between a reading and now, as µs
+    per message: steadier than rates on a noisy 2-core machine, and it says which process a
+    figure is bound by."""
+
+    def __init__(self, pids: Mapping[str, int]) -> None:
+        self.pids = {"load": os.getpid(), **pids}
+
+    def read(self) -> dict[str, float]:
+        return {name: process_cpu_s(pid) for name, pid in self.pids.items()}
+
+    def us_per_message(self, before: Mapping[str, float], messages: int) -> dict[str, float]:
+        after = self.read()
+        out = {name: round((after[name] - before[name]) / max(1, messages) * 1e6, 1)
+               for name in self.pids}
+        out["total"] = round(sum(out.values()), 1)
+        return out
+
+
+def median_by_key(samples: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """Each key's median over `samples` (rounds)."""
+    return {key: round(statistics.median(s[key] for s in samples), 1) for key in samples[0]} \
+        if samples else {}
 
 
 async def _serve_simulator(args: argparse.Namespace) -> None:

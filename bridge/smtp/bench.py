@@ -17,13 +17,16 @@ Recipients rotate over 2,000 valid numbers and every mail has its own Message-ID
 no duplicate, flood or rate policy refuses any. Each round sends `mails` to each server in turn
 (noise from the machine falls on all three alike); medians and samples are printed.
 `bridge_end_to_end` counts until the simulator has received every submit_sm; the ratios are
-against noop. Prints one JSON object.
+against noop. `cpu_us_per_mail` gives each process's CPU per mail (load = this process, with
+the simulator; the bridge's until its receipts are recorded): 2e6 / total bounds what two
+cores can do. Prints one JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import json
 import os
@@ -33,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bridge.benchkit import announce_and_wait, child_process
+from bridge.benchkit import CpuMeter, announce_and_wait, child_process, median_by_key
 from bridge.config import Config, parse_config
 
 _MAIL_FROM = "monitor@acme.example"
@@ -83,7 +86,8 @@ async def _serve_noop() -> None:
         lambda: SMTP(handler, data_size_limit=1_048_576, enable_SMTPUTF8=True,
                      hostname="noop.localhost", auth_require_tls=False, loop=loop),
         "127.0.0.1", 0)
-    await announce_and_wait({"port": server.sockets[0].getsockname()[1]})
+    await announce_and_wait({"port": server.sockets[0].getsockname()[1],
+                             "pids": {"server": os.getpid()}})
     server.close()
 
 
@@ -107,7 +111,8 @@ async def _serve_bridge(smsc_port: int, directory: str) -> None:
     bridge = Bridge(_bridge_config(smsc_port, directory))
     await bridge.start()
     await bridge.wait_bound(10.0)
-    await announce_and_wait({"port": bridge.smtp_port})
+    await announce_and_wait({"port": bridge.smtp_port,
+                             "pids": {"server": os.getpid(), "store": bridge.store.pid}})
     await bridge.stop()
 
 
@@ -123,7 +128,8 @@ async def _serve_accept_only(directory: str) -> None:
     store = open_store(config.store, config.base_dir)
     await store.open()
     server = await start_smtp(Service(config, store), config, Metrics())
-    await announce_and_wait({"port": server.sockets[0].getsockname()[1]})
+    await announce_and_wait({"port": server.sockets[0].getsockname()[1],
+                             "pids": {"server": os.getpid(), "store": store.pid}})
     server.close()
     await store.close()
 
@@ -131,42 +137,76 @@ async def _serve_accept_only(directory: str) -> None:
 # ---------------------------------------------------------------- load generator
 
 
-class _Client:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
+class _Client(asyncio.Protocol):
+    """One SMTP client connection as a Protocol: replies are split from the byte stream in
+    `data_received` and handed to the waiting coroutine, a few µs each, so the load generator
+    takes little of the CPU the servers share with it on a 2-core machine (a StreamReader
+    with `readuntil` per line cost it about twice as much)."""
 
-    async def reply(self) -> str:
-        while True:
-            line = (await self.reader.readuntil(b"\r\n")).decode()
-            if line[3:4] != "-":
-                return line
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self._buffer = b""
+        self._replies: collections.deque[str] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        *lines, self._buffer = self._buffer.split(b"\r\n")
+        for line in lines:
+            if line[3:4] != b"-":  # the last line of a (possibly multi-line) reply
+                self._replies.append(line.decode())
+        if self._replies and self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._closed.done():
+            self._closed.set_result(None)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(ConnectionError("the server closed the connection"))
+
+    def write(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
 
     async def expect(self, code: str) -> str:
-        line = await self.reply()
+        while not self._replies:
+            if self._closed.done():
+                raise ConnectionError("the server closed the connection")
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        line = self._replies.popleft()
         if not line.startswith(code):
             raise RuntimeError(f"expected {code}, got {line.strip()}")
         return line
 
+    async def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+        await self._closed
+
 
 async def _session(port: int, mails: list[bytes], rcpts: list[str]) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    client = _Client(reader, writer)
+    _, client = await asyncio.get_running_loop().create_connection(
+        _Client, "127.0.0.1", port)
     await client.expect("220")
-    writer.write(b"EHLO bench.localhost\r\n")
+    client.write(b"EHLO bench.localhost\r\n")
     await client.expect("250")
     for data, rcpt in zip(mails, rcpts):
-        writer.write(f"MAIL FROM:<{_MAIL_FROM}>\r\nRCPT TO:<{rcpt}@sms.localhost>\r\nDATA\r\n"
+        client.write(f"MAIL FROM:<{_MAIL_FROM}>\r\nRCPT TO:<{rcpt}@sms.localhost>\r\nDATA\r\n"
                      .encode())
         await client.expect("250")
         await client.expect("250")
         await client.expect("354")
-        writer.write(data + b".\r\n")
+        client.write(data + b".\r\n")
         await client.expect("250")
-    writer.write(b"QUIT\r\n")
+    client.write(b"QUIT\r\n")
     await client.expect("221")
-    writer.close()
-    await writer.wait_closed()
+    await client.close()
 
 
 async def _load(port: int, *, tag: str, first: int, count: int, connections: int,
@@ -203,33 +243,36 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                                         receipt_delay_s=0.05), history=None)
     sim_port = await sim.start()
     me = ("-m", "bridge.smtp.bench", "--child")
+    cpu: dict[str, list[dict[str, float]]] = {"noop": [], "accept_only": [], "bridge": []}
     with tempfile.TemporaryDirectory(prefix="smtp-bench-") as directory:
         try:
             async with contextlib.AsyncExitStack() as children:
-                noop_port = (await children.enter_async_context(
-                    child_process(*me, "noop")))["port"]
-                accept_port = (await children.enter_async_context(child_process(
-                    *me, "accept", "--dir", str(Path(directory) / "accept"))))["port"]
-                bridge_port = (await children.enter_async_context(child_process(
+                noop = await children.enter_async_context(child_process(*me, "noop"))
+                accept = await children.enter_async_context(child_process(
+                    *me, "accept", "--dir", str(Path(directory) / "accept")))
+                bridge = await children.enter_async_context(child_process(
                     *me, "bridge", "--smsc-port", str(sim_port),
-                    "--dir", str(Path(directory) / "bridge"))))["port"]
-                for port in (noop_port, accept_port, bridge_port):
-                    await _load(port, tag="warm", first=0, count=args.warmup, connections=conns,
-                                per_session=per)
+                    "--dir", str(Path(directory) / "bridge")))
+                for child in (noop, accept, bridge):
+                    await _load(child["port"], tag="warm", first=0, count=args.warmup,
+                                connections=conns, per_session=per)
                 await sim.wait_for_submits(args.warmup, timeout=60)
+                meters = {name: CpuMeter(child["pids"]) for name, child in
+                          (("noop", noop), ("accept_only", accept), ("bridge", bridge))}
                 # Rounds alternate the three servers, so that noise from the machine (2 cores,
                 # other work) falls on all of them alike; the medians are reported.
                 for r in range(args.rounds):
                     first = (r + 1) * n
-                    seconds = await _load(noop_port, tag="noop", first=first, count=n,
-                                          connections=conns, per_session=per)
-                    samples["noop"].append(n / seconds)
-                    seconds = await _load(accept_port, tag="accept", first=first, count=n,
-                                          connections=conns, per_session=per)
-                    samples["accept_only"].append(n / seconds)
+                    for name, child in (("noop", noop), ("accept_only", accept)):
+                        before = meters[name].read()
+                        seconds = await _load(child["port"], tag=name, first=first, count=n,
+                                              connections=conns, per_session=per)
+                        samples[name].append(n / seconds)
+                        cpu[name].append(meters[name].us_per_message(before, n))
                     base = len(sim.submits)
+                    before = meters["bridge"].read()
                     start = time.perf_counter()
-                    seconds = await _load(bridge_port, tag="bridge", first=first, count=n,
+                    seconds = await _load(bridge["port"], tag="bridge", first=first, count=n,
                                           connections=conns, per_session=per)
                     await sim.wait_for_submits(base + n, timeout=120)
                     samples["bridge_accepted"].append(n / seconds)
@@ -237,12 +280,16 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                     if not args.no_receipts:  # let the bridge finish the DLRs before the next
                         await sim.wait_until(lambda: sim.receipts_sent >= len(sim.submits)
                                              and sim.unacked_deliveries == 0, timeout=60)
+                    cpu["bridge"].append(meters["bridge"].us_per_message(before, n))
                     await asyncio.sleep(0.2)
         finally:
             await sim.stop()
     for name, values in samples.items():
         result[f"{name}_msgs_per_s"] = round(statistics.median(values), 1)
         result[f"{name}_samples"] = [round(v, 1) for v in values]
+    # CPU µs per mail by process (load = this process, with the simulator), medians over the
+    # rounds; the bridge's counts until its receipts are recorded too.
+    result["cpu_us_per_mail"] = {name: median_by_key(values) for name, values in cpu.items()}
     result["submits_at_simulator"] = len(sim.submits)
     result["receipts_sent"] = sim.receipts_sent
     noop_rate = result["noop_msgs_per_s"]

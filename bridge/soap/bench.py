@@ -17,7 +17,9 @@ Measured in one run:
 
 The four loads run in `rounds` alternating rounds (default 3); each figure is its median round
 (all rounds listed under "rounds"), and each ratio the median of the rounds' own ratios.
-Ratios compare SendSms messages/s with the no-op calls/s. Counts are bounded (defaults, per
+Ratios compare SendSms messages/s with the no-op calls/s. `cpu_us` gives each load's CPU per
+call or message by process (load = this process, with the simulator; bridge; store): what
+bounds each figure on two cores. Counts are bounded (defaults, per
 round: 3,000 single calls, 100 batch calls of 100, 3,000 no-op calls each).
 """
 
@@ -37,7 +39,7 @@ from typing import Any, Iterable, Sequence
 import httptools
 from aiohttp import web
 
-from bridge.benchkit import announce_and_wait, child_process
+from bridge.benchkit import CpuMeter, announce_and_wait, child_process, median_by_key
 from bridge.config import SimulatorConfig
 from bridge.simulator import SmscSimulator
 
@@ -97,7 +99,8 @@ async def _serve(directory: Path, smsc_port: int) -> None:
         server = site._server
         assert server is not None
         side_port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-        await announce_and_wait({"soap_port": bridge.soap_port, "side_port": side_port})
+        await announce_and_wait({"soap_port": bridge.soap_port, "side_port": side_port,
+                                 "pids": {"bridge": os.getpid(), "store": bridge.store.pid}})
     finally:
         if runner is not None:
             await runner.cleanup()
@@ -230,22 +233,25 @@ def _ms(values: Iterable[float], q: float) -> float:
 
 
 async def _noop(target: tuple[str, int], path: str, calls: int, concurrency: int,
-                headers: dict[str, str]) -> dict[str, Any]:
+                headers: dict[str, str], meter: CpuMeter) -> dict[str, Any]:
     body = _envelope("<t:Ping/>")
     await _load(target, path, [body] * min(200, calls), headers, concurrency)  # warm-up
+    before = meter.read()
     seconds, latencies, statuses = await _load(target, path, [body] * calls, headers,
                                                concurrency)
     return {"calls": calls, "statuses": statuses, "seconds": round(seconds, 3),
             "calls_per_s": round(calls / seconds, 1), "p50_ms": _ms(latencies, 0.5),
-            "p99_ms": _ms(latencies, 0.99)}
+            "p99_ms": _ms(latencies, 0.99),
+            "cpu_us_per_call": meter.us_per_message(before, calls)}
 
 
 async def _send(target: tuple[str, int], sim: SmscSimulator, calls: int,
                 size: int,
                 concurrency: int, headers: dict[str, str], *, run: str,
-                first_number: int) -> dict[str, Any]:
+                first_number: int, meter: CpuMeter) -> dict[str, Any]:
     bodies = send_envelopes(calls, size, run=run, first_number=first_number)
     base = sim.accepted
+    before = meter.read()
     start = time.perf_counter()
     seconds, latencies, statuses = await _load(target, "/soap", bodies, headers, concurrency)
     messages = calls * size if statuses.get(200, 0) == calls else None
@@ -258,7 +264,9 @@ async def _send(target: tuple[str, int], sim: SmscSimulator, calls: int,
             "http_msgs_per_s": round(calls * size / seconds, 1),
             "e2e_msgs_per_s": round(submitted / e2e, 1),
             "p50_ms": _ms(latencies, 0.5), "p99_ms": _ms(latencies, 0.99),
-            "mean_ms": round(1000 * statistics.fmean(latencies), 2) if latencies else 0.0}
+            "mean_ms": round(1000 * statistics.fmean(latencies), 2) if latencies else 0.0,
+            # until the last submit; receipts of the last 50 ms are left out
+            "cpu_us_per_msg": meter.us_per_message(before, calls * size)}
 
 
 def _median_run(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
@@ -279,29 +287,36 @@ async def _bench_against(sim: SmscSimulator, sim_port: int, *, calls: int, batch
         async with child_process("-m", "bridge.soap.bench", "--serve", tmp,
                                  "--smsc-port", str(sim_port)) as ports:
             soap = ("127.0.0.1", int(ports["soap_port"]))
+            meter = CpuMeter(ports["pids"])
             side = ("127.0.0.1", int(ports["side_port"]))
             auth = "Basic " + base64.b64encode(f"{ACCOUNT}:{PASSWORD}".encode()).decode()
             headers = {"Content-Type": "text/xml; charset=utf-8", "Authorization": auth}
             run = f"{os.getpid()}-{int(time.time())}"
-            await _send(soap, sim, 200, 1, concurrency, headers,
-                        run=run + "w", first_number=90_000_000)  # warm-up
+            await _send(soap, sim, 200, 1, concurrency, headers, run=run + "w",
+                        first_number=90_000_000, meter=meter)  # warm-up
             for r in range(rounds):
                 runs["noop_stock"].append(await _noop(
                     side, "/stock", noop_calls, concurrency,
-                    {"Content-Type": "text/xml; charset=utf-8"}))
+                    {"Content-Type": "text/xml; charset=utf-8"}, meter))
                 runs["noop_bridge"].append(await _noop(side, "/soap", noop_calls, concurrency,
-                                                       headers))
+                                                       headers, meter))
                 runs["send_1"].append(await _send(
                     soap, sim, calls, 1, concurrency, headers, run=run,
-                    first_number=10_000_000 + r * calls))
+                    first_number=10_000_000 + r * calls, meter=meter))
                 runs["send_100"].append(await _send(
                     soap, sim, batch_calls, batch_size, concurrency, headers,
-                    run=run, first_number=20_000_000 + r * batch_calls * batch_size))
+                    run=run, first_number=20_000_000 + r * batch_calls * batch_size,
+                    meter=meter))
     result: dict[str, Any] = {"concurrency": concurrency, "rounds": rounds}
     for name in ("noop_stock", "noop_bridge"):
         result[name] = _median_run(runs[name], "calls_per_s")
     for name in ("send_1", "send_100"):
         result[name] = _median_run(runs[name], "e2e_msgs_per_s")
+    # CPU µs per call (no-ops) or message (sends) by process, medians over the rounds: what
+    # bounds each figure on 2 cores (2e6 / total), steadier than the rates themselves.
+    result["cpu_us"] = {name: median_by_key([r["cpu_us_per_call" if name.startswith("noop")
+                                               else "cpu_us_per_msg"] for r in rounds])
+                        for name, rounds in runs.items()}
 
     def ratio(num: str, num_key: str, den: str) -> float:
         values = sorted(float(a[num_key]) / float(b["calls_per_s"])

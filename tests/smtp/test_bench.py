@@ -17,3 +17,7 @@ def test_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     for key in ("noop_msgs_per_s", "accept_only_msgs_per_s", "bridge_end_to_end_msgs_per_s",
                 "ratio_end_to_end_vs_noop"):
         assert result[key] > 0, key
+    cpu = result["cpu_us_per_mail"]
+    assert set(cpu["noop"]) == {"load", "server", "total"}
+    assert cpu["bridge"]["store"] > 0 and cpu["bridge"]["server"] > 0
+    assert cpu["accept_only"]["store"] > 0

@@ -19,6 +19,12 @@ def test_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     for key in ("send_1_e2e_vs_noop_stock", "send_1_e2e_vs_noop_bridge",
                 "send_100_e2e_msgs_per_s"):
         assert result["ratios"][key] > 0, key
+    # Each load's CPU by process: the store works for sends only, the bridge for all.
+    cpu = result["cpu_us"]
+    assert cpu["send_1"]["store"] > 0 and cpu["send_1"]["bridge"] > 0
+    assert cpu["noop_stock"]["store"] < cpu["send_1"]["store"]
+    assert cpu["send_1"]["total"] == pytest.approx(
+        sum(v for k, v in cpu["send_1"].items() if k != "total"), abs=0.5)
 
 
 def test_cli_passes_options_to_the_named_bench(capsys: pytest.CaptureFixture[str]) -> None:
