@@ -139,9 +139,9 @@ async def _serve_accept_only(directory: str) -> None:
 
 class _Client(asyncio.Protocol):
     """One SMTP client connection as a Protocol: replies are split from the byte stream in
-    `data_received` and handed to the waiting coroutine, a few µs each, so the load generator
-    takes little of the CPU the servers share with it on a 2-core machine (a StreamReader
-    with `readuntil` per line cost it about twice as much)."""
+    `data_received` and handed to the waiting coroutine, so the load generator takes less of
+    the CPU the servers share with it on a 2-core machine than with a StreamReader and a
+    `readuntil` per line (about 320-390 against 410-450 µs per mail, simulator included)."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
