@@ -90,6 +90,18 @@ async def terminate(proc: asyncio.subprocess.Process) -> int:
     return await asyncio.wait_for(proc.wait(), 30)
 
 
+
+async def stopped_part_way(db: Path, sim: SmscSimulator, who: str) -> int:
+    """After a stop in the middle of the load: `who` unbound, every submit the SMSC answered
+    was recorded, and the rest wait, queued. Returns how many reached the SMSC."""
+    at_smsc = len(sim.submits)
+    assert 0 < at_smsc < TOTAL, "the stop should come while most messages still wait"
+    assert sim.unbinds_received >= 1, f"{who} should unbind before it exits"
+    counts = await counts_by_state(db)
+    assert counts["queued"] == TOTAL - at_smsc, counts
+    assert sum(counts.values()) == TOTAL
+    return at_smsc
+
 @pytest.mark.slow
 async def test_sigterm_mid_load_drains_unbinds_and_loses_or_repeats_nothing(
         tmp_path: Path) -> None:
@@ -102,14 +114,7 @@ async def test_sigterm_mid_load_drains_unbinds_and_loses_or_repeats_nothing(
         proc, smtp_port = await serve(config)
         await asyncio.to_thread(send_mails, smtp_port, 0)  # every 250 means durably stored
         assert await terminate(proc) == 0
-        at_smsc = len(sim.submits)
-        assert 0 < at_smsc < TOTAL, "the stop should come while most messages still wait"
-        assert sim.unbinds_received >= 1, "the bridge should unbind before it exits"
-
-        counts = await counts_by_state(tmp_path / "stop.db")
-        # Every submit the SMSC answered was recorded before exit; the rest wait, queued.
-        assert counts["queued"] == TOTAL - at_smsc, counts
-        assert sum(counts.values()) == TOTAL
+        at_smsc = await stopped_part_way(tmp_path / "stop.db", sim, "the bridge")
 
         proc, _ = await serve(config)
         await sim.wait_until(lambda: len({s.destination for s in sim.submits}) >= TOTAL,
@@ -156,12 +161,6 @@ async def test_store_process_drains_and_unbinds_when_the_bridge_is_killed(
         proc.send_signal(signal.SIGKILL)
         await proc.wait()
         assert await wait_gone([store_pid]), "the store process should exit after its bridge died"
-        at_smsc = len(sim.submits)
-        assert 0 < at_smsc < TOTAL, "the kill should come while most messages still wait"
-        assert sim.unbinds_received >= 1, "the store process should unbind before it exits"
-
-        counts = await counts_by_state(tmp_path / "stop.db")
-        assert counts["queued"] == TOTAL - at_smsc, counts
-        assert sum(counts.values()) == TOTAL
+        await stopped_part_way(tmp_path / "stop.db", sim, "the store process")
     finally:
         await sim.stop()
