@@ -67,6 +67,7 @@ from bridge.soap.service import (
     SmsBridgeService,
     build_application,
     encode_response,
+    quiet_events,
 )
 from bridge.soap.wsdl import render_wsdl
 
@@ -106,6 +107,7 @@ class SoapEndpoint:
         # aiohttp-spyne's server base per SOAP version: Spyne on the loop, no thread pool.
         self.transports: dict[SoapVersion, Any] = {
             v: AioBase(build_application(v, self.services), threads=None) for v in SoapVersion}
+        quiet_events(*self.transports.values())
         self._wsdl: dict[tuple[SoapVersion, str], bytes] = {}
 
     # ------------------------------------------------------------------ replies
@@ -159,6 +161,7 @@ class SoapEndpoint:
         """Spyne's steps (context, envelope, method lookup, schema validation, decoding, the
         call), then the awaited operation, then the response encoding."""
         transport = self.transports[version]
+        ctx: Any = None
         p_ctx: Any = None
         settled = False
         try:
@@ -189,6 +192,7 @@ class SoapEndpoint:
             # open, and runs a full gc.collect() once a second (~30 ms with a large heap).
             if not settled and p_ctx is not None:
                 _close_unawaited(p_ctx.out_object)
+            _break_cycles(ctx, p_ctx)
 
     def _spyne_fault(self, version: SoapVersion, fault: Any,
                      account: AccountConfig) -> web.Response:
@@ -296,6 +300,25 @@ async def _settle(pending: Any) -> Any:
         awaitable: Awaitable[Any] = pending[0]
         return [await awaitable]
     return pending
+
+
+_SUB_CONTEXTS = ("transport", "inprot_ctx", "outprot_ctx", "event", "aux")
+
+
+def _break_cycles(*contexts: Any) -> None:
+    """Spyne's contexts point at each other (sub-context `parent`, a defaultdict whose factory
+    closes over its owner), so every request left cyclic garbage that only the cyclic GC
+    reclaims: about 12 % of this process's CPU under load went to collections. Emptied, they
+    are freed by reference counting as the request ends."""
+    for ctx in contexts:
+        if ctx is None:
+            continue
+        fields = vars(ctx)
+        for name in _SUB_CONTEXTS:
+            sub = fields.get(name)
+            if sub is not None:
+                vars(sub).clear()
+        fields.clear()
 
 
 def _close_unawaited(pending: Any) -> None:
