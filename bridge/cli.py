@@ -22,10 +22,11 @@ def _config(path: str) -> Config:
 
 
 async def _serve(config: Config) -> int:
-    from bridge.app import Bridge
+    from bridge.app import Bridge, freeze_startup_heap
 
     bridge = Bridge(config)
     await bridge.start()
+    freeze_startup_heap()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

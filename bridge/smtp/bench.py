@@ -106,11 +106,12 @@ def _bridge_config(smsc_port: int, directory: str) -> Config:
 
 
 async def _serve_bridge(smsc_port: int, directory: str) -> None:
-    from bridge.app import Bridge
+    from bridge.app import Bridge, freeze_startup_heap
 
     bridge = Bridge(_bridge_config(smsc_port, directory))
     await bridge.start()
     await bridge.wait_bound(10.0)
+    freeze_startup_heap()  # as `sms-bridge serve` does
     await announce_and_wait({"port": bridge.smtp_port,
                              "pids": {"server": os.getpid(), "store": bridge.store.pid}})
     await bridge.stop()

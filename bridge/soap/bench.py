@@ -70,7 +70,7 @@ async def _serve(directory: Path, smsc_port: int) -> None:
     Prints one JSON line with the ports, runs until stdin closes."""
     from aiohttp_spyne import AIOSpyne  # type: ignore[attr-defined]
 
-    from bridge.app import Bridge
+    from bridge.app import Bridge, freeze_startup_heap
     from bridge.soap.app import create_soap_app
     from bridge.soap.faults import SoapVersion
     from bridge.soap.service import (
@@ -99,6 +99,7 @@ async def _serve(directory: Path, smsc_port: int) -> None:
         server = site._server
         assert server is not None
         side_port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        freeze_startup_heap()  # as `sms-bridge serve` does
         await announce_and_wait({"soap_port": bridge.soap_port, "side_port": side_port,
                                  "pids": {"bridge": os.getpid(), "store": bridge.store.pid}})
     finally:
