@@ -178,6 +178,7 @@ class Dispatcher:
         if self.clock() >= message.expires_at:
             self.store.record_state(message.id, MessageState.EXPIRED, at=self.clock(),
                                     detail="validity ended before submission")
+            log.info("expired id=%s: validity ended before submission", message.id)
             return
         policy = self.config.policy
         bind: SmppBind | None = None
@@ -194,6 +195,8 @@ class Dispatcher:
                 if now >= message.expires_at:
                     self.store.record_state(message.id, MessageState.EXPIRED, at=now,
                                             detail=f"validity ended at part {part.seq}/{part.total}")
+                    log.info("expired id=%s: validity ended at part %d/%d", message.id, part.seq,
+                             part.total)
                     return
                 if bind is None or not bind.bound:
                     if routes is None:
@@ -202,6 +205,7 @@ class Dispatcher:
                         self.store.record_state(message.id, MessageState.FAILED, at=now,
                                                 error=ErrorName.INVALID_DESTINATION.value,
                                                 detail="no SMSC route for this number")
+                        log.warning("failed id=%s: no SMSC route for this number", message.id)
                         return
                     bind = first_bound(routes)
                     if bind is None:  # routes exist but none is bound: wait, keep order
@@ -220,6 +224,8 @@ class Dispatcher:
                     attempt += 1
                     self.store.record_event(message.id, "retry", at=now,
                                             detail=f"part {part.seq}/{part.total}: {exc}")
+                    log.warning("retry id=%s part=%d/%d smsc=%s: %s", message.id, part.seq,
+                                part.total, bind.config.name, exc)
                     bind = None
                     await asyncio.sleep(self._backoff(attempt))
                     continue
@@ -231,6 +237,8 @@ class Dispatcher:
                         message.id, part.seq, smsc=bind.config.name, smsc_id=result.message_id,
                         id_keys=smsc_id_keys(result.message_id, bind.config.id_format),
                         at=self.clock())
+                    log.info("submitted id=%s part=%d/%d smsc=%s smsc_id=%s", message.id,
+                             part.seq, part.total, bind.config.name, result.message_id)
                     break
                 verdict = upstream_verdict(status if status else 0xFF)
                 attempt += 1
@@ -238,12 +246,17 @@ class Dispatcher:
                     self.store.record_event(message.id, "throttled", at=now,
                                             detail=f"part {part.seq}/{part.total} status "
                                                    f"0x{status:08X}, retry {attempt}")
+                    log.info("throttled id=%s part=%d/%d smsc=%s status=0x%08X retry=%d",
+                             message.id, part.seq, part.total, bind.config.name, status, attempt)
                     await asyncio.sleep(self._backoff(attempt))
                     continue
                 self.store.record_state(message.id, MessageState.FAILED, at=now,
                                         error=verdict.error.value,
                                         detail=f"part {part.seq}/{part.total}: submit_sm_resp "
                                                f"0x{status:08X} after {attempt} attempt(s)")
+                log.warning("failed id=%s part=%d/%d smsc=%s error=%s: submit_sm_resp 0x%08X "
+                            "after %d attempt(s)", message.id, part.seq, part.total,
+                            bind.config.name, verdict.error.value, status, attempt)
                 return
         if recorded is not None:
             # The worker takes its next message only once this one's acknowledgements are
@@ -284,12 +297,13 @@ class Dispatcher:
             stat=receipt.stat, err=receipt.err, at=self.clock()))
         done: asyncio.Future[None] = stored.get_loop().create_future()
         stored.add_done_callback(functools.partial(
-            self._receipt_stored, done, part_state.value if part_state else "interim",
-            receipt.message_id))
+            self._receipt_stored, done, part_state.value if part_state else "interim", smsc,
+            receipt))
         return done
 
-    def _receipt_stored(self, done: asyncio.Future[None], state: str, smsc_id: str,
-                        stored: asyncio.Future[ReceiptOutcome]) -> None:
+    def _receipt_stored(self, done: asyncio.Future[None], state: str, smsc: str,
+                        receipt: Receipt, stored: asyncio.Future[ReceiptOutcome]) -> None:
+        smsc_id = receipt.message_id
         if stored.cancelled():
             done.cancel()
             return
@@ -303,9 +317,15 @@ class Dispatcher:
             return
         try:
             self.metrics.receipt(state)
-            if not stored.result().matched:
-                log.info("receipt for unknown smsc_id=%s kept until its submit_sm_resp is stored",
-                         smsc_id)
+            outcome = stored.result()
+            if outcome.matched:
+                log.info("receipt id=%s smsc=%s smsc_id=%s stat=%s part=%s message=%s",
+                         outcome.message_id, smsc, smsc_id, receipt.stat or "-", state,
+                         outcome.message_state.value if outcome.message_state is not None
+                         else "-")
+            else:
+                log.info("receipt for unknown smsc=%s smsc_id=%s kept until its submit_sm_resp "
+                         "is stored", smsc, smsc_id)
         except Exception as error:  # as the coroutine did: a failure here fails the receipt
             done.set_exception(error)
             return

@@ -12,6 +12,7 @@ Operation docstrings become the WSDL documentation.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -40,6 +41,8 @@ from bridge.metrics import Metrics
 from bridge.service import Recipient, Service, SubmitRequest
 from bridge.soap.faults import TNS, SoapVersion
 from bridge.store.base import MessageView
+
+log = logging.getLogger("bridge.soap")
 
 APP_NAME = "SmsBridge"
 HTTP_TRANSPORT = "http://schemas.xmlsoap.org/soap/http"
@@ -517,6 +520,9 @@ class Operations:
                                          encoding=r.encoding))
             else:
                 self.metrics.rejected("soap", r.status)
+                if not r.accepted:
+                    log.info("soap recipient refused account=%s rcpt=%s: %s", self.account.name,
+                             r.recipient, r.error if r.error is not None else r.status)
                 err = r.error
                 out.append(SubmissionRow(
                     recipient=r.recipient, status=r.status, message_id=r.message_id,
@@ -525,6 +531,9 @@ class Operations:
                     detail=(err.detail or None) if err is not None else None))
         if accepted:
             self.metrics.accepted("soap", accepted)
+        ids = [r.message_id for r in results if r.message_id is not None]
+        log.info("soap accepted account=%s ids=%s refused=%d", self.account.name, ",".join(ids),
+                 len(results) - len(ids))
         return out
 
     async def get_status(self, ids: Sequence[str | None]) -> list[StatusRow]:

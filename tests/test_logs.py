@@ -1,0 +1,110 @@
+"""Structured logs (SPEC §8): `sms-bridge serve` at info writes one line per event of a message
+(accepted by SMTP or SOAP, submitted, receipt) with the message id on each, from both of its
+processes, and never the message text or a password."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+import signal
+import smtplib
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from tests.test_shutdown import ROOT
+
+PASSWORD = "log-test-Pa55word"
+SMTP_TEXT = "smtp body that must stay out of the log"
+SOAP_TEXT = "soap text that must stay out of the log"
+LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (debug|info|warning|error|critical) "
+                  r"[\w.]+ ")
+
+
+def _config(tmp_path: Path) -> Path:
+    path = tmp_path / "bridge.toml"
+    path.write_text(f"""
+[smtp]
+listen = "127.0.0.1:0"
+domains = ["sms.localhost"]
+[soap]
+listen = "127.0.0.1:0"
+[store]
+url = "sqlite:///{tmp_path / 'logs.db'}"
+[simulator]
+enabled = true
+port = 0
+receipt_delay_s = 0.01
+[log]
+level = "info"
+[[account]]
+name = "logs"
+password = "{PASSWORD}"
+senders = ["LOGS"]
+default_sender = "LOGS"
+relay_networks = ["127.0.0.1/32"]
+""")
+    return path
+
+
+def _soap_send(port: int) -> str:
+    body = (f'<?xml version="1.0"?><e:Envelope xmlns:e="http://schemas.xmlsoap.org/soap/envelope/"'
+            f' xmlns:t="urn:sms-bridge:v1"><e:Body><t:SendSms>'
+            f"<t:recipients>+447400123002</t:recipients><t:text>{SOAP_TEXT}</t:text>"
+            f"</t:SendSms></e:Body></e:Envelope>").encode()
+    auth = base64.b64encode(f"logs:{PASSWORD}".encode()).decode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/soap", data=body,
+        headers={"Content-Type": "text/xml; charset=utf-8", "Authorization": f"Basic {auth}"})
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback
+        found = re.search(rb"<[\w:]*message_id>([^<]+)<", response.read())
+    assert found, "SendSms returned no message id"
+    return found.group(1).decode()
+
+
+async def _wait_for(path: Path, needles: list[str], timeout: float = 20.0) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        text = path.read_text()
+        if all(n in text for n in needles) or time.monotonic() > deadline:
+            return text
+        await asyncio.sleep(0.05)
+
+
+async def test_serve_logs_every_event_with_the_message_id(tmp_path: Path) -> None:
+    log_path = tmp_path / "stderr.log"
+    with log_path.open("wb") as stderr:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bridge", "serve", "-c", str(_config(tmp_path)),
+            stdout=asyncio.subprocess.PIPE, stderr=stderr, cwd=str(ROOT))
+    try:
+        assert proc.stdout is not None
+        ready = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+        ports = re.search(r"SMTP on [\d.]+:(\d+), SOAP on http://[\d.]+:(\d+)/", ready)
+        assert ports, ready
+        smtp_port, soap_port = int(ports.group(1)), int(ports.group(2))
+        with smtplib.SMTP("127.0.0.1", smtp_port, timeout=10) as smtp:
+            smtp.sendmail("ops@example.com", ["+447400123001@sms.localhost"],
+                          f"Subject: logs\r\n\r\n{SMTP_TEXT}\r\n")
+        soap_id = await asyncio.to_thread(_soap_send, soap_port)
+        text = await _wait_for(log_path, [f"ids={soap_id}", "smtp accepted"])
+        found = re.search(r"smtp accepted ip=127\.0\.0\.1 account=logs ids=(\w+) refused=0", text)
+        assert found, text
+        smtp_id = found.group(1)
+        text = await _wait_for(log_path, [f"receipt id={i} " for i in (smtp_id, soap_id)])
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    text = log_path.read_text()
+    assert f"soap accepted account=logs ids={soap_id} refused=0" in text
+    for message_id in (smtp_id, soap_id):
+        assert re.search(rf"info bridge\.dispatcher submitted id={message_id} part=1/1 "
+                         rf"smsc=simulator smsc_id=\w+", text), text
+        assert re.search(rf"info bridge\.dispatcher receipt id={message_id} smsc=simulator "
+                         rf"smsc_id=\w+ stat=DELIVRD part=delivered message=delivered", text), text
+    lines = text.splitlines()
+    assert lines and all(LINE.match(line) for line in lines), text
+    for secret in (SMTP_TEXT, SOAP_TEXT, PASSWORD):
+        assert secret not in text
