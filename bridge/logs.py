@@ -10,10 +10,16 @@ import time
 class KeyValueFormatter(logging.Formatter):
     """One line per event: `ts level logger message` (message ids are in the messages)."""
 
+    _second = -1
+    _stamp = ""
+
     def format(self, record: logging.LogRecord) -> str:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        line = f"{stamp}.{int(record.msecs):03d}Z {record.levelname.lower()} {record.name} " \
-               f"{record.getMessage()}"
+        second = int(record.created)
+        if second != self._second:  # a few lines per message at info: format each second once
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        line = f"{self._stamp}.{int(record.msecs):03d}Z {record.levelname.lower()} " \
+               f"{record.name} {record.getMessage()}"
         if record.exc_info:
             line += " | " + self.formatException(record.exc_info).replace("\n", " | ")
         return line
