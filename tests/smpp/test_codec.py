@@ -63,13 +63,19 @@ tlv_values = st.fixed_dictionaries({}, optional={
        sm=st.binary(max_size=254), dc=st.sampled_from([0, 1, 3, 4, 8, 0x10, 0x18, 0xF0]),
        esm=st.sampled_from([0, 0x40, 0x03]), rd=st.integers(0, 1),
        vp=st.sampled_from(["", "000001000000R", "240101120000000+"]),
-       tlvs=tlv_values)
+       tlvs=tlv_values.flatmap(lambda d: st.permutations(list(d.items()))),
+       payload=st.one_of(st.none(), st.binary(max_size=600)))
 def test_fast_path_is_byte_identical_to_make_pdu(seq: int, src: str, dst: str, ton: int,
                                                  npi: int, sm: bytes, dc: int, esm: int, rd: int,
-                                                 vp: str, tlvs: dict[str, int]) -> None:
+                                                 vp: str, tlvs: list[tuple[str, int]],
+                                                 payload: bytes | None) -> None:
+    options: list[tuple[str, int | bytes]] = list(tlvs)
+    if payload is not None:  # message_payload instead of short_message (an empty one is left out)
+        sm = b""
+        options.append(("message_payload", payload))
     message = SubmitSm(source=Address(src, ton, npi), destination=Address(dst, 1, 1),
                        short_message=sm, data_coding=dc, esm_class=esm, registered_delivery=rd,
-                       validity_period=vp, tlvs=tuple(tlvs.items()))
+                       validity_period=vp, tlvs=tuple(options))
     fast = codec.encode_submit(seq, message)
     assert fast == codec.encode_submit_reference(seq, message)
     assert codec.header(fast)[3] == seq
@@ -83,6 +89,7 @@ def test_fast_path_is_byte_identical_to_make_pdu(seq: int, src: str, dst: str, t
     ({"tlvs": (("message_payload", 5),)}, "bytes"),
     ({"tlvs": (("message_payload", b"abc"),)}, "combined"),
     ({"tlvs": (("sar_msg_ref_num", 1), ("sar_msg_ref_num", 2))}, "twice"),
+    ({"tlvs": (("source_subaddress", b"x"),)}, "not supported"),
 ])
 def test_submit_rejects_what_smpplib_would_mangle(kw: dict[str, object], match: str) -> None:
     with pytest.raises(ValueError, match=match):
