@@ -89,6 +89,12 @@ def receipt_part_state(stat: str | None, message_state: int | None) -> PartState
 def aggregate(parts: Iterable[PartState]) -> MessageState:
     """A message's state from its parts: delivered only when every part is (SPEC §4)."""
     states = list(parts)
+    if len(states) == 1:  # most messages: the store asks twice per message
+        return _ONE_PART[states[0]]
+    return _aggregate(states)
+
+
+def _aggregate(states: list[PartState]) -> MessageState:
     if not states:
         return MessageState.QUEUED
     if all(s is PartState.DELIVERED for s in states):
@@ -102,6 +108,10 @@ def aggregate(parts: Iterable[PartState]) -> MessageState:
     if any(s is PartState.QUEUED for s in states):
         return MessageState.QUEUED
     return MessageState.SUBMITTED
+
+
+_ONE_PART: Mapping[PartState, MessageState] = MappingProxyType(
+    {state: _aggregate([state]) for state in PartState})
 
 
 class Retry(str, Enum):

@@ -25,6 +25,11 @@ M = MessageState
 
 @pytest.mark.parametrize(("parts", "expected"), [
     ([P.DELIVERED], M.DELIVERED),
+    ([P.QUEUED], M.QUEUED),
+    ([P.SUBMITTED], M.SUBMITTED),
+    ([P.FAILED], M.FAILED),
+    ([P.UNDELIVERABLE], M.UNDELIVERABLE),
+    ([P.EXPIRED], M.EXPIRED),
     ([P.DELIVERED, P.DELIVERED], M.DELIVERED),
     ([P.DELIVERED, P.SUBMITTED], M.SUBMITTED),
     ([P.DELIVERED, P.QUEUED], M.QUEUED),
