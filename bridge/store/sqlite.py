@@ -110,6 +110,19 @@ SELECT p.state, p.total, p.receipt_stat, p.receipt_err, m.state
 FROM parts p JOIN messages m ON m.id = p.message_id
 WHERE p.message_id = ? AND p.seq = ?
 """
+_RECEIPT_SELECT = """
+SELECT k.key, k.message_id, k.seq, k.id, p.state, p.total, p.receipt_stat, p.receipt_err, m.state
+FROM smsc_keys k
+JOIN parts p ON p.message_id = k.message_id AND p.seq = k.seq
+JOIN messages m ON m.id = k.message_id
+"""
+_RECEIPT_STRONGEST = _RECEIPT_SELECT + "WHERE k.smsc = ? AND k.key = ? ORDER BY k.id DESC LIMIT 1"
+
+
+def _receipt_matches(n: int) -> str:
+    return _RECEIPT_SELECT + f"WHERE k.smsc = ? AND k.key IN ({_in(n)})"
+
+
 _MESSAGE_STATE = "SELECT state FROM messages WHERE id = ?"
 _ORPHANS_EXIST = "SELECT EXISTS (SELECT 1 FROM orphan_receipts)"
 
@@ -436,13 +449,12 @@ class _Writer:
         keys = tuple(dict.fromkeys(id_keys))
         if not keys:
             return ReceiptOutcome(False, None, None)
-        # With each match, what _apply_receipt needs of its part: one statement, not two.
-        rows = conn.execute(
-            f"SELECT k.key, k.message_id, k.seq, k.id, p.state, p.total, p.receipt_stat, "
-            f"p.receipt_err, m.state FROM smsc_keys k "
-            f"JOIN parts p ON p.message_id = k.message_id AND p.seq = k.seq "
-            f"JOIN messages m ON m.id = k.message_id "
-            f"WHERE k.smsc = ? AND k.key IN ({_in(len(keys))})", (smsc, *keys)).fetchall()
+        # The strongest key alone first (it matches almost always, and the most recent of its
+        # matches wins); the weaker ones only when it does not. With the match, what
+        # _apply_receipt needs of its part: one statement, not two.
+        rows = conn.execute(_RECEIPT_STRONGEST, (smsc, keys[0])).fetchall()
+        if not rows and len(keys) > 1:
+            rows = conn.execute(_receipt_matches(len(keys) - 1), (smsc, *keys[1:])).fetchall()
         if not rows:
             receipt = uuid.uuid4().hex
             state_value = part_state.value if part_state is not None else None
@@ -453,9 +465,11 @@ class _Writer:
                 self._orphans_pruned_at = at
                 conn.execute("DELETE FROM orphan_receipts WHERE at < ?", (at - self.orphan_ttl_s,))
             return ReceiptOutcome(False, None, None)
-        # The earliest (strongest) key wins; among its matches, the most recent submit.
-        rank = {key: i for i, key in enumerate(keys)}
-        best = min(rows, key=lambda r: (rank[r[0]], -r[3]))
+        if len(rows) == 1:
+            best = rows[0]
+        else:  # the earliest (strongest) key wins; among its matches, the most recent submit
+            rank = {key: i for i, key in enumerate(keys)}
+            best = min(rows, key=lambda r: (rank[r[0]], -r[3]))
         message_id, seq = best[1], best[2]
         state = self._apply_receipt(tx, message_id, seq, part_state, stat, err, at, orphan=False,
                                     row=best[4:])

@@ -345,6 +345,24 @@ async def test_auto_keys_prefer_the_strongest_key(store: SqliteStore) -> None:
     assert out.message_id == "k1"
 
 
+async def test_a_reused_smsc_id_goes_to_the_most_recent_submit(store: SqliteStore) -> None:
+    await store.accept([msg("u1"), msg("u2")], now=T0)
+    await submit(store, "u1", 1, "77", fmt="auto")
+    await submit(store, "u2", 1, "77", fmt="auto")  # the SMSC's ids wrapped around
+    out = await receipt(store, "77", P.DELIVERED, fmt="auto")
+    assert out == ReceiptOutcome(True, "u2", M.DELIVERED)
+
+
+async def test_weaker_keys_rank_before_recency(store: SqliteStore) -> None:
+    # Receipt "22" carries raw:22, int:22, int:34 (its hex reading). No submit has raw:22; "16"
+    # read as hex is int:22 (rank 2), "34" read as decimal is int:34 (rank 3).
+    await store.accept([msg("w1"), msg("w2")], now=T0)
+    await submit(store, "w1", 1, "16", fmt="auto")
+    await submit(store, "w2", 1, "34", fmt="auto")  # more recent, weaker key
+    out = await receipt(store, "22", P.DELIVERED, fmt="auto")
+    assert out == ReceiptOutcome(True, "w1", M.DELIVERED)
+
+
 async def test_receipt_before_submit_is_kept_and_applied(store: SqliteStore) -> None:
     await store.accept([msg("or1", parts=2)], now=T0)
     await submit(store, "or1", 1, "ff01")
