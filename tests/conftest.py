@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import re
+import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
+from typing import IO, TYPE_CHECKING, Any, AsyncIterator, Callable
 
 import pytest
 
@@ -15,6 +18,7 @@ if TYPE_CHECKING:
     from bridge.app import Bridge
 
 DEMO_PASSWORD = "demo-password"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def make_config(tmp_path: Path, **sections: Any) -> Config:
@@ -82,3 +86,18 @@ async def wait_gone(pids: list[int], timeout: float = 30.0) -> bool:
             return True
         await asyncio.sleep(0.1)
     return all(gone(pid) for pid in pids)
+
+
+async def serve_command(config: Path, *, stderr: int | IO[bytes] = asyncio.subprocess.DEVNULL
+                        ) -> tuple[asyncio.subprocess.Process, int, int]:
+    """`python -m bridge serve -c config`, the real command, once it has said it is ready:
+    the process, its SMTP port and its SOAP port."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bridge", "serve", "-c", str(config),
+        stdout=asyncio.subprocess.PIPE, stderr=stderr, cwd=str(ROOT),
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.stdout is not None
+    line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+    found = re.search(r"SMTP on [\d.]+:(\d+), SOAP on https?://[\d.]+:(\d+)/", line)
+    assert found, f"no ready line from serve: {line!r}"
+    return proc, int(found.group(1)), int(found.group(2))

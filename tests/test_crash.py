@@ -15,9 +15,8 @@ import pytest
 from bridge.config import SimulatorConfig
 from bridge.dispatcher import worker_count
 from bridge.simulator import SmscSimulator
-from tests.conftest import child_pids, wait_gone
+from tests.conftest import ROOT, child_pids, wait_gone
 
-ROOT = Path(__file__).resolve().parent.parent
 TOTAL = 3000
 BATCH = 50
 WINDOW = 20

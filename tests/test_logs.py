@@ -9,12 +9,11 @@ import base64
 import re
 import signal
 import smtplib
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
-from tests.test_shutdown import ROOT
+from tests.conftest import serve_command
 
 PASSWORD = "log-test-Pa55word"
 SMTP_TEXT = "smtp body that must stay out of the log"
@@ -76,15 +75,8 @@ async def _wait_for(path: Path, needles: list[str], timeout: float = 20.0) -> st
 async def test_serve_logs_every_event_with_the_message_id(tmp_path: Path) -> None:
     log_path = tmp_path / "stderr.log"
     with log_path.open("wb") as stderr:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bridge", "serve", "-c", str(_config(tmp_path)),
-            stdout=asyncio.subprocess.PIPE, stderr=stderr, cwd=str(ROOT))
+        proc, smtp_port, soap_port = await serve_command(_config(tmp_path), stderr=stderr)
     try:
-        assert proc.stdout is not None
-        ready = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
-        ports = re.search(r"SMTP on [\d.]+:(\d+), SOAP on http://[\d.]+:(\d+)/", ready)
-        assert ports, ready
-        smtp_port, soap_port = int(ports.group(1)), int(ports.group(2))
         with smtplib.SMTP("127.0.0.1", smtp_port, timeout=10) as smtp:
             smtp.sendmail("ops@example.com", ["+447400123001@sms.localhost"],
                           f"Subject: logs\r\n\r\n{SMTP_TEXT}\r\n")

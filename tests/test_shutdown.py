@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
 import smtplib
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -18,9 +16,8 @@ import pytest
 from bridge.config import SimulatorConfig
 from bridge.simulator import SmscSimulator
 from bridge.store.sqlite import SqliteStore
-from tests.conftest import child_pids, wait_gone
+from tests.conftest import child_pids, serve_command, wait_gone
 
-ROOT = Path(__file__).resolve().parent.parent
 MAILS, PER_MAIL = 4, 50
 TOTAL = MAILS * PER_MAIL
 
@@ -53,19 +50,6 @@ rate_per_s = 0
 relay_networks = ["127.0.0.1/32"]
 """)
     return path
-
-
-async def serve(config: Path) -> tuple[asyncio.subprocess.Process, int]:
-    """`python -m bridge serve`, the real command; returns it with its SMTP port."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bridge", "serve", "-c", str(config),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, cwd=str(ROOT),
-        env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert proc.stdout is not None
-    line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
-    found = re.search(r"SMTP on [\d.]+:(\d+)", line)
-    assert found, f"no ready line from serve: {line!r}"
-    return proc, int(found.group(1))
 
 
 def send_mails(port: int, first: int) -> None:
@@ -111,12 +95,12 @@ async def test_sigterm_mid_load_drains_unbinds_and_loses_or_repeats_nothing(
     sim_port = await sim.start()
     config = write_config(tmp_path, sim_port)
     try:
-        proc, smtp_port = await serve(config)
+        proc, smtp_port, _ = await serve_command(config)
         await asyncio.to_thread(send_mails, smtp_port, 0)  # every 250 means durably stored
         assert await terminate(proc) == 0
         at_smsc = await stopped_part_way(tmp_path / "stop.db", sim, "the bridge")
 
-        proc, _ = await serve(config)
+        proc, _, _ = await serve_command(config)
         await sim.wait_until(lambda: len({s.destination for s in sim.submits}) >= TOTAL,
                              timeout=60)
         await asyncio.sleep(0.3)  # room for a wrongful resubmission to show
@@ -136,7 +120,7 @@ async def test_serve_exits_1_when_its_store_process_dies(tmp_path: Path) -> None
     sim = SmscSimulator(SimulatorConfig(enabled=True, port=0))
     config = write_config(tmp_path, await sim.start())
     try:
-        proc, _ = await serve(config)
+        proc, _, _ = await serve_command(config)
         stores = child_pids(proc.pid)
         assert len(stores) == 1
         os.kill(stores[0], signal.SIGKILL)
@@ -155,7 +139,7 @@ async def test_store_process_drains_and_unbinds_when_the_bridge_is_killed(
                                         receipt_delay_s=0.01))
     config = write_config(tmp_path, await sim.start())
     try:
-        proc, smtp_port = await serve(config)
+        proc, smtp_port, _ = await serve_command(config)
         [store_pid] = child_pids(proc.pid)
         await asyncio.to_thread(send_mails, smtp_port, 0)
         proc.send_signal(signal.SIGKILL)
