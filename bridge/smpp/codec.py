@@ -212,7 +212,7 @@ def encode_submit(sequence: int, sm: SubmitSm) -> bytes:
     its `generate()` was about 7 % of the store process's CPU while a batch drained."""
     _check_submit(sm)
     body = b"".join((
-        _c_octets("", 6),  # service_type
+        b"\x00",  # service_type: empty (the SMSC default)
         _ADDRESSES.pack(sm.source.ton, sm.source.npi), _c_octets(sm.source.value, 21),
         _ADDRESSES.pack(sm.destination.ton, sm.destination.npi),
         _c_octets(sm.destination.value, 21),
