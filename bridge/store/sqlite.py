@@ -30,7 +30,7 @@ import queue
 import sqlite3
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -94,11 +94,16 @@ _PRUNE_DIGESTS = """
 UPDATE messages SET dup_digest = NULL, dup_at = NULL
 WHERE dup_digest IS NOT NULL AND dup_at < ?
 """
-_SUBMIT_PART = """
+_SUBMIT_PARTS = """
 UPDATE parts SET state = CASE WHEN state = 'queued' THEN 'submitted' ELSE state END,
     smsc = ?, smsc_id = ?, submitted_at = ?, attempts = attempts + 1
 WHERE message_id = ? AND seq = ?
-RETURNING total, state
+"""
+_SUBMIT_PART = _SUBMIT_PARTS + "RETURNING total, state"
+_RECEIPT_PART = """
+UPDATE parts SET state = ?, receipt_stat = ?, receipt_err = ?,
+    delivered_at = CASE WHEN ? = 'delivered' THEN coalesce(delivered_at, ?) ELSE delivered_at END
+WHERE message_id = ? AND seq = ?
 """
 _INSERT_KEY = "INSERT INTO smsc_keys (smsc, key, message_id, seq) VALUES (?, ?, ?, ?)"
 _INSERT_ORPHAN = """
@@ -123,6 +128,15 @@ def _receipt_matches(n: int) -> str:
     return _RECEIPT_SELECT + f"WHERE k.smsc = ? AND k.key IN ({_in(n)})"
 
 
+def _parts_and_messages(n: int) -> str:
+    return (f"SELECT p.message_id, p.seq, p.total, p.state, m.state FROM parts p "
+            f"JOIN messages m ON m.id = p.message_id WHERE p.message_id IN ({_in(n)})")
+
+
+def _orphans_for(n: int) -> str:
+    return f"SELECT 1 FROM orphan_receipts WHERE smsc = ? AND key IN ({_in(n)}) LIMIT 1"
+
+
 _MESSAGE_STATE = "SELECT state FROM messages WHERE id = ?"
 _ORPHANS_EXIST = "SELECT EXISTS (SELECT 1 FROM orphan_receipts)"
 
@@ -142,6 +156,16 @@ def _move_message_sql(target: MessageState) -> str:
 
 
 _MOVE_MESSAGE = {target: _move_message_sql(target) for target in MessageState}
+
+
+def _move_params(target: MessageState, at: float, detail: str,
+                 message_id: str) -> tuple[Any, ...]:
+    """`_MOVE_MESSAGE[target]`'s parameters: a final verdict other than delivered keeps why."""
+    if target is MessageState.DELIVERED or target not in FINAL_MESSAGE_STATES:
+        return (target.value, at, message_id)
+    return (target.value, at, detail, message_id)
+
+
 _PART_STATES = "SELECT state FROM parts WHERE message_id = ? ORDER BY seq"
 _VIEW_COLUMNS = """id, account, ingress, recipient, source_addr, state, encoding, parts,
     created_at, updated_at, error, error_detail, meta_json"""
@@ -334,7 +358,7 @@ class _Writer:
             raise _TxFailed(f"cannot start a write transaction: {exc}") from exc
         try:
             tx = _Tx(conn)
-            values = [op.fn(self, tx, *op.args) for op in batch]
+            values = self._apply(tx, batch)
             tx.finish()
             try:
                 conn.execute("COMMIT")
@@ -348,6 +372,30 @@ class _Writer:
                 log.exception("store rollback failed")
             raise
         self.commits += 1
+        return values
+
+    def _apply(self, tx: _Tx, batch: list[_Op]) -> list[Any]:
+        """The operations in order; a run of consecutive submits or receipts (the SMSC's
+        answers come in bursts: 40 to 50 in a row while a batch drains, measured) goes to its
+        `_TOGETHER` form first, which writes the whole run with a few executemany calls."""
+        values: list[Any] = []
+        i, n = 0, len(batch)
+        while i < n:
+            fn = batch[i].fn
+            j = i + 1
+            together = _TOGETHER.get(fn)
+            if together is not None:
+                while j < n and batch[j].fn is fn:
+                    j += 1
+                if j - i > 1:
+                    run = [op.args for op in batch[i:j]]
+                    done = together(self, tx, run)
+                    values.extend(done if done is not None else [fn(self, tx, *args)
+                                                                 for args in run])
+                    i = j
+                    continue
+            values.append(fn(self, tx, *batch[i].args))
+            i = j
         return values
 
     # -------------------------------------------------------------- operations
@@ -475,6 +523,119 @@ class _Writer:
                                     row=best[4:])
         return ReceiptOutcome(True, message_id, state)
 
+    def _submitted_together(self, tx: _Tx, run: list[tuple[Any, ...]]) -> list[None] | None:
+        """`submitted` for a run, when every op submits the only part of a different message
+        and no orphan receipt waits for its keys (what a draining batch is made of): the
+        same rows and events, in the same order, from a few executemany calls. None, with
+        nothing written, for any other run: then the ops go one by one."""
+        tx.flush()
+        conn = tx.conn
+        ids = [args[0] for args in run]
+        if len(set(ids)) != len(ids):
+            return None
+        found: dict[str, tuple[Any, ...]] = {}
+        for chunk in _chunks(ids):
+            for row in conn.execute(_parts_and_messages(len(chunk)), tuple(chunk)):
+                if row[0] in found or row[2] != 1:
+                    return None
+                found[row[0]] = row
+        if any((f := found.get(mid)) is None or f[1] != seq for mid, seq, *_ in run):
+            return None
+        keyed = [(args, tuple(dict.fromkeys(args[4]))) for args in run]
+        if self.orphans_maybe and self._orphans_wait(
+                (smsc, key) for (_, _, smsc, *_), keys in keyed for key in keys):
+            return None
+        conn.executemany(_SUBMIT_PARTS, [(smsc, smsc_id, at, mid, seq)
+                                         for mid, seq, smsc, smsc_id, _, at in run])
+        moves: dict[MessageState, list[tuple[Any, ...]]] = {}
+        for (mid, seq, smsc, smsc_id, _, at), keys in keyed:
+            part_state = PartState(found[mid][3])
+            target = aggregate((PartState.SUBMITTED if part_state is PartState.QUEUED
+                                else part_state,))
+            tx.smsc_keys.extend([(smsc, key, mid, seq) for key in keys])
+            tx.event(mid, at, "part_submitted", f"part {seq}/1 smsc={smsc} id={smsc_id}")
+            if target not in MESSAGE_TRANSITIONS[MessageState(found[mid][4])]:
+                continue
+            detail = f"after part {seq}/1 was submitted"
+            moves.setdefault(target, []).append(_move_params(target, at, detail, mid))
+            tx.event(mid, at, target.value,
+                     "all 1 part submitted" if target is MessageState.SUBMITTED else detail)
+        for target, params in moves.items():
+            conn.executemany(_MOVE_MESSAGE[target], params)
+        return [None] * len(run)
+
+    def _orphans_wait(self, keys: Iterable[tuple[str, str]]) -> bool:
+        by_smsc: dict[str, list[str]] = {}
+        for smsc, key in keys:
+            by_smsc.setdefault(smsc, []).append(key)
+        return any(self.conn.execute(_orphans_for(len(chunk)), (smsc, *chunk)).fetchone()
+                   for smsc, smsc_keys in by_smsc.items() for chunk in _chunks(smsc_keys))
+
+    def _receipts_together(self, tx: _Tx,
+                           run: list[tuple[Any, ...]]) -> list[ReceiptOutcome] | None:
+        """`receipt` for a run, when every receipt matches a submit (by the same ranking as
+        `receipt`: the strongest key, else the earliest weaker key, then the most recent
+        submit) of the only part of a different message, as when a batch drains: the same
+        rows, events and outcomes from one lookup and a few executemany calls. None, with
+        nothing written, for any other run: then the receipts go one by one."""
+        tx.flush()
+        tx.flush_smsc_keys()
+        smsc = run[0][0]
+        keyed: list[tuple[str, ...]] = []
+        for args in run:
+            keys = tuple(dict.fromkeys(args[1]))
+            if args[0] != smsc or not keys:
+                return None
+            keyed.append(keys)
+        matches: dict[str, list[tuple[Any, ...]]] = {}
+        for chunk in _chunks(list(dict.fromkeys(k for keys in keyed for k in keys)), _CHUNK - 1):
+            for row in tx.conn.execute(_receipt_matches(len(chunk)), (smsc, *chunk)):
+                matches.setdefault(row[0], []).append(row)
+        found: list[tuple[Any, ...]] = []
+        parts: set[tuple[str, int]] = set()
+        for keys in keyed:
+            rows = matches.get(keys[0])
+            if rows:
+                best = max(rows, key=lambda r: r[3])
+            else:
+                rank = {key: i for i, key in enumerate(keys)}
+                weaker = [r for key in keys[1:] for r in matches.get(key, ())]
+                if not weaker:
+                    return None  # an orphan: kept one by one
+                best = min(weaker, key=lambda r: (rank[r[0]], -r[3]))
+            if best[5] != 1 or (best[1], best[2]) in parts:
+                return None
+            parts.add((best[1], best[2]))
+            found.append(best)
+        out: list[ReceiptOutcome] = []
+        updates: list[tuple[Any, ...]] = []
+        moves: dict[MessageState, list[tuple[Any, ...]]] = {}
+        for (_, _, part_state, stat, err, at), row in zip(run, found):
+            _, mid, seq, _, current_value, total, old_stat, old_err, message_value = row
+            current = PartState(current_value)
+            message = MessageState(message_value)
+            new = current
+            if part_state is not None and can_move(MessageState(current.value),
+                                                   MessageState(part_state.value)):
+                new = part_state
+            stat_text = stat or ""
+            if new is current and old_stat == stat_text and old_err == err:
+                out.append(ReceiptOutcome(True, mid, message))  # the same receipt again
+                continue
+            updates.append((new.value, stat_text, err, new.value, at, mid, seq))
+            detail = f"part {seq}/{total} stat={stat or '-'} err={err or '-'}"
+            tx.event(mid, at, "receipt", detail)
+            target = aggregate((new,))
+            if new is not current and target in MESSAGE_TRANSITIONS[message]:
+                moves.setdefault(target, []).append(_move_params(target, at, detail, mid))
+                tx.event(mid, at, target.value, detail)
+                message = target
+            out.append(ReceiptOutcome(True, mid, message))
+        tx.conn.executemany(_RECEIPT_PART, updates)
+        for target, params in moves.items():
+            tx.conn.executemany(_MOVE_MESSAGE[target], params)
+        return out
+
     def state(self, tx: _Tx, message_id: str, state: MessageState, at: float,
               error: str | None, detail: str) -> None:
         tx.flush()
@@ -537,11 +698,7 @@ class _Writer:
         stat_text = stat or ""
         if new is current and row[2] == stat_text and row[3] == err:
             return MessageState(row[4])  # the same receipt again
-        conn.execute(
-            "UPDATE parts SET state = ?, receipt_stat = ?, receipt_err = ?, "
-            "delivered_at = CASE WHEN ? = 'delivered' THEN coalesce(delivered_at, ?) "
-            "ELSE delivered_at END WHERE message_id = ? AND seq = ?",
-            (new.value, stat_text, err, new.value, at, message_id, seq))
+        conn.execute(_RECEIPT_PART, (new.value, stat_text, err, new.value, at, message_id, seq))
         detail = f"part {seq}/{total} stat={stat or '-'} err={err or '-'}"
         tx.event(message_id, at, "receipt", detail + (" (arrived before submit_sm_resp)"
                                                      if orphan else ""))
@@ -561,15 +718,19 @@ class _Writer:
             target = aggregate((only_part,))
         else:
             target = aggregate(PartState(r[0]) for r in conn.execute(_PART_STATES, (message_id,)))
-        if target is MessageState.DELIVERED or target not in FINAL_MESSAGE_STATES:
-            params: tuple[Any, ...] = (target.value, at, message_id)
-        else:
-            params = (target.value, at, detail, message_id)
-        if conn.execute(_MOVE_MESSAGE[target], params).rowcount != 1:
+        if conn.execute(_MOVE_MESSAGE[target],
+                        _move_params(target, at, detail, message_id)).rowcount != 1:
             return MessageState(conn.execute(_MESSAGE_STATE, (message_id,)).fetchone()[0])
         tx.event(message_id, at, target.value,
                  submitted if target is MessageState.SUBMITTED and submitted else detail)
         return target
+
+
+#: Operations whose runs have a form that writes the run together (`_Writer._apply`).
+_TOGETHER: dict[Callable[..., Any], Callable[..., list[Any] | None]] = {
+    _Writer.submitted: _Writer._submitted_together,
+    _Writer.receipt: _Writer._receipts_together,
+}
 
 
 class _WriterThread:
