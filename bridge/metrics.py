@@ -1,7 +1,8 @@
 """Prometheus metrics on own registries (no globals), rendered by GET /metrics.
 
 Two sets, one per process: the ingress process counts what SMTP and SOAP accepted and refused;
-the store process, which runs the outbound side, counts submits, receipts, binds and the queue.
+the store process, which runs the outbound side, counts submits, receipts, binds, the queue and
+its own commits.
 /metrics shows the first followed by the second, so no metric family appears twice."""
 
 from __future__ import annotations
@@ -64,10 +65,22 @@ class OutboundMetrics(_Registry):
                                  ["state"], registry=self.registry)
         self._queue_depth = Gauge("sms_bridge_queue_depth", "Messages waiting for the upstream",
                                   registry=self.registry)
+        self._commit_seconds = Histogram(
+            "sms_bridge_store_commit_seconds",
+            "Store write transactions, from BEGIN to the end of the COMMIT whose fsync makes "
+            "an accept durable", registry=self.registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+        self._store_writes = Counter("sms_bridge_store_writes",
+                                     "Store write operations committed (per transaction: this "
+                                     "over the commit histogram's count)", registry=self.registry)
 
     def submit_result(self, smsc: str, status: str, latency_s: float) -> None:
         self._child(self._submits, smsc, status).inc()
         self._submit_latency.observe(latency_s)
+
+    def store_commit(self, writes: int, seconds: float) -> None:
+        self._store_writes.inc(writes)
+        self._commit_seconds.observe(seconds)
 
     def receipt(self, state: str) -> None:
         self._child(self._receipts, state).inc()

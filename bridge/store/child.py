@@ -237,6 +237,7 @@ async def serve_async(path: str, options: dict[str, Any], fd_in: int, fd_out: in
         store.open_on_loop(server.answer)
         if setup is not None:
             server.outbound = Outbound(setup, store)
+            store.observe_commits(server.outbound.metrics.store_commit)
             await server.outbound.start()
     except Exception as exc:
         log.error("the store process could not start: %s", exc)

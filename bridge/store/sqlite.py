@@ -29,6 +29,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -296,6 +297,8 @@ class _Writer:
         # False only while orphan_receipts is known empty: then a submit need not look there.
         # Set on every orphan insert; a rolled-back batch sets it again (see run).
         self.orphans_maybe = bool(conn.execute(_ORPHANS_EXIST).fetchone()[0])
+        #: Told (operations, seconds from BEGIN to the end of COMMIT) after every commit.
+        self.on_commit: Callable[[int, float], None] | None = None
 
     def close(self) -> None:
         self.conn.close()
@@ -352,6 +355,7 @@ class _Writer:
 
     def _transaction(self, batch: list[_Op]) -> list[Any]:
         conn = self.conn
+        started = time.perf_counter()
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
@@ -372,6 +376,11 @@ class _Writer:
                 log.exception("store rollback failed")
             raise
         self.commits += 1
+        if self.on_commit is not None:
+            try:
+                self.on_commit(len(batch), time.perf_counter() - started)
+            except Exception:  # committed: a failing observer must not make it look failed
+                log.exception("store commit observer failed")
         return values
 
     def _apply(self, tx: _Tx, batch: list[_Op]) -> list[Any]:
@@ -953,6 +962,13 @@ class SqliteStore(CallsByName):
         writer = self._writer = self._open_writer()
         self._driver = _LoopWriter(writer, asyncio.get_running_loop(), answer)
         self._closing = False
+
+    def observe_commits(self, callback: Callable[[int, float], None]) -> None:
+        """`callback(operations, seconds)` after every commit, seconds from BEGIN to the end of
+        COMMIT: how long durability takes on this disk (the store process's metrics)."""
+        if self._writer is None:
+            raise RuntimeError("the store is not open")
+        self._writer.on_commit = callback
 
     def write_request(self, method: str, args: tuple[Any, ...], request_id: int) -> bool:
         """Queue the pipe's write call `method` (a WRITES name) behind the writes before it;

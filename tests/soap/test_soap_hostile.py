@@ -178,6 +178,13 @@ async def test_get_endpoints(bridge: object) -> None:
             # The store process's outbound metrics follow, each family once.
             assert 'sms_bridge_binds_up{smsc="simulator"} 1.0' in text
             assert "sms_bridge_queue_depth " in text
+            # The accept above was committed: the store's commits are counted and timed.
+            values = {line.split(" ")[0]: float(line.split(" ")[1])
+                      for line in text.splitlines() if line.startswith("sms_bridge_store_")}
+            assert values["sms_bridge_store_commit_seconds_count"] >= 1
+            assert values["sms_bridge_store_writes_total"] >= \
+                values["sms_bridge_store_commit_seconds_count"]
+            assert 0 < values["sms_bridge_store_commit_seconds_sum"] < 60
             types = [line for line in text.splitlines() if line.startswith("# TYPE")]
             assert len(types) == len(set(types)) and len(types) >= 7, types
 

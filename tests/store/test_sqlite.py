@@ -287,6 +287,28 @@ async def test_a_locked_database_fails_the_batch_then_recovers(tmp_path: Path) -
         await store.close()
 
 
+async def test_commits_are_observed_and_a_failing_observer_changes_nothing(
+        store: SqliteStore) -> None:
+    seen: list[tuple[int, float]] = []
+    store.observe_commits(lambda writes, seconds: seen.append((writes, seconds)))
+    gate = hold_writer(store)
+    writes = [store.accept([msg(f"o{i}")], now=T0) for i in range(3)]
+    gate.set()
+    for write in writes:
+        assert (await write)[0].status == "accepted"
+    assert [w for w, _ in seen] == [4]  # the holding operation and the three: one commit
+    assert all(0 <= s < 60 for _, s in seen)
+
+    def broken(writes: int, seconds: float) -> None:
+        raise RuntimeError("observer bug")
+
+    store.observe_commits(broken)
+    assert (await store.accept([msg("o9")], now=T0))[0].status == "accepted"
+    views = await store.get_messages(["o0", "o1", "o2", "o9"])
+    assert [v.id for v in views] == ["o0", "o1", "o2", "o9"]
+    assert store.stats()["failed_batches"] == 0  # committed once, not retried
+
+
 async def test_concurrent_accepts_share_commits(store: SqliteStore) -> None:
     """The writer never waits for companions: they gather while the previous commit syncs."""
     before = store.stats()["commits"]
