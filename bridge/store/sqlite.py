@@ -167,6 +167,31 @@ def _move_params(target: MessageState, at: float, detail: str,
     return (target.value, at, detail, message_id)
 
 
+def _receipt_change(current: PartState, old_stat: str | None, old_err: str | None,
+                    part_state: PartState | None, stat: str | None,
+                    err: str | None) -> PartState | None:
+    """A part's state after a receipt (the transition table lets a final verdict be refined,
+    never undone); None for the same receipt again, which changes nothing."""
+    new = current
+    if part_state is not None and can_move(MessageState(current.value),
+                                           MessageState(part_state.value)):
+        new = part_state
+    if new is current and old_stat == (stat or "") and old_err == err:
+        return None
+    return new
+
+
+def _receipt_detail(seq: int, total: int, stat: str | None, err: str | None) -> str:
+    return f"part {seq}/{total} stat={stat or '-'} err={err or '-'}"
+
+
+def _submit_details(seq: int, total: int, smsc: str, smsc_id: str) -> tuple[str, str, str]:
+    """A submit's texts: the part's event, the message's move, and the message's event once
+    every part is submitted."""
+    return (f"part {seq}/{total} smsc={smsc} id={smsc_id}",
+            f"after part {seq}/{total} was submitted", f"all {_plural(total, 'part')} submitted")
+
+
 _PART_STATES = "SELECT state FROM parts WHERE message_id = ? ORDER BY seq"
 _VIEW_COLUMNS = """id, account, ingress, recipient, source_addr, state, encoding, parts,
     created_at, updated_at, error, error_detail, meta_json"""
@@ -473,9 +498,9 @@ class _Writer:
         total, part_state = int(rows[0][0]), PartState(rows[0][1])
         keys = tuple(dict.fromkeys(id_keys))
         tx.smsc_keys.extend([(smsc, key, message_id, seq) for key in keys])  # the part exists
-        tx.event(message_id, at, "part_submitted", f"part {seq}/{total} smsc={smsc} id={smsc_id}")
-        self._reaggregate(tx, message_id, at, f"after part {seq}/{total} was submitted",
-                          submitted=f"all {_plural(total, 'part')} submitted",
+        part_detail, detail, all_submitted = _submit_details(seq, total, smsc, smsc_id)
+        tx.event(message_id, at, "part_submitted", part_detail)
+        self._reaggregate(tx, message_id, at, detail, submitted=all_submitted,
                           only_part=part_state if total == 1 else None)
         if not keys or not self.orphans_maybe:
             return None
@@ -562,13 +587,13 @@ class _Writer:
             target = aggregate((PartState.SUBMITTED if part_state is PartState.QUEUED
                                 else part_state,))
             tx.smsc_keys.extend([(smsc, key, mid, seq) for key in keys])
-            tx.event(mid, at, "part_submitted", f"part {seq}/1 smsc={smsc} id={smsc_id}")
+            part_detail, detail, all_submitted = _submit_details(seq, 1, smsc, smsc_id)
+            tx.event(mid, at, "part_submitted", part_detail)
             if target not in MESSAGE_TRANSITIONS[MessageState(found[mid][4])]:
                 continue
-            detail = f"after part {seq}/1 was submitted"
             moves.setdefault(target, []).append(_move_params(target, at, detail, mid))
             tx.event(mid, at, target.value,
-                     "all 1 part submitted" if target is MessageState.SUBMITTED else detail)
+                     all_submitted if target is MessageState.SUBMITTED else detail)
         for target, params in moves.items():
             conn.executemany(_MOVE_MESSAGE[target], params)
         return [None] * len(run)
@@ -623,16 +648,12 @@ class _Writer:
             _, mid, seq, _, current_value, total, old_stat, old_err, message_value = row
             current = PartState(current_value)
             message = MessageState(message_value)
-            new = current
-            if part_state is not None and can_move(MessageState(current.value),
-                                                   MessageState(part_state.value)):
-                new = part_state
-            stat_text = stat or ""
-            if new is current and old_stat == stat_text and old_err == err:
-                out.append(ReceiptOutcome(True, mid, message))  # the same receipt again
+            new = _receipt_change(current, old_stat, old_err, part_state, stat, err)
+            if new is None:
+                out.append(ReceiptOutcome(True, mid, message))
                 continue
-            updates.append((new.value, stat_text, err, new.value, at, mid, seq))
-            detail = f"part {seq}/{total} stat={stat or '-'} err={err or '-'}"
+            updates.append((new.value, stat or "", err, new.value, at, mid, seq))
+            detail = _receipt_detail(seq, total, stat, err)
             tx.event(mid, at, "receipt", detail)
             target = aggregate((new,))
             if new is not current and target in MESSAGE_TRANSITIONS[message]:
@@ -693,22 +714,17 @@ class _Writer:
     def _apply_receipt(self, tx: _Tx, message_id: str, seq: int, part_state: PartState | None,
                        stat: str | None, err: str | None, at: float, *,
                        orphan: bool, row: tuple[Any, ...] | None = None) -> MessageState:
-        """Part state (following the message transition table, so a final verdict is only
-        refined, never undone), then the message aggregate. An exact repeat changes nothing."""
+        """Part state (`_receipt_change`), then the message aggregate."""
         conn = tx.conn
         if row is None:  # else read with the match: (part state, total, stat, err, message state)
             row = conn.execute(_PART_AND_MESSAGE, (message_id, seq)).fetchone()
         current = PartState(row[0])
         total = int(row[1])
-        new = current
-        if part_state is not None and can_move(MessageState(current.value),
-                                               MessageState(part_state.value)):
-            new = part_state
-        stat_text = stat or ""
-        if new is current and row[2] == stat_text and row[3] == err:
-            return MessageState(row[4])  # the same receipt again
-        conn.execute(_RECEIPT_PART, (new.value, stat_text, err, new.value, at, message_id, seq))
-        detail = f"part {seq}/{total} stat={stat or '-'} err={err or '-'}"
+        new = _receipt_change(current, row[2], row[3], part_state, stat, err)
+        if new is None:
+            return MessageState(row[4])
+        conn.execute(_RECEIPT_PART, (new.value, stat or "", err, new.value, at, message_id, seq))
+        detail = _receipt_detail(seq, total, stat, err)
         tx.event(message_id, at, "receipt", detail + (" (arrived before submit_sm_resp)"
                                                      if orphan else ""))
         if new is current:
