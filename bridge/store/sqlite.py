@@ -129,6 +129,25 @@ def _receipt_matches(n: int) -> str:
     return _RECEIPT_SELECT + f"WHERE k.smsc = ? AND k.key IN ({_in(n)})"
 
 
+def _by_key(rows: Iterable[tuple[Any, ...]]) -> dict[str, list[tuple[Any, ...]]]:
+    """`_RECEIPT_SELECT` rows by the key they matched."""
+    out: dict[str, list[tuple[Any, ...]]] = {}
+    for row in rows:
+        out.setdefault(row[0], []).append(row)
+    return out
+
+
+def _best_match(keys: Sequence[str],
+                matches: dict[str, list[tuple[Any, ...]]]) -> tuple[Any, ...] | None:
+    """The submit a receipt belongs to: the earliest of its keys (strongest first) that matches
+    wins, and among that key's matches the most recent submit (an SMSC may reuse ids)."""
+    for key in keys:
+        rows = matches.get(key)
+        if rows:
+            return max(rows, key=lambda r: r[3])
+    return None
+
+
 def _parts_and_messages(n: int) -> str:
     return (f"SELECT p.message_id, p.seq, p.total, p.state, m.state FROM parts p "
             f"JOIN messages m ON m.id = p.message_id WHERE p.message_id IN ({_in(n)})")
@@ -534,10 +553,11 @@ class _Writer:
         # The strongest key alone first (it matches almost always, and the most recent of its
         # matches wins); the weaker ones only when it does not. With the match, what
         # _apply_receipt needs of its part: one statement, not two.
-        rows = conn.execute(_RECEIPT_STRONGEST, (smsc, keys[0])).fetchall()
-        if not rows and len(keys) > 1:
-            rows = conn.execute(_receipt_matches(len(keys) - 1), (smsc, *keys[1:])).fetchall()
-        if not rows:
+        best = conn.execute(_RECEIPT_STRONGEST, (smsc, keys[0])).fetchone()
+        if best is None and len(keys) > 1:
+            best = _best_match(keys[1:], _by_key(
+                conn.execute(_receipt_matches(len(keys) - 1), (smsc, *keys[1:]))))
+        if best is None:
             receipt = uuid.uuid4().hex
             state_value = part_state.value if part_state is not None else None
             conn.executemany(_INSERT_ORPHAN, [(receipt, smsc, key, state_value, stat, err, at)
@@ -547,11 +567,6 @@ class _Writer:
                 self._orphans_pruned_at = at
                 conn.execute("DELETE FROM orphan_receipts WHERE at < ?", (at - self.orphan_ttl_s,))
             return ReceiptOutcome(False, None, None)
-        if len(rows) == 1:
-            best = rows[0]
-        else:  # the earliest (strongest) key wins; among its matches, the most recent submit
-            rank = {key: i for i, key in enumerate(keys)}
-            best = min(rows, key=lambda r: (rank[r[0]], -r[3]))
         message_id, seq = best[1], best[2]
         state = self._apply_receipt(tx, message_id, seq, part_state, stat, err, at, orphan=False,
                                     row=best[4:])
@@ -623,22 +638,15 @@ class _Writer:
             keyed.append(keys)
         matches: dict[str, list[tuple[Any, ...]]] = {}
         for chunk in _chunks(list(dict.fromkeys(k for keys in keyed for k in keys)), _CHUNK - 1):
-            for row in tx.conn.execute(_receipt_matches(len(chunk)), (smsc, *chunk)):
-                matches.setdefault(row[0], []).append(row)
+            for key, rows in _by_key(tx.conn.execute(_receipt_matches(len(chunk)),
+                                                     (smsc, *chunk))).items():
+                matches.setdefault(key, []).extend(rows)
         found: list[tuple[Any, ...]] = []
         parts: set[tuple[str, int]] = set()
         for keys in keyed:
-            rows = matches.get(keys[0])
-            if rows:
-                best = max(rows, key=lambda r: r[3])
-            else:
-                rank = {key: i for i, key in enumerate(keys)}
-                weaker = [r for key in keys[1:] for r in matches.get(key, ())]
-                if not weaker:
-                    return None  # an orphan: kept one by one
-                best = min(weaker, key=lambda r: (rank[r[0]], -r[3]))
-            if best[5] != 1 or (best[1], best[2]) in parts:
-                return None
+            best = _best_match(keys, matches)
+            if best is None or best[5] != 1 or (best[1], best[2]) in parts:
+                return None  # an orphan, a multi-part message or a part twice: one by one
             parts.add((best[1], best[2]))
             found.append(best)
         out: list[ReceiptOutcome] = []
