@@ -88,6 +88,22 @@ async def wait_gone(pids: list[int], timeout: float = 30.0) -> bool:
     return all(gone(pid) for pid in pids)
 
 
+def write_serve_config(tmp_path: Path, db_name: str, sections: str) -> Path:
+    """A config for the tests that run the real processes: SMTP and SOAP on loopback port 0
+    (`serve_command` reads the ports back), SQLite in `tmp_path`, then the test's own
+    `sections` (TOML)."""
+    path = tmp_path / "bridge.toml"
+    path.write_text(f"""
+[smtp]
+listen = "127.0.0.1:0"
+[soap]
+listen = "127.0.0.1:0"
+[store]
+url = "sqlite:///{tmp_path / db_name}"
+{sections}""")
+    return path
+
+
 async def serve_command(config: Path, *, stderr: int | IO[bytes] = asyncio.subprocess.DEVNULL
                         ) -> tuple[asyncio.subprocess.Process, int, int]:
     """`python -m bridge serve -c config`, the real command, once it has said it is ready:

@@ -15,7 +15,7 @@ import pytest
 from bridge.config import SimulatorConfig
 from bridge.dispatcher import worker_count
 from bridge.simulator import SmscSimulator
-from tests.conftest import ROOT, child_pids, wait_gone
+from tests.conftest import ROOT, child_pids, wait_gone, write_serve_config
 
 TOTAL = 3000
 BATCH = 50
@@ -23,14 +23,7 @@ WINDOW = 20
 
 
 def write_config(tmp_path: Path, smsc_port: int) -> Path:
-    path = tmp_path / "bridge.toml"
-    path.write_text(f"""
-[smtp]
-listen = "127.0.0.1:0"
-[soap]
-listen = "127.0.0.1:0"
-[store]
-url = "sqlite:///{tmp_path / 'crash.db'}"
+    return write_serve_config(tmp_path, "crash.db", f"""
 [[smsc]]
 name = "sim"
 host = "127.0.0.1"
@@ -49,7 +42,6 @@ senders = ["CRASH"]
 default_sender = "CRASH"
 rate_per_s = 0
 """)
-    return path
 
 
 async def start_child(config: Path, count: int) -> asyncio.subprocess.Process:

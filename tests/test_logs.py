@@ -13,7 +13,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.conftest import serve_command
+from tests.conftest import serve_command, write_serve_config
 
 PASSWORD = "log-test-Pa55word"
 SMTP_TEXT = "smtp body that must stay out of the log"
@@ -23,15 +23,7 @@ LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (debug|info|warning|
 
 
 def _config(tmp_path: Path) -> Path:
-    path = tmp_path / "bridge.toml"
-    path.write_text(f"""
-[smtp]
-listen = "127.0.0.1:0"
-domains = ["sms.localhost"]
-[soap]
-listen = "127.0.0.1:0"
-[store]
-url = "sqlite:///{tmp_path / 'logs.db'}"
+    return write_serve_config(tmp_path, "logs.db", f"""
 [simulator]
 enabled = true
 port = 0
@@ -45,7 +37,6 @@ senders = ["LOGS"]
 default_sender = "LOGS"
 relay_networks = ["127.0.0.1/32"]
 """)
-    return path
 
 
 def _soap_send(port: int) -> str:

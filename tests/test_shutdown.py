@@ -16,22 +16,14 @@ import pytest
 from bridge.config import SimulatorConfig
 from bridge.simulator import SmscSimulator
 from bridge.store.sqlite import SqliteStore
-from tests.conftest import child_pids, serve_command, wait_gone
+from tests.conftest import child_pids, serve_command, wait_gone, write_serve_config
 
 MAILS, PER_MAIL = 4, 50
 TOTAL = MAILS * PER_MAIL
 
 
 def write_config(tmp_path: Path, smsc_port: int) -> Path:
-    path = tmp_path / "bridge.toml"
-    path.write_text(f"""
-[smtp]
-listen = "127.0.0.1:0"
-domains = ["sms.localhost"]
-[soap]
-listen = "127.0.0.1:0"
-[store]
-url = "sqlite:///{tmp_path / 'stop.db'}"
+    return write_serve_config(tmp_path, "stop.db", f"""
 [[smsc]]
 name = "sim"
 host = "127.0.0.1"
@@ -49,7 +41,6 @@ default_sender = "STOP"
 rate_per_s = 0
 relay_networks = ["127.0.0.1/32"]
 """)
-    return path
 
 
 def send_mails(port: int, first: int) -> None:
