@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import json
 import os
 import statistics
 import sys
-from typing import Any, AsyncIterator, Mapping, Sequence
+from typing import Any, AsyncIterator, Collection, Iterable, Mapping, Sequence
 
 
 async def announce_and_wait(info: Mapping[str, Any]) -> None:
@@ -81,6 +82,31 @@ def median_by_key(samples: Sequence[Mapping[str, float]]) -> dict[str, float]:
     """Each key's median over `samples` (rounds)."""
     return {key: round(statistics.median(s[key] for s in samples), 1) for key in samples[0]} \
         if samples else {}
+
+
+def delivery_check(received: Iterable[str | None], expected: Collection[str]) -> dict[str, int]:
+    """Of the messages a load sent (`expected`: one key each), how many the SMSC never received
+    and how many extra copies of one it did: the gateway's promise checked under load, so that
+    a fast figure can never come from losing or resending messages. Keys of other loads are
+    ignored."""
+    counts = collections.Counter(key for key in received if key is not None and key in expected)
+    return {"expected": len(expected), "missing": len(expected) - len(counts),
+            "duplicated": sum(n - 1 for n in counts.values())}
+
+
+def delivery_total(checks: Iterable[Mapping[str, int] | None]) -> dict[str, Any]:
+    """The sum of a bench's delivery checks. `unchecked` counts loads whose submits the
+    simulator no longer held (its history is bounded); `exactly_once` says every message of
+    every load reached the SMSC once and every load was checked."""
+    total = {"expected": 0, "missing": 0, "duplicated": 0, "unchecked": 0}
+    for check in checks:
+        if check is None:
+            total["unchecked"] += 1
+            continue
+        for key in ("expected", "missing", "duplicated"):
+            total[key] += check[key]
+    return {**total, "exactly_once": total["missing"] == total["duplicated"]
+            == total["unchecked"] == 0}
 
 
 async def _serve_simulator(args: argparse.Namespace) -> None:

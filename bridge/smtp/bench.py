@@ -17,7 +17,8 @@ Recipients rotate over 2,000 valid numbers and every mail has its own Message-ID
 no duplicate, flood or rate policy refuses any. Each round sends `mails` to each server in turn
 (noise from the machine falls on all three alike); medians and samples are printed.
 `bridge_end_to_end` counts until the simulator has received every submit_sm; the ratios are
-against noop. `cpu_us_per_mail` gives each process's CPU per mail (load = this process, with
+against noop. `delivery` checks, by the event tag in each text, that the simulator received
+every mail of every round exactly once (`targets.exactly_once`). `cpu_us_per_mail` gives each process's CPU per mail (load = this process, with
 the simulator; the bridge's until its receipts are recorded): 2e6 / total bounds what two
 cores can do. Prints one JSON object.
 """
@@ -30,20 +31,37 @@ import collections
 import contextlib
 import json
 import os
+import re
 import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bridge.benchkit import CpuMeter, announce_and_wait, child_process, median_by_key
+from bridge.benchkit import (
+    CpuMeter,
+    announce_and_wait,
+    child_process,
+    delivery_check,
+    delivery_total,
+    median_by_key,
+)
 from bridge.config import Config, parse_config
 
 _MAIL_FROM = "monitor@acme.example"
 
 
+_EVENT = re.compile(r"\(event ([a-z]+-[0-9]+)\)")
+
+
 def _number(i: int) -> str:
     return f"+4474001{i % 2000:05d}"
+
+
+def _event(text: str) -> str | None:
+    """The mail an SMS came from, by the event tag `_mail` writes into the body."""
+    found = _EVENT.search(text)
+    return found.group(1) if found else None
 
 
 def _mail(i: int, tag: str) -> bytes:
@@ -245,6 +263,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     sim_port = await sim.start()
     me = ("-m", "bridge.smtp.bench", "--child")
     cpu: dict[str, list[dict[str, float]]] = {"noop": [], "accept_only": [], "bridge": []}
+    deliveries: list[dict[str, int]] = []  # one per round of the whole bridge
     with tempfile.TemporaryDirectory(prefix="smtp-bench-") as directory:
         try:
             async with contextlib.AsyncExitStack() as children:
@@ -282,6 +301,9 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                         await sim.wait_until(lambda: sim.receipts_sent >= len(sim.submits)
                                              and sim.unacked_deliveries == 0, timeout=60)
                     cpu["bridge"].append(meters["bridge"].us_per_message(before, n))
+                    deliveries.append(delivery_check(
+                        (_event(s.text) for s in sim.submits[base:]),
+                        {f"bridge-{i}" for i in range(first, first + n)}))
                     await asyncio.sleep(0.2)
         finally:
             await sim.stop()
@@ -292,11 +314,14 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     # rounds; the bridge's counts until its receipts are recorded too.
     result["cpu_us_per_mail"] = {name: median_by_key(values) for name, values in cpu.items()}
     result["submits_at_simulator"] = len(sim.submits)
+    result["delivery"] = delivery_total(deliveries)
     result["receipts_sent"] = sim.receipts_sent
     noop_rate = result["noop_msgs_per_s"]
     result["ratio_accept_only_vs_noop"] = round(result["accept_only_msgs_per_s"] / noop_rate, 3)
     result["ratio_end_to_end_vs_noop"] = round(result["bridge_end_to_end_msgs_per_s"]
                                                / noop_rate, 3)
+    result["targets"] = {"end_to_end_vs_noop_0.70": result["ratio_end_to_end_vs_noop"] >= 0.7,
+                         "exactly_once": result["delivery"]["exactly_once"]}
     return result
 
 

@@ -13,7 +13,9 @@ Measured in one run:
   parse, Basic auth, Spyne validation/decoding, the awaited operation, response encoding);
 - send_1: SendSms with one recipient per call; send_100: SendSms with 100 recipients per call.
   For these, msgs/s is counted end to end: from the first request until every accepted message
-  has reached the simulator (its `accepted` counter), as well as at the HTTP replies.
+  has reached the simulator (its `accepted` counter), as well as at the HTTP replies. Every
+  recipient is a number of its own, and `delivery` checks that the simulator received each
+  exactly once (`targets.exactly_once`).
 
 The four loads run in `rounds` alternating rounds (default 3); each figure is its median round
 (all rounds listed under "rounds"), and each ratio the median of the rounds' own ratios.
@@ -39,7 +41,14 @@ from typing import Any, Iterable, Sequence
 import httptools
 from aiohttp import web
 
-from bridge.benchkit import CpuMeter, announce_and_wait, child_process, median_by_key
+from bridge.benchkit import (
+    CpuMeter,
+    announce_and_wait,
+    child_process,
+    delivery_check,
+    delivery_total,
+    median_by_key,
+)
 from bridge.config import SimulatorConfig
 from bridge.simulator import SmscSimulator
 
@@ -117,12 +126,18 @@ def _envelope(body: str) -> bytes:
             f"</soapenv:Envelope>").encode()
 
 
+def _number(n: int) -> str:
+    """The n-th bench recipient, as the SMSC sees it (E.164 digits)."""
+    return f"4474{n % 10**8:08d}"
+
+
 def send_envelopes(calls: int, size: int, *, run: str, first_number: int) -> list[bytes]:
-    """`calls` SendSms envelopes of `size` distinct UK mobile recipients each."""
+    """`calls` SendSms envelopes of `size` distinct UK mobile recipients each: numbers
+    `first_number` onwards."""
     out = []
     n = first_number
     for i in range(calls):
-        recipients = "".join(f"<t:recipients>+4474{(n + k) % 10**8:08d}</t:recipients>"
+        recipients = "".join(f"<t:recipients>+{_number(n + k)}</t:recipients>"
                              for k in range(size))
         n += size
         out.append(_envelope(f"<t:SendSms>{recipients}<t:text>bench {run} {i}</t:text>"
@@ -262,8 +277,16 @@ async def _send(target: tuple[str, int], sim: SmscSimulator, calls: int,
     # CPU counts the whole life of the messages, receipts recorded too (as the SMTP bench does).
     await sim.wait_until(lambda: sim.receipts_sent >= sim.accepted
                          and sim.unacked_deliveries == 0, timeout=60)
+    # Each recipient is a number of its own: the SMSC must have received each exactly once.
+    # The simulator's history is bounded: a load larger than it goes unchecked (None).
+    ours = sim.accepted - base
+    delivery = delivery_check(
+        (s.destination for s in (sim.submits[-ours:] if ours else [])),
+        {_number(first_number + k) for k in range(calls * size)}) \
+        if ours <= len(sim.submits) else None
     return {"calls": calls, "recipients_per_call": size, "statuses": statuses,
             "messages_accepted": messages, "messages_at_simulator": submitted,
+            "delivery": delivery,
             "http_seconds": round(seconds, 3), "e2e_seconds": round(e2e, 3),
             "http_msgs_per_s": round(calls * size / seconds, 1),
             "e2e_msgs_per_s": round(submitted / e2e, 1),
@@ -326,6 +349,8 @@ async def _bench_against(sim: SmscSimulator, sim_port: int, *, calls: int, batch
                         for a, b in zip(runs[num], runs[den]))
         return round(values[len(values) // 2], 3)
 
+    result["delivery"] = delivery_total(r["delivery"] for name in ("send_1", "send_100")
+                                        for r in runs[name])
     result["ratios"] = {
         "send_1_e2e_vs_noop_stock": ratio("send_1", "e2e_msgs_per_s", "noop_stock"),
         "send_1_e2e_vs_noop_bridge": ratio("send_1", "e2e_msgs_per_s", "noop_bridge"),
@@ -350,7 +375,8 @@ async def bench_soap(*, calls: int = 3000, batch_calls: int = 100, batch_size: i
     finally:
         await sim.stop()
     result["targets"] = {"send_1_vs_noop_0.70": result["ratios"]["send_1_e2e_vs_noop_stock"] >= 0.7,
-                         "send_100_5000_msgs_per_s": result["send_100"]["e2e_msgs_per_s"] >= 5000}
+                         "send_100_5000_msgs_per_s": result["send_100"]["e2e_msgs_per_s"] >= 5000,
+                         "exactly_once": result["delivery"]["exactly_once"]}
     return result
 
 

@@ -14,6 +14,9 @@ def test_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
                 "--per-session", "7"])
     result = json.loads(capsys.readouterr().out)
     assert result["submits_at_simulator"] == 8 + 40
+    assert result["delivery"] == {"expected": 40, "missing": 0, "duplicated": 0, "unchecked": 0,
+                                  "exactly_once": True}
+    assert result["targets"]["exactly_once"] is True
     for key in ("noop_msgs_per_s", "accept_only_msgs_per_s", "bridge_end_to_end_msgs_per_s",
                 "ratio_end_to_end_vs_noop"):
         assert result[key] > 0, key

@@ -15,6 +15,10 @@ def test_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     result = json.loads(capsys.readouterr().out)
     assert result["send_1"]["messages_at_simulator"] == 30
     assert result["send_100"]["messages_at_simulator"] == 20
+    # Every recipient of both rounds reached the simulator exactly once.
+    assert result["delivery"] == {"expected": 2 * (30 + 20), "missing": 0, "duplicated": 0,
+                                  "unchecked": 0, "exactly_once": True}
+    assert result["targets"]["exactly_once"] is True
     assert len(result["noop_stock"]["rounds"]) == len(result["send_1"]["rounds"]) == 2
     for key in ("send_1_e2e_vs_noop_stock", "send_1_e2e_vs_noop_bridge",
                 "send_100_e2e_msgs_per_s"):

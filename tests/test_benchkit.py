@@ -1,0 +1,51 @@
+"""The benches' delivery check: what it counts as lost, duplicated and unchecked."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bridge.benchkit import delivery_check, delivery_total
+
+
+@pytest.mark.parametrize(("received", "expected", "missing", "duplicated"), [
+    ([], {"a", "b"}, 2, 0),
+    (["a", "b"], {"a", "b"}, 0, 0),
+    (["b", "a"], {"a", "b"}, 0, 0),  # order does not matter
+    (["a", "a", "b"], {"a", "b"}, 0, 1),
+    (["a", "a", "a"], {"a", "b"}, 1, 2),  # a copy does not stand in for a lost message
+    (["a", "x", None, "b"], {"a", "b"}, 0, 0),  # other loads' keys and untagged texts
+    (["x", "x"], {"a"}, 1, 0),
+])
+def test_delivery_check(received: list[str | None], expected: set[str], missing: int,
+                        duplicated: int) -> None:
+    assert delivery_check(received, expected) == {
+        "expected": len(expected), "missing": missing, "duplicated": duplicated}
+
+
+@given(st.lists(st.sampled_from("abcdefgh")), st.sets(st.sampled_from("abcdef")))
+def test_delivery_check_accounts_for_every_expected_copy(received: list[str],
+                                                         expected: set[str]) -> None:
+    """Received copies of expected keys = delivered once + duplicated; the rest is missing."""
+    check = delivery_check(received, expected)
+    ours = [k for k in received if k in expected]
+    assert len(ours) == (check["expected"] - check["missing"]) + check["duplicated"]
+    assert check["missing"] == len(expected - set(received))
+
+
+@pytest.mark.parametrize(("checks", "exactly_once"), [
+    ([{"expected": 3, "missing": 0, "duplicated": 0}] * 2, True),
+    ([{"expected": 3, "missing": 0, "duplicated": 0}, {"expected": 3, "missing": 1,
+                                                        "duplicated": 0}], False),
+    ([{"expected": 3, "missing": 0, "duplicated": 1}], False),
+    ([{"expected": 3, "missing": 0, "duplicated": 0}, None], False),  # a load not checked
+    ([], True),
+])
+def test_delivery_total(checks: list[Mapping[str, int] | None], exactly_once: bool) -> None:
+    total = delivery_total(checks)
+    assert total["exactly_once"] is exactly_once
+    assert total["expected"] == sum(c["expected"] for c in checks if c is not None)
+    assert total["unchecked"] == sum(1 for c in checks if c is None)
