@@ -38,14 +38,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bridge.benchkit import (
-    CpuMeter,
-    announce_and_wait,
-    child_process,
-    delivery_check,
-    delivery_total,
-    median_by_key,
-)
+from bridge.benchkit import (CpuMeter, announce_and_wait, child_process, delivery_check,
+                              delivery_total, median_by_key)
 from bridge.config import Config, parse_config
 
 _MAIL_FROM = "monitor@acme.example"

@@ -41,14 +41,8 @@ from typing import Any, Iterable, Sequence
 import httptools
 from aiohttp import web
 
-from bridge.benchkit import (
-    CpuMeter,
-    announce_and_wait,
-    child_process,
-    delivery_check,
-    delivery_total,
-    median_by_key,
-)
+from bridge.benchkit import (CpuMeter, announce_and_wait, child_process, delivery_check,
+                              delivery_total, median_by_key)
 from bridge.config import SimulatorConfig
 from bridge.simulator import SmscSimulator
 
