@@ -18,9 +18,9 @@ no duplicate, flood or rate policy refuses any. Each round sends `mails` to each
 (noise from the machine falls on all three alike); medians and samples are printed.
 `bridge_end_to_end` counts until the simulator has received every submit_sm; the ratios are
 against noop. `delivery` checks, by the event tag in each text, that the simulator received
-every mail of every round exactly once (`targets.exactly_once`). `cpu_us_per_mail` gives each process's CPU per mail (load = this process, with
-the simulator; the bridge's until its receipts are recorded): 2e6 / total bounds what two
-cores can do. Prints one JSON object.
+every mail of every round exactly once (`targets.exactly_once`). `cpu_us_per_mail` gives each
+process's CPU per mail (load = this process, with the simulator; the bridge's until its
+receipts are recorded): 2e6 / total bounds what two cores can do. Prints one JSON object.
 """
 
 from __future__ import annotations
