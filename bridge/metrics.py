@@ -38,8 +38,10 @@ class Metrics(_Registry):
         super().__init__()
         self._accepted = Counter("sms_bridge_accepted", "Messages accepted, by ingress",
                                  ["ingress"], registry=self.registry)
-        self._rejected = Counter("sms_bridge_rejected", "Recipients refused, by ingress and error",
-                                 ["ingress", "error"], registry=self.registry)
+        self._rejected = Counter(
+            "sms_bridge_rejected", "Recipients refused, by ingress and error (DUPLICATE: a "
+            "repeat answered with the first ids, nothing sent twice)", ["ingress", "error"],
+            registry=self.registry)
 
     def accepted(self, ingress: str, n: int = 1) -> None:
         self._child(self._accepted, ingress).inc(n)

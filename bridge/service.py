@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from bridge.core.segmentation import (
     truncate_to_fit,
 )
 from bridge.core.states import MessageState
+from bridge.metrics import Metrics
 from bridge.store.base import (
     MessageView,
     NewMessage,
@@ -90,6 +92,29 @@ class AccountInfo:
     quota: int
     quota_left: int | None  # None = unlimited
     rate_per_s: float
+
+
+def report_results(results: Sequence[RecipientResult], *, ingress: str, account: str,
+                   metrics: Metrics, peer: str = "") -> list[str]:
+    """What every ingress does with a submit's results, in one place so they count and log
+    alike: `accepted` per message taken on, `rejected` per recipient error (a DUPLICATE too:
+    nothing new was queued), a line per recipient refused and one for the request. Returns
+    the ids the caller may rely on (new, repeated or the duplicate's first), in order."""
+    fresh = sum(1 for r in results if r.status == "accepted")
+    if fresh:
+        metrics.accepted(ingress, fresh)
+    log = logging.getLogger(f"bridge.{ingress}")
+    for r in results:
+        if r.error is None:
+            continue
+        metrics.rejected(ingress, r.error.name.value)
+        if not r.accepted:
+            log.info("%s recipient refused account=%s rcpt=%s: %s", ingress, account,
+                     r.recipient, r.error)
+    ids = [r.message_id for r in results if r.message_id is not None]
+    log.info("%s accepted %saccount=%s ids=%s refused=%d", ingress, peer, account, ",".join(ids),
+             len(results) - len(ids))
+    return ids
 
 
 @dataclass(frozen=True)

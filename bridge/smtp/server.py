@@ -31,7 +31,7 @@ from bridge.config import AccountConfig, Config
 from bridge.core.errors import BridgeError, ErrorName
 from bridge.core.model import Address
 from bridge.metrics import Metrics
-from bridge.service import Recipient, RecipientResult, Service, SubmitRequest
+from bridge.service import Recipient, RecipientResult, Service, SubmitRequest, report_results
 from bridge.smtp import replies
 from bridge.smtp.text import parse_mail
 
@@ -647,18 +647,8 @@ class BridgeSMTP(SMTP):
 
     def _replies(self, txn: _Txn, request: SubmitRequest, results: list[RecipientResult],
                  order: list[int]) -> list[str]:
-        metrics = self._listener.metrics
-        fresh = sum(1 for r in results if r.status == "accepted")
-        if fresh:
-            metrics.accepted("smtp", fresh)
-        for r in results:
-            if not r.accepted and r.error is not None:
-                metrics.rejected("smtp", r.error.name.value)
-                log.info("smtp recipient refused account=%s rcpt=%s: %s", txn.account.name,
-                         r.recipient, r.error)
-        ids = [r.message_id for r in results if r.message_id is not None]
-        log.info("smtp accepted ip=%s account=%s ids=%s refused=%d", self._ip, txn.account.name,
-                 ",".join(ids), len(results) - len(ids))
+        ids = report_results(results, ingress="smtp", account=txn.account.name,
+                             metrics=self._listener.metrics, peer=f"ip={self._ip} ")
         if self._lmtp:
             lines = []
             for rcpt, i in zip(txn.rcpts, order):

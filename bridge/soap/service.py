@@ -12,7 +12,6 @@ Operation docstrings become the WSDL documentation.
 
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -38,11 +37,9 @@ from bridge.config import AccountConfig
 from bridge.core.errors import ERROR_TABLE, BridgeError, ErrorName
 from bridge.core.states import MessageState
 from bridge.metrics import Metrics
-from bridge.service import Recipient, Service, SubmitRequest
+from bridge.service import Recipient, Service, SubmitRequest, report_results
 from bridge.soap.faults import TNS, SoapVersion
 from bridge.store.base import MessageView
-
-log = logging.getLogger("bridge.soap")
 
 APP_NAME = "SmsBridge"
 HTTP_TRANSPORT = "http://schemas.xmlsoap.org/soap/http"
@@ -510,30 +507,20 @@ class Operations:
         except BridgeError as exc:
             self.metrics.rejected("soap", exc.name.value, count)
             raise
-        accepted = 0
+        report_results(results, ingress="soap", account=self.account.name, metrics=self.metrics)
         out: list[SubmissionRow] = []
         for r in results:
             if r.status == "accepted":
-                accepted += 1
                 out.append(SubmissionRow(recipient=r.recipient, status="accepted",
                                          message_id=r.message_id, parts=r.parts,
                                          encoding=r.encoding))
             else:
-                self.metrics.rejected("soap", r.status)
-                if not r.accepted:
-                    log.info("soap recipient refused account=%s rcpt=%s: %s", self.account.name,
-                             r.recipient, r.error if r.error is not None else r.status)
                 err = r.error
                 out.append(SubmissionRow(
                     recipient=r.recipient, status=r.status, message_id=r.message_id,
                     parts=r.parts, encoding=r.encoding, error=r.status,
                     code=err.spec.code if err is not None else None,
                     detail=(err.detail or None) if err is not None else None))
-        if accepted:
-            self.metrics.accepted("soap", accepted)
-        ids = [r.message_id for r in results if r.message_id is not None]
-        log.info("soap accepted account=%s ids=%s refused=%d", self.account.name, ",".join(ids),
-                 len(results) - len(ids))
         return out
 
     async def get_status(self, ids: Sequence[str | None]) -> list[StatusRow]:

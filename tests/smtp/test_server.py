@@ -509,6 +509,21 @@ async def test_same_message_id_resent_gives_same_id_and_one_sms(tmp_path: Path) 
         assert sim.texts_to(NUMBER.lstrip("+")) == ["relay retry"]
 
 
+async def test_duplicate_gets_the_first_id_and_counts_like_soap(tmp_path: Path) -> None:
+    """The same text to the same number inside the duplicate window under another Message-ID:
+    250 with the first id, no second SMS, and the metrics count it as SOAP does."""
+    async with running_bridge(make_config(tmp_path)) as bridge:
+        _, first = await in_thread(send, bridge.smtp_port,
+                                   mail("disk full", message_id="<a@acme.example>"), [RCPT])
+        code, second = await in_thread(send, bridge.smtp_port,
+                                       mail("disk full", message_id="<b@acme.example>"), [RCPT])
+        assert code == 250 and message_id_of(first) == message_id_of(second)
+        assert await texts_to(bridge, NUMBER) == ["disk full"]
+        text = bridge.metrics.render()[0].decode()
+        assert 'sms_bridge_accepted_total{ingress="smtp"} 1.0' in text
+        assert 'sms_bridge_rejected_total{error="DUPLICATE",ingress="smtp"} 1.0' in text
+
+
 async def test_size_limit_in_mail_and_in_data(tmp_path: Path) -> None:
     config = make_config(tmp_path, smtp={"max_message_bytes": 2048})
     async with running_bridge(config) as bridge:
