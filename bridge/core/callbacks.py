@@ -1,0 +1,132 @@
+"""Delivery callbacks (SendSms `callback_url`): which URLs are taken, the document POSTed when a
+message reaches a final state, and what to do after each attempt.
+
+Pure: the store queues a callback in the transaction that makes a message final (so none is
+lost), `bridge.callbacks` does the HTTP and asks here what the answer means.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from enum import Enum
+from urllib.parse import urlsplit, urlunsplit
+
+from bridge.core.errors import ERROR_TABLE, ErrorName
+
+MAX_URL_LENGTH = 2048  # the SOAP schema's own bound for callback_url
+
+
+def callback_url_problem(url: str) -> str | None:
+    """Why `url` cannot be a callback URL, or None: an absolute http(s) URL with a host, no
+    fragment, no whitespace or control characters (which some HTTP stacks would send raw)."""
+    if len(url) > MAX_URL_LENGTH:
+        return f"callback_url is longer than {MAX_URL_LENGTH} characters"
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+        return "callback_url must not contain spaces or control characters"
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises on a port that is not a number in range
+    except ValueError as exc:
+        return f"callback_url is not a valid URL: {exc}"
+    if parts.scheme.lower() not in ("http", "https"):
+        return "callback_url must be an http(s) URL"
+    if not parts.hostname:
+        return "callback_url has no host"
+    if port == 0:
+        return "callback_url has port 0"
+    if "#" in url:
+        return "callback_url must not have a fragment"
+    return None
+
+
+def redact_url(url: str) -> str:
+    """The URL as logs may show it: scheme, host, port and path; no credentials, no query
+    (both often carry the receiver's secret)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "<invalid url>"
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{port}" if port is not None else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+class Verdict(str, Enum):
+    DELIVERED = "delivered"  # the receiver answered 2xx: done
+    RETRY = "retry"  # try again after `retry_delay`
+    GAVE_UP = "gave_up"  # attempts exhausted: the timeline keeps the last error
+
+
+@dataclass(frozen=True)
+class RetrySchedule:
+    max_attempts: int
+    base_s: float
+    max_s: float
+
+
+def verdict(status: int | None, attempts: int, schedule: RetrySchedule) -> Verdict:
+    """After attempt number `attempts` (from 1) got HTTP `status` (None: no answer at all).
+    Any 2xx is delivered. Anything else, redirects included (never followed: the URL the
+    client gave is the only one we post to), is retried while attempts remain."""
+    if status is not None and 200 <= status < 300:
+        return Verdict.DELIVERED
+    return Verdict.RETRY if attempts < schedule.max_attempts else Verdict.GAVE_UP
+
+
+def retry_delay(attempts: int, schedule: RetrySchedule) -> float:
+    """Seconds before the attempt after attempt number `attempts`: doubling from base_s,
+    capped at max_s."""
+    exponent = min(max(attempts, 1) - 1, 64)
+    return float(min(schedule.max_s, schedule.base_s * 2.0 ** exponent))
+
+
+@dataclass(frozen=True)
+class CallbackFacts:
+    """What a callback reports: the message as it stood when the callback was queued (state,
+    at) and as it stands now (parts delivered, error)."""
+
+    message_id: str
+    state: str  # the final MessageState value that queued this callback
+    at: float  # when the message reached it
+    recipient: str
+    reference: str | None
+    parts: int
+    parts_delivered: int
+    error: str | None  # an ErrorName value
+    error_detail: str | None
+    attempt: int  # from 1
+
+
+def _iso(at: float) -> str:
+    moment = datetime.fromtimestamp(at, tz=timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def callback_document(facts: CallbackFacts) -> bytes:
+    """The JSON body POSTed to the callback URL (keys in a fixed order)."""
+    code = None
+    if facts.error is not None:
+        try:
+            code = ERROR_TABLE[ErrorName(facts.error)].code
+        except ValueError:
+            code = None
+    document = {
+        "message_id": facts.message_id,
+        "reference": facts.reference,
+        "recipient": facts.recipient,
+        "state": facts.state,
+        "at": _iso(facts.at),
+        "parts": facts.parts,
+        "parts_delivered": facts.parts_delivered,
+        "error": facts.error,
+        "code": code,
+        "error_detail": facts.error_detail,
+        "attempt": facts.attempt,
+    }
+    # ASCII with \u escapes: no text can make it fail to encode.
+    return json.dumps(document, separators=(",", ":")).encode()
