@@ -205,7 +205,7 @@ class InstantStore(CallsByName):
 
     _READS: dict[str, Any] = {"quota_used": 0, "load_pending": [], "get_messages": [],
                               "list_messages": (0, []), "timeline": [], "counts_by_state": {},
-                              "last_message_to": None}
+                              "last_message_to": None, "callbacks_due": []}
 
     def __init__(self) -> None:
         self.submitted = 0

@@ -143,6 +143,24 @@ class InboundMessage:
     reply_to_message_id: str | None  # the outbound message this answers, when known
 
 
+@dataclass(frozen=True)
+class DueCallback:
+    """A delivery callback whose time has come (`Store.callbacks_due`)."""
+
+    id: int
+    message_id: str
+    url: str
+    state: str  # the final MessageState value that queued it
+    at: float  # when the message reached that state
+    attempts: int  # made so far
+    recipient: str
+    meta_json: str  # the message's ingress details (the SOAP reference among them)
+    parts: int
+    parts_delivered: int
+    error: str | None
+    error_detail: str | None
+
+
 class StoreUnavailable(Exception):
     """The store could not persist (or read) something; nothing of that operation happened.
     The service maps it to STORE_UNAVAILABLE. The original error is the `__cause__`."""
@@ -204,6 +222,18 @@ class Store(abc.ABC):
                        stat: str | None, err: str | None, at: float) -> Awaitable[ReceiptOutcome]:
         """Apply a delivery receipt to the part whose SMSC id shares a key, aggregate the
         message (bridge.core.states.aggregate), or keep it as an orphan when no part matches."""
+
+    # ---- delivery callbacks (queued by the store itself when a message with a callback_url
+    #      reaches a final state, in the same transaction)
+    @abc.abstractmethod
+    async def callbacks_due(self, *, now: float, limit: int) -> list[DueCallback]:
+        """Callbacks whose next attempt is due, the longest waiting first."""
+
+    @abc.abstractmethod
+    def record_callback(self, callback_id: int, message_id: str, *, outcome: str, attempts: int,
+                        next_at: float, at: float, detail: str) -> Awaitable[None]:
+        """After an attempt: `outcome` "delivered" or "gave_up" removes the callback, "retry"
+        keeps it until `next_at`; each adds a timeline event with `detail`."""
 
     # ---- queries
     @abc.abstractmethod

@@ -11,6 +11,7 @@ from typing import Any
 from bridge.core.states import MessageState, PartState
 from bridge.store.base import (
     AcceptOutcome,
+    DueCallback,
     Event,
     InboundMessage,
     MessageView,
@@ -91,6 +92,15 @@ class CallsByName(Store):
 
     def record_inbound(self, message: InboundMessage) -> Awaitable[None]:
         return self._write("record_inbound", (message,))
+
+    def record_callback(self, callback_id: int, message_id: str, *, outcome: str, attempts: int,
+                        next_at: float, at: float, detail: str) -> Awaitable[None]:
+        return self._write("record_callback",
+                           (callback_id, message_id, outcome, attempts, next_at, at, detail))
+
+    async def callbacks_due(self, *, now: float, limit: int) -> list[DueCallback]:
+        result: list[DueCallback] = await self._read("callbacks_due", (now, limit))
+        return result
 
     async def quota_used(self, account: str) -> int:
         result: int = await self._read("quota_used", (account,))

@@ -139,6 +139,33 @@ MIGRATIONS: tuple[Migration, ...] = (
         "CREATE INDEX inbound_received ON inbound (received_at)",
         "CREATE INDEX messages_recipient_created ON messages (recipient, created_at)",
     )),
+    Migration(3, "delivery callbacks, queued by the transaction that makes a message final", (
+        """
+        CREATE TABLE callbacks (
+            id INTEGER PRIMARY KEY,
+            message_id TEXT NOT NULL REFERENCES messages (id),
+            url TEXT NOT NULL,
+            state TEXT NOT NULL,
+            at REAL NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_at REAL NOT NULL,
+            last_error TEXT
+        )
+        """,
+        "CREATE INDEX callbacks_due ON callbacks (next_at)",
+        # A trigger, so that every path that finishes a message (receipts, failures, expiry,
+        # a late receipt refining a verdict) queues the callback in its own transaction, and
+        # messages without a callback_url pay only the WHEN test.
+        """
+        CREATE TRIGGER messages_final_callback AFTER UPDATE OF state ON messages
+        FOR EACH ROW WHEN NEW.callback_url IS NOT NULL AND NEW.state IS NOT OLD.state
+            AND NEW.state IN ('delivered', 'undeliverable', 'expired', 'failed')
+        BEGIN
+            INSERT INTO callbacks (message_id, url, state, at, next_at)
+            VALUES (NEW.id, NEW.callback_url, NEW.state, NEW.updated_at, NEW.updated_at);
+        END
+        """,
+    )),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

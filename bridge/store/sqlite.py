@@ -45,6 +45,7 @@ from bridge.core.states import (
 )
 from bridge.store.base import (
     AcceptOutcome,
+    DueCallback,
     Event,
     InboundMessage,
     MessageView,
@@ -711,6 +712,18 @@ class _Writer:
         tx.flush()
         tx.event(message_id, at, name, detail)
 
+    def callback(self, tx: _Tx, callback_id: int, message_id: str, outcome: str, attempts: int,
+                 next_at: float, at: float, detail: str) -> None:
+        event = _CALLBACK_EVENTS.get(outcome)
+        if event is None:
+            raise ValueError(f"unknown callback outcome {outcome!r}")
+        if outcome == "retry":
+            tx.conn.execute("UPDATE callbacks SET attempts = ?, next_at = ?, last_error = ? "
+                            "WHERE id = ?", (attempts, next_at, detail, callback_id))
+        else:
+            tx.conn.execute("DELETE FROM callbacks WHERE id = ?", (callback_id,))
+        tx.event(message_id, at, event, detail)
+
     def inbound(self, tx: _Tx, m: InboundMessage) -> None:
         tx.conn.execute(
             "INSERT INTO inbound (id, smsc, source, destination, text, received_at, "
@@ -758,6 +771,10 @@ class _Writer:
                  submitted if target is MessageState.SUBMITTED and submitted else detail)
         return target
 
+
+#: A callback attempt's outcome (bridge.core.callbacks.Verdict values) → its timeline event.
+_CALLBACK_EVENTS = {"delivered": "callback", "retry": "callback_retry",
+                    "gave_up": "callback_failed"}
 
 #: Operations whose runs have a form that writes the run together (`_Writer._apply`).
 _TOGETHER: dict[Callable[..., Any], Callable[..., list[Any] | None]] = {
@@ -883,6 +900,7 @@ WRITES: dict[str, Callable[..., Any]] = {
     "flush": _Writer.noop, "accept": _Writer.accept, "record_submitted": _Writer.submitted,
     "record_state": _Writer.state, "record_event": _Writer.event,
     "record_receipt": _Writer.receipt, "record_inbound": _Writer.inbound,
+    "record_callback": _Writer.callback,
 }
 
 
@@ -1168,10 +1186,23 @@ def _last_message_to(conn: sqlite3.Connection, recipient: str,
     return views[0] if views else None
 
 
+def _callbacks_due(conn: sqlite3.Connection, now: float, limit: int) -> list[DueCallback]:
+    rows = conn.execute(
+        "SELECT c.id, c.message_id, c.url, c.state, c.at, c.attempts, m.recipient, m.meta_json, "
+        "m.parts, (SELECT count(*) FROM parts p WHERE p.message_id = c.message_id "
+        "AND p.state = 'delivered'), m.error, m.error_detail "
+        "FROM callbacks c JOIN messages m ON m.id = c.message_id "
+        "WHERE c.next_at <= ? ORDER BY c.next_at, c.id LIMIT ?", (now, max(0, limit)))
+    return [DueCallback(id=int(r[0]), message_id=r[1], url=r[2], state=r[3], at=float(r[4]),
+                        attempts=int(r[5]), recipient=r[6], meta_json=r[7], parts=int(r[8]),
+                        parts_delivered=int(r[9]), error=r[10], error_detail=r[11])
+            for r in rows]
+
+
 #: The Store's read calls by interface method name; positional arguments as SqliteStore passes
 #: them (after the connection).
 READS: dict[str, Callable[..., Any]] = {
     "quota_used": _quota_used, "load_pending": _load_pending, "get_messages": _get_messages,
     "list_messages": _list_messages, "timeline": _timeline, "counts_by_state": _counts_by_state,
-    "last_message_to": _last_message_to,
+    "last_message_to": _last_message_to, "callbacks_due": _callbacks_due,
 }
