@@ -50,6 +50,12 @@ class SoapConfig:
     tls_key: str | None = None
     max_request_bytes: int = 1_048_576
     max_recipients: int = 1000
+    # SendSms callback_url: POSTed once the message is final (bridge.callbacks)
+    callbacks: bool = True
+    callback_timeout_s: float = 10.0
+    callback_max_attempts: int = 10
+    callback_retry_base_s: float = 5.0
+    callback_retry_max_s: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -319,9 +325,20 @@ def _soap(r: _Reader) -> SoapConfig:
         max_request_bytes=r.get("max_request_bytes", int, d.max_request_bytes,
                                 _between(1024, 64 * 1024 * 1024)),
         max_recipients=r.get("max_recipients", int, d.max_recipients, _between(1, 100_000)),
+        callbacks=r.get("callbacks", bool, d.callbacks),
+        callback_timeout_s=r.get("callback_timeout_s", float, d.callback_timeout_s,
+                                 _between(0.1, 300)),
+        callback_max_attempts=r.get("callback_max_attempts", int, d.callback_max_attempts,
+                                    _between(1, 100)),
+        callback_retry_base_s=r.get("callback_retry_base_s", float, d.callback_retry_base_s,
+                                    _between(0.01, 3600)),
+        callback_retry_max_s=r.get("callback_retry_max_s", float, d.callback_retry_max_s,
+                                   _between(0.01, 86400)),
     )
     if (cfg.tls_cert is None) != (cfg.tls_key is None):
         r.fail("tls_key", "tls_cert and tls_key go together")
+    if cfg.callback_retry_max_s < cfg.callback_retry_base_s:
+        r.fail("callback_retry_max_s", "must not be less than callback_retry_base_s")
     r.finish()
     return cfg
 

@@ -67,6 +67,9 @@ class OutboundMetrics(_Registry):
                                  ["state"], registry=self.registry)
         self._queue_depth = Gauge("sms_bridge_queue_depth", "Messages waiting for the upstream",
                                   registry=self.registry)
+        self._callbacks = Counter("sms_bridge_callbacks",
+                                  "Delivery callback attempts by outcome (delivered, retry, "
+                                  "gave_up)", ["outcome"], registry=self.registry)
         self._commit_seconds = Histogram(
             "sms_bridge_store_commit_seconds",
             "Store write transactions, from BEGIN to the end of the COMMIT whose fsync makes "
@@ -83,6 +86,9 @@ class OutboundMetrics(_Registry):
     def store_commit(self, writes: int, seconds: float) -> None:
         self._store_writes.inc(writes)
         self._commit_seconds.observe(seconds)
+
+    def callback(self, outcome: str) -> None:
+        self._child(self._callbacks, outcome).inc()
 
     def receipt(self, state: str) -> None:
         self._child(self._receipts, state).inc()

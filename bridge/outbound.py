@@ -1,4 +1,5 @@
-"""The outbound side, the SMPP binds and the dispatcher, run inside the store process.
+"""The outbound side, the SMPP binds, the dispatcher and the delivery callbacks, run inside
+the store process.
 
 Why there and not beside SMTP and SOAP: on two cores the ingress process was the bottleneck
 (`python -m bridge.soap.bench`: it ran at 100 % while the store process idled at 40 %), and a
@@ -15,6 +16,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from bridge.callbacks import CallbackSender
 from bridge.config import Config, SmscConfig
 from bridge.dispatcher import Dispatcher
 from bridge.metrics import OutboundMetrics
@@ -54,10 +56,14 @@ class Outbound:
         self.pool = SmscPool(setup.smscs, on_receipt=self.dispatcher.on_receipt,
                              on_mo=self.dispatcher.on_mo)
         self.dispatcher.attach(self.pool)
+        self.callbacks = CallbackSender(setup.config.soap, store, self.metrics) \
+            if setup.config.soap.callbacks else None
 
     async def start(self) -> None:
         await self.pool.start()
         await self.dispatcher.start()
+        if self.callbacks is not None:
+            await self.callbacks.start()
 
     def accepted(self, rows: Sequence[AcceptRow], outcomes: Sequence[AcceptOutcome]) -> None:
         """Hand the messages a committed `accept` took on (not repeats) to the dispatcher."""
@@ -79,6 +85,8 @@ class Outbound:
         return self.metrics.render()[0]
 
     async def stop(self, drain_timeout: float) -> None:
-        """Let the submits in flight finish (bounded), then unbind."""
+        """Let the submits and callbacks in flight finish (bounded), then unbind."""
+        if self.callbacks is not None:
+            await self.callbacks.stop(min(drain_timeout, 5.0))
         await self.dispatcher.stop(drain_timeout)
         await self.pool.stop()

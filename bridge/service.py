@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 
 from bridge.config import AccountConfig, Config
 from bridge.core.addresses import normalise_recipient, parse_sender
+from bridge.core.callbacks import callback_url_problem
 from bridge.core.encoding import Encoding, choose_encoding
 from bridge.core.errors import BridgeError, ErrorName
 from bridge.core.model import Address
@@ -335,8 +336,12 @@ class Service:
             raise BridgeError(ErrorName.TOO_MANY_RECIPIENTS, f"at most {limit} per request")
         if req.validity_minutes is not None and not 1 <= req.validity_minutes <= 60 * 24 * 30:
             raise BridgeError(ErrorName.INVALID_PARAMETER, "validity_minutes must be 1..43200")
-        if req.callback_url is not None and not req.callback_url.startswith(("http://", "https://")):
-            raise BridgeError(ErrorName.INVALID_DLR, "callback_url must be an http(s) URL")
+        if req.callback_url is not None:
+            if not self.config.soap.callbacks:
+                raise BridgeError(ErrorName.INVALID_DLR, "callbacks are turned off on this bridge")
+            problem = callback_url_problem(req.callback_url)
+            if problem is not None:
+                raise BridgeError(ErrorName.INVALID_DLR, problem)
         plan, source, text = self.plan(account, req)
         now = self.clock()
         policy = self.config.policy
@@ -352,6 +357,8 @@ class Service:
         digest = duplicate_digester(account.name, source_addr, req.text, req.type_code,
                                     req.flash) if policy.duplicate_window_s > 0 else None
         request_meta = dict(req.meta)
+        if req.reference:  # a callback reports it
+            request_meta["reference"] = req.reference
         request_meta_json = json.dumps(request_meta, sort_keys=True) if request_meta else "{}"
         reference_key = f"ref:{req.reference}\x1f" if req.reference else None
         registered_delivery = 1 if req.dlr else 0

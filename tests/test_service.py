@@ -163,7 +163,8 @@ async def test_messages_carry_request_and_recipient_fields(tmp_path: Path) -> No
     first, second, third, fourth = store.messages
     assert (first.idempotency_key, second.idempotency_key) == ("ref:r1\x1f+447400123460",
                                                                "ref:r1\x1f+447400123461")
-    assert first.callback_url == "https://example.com/cb" and first.meta_json == "{}"
+    assert first.callback_url == "https://example.com/cb"
+    assert json.loads(first.meta_json) == {"reference": "r1"}  # a callback reports it
     assert third.idempotency_key == "mid-1" and third.registered_delivery == 0
     assert json.loads(third.meta_json) == {"from": "a@b", "notify": "SUCCESS"}
     assert third.state is MessageState.SCHEDULED and third.send_at == 5000.0

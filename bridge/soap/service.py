@@ -114,8 +114,10 @@ class SmsBridgeService(ServiceBase):  # type: ignore[misc]
         and code; one bad number does not reject the others. type: 0 GSM text, 1 GSM flash,
         2 Unicode, 5 Latin-1, 6 Unicode flash, 7 Latin-1 flash (absent: cheapest exact
         encoding). send_at schedules; reference is an idempotency key (the same key again
-        returns the same ids). Request-level refusals are SOAP faults carrying the error name
-        and code."""
+        returns the same ids). callback_url (http or https) gets a POST of JSON when the
+        message reaches a final state: message_id, reference, recipient, state, at, parts,
+        parts_delivered, error, code, error_detail, attempt; retried until it answers 2xx.
+        Request-level refusals are SOAP faults carrying the error name and code."""
         ops: Operations = ctx.udc
         return await ops.send_sms(recipients or [], text, sender=sender, type_code=type_,
                                   flash=flash, dlr=dlr, validity_minutes=validity_minutes,

@@ -1,0 +1,172 @@
+"""Delivery callbacks: POST each due callback to its URL and record what came of it.
+
+The store queues a callback in the very transaction that makes a message with a
+`callback_url` final (a trigger: bridge.store.schema), so no crash between the verdict and
+the POST can lose it: after a restart it is simply still due. The sender runs with the
+outbound side (bridge.outbound), so it is the one process that may send for a database.
+
+Delivery is at least once: a POST whose answer never arrives (a timeout, a restart mid-way)
+is sent again, so a receiver should treat (message_id, state) as the key. What each answer
+means and when to try again is `bridge.core.callbacks`; every attempt leaves a timeline event
+(`callback`, `callback_retry`, `callback_failed`) and a log line without the URL's
+credentials or query.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+
+import aiohttp
+
+from bridge.config import SoapConfig
+from bridge.core.callbacks import (
+    CallbackFacts,
+    RetrySchedule,
+    Verdict,
+    callback_document,
+    redact_url,
+    retry_delay,
+    verdict,
+)
+from bridge.metrics import OutboundMetrics
+from bridge.store.base import DueCallback, Store
+
+log = logging.getLogger("bridge.callbacks")
+
+#: POSTs in flight at once.
+CONCURRENCY = 8
+#: The longest wait between two looks for due callbacks (shorter when retry_base_s is).
+POLL_S = 1.0
+_JSON = {"Content-Type": "application/json; charset=utf-8"}
+
+
+def _reference(meta_json: str) -> str | None:
+    try:
+        meta = json.loads(meta_json)
+    except ValueError:
+        return None
+    reference = meta.get("reference") if isinstance(meta, dict) else None
+    return reference if isinstance(reference, str) else None
+
+
+def _why(exc: BaseException) -> str:
+    """Why a POST got no answer, without the URL (aiohttp puts it in some messages)."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot connect ({exc.os_error.strerror or type(exc.os_error).__name__})"
+    if isinstance(exc, asyncio.TimeoutError):
+        return "no answer in time"
+    return type(exc).__name__
+
+
+class CallbackSender:
+    def __init__(self, config: SoapConfig, store: Store, metrics: OutboundMetrics, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.metrics = metrics
+        self.clock = clock
+        self.schedule = RetrySchedule(config.callback_max_attempts, config.callback_retry_base_s,
+                                      config.callback_retry_max_s)
+        self.timeout_s = config.callback_timeout_s
+        self.poll_s = min(POLL_S, config.callback_retry_base_s)
+        self._sending: set[int] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._session: aiohttp.ClientSession | None = None
+        self._runner: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+            connector=aiohttp.TCPConnector(limit=CONCURRENCY),
+            headers={"User-Agent": "sms-bridge"})
+        self._runner = asyncio.create_task(self._run())
+
+    async def stop(self, timeout: float) -> None:
+        """Stop looking; give the POSTs in flight `timeout` seconds. One cut short stays due
+        and goes again after a restart."""
+        self._stopping = True
+        self._wake.set()
+        if self._runner is not None:
+            await self._runner
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            free = CONCURRENCY - len(self._sending)
+            if free > 0:
+                try:
+                    due = await self.store.callbacks_due(now=self.clock(),
+                                                         limit=CONCURRENCY + free)
+                except Exception as exc:  # the store is in trouble: look again later
+                    log.error("callbacks: cannot read the due ones: %s", exc)
+                    due = []
+                for callback in due:
+                    if free == 0 or self._stopping:
+                        break
+                    if callback.id in self._sending:
+                        continue
+                    free -= 1
+                    self._sending.add(callback.id)
+                    task = asyncio.create_task(self._send(callback))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_s)
+
+    async def _send(self, callback: DueCallback) -> None:
+        try:
+            await self._attempt(callback)
+        finally:
+            self._sending.discard(callback.id)
+            self._wake.set()  # a slot is free: look for more now, not at the next poll
+
+    async def _attempt(self, callback: DueCallback) -> None:
+        assert self._session is not None
+        attempt = callback.attempts + 1
+        body = callback_document(CallbackFacts(
+            message_id=callback.message_id, state=callback.state, at=callback.at,
+            recipient=callback.recipient, reference=_reference(callback.meta_json),
+            parts=callback.parts, parts_delivered=callback.parts_delivered,
+            error=callback.error, error_detail=callback.error_detail, attempt=attempt))
+        status: int | None = None
+        try:
+            async with self._session.post(callback.url, data=body, headers=_JSON,
+                                          allow_redirects=False) as response:
+                status = response.status
+            answer = f"HTTP {status}"
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, OSError) as exc:
+            answer = _why(exc)
+        outcome = verdict(status, attempt, self.schedule)
+        now = self.clock()
+        url = redact_url(callback.url)
+        detail = f"POST {url}: {answer} (attempt {attempt} of {self.schedule.max_attempts})"
+        next_at = now
+        if outcome is Verdict.RETRY:
+            delay = retry_delay(attempt, self.schedule)
+            next_at = now + delay
+            detail += f", next in {delay:g} s"
+        try:
+            await self.store.record_callback(callback.id, callback.message_id,
+                                             outcome=outcome.value, attempts=attempt,
+                                             next_at=next_at, at=now, detail=detail)
+        except Exception as exc:  # not recorded: it stays due and goes again (at least once)
+            log.error("callback not recorded id=%s: %s", callback.message_id, exc)
+            await asyncio.sleep(POLL_S)  # not at once: the store is in trouble
+            return
+        self.metrics.callback(outcome.value)
+        level = logging.WARNING if outcome is Verdict.GAVE_UP else logging.INFO
+        log.log(level, "callback %s id=%s state=%s: %s", outcome.value, callback.message_id,
+                callback.state, detail)

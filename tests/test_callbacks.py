@@ -1,0 +1,201 @@
+"""SendSms callback_url end to end: zeep against the real bridge, the simulator delivers, and a
+real HTTP receiver on loopback gets the POST; receivers that fail, hang, redirect or are not
+there at all; a restart in the middle; callbacks turned off."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import zeep
+from aiohttp import web
+
+from bridge.app import Bridge
+from bridge.config import Config
+from tests.conftest import make_config, running_bridge
+from tests.soap import NUMBER, call, client, fault_info
+
+FAST = {"callback_retry_base_s": 0.05, "callback_retry_max_s": 0.2, "callback_timeout_s": 0.5}
+
+
+@dataclass
+class Receiver:
+    """An HTTP receiver on 127.0.0.1:0 that answers its POSTs with `script`, in turn (an int
+    status, "hang" for no answer in time, or "redirect"), then 200."""
+
+    script: list[Any] = field(default_factory=list)
+    posts: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    port: int = 0
+    got: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def url(self, path: str = "/dlr?token=s3cret") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.posts.append((request.path_qs, request.content_type, await request.json()))
+        self.got.set()
+        action = self.script.pop(0) if self.script else 200
+        if action == "hang":
+            await asyncio.sleep(5)
+            return web.Response(status=200)
+        if action == "redirect":
+            raise web.HTTPFound(self.url("/elsewhere"))
+        return web.Response(status=int(action))
+
+    async def wait_posts(self, n: int, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.posts) < n and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert len(self.posts) >= n, self.posts
+
+
+@asynccontextmanager
+async def receiver(script: list[Any] | None = None) -> AsyncIterator[Receiver]:
+    rec = Receiver(list(script or []))
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", rec.handle)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    assert site._server is not None
+    rec.port = site._server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+    try:
+        yield rec
+    finally:
+        await runner.cleanup()
+
+
+def callback_config(tmp_path: Path, **soap: Any) -> Config:
+    return make_config(tmp_path, soap={**FAST, **soap})
+
+
+async def send(bridge: Bridge, url: str, **kw: Any) -> str:
+    c = await client(bridge.soap_port, "1.1")
+    [sub] = await call(c, "SendSms", recipients=[NUMBER], text="with a callback",
+                       callback_url=url, **kw)
+    assert sub.status == "accepted", sub
+    return str(sub.message_id)
+
+
+async def timeline_until(bridge: Bridge, message_id: str, last: str,
+                         timeout: float = 10.0) -> list[tuple[str, str]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        events = [(e.state, e.detail) for e in await bridge.store.timeline(message_id)]
+        if (events and events[-1][0] == last) or time.monotonic() > deadline:
+            return events
+        await asyncio.sleep(0.05)
+
+
+async def metrics(bridge: Bridge) -> str:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"http://127.0.0.1:{bridge.soap_port}/metrics") as response:
+            return await response.text()
+
+
+async def test_delivered_message_is_posted_to_its_callback(tmp_path: Path) -> None:
+    async with receiver() as rec, running_bridge(callback_config(tmp_path)) as bridge:
+        message_id = await send(bridge, rec.url(), reference="order-1")
+        await rec.wait_posts(1)
+        path, content_type, document = rec.posts[0]
+        assert (path, content_type) == ("/dlr?token=s3cret", "application/json")
+        assert {k: document[k] for k in ("message_id", "reference", "recipient", "state",
+                                         "parts", "parts_delivered", "error", "code",
+                                         "attempt")} == {
+            "message_id": message_id, "reference": "order-1", "recipient": NUMBER,
+            "state": "delivered", "parts": 1, "parts_delivered": 1, "error": None,
+            "code": None, "attempt": 1}
+        assert document["at"].endswith("Z")
+        events = await timeline_until(bridge, message_id, "callback")
+        assert [e[0] for e in events][-2:] == ["delivered", "callback"]
+        assert events[-1][1] == (f"POST http://127.0.0.1:{rec.port}/dlr: HTTP 200 "
+                                 f"(attempt 1 of 10)")
+        assert "s3cret" not in " ".join(d for _, d in events)  # the query stays out of logs
+        assert 'sms_bridge_callbacks_total{outcome="delivered"} 1.0' in await metrics(bridge)
+        await asyncio.sleep(0.3)
+        assert len(rec.posts) == 1  # once delivered, never again
+
+
+async def test_failing_hanging_and_redirecting_receivers_are_retried(tmp_path: Path) -> None:
+    async with receiver(["redirect", "hang", 500, 200]) as rec, \
+            running_bridge(callback_config(tmp_path)) as bridge:
+        message_id = await send(bridge, rec.url())
+        events = await timeline_until(bridge, message_id, "callback")
+        assert [document["attempt"] for _, _, document in rec.posts] == [1, 2, 3, 4]
+        assert {path for path, _, _ in rec.posts} == {"/dlr?token=s3cret"}  # never followed
+        tried = [detail for state, detail in events if state.startswith("callback")]
+        assert [d.split(": ", 1)[1].split(" (")[0] for d in tried] == [
+            "HTTP 302", "no answer in time", "HTTP 500", "HTTP 200"]
+        assert all(d.endswith("next in 0.05 s") or d.endswith("next in 0.1 s")
+                   or d.endswith("next in 0.2 s") for d in tried[:3]), tried
+        text = await metrics(bridge)
+        assert 'sms_bridge_callbacks_total{outcome="retry"} 3.0' in text
+        assert 'sms_bridge_callbacks_total{outcome="delivered"} 1.0' in text
+
+
+async def test_an_absent_receiver_is_given_up_after_the_last_attempt(tmp_path: Path) -> None:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = callback_config(tmp_path, callback_max_attempts=3)
+    async with running_bridge(config) as bridge:
+        message_id = await send(bridge, f"http://user:pw@127.0.0.1:{port}/dlr")
+        events = await timeline_until(bridge, message_id, "callback_failed")
+        tried = [(state, detail) for state, detail in events if state.startswith("callback")]
+        assert [state for state, _ in tried] == ["callback_retry", "callback_retry",
+                                                 "callback_failed"]
+        assert tried[-1][1].startswith(f"POST http://127.0.0.1:{port}/dlr: cannot connect")
+        assert tried[-1][1].endswith("(attempt 3 of 3)")
+        assert "pw@" not in " ".join(d for _, d in tried)
+        assert (await bridge.store.get_messages([message_id]))[0].state.value == "delivered"
+
+
+async def test_a_callback_survives_a_restart(tmp_path: Path) -> None:
+    """The first bridge stops while the receiver keeps the POST hanging; the second, on the
+    same database, sends it again."""
+    config = callback_config(tmp_path, callback_timeout_s=0.3, callback_retry_base_s=0.2,
+                             callback_retry_max_s=0.2)
+    async with receiver(["hang"]) as rec:
+        async with running_bridge(config) as bridge:
+            message_id = await send(bridge, rec.url())
+            await asyncio.wait_for(rec.got.wait(), 10)
+        assert len(rec.posts) == 1
+        async with running_bridge(config) as bridge:
+            await rec.wait_posts(2)
+            events = await timeline_until(bridge, message_id, "callback")
+        assert [document["message_id"] for _, _, document in rec.posts] == [message_id] * 2
+        assert events[-1][0] == "callback"
+
+
+async def test_callbacks_turned_off_refuse_a_callback_url(tmp_path: Path) -> None:
+    async with running_bridge(callback_config(tmp_path, callbacks=False)) as bridge:
+        c = await client(bridge.soap_port, "1.1")
+        with pytest.raises(zeep.exceptions.Fault) as caught:
+            await call(c, "SendSms", recipients=[NUMBER], text="x",
+                       callback_url="http://127.0.0.1:9/dlr")
+        assert fault_info(caught.value) == ("INVALID_DLR", 1708)
+        assert "turned off" in str(caught.value.message)
+        [sub] = await call(c, "SendSms", recipients=[NUMBER], text="without one")
+        assert sub.status == "accepted"
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/a b", "http://127.0.0.1:9/x#frag",
+                                 "http:///nohost", "gopher://127.0.0.1/x"])
+async def test_a_malformed_callback_url_is_refused_before_anything_is_stored(
+        tmp_path: Path, url: str) -> None:
+    async with running_bridge(callback_config(tmp_path)) as bridge:
+        c = await client(bridge.soap_port, "1.1")
+        with pytest.raises(zeep.exceptions.Fault) as caught:
+            await call(c, "SendSms", recipients=[NUMBER], text="x", callback_url=url)
+        assert fault_info(caught.value) == ("INVALID_DLR", 1708)
+        total, _ = await bridge.store.list_messages("demo", offset=0, limit=10)
+        assert total == 0
