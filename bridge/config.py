@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 
 from bridge.core.addresses import is_known_region, parse_sender
+from bridge.core.callbacks import callback_host_pattern_problem
 from bridge.core.errors import BridgeError
 
 T = TypeVar("T")
@@ -133,6 +134,7 @@ class AccountConfig:
     rate_per_s: float = 15.0
     quota: int = 0  # 0 = unlimited
     smtp_from: tuple[str, ...] = ()
+    callback_hosts: tuple[str, ...] = ()  # SendSms callback_url host patterns; () = any
     relay_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     mobile_only: bool = False
 
@@ -489,6 +491,8 @@ def _account(r: _Reader, index: int) -> AccountConfig:
         rate_per_s=r.get("rate_per_s", float, d.rate_per_s, _between(0, 100_000)),
         quota=r.get("quota", int, d.quota, _between(0, 10**12)),
         smtp_from=tuple(x.lower() for x in r.strings("smtp_from")),
+        callback_hosts=tuple(x.lower() for x in r.strings("callback_hosts",
+                                                          check=callback_host_pattern_problem)),
         relay_networks=tuple(parsed),
         mobile_only=r.get("mobile_only", bool, d.mobile_only),
     )

@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 
 from bridge.config import AccountConfig, Config
 from bridge.core.addresses import normalise_recipient, parse_sender
-from bridge.core.callbacks import callback_url_problem
+from bridge.core.callbacks import callback_host_allowed, callback_url_problem
 from bridge.core.encoding import Encoding, choose_encoding
 from bridge.core.errors import BridgeError, ErrorName
 from bridge.core.model import Address
@@ -342,6 +342,9 @@ class Service:
             problem = callback_url_problem(req.callback_url)
             if problem is not None:
                 raise BridgeError(ErrorName.INVALID_DLR, problem)
+            if not callback_host_allowed(req.callback_url, account.callback_hosts):
+                raise BridgeError(ErrorName.INVALID_DLR,
+                                  "callback_url host is not one this account may use")
         plan, source, text = self.plan(account, req)
         now = self.clock()
         policy = self.config.policy

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from bridge.app import Bridge
 from bridge.config import Config
-from tests.conftest import make_config, running_bridge
+from tests.conftest import DEMO_PASSWORD, make_config, running_bridge
 from tests.soap import NUMBER, call, client, fault_info
 
 FAST = {"callback_retry_base_s": 0.05, "callback_retry_max_s": 0.2, "callback_timeout_s": 0.5}
@@ -199,3 +199,19 @@ async def test_a_malformed_callback_url_is_refused_before_anything_is_stored(
         assert fault_info(caught.value) == ("INVALID_DLR", 1708)
         total, _ = await bridge.store.list_messages("demo", offset=0, limit=10)
         assert total == 0
+
+
+async def test_an_account_posts_only_to_its_callback_hosts(tmp_path: Path) -> None:
+    config = make_config(tmp_path, soap=FAST, account=[{
+        "name": "demo", "password": DEMO_PASSWORD, "default_sender": "ACME",
+        "callback_hosts": ["127.0.0.1"]}])
+    async with receiver() as rec, running_bridge(config) as bridge:
+        c = await client(bridge.soap_port, "1.1")
+        with pytest.raises(zeep.exceptions.Fault) as caught:
+            await call(c, "SendSms", recipients=[NUMBER], text="x",
+                       callback_url=f"http://localhost:{rec.port}/dlr")
+        assert fault_info(caught.value) == ("INVALID_DLR", 1708)
+        assert "not one this account may use" in str(caught.value.message)
+        message_id = await send(bridge, rec.url())
+        await rec.wait_posts(1)
+        assert rec.posts[0][2]["message_id"] == message_id

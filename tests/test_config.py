@@ -59,6 +59,8 @@ def test_shipped_config_is_valid_and_uses_the_simulator() -> None:
     ({"account": [{"name": "a", "password": "p", "relay_networks": ["10.0.0.0/33"]}]},
      "account[0].relay_networks[0]:"),
     ({"account": [{"name": "a"}]}, "account[0]: needs password, password_hash or relay_networks"),
+    ({"account": [{"name": "a", "password": "p", "callback_hosts": ["ok.example", "x.example:80"]}]},
+     'account[0].callback_hosts[1]: "x.example:80" is not a host name pattern'),
     ({"account": [{"name": "a", "password": "p"}, {"name": "a", "password": "q"}]},
      'account[1].name: duplicate name "a"'),
     ({"smtp": {"colour": "red"}}, "smtp.colour: unknown key"),

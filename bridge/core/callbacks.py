@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
+from fnmatch import fnmatchcase
 from urllib.parse import urlsplit, urlunsplit
 
 from bridge.core.errors import ERROR_TABLE, ErrorName
@@ -39,6 +40,28 @@ def callback_url_problem(url: str) -> str | None:
     if "#" in url:
         return "callback_url must not have a fragment"
     return None
+
+
+def callback_host_pattern_problem(pattern: str) -> str | None:
+    """A host pattern is a host name or address, optionally with `*` wildcards
+    (`hooks.acme.example`, `*.acme.example`, `10.1.2.*`, `fd00::*`): no scheme, port or
+    path (one colon reads as a port; an IPv6 address has more)."""
+    if not pattern or any(c in pattern for c in "/@ ?#[]") or pattern.count(":") == 1:
+        return f'"{pattern}" is not a host name pattern (no scheme, port or path)'
+    return None
+
+
+def callback_host_allowed(url: str, patterns: tuple[str, ...]) -> bool:
+    """Whether `url`'s host matches one of an account's `callback_hosts` patterns (lower case;
+    `*` matches any run of characters). No patterns: any host. Keeps an account from making
+    the bridge POST into networks it should not reach."""
+    if not patterns:
+        return True
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:
+        return False
+    return host is not None and any(fnmatchcase(host, pattern) for pattern in patterns)
 
 
 def redact_url(url: str) -> str:

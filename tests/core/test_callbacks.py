@@ -15,6 +15,8 @@ from bridge.core.callbacks import (
     RetrySchedule,
     Verdict,
     callback_document,
+    callback_host_allowed,
+    callback_host_pattern_problem,
     callback_url_problem,
     redact_url,
     retry_delay,
@@ -87,6 +89,44 @@ def test_redacted_url_keeps_no_credentials_or_query(url: str, shown: str) -> Non
 def test_redaction_never_shows_a_password_or_a_token(password: str, token: str) -> None:
     shown = redact_url(f"https://user:{password}@cb.example/path?token={token}")
     assert shown == "https://cb.example/path"
+
+
+HOSTS = ("hooks.acme.example", "*.cb.acme.example", "10.1.2.*", "fd00::*")
+
+
+@pytest.mark.parametrize(("url", "allowed"), [
+    ("https://hooks.acme.example/dlr", True),
+    ("https://HOOKS.Acme.Example:8443/dlr", True),  # hosts compare in lower case, any port
+    ("https://a.cb.acme.example/x", True),
+    ("https://a.b.cb.acme.example/x", True),
+    ("https://cb.acme.example/x", False),  # the wildcard needs a label before the dot
+    ("https://hooks.acme.example.evil.example/x", False),
+    ("https://evil.example/?hooks.acme.example", False),
+    ("https://hooks.acme.example@evil.example/x", False),  # user info is not the host
+    ("http://10.1.2.3/x", True),
+    ("http://10.1.20.3/x", False),
+    ("http://127.0.0.1/x", False),
+    ("http://[fd00::1]/x", True),
+    ("http://[fe80::1]/x", False),
+    ("http://[::1/x", False),  # unparsable: never allowed
+])
+def test_callback_hosts_table(url: str, allowed: bool) -> None:
+    assert callback_host_allowed(url, HOSTS) is allowed
+
+
+@given(st.sampled_from(GOOD_URLS + [u for u, _ in BAD_URLS]))
+def test_no_callback_hosts_means_any_host(url: str) -> None:
+    assert callback_host_allowed(url, ())
+
+
+@pytest.mark.parametrize(("pattern", "ok"), [
+    ("hooks.acme.example", True), ("*.acme.example", True), ("10.1.2.*", True),
+    ("fd00::*", True), ("", False), ("https://hooks.acme.example", False),
+    ("hooks.acme.example:443", False), ("hooks.acme.example/dlr", False),
+    ("user@hooks.acme.example", False), ("[ab]c.example", False), ("a b", False),
+])
+def test_callback_host_patterns(pattern: str, ok: bool) -> None:
+    assert (callback_host_pattern_problem(pattern) is None) is ok
 
 
 SCHEDULE = RetrySchedule(max_attempts=4, base_s=5.0, max_s=30.0)
