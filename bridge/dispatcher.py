@@ -22,6 +22,7 @@ from typing import Awaitable, Callable, Iterable, Sequence
 from bridge.config import Config
 from bridge.core.errors import ErrorName
 from bridge.core.model import Address
+from bridge.core.policy import doubling_delay
 from bridge.core.receipts import Receipt, smsc_id_keys
 from bridge.core.states import MessageState, Retry, receipt_part_state, upstream_verdict
 from bridge.metrics import OutboundMetrics
@@ -267,7 +268,8 @@ class Dispatcher:
 
     def _backoff(self, attempt: int) -> float:
         policy = self.config.policy
-        ceiling = min(policy.retry_max_s, policy.retry_base_s * (2.0 ** min(attempt - 1, 20)))
+        ceiling = doubling_delay(attempt - 1, base_s=policy.retry_base_s,
+                                 max_s=policy.retry_max_s)
         return ceiling / 2 + random.random() * ceiling / 2  # noqa: S311 - jitter, not crypto
 
     def _submit_sm(self, message: OutboundMessage, part: OutboundPart, source: Address,

@@ -15,6 +15,7 @@ from fnmatch import fnmatchcase
 from urllib.parse import urlsplit, urlunsplit
 
 from bridge.core.errors import ERROR_TABLE, ErrorName
+from bridge.core.policy import doubling_delay
 
 MAX_URL_LENGTH = 2048  # the SOAP schema's own bound for callback_url
 
@@ -104,8 +105,7 @@ def verdict(status: int | None, attempts: int, schedule: RetrySchedule) -> Verdi
 def retry_delay(attempts: int, schedule: RetrySchedule) -> float:
     """Seconds before the attempt after attempt number `attempts`: doubling from base_s,
     capped at max_s."""
-    exponent = min(max(attempts, 1) - 1, 64)
-    return float(min(schedule.max_s, schedule.base_s * 2.0 ** exponent))
+    return doubling_delay(attempts - 1, base_s=schedule.base_s, max_s=schedule.max_s)
 
 
 @dataclass(frozen=True)

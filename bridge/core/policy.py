@@ -167,6 +167,12 @@ def duplicate_digester(
     return digest
 
 
+def doubling_delay(step: int, *, base_s: float, max_s: float) -> float:
+    """Capped exponential backoff, the one schedule every retry uses: base_s · 2^step, at most
+    max_s (steps below 0 count as 0; large ones cannot overflow). Callers add their jitter."""
+    return float(min(max_s, base_s * 2.0 ** min(max(step, 0), 64)))
+
+
 def within_window(first_seen: float | None, *, now: float, window_s: float) -> bool:
     """True when a request first seen at `first_seen` is still inside the duplicate window.
 

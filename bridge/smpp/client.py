@@ -39,6 +39,7 @@ from bridge.config import SmscConfig
 from bridge.core import reassembly
 from bridge.core.encoding import decode_text
 from bridge.core.model import Address
+from bridge.core.policy import doubling_delay
 from bridge.core.receipts import Receipt, parse_receipt
 from bridge.smpp import codec
 from bridge.smpp.codec import SubmitSm, command_status_name
@@ -479,7 +480,7 @@ class SmppBind:
         """Exponential from reconnect_min_s, capped at reconnect_max_s, with jitter: a uniform
         draw between the floor and the current cap, so a fleet does not reconnect in step."""
         cfg = self.config
-        cap = min(cfg.reconnect_max_s, cfg.reconnect_min_s * (2.0 ** min(attempt, 30)))
+        cap = doubling_delay(attempt, base_s=cfg.reconnect_min_s, max_s=cfg.reconnect_max_s)
         return random.uniform(min(cfg.reconnect_min_s, cap), cap)  # noqa: S311 - jitter
 
     async def _leg_loop(self, role: str) -> None:

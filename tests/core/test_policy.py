@@ -14,6 +14,7 @@ from bridge.core.errors import BridgeError, ErrorName
 from bridge.core.policy import (
     Bucket,
     FloodRun,
+    doubling_delay,
     duplicate_digest,
     duplicate_digester,
     flood_check,
@@ -342,3 +343,23 @@ def test_refuse(name: ErrorName) -> None:
 def test_refuse_is_only_for_policy_errors() -> None:
     with pytest.raises(ValueError):
         refuse(ErrorName.INVALID_SOURCE, "not policy")
+
+
+# ---------------------------------------------------------------------------------------------
+# Backoff: one schedule for SMPP reconnects, dispatcher retries and delivery callbacks
+
+
+@pytest.mark.parametrize(("step", "expected"), [
+    (-3, 0.5), (0, 0.5), (1, 1.0), (2, 2.0), (5, 16.0), (6, 30.0), (1000, 30.0), (10**9, 30.0),
+])
+def test_doubling_delay_table(step: int, expected: float) -> None:
+    assert doubling_delay(step, base_s=0.5, max_s=30.0) == expected
+
+
+@given(st.integers(-10, 10**6), st.floats(0.001, 3600), st.floats(0.001, 86400))
+def test_doubling_delay_grows_and_stays_between_base_and_cap(step: int, base: float,
+                                                             cap: float) -> None:
+    base = min(base, cap)
+    delay = doubling_delay(step, base_s=base, max_s=cap)
+    assert base <= delay <= cap
+    assert doubling_delay(step + 1, base_s=base, max_s=cap) >= delay
