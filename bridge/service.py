@@ -95,6 +95,10 @@ class AccountInfo:
     rate_per_s: float
 
 
+#: Each ingress's logger, looked up once rather than per request (getLogger takes a lock).
+_INGRESS_LOGS = {name: logging.getLogger(f"bridge.{name}") for name in ("smtp", "soap")}
+
+
 def report_results(results: Sequence[RecipientResult], *, ingress: str, account: str,
                    metrics: Metrics, peer: str = "") -> list[str]:
     """What every ingress does with a submit's results, in one place so they count and log
@@ -104,7 +108,7 @@ def report_results(results: Sequence[RecipientResult], *, ingress: str, account:
     fresh = sum(1 for r in results if r.status == "accepted")
     if fresh:
         metrics.accepted(ingress, fresh)
-    log = logging.getLogger(f"bridge.{ingress}")
+    log = _INGRESS_LOGS.get(ingress) or logging.getLogger(f"bridge.{ingress}")
     for r in results:
         if r.error is None:
             continue
