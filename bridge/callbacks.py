@@ -40,6 +40,8 @@ log = logging.getLogger("bridge.callbacks")
 
 #: POSTs in flight at once.
 CONCURRENCY = 8
+#: How long a stop waits for the POSTs in flight (one cut short goes again after a restart).
+DRAIN_S = 5.0
 #: The longest wait between two looks for due callbacks (shorter when retry_base_s is).
 POLL_S = 1.0
 _JSON = {"Content-Type": "application/json; charset=utf-8"}

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from bridge.callbacks import DRAIN_S as CALLBACK_DRAIN_S
 from bridge.callbacks import CallbackSender
 from bridge.config import Config, SmscConfig
 from bridge.dispatcher import Dispatcher
@@ -87,6 +88,6 @@ class Outbound:
     async def stop(self, drain_timeout: float) -> None:
         """Let the submits and callbacks in flight finish (bounded), then unbind."""
         if self.callbacks is not None:
-            await self.callbacks.stop(min(drain_timeout, 5.0))
+            await self.callbacks.stop(min(drain_timeout, CALLBACK_DRAIN_S))
         await self.dispatcher.stop(drain_timeout)
         await self.pool.stop()

@@ -116,7 +116,8 @@ class SmsBridgeService(ServiceBase):  # type: ignore[misc]
         encoding). send_at schedules; reference is an idempotency key (the same key again
         returns the same ids). callback_url (http or https) gets a POST of JSON when the
         message reaches a final state: message_id, reference, recipient, state, at, parts,
-        parts_delivered, error, code, error_detail, attempt; retried until it answers 2xx.
+        parts_delivered, error, code, error_detail, attempt; tried again, with a growing
+        wait, until it answers 2xx or the bridge's attempts run out.
         Request-level refusals are SOAP faults carrying the error name and code."""
         ops: Operations = ctx.udc
         return await ops.send_sms(recipients or [], text, sender=sender, type_code=type_,
