@@ -55,6 +55,9 @@ class NewMessage:
     quota: int  # 0 = unlimited; counted in parts
     callback_url: str | None = None
     meta_json: str = "{}"  # ingress details (SMTP envelope, DSN parameters, Message-ID…)
+    #: The final outcomes mailed back to the email sender as a DSN: "SUCCESS", "FAILURE",
+    #: "SUCCESS,FAILURE" or None (bridge.core.mailback.dsn_conditions).
+    dsn_notify: str | None = None
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,9 @@ class InboundMessage:
     text: str
     received_at: float
     reply_to_message_id: str | None  # the outbound message this answers, when known
+    #: Queue it as mail to the sender of `reply_to_message_id` (bridge.mailback), in the
+    #: transaction that stores it.
+    mail_reply: bool = False
 
 
 @dataclass(frozen=True)
@@ -159,6 +165,29 @@ class DueCallback:
     parts_delivered: int
     error: str | None
     error_detail: str | None
+
+
+@dataclass(frozen=True)
+class DueMailback:
+    """A mail back to an email sender whose time has come (`Store.mailbacks_due`): a DSN
+    about `message_id`, or an SMS reply (`inbound_*`) to it."""
+
+    id: int
+    kind: str  # "dsn" | "reply"
+    message_id: str
+    state: str | None  # dsn: the final MessageState value that queued it
+    at: float  # dsn: when the message reached that state; reply: when the MO came
+    attempts: int  # made so far
+    recipient: str
+    meta_json: str  # the message's SMTP envelope, Message-ID, subject, DSN parameters
+    created_at: float
+    parts: int
+    parts_delivered: int
+    error: str | None
+    error_detail: str | None
+    inbound_id: str | None
+    inbound_source: str | None
+    inbound_text: str | None
 
 
 class StoreUnavailable(Exception):
@@ -234,6 +263,18 @@ class Store(abc.ABC):
                         next_at: float, at: float, detail: str) -> Awaitable[None]:
         """After an attempt: `outcome` "delivered" or "gave_up" removes the callback, "retry"
         keeps it until `next_at`; each adds a timeline event with `detail`."""
+
+    # ---- mail back (DSNs queued by the store when a message with dsn_notify becomes final,
+    #      SMS replies by `record_inbound`)
+    @abc.abstractmethod
+    async def mailbacks_due(self, *, now: float, limit: int) -> list[DueMailback]:
+        """Mails whose next attempt is due, the longest waiting first."""
+
+    @abc.abstractmethod
+    def record_mailback(self, mailback_id: int, message_id: str, *, kind: str, outcome: str,
+                        attempts: int, next_at: float, at: float,
+                        detail: str) -> Awaitable[None]:
+        """As `record_callback`, for a mail: the timeline event names its kind."""
 
     # ---- queries
     @abc.abstractmethod

@@ -12,6 +12,7 @@ from bridge.core.states import MessageState, PartState
 from bridge.store.base import (
     AcceptOutcome,
     DueCallback,
+    DueMailback,
     Event,
     InboundMessage,
     MessageView,
@@ -34,7 +35,7 @@ def accept_rows(messages: Sequence[NewMessage]) -> tuple[AcceptRow, ...]:
         m.registered_delivery, m.state.value,
         tuple([(p.seq, p.total, p.short_message, p.tlvs_json) for p in m.parts]),
         m.created_at, m.send_at, m.expires_at, m.idempotency_key, m.dup_digest, m.dup_window_s,
-        m.quota, m.callback_url, m.meta_json) for m in messages])
+        m.quota, m.callback_url, m.meta_json, m.dsn_notify) for m in messages])
 
 
 def outbound_message(row: AcceptRow) -> OutboundMessage:
@@ -100,6 +101,16 @@ class CallsByName(Store):
 
     async def callbacks_due(self, *, now: float, limit: int) -> list[DueCallback]:
         result: list[DueCallback] = await self._read("callbacks_due", (now, limit))
+        return result
+
+    def record_mailback(self, mailback_id: int, message_id: str, *, kind: str, outcome: str,
+                        attempts: int, next_at: float, at: float,
+                        detail: str) -> Awaitable[None]:
+        return self._write("record_mailback", (mailback_id, message_id, kind, outcome,
+                                               attempts, next_at, at, detail))
+
+    async def mailbacks_due(self, *, now: float, limit: int) -> list[DueMailback]:
+        result: list[DueMailback] = await self._read("mailbacks_due", (now, limit))
         return result
 
     async def quota_used(self, account: str) -> int:

@@ -166,6 +166,37 @@ MIGRATIONS: tuple[Migration, ...] = (
         END
         """,
     )),
+    Migration(4, "mail back to email senders: DSNs queued by a trigger, SMS replies", (
+        # The final outcomes the email sender asked to hear of ("SUCCESS", "FAILURE", both).
+        "ALTER TABLE messages ADD COLUMN dsn_notify TEXT",
+        """
+        CREATE TABLE mailbacks (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL,
+            message_id TEXT NOT NULL REFERENCES messages (id),
+            inbound_id TEXT REFERENCES inbound (id),
+            state TEXT,
+            at REAL NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_at REAL NOT NULL,
+            last_error TEXT
+        )
+        """,
+        "CREATE INDEX mailbacks_due ON mailbacks (next_at)",
+        # As for callbacks: every path that finishes a message queues its DSN in its own
+        # transaction; messages nobody asked about pay only the WHEN test.
+        """
+        CREATE TRIGGER messages_final_dsn AFTER UPDATE OF state ON messages
+        FOR EACH ROW WHEN NEW.dsn_notify IS NOT NULL AND NEW.state IS NOT OLD.state
+            AND ((NEW.state = 'delivered' AND instr(NEW.dsn_notify, 'SUCCESS') > 0)
+                 OR (NEW.state IN ('undeliverable', 'expired', 'failed')
+                     AND instr(NEW.dsn_notify, 'FAILURE') > 0))
+        BEGIN
+            INSERT INTO mailbacks (kind, message_id, state, at, next_at)
+            VALUES ('dsn', NEW.id, NEW.state, NEW.updated_at, NEW.updated_at);
+        END
+        """,
+    )),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -46,6 +46,7 @@ from bridge.core.states import (
 from bridge.store.base import (
     AcceptOutcome,
     DueCallback,
+    DueMailback,
     Event,
     InboundMessage,
     MessageView,
@@ -73,8 +74,8 @@ _INSERT_MESSAGE = """
 INSERT INTO messages (id, account, ingress, recipient, raw_recipient, source_addr, source_ton,
     source_npi, dest_ton, dest_npi, text, encoding, data_coding, esm_class, registered_delivery,
     state, parts, created_at, updated_at, send_at, expires_at, idempotency_key, dup_digest,
-    dup_at, callback_url, meta_json)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    dup_at, callback_url, meta_json, dsn_notify)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 _INSERT_PART = """
 INSERT INTO parts (message_id, seq, total, short_message, tlvs_json, state)
@@ -463,7 +464,7 @@ class _Writer:
         for (mid, account, ingress, recipient, raw_recipient, source_addr, source_ton, source_npi,
              dest_ton, dest_npi, text, encoding, data_coding, esm_class, registered_delivery,
              state, parts, created_at, send_at, expires_at, key, dup_digest, dup_window_s, quota,
-             callback_url, meta_json) in messages:
+             callback_url, meta_json, dsn_notify) in messages:
             if key is not None:
                 existing = tx.keys.get((account, key))
                 if existing is None:
@@ -493,7 +494,7 @@ class _Writer:
                 mid, account, ingress, recipient, raw_recipient, source_addr, source_ton,
                 source_npi, dest_ton, dest_npi, text, encoding, data_coding, esm_class,
                 registered_delivery, state, n, created_at, now, send_at, expires_at, key, digest,
-                now if digest is not None else None, callback_url, meta_json))
+                now if digest is not None else None, callback_url, meta_json, dsn_notify))
             tx.parts.extend((mid, *part) for part in parts)
             if key is not None:
                 tx.keys[(account, key)] = mid
@@ -714,21 +715,27 @@ class _Writer:
 
     def callback(self, tx: _Tx, callback_id: int, message_id: str, outcome: str, attempts: int,
                  next_at: float, at: float, detail: str) -> None:
-        event = _CALLBACK_EVENTS.get(outcome)
-        if event is None:
-            raise ValueError(f"unknown callback outcome {outcome!r}")
-        if outcome == "retry":
-            tx.conn.execute("UPDATE callbacks SET attempts = ?, next_at = ?, last_error = ? "
-                            "WHERE id = ?", (attempts, next_at, detail, callback_id))
-        else:
-            tx.conn.execute("DELETE FROM callbacks WHERE id = ?", (callback_id,))
-        tx.event(message_id, at, event, detail)
+        _attempted(tx, "callbacks", _ATTEMPT_EVENTS["callback"], callback_id, message_id,
+                   outcome, attempts, next_at, at, detail)
+
+    def mailback(self, tx: _Tx, mailback_id: int, message_id: str, kind: str, outcome: str,
+                 attempts: int, next_at: float, at: float, detail: str) -> None:
+        if kind not in ("dsn", "reply"):
+            raise ValueError(f"unknown mail kind {kind!r}")
+        events = _ATTEMPT_EVENTS[kind]
+        _attempted(tx, "mailbacks", events, mailback_id, message_id, outcome, attempts,
+                   next_at, at, detail)
 
     def inbound(self, tx: _Tx, m: InboundMessage) -> None:
         tx.conn.execute(
             "INSERT INTO inbound (id, smsc, source, destination, text, received_at, "
             "reply_to_message_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (m.id, m.smsc, m.source, m.destination, m.text, m.received_at, m.reply_to_message_id))
+        if m.mail_reply and m.reply_to_message_id is not None:
+            tx.conn.execute(
+                "INSERT INTO mailbacks (kind, message_id, inbound_id, at, next_at) "
+                "VALUES ('reply', ?, ?, ?, ?)",
+                (m.reply_to_message_id, m.id, m.received_at, m.received_at))
 
     # -------------------------------------------------------------- shared steps
 
@@ -772,9 +779,29 @@ class _Writer:
         return target
 
 
-#: A callback attempt's outcome (bridge.core.callbacks.Verdict values) → its timeline event.
-_CALLBACK_EVENTS = {"delivered": "callback", "retry": "callback_retry",
-                    "gave_up": "callback_failed"}
+#: An attempt's outcome (bridge.core.callbacks.Verdict values) → its timeline event, for a
+#: callback and for each kind of mail back.
+_ATTEMPT_EVENTS = {
+    "callback": {"delivered": "callback", "retry": "callback_retry",
+                 "gave_up": "callback_failed"},
+    "dsn": {"delivered": "dsn", "retry": "dsn_retry", "gave_up": "dsn_failed"},
+    "reply": {"delivered": "reply_mailed", "retry": "reply_retry", "gave_up": "reply_failed"},
+}
+
+
+def _attempted(tx: _Tx, table: str, events: dict[str, str], row_id: int, message_id: str,
+               outcome: str, attempts: int, next_at: float, at: float, detail: str) -> None:
+    """After an attempt at a queued callback or mail: "retry" keeps the row until `next_at`,
+    "delivered" and "gave_up" remove it; each leaves its timeline event."""
+    event = events.get(outcome)
+    if event is None:
+        raise ValueError(f"unknown attempt outcome {outcome!r}")
+    if outcome == "retry":
+        tx.conn.execute(f"UPDATE {table} SET attempts = ?, next_at = ?, last_error = ? "
+                        "WHERE id = ?", (attempts, next_at, detail, row_id))
+    else:
+        tx.conn.execute(f"DELETE FROM {table} WHERE id = ?", (row_id,))
+    tx.event(message_id, at, event, detail)
 
 #: Operations whose runs have a form that writes the run together (`_Writer._apply`).
 _TOGETHER: dict[Callable[..., Any], Callable[..., list[Any] | None]] = {
@@ -900,7 +927,7 @@ WRITES: dict[str, Callable[..., Any]] = {
     "flush": _Writer.noop, "accept": _Writer.accept, "record_submitted": _Writer.submitted,
     "record_state": _Writer.state, "record_event": _Writer.event,
     "record_receipt": _Writer.receipt, "record_inbound": _Writer.inbound,
-    "record_callback": _Writer.callback,
+    "record_callback": _Writer.callback, "record_mailback": _Writer.mailback,
 }
 
 
@@ -1199,10 +1226,27 @@ def _callbacks_due(conn: sqlite3.Connection, now: float, limit: int) -> list[Due
             for r in rows]
 
 
+def _mailbacks_due(conn: sqlite3.Connection, now: float, limit: int) -> list[DueMailback]:
+    rows = conn.execute(
+        "SELECT b.id, b.kind, b.message_id, b.state, b.at, b.attempts, m.recipient, m.meta_json, "
+        "m.created_at, m.parts, (SELECT count(*) FROM parts p WHERE p.message_id = b.message_id "
+        "AND p.state = 'delivered'), m.error, m.error_detail, b.inbound_id, i.source, i.text "
+        "FROM mailbacks b JOIN messages m ON m.id = b.message_id "
+        "LEFT JOIN inbound i ON i.id = b.inbound_id "
+        "WHERE b.next_at <= ? ORDER BY b.next_at, b.id LIMIT ?", (now, max(0, limit)))
+    return [DueMailback(id=int(r[0]), kind=r[1], message_id=r[2], state=r[3], at=float(r[4]),
+                        attempts=int(r[5]), recipient=r[6], meta_json=r[7],
+                        created_at=float(r[8]), parts=int(r[9]), parts_delivered=int(r[10]),
+                        error=r[11], error_detail=r[12], inbound_id=r[13], inbound_source=r[14],
+                        inbound_text=r[15])
+            for r in rows]
+
+
 #: The Store's read calls by interface method name; positional arguments as SqliteStore passes
 #: them (after the connection).
 READS: dict[str, Callable[..., Any]] = {
     "quota_used": _quota_used, "load_pending": _load_pending, "get_messages": _get_messages,
     "list_messages": _list_messages, "timeline": _timeline, "counts_by_state": _counts_by_state,
     "last_message_to": _last_message_to, "callbacks_due": _callbacks_due,
+    "mailbacks_due": _mailbacks_due,
 }

@@ -122,7 +122,7 @@ async def test_an_unknown_outcome_is_refused_and_changes_nothing(store: SqliteSt
     await store.accept([with_callback("u1")], now=T0)
     await store.record_state("u1", M.FAILED, at=T0 + 1, error="INTERNAL_ERROR")
     [due] = await store.callbacks_due(now=T0 + 1, limit=10)
-    with pytest.raises(Exception, match="unknown callback outcome"):
+    with pytest.raises(Exception, match="unknown attempt outcome"):
         await store.record_callback(due.id, "u1", outcome="maybe", attempts=1, next_at=T0,
                                     at=T0, detail="")
     assert [d.id for d in await store.callbacks_due(now=T0 + 1, limit=10)] == [due.id]
@@ -152,7 +152,7 @@ def test_migration_from_version_2_keeps_messages_and_adds_the_trigger(tmp_path: 
         "registered_delivery, state, parts, created_at, updated_at, expires_at, callback_url) "
         "VALUES ('old', 'acme', 'soap', '+447700900001', '07700900001', 0, 0, 1, 1, 'hi', "
         "'gsm7', 0, 0, 1, 'submitted', 1, 1.0, 1.0, 99.0, 'http://127.0.0.1:9/x')")
-    assert migrate(conn) == (2, 3)
+    assert migrate(conn, 3) == (2, 3)
     conn.execute("UPDATE messages SET state = 'delivered', updated_at = 5.0 WHERE id = 'old'")
     assert conn.execute("SELECT message_id, state, at, next_at FROM callbacks").fetchall() == [
         ("old", "delivered", 5.0, 5.0)]
