@@ -15,8 +15,6 @@ credentials or query.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -33,6 +31,8 @@ from bridge.core.callbacks import (
     retry_delay,
     verdict,
 )
+from bridge.core.model import meta_text
+from bridge.duework import DueWork
 from bridge.metrics import OutboundMetrics
 from bridge.store.base import DueCallback, Store
 
@@ -45,15 +45,6 @@ DRAIN_S = 5.0
 #: The longest wait between two looks for due callbacks (shorter when retry_base_s is).
 POLL_S = 1.0
 _JSON = {"Content-Type": "application/json; charset=utf-8"}
-
-
-def _reference(meta_json: str) -> str | None:
-    try:
-        meta = json.loads(meta_json)
-    except ValueError:
-        return None
-    reference = meta.get("reference") if isinstance(meta, dict) else None
-    return reference if isinstance(reference, str) else None
 
 
 def _why(exc: BaseException) -> str:
@@ -74,73 +65,33 @@ class CallbackSender:
         self.schedule = RetrySchedule(config.callback_max_attempts, config.callback_retry_base_s,
                                       config.callback_retry_max_s)
         self.timeout_s = config.callback_timeout_s
-        self.poll_s = min(POLL_S, config.callback_retry_base_s)
-        self._sending: set[int] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._wake = asyncio.Event()
-        self._stopping = False
         self._session: aiohttp.ClientSession | None = None
-        self._runner: asyncio.Task[None] | None = None
+        self._work = DueWork[DueCallback](
+            "callbacks", concurrency=CONCURRENCY,
+            poll_s=min(POLL_S, config.callback_retry_base_s),
+            due=lambda limit: self.store.callbacks_due(now=self.clock(), limit=limit),
+            work=self._attempt)
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self.timeout_s),
             connector=aiohttp.TCPConnector(limit=CONCURRENCY),
             headers={"User-Agent": "sms-bridge"})
-        self._runner = asyncio.create_task(self._run())
+        self._work.start()
 
     async def stop(self, timeout: float) -> None:
         """Stop looking; give the POSTs in flight `timeout` seconds. One cut short stays due
         and goes again after a restart."""
-        self._stopping = True
-        self._wake.set()
-        if self._runner is not None:
-            await self._runner
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=timeout)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._work.stop(timeout)
         if self._session is not None:
             await self._session.close()
-
-    async def _run(self) -> None:
-        while not self._stopping:
-            self._wake.clear()
-            free = CONCURRENCY - len(self._sending)
-            if free > 0:
-                try:
-                    due = await self.store.callbacks_due(now=self.clock(),
-                                                         limit=CONCURRENCY + free)
-                except Exception as exc:  # the store is in trouble: look again later
-                    log.error("callbacks: cannot read the due ones: %s", exc)
-                    due = []
-                for callback in due:
-                    if free == 0 or self._stopping:
-                        break
-                    if callback.id in self._sending:
-                        continue
-                    free -= 1
-                    self._sending.add(callback.id)
-                    task = asyncio.create_task(self._send(callback))
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_s)
-
-    async def _send(self, callback: DueCallback) -> None:
-        try:
-            await self._attempt(callback)
-        finally:
-            self._sending.discard(callback.id)
-            self._wake.set()  # a slot is free: look for more now, not at the next poll
 
     async def _attempt(self, callback: DueCallback) -> None:
         assert self._session is not None
         attempt = callback.attempts + 1
         body = callback_document(CallbackFacts(
             message_id=callback.message_id, state=callback.state, at=callback.at,
-            recipient=callback.recipient, reference=_reference(callback.meta_json),
+            recipient=callback.recipient, reference=meta_text(callback.meta_json, "reference"),
             parts=callback.parts, parts_delivered=callback.parts_delivered,
             error=callback.error, error_detail=callback.error_detail, attempt=attempt))
         status: int | None = None

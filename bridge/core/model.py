@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 
@@ -17,3 +18,14 @@ class Address:
     def e164(self) -> str:
         """'+' and digits for an international number; the raw value otherwise."""
         return f"+{self.value}" if self.ton == 1 else self.value
+
+
+def meta_text(meta_json: str, key: str) -> str | None:
+    """One string of a message's ingress details (`meta_json`), or None when it is missing,
+    not a string, or the JSON is unreadable."""
+    try:
+        meta = json.loads(meta_json)
+    except ValueError:
+        return None
+    value = meta.get(key) if isinstance(meta, dict) else None
+    return value if isinstance(value, str) else None
