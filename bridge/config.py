@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping, TypeVar
 from bridge.core.addresses import is_known_region, parse_sender
 from bridge.core.callbacks import callback_host_pattern_problem
 from bridge.core.errors import BridgeError
+from bridge.core.mailback import parse_notify
 
 T = TypeVar("T")
 
@@ -40,6 +41,37 @@ class SmtpConfig:
     hostname: str = "sms-bridge.localhost"
     max_connections_per_client: int = 20
     command_timeout_s: float = 300.0
+    # Mail back to email senders (bridge.mailback): DSNs and SMS replies go to this relay,
+    # "host:port"; empty = no mail goes back.
+    smarthost: str = ""
+    smarthost_tls: str = "none"  # none | starttls | tls
+    smarthost_user: str | None = None
+    smarthost_password: str | None = field(default=None, repr=False)
+    smarthost_timeout_s: float = 30.0
+    dsn: bool = True  # delivery status notifications (RFC 3464) as NOTIFY asks
+    notify_default: str = "FAILURE"  # NOTIFY when a RCPT gives none: NEVER or a list
+    report_from: str = ""  # From of DSNs; empty = MAILER-DAEMON@<first domain>
+    mo_replies: bool = True  # an SMS reply goes to whoever mailed that number last
+    mo_reply_window_s: float = 7 * 86400.0
+    mail_max_attempts: int = 10
+    mail_retry_base_s: float = 60.0
+    mail_retry_max_s: float = 3600.0
+
+    @property
+    def mail_back(self) -> bool:
+        return bool(self.smarthost)
+
+    @property
+    def smarthost_host(self) -> str:
+        return self.smarthost.rpartition(":")[0].strip("[]")
+
+    @property
+    def smarthost_port(self) -> int:
+        return int(self.smarthost.rpartition(":")[2])
+
+    @property
+    def report_address(self) -> str:
+        return self.report_from or f"MAILER-DAEMON@{self.domains[0]}"
 
 
 @dataclass(frozen=True)
@@ -306,6 +338,28 @@ def _smtp(r: _Reader) -> SmtpConfig:
                                          d.max_connections_per_client, _between(1, 10_000)),
         command_timeout_s=r.get("command_timeout_s", float, d.command_timeout_s,
                                 _between(1, 3600)),
+        smarthost=r.get("smarthost", str, d.smarthost, _host_port),
+        smarthost_tls=r.get("smarthost_tls", str, d.smarthost_tls,
+                            _one_of("none", "starttls", "tls")),
+        smarthost_user=r.get("smarthost_user", str, None),
+        smarthost_password=r.secret("smarthost_password"),
+        smarthost_timeout_s=r.get("smarthost_timeout_s", float, d.smarthost_timeout_s,
+                                  _between(0.1, 600)),
+        dsn=r.get("dsn", bool, d.dsn),
+        notify_default=r.get("notify_default", str, d.notify_default, _notify_problem),
+        report_from=r.get("report_from", str, d.report_from,
+                          lambda v: None if "@" in v and not any(c.isspace() or c in "<>"
+                                                                  for c in v)
+                          else "must be a mail address like MAILER-DAEMON@sms.example"),
+        mo_replies=r.get("mo_replies", bool, d.mo_replies),
+        mo_reply_window_s=r.get("mo_reply_window_s", float, d.mo_reply_window_s,
+                                _between(0, 366 * 86400)),
+        mail_max_attempts=r.get("mail_max_attempts", int, d.mail_max_attempts,
+                                _between(1, 100)),
+        mail_retry_base_s=r.get("mail_retry_base_s", float, d.mail_retry_base_s,
+                                _between(0.01, 86400)),
+        mail_retry_max_s=r.get("mail_retry_max_s", float, d.mail_retry_max_s,
+                               _between(0.01, 7 * 86400)),
     )
     if not cfg.domains:
         r.fail("domains", "must name at least one domain")
@@ -313,8 +367,44 @@ def _smtp(r: _Reader) -> SmtpConfig:
         r.fail("tls_key", "tls_cert and tls_key go together")
     if cfg.require_tls and cfg.tls_cert is None:
         r.fail("require_tls", "needs tls_cert and tls_key")
+    if (cfg.smarthost_user is None) != (cfg.smarthost_password is None):
+        r.fail("smarthost_password", "smarthost_user and smarthost_password go together")
+    if cfg.smarthost_user is not None and cfg.smarthost_tls == "none" \
+            and not is_loopback(cfg.smarthost_host):
+        r.fail("smarthost_tls", "a password goes to a smarthost beyond loopback only over "
+                                "TLS: set starttls or tls")
+    if cfg.mail_retry_max_s < cfg.mail_retry_base_s:
+        r.fail("mail_retry_max_s", "must not be less than mail_retry_base_s")
     r.finish()
     return cfg
+
+
+def _host_port(value: str) -> str | None:
+    """Empty, or "host:port" with a port 1..65535."""
+    if not value:
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not host.strip("[]") or not port.isdigit() or not 1 <= int(port) <= 65535:
+        return f'must be "host:port" with a port 1..65535, got "{value}"'
+    return None
+
+
+def _notify_problem(value: str) -> str | None:
+    try:
+        parse_notify(value)
+    except ValueError:
+        return 'must be "NEVER" or a list of SUCCESS, FAILURE, DELAY ("SUCCESS,FAILURE")'
+    return None
+
+
+def is_loopback(host: str) -> bool:
+    """A host name or address that never leaves this machine."""
+    if host in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _soap(r: _Reader) -> SoapConfig:

@@ -52,6 +52,8 @@ class Recipient:
     meta: tuple[tuple[str, str], ...] = ()  # per-recipient ingress details (DSN NOTIFY, ORCPT)
     #: Already read and routed by `check_recipient` (SMTP, at RCPT time): not read twice.
     destination: Address | None = None
+    #: Final outcomes mailed back as a DSN: "SUCCESS", "FAILURE", both, or None.
+    dsn_notify: str | None = None
 
 
 @dataclass(frozen=True)
@@ -401,7 +403,8 @@ class Service:
                 expires_at=expires_at, idempotency_key=key,
                 dup_digest=digest(e164) if digest is not None else None,
                 dup_window_s=policy.duplicate_window_s, quota=account.quota,
-                callback_url=req.callback_url, meta_json=meta_json)))
+                callback_url=req.callback_url, meta_json=meta_json,
+                dsn_notify=recipient.dsn_notify)))
         if pending:
             try:
                 outcomes = await self.store.accept([m for _, m in pending], now=now)

@@ -43,6 +43,19 @@ def test_shipped_config_is_valid_and_uses_the_simulator() -> None:
     ({"soap": {"callback_max_attempts": 0}}, "soap.callback_max_attempts: must be 1..100"),
     ({"soap": {"callback_retry_base_s": 60, "callback_retry_max_s": 30}},
      "soap.callback_retry_max_s: must not be less than callback_retry_base_s"),
+    ({"smtp": {"smarthost": "relay.example"}}, 'smtp.smarthost: must be "host:port"'),
+    ({"smtp": {"smarthost": "relay.example:0"}}, 'smtp.smarthost: must be "host:port"'),
+    ({"smtp": {"smarthost_tls": "ssl"}}, 'smtp.smarthost_tls: must be one of "none"'),
+    ({"smtp": {"notify_default": "ALWAYS"}}, 'smtp.notify_default: must be "NEVER" or'),
+    ({"smtp": {"notify_default": "NEVER,FAILURE"}}, "smtp.notify_default: must be"),
+    ({"smtp": {"report_from": "postmaster"}}, "smtp.report_from: must be a mail address"),
+    ({"smtp": {"smarthost": "relay.example:25", "smarthost_user": "u"}},
+     "smtp.smarthost_password: smarthost_user and smarthost_password go together"),
+    ({"smtp": {"smarthost": "relay.example:587", "smarthost_user": "u",
+               "smarthost_password": "p"}},
+     "smtp.smarthost_tls: a password goes to a smarthost beyond loopback only over TLS"),
+    ({"smtp": {"mail_retry_base_s": 60, "mail_retry_max_s": 30}},
+     "smtp.mail_retry_max_s: must not be less than mail_retry_base_s"),
     ({"store": {"url": "mysql://x"}}, "store.url: must be"),
     ({"policy": {"max_parts": 0}}, "policy.max_parts: must be 1..255"),
     ({"policy": {"auto_encodings": ["gsm7"]}}, "policy.auto_encodings: must include \"ucs2\""),
@@ -88,6 +101,18 @@ def test_secret_from_environment_and_never_echoed() -> None:
     assert "hunter2" not in repr(config)
     found = problems(data, env={})
     assert found == ["smsc[0].password: environment variable SMSC_PW is not set"]
+
+
+def test_mail_back_keys() -> None:
+    config = parse_config({**BASE, "smtp": {
+        "domains": ["sms.acme.example"], "smarthost": "[::1]:2525", "smarthost_user": "bridge",
+        "smarthost_password": {"env": "RELAY_PW"}, "notify_default": "never"}},
+        env={"RELAY_PW": "s3cret"})
+    smtp = config.smtp
+    assert (smtp.mail_back, smtp.smarthost_host, smtp.smarthost_port) == (True, "::1", 2525)
+    assert smtp.report_address == "MAILER-DAEMON@sms.acme.example"
+    assert smtp.smarthost_password == "s3cret" and "s3cret" not in repr(config)
+    assert parse_config(BASE).smtp.mail_back is False  # no smarthost: no mail goes back
 
 
 def test_no_upstream_at_all_is_refused() -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import ipaddress
 import logging
 import re
 import ssl
@@ -27,8 +26,9 @@ from typing import Any
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Session, syntax
 
-from bridge.config import AccountConfig, Config
+from bridge.config import AccountConfig, Config, is_loopback
 from bridge.core.errors import BridgeError, ErrorName
+from bridge.core.mailback import dsn_conditions, parse_notify
 from bridge.core.model import Address
 from bridge.metrics import Metrics
 from bridge.service import Recipient, RecipientResult, Service, SubmitRequest, report_results
@@ -40,7 +40,6 @@ log = logging.getLogger("bridge.smtp")
 _READ_CHUNK = 1 << 20
 _OFFLOAD_BYTES = 256 * 1024  # mails larger than this are parsed in a worker thread
 _MAX_AUTH_FAILURES = 3
-_NOTIFY_WORDS = frozenset({"SUCCESS", "FAILURE", "DELAY"})
 # Replies after which the client must act or the connection changes: never held back.
 _FLUSH_NOW = frozenset({b"220", b"221", b"334", b"354", b"421"})
 # `<dot-atom@domain> params`: what nearly every client sends; anything else goes to aiosmtpd's
@@ -100,12 +99,11 @@ def _require(params: dict[str, str | None], key: str) -> str:
 
 
 def notify_value(raw: str) -> str:
-    words = [w.upper() for w in raw.split(",")]
-    if words == ["NEVER"]:
-        return "NEVER"
-    if len(set(words)) != len(words) or not set(words) <= _NOTIFY_WORDS:
-        raise ParamError(replies.param_bad("NOTIFY"))
-    return ",".join(words)
+    try:
+        parse_notify(raw)
+    except ValueError:
+        raise ParamError(replies.param_bad("NOTIFY")) from None
+    return raw.upper()
 
 
 def orcpt_value(raw: str) -> str:
@@ -119,6 +117,10 @@ def orcpt_value(raw: str) -> str:
     if len(decoded) > 500:
         raise ParamError(replies.param_bad("ORCPT"))
     return f"{addr_type};{decoded}"
+
+
+#: Characters of a mail's Subject kept with its messages (DSNs and replies quote it).
+SUBJECT_KEPT = 200
 
 
 # ---------------------------------------------------------------- shared state
@@ -153,6 +155,7 @@ class _Rcpt:
 @dataclass
 class _Txn:
     account: AccountConfig
+    mail_from: str  # "" for the null reverse path
     meta: list[tuple[str, str]]  # mail_from, client_ip, helo, DSN RET/ENVID
     rcpts: list[_Rcpt] = field(default_factory=list)
 
@@ -405,7 +408,7 @@ class BridgeSMTP(SMTP):
         assert self.session is not None and self.envelope is not None
         meta = [("mail_from", address), ("client_ip", self._ip or ""),
                 ("helo", self.session.host_name or ""), *meta]
-        self._txn = _Txn(account, meta)
+        self._txn = _Txn(account, address, meta)
         self.envelope.mail_from = address
         await self.push(replies.MAIL_OK)
 
@@ -621,6 +624,8 @@ class BridgeSMTP(SMTP):
             mail = await asyncio.to_thread(parse_mail, content, subject=smtp.subject)
         else:
             mail = parse_mail(content, subject=smtp.subject)
+        # DSNs as each RCPT's NOTIFY (or the default) asks, when mail goes back at all.
+        dsn = smtp.mail_back and smtp.dsn
         # One submission per distinct number; `order[i]` is the submission of RCPT i.
         index: dict[str, int] = {}
         order: list[int] = []
@@ -635,11 +640,16 @@ class BridgeSMTP(SMTP):
                 if rcpt.orcpt is not None:
                     meta.append(("orcpt", rcpt.orcpt))
                 key = f"mid:{mail.message_id}\x1f{e164}" if mail.message_id else None
-                recipients.append(Recipient(e164, key, tuple(meta), rcpt.destination))
+                conditions = dsn_conditions(rcpt.notify, smtp.notify_default, txn.mail_from) \
+                    if dsn else None
+                recipients.append(Recipient(e164, key, tuple(meta), rcpt.destination,
+                                            dsn_notify=conditions))
             order.append(index[e164])
         meta = list(txn.meta)
         if mail.message_id:
             meta.append(("message_id", mail.message_id))
+        if mail.subject:  # DSNs and SMS replies name and thread the mail they answer
+            meta.append(("subject", mail.subject[:SUBJECT_KEPT]))
         request = SubmitRequest(account=txn.account.name, recipients=tuple(recipients),
                                 text=mail.text, ingress="smtp", meta=tuple(meta),
                                 truncate=smtp.too_long == "truncate")
@@ -684,15 +694,6 @@ class BridgeLMTP(BridgeSMTP):
 # ---------------------------------------------------------------- listener
 
 
-def _is_loopback(host: str) -> bool:
-    if host in ("localhost", "localhost.localdomain"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _tls_context(config: Config) -> ssl.SSLContext | None:
     smtp = config.smtp
     if not smtp.tls_cert or not smtp.tls_key:
@@ -714,7 +715,7 @@ async def start_smtp(service: Service, config: Config, metrics: Metrics) -> asyn
     logging.getLogger("mail.log").setLevel(logging.WARNING)
     loop = asyncio.get_running_loop()
     tls = _tls_context(config)
-    auth_require_tls = not (smtp.auth_without_tls_on_loopback and _is_loopback(smtp.listen_host))
+    auth_require_tls = not (smtp.auth_without_tls_on_loopback and is_loopback(smtp.listen_host))
     listener = _Listener(service, config, metrics, frozenset(smtp.domains))
     cls = BridgeLMTP if smtp.lmtp else BridgeSMTP
     ident = "sms-bridge LMTP" if smtp.lmtp else "sms-bridge ESMTP"
