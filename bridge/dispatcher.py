@@ -334,12 +334,19 @@ class Dispatcher:
         done.set_result(None)
 
     async def on_mo(self, mo: MoMessage) -> None:
+        """Store an SMS reply with the message it answers (the last one to that number inside
+        the reply window); when that came by mail, the reply is queued to go back by mail in
+        the same transaction."""
         now = self.clock()
         source = mo.source.e164
-        previous = await self.store.last_message_to(source, since=now - 7 * 86400)
+        smtp = self.config.smtp
+        previous = await self.store.last_message_to(source, since=now - smtp.mo_reply_window_s)
+        mail_reply = (previous is not None and previous.ingress == "smtp"
+                      and smtp.mail_back and smtp.mo_replies)
         await self.store.record_inbound(InboundMessage(
             id=new_message_id(), smsc=mo.smsc, source=source, destination=mo.destination.e164,
             text=mo.text, received_at=mo.received_at,
-            reply_to_message_id=previous.id if previous else None))
-        log.info("mo from=%s stored reply_to=%s", source, previous.id if previous else "-")
+            reply_to_message_id=previous.id if previous else None, mail_reply=mail_reply))
+        log.info("mo from=%s stored reply_to=%s%s", source, previous.id if previous else "-",
+                 " (mailed back)" if mail_reply else "")
 

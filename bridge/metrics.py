@@ -70,6 +70,10 @@ class OutboundMetrics(_Registry):
         self._callbacks = Counter("sms_bridge_callbacks",
                                   "Delivery callback attempts by outcome (delivered, retry, "
                                   "gave_up)", ["outcome"], registry=self.registry)
+        self._mailbacks = Counter("sms_bridge_mailbacks",
+                                  "Mail back attempts (DSNs, SMS replies) by kind and outcome "
+                                  "(delivered, retry, gave_up)", ["kind", "outcome"],
+                                  registry=self.registry)
         self._commit_seconds = Histogram(
             "sms_bridge_store_commit_seconds",
             "Store write transactions, from BEGIN to the end of the COMMIT whose fsync makes "
@@ -89,6 +93,9 @@ class OutboundMetrics(_Registry):
 
     def callback(self, outcome: str) -> None:
         self._child(self._callbacks, outcome).inc()
+
+    def mailback(self, kind: str, outcome: str) -> None:
+        self._child(self._mailbacks, kind, outcome).inc()
 
     def receipt(self, state: str) -> None:
         self._child(self._receipts, state).inc()

@@ -1,5 +1,5 @@
-"""The outbound side, the SMPP binds, the dispatcher and the delivery callbacks, run inside
-the store process.
+"""The outbound side, the SMPP binds, the dispatcher, the delivery callbacks and the mail
+back to email senders, run inside the store process.
 
 Why there and not beside SMTP and SOAP: on two cores the ingress process was the bottleneck
 (`python -m bridge.soap.bench`: it ran at 100 % while the store process idled at 40 %), and a
@@ -12,6 +12,7 @@ the Service, and asks for health and metrics through the same pipe.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from bridge.callbacks import DRAIN_S as CALLBACK_DRAIN_S
 from bridge.callbacks import CallbackSender
 from bridge.config import Config, SmscConfig
 from bridge.dispatcher import Dispatcher
+from bridge.mailback import DRAIN_S as MAIL_DRAIN_S
+from bridge.mailback import MailBack
 from bridge.metrics import OutboundMetrics
 from bridge.smpp.pool import SmscPool
 from bridge.store.base import AcceptOutcome, OutboundMessage, Store
@@ -59,12 +62,16 @@ class Outbound:
         self.dispatcher.attach(self.pool)
         self.callbacks = CallbackSender(setup.config.soap, store, self.metrics) \
             if setup.config.soap.callbacks else None
+        self.mailback = MailBack(setup.config.smtp, store, self.metrics) \
+            if setup.config.smtp.mail_back else None
 
     async def start(self) -> None:
         await self.pool.start()
         await self.dispatcher.start()
         if self.callbacks is not None:
             await self.callbacks.start()
+        if self.mailback is not None:
+            await self.mailback.start()
 
     def accepted(self, rows: Sequence[AcceptRow], outcomes: Sequence[AcceptOutcome]) -> None:
         """Hand the messages a committed `accept` took on (not repeats) to the dispatcher."""
@@ -86,8 +93,11 @@ class Outbound:
         return self.metrics.render()[0]
 
     async def stop(self, drain_timeout: float) -> None:
-        """Let the submits and callbacks in flight finish (bounded), then unbind."""
-        if self.callbacks is not None:
-            await self.callbacks.stop(min(drain_timeout, CALLBACK_DRAIN_S))
+        """Let the submits, callbacks and mails in flight finish (bounded), then unbind."""
+        await asyncio.gather(
+            *([self.callbacks.stop(min(drain_timeout, CALLBACK_DRAIN_S))]
+              if self.callbacks is not None else []),
+            *([self.mailback.stop(min(drain_timeout, MAIL_DRAIN_S))]
+              if self.mailback is not None else []))
         await self.dispatcher.stop(drain_timeout)
         await self.pool.stop()

@@ -1,0 +1,158 @@
+"""Mail back to email senders: delivery status notifications and SMS replies, handed to the
+smarthost (`[smtp] smarthost`).
+
+The store queues each mail in the transaction that makes its message final (a trigger, for
+DSNs) or that stores the reply (bridge.store.schema), so no crash can lose one: after a
+restart it is simply still due. The sender runs with the outbound side (bridge.outbound).
+What goes in the mails is `bridge.core.mailback`; this module reads the stored facts, asks
+for the bytes and talks SMTP (aiosmtplib).
+
+Delivery is at least once: a mail whose 250 never arrived goes again, with the same
+Message-ID (one per message and final state, or per reply), so a mailbox can tell the repeat. DSNs go from the null
+reverse path (RFC 3461 §6.2), so no report is ever written about a report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aiosmtplib
+
+from bridge.config import SmtpConfig
+from bridge.core.callbacks import RetrySchedule, Verdict, retry_delay
+from bridge.core.mailback import DsnFacts, ReplyFacts, dsn_mail, reply_mail, smtp_verdict
+from bridge.core.model import meta_text
+from bridge.duework import DueWork
+from bridge.metrics import OutboundMetrics
+from bridge.store.base import DueMailback, Store
+
+log = logging.getLogger("bridge.mailback")
+
+#: Mails in flight to the smarthost at once.
+CONCURRENCY = 4
+#: How long a stop waits for the mails in flight (one cut short goes again after a restart).
+DRAIN_S = 5.0
+#: The longest wait between two looks for due mails (shorter when mail_retry_base_s is).
+POLL_S = 1.0
+
+
+@dataclass(frozen=True)
+class Envelope:
+    sender: str  # "" = the null reverse path
+    recipient: str
+    content: bytes
+
+
+class MailBack:
+    def __init__(self, config: SmtpConfig, store: Store, metrics: OutboundMetrics, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.store = store
+        self.metrics = metrics
+        self.clock = clock
+        self.schedule = RetrySchedule(config.mail_max_attempts, config.mail_retry_base_s,
+                                      config.mail_retry_max_s)
+        self._work = DueWork[DueMailback](
+            "mailback", concurrency=CONCURRENCY, poll_s=min(POLL_S, config.mail_retry_base_s),
+            due=lambda limit: self.store.mailbacks_due(now=self.clock(), limit=limit),
+            work=self._attempt)
+
+    async def start(self) -> None:
+        self._work.start()
+
+    async def stop(self, timeout: float) -> None:
+        """Stop looking; give the mails in flight `timeout` seconds."""
+        await self._work.stop(timeout)
+
+    def envelope(self, row: DueMailback) -> Envelope | str:
+        """The mail for a queued row, or why there can be none (then it is not tried)."""
+        meta = row.meta_json
+        to = meta_text(meta, "mail_from")
+        if not to:
+            return "the mail came from the null reverse path: nobody to tell"
+        rcpt_to = meta_text(meta, "rcpt_to") or f"{row.recipient}@{self.config.domains[0]}"
+        if row.kind == "dsn" and row.state is not None:
+            return Envelope("", to, dsn_mail(DsnFacts(
+                reporting_mta=self.config.hostname, report_from=self.config.report_address,
+                to=to, final_recipient=rcpt_to, original_recipient=meta_text(meta, "orcpt"),
+                envid=meta_text(meta, "envid"), ret=meta_text(meta, "ret"),
+                original_message_id=meta_text(meta, "message_id"),
+                subject=meta_text(meta, "subject"), message_id=row.message_id,
+                number=row.recipient, state=row.state, at=row.at, arrival=row.created_at,
+                parts=row.parts, parts_delivered=row.parts_delivered, error=row.error,
+                error_detail=row.error_detail, report_id=f"dsn.{row.message_id}.{row.state}")))
+        if row.kind == "reply" and row.inbound_id is not None:
+            # From the number at the domain the mail went to: answering it sends an SMS.
+            domain = rcpt_to.rpartition("@")[2] or self.config.domains[0]
+            return Envelope(self.config.report_address, to, reply_mail(ReplyFacts(
+                domain=domain, to=to, number=row.inbound_source or row.recipient,
+                text=row.inbound_text or "", received_at=row.at,
+                original_message_id=meta_text(meta, "message_id"),
+                subject=meta_text(meta, "subject"), reply_id=f"reply.{row.inbound_id}")))
+        return f"nothing to mail for a {row.kind!r} row"
+
+    async def send(self, envelope: Envelope) -> tuple[int | None, str]:
+        """Hand one mail to the smarthost: (SMTP reply code or None for no answer, what
+        happened, for the timeline)."""
+        c = self.config
+        utf8 = not (envelope.sender.isascii() and envelope.recipient.isascii())
+        try:
+            # The client rather than aiosmtplib.send, which refuses the null reverse path.
+            client = aiosmtplib.SMTP(
+                hostname=c.smarthost_host, port=c.smarthost_port, local_hostname=c.hostname,
+                username=c.smarthost_user, password=c.smarthost_password,
+                use_tls=c.smarthost_tls == "tls", start_tls=c.smarthost_tls == "starttls",
+                timeout=c.smarthost_timeout_s)
+            async with client:
+                await client.sendmail(envelope.sender, [envelope.recipient], envelope.content,
+                                      mail_options=["SMTPUTF8"] if utf8 else None)
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            refused = exc.recipients[0] if exc.recipients else None
+            if refused is None:
+                return None, "recipient refused"
+            return refused.code, f"{refused.code} {_one_line(refused.message)}"
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            # Our credentials, not the mail: worth trying again once someone fixes them.
+            return None, f"authentication failed: {exc.code} {_one_line(exc.message)}"
+        except aiosmtplib.SMTPResponseException as exc:
+            return exc.code, f"{exc.code} {_one_line(exc.message)}"
+        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
+            return None, _one_line(str(exc)) or type(exc).__name__
+        return 250, "accepted"
+
+    async def _attempt(self, row: DueMailback) -> None:
+        attempt = row.attempts + 1
+        envelope = self.envelope(row)
+        if isinstance(envelope, str):
+            outcome, detail = Verdict.GAVE_UP, f"not mailed: {envelope}"
+        else:
+            code, answer = await self.send(envelope)
+            outcome = smtp_verdict(code, attempt, self.schedule)
+            detail = (f"to {envelope.recipient} via {self.config.smarthost}: {answer} "
+                      f"(attempt {attempt} of {self.schedule.max_attempts})")
+        now = self.clock()
+        next_at = now
+        if outcome is Verdict.RETRY:
+            delay = retry_delay(attempt, self.schedule)
+            next_at = now + delay
+            detail += f", next in {delay:g} s"
+        try:
+            await self.store.record_mailback(row.id, row.message_id, kind=row.kind,
+                                             outcome=outcome.value, attempts=attempt,
+                                             next_at=next_at, at=now, detail=detail)
+        except Exception as exc:  # not recorded: it stays due and goes again (at least once)
+            log.error("mail back not recorded id=%s: %s", row.message_id, exc)
+            await asyncio.sleep(POLL_S)  # not at once: the store is in trouble
+            return
+        self.metrics.mailback(row.kind, outcome.value)
+        level = logging.WARNING if outcome is Verdict.GAVE_UP else logging.INFO
+        log.log(level, "mail back %s %s id=%s: %s", row.kind, outcome.value, row.message_id,
+                detail)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:300]

@@ -1,0 +1,282 @@
+"""Mail back to email senders end to end: smtplib sends to the real bridge, the simulator
+delivers (or fails) the SMS, and a real aiosmtpd smarthost on loopback receives the delivery
+status notification or the SMS reply; smarthosts that refuse, stall or are not there."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import socket
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.policy import default as default_policy
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from bridge.app import Bridge
+from bridge.config import Config
+from tests.conftest import make_config, running_bridge
+from tests.smtp.test_server import NUMBER, RCPT, in_thread, mail, message_id_of, smtp
+
+FAST = {"mail_retry_base_s": 0.05, "mail_retry_max_s": 0.2, "smarthost_timeout_s": 2.0}
+SENDER = "ops@acme.example"
+
+
+@dataclass
+class Smarthost:
+    """An SMTP server on 127.0.0.1:0 that answers DATA with `script`, in turn ("451 …",
+    "550 …"), then 250, and keeps what it took."""
+
+    script: list[str] = field(default_factory=list)
+    mails: list[tuple[str, list[str], EmailMessage]] = field(default_factory=list)
+    port: int = 0
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.script:
+            return self.script.pop(0)
+        content = envelope.original_content or b""
+        parsed = email.message_from_bytes(content, policy=default_policy)
+        assert isinstance(parsed, EmailMessage)
+        self.mails.append((str(envelope.mail_from), list(envelope.rcpt_tos), parsed))
+        return "250 2.0.0 queued"
+
+    async def wait_mails(self, n: int, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.mails) < n and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert len(self.mails) >= n, self.mails
+
+
+@asynccontextmanager
+async def smarthost(script: list[str] | None = None, port: int = 0) -> AsyncIterator[Smarthost]:
+    host = Smarthost(list(script or []))
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: SMTP(host, hostname="smarthost.test"),
+                                      "127.0.0.1", port)
+    host.port = server.sockets[0].getsockname()[1]
+    try:
+        yield host
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def mail_config(tmp_path: Path, port: int, simulator: dict[str, Any] | None = None,
+                **smtp: Any) -> Config:
+    return make_config(
+        tmp_path, smtp={"smarthost": f"127.0.0.1:{port}", **FAST, **smtp},
+        simulator={"enabled": True, "port": 0, "receipt_delay_s": 0.01, **(simulator or {})})
+
+
+async def send_mail(bridge: Bridge, *, subject: str = "Disk full", message_id: str = "<m1@acme>",
+                    sender: str = SENDER, mail_options: list[str] | None = None,
+                    rcpt_options: list[str] | None = None) -> str:
+    # The text names the Message-ID: the same text again would be a duplicate, not sent.
+    data = mail(f"check server 7 ({message_id})", subject=subject, message_id=message_id)
+
+    def go() -> tuple[int, bytes]:
+        with smtp(bridge.smtp_port) as client:
+            code, text = client.mail(sender, mail_options or [])
+            assert code == 250, text
+            code, text = client.rcpt(RCPT, rcpt_options or [])
+            assert code == 250, text
+            return client.data(data)
+
+    code, reply = await in_thread(go)
+    assert code == 250, reply
+    return message_id_of(reply)
+
+
+async def timeline_until(bridge: Bridge, message_id: str, last: str,
+                         timeout: float = 10.0) -> list[tuple[str, str]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        events = [(e.state, e.detail) for e in await bridge.store.timeline(message_id)]
+        if (events and events[-1][0] == last) or time.monotonic() > deadline:
+            return events
+        await asyncio.sleep(0.05)
+
+
+def status_fields(report: EmailMessage) -> tuple[dict[str, str], dict[str, str]]:
+    parts = list(report.iter_parts())
+    assert [p.get_content_type() for p in parts] == [
+        "text/plain", "message/delivery-status", "text/rfc822-headers"]
+    per_message, per_recipient = parts[1].get_payload()  # type: ignore[misc]
+    return dict(per_message.items()), dict(per_recipient.items())
+
+
+async def test_success_is_reported_as_notify_asks(tmp_path: Path) -> None:
+    async with smarthost() as host, running_bridge(mail_config(tmp_path, host.port)) as bridge:
+        message_id = await send_mail(
+            bridge, mail_options=["RET=HDRS", "ENVID=batch+2D7"],
+            rcpt_options=["NOTIFY=SUCCESS,FAILURE", "ORCPT=rfc822;pager+40acme.example"])
+        await host.wait_mails(1)
+        envelope_from, rcpts, report = host.mails[0]
+        assert (envelope_from, rcpts) == ("<>", [SENDER])  # the null reverse path
+        assert report.get_content_type() == "multipart/report"
+        assert report.get_param("report-type") == "delivery-status"
+        assert report["Subject"] == "Delivery Status Notification (Success)"
+        assert report["From"] == "Mail Delivery System <MAILER-DAEMON@sms.localhost>"
+        assert (report["To"], report["In-Reply-To"], report["X-SMS-Message-Id"]) == (
+            SENDER, "<m1@acme>", message_id)
+        per_message, per_recipient = status_fields(report)
+        assert per_message["Reporting-MTA"] == "dns; sms-bridge.localhost"
+        assert per_message["Original-Envelope-Id"] == "batch-7"
+        assert {k: per_recipient[k] for k in ("Original-Recipient", "Final-Recipient",
+                                              "Action", "Status")} == {
+            "Original-Recipient": "rfc822; pager@acme.example",
+            "Final-Recipient": f"rfc822; {RCPT}", "Action": "delivered", "Status": "2.0.0"}
+        assert "Diagnostic-Code" not in per_recipient
+        headers = list(report.iter_parts())[2].get_content()
+        assert "Message-ID: <m1@acme>" in headers and "Subject: Disk full" in headers
+        events = await timeline_until(bridge, message_id, "dsn")
+        assert [e[0] for e in events][-2:] == ["delivered", "dsn"]
+        assert events[-1][1] == (f"to {SENDER} via 127.0.0.1:{host.port}: accepted "
+                                 f"(attempt 1 of 10)")
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{bridge.soap_port}/metrics") as r:
+                text = await r.text()
+        assert 'sms_bridge_mailbacks_total{kind="dsn",outcome="delivered"} 1.0' in text
+
+
+async def test_failure_is_reported_unasked_like_any_bounce(tmp_path: Path) -> None:
+    async with smarthost() as host, running_bridge(mail_config(
+            tmp_path, host.port, simulator={"fail_receipt_every": 1})) as bridge:
+        message_id = await send_mail(bridge)  # no NOTIFY: notify_default is FAILURE
+        await host.wait_mails(1)
+        _, rcpts, report = host.mails[0]
+        assert rcpts == [SENDER]
+        assert report["Subject"] == "Delivery Status Notification (Failure)"
+        _, per_recipient = status_fields(report)
+        assert (per_recipient["Action"], per_recipient["Status"]) == ("failed", "5.0.0")
+        assert per_recipient["Diagnostic-Code"].startswith("X-SMS-Bridge; ")
+        body = list(report.iter_parts())[0].get_content()
+        assert f"could not be delivered as an SMS to {NUMBER} (undeliverable" in body
+        assert message_id in body
+        await timeline_until(bridge, message_id, "dsn")
+
+
+async def test_nothing_is_mailed_unless_asked_and_never_to_the_null_sender(
+        tmp_path: Path) -> None:
+    async with smarthost() as host, running_bridge(mail_config(tmp_path, host.port)) as bridge:
+        quiet = [
+            await send_mail(bridge, message_id="<a@acme>"),  # delivered; default FAILURE only
+            await send_mail(bridge, message_id="<b@acme>", rcpt_options=["NOTIFY=NEVER"]),
+            await send_mail(bridge, message_id="<c@acme>", sender="",
+                            rcpt_options=["NOTIFY=SUCCESS"]),
+            await send_mail(bridge, message_id="<d@acme>", rcpt_options=["NOTIFY=DELAY"]),
+        ]
+        for message_id in quiet:
+            await timeline_until(bridge, message_id, "delivered")
+        # One that asks, after them: when it arrives, theirs would have come first.
+        asked = await send_mail(bridge, message_id="<e@acme>", rcpt_options=["NOTIFY=SUCCESS"])
+        await host.wait_mails(1)
+        await asyncio.sleep(0.3)
+        assert [m[2]["X-SMS-Message-Id"] for m in host.mails] == [asked]
+        for message_id in quiet:
+            events = [e.state for e in await bridge.store.timeline(message_id)]
+            assert not [e for e in events if e.startswith("dsn")], events
+
+
+async def test_an_sms_reply_goes_back_to_the_sender_as_a_threaded_mail(tmp_path: Path) -> None:
+    async with smarthost() as host, running_bridge(mail_config(tmp_path, host.port)) as bridge:
+        message_id = await send_mail(bridge, subject="Server 7 down", message_id="<alert@acme>")
+        await timeline_until(bridge, message_id, "delivered")
+        assert bridge.simulator is not None
+        await bridge.simulator.send_mo(NUMBER, "ACME", "On it, 5 min ✓", encoding="ucs2")
+        await host.wait_mails(1)
+        envelope_from, rcpts, reply = host.mails[0]
+        assert (envelope_from, rcpts) == ("MAILER-DAEMON@sms.localhost", [SENDER])
+        [author] = reply["From"].addresses
+        assert (author.display_name, author.addr_spec) == (NUMBER, f"{NUMBER}@sms.localhost")
+        assert (reply["To"], reply["Subject"]) == (SENDER, "Re: Server 7 down")
+        assert (reply["In-Reply-To"], reply["References"]) == ("<alert@acme>", "<alert@acme>")
+        assert reply.get_content() == "On it, 5 min ✓\r\n"  # lines as on the wire
+        events = await timeline_until(bridge, message_id, "reply_mailed")
+        assert events[-1][0] == "reply_mailed"
+
+
+async def test_replies_to_soap_messages_and_with_replies_off_stay_in_the_store(
+        tmp_path: Path) -> None:
+    async with smarthost() as host, running_bridge(
+            mail_config(tmp_path, host.port, mo_replies=False)) as bridge:
+        message_id = await send_mail(bridge)
+        await timeline_until(bridge, message_id, "delivered")
+        assert bridge.simulator is not None
+        await bridge.simulator.send_mo(NUMBER, "ACME", "thanks")
+        deadline = time.monotonic() + 5
+        db = sqlite3.connect(tmp_path / "bridge.db")
+        try:
+            while time.monotonic() < deadline:
+                rows = db.execute("SELECT reply_to_message_id, text FROM inbound").fetchall()
+                if rows:
+                    break
+                await asyncio.sleep(0.05)
+            assert rows == [(message_id, "thanks")]
+            assert db.execute("SELECT count(*) FROM mailbacks").fetchone() == (0,)
+        finally:
+            db.close()
+        assert host.mails == []
+
+
+async def test_a_refusing_smarthost_is_retried_and_a_permanent_no_is_final(
+        tmp_path: Path) -> None:
+    async with smarthost(["451 4.3.0 busy", "550 5.7.1 not from you"]) as host, \
+            running_bridge(mail_config(tmp_path, host.port)) as bridge:
+        first = await send_mail(bridge, message_id="<r1@acme>", rcpt_options=["NOTIFY=SUCCESS"])
+        events = await timeline_until(bridge, first, "dsn_failed")
+        # 451 → retried; the retry meets 550 → given up at once, attempts left or not.
+        assert [e[0] for e in events][-2:] == ["dsn_retry", "dsn_failed"]
+        assert "451 4.3.0 busy (attempt 1 of 10), next in 0.05 s" in events[-2][1]
+        assert "550 5.7.1 not from you (attempt 2 of 10)" in events[-1][1]
+        second = await send_mail(bridge, message_id="<r2@acme>", rcpt_options=["NOTIFY=SUCCESS"])
+        await host.wait_mails(1)
+        assert host.mails[0][2]["X-SMS-Message-Id"] == second
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def test_an_absent_smarthost_gives_up_after_max_attempts(tmp_path: Path) -> None:
+    config = mail_config(tmp_path, free_port(), mail_max_attempts=3)
+    async with running_bridge(config) as bridge:
+        message_id = await send_mail(bridge, rcpt_options=["NOTIFY=SUCCESS"])
+        events = await timeline_until(bridge, message_id, "dsn_failed")
+        assert [e[0] for e in events][-3:] == ["dsn_retry", "dsn_retry", "dsn_failed"]
+        assert "(attempt 3 of 3)" in events[-1][1]
+
+
+async def test_a_dsn_queued_before_a_restart_is_sent_after_it(tmp_path: Path) -> None:
+    port = free_port()
+    config = mail_config(tmp_path, port, mail_retry_base_s=0.05, mail_retry_max_s=0.1)
+    async with running_bridge(config) as bridge:
+        message_id = await send_mail(bridge, rcpt_options=["NOTIFY=SUCCESS"])
+        await timeline_until(bridge, message_id, "dsn_retry")
+    async with smarthost(port=port) as host, running_bridge(config) as bridge:
+        await host.wait_mails(1)
+        assert host.mails[0][2]["X-SMS-Message-Id"] == message_id
+        await timeline_until(bridge, message_id, "dsn")
+
+
+async def test_without_a_smarthost_nothing_is_queued(tmp_path: Path) -> None:
+    async with running_bridge(make_config(tmp_path)) as bridge:
+        message_id = await send_mail(bridge, rcpt_options=["NOTIFY=SUCCESS"])
+        await timeline_until(bridge, message_id, "delivered")
+    db = sqlite3.connect(tmp_path / "bridge.db")
+    try:
+        assert db.execute("SELECT dsn_notify, json_extract(meta_json, '$.notify') "
+                          "FROM messages").fetchall() == [(None, "SUCCESS")]
+        assert db.execute("SELECT count(*) FROM mailbacks").fetchone() == (0,)
+    finally:
+        db.close()
