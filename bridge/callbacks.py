@@ -27,8 +27,8 @@ from bridge.core.callbacks import (
     RetrySchedule,
     Verdict,
     callback_document,
+    next_due,
     redact_url,
-    retry_delay,
     verdict,
 )
 from bridge.core.model import meta_text
@@ -106,19 +106,12 @@ class CallbackSender:
         now = self.clock()
         url = redact_url(callback.url)
         detail = f"POST {url}: {answer} (attempt {attempt} of {self.schedule.max_attempts})"
-        next_at = now
-        if outcome is Verdict.RETRY:
-            delay = retry_delay(attempt, self.schedule)
-            next_at = now + delay
-            detail += f", next in {delay:g} s"
-        try:
-            await self.store.record_callback(callback.id, callback.message_id,
-                                             outcome=outcome.value, attempts=attempt,
-                                             next_at=next_at, at=now, detail=detail)
-        except Exception as exc:  # not recorded: it stays due and goes again (at least once)
-            log.error("callback not recorded id=%s: %s", callback.message_id, exc)
-            await asyncio.sleep(POLL_S)  # not at once: the store is in trouble
-            return
+        next_at, note = next_due(outcome, attempt, self.schedule, now)
+        detail += note
+        # Not recorded (the store is in trouble): it stays due and goes again (DueWork).
+        await self.store.record_callback(callback.id, callback.message_id,
+                                         outcome=outcome.value, attempts=attempt,
+                                         next_at=next_at, at=now, detail=detail)
         self.metrics.callback(outcome.value)
         level = logging.WARNING if outcome is Verdict.GAVE_UP else logging.INFO
         log.log(level, "callback %s id=%s state=%s: %s", outcome.value, callback.message_id,

@@ -80,8 +80,8 @@ class DueWork(Generic[R]):
     async def _attempt(self, row: R) -> None:
         try:
             await self._work(row)
-        except Exception:  # a bug, not an answer: the row stays due, tried after a pause
-            self.log.exception("%s: attempt on row %d failed", self.name, row.id)
+        except Exception:  # a store in trouble, or a bug: the row stays due, after a pause
+            self.log.exception("%s: row %d not finished, it stays due", self.name, row.id)
             await asyncio.sleep(self.poll_s)
         finally:
             self._working.discard(row.id)

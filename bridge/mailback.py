@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import aiosmtplib
 
 from bridge.config import SmtpConfig
-from bridge.core.callbacks import RetrySchedule, Verdict, retry_delay
+from bridge.core.callbacks import RetrySchedule, Verdict, next_due
 from bridge.core.mailback import DsnFacts, ReplyFacts, dsn_mail, reply_mail, smtp_verdict
 from bridge.core.model import meta_text
 from bridge.duework import DueWork
@@ -135,19 +135,12 @@ class MailBack:
             detail = (f"to {envelope.recipient} via {self.config.smarthost}: {answer} "
                       f"(attempt {attempt} of {self.schedule.max_attempts})")
         now = self.clock()
-        next_at = now
-        if outcome is Verdict.RETRY:
-            delay = retry_delay(attempt, self.schedule)
-            next_at = now + delay
-            detail += f", next in {delay:g} s"
-        try:
-            await self.store.record_mailback(row.id, row.message_id, kind=row.kind,
-                                             outcome=outcome.value, attempts=attempt,
-                                             next_at=next_at, at=now, detail=detail)
-        except Exception as exc:  # not recorded: it stays due and goes again (at least once)
-            log.error("mail back not recorded id=%s: %s", row.message_id, exc)
-            await asyncio.sleep(POLL_S)  # not at once: the store is in trouble
-            return
+        next_at, note = next_due(outcome, attempt, self.schedule, now)
+        detail += note
+        # Not recorded (the store is in trouble): it stays due and goes again (DueWork).
+        await self.store.record_mailback(row.id, row.message_id, kind=row.kind,
+                                         outcome=outcome.value, attempts=attempt,
+                                         next_at=next_at, at=now, detail=detail)
         self.metrics.mailback(row.kind, outcome.value)
         level = logging.WARNING if outcome is Verdict.GAVE_UP else logging.INFO
         log.log(level, "mail back %s %s id=%s: %s", row.kind, outcome.value, row.message_id,

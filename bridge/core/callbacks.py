@@ -108,6 +108,17 @@ def retry_delay(attempts: int, schedule: RetrySchedule) -> float:
     return doubling_delay(attempts - 1, base_s=schedule.base_s, max_s=schedule.max_s)
 
 
+def next_due(outcome: Verdict, attempts: int, schedule: RetrySchedule,
+             now: float) -> tuple[float, str]:
+    """When a queued callback or mail is due again after attempt number `attempts`, and what
+    the timeline adds about it: a retry waits `retry_delay`; a final outcome is due never
+    (its row goes), so `now` stands in."""
+    if outcome is not Verdict.RETRY:
+        return now, ""
+    delay = retry_delay(attempts, schedule)
+    return now + delay, f", next in {delay:g} s"
+
+
 @dataclass(frozen=True)
 class CallbackFacts:
     """What a callback reports: the message as it stood when the callback was queued (state,
