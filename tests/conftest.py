@@ -57,6 +57,25 @@ async def running_bridge(config: Config) -> AsyncIterator[Bridge]:
         await bridge.stop()
 
 
+async def at_least(items: list[Any], n: int, timeout: float = 10.0) -> None:
+    """Wait until `items` (filled by a receiver on the same loop) holds `n` or more."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while len(items) < n and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.02)
+    assert len(items) >= n, items
+
+
+async def timeline_until(bridge: Bridge, message_id: str, last: str,
+                         timeout: float = 10.0) -> list[tuple[str, str]]:
+    """The message's (event, detail) list once its last event is `last` (or at the timeout)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        events = [(e.state, e.detail) for e in await bridge.store.timeline(message_id)]
+        if (events and events[-1][0] == last) or asyncio.get_running_loop().time() > deadline:
+            return events
+        await asyncio.sleep(0.05)
+
+
 @pytest.fixture
 def config_factory(tmp_path: Path) -> Callable[..., Config]:
     return lambda **sections: make_config(tmp_path, **sections)

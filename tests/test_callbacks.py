@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from aiohttp import web
 
 from bridge.app import Bridge
 from bridge.config import Config
-from tests.conftest import DEMO_PASSWORD, make_config, running_bridge
+from tests.conftest import DEMO_PASSWORD, at_least, make_config, running_bridge, timeline_until
 from tests.soap import NUMBER, call, client, fault_info
 
 FAST = {"callback_retry_base_s": 0.05, "callback_retry_max_s": 0.2, "callback_timeout_s": 0.5}
@@ -49,12 +48,6 @@ class Receiver:
         if action == "redirect":
             raise web.HTTPFound(self.url("/elsewhere"))
         return web.Response(status=int(action))
-
-    async def wait_posts(self, n: int, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.posts) < n and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-        assert len(self.posts) >= n, self.posts
 
 
 @asynccontextmanager
@@ -86,15 +79,6 @@ async def send(bridge: Bridge, url: str, **kw: Any) -> str:
     return str(sub.message_id)
 
 
-async def timeline_until(bridge: Bridge, message_id: str, last: str,
-                         timeout: float = 10.0) -> list[tuple[str, str]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        events = [(e.state, e.detail) for e in await bridge.store.timeline(message_id)]
-        if (events and events[-1][0] == last) or time.monotonic() > deadline:
-            return events
-        await asyncio.sleep(0.05)
-
 
 async def metrics(bridge: Bridge) -> str:
     async with aiohttp.ClientSession() as session:
@@ -105,7 +89,7 @@ async def metrics(bridge: Bridge) -> str:
 async def test_delivered_message_is_posted_to_its_callback(tmp_path: Path) -> None:
     async with receiver() as rec, running_bridge(callback_config(tmp_path)) as bridge:
         message_id = await send(bridge, rec.url(), reference="order-1")
-        await rec.wait_posts(1)
+        await at_least(rec.posts, 1)
         path, content_type, document = rec.posts[0]
         assert (path, content_type) == ("/dlr?token=s3cret", "application/json")
         assert {k: document[k] for k in ("message_id", "reference", "recipient", "state",
@@ -170,7 +154,7 @@ async def test_a_callback_survives_a_restart(tmp_path: Path) -> None:
             await asyncio.wait_for(rec.got.wait(), 10)
         assert len(rec.posts) == 1
         async with running_bridge(config) as bridge:
-            await rec.wait_posts(2)
+            await at_least(rec.posts, 2)
             events = await timeline_until(bridge, message_id, "callback")
         assert [document["message_id"] for _, _, document in rec.posts] == [message_id] * 2
         assert events[-1][0] == "callback"
@@ -213,5 +197,5 @@ async def test_an_account_posts_only_to_its_callback_hosts(tmp_path: Path) -> No
         assert fault_info(caught.value) == ("INVALID_DLR", 1708)
         assert "not one this account may use" in str(caught.value.message)
         message_id = await send(bridge, rec.url())
-        await rec.wait_posts(1)
+        await at_least(rec.posts, 1)
         assert rec.posts[0][2]["message_id"] == message_id

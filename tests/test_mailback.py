@@ -22,7 +22,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from bridge.app import Bridge
 from bridge.config import Config
-from tests.conftest import make_config, running_bridge
+from tests.conftest import at_least, make_config, running_bridge, timeline_until
 from tests.smtp.test_server import NUMBER, RCPT, in_thread, mail, message_id_of, smtp
 
 FAST = {"mail_retry_base_s": 0.05, "mail_retry_max_s": 0.2, "smarthost_timeout_s": 2.0}
@@ -46,12 +46,6 @@ class Smarthost:
         assert isinstance(parsed, EmailMessage)
         self.mails.append((str(envelope.mail_from), list(envelope.rcpt_tos), parsed))
         return "250 2.0.0 queued"
-
-    async def wait_mails(self, n: int, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.mails) < n and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-        assert len(self.mails) >= n, self.mails
 
 
 @asynccontextmanager
@@ -94,15 +88,6 @@ async def send_mail(bridge: Bridge, *, subject: str = "Disk full", message_id: s
     return message_id_of(reply)
 
 
-async def timeline_until(bridge: Bridge, message_id: str, last: str,
-                         timeout: float = 10.0) -> list[tuple[str, str]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        events = [(e.state, e.detail) for e in await bridge.store.timeline(message_id)]
-        if (events and events[-1][0] == last) or time.monotonic() > deadline:
-            return events
-        await asyncio.sleep(0.05)
-
 
 def status_fields(report: EmailMessage) -> tuple[dict[str, str], dict[str, str]]:
     parts = list(report.iter_parts())
@@ -117,7 +102,7 @@ async def test_success_is_reported_as_notify_asks(tmp_path: Path) -> None:
         message_id = await send_mail(
             bridge, mail_options=["RET=HDRS", "ENVID=batch+2D7"],
             rcpt_options=["NOTIFY=SUCCESS,FAILURE", "ORCPT=rfc822;pager+40acme.example"])
-        await host.wait_mails(1)
+        await at_least(host.mails, 1)
         envelope_from, rcpts, report = host.mails[0]
         assert (envelope_from, rcpts) == ("<>", [SENDER])  # the null reverse path
         assert report.get_content_type() == "multipart/report"
@@ -150,7 +135,7 @@ async def test_failure_is_reported_unasked_like_any_bounce(tmp_path: Path) -> No
     async with smarthost() as host, running_bridge(mail_config(
             tmp_path, host.port, simulator={"fail_receipt_every": 1})) as bridge:
         message_id = await send_mail(bridge)  # no NOTIFY: notify_default is FAILURE
-        await host.wait_mails(1)
+        await at_least(host.mails, 1)
         _, rcpts, report = host.mails[0]
         assert rcpts == [SENDER]
         assert report["Subject"] == "Delivery Status Notification (Failure)"
@@ -177,7 +162,7 @@ async def test_nothing_is_mailed_unless_asked_and_never_to_the_null_sender(
             await timeline_until(bridge, message_id, "delivered")
         # One that asks, after them: when it arrives, theirs would have come first.
         asked = await send_mail(bridge, message_id="<e@acme>", rcpt_options=["NOTIFY=SUCCESS"])
-        await host.wait_mails(1)
+        await at_least(host.mails, 1)
         await asyncio.sleep(0.3)
         assert [m[2]["X-SMS-Message-Id"] for m in host.mails] == [asked]
         for message_id in quiet:
@@ -191,7 +176,7 @@ async def test_an_sms_reply_goes_back_to_the_sender_as_a_threaded_mail(tmp_path:
         await timeline_until(bridge, message_id, "delivered")
         assert bridge.simulator is not None
         await bridge.simulator.send_mo(NUMBER, "ACME", "On it, 5 min ✓", encoding="ucs2")
-        await host.wait_mails(1)
+        await at_least(host.mails, 1)
         envelope_from, rcpts, reply = host.mails[0]
         assert (envelope_from, rcpts) == ("MAILER-DAEMON@sms.localhost", [SENDER])
         [author] = reply["From"].addresses
@@ -237,7 +222,7 @@ async def test_a_refusing_smarthost_is_retried_and_a_permanent_no_is_final(
         assert "451 4.3.0 busy (attempt 1 of 10), next in 0.05 s" in events[-2][1]
         assert "550 5.7.1 not from you (attempt 2 of 10)" in events[-1][1]
         second = await send_mail(bridge, message_id="<r2@acme>", rcpt_options=["NOTIFY=SUCCESS"])
-        await host.wait_mails(1)
+        await at_least(host.mails, 1)
         assert host.mails[0][2]["X-SMS-Message-Id"] == second
 
 
@@ -264,7 +249,7 @@ async def test_a_dsn_queued_before_a_restart_is_sent_after_it(tmp_path: Path) ->
         message_id = await send_mail(bridge, rcpt_options=["NOTIFY=SUCCESS"])
         await timeline_until(bridge, message_id, "dsn_retry")
     async with smarthost(port=port) as host, running_bridge(config) as bridge:
-        await host.wait_mails(1)
+        await at_least(host.mails, 1)
         assert host.mails[0][2]["X-SMS-Message-Id"] == message_id
         await timeline_until(bridge, message_id, "dsn")
 
