@@ -276,6 +276,13 @@ class Store(abc.ABC):
                         detail: str) -> Awaitable[None]:
         """As `record_callback`, for a mail: the timeline event names its kind."""
 
+    # ---- retention
+    @abc.abstractmethod
+    def purge(self, *, before: float, limit: int) -> Awaitable[int]:
+        """Delete up to `limit` final messages unchanged since `before`, oldest first, with
+        their parts, events, keys, queued callbacks and mails, and replies older than
+        `before`; the number deleted."""
+
     # ---- queries
     @abc.abstractmethod
     async def get_messages(self, ids: Sequence[str]) -> list[MessageView]:

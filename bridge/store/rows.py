@@ -109,6 +109,9 @@ class CallsByName(Store):
         return self._write("record_mailback", (mailback_id, message_id, kind, outcome,
                                                attempts, next_at, at, detail))
 
+    def purge(self, *, before: float, limit: int) -> Awaitable[int]:
+        return self._write("purge", (before, limit))
+
     async def mailbacks_due(self, *, now: float, limit: int) -> list[DueMailback]:
         result: list[DueMailback] = await self._read("mailbacks_due", (now, limit))
         return result

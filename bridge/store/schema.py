@@ -197,6 +197,9 @@ MIGRATIONS: tuple[Migration, ...] = (
         END
         """,
     )),
+    Migration(5, "retention: a message's SMSC id keys found by message", (
+        "CREATE INDEX smsc_keys_message ON smsc_keys (message_id)",
+    )),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -66,6 +66,10 @@ _PENDING_STATES = (MessageState.QUEUED.value, MessageState.SCHEDULED.value,
                    MessageState.SUBMITTED.value)
 _NOT_FINAL_PARTS = (PartState.QUEUED.value, PartState.SUBMITTED.value)
 _CHUNK = 500  # ids per IN (...) list, well under SQLite's bound-parameter limit
+_FINAL_VALUES = frozenset(s.value for s in FINAL_MESSAGE_STATES)
+_PURGE_SCAN = ("SELECT rowid, id, state, created_at, updated_at FROM messages WHERE rowid > ? "
+               "ORDER BY rowid LIMIT ?")
+_PURGE_SCAN_ROWS = 1000
 
 
 # ---------------------------------------------------------------------------------- SQL
@@ -726,6 +730,43 @@ class _Writer:
         _attempted(tx, "mailbacks", events, mailback_id, message_id, outcome, attempts,
                    next_at, at, detail)
 
+    def purge(self, tx: _Tx, before: float, limit: int) -> int:
+        """Delete up to `limit` final messages that have not changed since `before`, oldest
+        first, with everything that refers to them; returns how many went. Walks the table in
+        insertion order and stops at the first message created at or after `before`, so a
+        sweep reads only what is old."""
+        tx.flush()
+        tx.flush_smsc_keys()
+        conn = tx.conn
+        doomed: list[str] = []
+        last = 0
+        while len(doomed) < limit:
+            rows = conn.execute(_PURGE_SCAN, (last, _PURGE_SCAN_ROWS)).fetchall()
+            for rowid, message_id, state, created_at, updated_at in rows:
+                last = rowid
+                if created_at >= before:
+                    rows = []  # everything after it is newer still
+                    break
+                if state in _FINAL_VALUES and updated_at < before:
+                    doomed.append(message_id)
+                    if len(doomed) == limit:
+                        break
+            if len(rows) < _PURGE_SCAN_ROWS:
+                break
+        for chunk in _chunks(doomed):
+            marks = _in(len(chunk))
+            # Replies stored after `before` may answer a message that goes: they stay.
+            conn.execute(f"UPDATE inbound SET reply_to_message_id = NULL "
+                         f"WHERE reply_to_message_id IN ({marks})", tuple(chunk))
+            for table in ("events", "smsc_keys", "callbacks", "mailbacks", "parts", "messages"):
+                column = "id" if table == "messages" else "message_id"
+                conn.execute(f"DELETE FROM {table} WHERE {column} IN ({marks})", tuple(chunk))
+        if doomed:  # replies as old as the messages go with them
+            conn.execute("DELETE FROM mailbacks WHERE inbound_id IN "
+                         "(SELECT id FROM inbound WHERE received_at < ?)", (before,))
+            conn.execute("DELETE FROM inbound WHERE received_at < ?", (before,))
+        return len(doomed)
+
     def inbound(self, tx: _Tx, m: InboundMessage) -> None:
         tx.conn.execute(
             "INSERT INTO inbound (id, smsc, source, destination, text, received_at, "
@@ -928,6 +969,7 @@ WRITES: dict[str, Callable[..., Any]] = {
     "record_state": _Writer.state, "record_event": _Writer.event,
     "record_receipt": _Writer.receipt, "record_inbound": _Writer.inbound,
     "record_callback": _Writer.callback, "record_mailback": _Writer.mailback,
+    "purge": _Writer.purge,
 }
 
 

@@ -218,7 +218,7 @@ def test_migration_from_version_3_keeps_messages_and_adds_the_trigger(tmp_path: 
         "registered_delivery, state, parts, created_at, updated_at, expires_at) "
         "VALUES ('old', 'acme', 'smtp', '+447400123456', '07400123456', 0, 0, 1, 1, 'hi', "
         "'gsm7', 0, 0, 1, 'submitted', 1, 1.0, 1.0, 99.0)")
-    assert migrate(conn) == (3, 4)
+    assert migrate(conn, 4) == (3, 4)
     assert conn.execute("SELECT id, state, text, dsn_notify FROM messages").fetchall() == [
         ("old", "submitted", "hi", None)]
     conn.execute("UPDATE messages SET state = 'queued', updated_at = 2.0 WHERE id = 'old'")
