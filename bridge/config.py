@@ -97,6 +97,9 @@ class StoreConfig:
     # Group commit: most operations in one transaction. The writer never waits for companions:
     # they gather while the previous commit syncs (measured: waiting added latency, no throughput).
     commit_max_batch: int = 2000
+    # Final messages unchanged this long are deleted with their timeline (bridge.retention);
+    # 0 keeps everything (SPEC §4: every state change stays queryable).
+    retention_days: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -448,6 +451,7 @@ def _store(r: _Reader) -> StoreConfig:
     cfg = StoreConfig(
         url=r.get("url", str, d.url, check_url),
         commit_max_batch=r.get("commit_max_batch", int, d.commit_max_batch, _between(1, 100_000)),
+        retention_days=r.get("retention_days", float, d.retention_days, _between(0, 36_500)),
     )
     r.finish()
     return cfg

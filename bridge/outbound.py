@@ -1,5 +1,6 @@
 """The outbound side, the SMPP binds, the dispatcher, the delivery callbacks and the mail
-back to email senders, run inside the store process.
+back to email senders, run inside the store process (with the retention sweep: one process
+per database does each of these).
 
 Why there and not beside SMTP and SOAP: on two cores the ingress process was the bottleneck
 (`python -m bridge.soap.bench`: it ran at 100 % while the store process idled at 40 %), and a
@@ -24,6 +25,7 @@ from bridge.dispatcher import Dispatcher
 from bridge.mailback import DRAIN_S as MAIL_DRAIN_S
 from bridge.mailback import MailBack
 from bridge.metrics import OutboundMetrics
+from bridge.retention import Retention
 from bridge.smpp.pool import SmscPool
 from bridge.store.base import AcceptOutcome, OutboundMessage, Store
 from bridge.store.rows import AcceptRow, outbound_message
@@ -64,6 +66,8 @@ class Outbound:
             if setup.config.soap.callbacks else None
         self.mailback = MailBack(setup.config.smtp, store, self.metrics) \
             if setup.config.smtp.mail_back else None
+        retention_days = setup.config.store.retention_days
+        self.retention = Retention(store, retention_days * 86400) if retention_days else None
 
     async def start(self) -> None:
         await self.pool.start()
@@ -72,6 +76,8 @@ class Outbound:
             await self.callbacks.start()
         if self.mailback is not None:
             await self.mailback.start()
+        if self.retention is not None:
+            self.retention.start()
 
     def accepted(self, rows: Sequence[AcceptRow], outcomes: Sequence[AcceptOutcome]) -> None:
         """Hand the messages a committed `accept` took on (not repeats) to the dispatcher."""
@@ -94,6 +100,8 @@ class Outbound:
 
     async def stop(self, drain_timeout: float) -> None:
         """Let the submits, callbacks and mails in flight finish (bounded), then unbind."""
+        if self.retention is not None:
+            await self.retention.stop()
         await asyncio.gather(
             *([self.callbacks.stop(min(drain_timeout, CALLBACK_DRAIN_S))]
               if self.callbacks is not None else []),
