@@ -17,16 +17,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import aiohttp
 
 from bridge.config import SoapConfig
 from bridge.core.callbacks import (
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
     CallbackFacts,
     RetrySchedule,
     Verdict,
     callback_document,
+    callback_signature,
     next_due,
     redact_url,
     verdict,
@@ -58,8 +61,12 @@ def _why(exc: BaseException) -> str:
 
 class CallbackSender:
     def __init__(self, config: SoapConfig, store: Store, metrics: OutboundMetrics, *,
+                 secrets: Mapping[str, str] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
+        """`secrets`: account name → callback_secret, for the accounts whose callbacks are
+        signed."""
         self.store = store
+        self.secrets = dict(secrets or {})
         self.metrics = metrics
         self.clock = clock
         self.schedule = RetrySchedule(config.callback_max_attempts, config.callback_retry_base_s,
@@ -94,9 +101,15 @@ class CallbackSender:
             recipient=callback.recipient, reference=meta_text(callback.meta_json, "reference"),
             parts=callback.parts, parts_delivered=callback.parts_delivered,
             error=callback.error, error_detail=callback.error_detail, attempt=attempt))
+        headers = _JSON
+        secret = self.secrets.get(callback.account)
+        if secret is not None:
+            timestamp = int(self.clock())
+            headers = {**_JSON, TIMESTAMP_HEADER: str(timestamp),
+                       SIGNATURE_HEADER: callback_signature(secret, timestamp, body)}
         status: int | None = None
         try:
-            async with self._session.post(callback.url, data=body, headers=_JSON,
+            async with self._session.post(callback.url, data=body, headers=headers,
                                           allow_redirects=False) as response:
                 status = response.status
             answer = f"HTTP {status}"

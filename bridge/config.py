@@ -170,6 +170,8 @@ class AccountConfig:
     quota: int = 0  # 0 = unlimited
     smtp_from: tuple[str, ...] = ()
     callback_hosts: tuple[str, ...] = ()  # SendSms callback_url host patterns; () = any
+    #: Signs this account's callbacks (HMAC-SHA256, bridge.core.callbacks.callback_signature).
+    callback_secret: str | None = field(default=None, repr=False)
     relay_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     mobile_only: bool = False
 
@@ -589,7 +591,10 @@ def _account(r: _Reader, index: int) -> AccountConfig:
                                                           check=callback_host_pattern_problem)),
         relay_networks=tuple(parsed),
         mobile_only=r.get("mobile_only", bool, d.mobile_only),
+        callback_secret=r.secret("callback_secret"),
     )
+    if cfg.callback_secret is not None and len(cfg.callback_secret) < 16:
+        r.fail("callback_secret", "must be at least 16 characters")
     r.finish()
     return cfg
 

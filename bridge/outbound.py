@@ -62,7 +62,10 @@ class Outbound:
         self.pool = SmscPool(setup.smscs, on_receipt=self.dispatcher.on_receipt,
                              on_mo=self.dispatcher.on_mo)
         self.dispatcher.attach(self.pool)
-        self.callbacks = CallbackSender(setup.config.soap, store, self.metrics) \
+        self.callbacks = CallbackSender(setup.config.soap, store, self.metrics,
+                                        secrets={a.name: a.callback_secret
+                                                 for a in setup.config.accounts
+                                                 if a.callback_secret}) \
             if setup.config.soap.callbacks else None
         self.mailback = MailBack(setup.config.smtp, store, self.metrics) \
             if setup.config.smtp.mail_back else None

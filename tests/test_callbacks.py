@@ -5,7 +5,10 @@ there at all; a restart in the middle; callbacks turned off."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import socket
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -18,6 +21,7 @@ import zeep
 from aiohttp import web
 
 from bridge.app import Bridge
+from bridge.core.callbacks import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from bridge.config import Config
 from tests.conftest import DEMO_PASSWORD, at_least, make_config, running_bridge, timeline_until
 from tests.soap import NUMBER, call, client, fault_info
@@ -32,6 +36,7 @@ class Receiver:
 
     script: list[Any] = field(default_factory=list)
     posts: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    raw: list[tuple[dict[str, str], bytes]] = field(default_factory=list)  # headers, body
     port: int = 0
     got: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -39,6 +44,7 @@ class Receiver:
         return f"http://127.0.0.1:{self.port}{path}"
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.raw.append((dict(request.headers), await request.read()))
         self.posts.append((request.path_qs, request.content_type, await request.json()))
         self.got.set()
         action = self.script.pop(0) if self.script else 200
@@ -99,6 +105,7 @@ async def test_delivered_message_is_posted_to_its_callback(tmp_path: Path) -> No
             "state": "delivered", "parts": 1, "parts_delivered": 1, "error": None,
             "code": None, "attempt": 1}
         assert document["at"].endswith("Z")
+        assert SIGNATURE_HEADER not in rec.raw[0][0]  # no callback_secret: not signed
         events = await timeline_until(bridge, message_id, "callback")
         assert [e[0] for e in events][-2:] == ["delivered", "callback"]
         assert events[-1][1] == (f"POST http://127.0.0.1:{rec.port}/dlr: HTTP 200 "
@@ -199,3 +206,20 @@ async def test_an_account_posts_only_to_its_callback_hosts(tmp_path: Path) -> No
         message_id = await send(bridge, rec.url())
         await at_least(rec.posts, 1)
         assert rec.posts[0][2]["message_id"] == message_id
+
+
+async def test_an_account_with_a_callback_secret_signs_every_attempt(tmp_path: Path) -> None:
+    secret = "whsec-0123456789abcdef"
+    config = make_config(tmp_path, soap=FAST, account=[{
+        "name": "demo", "password": DEMO_PASSWORD, "default_sender": "ACME",
+        "callback_secret": secret}])
+    async with receiver([500]) as rec, running_bridge(config) as bridge:
+        await send(bridge, rec.url())
+        await at_least(rec.posts, 2)  # the 500, then the retry
+        for headers, body in rec.raw:
+            timestamp = headers[TIMESTAMP_HEADER]
+            assert abs(int(timestamp) - time.time()) < 60
+            expected = hmac.new(secret.encode(), timestamp.encode() + b"." + body,
+                                hashlib.sha256).hexdigest()
+            assert headers[SIGNATURE_HEADER] == f"v1={expected}"
+        assert [b'"attempt":1' in body for _, body in rec.raw] == [True, False]

@@ -57,6 +57,8 @@ def test_shipped_config_is_valid_and_uses_the_simulator() -> None:
     ({"smtp": {"mail_retry_base_s": 60, "mail_retry_max_s": 30}},
      "smtp.mail_retry_max_s: must not be less than mail_retry_base_s"),
     ({"store": {"url": "mysql://x"}}, "store.url: must be"),
+    ({"account": [{"name": "a", "password": "p", "callback_secret": "short"}]},
+     "account[0].callback_secret: must be at least 16 characters"),
     ({"store": {"retention_days": -1}}, "store.retention_days: must be 0..36500"),
     ({"policy": {"max_parts": 0}}, "policy.max_parts: must be 1..255"),
     ({"policy": {"auto_encodings": ["gsm7"]}}, "policy.auto_encodings: must include \"ucs2\""),

@@ -7,6 +7,8 @@ lost), `bridge.callbacks` does the HTTP and asks here what the answer means.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -117,6 +119,20 @@ def next_due(outcome: Verdict, attempts: int, schedule: RetrySchedule,
         return now, ""
     delay = retry_delay(attempts, schedule)
     return now + delay, f", next in {delay:g} s"
+
+
+#: Headers of a signed callback (an account with a callback_secret).
+TIMESTAMP_HEADER = "X-SMS-Bridge-Timestamp"
+SIGNATURE_HEADER = "X-SMS-Bridge-Signature"
+
+
+def callback_signature(secret: str, timestamp: int, body: bytes) -> str:
+    """The signature header's value: "v1=" and the hex HMAC-SHA256, keyed with the account's
+    callback_secret, of the timestamp (Unix seconds, as sent in its own header), a dot and
+    the body. A receiver recomputes it, compares in constant time and refuses stale
+    timestamps, so a captured callback can neither be forged nor replayed later."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return "v1=" + mac.hexdigest()
 
 
 @dataclass(frozen=True)

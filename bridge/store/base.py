@@ -155,6 +155,7 @@ class DueCallback:
 
     id: int
     message_id: str
+    account: str
     url: str
     state: str  # the final MessageState value that queued it
     at: float  # when the message reached that state

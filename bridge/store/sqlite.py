@@ -1259,12 +1259,13 @@ def _callbacks_due(conn: sqlite3.Connection, now: float, limit: int) -> list[Due
     rows = conn.execute(
         "SELECT c.id, c.message_id, c.url, c.state, c.at, c.attempts, m.recipient, m.meta_json, "
         "m.parts, (SELECT count(*) FROM parts p WHERE p.message_id = c.message_id "
-        "AND p.state = 'delivered'), m.error, m.error_detail "
+        "AND p.state = 'delivered'), m.error, m.error_detail, m.account "
         "FROM callbacks c JOIN messages m ON m.id = c.message_id "
         "WHERE c.next_at <= ? ORDER BY c.next_at, c.id LIMIT ?", (now, max(0, limit)))
-    return [DueCallback(id=int(r[0]), message_id=r[1], url=r[2], state=r[3], at=float(r[4]),
-                        attempts=int(r[5]), recipient=r[6], meta_json=r[7], parts=int(r[8]),
-                        parts_delivered=int(r[9]), error=r[10], error_detail=r[11])
+    return [DueCallback(id=int(r[0]), message_id=r[1], account=r[12], url=r[2], state=r[3],
+                        at=float(r[4]), attempts=int(r[5]), recipient=r[6], meta_json=r[7],
+                        parts=int(r[8]), parts_delivered=int(r[9]), error=r[10],
+                        error_detail=r[11])
             for r in rows]
 
 

@@ -17,6 +17,7 @@ from bridge.core.callbacks import (
     callback_document,
     callback_host_allowed,
     callback_host_pattern_problem,
+    callback_signature,
     callback_url_problem,
     redact_url,
     retry_delay,
@@ -199,3 +200,10 @@ def test_document_is_json_for_any_text(reference: str, detail: str, at: float) -
                                                    at=at)))
     assert document["reference"] == reference and document["error_detail"] == detail
     assert document["at"].endswith("Z")
+
+
+def test_callback_signature_matches_an_independent_hmac() -> None:
+    # printf '1700000000.{"message_id":"m1"}' | openssl dgst -sha256 -hmac 'a-long-enough-secret'
+    assert callback_signature("a-long-enough-secret", 1_700_000_000,
+                              b'{"message_id":"m1"}') == (
+        "v1=df3a639204fea5f55d5fc48eafad0c7f3e541b5e528b3e156cb2a61065bb392c")
