@@ -52,8 +52,8 @@ class Smarthost:
 async def smarthost(script: list[str] | None = None, port: int = 0) -> AsyncIterator[Smarthost]:
     host = Smarthost(list(script or []))
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: SMTP(host, hostname="smarthost.test"),
-                                      "127.0.0.1", port)
+    server = await loop.create_server(
+        lambda: SMTP(host, hostname="smarthost.test", enable_SMTPUTF8=True), "127.0.0.1", port)
     host.port = server.sockets[0].getsockname()[1]
     try:
         yield host
@@ -146,6 +146,19 @@ async def test_failure_is_reported_unasked_like_any_bounce(tmp_path: Path) -> No
         assert f"could not be delivered as an SMS to {NUMBER} (undeliverable" in body
         assert message_id in body
         await timeline_until(bridge, message_id, "dsn")
+
+
+async def test_a_sender_with_a_non_ascii_address_gets_its_report_over_smtputf8(
+        tmp_path: Path) -> None:
+    sender = "opérations@acme.example"
+    async with smarthost() as host, running_bridge(mail_config(tmp_path, host.port)) as bridge:
+        message_id = await send_mail(bridge, sender=sender, mail_options=["SMTPUTF8"],
+                                     rcpt_options=["NOTIFY=SUCCESS"], subject="Grüße")
+        await at_least(host.mails, 1)
+        _, rcpts, report = host.mails[0]
+        assert (rcpts, report["To"], report["X-SMS-Message-Id"]) == ([sender], sender,
+                                                                     message_id)
+        assert '("Grüße")' in list(report.iter_parts())[0].get_content()
 
 
 async def test_nothing_is_mailed_unless_asked_and_never_to_the_null_sender(
