@@ -161,6 +161,20 @@ async def test_a_sender_with_a_non_ascii_address_gets_its_report_over_smtputf8(
         assert '("Grüße")' in list(report.iter_parts())[0].get_content()
 
 
+async def test_hostile_dsn_parameters_cannot_add_headers_to_the_report(tmp_path: Path) -> None:
+    async with smarthost() as host, running_bridge(mail_config(tmp_path, host.port)) as bridge:
+        await send_mail(bridge, mail_options=["ENVID=e1+0D+0AX-Injected:+20envid"],
+                        rcpt_options=["NOTIFY=SUCCESS",
+                                      "ORCPT=rfc822;a@b+0D+0A+0D+0AX-Injected:+20orcpt"])
+        await at_least(host.mails, 1)
+        report = host.mails[0][2]
+        per_message, per_recipient = status_fields(report)
+        assert per_message["Original-Envelope-Id"] == "e1 X-Injected: envid"
+        assert per_recipient["Original-Recipient"] == "rfc822; a@b X-Injected: orcpt"
+        blocks = [report, *report.iter_parts(), *list(report.iter_parts())[1].get_payload()]
+        assert not [b for b in blocks if "X-Injected" in b]
+
+
 async def test_nothing_is_mailed_unless_asked_and_never_to_the_null_sender(
         tmp_path: Path) -> None:
     async with smarthost() as host, running_bridge(mail_config(tmp_path, host.port)) as bridge:
