@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from bridge.app import Bridge
 from bridge.config import Config
 from tests.conftest import at_least, make_config, running_bridge, timeline_until
+from tests.soap import call, client
 from tests.smtp.test_server import NUMBER, RCPT, in_thread, mail, message_id_of, smtp
 
 FAST = {"mail_retry_base_s": 0.05, "mail_retry_max_s": 0.2, "smarthost_timeout_s": 2.0}
@@ -215,11 +217,17 @@ async def test_an_sms_reply_goes_back_to_the_sender_as_a_threaded_mail(tmp_path:
         assert events[-1][0] == "reply_mailed"
 
 
-async def test_replies_to_soap_messages_and_with_replies_off_stay_in_the_store(
-        tmp_path: Path) -> None:
-    async with smarthost() as host, running_bridge(
-            mail_config(tmp_path, host.port, mo_replies=False)) as bridge:
-        message_id = await send_mail(bridge)
+@pytest.mark.parametrize("case", ["replies off", "null sender", "sent by soap"])
+async def test_replies_that_have_nobody_to_mail_stay_in_the_store(tmp_path: Path,
+                                                                   case: str) -> None:
+    async with smarthost() as host, running_bridge(mail_config(
+            tmp_path, host.port, mo_replies=case != "replies off")) as bridge:
+        if case == "sent by soap":
+            [sub] = await call(await client(bridge.soap_port, "1.1"), "SendSms",
+                               recipients=[NUMBER], text="by soap")
+            message_id = str(sub.message_id)
+        else:
+            message_id = await send_mail(bridge, sender="" if case == "null sender" else SENDER)
         await timeline_until(bridge, message_id, "delivered")
         assert bridge.simulator is not None
         await bridge.simulator.send_mo(NUMBER, "ACME", "thanks")
@@ -232,10 +240,13 @@ async def test_replies_to_soap_messages_and_with_replies_off_stay_in_the_store(
                     break
                 await asyncio.sleep(0.05)
             assert rows == [(message_id, "thanks")]
+            await asyncio.sleep(0.3)  # a queued reply would have been tried by now
             assert db.execute("SELECT count(*) FROM mailbacks").fetchone() == (0,)
         finally:
             db.close()
         assert host.mails == []
+        events = [e.state for e in await bridge.store.timeline(message_id)]
+        assert not [e for e in events if e.startswith("reply")], events
 
 
 async def test_a_refusing_smarthost_is_retried_and_a_permanent_no_is_final(
