@@ -24,7 +24,14 @@ import aiosmtplib
 
 from bridge.config import SmtpConfig
 from bridge.core.callbacks import RetrySchedule, Verdict, next_due
-from bridge.core.mailback import DsnFacts, ReplyFacts, dsn_mail, reply_mail, smtp_verdict
+from bridge.core.mailback import (
+    DsnFacts,
+    ReplyFacts,
+    dsn_mail,
+    one_line,
+    reply_mail,
+    smtp_verdict,
+)
 from bridge.core.model import meta_text
 from bridge.duework import DueWork
 from bridge.metrics import OutboundMetrics
@@ -79,7 +86,7 @@ class MailBack:
             return Envelope("", to, dsn_mail(DsnFacts(
                 reporting_mta=self.config.hostname, report_from=self.config.report_address,
                 to=to, final_recipient=rcpt_to, original_recipient=meta_text(meta, "orcpt"),
-                envid=meta_text(meta, "envid"), ret=meta_text(meta, "ret"),
+                envid=meta_text(meta, "envid"),
                 original_message_id=meta_text(meta, "message_id"),
                 subject=meta_text(meta, "subject"), message_id=row.message_id,
                 number=row.recipient, state=row.state, at=row.at, arrival=row.created_at,
@@ -114,14 +121,14 @@ class MailBack:
             refused = exc.recipients[0] if exc.recipients else None
             if refused is None:
                 return None, "recipient refused"
-            return refused.code, f"{refused.code} {_one_line(refused.message)}"
+            return refused.code, f"{refused.code} {one_line(refused.message)}"
         except aiosmtplib.SMTPAuthenticationError as exc:
             # Our credentials, not the mail: worth trying again once someone fixes them.
-            return None, f"authentication failed: {exc.code} {_one_line(exc.message)}"
+            return None, f"authentication failed: {exc.code} {one_line(exc.message)}"
         except aiosmtplib.SMTPResponseException as exc:
-            return exc.code, f"{exc.code} {_one_line(exc.message)}"
+            return exc.code, f"{exc.code} {one_line(exc.message)}"
         except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
-            return None, _one_line(str(exc)) or type(exc).__name__
+            return None, one_line(str(exc)) or type(exc).__name__
         return 250, "accepted"
 
     async def _attempt(self, row: DueMailback) -> None:
@@ -145,7 +152,3 @@ class MailBack:
         level = logging.WARNING if outcome is Verdict.GAVE_UP else logging.INFO
         log.log(level, "mail back %s %s id=%s: %s", row.kind, outcome.value, row.message_id,
                 detail)
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())[:300]

@@ -21,7 +21,6 @@ from bridge.core.errors import ERROR_TABLE, ErrorName
 NOTIFY_WORDS = frozenset({"SUCCESS", "FAILURE", "DELAY"})
 #: The outcomes a DSN reports, in the order `dsn_conditions` writes them.
 REPORTED = ("SUCCESS", "FAILURE")
-FAILURE_STATES = frozenset({"undeliverable", "expired", "failed"})
 
 
 def parse_notify(raw: str) -> frozenset[str]:
@@ -35,15 +34,16 @@ def parse_notify(raw: str) -> frozenset[str]:
     return frozenset(words)
 
 
-def dsn_conditions(notify: str | None, default: str, reverse_path: str) -> str | None:
+def dsn_conditions(notify: frozenset[str] | None, default: frozenset[str],
+                   reverse_path: str) -> str | None:
     """Which final outcomes are mailed back for one recipient: "SUCCESS", "FAILURE",
-    "SUCCESS,FAILURE" or None. The recipient's NOTIFY when given, else `default` (an MTA
-    bounces failures unasked). Never to the null reverse path (RFC 5321 §4.5.5: no reports
-    about reports). DELAY is not reported: the dispatcher retries quietly until the message
-    is final."""
+    "SUCCESS,FAILURE" or None. The recipient's NOTIFY words when given (`parse_notify`), else
+    `default` (an MTA bounces failures unasked). Never to the null reverse path (RFC 5321
+    §4.5.5: no reports about reports). DELAY is not reported: the dispatcher retries quietly
+    until the message is final."""
     if not reverse_path:
         return None
-    wanted = parse_notify(notify if notify is not None else default)
+    wanted = notify if notify is not None else default
     words = [w for w in REPORTED if w in wanted]
     return ",".join(words) or None
 
@@ -78,7 +78,7 @@ def _date(at: float) -> str:
     return format_datetime(datetime.fromtimestamp(at, tz=timezone.utc))
 
 
-def _one_line(text: str, limit: int = 900) -> str:
+def one_line(text: str, limit: int = 900) -> str:
     """Header-safe: no line breaks or control characters can reach a header."""
     return " ".join("".join(c if c.isprintable() else " " for c in text).split())[:limit]
 
@@ -107,8 +107,7 @@ class DsnFacts:
     to: str  # the envelope sender of the original mail
     final_recipient: str  # the RCPT TO address, e.g. +447400123456@sms.localhost
     original_recipient: str | None  # ORCPT as "type;address"
-    envid: str | None  # ENVID
-    ret: str | None  # RET: HDRS or FULL
+    envid: str | None  # ENVID (RET is not needed: headers are all the bridge keeps)
     original_message_id: str | None
     subject: str | None
     message_id: str  # the SMS message id
@@ -139,7 +138,7 @@ def dsn_mail(facts: DsnFacts) -> bytes:
     report["Message-ID"] = f"<{facts.report_id}@{facts.reporting_mta}>"
     report["Auto-Submitted"] = "auto-replied"  # RFC 3834: no replies to this
     if facts.original_message_id:
-        original_id = _one_line(facts.original_message_id)
+        original_id = one_line(facts.original_message_id)
         report["In-Reply-To"] = original_id
         report["References"] = original_id
     report["X-SMS-Message-Id"] = facts.message_id
@@ -152,12 +151,12 @@ def dsn_mail(facts: DsnFacts) -> bytes:
     per_message = EmailMessage(policy=mail_policy)
     per_message["Reporting-MTA"] = f"dns; {facts.reporting_mta}"
     if facts.envid:
-        per_message["Original-Envelope-Id"] = _one_line(facts.envid)
+        per_message["Original-Envelope-Id"] = one_line(facts.envid)
     per_message["Arrival-Date"] = _date(facts.arrival)
     per_recipient = EmailMessage(policy=mail_policy)
     if facts.original_recipient:
         addr_type, _, address = facts.original_recipient.partition(";")
-        per_recipient["Original-Recipient"] = _one_line(f"{addr_type}; {address}")
+        per_recipient["Original-Recipient"] = one_line(f"{addr_type}; {address}")
     per_recipient["Final-Recipient"] = f"rfc822; {facts.final_recipient}"
     per_recipient["Action"] = "delivered" if delivered else "failed"
     per_recipient["Status"] = status
@@ -165,7 +164,7 @@ def dsn_mail(facts: DsnFacts) -> bytes:
         why = facts.error or facts.state
         if facts.error_detail:
             why += f": {facts.error_detail}"
-        per_recipient["Diagnostic-Code"] = _one_line(f"X-SMS-Bridge; {why}")
+        per_recipient["Diagnostic-Code"] = one_line(f"X-SMS-Bridge; {why}")
     per_recipient["Last-Attempt-Date"] = _date(facts.at)
     status_part = EmailMessage(policy=mail_policy)
     status_part.set_type("message/delivery-status")
@@ -177,9 +176,9 @@ def dsn_mail(facts: DsnFacts) -> bytes:
     original["From"] = facts.to
     original["To"] = facts.final_recipient
     if facts.original_message_id:
-        original["Message-ID"] = _one_line(facts.original_message_id)
+        original["Message-ID"] = one_line(facts.original_message_id)
     if facts.subject:
-        original["Subject"] = _one_line(facts.subject)
+        original["Subject"] = one_line(facts.subject)
     headers = EmailMessage(policy=mail_policy)
     text = original.as_string().partition("\r\n\r\n")[0].replace("\r\n", "\n") + "\n"
     headers.set_content(text, subtype="rfc822-headers", cte=_cte(text))
@@ -191,7 +190,7 @@ def dsn_mail(facts: DsnFacts) -> bytes:
 def _dsn_explanation(facts: DsnFacts, status: str) -> str:
     what = f"Your message to {facts.final_recipient}"
     if facts.subject:
-        what += f' ("{_one_line(facts.subject, 200)}")'
+        what += f' ("{one_line(facts.subject, 200)}")'
     if facts.state == "delivered":
         head = f"{what} was delivered as an SMS to {facts.number}."
     else:
@@ -227,7 +226,7 @@ def reply_mail(facts: ReplyFacts) -> bytes:
     mail = EmailMessage(policy=_policy(facts.to, sender))
     mail["From"] = f'"{facts.number}" <{sender}>'
     mail["To"] = facts.to
-    subject = _one_line(facts.subject or "")
+    subject = one_line(facts.subject or "")
     if not subject:
         subject = f"SMS from {facts.number}"
     elif not subject.lower().startswith("re:"):
@@ -236,7 +235,7 @@ def reply_mail(facts: ReplyFacts) -> bytes:
     mail["Date"] = _date(facts.received_at)
     mail["Message-ID"] = f"<{facts.reply_id}@{facts.domain}>"
     if facts.original_message_id:
-        original_id = _one_line(facts.original_message_id)
+        original_id = one_line(facts.original_message_id)
         mail["In-Reply-To"] = original_id
         mail["References"] = original_id
     mail.set_content(facts.text if facts.text.endswith("\n") else facts.text + "\n",

@@ -98,12 +98,11 @@ def _require(params: dict[str, str | None], key: str) -> str:
     return value
 
 
-def notify_value(raw: str) -> str:
+def notify_words(raw: str) -> frozenset[str]:
     try:
-        parse_notify(raw)
+        return parse_notify(raw)
     except ValueError:
         raise ParamError(replies.param_bad("NOTIFY")) from None
-    return raw.upper()
 
 
 def orcpt_value(raw: str) -> str:
@@ -134,6 +133,7 @@ class _Listener:
     config: Config
     metrics: Metrics
     domains: frozenset[str]
+    notify_default: frozenset[str]  # [smtp] notify_default, parsed once
     connections: dict[str, int] = field(default_factory=dict)
     tasks: set[asyncio.Future[Any]] = field(default_factory=set)
 
@@ -148,7 +148,8 @@ class _Listener:
 class _Rcpt:
     address: str  # as given in RCPT TO
     destination: Address  # read at RCPT time; the submit does not read it again
-    notify: str | None
+    notify: str | None  # as given (upper case), for the message's meta
+    notify_words: frozenset[str] | None  # parsed once, here
     orcpt: str | None
 
 
@@ -479,9 +480,12 @@ class BridgeSMTP(SMTP):
             if params and not self.session.extended_smtp:
                 raise ParamError(replies.RCPT_SYNTAX)
             notify = orcpt = None
+            words: frozenset[str] | None = None
             for key, value in params.items():
                 if key == "NOTIFY":
-                    notify = notify_value(_require(params, key))
+                    raw = _require(params, key)
+                    words = notify_words(raw)
+                    notify = raw.upper()
                 elif key == "ORCPT":
                     orcpt = orcpt_value(_require(params, key))
                 else:
@@ -512,7 +516,7 @@ class BridgeSMTP(SMTP):
             listener.metrics.rejected("smtp", exc.name.value)
             await self.push(replies.error(exc))
             return
-        txn.rcpts.append(_Rcpt(address, destination, notify, orcpt))
+        txn.rcpts.append(_Rcpt(address, destination, notify, words, orcpt))
         assert self.envelope is not None
         self.envelope.rcpt_tos.append(address)
         await self.push(replies.RCPT_OK)
@@ -640,8 +644,8 @@ class BridgeSMTP(SMTP):
                 if rcpt.orcpt is not None:
                     meta.append(("orcpt", rcpt.orcpt))
                 key = f"mid:{mail.message_id}\x1f{e164}" if mail.message_id else None
-                conditions = dsn_conditions(rcpt.notify, smtp.notify_default, txn.mail_from) \
-                    if dsn else None
+                conditions = dsn_conditions(rcpt.notify_words, self._listener.notify_default,
+                                            txn.mail_from) if dsn else None
                 recipients.append(Recipient(e164, key, tuple(meta), rcpt.destination,
                                             dsn_notify=conditions))
             order.append(index[e164])
@@ -716,7 +720,8 @@ async def start_smtp(service: Service, config: Config, metrics: Metrics) -> asyn
     loop = asyncio.get_running_loop()
     tls = _tls_context(config)
     auth_require_tls = not (smtp.auth_without_tls_on_loopback and is_loopback(smtp.listen_host))
-    listener = _Listener(service, config, metrics, frozenset(smtp.domains))
+    listener = _Listener(service, config, metrics, frozenset(smtp.domains),
+                         parse_notify(smtp.notify_default))
     cls = BridgeLMTP if smtp.lmtp else BridgeSMTP
     ident = "sms-bridge LMTP" if smtp.lmtp else "sms-bridge ESMTP"
     server = await loop.create_server(
