@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import re
+import socket
 import sys
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, AsyncIterator, Callable
@@ -55,6 +56,14 @@ async def running_bridge(config: Config) -> AsyncIterator[Bridge]:
         yield bridge
     finally:
         await bridge.stop()
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound once, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 async def at_least(items: list[Any], n: int, timeout: float = 10.0) -> None:

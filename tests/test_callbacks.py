@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,7 +22,8 @@ from aiohttp import web
 from bridge.app import Bridge
 from bridge.core.callbacks import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from bridge.config import Config
-from tests.conftest import DEMO_PASSWORD, at_least, make_config, running_bridge, timeline_until
+from tests.conftest import (DEMO_PASSWORD, at_least, closed_port, make_config, running_bridge,
+                            timeline_until)
 from tests.soap import NUMBER, call, client, fault_info
 
 FAST = {"callback_retry_base_s": 0.05, "callback_retry_max_s": 0.2, "callback_timeout_s": 0.5}
@@ -134,9 +134,7 @@ async def test_failing_hanging_and_redirecting_receivers_are_retried(tmp_path: P
 
 
 async def test_an_absent_receiver_is_given_up_after_the_last_attempt(tmp_path: Path) -> None:
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = closed_port()
     config = callback_config(tmp_path, callback_max_attempts=3)
     async with running_bridge(config) as bridge:
         message_id = await send(bridge, f"http://user:pw@127.0.0.1:{port}/dlr")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import email
-import socket
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -23,7 +22,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from bridge.app import Bridge
 from bridge.config import Config
-from tests.conftest import at_least, make_config, running_bridge, timeline_until
+from tests.conftest import at_least, closed_port, make_config, running_bridge, timeline_until
 from tests.soap import call, client
 from tests.smtp.test_server import NUMBER, RCPT, in_thread, mail, message_id_of, smtp
 
@@ -264,15 +263,8 @@ async def test_a_refusing_smarthost_is_retried_and_a_permanent_no_is_final(
         assert host.mails[0][2]["X-SMS-Message-Id"] == second
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 async def test_an_absent_smarthost_gives_up_after_max_attempts(tmp_path: Path) -> None:
-    config = mail_config(tmp_path, free_port(), mail_max_attempts=3)
+    config = mail_config(tmp_path, closed_port(), mail_max_attempts=3)
     async with running_bridge(config) as bridge:
         message_id = await send_mail(bridge, rcpt_options=["NOTIFY=SUCCESS"])
         events = await timeline_until(bridge, message_id, "dsn_failed")
@@ -281,7 +273,7 @@ async def test_an_absent_smarthost_gives_up_after_max_attempts(tmp_path: Path) -
 
 
 async def test_a_dsn_queued_before_a_restart_is_sent_after_it(tmp_path: Path) -> None:
-    port = free_port()
+    port = closed_port()
     config = mail_config(tmp_path, port, mail_retry_base_s=0.05, mail_retry_max_s=0.1)
     async with running_bridge(config) as bridge:
         message_id = await send_mail(bridge, rcpt_options=["NOTIFY=SUCCESS"])
