@@ -153,13 +153,23 @@ def _bench(what: str, options: Sequence[str] = ()) -> int:
     return 1 if failed else 0
 
 
+def _summary(config: Config) -> str:
+    """What check-config confirms beyond "ok": the parts an operator most often gets wrong."""
+    said = [f"{len(config.accounts)} account(s)",
+            f"{len(config.smsc) or 'embedded simulator as'} SMSC(s)",
+            f"mail back via {config.smtp.smarthost}" if config.smtp.mail_back
+            else "no mail back (no [smtp] smarthost)"]
+    if config.store.retention_days:
+        said.append(f"messages kept {config.store.retention_days:g} day(s)")
+    return ", ".join(said)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "check-config":
             config = _config(args.config)
-            print(f"{args.config}: ok ({len(config.accounts)} account(s), "
-                  f"{len(config.smsc) or 'embedded simulator as'} SMSC(s))")
+            print(f"{args.config}: ok ({_summary(config)})")
             return 0
         if args.command == "serve":
             config = _config(args.config)

@@ -125,6 +125,16 @@ def test_no_upstream_at_all_is_refused() -> None:
 
 def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check-config", "-c", str(ROOT / "conf" / "bridge.toml")]) == 0
+    assert capsys.readouterr().out.endswith(
+        ": ok (1 account(s), embedded simulator as SMSC(s), no mail back "
+        "(no [smtp] smarthost))\n")
+    relay = tmp_path / "relay.toml"
+    relay.write_text((ROOT / "conf" / "bridge.toml").read_text().replace(
+        '# smarthost = "127.0.0.1:25"', 'smarthost = "127.0.0.1:25"').replace(
+        '[store]\n', '[store]\nretention_days = 30\n'))
+    assert main(["check-config", "-c", str(relay)]) == 0
+    assert capsys.readouterr().out.endswith(
+        "mail back via 127.0.0.1:25, messages kept 30 day(s))\n")
     bad = tmp_path / "bad.toml"
     bad.write_text('[smtp]\nmax_recipients = 0\n[[smsc]]\nname = "x"\nwindow = 0\n')
     assert main(["check-config", "-c", str(bad)]) == 1
