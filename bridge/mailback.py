@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import aiosmtplib
@@ -45,6 +45,8 @@ CONCURRENCY = 4
 DRAIN_S = 5.0
 #: The longest wait between two looks for due mails (shorter when mail_retry_base_s is).
 POLL_S = 1.0
+#: Rows read per look: enough for one mail's recipients to share their DSN.
+FETCH = 200
 
 
 @dataclass(frozen=True)
@@ -63,10 +65,10 @@ class MailBack:
         self.clock = clock
         self.schedule = RetrySchedule(config.mail_max_attempts, config.mail_retry_base_s,
                                       config.mail_retry_max_s)
-        self._work = DueWork[DueMailback](
+        self._in_flight: set[int] = set()  # rows of the batches being mailed
+        self._work = DueWork[Batch](
             "mailback", concurrency=CONCURRENCY, poll_s=min(POLL_S, config.mail_retry_base_s),
-            due=lambda limit: self.store.mailbacks_due(now=self.clock(), limit=limit),
-            work=self._attempt)
+            due=self._due, work=self._attempt)
 
     async def start(self) -> None:
         self._work.start()
@@ -75,32 +77,43 @@ class MailBack:
         """Stop looking; give the mails in flight `timeout` seconds."""
         await self._work.stop(timeout)
 
-    def envelope(self, row: DueMailback) -> Envelope | str:
-        """The mail for a queued row, or why there can be none (then it is not tried)."""
+    async def _due(self, limit: int) -> list[Batch]:
+        rows = await self.store.mailbacks_due(now=self.clock(), limit=FETCH)
+        return batches([r for r in rows if r.id not in self._in_flight])[:limit]
+
+    def envelope(self, batch: Batch) -> Envelope | str:
+        """The mail for a batch, or why there can be none (then it is not tried)."""
+        row = batch.rows[0]
         meta = row.meta_json
         to = meta_text(meta, "mail_from")
         if not to:
             return "the mail came from the null reverse path: nobody to tell"
-        rcpt_to = meta_text(meta, "rcpt_to") or f"{row.recipient}@{self.config.domains[0]}"
         if row.kind == "dsn" and row.state is not None:
-            return Envelope("", to, dsn_mail(DsnFacts(
-                reporting_mta=self.config.hostname, report_from=self.config.report_address,
-                to=to, final_recipient=rcpt_to, original_recipient=meta_text(meta, "orcpt"),
-                envid=meta_text(meta, "envid"),
-                original_message_id=meta_text(meta, "message_id"),
-                subject=meta_text(meta, "subject"), message_id=row.message_id,
-                number=row.recipient, state=row.state, at=row.at, arrival=row.created_at,
-                parts=row.parts, parts_delivered=row.parts_delivered, error=row.error,
-                error_detail=row.error_detail, report_id=f"dsn.{row.message_id}.{row.state}")))
+            facts = [self._dsn_facts(r, to) for r in batch.rows]
+            return Envelope("", to, dsn_mail(*facts))
         if row.kind == "reply" and row.inbound_id is not None:
             # From the number at the domain the mail went to: answering it sends an SMS.
-            domain = rcpt_to.rpartition("@")[2] or self.config.domains[0]
+            domain = self._rcpt_to(row).rpartition("@")[2] or self.config.domains[0]
             return Envelope(self.config.report_address, to, reply_mail(ReplyFacts(
                 domain=domain, to=to, number=row.inbound_source or row.recipient,
                 text=row.inbound_text or "", received_at=row.at,
                 original_message_id=meta_text(meta, "message_id"),
                 subject=meta_text(meta, "subject"), reply_id=f"reply.{row.inbound_id}")))
         return f"nothing to mail for a {row.kind!r} row"
+
+    def _rcpt_to(self, row: DueMailback) -> str:
+        return meta_text(row.meta_json, "rcpt_to") or f"{row.recipient}@{self.config.domains[0]}"
+
+    def _dsn_facts(self, row: DueMailback, to: str) -> DsnFacts:
+        meta = row.meta_json
+        return DsnFacts(
+            reporting_mta=self.config.hostname, report_from=self.config.report_address, to=to,
+            final_recipient=self._rcpt_to(row), original_recipient=meta_text(meta, "orcpt"),
+            envid=meta_text(meta, "envid"), original_message_id=meta_text(meta, "message_id"),
+            subject=meta_text(meta, "subject"), message_id=row.message_id,
+            number=row.recipient, state=row.state or "", at=row.at, arrival=row.created_at,
+            parts=row.parts, parts_delivered=row.parts_delivered, error=row.error,
+            error_detail=row.error_detail, report_id=f"dsn.{row.message_id}.{row.state}")
 
     async def send(self, envelope: Envelope) -> tuple[int | None, str]:
         """Hand one mail to the smarthost: (SMTP reply code or None for no answer, what
@@ -131,24 +144,71 @@ class MailBack:
             return None, one_line(str(exc)) or type(exc).__name__
         return 250, "accepted"
 
-    async def _attempt(self, row: DueMailback) -> None:
-        attempt = row.attempts + 1
-        envelope = self.envelope(row)
+    async def _attempt(self, batch: Batch) -> None:
+        ids = {r.id for r in batch.rows}
+        self._in_flight |= ids
+        try:
+            await self._mail(batch)
+        finally:
+            self._in_flight -= ids
+
+    async def _mail(self, batch: Batch) -> None:
+        envelope = self.envelope(batch)
+        code: int | None = None
         if isinstance(envelope, str):
-            outcome, detail = Verdict.GAVE_UP, f"not mailed: {envelope}"
+            answer = f"not mailed: {envelope}"
         else:
             code, answer = await self.send(envelope)
-            outcome = smtp_verdict(code, attempt, self.schedule)
-            detail = (f"to {envelope.recipient} via {self.config.smarthost}: {answer} "
-                      f"(attempt {attempt} of {self.schedule.max_attempts})")
+            answer = f"to {envelope.recipient} via {self.config.smarthost}: {answer}"
+            if len(batch.rows) > 1:
+                answer += f", one report for {len(batch.rows)} recipients"
         now = self.clock()
-        next_at, note = next_due(outcome, attempt, self.schedule, now)
-        detail += note
-        # Not recorded (the store is in trouble): it stays due and goes again (DueWork).
-        await self.store.record_mailback(row.id, row.message_id, kind=row.kind,
-                                         outcome=outcome.value, attempts=attempt,
-                                         next_at=next_at, at=now, detail=detail)
-        self.metrics.mailback(row.kind, outcome.value)
-        level = logging.WARNING if outcome is Verdict.GAVE_UP else logging.INFO
-        log.log(level, "mail back %s %s id=%s: %s", row.kind, outcome.value, row.message_id,
-                detail)
+        results: list[tuple[DueMailback, Verdict, str]] = []
+        writes: list[Awaitable[None]] = []
+        for row in batch.rows:
+            attempt = row.attempts + 1
+            if isinstance(envelope, str):
+                outcome, detail = Verdict.GAVE_UP, answer
+            else:
+                outcome = smtp_verdict(code, attempt, self.schedule)
+                detail = f"{answer} (attempt {attempt} of {self.schedule.max_attempts})"
+            next_at, note = next_due(outcome, attempt, self.schedule, now)
+            detail += note
+            results.append((row, outcome, detail))
+            writes.append(self.store.record_mailback(
+                row.id, row.message_id, kind=row.kind, outcome=outcome.value,
+                attempts=attempt, next_at=next_at, at=now, detail=detail))
+        # Issued together, committed together. Not recorded (the store is in trouble): the
+        # rows stay due and go again (DueWork).
+        await asyncio.gather(*writes)
+        for row, outcome, detail in results:
+            self.metrics.mailback(row.kind, outcome.value)
+            level = logging.WARNING if outcome is Verdict.GAVE_UP else logging.INFO
+            log.log(level, "mail back %s %s id=%s: %s", row.kind, outcome.value,
+                    row.message_id, detail)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Queued mails that go as one: the DSNs of one mail's recipients that are due together
+    (one report, a block each, as an MTA writes it), or a single row."""
+
+    rows: tuple[DueMailback, ...]
+
+    @property
+    def id(self) -> int:
+        return self.rows[0].id
+
+
+def batches(rows: list[DueMailback]) -> list[Batch]:
+    """Due rows into batches, in due order: DSN rows about the same mail (same sender,
+    Message-ID and ENVID) together; replies, and mails without a Message-ID, alone."""
+    groups: dict[tuple[str | int | None, ...], list[DueMailback]] = {}
+    for row in rows:
+        message_id = meta_text(row.meta_json, "message_id")
+        key: tuple[str | int | None, ...] = (row.id,)
+        if row.kind == "dsn" and message_id:
+            key = (meta_text(row.meta_json, "mail_from"), message_id,
+                   meta_text(row.meta_json, "envid"))
+        groups.setdefault(key, []).append(row)
+    return [Batch(tuple(group)) for group in groups.values()]

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import email
+import json
+import re
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -21,10 +23,12 @@ import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from bridge.app import Bridge
+from bridge.mailback import batches
+from bridge.store.base import DueMailback
 from bridge.config import Config
 from tests.conftest import at_least, closed_port, make_config, running_bridge, timeline_until
 from tests.soap import call, client
-from tests.smtp.test_server import NUMBER, RCPT, in_thread, mail, message_id_of, smtp
+from tests.smtp.test_server import NUMBER, RCPT, in_thread, mail, message_id_of, send, smtp
 
 FAST = {"mail_retry_base_s": 0.05, "mail_retry_max_s": 0.2, "smarthost_timeout_s": 2.0}
 SENDER = "ops@acme.example"
@@ -272,16 +276,45 @@ async def test_an_absent_smarthost_gives_up_after_max_attempts(tmp_path: Path) -
         assert "(attempt 3 of 3)" in events[-1][1]
 
 
-async def test_a_dsn_queued_before_a_restart_is_sent_after_it(tmp_path: Path) -> None:
+async def test_dsns_queued_before_a_restart_go_after_it_one_report_per_mail(
+        tmp_path: Path) -> None:
+    numbers = ["+447400123456", "+447400123457", "+447400123458"]
     port = closed_port()
     config = mail_config(tmp_path, port, mail_retry_base_s=0.05, mail_retry_max_s=0.1)
     async with running_bridge(config) as bridge:
-        message_id = await send_mail(bridge, rcpt_options=["NOTIFY=SUCCESS"])
-        await timeline_until(bridge, message_id, "dsn_retry")
+        code, reply = await asyncio.to_thread(
+            send, bridge.smtp_port, mail("to three", message_id="<three@acme>"),
+            [f"{n}@sms.localhost" for n in numbers], rcpt_options=["NOTIFY=SUCCESS"])
+        assert code == 250, reply
+        ids = reply.decode().split()[2].split(",")
+        assert len(ids) == 3, reply
+        for message_id in ids:
+            await timeline_until(bridge, message_id, "dsn_retry")
     async with smarthost(port=port) as host, running_bridge(config) as bridge:
-        await at_least(host.mails, 1)
-        assert host.mails[0][2]["X-SMS-Message-Id"] == message_id
-        await timeline_until(bridge, message_id, "dsn")
+        for message_id in ids:
+            events = await timeline_until(bridge, message_id, "dsn")
+            # Attempts so far differ by how often each was tried before the restart.
+            assert re.search(r"accepted, one report for 3 recipients \(attempt \d+ of 10\)$",
+                             events[-1][1]), events
+        [(_, _, report)] = host.mails  # one DSN for the mail, a block per recipient
+        assert report.get_all("X-SMS-Message-Id") == ids
+        _, *blocks = list(report.iter_parts())[1].get_payload()  # type: ignore[misc]
+        assert [(b["Final-Recipient"], b["Action"]) for b in blocks] == [
+            (f"rfc822; {n}@sms.localhost", "delivered") for n in numbers]
+
+
+def test_batches_group_one_mails_dsns_and_nothing_else() -> None:
+    def row(id_: int, kind: str = "dsn", **meta: str) -> DueMailback:
+        return DueMailback(id=id_, kind=kind, message_id=f"m{id_}", state="delivered", at=1.0,
+                           attempts=0, recipient=NUMBER, meta_json=json.dumps(meta),
+                           created_at=0.0, parts=1, parts_delivered=1, error=None,
+                           error_detail=None, inbound_id=f"i{id_}" if kind == "reply" else None,
+                           inbound_source=None, inbound_text=None)
+    a = {"mail_from": SENDER, "message_id": "<a@acme>"}
+    rows = [row(1, **a), row(2, "reply", **a), row(3, **{**a, "envid": "x"}), row(4, **a),
+            row(5, mail_from=SENDER), row(6, mail_from=SENDER),
+            row(7, **{**a, "mail_from": "other@acme.example"})]
+    assert [[r.id for r in b.rows] for b in batches(rows)] == [[1, 4], [2], [3], [5], [6], [7]]
 
 
 async def test_without_a_smarthost_nothing_is_queued(tmp_path: Path) -> None:

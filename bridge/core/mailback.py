@@ -122,27 +122,31 @@ class DsnFacts:
     report_id: str  # unique per report: the local part of the report's Message-ID
 
 
-def dsn_mail(facts: DsnFacts) -> bytes:
+def dsn_mail(facts: DsnFacts, *more: DsnFacts) -> bytes:
     """A multipart/report (RFC 3464): a human-readable explanation, the machine-readable
     message/delivery-status, and the headers of the original mail as far as the bridge keeps
-    them (it stores the SMS text, not the mail, so RET=FULL gets headers too)."""
-    delivered = facts.state == "delivered"
-    status = dsn_status(facts.state, facts.error)
-    mail_policy = _policy(facts.to, facts.final_recipient)
+    them (it stores the SMS text, not the mail, so RET=FULL gets headers too). `more`: other
+    recipients of the same mail, reported in the same DSN (one block each); the envelope,
+    the original mail and the report's id come from `facts`."""
+    everyone = (facts, *more)
+    statuses = [dsn_status(f.state, f.error) for f in everyone]
+    all_delivered = all(f.state == "delivered" for f in everyone)
+    mail_policy = _policy(facts.to, *(f.final_recipient for f in everyone))
     report = EmailMessage(policy=mail_policy)
     report["From"] = f"Mail Delivery System <{facts.report_from}>"
     report["To"] = facts.to
     report["Subject"] = "Delivery Status Notification (%s)" % (
-        "Success" if delivered else "Failure")
-    report["Date"] = _date(facts.at)
+        "Success" if all_delivered else "Failure")
+    report["Date"] = _date(max(f.at for f in everyone))
     report["Message-ID"] = f"<{facts.report_id}@{facts.reporting_mta}>"
     report["Auto-Submitted"] = "auto-replied"  # RFC 3834: no replies to this
     if facts.original_message_id:
         original_id = one_line(facts.original_message_id)
         report["In-Reply-To"] = original_id
         report["References"] = original_id
-    report["X-SMS-Message-Id"] = facts.message_id
-    explanation = _dsn_explanation(facts, status)
+    for f in everyone:
+        report["X-SMS-Message-Id"] = f.message_id
+    explanation = "\n".join(_dsn_explanation(f, status) for f, status in zip(everyone, statuses))
     report.set_content(explanation, cte=_cte(explanation))
     report.make_mixed()  # becomes multipart/report below; make_mixed keeps the text part
     report.replace_header("Content-Type", "multipart/report")
@@ -153,28 +157,16 @@ def dsn_mail(facts: DsnFacts) -> bytes:
     if facts.envid:
         per_message["Original-Envelope-Id"] = one_line(facts.envid)
     per_message["Arrival-Date"] = _date(facts.arrival)
-    per_recipient = EmailMessage(policy=mail_policy)
-    if facts.original_recipient:
-        addr_type, _, address = facts.original_recipient.partition(";")
-        per_recipient["Original-Recipient"] = one_line(f"{addr_type}; {address}")
-    per_recipient["Final-Recipient"] = f"rfc822; {facts.final_recipient}"
-    per_recipient["Action"] = "delivered" if delivered else "failed"
-    per_recipient["Status"] = status
-    if not delivered:
-        why = facts.error or facts.state
-        if facts.error_detail:
-            why += f": {facts.error_detail}"
-        per_recipient["Diagnostic-Code"] = one_line(f"X-SMS-Bridge; {why}")
-    per_recipient["Last-Attempt-Date"] = _date(facts.at)
     status_part = EmailMessage(policy=mail_policy)
     status_part.set_type("message/delivery-status")
-    status_part.set_payload([per_message, per_recipient])
+    status_part.set_payload([per_message, *(_per_recipient(f, status, mail_policy)
+                                            for f, status in zip(everyone, statuses))])
     del status_part["MIME-Version"]
     report.attach(status_part)
 
     original = EmailMessage(policy=mail_policy)  # encodes non-ASCII subjects as RFC 2047
     original["From"] = facts.to
-    original["To"] = facts.final_recipient
+    original["To"] = ", ".join(dict.fromkeys(f.final_recipient for f in everyone))
     if facts.original_message_id:
         original["Message-ID"] = one_line(facts.original_message_id)
     if facts.subject:
@@ -185,6 +177,26 @@ def dsn_mail(facts: DsnFacts) -> bytes:
     del headers["MIME-Version"]
     report.attach(headers)
     return report.as_bytes()
+
+
+def _per_recipient(facts: DsnFacts, status: str,
+                   mail_policy: "policy.EmailPolicy[EmailMessage]") -> EmailMessage:
+    """One recipient's block of the message/delivery-status part."""
+    delivered = facts.state == "delivered"
+    block = EmailMessage(policy=mail_policy)
+    if facts.original_recipient:
+        addr_type, _, address = facts.original_recipient.partition(";")
+        block["Original-Recipient"] = one_line(f"{addr_type}; {address}")
+    block["Final-Recipient"] = f"rfc822; {facts.final_recipient}"
+    block["Action"] = "delivered" if delivered else "failed"
+    block["Status"] = status
+    if not delivered:
+        why = facts.error or facts.state
+        if facts.error_detail:
+            why += f": {facts.error_detail}"
+        block["Diagnostic-Code"] = one_line(f"X-SMS-Bridge; {why}")
+    block["Last-Attempt-Date"] = _date(facts.at)
+    return block
 
 
 def _dsn_explanation(facts: DsnFacts, status: str) -> str:

@@ -170,6 +170,28 @@ def test_failure_dsn_structure_and_fields() -> None:
                        "Message-ID: <orig-1@example.com>\nSubject: Hi there\n")
 
 
+def test_one_report_for_several_recipients_of_a_mail() -> None:
+    other = dataclasses.replace(
+        DELIVERED, final_recipient="+447400123457@sms.localhost", number="+447400123457",
+        message_id="m-2", at=AT + 60, report_id="ignored")
+    report = parse(dsn_mail(FAILED, other))
+    assert report["Subject"] == "Delivery Status Notification (Failure)"  # one failed
+    assert report["Message-ID"] == "<r-1@bridge.example>"  # the first's
+    assert report.get_all("X-SMS-Message-Id") == ["m-1", "m-2"]
+    assert report["Date"] == "Tue, 14 Nov 2023 22:16:00 +0000"  # the latest outcome
+    per_message, *blocks = status_blocks(report)
+    assert per_message["Original-Envelope-Id"] == "ENV-1"
+    assert [(b["Final-Recipient"], b["Action"], b["Status"]) for b in blocks] == [
+        (f"rfc822; {RCPT}", "failed", "5.1.1"),
+        ("rfc822; +447400123457@sms.localhost", "delivered", "2.0.0")]
+    text = parts(report)[0].get_content()
+    assert "could not be delivered as an SMS to +447400123456" in text
+    assert "was delivered as an SMS to +447400123457" in text
+    assert f"To: {RCPT}, +447400123457@sms.localhost" in parts(report)[2].get_content()
+    assert parse(dsn_mail(DELIVERED, other))["Subject"] == (
+        "Delivery Status Notification (Success)")
+
+
 def test_success_dsn_leaves_out_what_was_not_given() -> None:
     report = parse(dsn_mail(DELIVERED))
     assert report["Subject"] == "Delivery Status Notification (Success)"
