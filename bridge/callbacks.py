@@ -34,7 +34,7 @@ from bridge.core.callbacks import (
     redact_url,
     verdict,
 )
-from bridge.core.model import meta_text
+from bridge.core.model import meta_strings
 from bridge.duework import DueWork
 from bridge.metrics import OutboundMetrics
 from bridge.store.base import DueCallback, Store
@@ -98,7 +98,7 @@ class CallbackSender:
         attempt = callback.attempts + 1
         body = callback_document(CallbackFacts(
             message_id=callback.message_id, state=callback.state, at=callback.at,
-            recipient=callback.recipient, reference=meta_text(callback.meta_json, "reference"),
+            recipient=callback.recipient, reference=meta_strings(callback.meta_json).get("reference"),
             parts=callback.parts, parts_delivered=callback.parts_delivered,
             error=callback.error, error_detail=callback.error_detail, attempt=attempt))
         headers = _JSON

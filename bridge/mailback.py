@@ -32,7 +32,7 @@ from bridge.core.mailback import (
     reply_mail,
     smtp_verdict,
 )
-from bridge.core.model import meta_text
+from bridge.core.model import meta_strings
 from bridge.duework import DueWork
 from bridge.metrics import OutboundMetrics
 from bridge.store.base import DueMailback, Store
@@ -84,33 +84,32 @@ class MailBack:
     def envelope(self, batch: Batch) -> Envelope | str:
         """The mail for a batch, or why there can be none (then it is not tried)."""
         row = batch.rows[0]
-        meta = row.meta_json
-        to = meta_text(meta, "mail_from")
+        meta = meta_strings(row.meta_json)
+        to = meta.get("mail_from")
         if not to:
             return "the mail came from the null reverse path: nobody to tell"
         if row.kind == "dsn" and row.state is not None:
-            facts = [self._dsn_facts(r, to) for r in batch.rows]
+            facts = [self._dsn_facts(r, meta_strings(r.meta_json), to) for r in batch.rows]
             return Envelope("", to, dsn_mail(*facts))
         if row.kind == "reply" and row.inbound_id is not None:
             # From the number at the domain the mail went to: answering it sends an SMS.
-            domain = self._rcpt_to(row).rpartition("@")[2] or self.config.domains[0]
+            domain = self._rcpt_to(row, meta).rpartition("@")[2] or self.config.domains[0]
             return Envelope(self.config.report_address, to, reply_mail(ReplyFacts(
                 domain=domain, to=to, number=row.inbound_source or row.recipient,
                 text=row.inbound_text or "", received_at=row.at,
-                original_message_id=meta_text(meta, "message_id"),
-                subject=meta_text(meta, "subject"), reply_id=f"reply.{row.inbound_id}")))
+                original_message_id=meta.get("message_id"), subject=meta.get("subject"),
+                reply_id=f"reply.{row.inbound_id}")))
         return f"nothing to mail for a {row.kind!r} row"
 
-    def _rcpt_to(self, row: DueMailback) -> str:
-        return meta_text(row.meta_json, "rcpt_to") or f"{row.recipient}@{self.config.domains[0]}"
+    def _rcpt_to(self, row: DueMailback, meta: dict[str, str]) -> str:
+        return meta.get("rcpt_to") or f"{row.recipient}@{self.config.domains[0]}"
 
-    def _dsn_facts(self, row: DueMailback, to: str) -> DsnFacts:
-        meta = row.meta_json
+    def _dsn_facts(self, row: DueMailback, meta: dict[str, str], to: str) -> DsnFacts:
         return DsnFacts(
             reporting_mta=self.config.hostname, report_from=self.config.report_address, to=to,
-            final_recipient=self._rcpt_to(row), original_recipient=meta_text(meta, "orcpt"),
-            envid=meta_text(meta, "envid"), original_message_id=meta_text(meta, "message_id"),
-            subject=meta_text(meta, "subject"), message_id=row.message_id,
+            final_recipient=self._rcpt_to(row, meta), original_recipient=meta.get("orcpt"),
+            envid=meta.get("envid"), original_message_id=meta.get("message_id"),
+            subject=meta.get("subject"), message_id=row.message_id,
             number=row.recipient, state=row.state or "", at=row.at, arrival=row.created_at,
             parts=row.parts, parts_delivered=row.parts_delivered, error=row.error,
             error_detail=row.error_detail, report_id=f"dsn.{row.message_id}.{row.state}")
@@ -205,10 +204,9 @@ def batches(rows: list[DueMailback]) -> list[Batch]:
     Message-ID and ENVID) together; replies, and mails without a Message-ID, alone."""
     groups: dict[tuple[str | int | None, ...], list[DueMailback]] = {}
     for row in rows:
-        message_id = meta_text(row.meta_json, "message_id")
+        meta = meta_strings(row.meta_json)
         key: tuple[str | int | None, ...] = (row.id,)
-        if row.kind == "dsn" and message_id:
-            key = (meta_text(row.meta_json, "mail_from"), message_id,
-                   meta_text(row.meta_json, "envid"))
+        if row.kind == "dsn" and meta.get("message_id"):
+            key = (meta.get("mail_from"), meta["message_id"], meta.get("envid"))
         groups.setdefault(key, []).append(row)
     return [Batch(tuple(group)) for group in groups.values()]

@@ -20,12 +20,13 @@ class Address:
         return f"+{self.value}" if self.ton == 1 else self.value
 
 
-def meta_text(meta_json: str, key: str) -> str | None:
-    """One string of a message's ingress details (`meta_json`), or None when it is missing,
-    not a string, or the JSON is unreadable."""
+def meta_strings(meta_json: str) -> dict[str, str]:
+    """A message's ingress details (`meta_json`) that are strings, read once; empty when the
+    JSON is unreadable."""
     try:
         meta = json.loads(meta_json)
     except ValueError:
-        return None
-    value = meta.get(key) if isinstance(meta, dict) else None
-    return value if isinstance(value, str) else None
+        return {}
+    if not isinstance(meta, dict):
+        return {}
+    return {k: v for k, v in meta.items() if isinstance(v, str)}
