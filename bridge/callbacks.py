@@ -77,7 +77,7 @@ class CallbackSender:
             "callbacks", concurrency=CONCURRENCY,
             poll_s=min(POLL_S, config.callback_retry_base_s),
             due=lambda limit: self.store.callbacks_due(now=self.clock(), limit=limit),
-            work=self._attempt)
+            work=self._attempt, ids=lambda callback: (callback.id,))
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(

@@ -8,31 +8,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Generic, Protocol, TypeVar
+from collections.abc import Awaitable, Callable, Collection
+from typing import Generic, TypeVar
 
-
-class _Row(Protocol):
-    @property
-    def id(self) -> int: ...
-
-
-R = TypeVar("R", bound=_Row)
+R = TypeVar("R")
 
 
 class DueWork(Generic[R]):
     def __init__(self, name: str, *, concurrency: int, poll_s: float,
                  due: Callable[[int], Awaitable[list[R]]],
-                 work: Callable[[R], Awaitable[None]]) -> None:
-        """`due(limit)` reads up to `limit` due rows; `work(row)` makes one attempt and
-        records its outcome."""
+                 work: Callable[[R], Awaitable[None]],
+                 ids: Callable[[R], Collection[int]]) -> None:
+        """`due(limit)` reads up to `limit` due items; `work(item)` makes one attempt and
+        records its outcome; `ids(item)`: the store rows it covers (one, or a batch's), none
+        of which is taken again while it is in flight."""
         self.log = logging.getLogger(f"bridge.{name}")
         self.name = name
         self.concurrency = concurrency
         self.poll_s = poll_s
         self._due = due
         self._work = work
-        self._working: set[int] = set()
+        self._ids = ids
+        self._working: set[int] = set()  # rows in flight
+        self._busy = 0  # attempts in flight
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._stopping = False
@@ -56,33 +54,37 @@ class DueWork(Generic[R]):
     async def _run(self) -> None:
         while not self._stopping:
             self._wake.clear()
-            free = self.concurrency - len(self._working)
+            free = self.concurrency - self._busy
             if free > 0:
                 try:
                     # More than free: some of them may be in flight already.
-                    rows = await self._due(self.concurrency + free)
+                    items = await self._due(self.concurrency + free)
                 except Exception as exc:  # the store is in trouble: look again later
                     self.log.error("%s: cannot read the due ones: %s", self.name, exc)
-                    rows = []
-                for row in rows:
+                    items = []
+                for item in items:
                     if free == 0 or self._stopping:
                         break
-                    if row.id in self._working:
+                    ids = self._ids(item)
+                    if not self._working.isdisjoint(ids):
                         continue
                     free -= 1
-                    self._working.add(row.id)
-                    task = asyncio.create_task(self._attempt(row))
+                    self._busy += 1
+                    self._working.update(ids)
+                    task = asyncio.create_task(self._attempt(item, ids))
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_s)
 
-    async def _attempt(self, row: R) -> None:
+    async def _attempt(self, item: R, ids: Collection[int]) -> None:
         try:
-            await self._work(row)
-        except Exception:  # a store in trouble, or a bug: the row stays due, after a pause
-            self.log.exception("%s: row %d not finished, it stays due", self.name, row.id)
+            await self._work(item)
+        except Exception:  # a store in trouble, or a bug: the rows stay due, after a pause
+            self.log.exception("%s: rows %s not finished, they stay due", self.name,
+                               sorted(ids))
             await asyncio.sleep(self.poll_s)
         finally:
-            self._working.discard(row.id)
+            self._working.difference_update(ids)
+            self._busy -= 1
             self._wake.set()  # a slot is free: look for more now, not at the next poll

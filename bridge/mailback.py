@@ -65,10 +65,9 @@ class MailBack:
         self.clock = clock
         self.schedule = RetrySchedule(config.mail_max_attempts, config.mail_retry_base_s,
                                       config.mail_retry_max_s)
-        self._in_flight: set[int] = set()  # rows of the batches being mailed
         self._work = DueWork[Batch](
             "mailback", concurrency=CONCURRENCY, poll_s=min(POLL_S, config.mail_retry_base_s),
-            due=self._due, work=self._attempt)
+            due=self._due, work=self._mail, ids=lambda batch: [r.id for r in batch.rows])
 
     async def start(self) -> None:
         self._work.start()
@@ -79,7 +78,7 @@ class MailBack:
 
     async def _due(self, limit: int) -> list[Batch]:
         rows = await self.store.mailbacks_due(now=self.clock(), limit=FETCH)
-        return batches([r for r in rows if r.id not in self._in_flight])[:limit]
+        return batches(rows)[:limit]
 
     def envelope(self, batch: Batch) -> Envelope | str:
         """The mail for a batch, or why there can be none (then it is not tried)."""
@@ -143,14 +142,6 @@ class MailBack:
             return None, one_line(str(exc)) or type(exc).__name__
         return 250, "accepted"
 
-    async def _attempt(self, batch: Batch) -> None:
-        ids = {r.id for r in batch.rows}
-        self._in_flight |= ids
-        try:
-            await self._mail(batch)
-        finally:
-            self._in_flight -= ids
-
     async def _mail(self, batch: Batch) -> None:
         envelope = self.envelope(batch)
         code: int | None = None
@@ -193,10 +184,6 @@ class Batch:
     (one report, a block each, as an MTA writes it), or a single row."""
 
     rows: tuple[DueMailback, ...]
-
-    @property
-    def id(self) -> int:
-        return self.rows[0].id
 
 
 def batches(rows: list[DueMailback]) -> list[Batch]:
