@@ -317,8 +317,11 @@ def test_batches_group_one_mails_dsns_and_nothing_else() -> None:
     assert [[r.id for r in b.rows] for b in batches(rows)] == [[1, 4], [2], [3], [5], [6], [7]]
 
 
-async def test_without_a_smarthost_nothing_is_queued(tmp_path: Path) -> None:
-    async with running_bridge(make_config(tmp_path)) as bridge:
+@pytest.mark.parametrize("smtp", [{}, {"smarthost": "127.0.0.1:25", "dsn": False}],
+                         ids=["no smarthost", "dsn off"])
+async def test_without_a_smarthost_or_with_dsn_off_no_dsn_is_queued(
+        tmp_path: Path, smtp: dict[str, Any]) -> None:
+    async with running_bridge(make_config(tmp_path, smtp=smtp)) as bridge:
         message_id = await send_mail(bridge, rcpt_options=["NOTIFY=SUCCESS"])
         await timeline_until(bridge, message_id, "delivered")
     db = sqlite3.connect(tmp_path / "bridge.db")

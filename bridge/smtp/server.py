@@ -133,7 +133,8 @@ class _Listener:
     config: Config
     metrics: Metrics
     domains: frozenset[str]
-    notify_default: frozenset[str]  # [smtp] notify_default, parsed once
+    #: [smtp] notify_default, parsed once; None when no DSN goes back (no smarthost, dsn off).
+    notify_default: frozenset[str] | None
     connections: dict[str, int] = field(default_factory=dict)
     tasks: set[asyncio.Future[Any]] = field(default_factory=set)
 
@@ -628,8 +629,6 @@ class BridgeSMTP(SMTP):
             mail = await asyncio.to_thread(parse_mail, content, subject=smtp.subject)
         else:
             mail = parse_mail(content, subject=smtp.subject)
-        # DSNs as each RCPT's NOTIFY (or the default) asks, when mail goes back at all.
-        dsn = smtp.mail_back and smtp.dsn
         # One submission per distinct number; `order[i]` is the submission of RCPT i.
         index: dict[str, int] = {}
         order: list[int] = []
@@ -644,8 +643,10 @@ class BridgeSMTP(SMTP):
                 if rcpt.orcpt is not None:
                     meta.append(("orcpt", rcpt.orcpt))
                 key = f"mid:{mail.message_id}\x1f{e164}" if mail.message_id else None
-                conditions = dsn_conditions(rcpt.notify_words, self._listener.notify_default,
-                                            txn.mail_from) if dsn else None
+                # DSNs as each RCPT's NOTIFY (or the default) asks, when they go back at all.
+                default = self._listener.notify_default
+                conditions = None if default is None else \
+                    dsn_conditions(rcpt.notify_words, default, txn.mail_from)
                 recipients.append(Recipient(e164, key, tuple(meta), rcpt.destination,
                                             dsn_notify=conditions))
             order.append(index[e164])
@@ -721,7 +722,8 @@ async def start_smtp(service: Service, config: Config, metrics: Metrics) -> asyn
     tls = _tls_context(config)
     auth_require_tls = not (smtp.auth_without_tls_on_loopback and is_loopback(smtp.listen_host))
     listener = _Listener(service, config, metrics, frozenset(smtp.domains),
-                         parse_notify(smtp.notify_default))
+                         parse_notify(smtp.notify_default)
+                         if smtp.mail_back and smtp.dsn else None)
     cls = BridgeLMTP if smtp.lmtp else BridgeSMTP
     ident = "sms-bridge LMTP" if smtp.lmtp else "sms-bridge ESMTP"
     server = await loop.create_server(
