@@ -62,12 +62,11 @@ class SmtpConfig:
         return bool(self.smarthost)
 
     @property
-    def smarthost_host(self) -> str:
-        return self.smarthost.rpartition(":")[0].strip("[]")
-
-    @property
-    def smarthost_port(self) -> int:
-        return int(self.smarthost.rpartition(":")[2])
+    def smarthost_address(self) -> tuple[str, int]:
+        """(host, port) of `smarthost`, which the config has checked."""
+        address = split_host_port(self.smarthost)
+        assert address is not None, "smarthost is checked when the config is read"
+        return address
 
     @property
     def report_address(self) -> str:
@@ -284,11 +283,11 @@ class _Reader:
 
     def listen(self, name: str, default_host: str, default_port: int) -> tuple[str, int]:
         raw = self.get(name, str, f"{default_host}:{default_port}")
-        host, sep, port = raw.rpartition(":")
-        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        address = split_host_port(raw)
+        if address is None:
             self.fail(name, f'must be "host:port" with a port 0..65535, got "{raw}"')
             return default_host, default_port
-        return host.strip("[]") or "127.0.0.1", int(port)
+        return address[0] or "127.0.0.1", address[1]
 
     def finish(self) -> None:
         for name in self.table:
@@ -343,7 +342,7 @@ def _smtp(r: _Reader) -> SmtpConfig:
                                          d.max_connections_per_client, _between(1, 10_000)),
         command_timeout_s=r.get("command_timeout_s", float, d.command_timeout_s,
                                 _between(1, 3600)),
-        smarthost=r.get("smarthost", str, d.smarthost, _host_port),
+        smarthost=r.get("smarthost", str, d.smarthost, _smarthost_problem),
         smarthost_tls=r.get("smarthost_tls", str, d.smarthost_tls,
                             _one_of("none", "starttls", "tls")),
         smarthost_user=r.get("smarthost_user", str, None),
@@ -374,8 +373,8 @@ def _smtp(r: _Reader) -> SmtpConfig:
         r.fail("require_tls", "needs tls_cert and tls_key")
     if (cfg.smarthost_user is None) != (cfg.smarthost_password is None):
         r.fail("smarthost_password", "smarthost_user and smarthost_password go together")
-    if cfg.smarthost_user is not None and cfg.smarthost_tls == "none" \
-            and not is_loopback(cfg.smarthost_host):
+    if cfg.smarthost_user is not None and cfg.smarthost_tls == "none" and cfg.mail_back \
+            and not is_loopback(cfg.smarthost_address[0]):
         r.fail("smarthost_tls", "a password goes to a smarthost beyond loopback only over "
                                 "TLS: set starttls or tls")
     if cfg.mail_retry_max_s < cfg.mail_retry_base_s:
@@ -384,12 +383,21 @@ def _smtp(r: _Reader) -> SmtpConfig:
     return cfg
 
 
-def _host_port(value: str) -> str | None:
-    """Empty, or "host:port" with a port 1..65535."""
+def split_host_port(raw: str) -> tuple[str, int] | None:
+    """"host:port" (an IPv6 host in brackets or not) → (host, port); None when it is not
+    that, with a port 0..65535. The host may be empty."""
+    host, sep, port = raw.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        return None
+    return host.strip("[]"), int(port)
+
+
+def _smarthost_problem(value: str) -> str | None:
+    """Empty, or "host:port" with a host and a port 1..65535."""
     if not value:
         return None
-    host, sep, port = value.rpartition(":")
-    if not sep or not host.strip("[]") or not port.isdigit() or not 1 <= int(port) <= 65535:
+    address = split_host_port(value)
+    if address is None or not address[0] or address[1] == 0:
         return f'must be "host:port" with a port 1..65535, got "{value}"'
     return None
 

@@ -117,11 +117,12 @@ class MailBack:
         """Hand one mail to the smarthost: (SMTP reply code or None for no answer, what
         happened, for the timeline)."""
         c = self.config
+        host, port = c.smarthost_address
         utf8 = not (envelope.sender.isascii() and envelope.recipient.isascii())
         try:
             # The client rather than aiosmtplib.send, which refuses the null reverse path.
             client = aiosmtplib.SMTP(
-                hostname=c.smarthost_host, port=c.smarthost_port, local_hostname=c.hostname,
+                hostname=host, port=port, local_hostname=c.hostname,
                 username=c.smarthost_user, password=c.smarthost_password,
                 use_tls=c.smarthost_tls == "tls", start_tls=c.smarthost_tls == "starttls",
                 timeout=c.smarthost_timeout_s)

@@ -45,6 +45,8 @@ def test_shipped_config_is_valid_and_uses_the_simulator() -> None:
      "soap.callback_retry_max_s: must not be less than callback_retry_base_s"),
     ({"smtp": {"smarthost": "relay.example"}}, 'smtp.smarthost: must be "host:port"'),
     ({"smtp": {"smarthost": "relay.example:0"}}, 'smtp.smarthost: must be "host:port"'),
+    ({"smtp": {"smarthost": ":25", "smarthost_user": "u", "smarthost_password": "p"}},
+     'smtp.smarthost: must be "host:port"'),
     ({"smtp": {"smarthost_tls": "ssl"}}, 'smtp.smarthost_tls: must be one of "none"'),
     ({"smtp": {"notify_default": "ALWAYS"}}, 'smtp.notify_default: must be "NEVER" or'),
     ({"smtp": {"notify_default": "NEVER,FAILURE"}}, "smtp.notify_default: must be"),
@@ -112,7 +114,7 @@ def test_mail_back_keys() -> None:
         "smarthost_password": {"env": "RELAY_PW"}, "notify_default": "never"}},
         env={"RELAY_PW": "s3cret"})
     smtp = config.smtp
-    assert (smtp.mail_back, smtp.smarthost_host, smtp.smarthost_port) == (True, "::1", 2525)
+    assert (smtp.mail_back, smtp.smarthost_address) == (True, ("::1", 2525))
     assert smtp.report_address == "MAILER-DAEMON@sms.acme.example"
     assert smtp.smarthost_password == "s3cret" and "s3cret" not in repr(config)
     assert parse_config(BASE).smtp.mail_back is False  # no smarthost: no mail goes back
