@@ -719,14 +719,14 @@ class _Writer:
 
     def callback(self, tx: _Tx, callback_id: int, message_id: str, outcome: str, attempts: int,
                  next_at: float, at: float, detail: str) -> None:
-        _attempted(tx, "callbacks", _ATTEMPT_EVENTS["callback"], callback_id, message_id,
-                   outcome, attempts, next_at, at, detail)
+        _attempted(tx, "callbacks", _CALLBACK_EVENTS, callback_id, message_id, outcome,
+                   attempts, next_at, at, detail)
 
     def mailback(self, tx: _Tx, mailback_id: int, message_id: str, kind: str, outcome: str,
                  attempts: int, next_at: float, at: float, detail: str) -> None:
-        if kind not in ("dsn", "reply"):
+        events = _MAIL_EVENTS.get(kind)
+        if events is None:
             raise ValueError(f"unknown mail kind {kind!r}")
-        events = _ATTEMPT_EVENTS[kind]
         _attempted(tx, "mailbacks", events, mailback_id, message_id, outcome, attempts,
                    next_at, at, detail)
 
@@ -822,9 +822,9 @@ class _Writer:
 
 #: An attempt's outcome (bridge.core.callbacks.Verdict values) → its timeline event, for a
 #: callback and for each kind of mail back.
-_ATTEMPT_EVENTS = {
-    "callback": {"delivered": "callback", "retry": "callback_retry",
-                 "gave_up": "callback_failed"},
+_CALLBACK_EVENTS = {"delivered": "callback", "retry": "callback_retry",
+                    "gave_up": "callback_failed"}
+_MAIL_EVENTS = {
     "dsn": {"delivered": "dsn", "retry": "dsn_retry", "gave_up": "dsn_failed"},
     "reply": {"delivered": "reply_mailed", "retry": "reply_retry", "gave_up": "reply_failed"},
 }
