@@ -98,7 +98,8 @@ class CallbackSender:
         attempt = callback.attempts + 1
         body = callback_document(CallbackFacts(
             message_id=callback.message_id, state=callback.state, at=callback.at,
-            recipient=callback.recipient, reference=meta_strings(callback.meta_json).get("reference"),
+            recipient=callback.recipient,
+            reference=meta_strings(callback.meta_json).get("reference"),
             parts=callback.parts, parts_delivered=callback.parts_delivered,
             error=callback.error, error_detail=callback.error_detail, attempt=attempt))
         headers = _JSON

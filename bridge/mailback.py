@@ -8,8 +8,9 @@ What goes in the mails is `bridge.core.mailback`; this module reads the stored f
 for the bytes and talks SMTP (aiosmtplib).
 
 Delivery is at least once: a mail whose 250 never arrived goes again, with the same
-Message-ID (one per message and final state, or per reply), so a mailbox can tell the repeat. DSNs go from the null
-reverse path (RFC 3461 §6.2), so no report is ever written about a report.
+Message-ID (one per message and final state, or per reply), so a mailbox can tell the
+repeat. DSNs go from the null reverse path (RFC 3461 §6.2), so no report is ever written
+about a report. The recipients of one mail whose outcomes are due together share one DSN.
 """
 
 from __future__ import annotations
