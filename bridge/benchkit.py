@@ -78,6 +78,25 @@ class CpuMeter:
         return out
 
 
+async def store_commits(metrics_url: str) -> dict[str, float]:
+    """The store's write transactions and the operations they committed so far, from a
+    bridge's /metrics: per message, they say how well group commit amortises the fsyncs."""
+    import aiohttp
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with aiohttp.ClientSession() as session:
+        async with session.get(metrics_url) as response:
+            text = await response.text()
+    counts = {"commits": 0.0, "writes": 0.0}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "sms_bridge_store_commit_seconds_count":
+                counts["commits"] += sample.value
+            elif sample.name == "sms_bridge_store_writes_total":
+                counts["writes"] += sample.value
+    return counts
+
+
 def median_by_key(samples: Sequence[Mapping[str, float]]) -> dict[str, float]:
     """Each key's median over `samples` (rounds)."""
     return {key: round(statistics.median(s[key] for s in samples), 1) for key in samples[0]} \

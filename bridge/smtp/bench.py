@@ -20,7 +20,9 @@ no duplicate, flood or rate policy refuses any. Each round sends `mails` to each
 against noop. `delivery` checks, by the event tag in each text, that the simulator received
 every mail of every round exactly once (`targets.exactly_once`). `cpu_us_per_mail` gives each
 process's CPU per mail (load = this process, with the simulator; the bridge's until its
-receipts are recorded): 2e6 / total bounds what two cores can do. Prints one JSON object.
+receipts are recorded): 2e6 / total bounds what two cores can do. `store_per_mail` gives the
+whole bridge's store transactions (one fsync each) and write operations per mail, read from its
+/metrics. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.benchkit import (CpuMeter, announce_and_wait, child_process, delivery_check,
-                              delivery_total, median_by_key)
+                              delivery_total, median_by_key, store_commits)
 from bridge.config import Config, parse_config
 
 _MAIL_FROM = "monitor@acme.example"
@@ -125,7 +127,8 @@ async def _serve_bridge(smsc_port: int, directory: str) -> None:
     await bridge.wait_bound(10.0)
     freeze_startup_heap()  # as `sms-bridge serve` does
     await announce_and_wait({"port": bridge.smtp_port,
-                             "pids": {"server": os.getpid(), "store": bridge.store.pid}})
+                             "pids": {"server": os.getpid(), "store": bridge.store.pid},
+                             "metrics": f"http://127.0.0.1:{bridge.soap_port}/metrics"})
     await bridge.stop()
 
 
@@ -258,6 +261,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     me = ("-m", "bridge.smtp.bench", "--child")
     cpu: dict[str, list[dict[str, float]]] = {"noop": [], "accept_only": [], "bridge": []}
     deliveries: list[dict[str, int]] = []  # one per round of the whole bridge
+    commits: list[dict[str, float]] = []  # the bridge's store transactions per mail, by round
     with tempfile.TemporaryDirectory(prefix="smtp-bench-") as directory:
         try:
             async with contextlib.AsyncExitStack() as children:
@@ -284,6 +288,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                         samples[name].append(n / seconds)
                         cpu[name].append(meters[name].us_per_message(before, n))
                     base = len(sim.submits)
+                    commits_before = await store_commits(bridge["metrics"])
                     before = meters["bridge"].read()
                     start = time.perf_counter()
                     seconds = await _load(bridge["port"], tag="bridge", first=first, count=n,
@@ -295,6 +300,9 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                         await sim.wait_until(lambda: sim.receipts_sent >= len(sim.submits)
                                              and sim.unacked_deliveries == 0, timeout=60)
                     cpu["bridge"].append(meters["bridge"].us_per_message(before, n))
+                    commits_after = await store_commits(bridge["metrics"])
+                    commits.append({key: round((commits_after[key] - commits_before[key]) / n, 2)
+                                    for key in commits_before})
                     deliveries.append(delivery_check(
                         (_event(s.text) for s in sim.submits[base:]),
                         {f"bridge-{i}" for i in range(first, first + n)}))
@@ -307,6 +315,8 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     # CPU µs per mail by process (load = this process, with the simulator), medians over the
     # rounds; the bridge's counts until its receipts are recorded too.
     result["cpu_us_per_mail"] = {name: median_by_key(values) for name, values in cpu.items()}
+    # Store transactions (each one fsync) and write operations per mail in the whole bridge.
+    result["store_per_mail"] = median_by_key(commits)
     result["submits_at_simulator"] = len(sim.submits)
     result["delivery"] = delivery_total(deliveries)
     result["receipts_sent"] = sim.receipts_sent

@@ -24,3 +24,8 @@ def test_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     assert set(cpu["noop"]) == {"load", "server", "total"}
     assert cpu["bridge"]["store"] > 0 and cpu["bridge"]["server"] > 0
     assert cpu["accept_only"]["store"] > 0
+    # Every mail is accepted, submitted and receipted: three store writes at least, and some
+    # transactions (each an fsync) committed them.
+    store = result["store_per_mail"]
+    assert store["writes"] >= 3
+    assert 0 < store["commits"] <= store["writes"]
