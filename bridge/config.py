@@ -141,6 +141,8 @@ class SimulatorConfig:
     fail_receipt_every: int = 0  # every Nth receipt is UNDELIV
     drop_after: int = 0  # close the connection after N submits (once)
     response_delay_s: float = 0.0
+    reply_every: int = 0  # the handset of every Nth message answers with an MO
+    reply_text: str = "Thanks, got it."
 
 
 @dataclass(frozen=True)
@@ -310,6 +312,11 @@ def _between(lo: float, hi: float) -> Callable[[Any], str | None]:
 def _one_of(*choices: str) -> Callable[[Any], str | None]:
     return lambda v: None if v in choices else "must be one of " + ", ".join(
         f'"{c}"' for c in choices)
+
+
+def reply_text_problem(value: str) -> str | None:
+    """What is wrong with a simulator's reply text (config key and command-line option)."""
+    return None if 0 < len(value) <= 1000 else "must be 1..1000 characters"
 
 
 def _sub(root: Mapping[str, Any], name: str, problems: list[str],
@@ -521,6 +528,8 @@ def _simulator(r: _Reader) -> SimulatorConfig:
                                  _between(0, 1_000_000)),
         drop_after=r.get("drop_after", int, d.drop_after, _between(0, 1_000_000_000)),
         response_delay_s=r.get("response_delay_s", float, d.response_delay_s, _between(0, 60)),
+        reply_every=r.get("reply_every", int, d.reply_every, _between(0, 1_000_000)),
+        reply_text=r.get("reply_text", str, d.reply_text, reply_text_problem),
     )
     r.finish()
     return cfg

@@ -220,6 +220,20 @@ async def test_an_sms_reply_goes_back_to_the_sender_as_a_threaded_mail(tmp_path:
         assert events[-1][0] == "reply_mailed"
 
 
+async def test_a_simulated_handset_answers_and_its_reply_is_mailed_back(tmp_path: Path) -> None:
+    """`[simulator] reply_every`: the whole loop with nothing driving the SMSC by hand."""
+    handset = {"reply_every": 1, "reply_text": "On my way"}
+    async with smarthost() as host, running_bridge(
+            mail_config(tmp_path, host.port, simulator=handset)) as bridge:
+        message_id = await send_mail(bridge, subject="Pump 3", message_id="<pump@acme>")
+        await at_least(host.mails, 1)
+        _, rcpts, reply = host.mails[0]
+        assert rcpts == [SENDER]
+        assert (reply["Subject"], reply["In-Reply-To"]) == ("Re: Pump 3", "<pump@acme>")
+        assert reply.get_content() == "On my way\r\n"
+        await timeline_until(bridge, message_id, "reply_mailed")
+
+
 @pytest.mark.parametrize("case", ["replies off", "null sender", "sent by soap"])
 async def test_replies_that_have_nobody_to_mail_stay_in_the_store(tmp_path: Path,
                                                                    case: str) -> None:

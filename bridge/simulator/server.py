@@ -31,6 +31,7 @@ from bridge.simulator.text import (
     encode_gsm7,
     encode_latin1,
     encode_ucs2,
+    is_gsm7,
     parse_udh,
     split_gsm7,
     split_octets,
@@ -228,6 +229,9 @@ class SmscSimulator:
         self._submit_count = 0
         self._receipt_count = 0
         self._mo_ref = 0
+        self._reply_count = 0
+        self._replies: Deque[tuple[float, ReceivedSubmit]] = collections.deque()
+        self._reply_timer: asyncio.TimerHandle | None = None
         self._dropped_once = False
         self._server: asyncio.AbstractServer | None = None
         self._sessions: set[_Session] = set()
@@ -256,13 +260,17 @@ class SmscSimulator:
         return self.port
 
     async def stop(self) -> None:
-        """Close the listener and every session; pending receipts are discarded."""
+        """Close the listener and every session; pending receipts and replies are discarded."""
         if self._server is not None:
             self._server.close()
         if self._receipt_timer is not None:
             self._receipt_timer.cancel()
             self._receipt_timer = None
         self._receipts.clear()
+        if self._reply_timer is not None:
+            self._reply_timer.cancel()
+            self._reply_timer = None
+        self._replies.clear()
         tasks = []
         for session in list(self._sessions):
             session.cancel_timers()
@@ -684,6 +692,7 @@ class SmscSimulator:
             if self._receipt_timer is None:
                 self._receipt_timer = session.loop.call_later(
                     self.config.receipt_delay_s, self._flush_receipts)
+        self._reply_later(submit)
         self.after_response(session, submit)
 
     def _trim_history(self) -> None:
@@ -863,11 +872,37 @@ class SmscSimulator:
                       parts_text: Sequence[str] | None = None,
                       data_coding: int | None = None) -> None:
         """A mobile-originated message to every bound receiver/transceiver session (queued
-        until one binds when none is). Split when too long for one deliver_sm (GSM 160 / 153,
-        Latin-1 140 / 134, UCS2 70 / 67 characters; 16-bit UDH one octet less), escape pairs
-        and surrogate pairs kept whole; `parts_text` gives the parts explicitly. concat="none"
-        sends a long text whole in message_payload. A leading '+' on a number is dropped
-        (TON 1 numbers carry none in SMPP)."""
+        until one binds when none is); `mo_bodies` says how it is split."""
+        bodies = self.mo_bodies(source, destination, text, encoding=encoding, concat=concat,
+                                parts_text=parts_text, data_coding=data_coding)
+        system_id = self.config.system_id
+        receivers = [s for s in self._sessions if s.can_receive]
+        self.mo_sent += 1
+        if not receivers:
+            queue = self._pending.setdefault(system_id, collections.deque())
+            queue.extend(bodies)
+            return
+        for session in receivers:
+            for body in bodies:
+                session.deliver(body)
+        for session in receivers:
+            session.flush()
+            if not session.transport.is_closing():
+                try:
+                    await session.writer.drain()
+                except (ConnectionError, RuntimeError):
+                    pass
+
+    def mo_bodies(self, source: str, destination: str, text: str, *,
+                  encoding: Literal["gsm7", "ucs2", "latin1"] = "gsm7",
+                  concat: Literal["udh8", "udh16", "sar", "none"] = "udh8",
+                  parts_text: Sequence[str] | None = None,
+                  data_coding: int | None = None) -> list[bytes]:
+        """The deliver_sm bodies of one MO. Split when too long for one deliver_sm (GSM 160 /
+        153, Latin-1 140 / 134, UCS2 70 / 67 characters; 16-bit UDH one octet less), escape
+        pairs and surrogate pairs kept whole; `parts_text` gives the parts explicitly.
+        concat="none" sends a long text whole in message_payload. A leading '+' on a number is
+        dropped (TON 1 numbers carry none in SMPP)."""
         encode: Callable[[str], bytes]
         if encoding == "gsm7":
             dc, encode, single = 0x00, encode_gsm7, 160
@@ -919,23 +954,40 @@ class SmscSimulator:
                              udh=udh, source_ton=src_ton, source_npi=src_npi, dest_ton=dst_ton,
                              dest_npi=dst_npi, tlvs=tlvs)
             bodies.append(pdu[P.HEADER_LEN:])
-        system_id = self.config.system_id
-        receivers = [s for s in self._sessions if s.can_receive]
-        self.mo_sent += 1
-        if not receivers:
-            queue = self._pending.setdefault(system_id, collections.deque())
-            queue.extend(bodies)
+        return bodies
+
+    def _reply_later(self, submit: ReceivedSubmit) -> None:
+        """Every `reply_every`th message (counted at its last part) is answered by its handset:
+        an MO from its destination to its sender, twice the receipt delay after the submit (so
+        after its receipt), to the submitter's receivers (queued until one binds)."""
+        every = self.config.reply_every
+        if not every or (submit.concat is not None and submit.concat.seq != submit.concat.total):
             return
-        for session in receivers:
-            for body in bodies:
-                session.deliver(body)
-        for session in receivers:
-            session.flush()
-            if not session.transport.is_closing():
-                try:
-                    await session.writer.drain()
-                except (ConnectionError, RuntimeError):
-                    pass
+        self._reply_count += 1
+        if self._reply_count % every:
+            return
+        loop = self._loop or asyncio.get_running_loop()
+        self._replies.append((loop.time() + 2 * self.config.receipt_delay_s, submit))
+        if self._reply_timer is None:
+            self._reply_timer = loop.call_later(2 * self.config.receipt_delay_s,
+                                                self._flush_replies)
+
+    def _flush_replies(self) -> None:
+        self._reply_timer = None
+        loop = self._loop or asyncio.get_running_loop()
+        now = loop.time() + 0.0005
+        while self._replies and self._replies[0][0] <= now:
+            _, submit = self._replies.popleft()
+            number = submit.destination
+            source = f"+{number}" if submit.dest_ton == 1 and number.isdigit() else number
+            text = self.config.reply_text
+            for body in self.mo_bodies(source, submit.source, text,
+                                       encoding="gsm7" if is_gsm7(text) else "ucs2"):
+                self._route(submit.system_id, body, None)
+            self.mo_sent += 1
+        if self._replies:
+            self._reply_timer = loop.call_later(max(0.0, self._replies[0][0] - loop.time()),
+                                                self._flush_replies)
 
 
 # ------------------------------------------------------------------ helpers

@@ -539,6 +539,51 @@ async def test_mo_explicit_parts_latin1_payload_and_every_receiver(
     assert whole.short_message == b"" and whole.tlvs[P.TAG_MESSAGE_PAYLOAD] == b"z" * 300
 
 
+async def test_every_nth_message_is_answered_by_its_handset(start: Started,
+                                                           clients: list[Client]) -> None:
+    sim = await start(reply_every=2)
+    c = await bound(sim, clients)
+    numbers = ["447400123451", "447400123452", "447400123453"]
+    for number in numbers:
+        await c.submit(destination_addr=number)
+    # A two-part message counts once, at its last part: the fourth message, answered.
+    for seq in (1, 2):
+        await c.submit(destination_addr="447400123454", esm_class=0x40,
+                       short_message=bytes((5, 0, 3, 9, 2, seq)) + b"part")
+    got = [await c.delivery() for _ in range(2 + 5)]  # two replies, five receipts
+    replies = [d for d in got if d.esm_class == 0]
+    assert len(got) - len(replies) == 5 and sim.mo_sent == 2
+    assert [(r.source_addr, r.source_addr_ton, r.source_addr_npi) for r in replies] == [
+        ("447400123452", 1, 1), ("447400123454", 1, 1)]
+    assert {(r.destination_addr, r.dest_addr_ton) for r in replies} == {("ACME", 5)}
+    assert {decode_gsm7(r.short_message) for r in replies} == {"Thanks, got it."}
+    with pytest.raises(TimeoutError):
+        await c.delivery(timeout=0.1)
+
+
+async def test_a_reply_text_beyond_gsm_goes_as_ucs2_even_without_receipts(
+        start: Started, clients: list[Client]) -> None:
+    sim = await start(reply_every=1, reply_text="Danke ✓", receipts=False)
+    tx = await bound(sim, clients, P.BIND_TRANSMITTER)
+    rx = await bound(sim, clients, P.BIND_RECEIVER)
+    await tx.submit()
+    reply = await rx.delivery()
+    assert (reply.data_coding, decode_ucs2(reply.short_message)) == (8, "Danke ✓")
+    assert tx.deliveries.empty() and rx.deliveries.empty()
+
+
+@pytest.mark.parametrize("argv", [["--reply-every", "-1"], ["--reply-text", ""],
+                                  ["--throttle-every", "-3"]])
+def test_the_command_line_refuses_a_negative_count_or_an_empty_reply(
+        argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    from bridge.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["simulator", *argv])
+    assert info.value.code == 2
+    assert "must be" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------ link management, malformed
 
 async def test_enquire_link_unbind_and_idle_enquire_link(start: Started,
