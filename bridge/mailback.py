@@ -26,6 +26,7 @@ import aiosmtplib
 from bridge.config import SmtpConfig
 from bridge.core.callbacks import RetrySchedule, Verdict, next_due
 from bridge.core.mailback import (
+    REPLY_ID_PREFIX,
     DsnFacts,
     ReplyFacts,
     dsn_mail,
@@ -98,7 +99,7 @@ class MailBack:
                 domain=domain, to=to, number=row.inbound_source or row.recipient,
                 text=row.inbound_text or "", received_at=row.at,
                 original_message_id=meta.get("message_id"), subject=meta.get("subject"),
-                reply_id=f"reply.{row.inbound_id}")))
+                reply_id=f"{REPLY_ID_PREFIX}{row.inbound_id}")))
         return f"nothing to mail for a {row.kind!r} row"
 
     def _rcpt_to(self, row: DueMailback, meta: dict[str, str]) -> str:

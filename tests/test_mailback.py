@@ -232,6 +232,19 @@ async def test_a_simulated_handset_answers_and_its_reply_is_mailed_back(tmp_path
         assert (reply["Subject"], reply["In-Reply-To"]) == ("Re: Pump 3", "<pump@acme>")
         assert reply.get_content() == "On my way\r\n"
         await timeline_until(bridge, message_id, "reply_mailed")
+        # Answering the reply mail continues the conversation: the phone gets only the body,
+        # not "Re: Pump 3" again. A mail answering someone else's mail keeps its subject.
+        assert bridge.simulator is not None
+        before = len(bridge.simulator.submits)
+        for in_reply_to, text in ((reply["Message-ID"], "Thanks, see you there"),
+                                  ("<other@acme>", "Re: Pump 3\nStill down?")):
+            answer = mail(text.splitlines()[-1], subject="Re: Pump 3",
+                          extra=f"In-Reply-To: {in_reply_to}\r\n")
+            code, _ = await in_thread(send, bridge.smtp_port, answer, [RCPT])
+            assert code == 250
+        await bridge.simulator.wait_for_submits(before + 2)
+        assert [s.text for s in bridge.simulator.submits[before:]] == [
+            "Thanks, see you there", "Re: Pump 3\nStill down?"]
 
 
 @pytest.mark.parametrize("case", ["replies off", "null sender", "sent by soap"])

@@ -9,6 +9,8 @@ final (or stores the MO), `bridge.mailback` hands it to the smarthost.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email import policy
@@ -229,6 +231,20 @@ class ReplyFacts:
     original_message_id: str | None  # threads the reply under the mail it answers
     subject: str | None
     reply_id: str  # unique per reply: the local part of its Message-ID
+
+
+REPLY_ID_PREFIX = "reply."  # the local part of a reply mail's Message-ID: "reply.<inbound id>"
+_MSG_IDS = re.compile(r"<([^<>@\s]+)@([^<>\s]+)>")
+
+
+def answers_an_sms(in_reply_to: str | None, domains: Iterable[str]) -> bool:
+    """Whether a mail answers a reply mail of this bridge (In-Reply-To names one): then it
+    continues a conversation with a phone, and its subject ("Re: …") is no news to it."""
+    if not in_reply_to:
+        return False
+    ours = {d.lower() for d in domains}
+    return any(local.startswith(REPLY_ID_PREFIX) and domain.lower() in ours
+               for local, domain in _MSG_IDS.findall(in_reply_to))
 
 
 def reply_mail(facts: ReplyFacts) -> bytes:

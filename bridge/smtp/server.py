@@ -28,7 +28,7 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Session, syntax
 
 from bridge.config import AccountConfig, Config, is_loopback
 from bridge.core.errors import BridgeError, ErrorName
-from bridge.core.mailback import dsn_conditions, parse_notify
+from bridge.core.mailback import answers_an_sms, dsn_conditions, parse_notify
 from bridge.core.model import Address
 from bridge.metrics import Metrics
 from bridge.service import Recipient, RecipientResult, Service, SubmitRequest, report_results
@@ -655,8 +655,11 @@ class BridgeSMTP(SMTP):
             meta.append(("message_id", mail.message_id))
         if mail.subject:  # DSNs and SMS replies name and thread the mail they answer
             meta.append(("subject", mail.subject[:SUBJECT_KEPT]))
+        # An answer to an SMS reply continues a conversation: the phone gets only what is new.
+        text = mail.body if mail.body and answers_an_sms(mail.in_reply_to, smtp.domains) \
+            else mail.text
         request = SubmitRequest(account=txn.account.name, recipients=tuple(recipients),
-                                text=mail.text, ingress="smtp", meta=tuple(meta),
+                                text=text, ingress="smtp", meta=tuple(meta),
                                 truncate=smtp.too_long == "truncate")
         return request, order
 

@@ -42,6 +42,8 @@ class MailText:
     subject: str
     message_id: str | None  # the Message-ID header as sent, e.g. "<abc@host>"
     body_kind: str  # "plain" | "html" | "none"
+    body: str = ""  # the text without the subject
+    in_reply_to: str | None = None  # the In-Reply-To header (one or more "<id>")
 
 
 def mail_to_text(raw: bytes, *, subject: str = "prepend") -> str:
@@ -54,7 +56,7 @@ def parse_mail(raw: bytes, *, subject: str = "prepend") -> MailText:
         raise ValueError(f"subject must be one of {SUBJECT_MODES}")
     msg = BytesParser(policy=compat32).parsebytes(raw)
     subject_text = " ".join(_header_text(_raw_header(msg, "Subject")).translate(_INVISIBLE).split())
-    message_id = _message_id(msg)
+    message_id = _message_id(msg, "Message-ID")
     body, kind = _body(msg)
     if subject == "ignore" or not subject_text:
         text = body
@@ -64,14 +66,16 @@ def parse_mail(raw: bytes, *, subject: str = "prepend") -> MailText:
         text = f"{subject_text}\n{body}" if body else subject_text
     if not text:
         raise BridgeError(ErrorName.INVALID_MESSAGE, "the mail has no text")
-    return MailText(text, subject_text, message_id, kind)
+    return MailText(text, subject_text, message_id, kind, body,
+                    _message_id(msg, "In-Reply-To"))
 
 
 # ---------------------------------------------------------------- headers
 
 
-def _message_id(msg: Message) -> str | None:
-    value = _raw_header(msg, "Message-ID")
+def _message_id(msg: Message, header: str) -> str | None:
+    """A Message-ID or In-Reply-To header, unfolded, at most a line long."""
+    value = _raw_header(msg, header)
     if value is None:
         return None
     text = "".join(_header_text(value).split())  # folded ids

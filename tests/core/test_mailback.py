@@ -15,8 +15,10 @@ from hypothesis import strategies as st
 
 from bridge.core.callbacks import RetrySchedule, Verdict
 from bridge.core.mailback import (
+    REPLY_ID_PREFIX,
     DsnFacts,
     ReplyFacts,
+    answers_an_sms,
     dsn_conditions,
     dsn_mail,
     dsn_status,
@@ -283,6 +285,28 @@ def test_reply_without_an_original_message_id_is_not_threaded() -> None:
 def test_reply_subject(subject: str | None, expected: str) -> None:
     mail = reply(subject=subject)
     assert mail["Subject"] == expected and mail["Bcc"] is None
+
+
+@pytest.mark.parametrize(("in_reply_to", "answers"), [
+    (None, False), ("", False),
+    ("<reply.01ab@sms.localhost>", True),
+    ("<reply.01ab@SMS.Localhost>", True),
+    ("<orig-1@example.com>\r\n <reply.01ab@sms.localhost>", True),
+    ("<reply.01ab@other.example>", False),  # another gateway's reply
+    ("<dsn.01ab.delivered@sms.localhost>", False),  # a report is no conversation
+    ("<xreply.01ab@sms.localhost>", False),
+    ("reply.01ab@sms.localhost", False),  # not a msg-id
+    ("<reply.01ab@sms.localhost.evil>", False),
+])
+def test_answers_an_sms(in_reply_to: str | None, answers: bool) -> None:
+    assert answers_an_sms(in_reply_to, ("sms.localhost", "sms2.localhost")) is answers
+
+
+@given(st.text(alphabet="0123456789abcdef", min_size=1, max_size=40))
+def test_an_answer_to_any_reply_mail_is_recognised(inbound_id: str) -> None:
+    mail = parse(reply_mail(dataclasses.replace(REPLY, reply_id=REPLY_ID_PREFIX + inbound_id)))
+    assert answers_an_sms(mail["Message-ID"], ["sms.localhost"])
+    assert not answers_an_sms(mail["Message-ID"], ["other.example"])
 
 
 def _lines(text: str) -> str:

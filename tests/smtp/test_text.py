@@ -56,6 +56,14 @@ def test_message_id_and_subject() -> None:
     assert mail.subject == "[FIRING:1] \U0001F525 HighCPU web-03"
 
 
+def test_body_and_in_reply_to_are_kept_apart_from_the_text() -> None:
+    mail = parse_mail(b"Subject: Re: Pump 3\r\nIn-Reply-To:\r\n <reply.01ab@sms.localhost>\r\n"
+                      b"\r\nOn my way\r\n")
+    assert (mail.text, mail.body) == ("Re: Pump 3\nOn my way", "On my way")
+    assert mail.in_reply_to == "<reply.01ab@sms.localhost>"
+    assert parse_mail(PLAIN).in_reply_to is None
+
+
 # ---------------------------------------------------------------- subject modes
 
 PLAIN = (b"Subject: Disk full\r\nMessage-ID: <a@b>\r\nContent-Type: text/plain\r\n\r\n"
