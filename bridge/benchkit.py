@@ -17,7 +17,8 @@ import json
 import os
 import statistics
 import sys
-from typing import Any, AsyncIterator, Collection, Iterable, Mapping, Sequence
+import time
+from typing import Any, AsyncIterator, Collection, Iterable, Mapping, Sequence, TextIO
 
 
 async def announce_and_wait(info: Mapping[str, Any]) -> None:
@@ -78,23 +79,72 @@ class CpuMeter:
         return out
 
 
-async def store_commits(metrics_url: str) -> dict[str, float]:
-    """The store's write transactions and the operations they committed so far, from a
-    bridge's /metrics: per message, they say how well group commit amortises the fsyncs."""
+async def metric_totals(metrics_url: str, wanted: Mapping[str, tuple[str, dict[str, str]]]
+                        ) -> dict[str, float]:
+    """Sums of samples from a bridge's /metrics: `wanted` maps a key to (sample name, labels
+    a sample must have)."""
     import aiohttp
     from prometheus_client.parser import text_string_to_metric_families
 
     async with aiohttp.ClientSession() as session:
         async with session.get(metrics_url) as response:
+            response.raise_for_status()
             text = await response.text()
-    counts = {"commits": 0.0, "writes": 0.0}
+    totals = dict.fromkeys(wanted, 0.0)
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == "sms_bridge_store_commit_seconds_count":
-                counts["commits"] += sample.value
-            elif sample.name == "sms_bridge_store_writes_total":
-                counts["writes"] += sample.value
-    return counts
+            for key, (name, labels) in wanted.items():
+                if sample.name == name and labels.items() <= sample.labels.items():
+                    totals[key] += sample.value
+    return totals
+
+
+async def store_commits(metrics_url: str) -> dict[str, float]:
+    """The store's write transactions and the operations they committed so far, from a
+    bridge's /metrics: per message, they say how well group commit amortises the fsyncs."""
+    return await metric_totals(metrics_url, {
+        "commits": ("sms_bridge_store_commit_seconds_count", {}),
+        "writes": ("sms_bridge_store_writes_total", {})})
+
+
+class Progress:
+    """A progress bar on a terminal (standard error): done/total, the rate so far. Redrawn at
+    most ten times a second; silent when the stream is not a terminal, so logs and the JSON on
+    standard output stay clean."""
+
+    WIDTH = 24
+
+    def __init__(self, total: int, label: str, stream: TextIO | None = None) -> None:
+        self.total = max(1, total)
+        self.label = label
+        self.stream = stream if stream is not None else sys.stderr
+        self.live = self.stream.isatty()
+        self.done = 0
+        self._started = time.perf_counter()
+        self._drawn_at = 0.0
+        self._drawn_done = -1
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        if self.live and (self.done >= self.total
+                          or time.perf_counter() - self._drawn_at >= 0.1):
+            self._draw()
+
+    def _draw(self) -> None:
+        now = time.perf_counter()
+        self._drawn_at, self._drawn_done = now, self.done
+        filled = min(self.WIDTH, self.WIDTH * self.done // self.total)
+        rate = self.done / max(now - self._started, 1e-9)
+        self.stream.write(f"\r{self.label} [{'#' * filled}{' ' * (self.WIDTH - filled)}] "
+                          f"{self.done:,}/{self.total:,} {rate:,.0f}/s ")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.live:
+            if self._drawn_done != self.done:
+                self._draw()
+            self.stream.write("\n")
+            self.stream.flush()
 
 
 def median_by_key(samples: Sequence[Mapping[str, float]]) -> dict[str, float]:

@@ -1,14 +1,16 @@
-"""The benches' delivery check: what it counts as lost, duplicated and unchecked."""
+"""The benches' delivery check (what it counts as lost, duplicated and unchecked) and their
+progress bar."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.benchkit import delivery_check, delivery_total
+from bridge.benchkit import Progress, delivery_check, delivery_total
 
 
 @pytest.mark.parametrize(("received", "expected", "missing", "duplicated"), [
@@ -49,3 +51,29 @@ def test_delivery_total(checks: list[Mapping[str, int] | None], exactly_once: bo
     assert total["exactly_once"] is exactly_once
     assert total["expected"] == sum(c["expected"] for c in checks if c is not None)
     assert total["unchecked"] == sum(1 for c in checks if c is None)
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_draws_on_a_terminal_and_ends_the_line() -> None:
+    screen = _Terminal()
+    progress = Progress(3, "smtp", stream=screen)
+    for _ in range(3):
+        progress.advance()
+    progress.close()
+    text = screen.getvalue()
+    assert text.startswith("\rsmtp [") and text.endswith("\n")
+    last = text.rstrip("\n").split("\r")[-1]
+    assert "[" + "#" * Progress.WIDTH + "]" in last and " 3/3 " in last
+    assert text.count(" 3/3 ") == 1  # the last state is drawn once, not again at close
+
+
+def test_progress_is_silent_off_a_terminal() -> None:
+    log = io.StringIO()
+    progress = Progress(2, "smtp", stream=log)
+    progress.advance(2)
+    progress.close()
+    assert log.getvalue() == "" and progress.done == 2

@@ -23,25 +23,38 @@ process's CPU per mail (load = this process, with the simulator; the bridge's un
 receipts are recorded): 2e6 / total bounds what two cores can do. `store_per_mail` gives the
 whole bridge's store transactions (one fsync each) and write operations per mail, read from its
 /metrics. Prints one JSON object.
+
+Against a running bridge instead (`--target HOST:PORT --to "+4474001{n:05d}"`): only the load
+generator runs, and the JSON gives every answer by reply code ("250 2.0.0", "451 4.7.1" for a
+rate limit, …), accepted and answered mails per second, the time from a mail's last octet to its
+answer (p50/p90/p99/max), and sessions that failed and why (a refused login, a lost connection).
+`--rate` paces the load, `--starttls`/`--user` (password from $SMS_BRIDGE_BENCH_PASSWORD) log
+in, and `--metrics URL` also waits until the bridge's successful submits have grown by what it
+accepted (end to end). Every accepted mail is an SMS to a number of `--to`: aim it at a bridge
+whose SMSC is the simulator or a test SMSC. A progress bar goes to standard error on a terminal.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import collections
 import contextlib
+import dataclasses
 import json
 import os
 import re
+import ssl
 import statistics
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from bridge.benchkit import (CpuMeter, announce_and_wait, child_process, delivery_check,
-                              delivery_total, median_by_key, store_commits)
+from bridge.benchkit import (CpuMeter, Progress, announce_and_wait, child_process,
+                              delivery_check, delivery_total, median_by_key, store_commits)
 from bridge.config import Config, parse_config
 
 _MAIL_FROM = "monitor@acme.example"
@@ -60,11 +73,12 @@ def _event(text: str) -> str | None:
     return found.group(1) if found else None
 
 
-def _mail(i: int, tag: str) -> bytes:
+def _mail(i: int, tag: str, *, mail_from: str = _MAIL_FROM,
+          to: str = "") -> bytes:
     """A monitoring tool's alert: text/plain, a subject, about 600 octets."""
     return (
-        f"From: Monitoring <{_MAIL_FROM}>\r\n"
-        f"To: <{_number(i)}@sms.localhost>\r\n"
+        f"From: Monitoring <{mail_from}>\r\n"
+        f"To: <{to or _number(i) + '@sms.localhost'}>\r\n"
         f"Subject: PROBLEM: web-{i % 40:02d} HTTP is CRITICAL\r\n"
         f"Date: Mon, 8 Jan 2024 03:00:00 +0000\r\n"
         f"Message-ID: <bench-{tag}-{i}@mon1.acme.example>\r\n"
@@ -189,13 +203,17 @@ class _Client(asyncio.Protocol):
         assert self.transport is not None
         self.transport.write(data)
 
-    async def expect(self, code: str) -> str:
+    async def reply(self) -> str:
+        """The next reply's last line."""
         while not self._replies:
             if self._closed.done():
                 raise ConnectionError("the server closed the connection")
             self._waiter = asyncio.get_running_loop().create_future()
             await self._waiter
-        line = self._replies.popleft()
+        return self._replies.popleft()
+
+    async def expect(self, code: str) -> str:
+        line = await self.reply()
         if not line.startswith(code):
             raise RuntimeError(f"expected {code}, got {line.strip()}")
         return line
@@ -206,42 +224,142 @@ class _Client(asyncio.Protocol):
         await self._closed
 
 
-async def _session(port: int, mails: list[bytes], rcpts: list[str]) -> None:
-    _, client = await asyncio.get_running_loop().create_connection(
-        _Client, "127.0.0.1", port)
+_REPLY_KEY = re.compile(r"\d{3}(?: [245]\.\d{1,3}\.\d{1,3})?")
+
+
+class _Outcomes:
+    """What the server answered each mail: counts by reply ("250 2.0.0", "451 4.7.1", …; the
+    first refusal of MAIL, RCPT or DATA, else the answer to the content) and, for mails whose
+    content was sent, the time from its last octet to the answer (durably stored, here)."""
+
+    def __init__(self) -> None:
+        self.replies: collections.Counter[str] = collections.Counter()
+        self.latencies: list[float] = []
+        self.session_errors: collections.Counter[str] = collections.Counter()
+
+    def add(self, line: str) -> None:
+        found = _REPLY_KEY.match(line)
+        self.replies[found.group(0) if found else line[:3]] += 1
+
+    @property
+    def accepted(self) -> int:
+        return sum(n for key, n in self.replies.items() if key.startswith("250"))
+
+    def summary(self) -> dict[str, Any]:
+        ordered = sorted(self.latencies)
+
+        def at(q: float) -> float:
+            return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 2) \
+                if ordered else 0.0
+        return {"replies": dict(sorted(self.replies.items())),
+                "latency_ms": {"p50": at(0.5), "p90": at(0.9), "p99": at(0.99),
+                               "max": at(1.0)},
+                "session_errors": dict(self.session_errors)}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Login:
+    """How a session gets the right to send: STARTTLS first, then AUTH PLAIN, when given."""
+    starttls: ssl.SSLContext | None = None
+    user: str = ""
+    password: str = ""
+
+
+async def _session(host: str, port: int, mails: list[bytes], rcpts: list[str],
+                   outcomes: _Outcomes, *, mail_from: str = _MAIL_FROM,
+                   domain: str = "sms.localhost", login: _Login = _Login(),
+                   progress: Progress | None = None, pace: Callable[[], Awaitable[None]] | None
+                   = None) -> None:
+    loop = asyncio.get_running_loop()
+    _, client = await loop.create_connection(_Client, host, port)
     await client.expect("220")
     client.write(b"EHLO bench.localhost\r\n")
     await client.expect("250")
+    if login.starttls is not None:
+        client.write(b"STARTTLS\r\n")
+        await client.expect("220")
+        assert client.transport is not None
+        client.transport = await loop.start_tls(
+            client.transport, client, login.starttls, server_hostname=host)
+        client.write(b"EHLO bench.localhost\r\n")
+        await client.expect("250")
+    if login.user:
+        token = base64.b64encode(f"\0{login.user}\0{login.password}".encode()).decode()
+        client.write(f"AUTH PLAIN {token}\r\n".encode())
+        await client.expect("235")
     for data, rcpt in zip(mails, rcpts):
-        client.write(f"MAIL FROM:<{_MAIL_FROM}>\r\nRCPT TO:<{rcpt}@sms.localhost>\r\nDATA\r\n"
+        if pace is not None:
+            await pace()
+        client.write(f"MAIL FROM:<{mail_from}>\r\nRCPT TO:<{rcpt}@{domain}>\r\nDATA\r\n"
                      .encode())
-        await client.expect("250")
-        await client.expect("250")
-        await client.expect("354")
-        client.write(data + b".\r\n")
-        await client.expect("250")
+        answers = [await client.reply(), await client.reply(), await client.reply()]
+        if answers[2].startswith("354"):
+            sent = time.perf_counter()
+            client.write(data + b".\r\n")
+            answer = await client.reply()
+            outcomes.latencies.append(time.perf_counter() - sent)
+            outcomes.add(answer)
+        else:  # the first refusal says why; nothing was sent
+            outcomes.add(next(a for a in answers if not a.startswith("250")))
+            client.write(b"RSET\r\n")
+            await client.expect("250")
+        if progress is not None:
+            progress.advance()
     client.write(b"QUIT\r\n")
     await client.expect("221")
     await client.close()
 
 
 async def _load(port: int, *, tag: str, first: int, count: int, connections: int,
-                per_session: int) -> float:
-    """Send `count` mails over `connections` concurrent clients; seconds taken."""
-    queue: list[tuple[bytes, str]] = [(_mail(i, tag), _number(i))
-                                      for i in range(first, first + count)]
+                per_session: int, host: str = "127.0.0.1", outcomes: _Outcomes | None = None,
+                progress: Progress | None = None, rate: float = 0.0,
+                number: Callable[[int], str] = _number, **session: Any) -> float:
+    """Send `count` mails over `connections` concurrent clients; seconds taken. Without
+    `outcomes` every mail must be accepted (the bench's own servers); with it, answers are
+    counted, and a session that fails (refused login, lost connection) is counted by why and
+    ends alone. `rate` > 0 paces all clients
+    together to that many mails per second."""
+    mail_from = session.get("mail_from", _MAIL_FROM)
+    domain = session.get("domain", "sms.localhost")
+    queue: list[tuple[bytes, str]] = [
+        (_mail(i, tag, mail_from=mail_from, to=f"{number(i)}@{domain}"), number(i))
+        for i in range(first, first + count)]
     position = 0
+    strict = outcomes is None
+    seen = outcomes if outcomes is not None else _Outcomes()
+    start = time.perf_counter()
+    slots = 0
+
+    async def pace() -> None:
+        nonlocal slots
+        due = start + slots / rate
+        slots += 1
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
 
     async def worker() -> None:
         nonlocal position
         while position < len(queue):
             batch = queue[position:position + per_session]
             position += len(batch)
-            await _session(port, [m for m, _ in batch], [r for _, r in batch])
+            try:
+                await _session(host, port, [m for m, _ in batch], [r for _, r in batch], seen,
+                               progress=progress, pace=pace if rate > 0 else None, **session)
+            except (ConnectionError, OSError, RuntimeError) as exc:
+                if strict:
+                    raise
+                seen.session_errors[f"{type(exc).__name__}: {exc}"] += 1
 
-    start = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(connections)))
-    return time.perf_counter() - start
+    try:
+        await asyncio.gather(*(worker() for _ in range(connections)))
+    finally:
+        if progress is not None:
+            progress.close()
+    seconds = time.perf_counter() - start
+    if strict and seen.accepted != count:
+        raise RuntimeError(f"{tag}: not every mail was accepted: {seen.summary()['replies']}")
+    return seconds
 
 
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
@@ -283,16 +401,18 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                     first = (r + 1) * n
                     for name, child in (("noop", noop), ("accept_only", accept)):
                         before = meters[name].read()
-                        seconds = await _load(child["port"], tag=name, first=first, count=n,
-                                              connections=conns, per_session=per)
+                        seconds = await _load(
+                            child["port"], tag=name, first=first, count=n, connections=conns,
+                            per_session=per, progress=Progress(n, f"round {r + 1} {name}"))
                         samples[name].append(n / seconds)
                         cpu[name].append(meters[name].us_per_message(before, n))
                     base = len(sim.submits)
                     commits_before = await store_commits(bridge["metrics"])
                     before = meters["bridge"].read()
                     start = time.perf_counter()
-                    seconds = await _load(bridge["port"], tag="bridge", first=first, count=n,
-                                          connections=conns, per_session=per)
+                    seconds = await _load(
+                        bridge["port"], tag="bridge", first=first, count=n, connections=conns,
+                        per_session=per, progress=Progress(n, f"round {r + 1} bridge"))
                     await sim.wait_for_submits(base + n, timeout=120)
                     samples["bridge_accepted"].append(n / seconds)
                     samples["bridge_end_to_end"].append(n / (time.perf_counter() - start))
@@ -329,6 +449,70 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def _letters(n: int) -> str:
+    """`n` in base 26 as lowercase letters: a run's tag (the event tag takes letters only)."""
+    out = ""
+    while True:
+        n, digit = divmod(n, 26)
+        out = chr(97 + digit) + out
+        if not n:
+            return out
+
+
+async def _against(args: argparse.Namespace) -> dict[str, Any]:
+    """Load a running bridge (`--target`): every mail's answer, rates, latency; with
+    `--metrics`, also until the bridge has submitted what it accepted."""
+    from bridge.benchkit import metric_totals
+
+    host, port = args.target_address
+    context = None
+    if args.starttls:
+        context = ssl.create_default_context(cafile=args.cafile or None)
+        if args.insecure:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+    login = _Login(context, args.user, os.environ.get(args.password_env, "") if args.user
+                   else "")
+    template: str = args.to
+
+    def number(i: int) -> str:
+        return template.format(n=i % args.numbers)
+
+    submits = {"submits": ("sms_bridge_submits_total", {"status": "0x00"})}
+    before = await metric_totals(args.metrics, submits) if args.metrics else None
+    outcomes = _Outcomes()
+    started = time.perf_counter()
+    seconds = await _load(port, host=host, tag=_letters(time.time_ns() // 1_000_000),
+                          first=0, count=args.mails, connections=args.connections,
+                          per_session=args.per_session, outcomes=outcomes,
+                          progress=Progress(args.mails, f"smtp → {args.target}"),
+                          rate=args.rate, number=number, mail_from=args.mail_from,
+                          domain=args.domain, login=login)
+    accepted = outcomes.accepted
+    result: dict[str, Any] = {
+        "target": args.target, "mails": args.mails, "connections": args.connections,
+        "mails_per_session": args.per_session, "rate_limit": args.rate,
+        "seconds": round(seconds, 3), "accepted": accepted,
+        "accepted_msgs_per_s": round(accepted / seconds, 1),
+        "answered_msgs_per_s": round(sum(outcomes.replies.values()) / seconds, 1),
+        **outcomes.summary()}
+    if before is not None:
+        # Each bench mail is one part: the bridge has sent what it accepted once its
+        # successful submits have grown by that much (other traffic would count too).
+        deadline = time.perf_counter() + args.wait
+        submitted = 0.0
+        while time.perf_counter() < deadline:
+            submitted = (await metric_totals(args.metrics, submits))["submits"] \
+                - before["submits"]
+            if submitted >= accepted:
+                break
+            await asyncio.sleep(0.05)
+        result["submitted"] = int(submitted)
+        result["end_to_end_msgs_per_s"] = round(
+            min(submitted, accepted) / (time.perf_counter() - started), 1)
+    return result
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bridge.smtp.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -338,6 +522,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-receipts", action="store_true")
+    target = parser.add_argument_group(
+        "against a running bridge", "Load a bridge that is already running instead of the "
+        "bench's own servers. Every accepted mail becomes an SMS: use a bridge whose SMSC is "
+        "the simulator or a test SMSC, and numbers you own.")
+    target.add_argument("--target", metavar="HOST:PORT", help="its SMTP listener")
+    target.add_argument("--to", metavar="TEMPLATE",
+                        help='the recipients, e.g. "+4474001{n:05d}": n counts 0..numbers-1')
+    target.add_argument("--numbers", type=int, default=2000)
+    target.add_argument("--domain", default="sms.localhost")
+    target.add_argument("--mail-from", default=_MAIL_FROM)
+    target.add_argument("--rate", type=float, default=0.0,
+                        help="mails per second in all (0: as fast as answers come)")
+    target.add_argument("--starttls", action="store_true")
+    target.add_argument("--cafile", default="", help="trust this CA for STARTTLS")
+    target.add_argument("--insecure", action="store_true",
+                        help="STARTTLS without checking the certificate")
+    target.add_argument("--user", default="", help="AUTH PLAIN as this user")
+    target.add_argument("--password-env", default="SMS_BRIDGE_BENCH_PASSWORD",
+                        help="the environment variable holding the AUTH password")
+    target.add_argument("--metrics", default="", metavar="URL",
+                        help="its /metrics: also wait until it has submitted what it accepted")
+    target.add_argument("--wait", type=float, default=60.0,
+                        help="at most this long for those submits (seconds)")
     parser.add_argument("--child", choices=("noop", "accept", "bridge"), help=argparse.SUPPRESS)
     parser.add_argument("--smsc-port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--dir", default="", help=argparse.SUPPRESS)
@@ -345,6 +552,24 @@ def main(argv: list[str] | None = None) -> None:
     if not 1 <= args.mails <= 1_000_000 or not 1 <= args.connections <= 1000 \
             or args.per_session < 1 or args.warmup < 0 or not 1 <= args.rounds <= 20:
         parser.error("out of range")
+    if args.target:
+        from bridge.config import split_host_port
+
+        args.target_address = split_host_port(args.target)
+        if args.target_address is None or not args.target_address[0] \
+                or not args.target_address[1]:
+            parser.error('--target must be "host:port"')
+        if not args.to or "{n" not in args.to:
+            parser.error('--target needs --to with "{n}" in it, e.g. "+4474001{n:05d}": the '
+                         "numbers that get the SMS")
+        if not 1 <= args.numbers <= 10_000_000 or args.rate < 0 or args.wait < 0:
+            parser.error("out of range")
+        try:
+            args.to.format(n=0)
+        except (ValueError, KeyError, IndexError) as exc:
+            parser.error(f"--to: {exc}")
+        print(json.dumps(asyncio.run(_against(args)), indent=2))
+        return
     if args.child == "noop":
         asyncio.run(_serve_noop())
     elif args.child == "accept":

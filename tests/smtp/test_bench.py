@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import io
 import json
+import os
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bridge.smtp import bench
+from tests.conftest import DEMO_PASSWORD, make_config, running_bridge
+from tests.smtp.test_server import tls_config
 
 
 def test_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
@@ -29,3 +37,75 @@ def test_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     store = result["store_per_mail"]
     assert store["writes"] >= 3
     assert 0 < store["commits"] <= store["writes"]
+
+
+# ---------------------------------------------------------------- against a running bridge
+
+def run_against(port: int, *options: str) -> dict[str, Any]:
+    """`--target` mode in a thread (it runs its own event loop) against the test's bridge."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        bench.main(["--target", f"127.0.0.1:{port}", "--to", "+4474009{n:05d}",
+                    "--connections", "2", "--per-session", "4", *options])
+    result: dict[str, Any] = json.loads(out.getvalue())
+    return result
+
+
+async def test_a_running_bridge_is_loaded_and_every_answer_counted(tmp_path: Path) -> None:
+    async with running_bridge(make_config(tmp_path)) as bridge:
+        metrics = f"http://127.0.0.1:{bridge.soap_port}/metrics"
+        result = await asyncio.to_thread(run_against, bridge.smtp_port, "--mails", "20",
+                                         "--numbers", "7", "--metrics", metrics)
+        assert result["replies"] == {"250 2.0.0": 20} and result["accepted"] == 20
+        assert result["submitted"] == 20 and result["end_to_end_msgs_per_s"] > 0
+        assert 0 < result["latency_ms"]["p50"] <= result["latency_ms"]["max"]
+        assert result["session_errors"] == {}
+        assert bridge.simulator is not None
+        targets = {s.destination for s in bridge.simulator.submits}
+        assert targets == {f"4474009{n:05d}" for n in range(7)}
+
+
+async def test_refusals_are_counted_not_fatal(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rate limit answers 451 4.7.1 at RCPT; a wrong password ends each session at AUTH."""
+    config = make_config(tmp_path, account=[{
+        "name": "demo", "password": DEMO_PASSWORD, "senders": ["ACME"],
+        "default_sender": "ACME", "rate_per_s": 3, "relay_networks": ["127.0.0.1/32"]}])
+    async with running_bridge(config) as bridge:
+        result = await asyncio.to_thread(run_against, bridge.smtp_port, "--mails", "12")
+        assert result["replies"]["451 4.7.1"] >= 6
+        assert result["accepted"] == result["replies"].get("250 2.0.0", 0) >= 1
+        assert sum(result["replies"].values()) == 12
+        monkeypatch.setenv("SMS_BRIDGE_BENCH_PASSWORD", "wrong")
+        refused = await asyncio.to_thread(run_against, bridge.smtp_port, "--mails", "8",
+                                          "--user", "demo")
+        assert refused["accepted"] == 0 and refused["replies"] == {}
+        [(why, sessions)] = refused["session_errors"].items()
+        assert sessions == 2 and "535 5.7.8" in why
+
+
+async def test_starttls_and_auth_against_a_running_bridge(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config, _ = tls_config(tmp_path)  # no relay network: AUTH after STARTTLS or nothing
+    monkeypatch.setenv("SMS_BRIDGE_BENCH_PASSWORD", DEMO_PASSWORD)
+    async with running_bridge(config) as bridge:
+        result = await asyncio.to_thread(run_against, bridge.smtp_port, "--mails", "6",
+                                         "--starttls", "--cafile", str(tmp_path / "ca.pem"),
+                                         "--user", "demo")
+        assert result["replies"] == {"250 2.0.0": 6}, result
+        plain = await asyncio.to_thread(run_against, bridge.smtp_port, "--mails", "2")
+        assert plain["replies"] == {"530 5.7.0": 2}, plain
+
+
+@pytest.mark.parametrize("options", [
+    ["--target", "127.0.0.1:2525"],  # whose numbers? never a default
+    ["--target", "127.0.0.1:2525", "--to", "+44740012345"],
+    ["--target", "127.0.0.1", "--to", "+4474001{n:05d}"],
+    ["--target", "127.0.0.1:2525", "--to", "+4474001{n:05x!}"],
+])
+def test_target_mode_needs_a_target_and_numbers(options: list[str],
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        bench.main(options)
+    assert info.value.code == 2
+    assert "error" in capsys.readouterr().err

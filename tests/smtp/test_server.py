@@ -136,6 +136,7 @@ def tls_config(tmp_path: Path, **smtp_extra: Any) -> tuple[Any, ssl.SSLContext]:
     cert = ca.issue_cert("127.0.0.1", "localhost")
     cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "smtp.pem"))
     cert.private_key_pem.write_to_path(str(tmp_path / "smtp.key"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))  # for clients that take a CA file
     client_ctx = ssl.create_default_context()
     ca.configure_trust(client_ctx)
     config = make_config(
