@@ -23,6 +23,15 @@ Ratios compare SendSms messages/s with the no-op calls/s. `cpu_us` gives each lo
 call or message by process (load = this process, with the simulator; bridge; store): what
 bounds each figure on two cores. Counts are bounded (defaults, per
 round: 3,000 single calls, 100 batch calls of 100, 3,000 no-op calls each).
+
+Against a running bridge instead (`--target http://host:port/soap --to "+4474001{n:05d}"`,
+password from $SMS_BRIDGE_BENCH_PASSWORD): only the load generator runs, and the JSON gives the
+HTTP statuses, each submission's status ("accepted", "OVER_LIMIT", …), faults by code, accepted
+messages and calls per second and call latency (p50/p90/p99/max). `--recipients` per call,
+`--rate` calls per second, https with `--cafile`; `--metrics URL` also waits until the bridge's
+successful submits have grown by what it accepted (end to end). Every accepted recipient is an
+SMS: aim it at a bridge whose SMSC is the simulator or a test SMSC. A progress bar goes to
+standard error on a terminal.
 """
 
 from __future__ import annotations
@@ -30,19 +39,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import collections
 import json
 import os
+import re
+import ssl
 import statistics
 import tempfile
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any, Iterable, Sequence
+from xml.sax.saxutils import escape as xml_escape
 
 import httptools
 from aiohttp import web
 
-from bridge.benchkit import (CpuMeter, announce_and_wait, child_process, delivery_check,
-                              delivery_total, median_by_key)
+from bridge.benchkit import (CpuMeter, Progress, announce_and_wait, child_process,
+                              delivery_check, delivery_total, median_by_key)
 from bridge.config import SimulatorConfig
 from bridge.simulator import SmscSimulator
 
@@ -144,11 +158,14 @@ class _Connection(asyncio.Protocol):
     httptools (llhttp): a few µs per response where aiohttp's client spends a few hundred, so
     the load generator takes little of the CPU the bridge needs on a 2-core machine."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep_bodies: bool = False) -> None:
         self._parser = httptools.HttpResponseParser(self)
         self._transport: asyncio.Transport | None = None
         self._reply: asyncio.Future[tuple[int, bool]] | None = None
         self._closed: Exception | None = None
+        self._keep_bodies = keep_bodies
+        self._body: list[bytes] = []
+        self.body = b""  # the last response's, when bodies are kept
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -160,7 +177,13 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._fail(exc)
 
+    def on_body(self, data: bytes) -> None:  # httptools callback
+        if self._keep_bodies:
+            self._body.append(data)
+
     def on_message_complete(self) -> None:  # httptools callback
+        if self._keep_bodies:
+            self.body, self._body = b"".join(self._body), []
         if self._reply is not None and not self._reply.done():
             self._reply.set_result((self._parser.get_status_code(),
                                     self._parser.should_keep_alive()))
@@ -196,27 +219,43 @@ def _requests(target: tuple[str, int], path: str, bodies: Sequence[bytes],
 
 
 async def _load(target: tuple[str, int], path: str, bodies: Sequence[bytes],
-                headers: dict[str, str],
-                concurrency: int) -> tuple[float, list[float], dict[int, int]]:
+                headers: dict[str, str], concurrency: int, *,
+                progress: Progress | None = None, answers: _Answers | None = None,
+                tls: ssl.SSLContext | None = None, rate: float = 0.0
+                ) -> tuple[float, list[float], dict[int, int]]:
     """POST every body once with `concurrency` keep-alive connections; (seconds, latencies,
-    status counts). Requests are built before the clock starts."""
+    status counts). Requests are built before the clock starts. With `answers`, each response
+    body is read for its submissions' statuses and faults; `rate` > 0 paces all connections
+    together to that many calls per second."""
     loop = asyncio.get_running_loop()
     feed = iter(_requests(target, path, bodies, headers))
     latencies: list[float] = []
     statuses: dict[int, int] = {}
+    calls = 0
 
     async def connect() -> _Connection:
-        _, conn = await loop.create_connection(_Connection, *target)
+        _, conn = await loop.create_connection(
+            lambda: _Connection(answers is not None), *target, ssl=tls,
+            server_hostname=target[0] if tls is not None else None)
         return conn
 
     async def worker() -> None:
+        nonlocal calls
         conn = await connect()
         try:
             for raw in feed:
+                if rate > 0:
+                    due, calls = start + calls / rate, calls + 1
+                    if due > time.perf_counter():
+                        await asyncio.sleep(due - time.perf_counter())
                 t0 = time.perf_counter()
                 status, keep_alive = await conn.request(raw)
                 latencies.append(time.perf_counter() - t0)
                 statuses[status] = statuses.get(status, 0) + 1
+                if answers is not None:
+                    answers.add(conn.body)
+                if progress is not None:
+                    progress.advance()
                 if not keep_alive:
                     conn.close()
                     conn = await connect()
@@ -224,8 +263,32 @@ async def _load(target: tuple[str, int], path: str, bodies: Sequence[bytes],
             conn.close()
 
     start = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    try:
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    finally:
+        if progress is not None:
+            progress.close()
     return time.perf_counter() - start, latencies, statuses
+
+
+_STATUS = re.compile(rb"<(?:[\w.-]+:)?status>([^<]{1,64})</")
+_FAULT = re.compile(rb"<faultcode>([^<]{1,128})</faultcode>|<(?:[\w.-]+:)?Value>([^<]{1,128})</")
+
+
+class _Answers:
+    """What a running bridge answered, read from the response bodies: each submission's status
+    ("accepted" or a SPEC §5 error name) and each fault's code."""
+
+    def __init__(self) -> None:
+        self.submissions: collections.Counter[str] = collections.Counter()
+        self.faults: collections.Counter[str] = collections.Counter()
+
+    def add(self, body: bytes) -> None:
+        for status in _STATUS.findall(body):
+            self.submissions[status.decode("utf-8", "replace")] += 1
+        fault = _FAULT.search(body)
+        if fault is not None:
+            self.faults[(fault.group(1) or fault.group(2)).decode("utf-8", "replace")] += 1
 
 
 async def _wait_accepted(sim: SmscSimulator, target: int, timeout: float = 120.0) -> int:
@@ -248,7 +311,8 @@ async def _noop(target: tuple[str, int], path: str, calls: int, concurrency: int
     await _load(target, path, [body] * min(200, calls), headers, concurrency)  # warm-up
     before = meter.read()
     seconds, latencies, statuses = await _load(target, path, [body] * calls, headers,
-                                               concurrency)
+                                               concurrency,
+                                               progress=Progress(calls, f"no-op {path}"))
     return {"calls": calls, "statuses": statuses, "seconds": round(seconds, 3),
             "calls_per_s": round(calls / seconds, 1), "p50_ms": _ms(latencies, 0.5),
             "p99_ms": _ms(latencies, 0.99),
@@ -263,7 +327,8 @@ async def _send(target: tuple[str, int], sim: SmscSimulator, calls: int,
     base = sim.accepted
     before = meter.read()
     start = time.perf_counter()
-    seconds, latencies, statuses = await _load(target, "/soap", bodies, headers, concurrency)
+    seconds, latencies, statuses = await _load(target, "/soap", bodies, headers, concurrency,
+                                               progress=Progress(calls, f"SendSms x{size}"))
     messages = calls * size if statuses.get(200, 0) == calls else None
     reached = await _wait_accepted(sim, base + calls * size)
     e2e = time.perf_counter() - start
@@ -374,6 +439,67 @@ async def bench_soap(*, calls: int = 3000, batch_calls: int = 100, batch_size: i
     return result
 
 
+async def _against(args: argparse.Namespace) -> dict[str, Any]:
+    """Load a running bridge (`--target URL`): SendSms calls of `--recipients` numbers each,
+    every answer counted; with `--metrics`, also until the bridge has submitted what it
+    accepted."""
+    from bridge.benchkit import metric_totals
+
+    url = urllib.parse.urlsplit(args.target)
+    https = url.scheme == "https"
+    host, port = url.hostname or "", url.port or (443 if https else 80)
+    tls = None
+    if https:
+        tls = ssl.create_default_context(cafile=args.cafile or None)
+        if args.insecure:
+            tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE
+    password = os.environ.get(args.password_env, "")
+    auth = base64.b64encode(f"{args.user}:{password}".encode()).decode()
+    headers = {"Content-Type": "text/xml; charset=utf-8", "Authorization": f"Basic {auth}"}
+    template: str = args.to
+    run = f"{os.getpid()}-{time.time_ns()}"
+    bodies = []
+    for i in range(args.calls):
+        numbers = (template.format(n=(i * args.recipients + k) % args.numbers)
+                   for k in range(args.recipients))
+        recipients = "".join(f"<t:recipients>{xml_escape(number)}</t:recipients>"
+                             for number in numbers)
+        bodies.append(_envelope(f"<t:SendSms>{recipients}<t:text>bench {run} {i}</t:text>"
+                                f"</t:SendSms>"))
+    submits = {"submits": ("sms_bridge_submits_total", {"status": "0x00"})}
+    before = await metric_totals(args.metrics, submits) if args.metrics else None
+    answers = _Answers()
+    started = time.perf_counter()
+    seconds, latencies, statuses = await _load(
+        (host, port), url.path or "/", bodies, headers, args.concurrency,
+        progress=Progress(args.calls, f"soap → {args.target}"), answers=answers, tls=tls,
+        rate=args.rate)
+    accepted = answers.submissions.get("accepted", 0)
+    result: dict[str, Any] = {
+        "target": args.target, "calls": args.calls, "recipients_per_call": args.recipients,
+        "concurrency": args.concurrency, "rate_limit": args.rate, "seconds": round(seconds, 3),
+        "http_statuses": {str(k): v for k, v in sorted(statuses.items())},
+        "submissions": dict(sorted(answers.submissions.items())),
+        "faults": dict(sorted(answers.faults.items())),
+        "accepted": accepted, "accepted_msgs_per_s": round(accepted / seconds, 1),
+        "calls_per_s": round(args.calls / seconds, 1),
+        "latency_ms": {"p50": _ms(latencies, 0.5), "p90": _ms(latencies, 0.9),
+                       "p99": _ms(latencies, 0.99), "max": _ms(latencies, 1.0)}}
+    if before is not None:
+        deadline = time.perf_counter() + args.wait
+        submitted = 0.0
+        while time.perf_counter() < deadline:
+            submitted = (await metric_totals(args.metrics, submits))["submits"] \
+                - before["submits"]
+            if submitted >= accepted:
+                break
+            await asyncio.sleep(0.05)
+        result["submitted"] = int(submitted)
+        result["end_to_end_msgs_per_s"] = round(
+            min(submitted, accepted) / (time.perf_counter() - started), 1)
+    return result
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bridge.soap.bench",
                                      description="SOAP ingress benchmark (prints JSON)")
@@ -383,11 +509,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--noop-calls", type=int, default=3000, help="no-op calls per baseline")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (medians)")
+    target = parser.add_argument_group(
+        "against a running bridge", "Load a bridge that is already running instead of the "
+        "bench's own. Every accepted recipient becomes an SMS: use a bridge whose SMSC is the "
+        "simulator or a test SMSC, and numbers you own.")
+    target.add_argument("--target", metavar="URL", help="its SOAP endpoint, e.g. "
+                        "http://127.0.0.1:8080/soap")
+    target.add_argument("--to", metavar="TEMPLATE",
+                        help='the recipients, e.g. "+4474001{n:05d}": n counts 0..numbers-1')
+    target.add_argument("--numbers", type=int, default=2000)
+    target.add_argument("--recipients", type=int, default=1, help="recipients per call")
+    target.add_argument("--user", default="demo", help="HTTP Basic user")
+    target.add_argument("--password-env", default="SMS_BRIDGE_BENCH_PASSWORD",
+                        help="the environment variable holding the password")
+    target.add_argument("--rate", type=float, default=0.0,
+                        help="calls per second in all (0: as fast as answers come)")
+    target.add_argument("--cafile", default="", help="trust this CA for https")
+    target.add_argument("--insecure", action="store_true",
+                        help="https without checking the certificate")
+    target.add_argument("--metrics", default="", metavar="URL",
+                        help="its /metrics: also wait until it has submitted what it accepted")
+    target.add_argument("--wait", type=float, default=60.0,
+                        help="at most this long for those submits (seconds)")
     parser.add_argument("--serve", metavar="DIR", help=argparse.SUPPRESS)
     parser.add_argument("--smsc-port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
         asyncio.run(_serve(Path(args.serve), args.smsc_port))
+        return 0
+    if args.target:
+        url = urllib.parse.urlsplit(args.target)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            parser.error("--target must be an http:// or https:// URL")
+        if not args.to or "{n" not in args.to:
+            parser.error('--target needs --to with "{n}" in it, e.g. "+4474001{n:05d}": the '
+                         "numbers that get the SMS")
+        try:
+            args.to.format(n=0)
+        except (ValueError, KeyError, IndexError) as exc:
+            parser.error(f"--to: {exc}")
+        if not 1 <= args.calls <= 1_000_000 or not 1 <= args.recipients <= 1000 \
+                or not 1 <= args.numbers <= 10_000_000 or not 1 <= args.concurrency <= 1000 \
+                or args.rate < 0 or args.wait < 0:
+            parser.error("out of range")
+        print(json.dumps(asyncio.run(_against(args)), indent=2))
         return 0
     result = asyncio.run(bench_soap(calls=args.calls, batch_calls=args.batch_calls,
                                     batch_size=args.batch_size, noop_calls=args.noop_calls,
