@@ -15,6 +15,7 @@ import collections
 import contextlib
 import json
 import os
+import ssl
 import statistics
 import sys
 import time
@@ -105,6 +106,83 @@ async def store_commits(metrics_url: str) -> dict[str, float]:
     return await metric_totals(metrics_url, {
         "commits": ("sms_bridge_store_commit_seconds_count", {}),
         "writes": ("sms_bridge_store_writes_total", {})})
+
+
+def target_options(parser: argparse.ArgumentParser, *, metavar: str, target_help: str,
+                   unit: str, tls: str) -> argparse._ArgumentGroup:
+    """The options of a bench's mode against a running bridge that every bench shares; the
+    group is returned for the bench's own."""
+    group = parser.add_argument_group(
+        "against a running bridge", "Load a bridge that is already running instead of the "
+        "bench's own servers. Every accepted message becomes an SMS: use a bridge whose SMSC "
+        "is the simulator or a test SMSC, and numbers you own.")
+    group.add_argument("--target", metavar=metavar, help=target_help)
+    group.add_argument("--to", metavar="TEMPLATE",
+                       help='the recipients, e.g. "+4474001{n:05d}": n counts 0..numbers-1')
+    group.add_argument("--numbers", type=int, default=2000)
+    group.add_argument("--rate", type=float, default=0.0,
+                       help=f"{unit} per second in all (0: as fast as answers come)")
+    group.add_argument("--cafile", default="", help=f"trust this CA for {tls}")
+    group.add_argument("--insecure", action="store_true",
+                       help=f"{tls} without checking the certificate")
+    group.add_argument("--password-env", default="SMS_BRIDGE_BENCH_PASSWORD",
+                       help="the environment variable holding the password")
+    group.add_argument("--metrics", default="", metavar="URL",
+                       help="its /metrics: also wait until it has submitted what it accepted")
+    group.add_argument("--wait", type=float, default=60.0,
+                       help="at most this long for those submits (seconds)")
+    return group
+
+
+def number_template_problem(template: str | None) -> str | None:
+    """What is wrong with a `--to` template for loading a running bridge: the numbers that get
+    the SMS are never a default."""
+    if not template or "{n" not in template:
+        return ('--target needs --to with "{n}" in it, e.g. "+4474001{n:05d}": the numbers '
+                "that get the SMS")
+    try:
+        template.format(n=0)
+    except (ValueError, KeyError, IndexError) as exc:
+        return f"--to: {exc}"
+    return None
+
+
+def client_tls(cafile: str, insecure: bool) -> ssl.SSLContext:
+    """A client's TLS context for a bench: the system's CAs or `cafile`; `insecure` checks
+    nothing (a self-signed test bridge)."""
+    context = ssl.create_default_context(cafile=cafile or None)
+    if insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+class SubmitWatch:
+    """End to end against a running bridge: its successful submit_sm from /metrics, read
+    before a load and after it until they have grown by what it accepted (other traffic
+    counts too; every bench message is one part)."""
+
+    SUBMITS = {"submits": ("sms_bridge_submits_total", {"status": "0x00"})}
+
+    def __init__(self, metrics_url: str) -> None:
+        self.url = metrics_url
+        self.before = 0.0
+        self.started = 0.0
+
+    async def start(self) -> None:
+        self.before = (await metric_totals(self.url, self.SUBMITS))["submits"]
+        self.started = time.perf_counter()
+
+    async def finish(self, accepted: int, wait_s: float) -> dict[str, Any]:
+        deadline = time.perf_counter() + wait_s
+        submitted = 0.0
+        while time.perf_counter() < deadline:
+            submitted = (await metric_totals(self.url, self.SUBMITS))["submits"] - self.before
+            if submitted >= accepted:
+                break
+            await asyncio.sleep(0.05)
+        return {"submitted": int(submitted), "end_to_end_msgs_per_s": round(
+            min(submitted, accepted) / (time.perf_counter() - self.started), 1)}
 
 
 class Progress:

@@ -53,8 +53,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from bridge.benchkit import (CpuMeter, Progress, announce_and_wait, child_process,
-                              delivery_check, delivery_total, median_by_key, store_commits)
+from bridge.benchkit import (CpuMeter, Progress, SubmitWatch, announce_and_wait,
+                              child_process, client_tls, delivery_check, delivery_total,
+                              median_by_key, number_template_problem, store_commits,
+                              target_options)
 from bridge.config import Config, parse_config
 
 _MAIL_FROM = "monitor@acme.example"
@@ -462,26 +464,18 @@ def _letters(n: int) -> str:
 async def _against(args: argparse.Namespace) -> dict[str, Any]:
     """Load a running bridge (`--target`): every mail's answer, rates, latency; with
     `--metrics`, also until the bridge has submitted what it accepted."""
-    from bridge.benchkit import metric_totals
-
     host, port = args.target_address
-    context = None
-    if args.starttls:
-        context = ssl.create_default_context(cafile=args.cafile or None)
-        if args.insecure:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-    login = _Login(context, args.user, os.environ.get(args.password_env, "") if args.user
-                   else "")
+    login = _Login(client_tls(args.cafile, args.insecure) if args.starttls else None,
+                   args.user, os.environ.get(args.password_env, "") if args.user else "")
     template: str = args.to
 
     def number(i: int) -> str:
         return template.format(n=i % args.numbers)
 
-    submits = {"submits": ("sms_bridge_submits_total", {"status": "0x00"})}
-    before = await metric_totals(args.metrics, submits) if args.metrics else None
+    watch = SubmitWatch(args.metrics) if args.metrics else None
+    if watch is not None:
+        await watch.start()
     outcomes = _Outcomes()
-    started = time.perf_counter()
     seconds = await _load(port, host=host, tag=_letters(time.time_ns() // 1_000_000),
                           first=0, count=args.mails, connections=args.connections,
                           per_session=args.per_session, outcomes=outcomes,
@@ -496,20 +490,8 @@ async def _against(args: argparse.Namespace) -> dict[str, Any]:
         "accepted_msgs_per_s": round(accepted / seconds, 1),
         "answered_msgs_per_s": round(sum(outcomes.replies.values()) / seconds, 1),
         **outcomes.summary()}
-    if before is not None:
-        # Each bench mail is one part: the bridge has sent what it accepted once its
-        # successful submits have grown by that much (other traffic would count too).
-        deadline = time.perf_counter() + args.wait
-        submitted = 0.0
-        while time.perf_counter() < deadline:
-            submitted = (await metric_totals(args.metrics, submits))["submits"] \
-                - before["submits"]
-            if submitted >= accepted:
-                break
-            await asyncio.sleep(0.05)
-        result["submitted"] = int(submitted)
-        result["end_to_end_msgs_per_s"] = round(
-            min(submitted, accepted) / (time.perf_counter() - started), 1)
+    if watch is not None:
+        result.update(await watch.finish(accepted, args.wait))
     return result
 
 
@@ -522,29 +504,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-receipts", action="store_true")
-    target = parser.add_argument_group(
-        "against a running bridge", "Load a bridge that is already running instead of the "
-        "bench's own servers. Every accepted mail becomes an SMS: use a bridge whose SMSC is "
-        "the simulator or a test SMSC, and numbers you own.")
-    target.add_argument("--target", metavar="HOST:PORT", help="its SMTP listener")
-    target.add_argument("--to", metavar="TEMPLATE",
-                        help='the recipients, e.g. "+4474001{n:05d}": n counts 0..numbers-1')
-    target.add_argument("--numbers", type=int, default=2000)
+    target = target_options(parser, metavar="HOST:PORT", target_help="its SMTP listener",
+                            unit="mails", tls="STARTTLS")
     target.add_argument("--domain", default="sms.localhost")
     target.add_argument("--mail-from", default=_MAIL_FROM)
-    target.add_argument("--rate", type=float, default=0.0,
-                        help="mails per second in all (0: as fast as answers come)")
     target.add_argument("--starttls", action="store_true")
-    target.add_argument("--cafile", default="", help="trust this CA for STARTTLS")
-    target.add_argument("--insecure", action="store_true",
-                        help="STARTTLS without checking the certificate")
     target.add_argument("--user", default="", help="AUTH PLAIN as this user")
-    target.add_argument("--password-env", default="SMS_BRIDGE_BENCH_PASSWORD",
-                        help="the environment variable holding the AUTH password")
-    target.add_argument("--metrics", default="", metavar="URL",
-                        help="its /metrics: also wait until it has submitted what it accepted")
-    target.add_argument("--wait", type=float, default=60.0,
-                        help="at most this long for those submits (seconds)")
     parser.add_argument("--child", choices=("noop", "accept", "bridge"), help=argparse.SUPPRESS)
     parser.add_argument("--smsc-port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--dir", default="", help=argparse.SUPPRESS)
@@ -559,15 +524,11 @@ def main(argv: list[str] | None = None) -> None:
         if args.target_address is None or not args.target_address[0] \
                 or not args.target_address[1]:
             parser.error('--target must be "host:port"')
-        if not args.to or "{n" not in args.to:
-            parser.error('--target needs --to with "{n}" in it, e.g. "+4474001{n:05d}": the '
-                         "numbers that get the SMS")
+        problem = number_template_problem(args.to)
+        if problem:
+            parser.error(problem)
         if not 1 <= args.numbers <= 10_000_000 or args.rate < 0 or args.wait < 0:
             parser.error("out of range")
-        try:
-            args.to.format(n=0)
-        except (ValueError, KeyError, IndexError) as exc:
-            parser.error(f"--to: {exc}")
         print(json.dumps(asyncio.run(_against(args)), indent=2))
         return
     if args.child == "noop":

@@ -55,8 +55,9 @@ from xml.sax.saxutils import escape as xml_escape
 import httptools
 from aiohttp import web
 
-from bridge.benchkit import (CpuMeter, Progress, announce_and_wait, child_process,
-                              delivery_check, delivery_total, median_by_key)
+from bridge.benchkit import (CpuMeter, Progress, SubmitWatch, announce_and_wait,
+                              child_process, client_tls, delivery_check, delivery_total,
+                              median_by_key, number_template_problem, target_options)
 from bridge.config import SimulatorConfig
 from bridge.simulator import SmscSimulator
 
@@ -443,16 +444,10 @@ async def _against(args: argparse.Namespace) -> dict[str, Any]:
     """Load a running bridge (`--target URL`): SendSms calls of `--recipients` numbers each,
     every answer counted; with `--metrics`, also until the bridge has submitted what it
     accepted."""
-    from bridge.benchkit import metric_totals
-
     url = urllib.parse.urlsplit(args.target)
     https = url.scheme == "https"
     host, port = url.hostname or "", url.port or (443 if https else 80)
-    tls = None
-    if https:
-        tls = ssl.create_default_context(cafile=args.cafile or None)
-        if args.insecure:
-            tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE
+    tls = client_tls(args.cafile, args.insecure) if https else None
     password = os.environ.get(args.password_env, "")
     auth = base64.b64encode(f"{args.user}:{password}".encode()).decode()
     headers = {"Content-Type": "text/xml; charset=utf-8", "Authorization": f"Basic {auth}"}
@@ -466,10 +461,10 @@ async def _against(args: argparse.Namespace) -> dict[str, Any]:
                              for number in numbers)
         bodies.append(_envelope(f"<t:SendSms>{recipients}<t:text>bench {run} {i}</t:text>"
                                 f"</t:SendSms>"))
-    submits = {"submits": ("sms_bridge_submits_total", {"status": "0x00"})}
-    before = await metric_totals(args.metrics, submits) if args.metrics else None
+    watch = SubmitWatch(args.metrics) if args.metrics else None
+    if watch is not None:
+        await watch.start()
     answers = _Answers()
-    started = time.perf_counter()
     seconds, latencies, statuses = await _load(
         (host, port), url.path or "/", bodies, headers, args.concurrency,
         progress=Progress(args.calls, f"soap → {args.target}"), answers=answers, tls=tls,
@@ -485,18 +480,8 @@ async def _against(args: argparse.Namespace) -> dict[str, Any]:
         "calls_per_s": round(args.calls / seconds, 1),
         "latency_ms": {"p50": _ms(latencies, 0.5), "p90": _ms(latencies, 0.9),
                        "p99": _ms(latencies, 0.99), "max": _ms(latencies, 1.0)}}
-    if before is not None:
-        deadline = time.perf_counter() + args.wait
-        submitted = 0.0
-        while time.perf_counter() < deadline:
-            submitted = (await metric_totals(args.metrics, submits))["submits"] \
-                - before["submits"]
-            if submitted >= accepted:
-                break
-            await asyncio.sleep(0.05)
-        result["submitted"] = int(submitted)
-        result["end_to_end_msgs_per_s"] = round(
-            min(submitted, accepted) / (time.perf_counter() - started), 1)
+    if watch is not None:
+        result.update(await watch.finish(accepted, args.wait))
     return result
 
 
@@ -509,28 +494,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--noop-calls", type=int, default=3000, help="no-op calls per baseline")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (medians)")
-    target = parser.add_argument_group(
-        "against a running bridge", "Load a bridge that is already running instead of the "
-        "bench's own. Every accepted recipient becomes an SMS: use a bridge whose SMSC is the "
-        "simulator or a test SMSC, and numbers you own.")
-    target.add_argument("--target", metavar="URL", help="its SOAP endpoint, e.g. "
-                        "http://127.0.0.1:8080/soap")
-    target.add_argument("--to", metavar="TEMPLATE",
-                        help='the recipients, e.g. "+4474001{n:05d}": n counts 0..numbers-1')
-    target.add_argument("--numbers", type=int, default=2000)
+    target = target_options(parser, metavar="URL", unit="calls", tls="https",
+                            target_help="its SOAP endpoint, e.g. http://127.0.0.1:8080/soap")
     target.add_argument("--recipients", type=int, default=1, help="recipients per call")
     target.add_argument("--user", default="demo", help="HTTP Basic user")
-    target.add_argument("--password-env", default="SMS_BRIDGE_BENCH_PASSWORD",
-                        help="the environment variable holding the password")
-    target.add_argument("--rate", type=float, default=0.0,
-                        help="calls per second in all (0: as fast as answers come)")
-    target.add_argument("--cafile", default="", help="trust this CA for https")
-    target.add_argument("--insecure", action="store_true",
-                        help="https without checking the certificate")
-    target.add_argument("--metrics", default="", metavar="URL",
-                        help="its /metrics: also wait until it has submitted what it accepted")
-    target.add_argument("--wait", type=float, default=60.0,
-                        help="at most this long for those submits (seconds)")
     parser.add_argument("--serve", metavar="DIR", help=argparse.SUPPRESS)
     parser.add_argument("--smsc-port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -541,13 +508,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         url = urllib.parse.urlsplit(args.target)
         if url.scheme not in ("http", "https") or not url.hostname:
             parser.error("--target must be an http:// or https:// URL")
-        if not args.to or "{n" not in args.to:
-            parser.error('--target needs --to with "{n}" in it, e.g. "+4474001{n:05d}": the '
-                         "numbers that get the SMS")
-        try:
-            args.to.format(n=0)
-        except (ValueError, KeyError, IndexError) as exc:
-            parser.error(f"--to: {exc}")
+        problem = number_template_problem(args.to)
+        if problem:
+            parser.error(problem)
         if not 1 <= args.calls <= 1_000_000 or not 1 <= args.recipients <= 1000 \
                 or not 1 <= args.numbers <= 10_000_000 or not 1 <= args.concurrency <= 1000 \
                 or args.rate < 0 or args.wait < 0:
