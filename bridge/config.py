@@ -50,6 +50,7 @@ class SmtpConfig:
     smarthost_timeout_s: float = 30.0
     dsn: bool = True  # delivery status notifications (RFC 3464) as NOTIFY asks
     notify_default: str = "FAILURE"  # NOTIFY when a RCPT gives none: NEVER or a list
+    dsn_delay_after_s: float = 3600.0  # NOTIFY=DELAY: one notice after this long; 0 = never
     report_from: str = ""  # From of DSNs; empty = MAILER-DAEMON@<first domain>
     mo_replies: bool = True  # an SMS reply goes to whoever mailed that number last
     mo_reply_window_s: float = 7 * 86400.0
@@ -358,6 +359,8 @@ def _smtp(r: _Reader) -> SmtpConfig:
                                   _between(0.1, 600)),
         dsn=r.get("dsn", bool, d.dsn),
         notify_default=r.get("notify_default", str, d.notify_default, _notify_problem),
+        dsn_delay_after_s=r.get("dsn_delay_after_s", float, d.dsn_delay_after_s,
+                                _between(0, 30 * 86400)),
         report_from=r.get("report_from", str, d.report_from,
                           lambda v: None if "@" in v and not any(c.isspace() or c in "<>"
                                                                   for c in v)

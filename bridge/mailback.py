@@ -3,7 +3,9 @@ smarthost (`[smtp] smarthost`).
 
 The store queues each mail in the transaction that makes its message final (a trigger, for
 DSNs) or that stores the reply (bridge.store.schema), so no crash can lose one: after a
-restart it is simply still due. The sender runs with the outbound side (bridge.outbound).
+restart it is simply still due. Delay notices (NOTIFY=DELAY) are queued by a look every few
+seconds for messages accepted `dsn_delay_after_s` ago and still on their way; each message
+is looked at once. The sender runs with the outbound side (bridge.outbound).
 What goes in the mails is `bridge.core.mailback`; this module reads the stored facts, asks
 for the bytes and talks SMTP (aiosmtplib).
 
@@ -26,6 +28,7 @@ import aiosmtplib
 from bridge.config import SmtpConfig
 from bridge.core.callbacks import RetrySchedule, Verdict, next_due
 from bridge.core.mailback import (
+    DELAYED,
     REPLY_ID_PREFIX,
     DsnFacts,
     ReplyFacts,
@@ -49,6 +52,9 @@ DRAIN_S = 5.0
 POLL_S = 1.0
 #: Rows read per look: enough for one mail's recipients to share their DSN.
 FETCH = 200
+#: The longest wait between two looks for messages that owe a delay notice.
+DELAY_SCAN_S = 5.0
+_FINAL = frozenset({"delivered", "undeliverable", "expired", "failed"})
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,7 @@ class MailBack:
         self.clock = clock
         self.schedule = RetrySchedule(config.mail_max_attempts, config.mail_retry_base_s,
                                       config.mail_retry_max_s)
+        self._delay_scan_at = 0.0
         self._work = DueWork[Batch](
             "mailback", concurrency=CONCURRENCY, poll_s=min(POLL_S, config.mail_retry_base_s),
             due=self._due, work=self._mail, ids=lambda batch: [r.id for r in batch.rows])
@@ -79,8 +86,20 @@ class MailBack:
         await self._work.stop(timeout)
 
     async def _due(self, limit: int) -> list[Batch]:
+        await self._find_delays()
         rows = await self.store.mailbacks_due(now=self.clock(), limit=FETCH)
         return batches(rows)[:limit]
+
+    async def _find_delays(self) -> None:
+        """Queue the delay notices that have come due (NOTIFY=DELAY, [smtp]
+        dsn_delay_after_s): every few seconds, at once again while there are more."""
+        after = self.config.dsn_delay_after_s
+        now = self.clock()
+        if not (after > 0 and self.config.dsn) or now < self._delay_scan_at:
+            return
+        queued = await self.store.queue_delay_dsns(accepted_before=now - after, now=now,
+                                                   limit=FETCH)
+        self._delay_scan_at = now if queued == FETCH else now + min(DELAY_SCAN_S, after / 2)
 
     def envelope(self, batch: Batch) -> Envelope | str:
         """The mail for a batch, or why there can be none (then it is not tried)."""
@@ -90,7 +109,11 @@ class MailBack:
         if not to:
             return "the mail came from the null reverse path: nobody to tell"
         if row.kind == "dsn" and row.state is not None:
-            facts = [self._dsn_facts(r, meta_strings(r.meta_json), to) for r in batch.rows]
+            # A delay notice for a message that has become final since says nothing true.
+            facts = [self._dsn_facts(r, meta_strings(r.meta_json), to) for r in batch.rows
+                     if r.state != DELAYED or r.message_state not in _FINAL]
+            if not facts:
+                return f"it is {row.message_state} now: no longer delayed"
             return Envelope("", to, dsn_mail(*facts))
         if row.kind == "reply" and row.inbound_id is not None:
             # From the number at the domain the mail went to: answering it sends an SMS.
@@ -113,7 +136,8 @@ class MailBack:
             subject=meta.get("subject"), message_id=row.message_id,
             number=row.recipient, state=row.state or "", at=row.at, arrival=row.created_at,
             parts=row.parts, parts_delivered=row.parts_delivered, error=row.error,
-            error_detail=row.error_detail, report_id=f"dsn.{row.message_id}.{row.state}")
+            error_detail=row.error_detail, report_id=f"dsn.{row.message_id}.{row.state}",
+            waiting=row.message_state if row.state == DELAYED else None)
 
     async def send(self, envelope: Envelope) -> tuple[int | None, str]:
         """Hand one mail to the smarthost: (SMTP reply code or None for no answer, what

@@ -16,19 +16,22 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.policy import default as default_policy
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from bridge.app import Bridge
-from bridge.mailback import batches
-from bridge.store.base import DueMailback
-from bridge.config import Config
+from bridge.mailback import Batch, MailBack, batches
+from bridge.mailback import Envelope as MailEnvelope
+from bridge.metrics import OutboundMetrics
+from bridge.store.base import DueMailback, Store
+from bridge.config import Config, SmtpConfig
 from tests.conftest import at_least, closed_port, make_config, running_bridge, timeline_until
 from tests.soap import call, client
-from tests.smtp.test_server import NUMBER, RCPT, in_thread, mail, message_id_of, send, smtp
+from tests.smtp.test_server import (NUMBER, RCPT, RCPT2, in_thread, mail, message_id_of, send,
+                                    smtp)
 
 FAST = {"mail_retry_base_s": 0.05, "mail_retry_max_s": 0.2, "smarthost_timeout_s": 2.0}
 SENDER = "ops@acme.example"
@@ -134,6 +137,69 @@ async def test_success_is_reported_as_notify_asks(tmp_path: Path) -> None:
             async with session.get(f"http://127.0.0.1:{bridge.soap_port}/metrics") as r:
                 text = await r.text()
         assert 'sms_bridge_mailbacks_total{kind="dsn",outcome="delivered"} 1.0' in text
+
+
+async def test_a_delay_is_reported_once_to_those_who_asked_then_the_outcome(
+        tmp_path: Path) -> None:
+    """No receipt comes for a while: the recipient that asked for NOTIFY=DELAY hears once
+    that its SMS is still on its way, the one that did not hears nothing; when the receipt
+    comes, each gets the outcome it asked for."""
+    assert SmtpConfig().dsn_delay_after_s == 3600  # by default: after an hour
+    async with smarthost() as host, running_bridge(mail_config(
+            tmp_path, host.port, simulator={"receipts": False},
+            dsn_delay_after_s=0.3)) as bridge:
+
+        def go() -> tuple[int, bytes]:
+            with smtp(bridge.smtp_port) as client:
+                client.mail(SENDER)
+                client.rcpt(RCPT, ["NOTIFY=SUCCESS,DELAY"])
+                client.rcpt(RCPT2, ["NOTIFY=SUCCESS"])
+                return client.data(mail("pump 3 stopped", subject="Pump 3",
+                                        message_id="<slow@acme>"))
+
+        code, reply = await in_thread(go)
+        assert code == 250
+        first, second = reply.decode().split()[2].split(",")
+        await at_least(host.mails, 1)
+        _, _, notice = host.mails[0]
+        assert notice["Subject"] == "Delivery Status Notification (Delay)"
+        _, block = status_fields(notice)
+        assert (block["Final-Recipient"], block["Action"], block["Status"]) == (
+            f"rfc822; {RCPT}", "delayed", "4.0.0")
+        assert notice["X-SMS-Message-Id"] == first
+        events = await timeline_until(bridge, first, "dsn")
+        assert [e[0] for e in events][-2:] == ["submitted", "dsn"]
+        await asyncio.sleep(0.8)  # several looks later: still the one notice
+        assert len(host.mails) == 1
+        assert bridge.simulator is not None
+        for submit in list(bridge.simulator.submits):
+            await bridge.simulator.send_receipt(submit.message_id)
+        # Both asked for SUCCESS: one report or two (as their receipts' commits fall).
+        def reported_ids() -> list[str]:
+            return [i for _, _, m in host.mails[1:] for i in m.get_all("X-SMS-Message-Id") or []]
+
+        for _ in range(200):
+            if len(reported_ids()) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        reported = reported_ids()
+        for _, _, outcome in host.mails[1:]:
+            assert outcome["Subject"] == "Delivery Status Notification (Success)"
+            _, *blocks = list(outcome.iter_parts())[1].get_payload()  # type: ignore[misc]
+            assert {b["Action"] for b in blocks} == {"delivered"}
+        assert sorted(reported) == sorted([first, second])
+
+
+async def test_without_delay_notices_notify_delay_is_only_stored(tmp_path: Path) -> None:
+    async with smarthost() as host, running_bridge(mail_config(
+            tmp_path, host.port, simulator={"receipts": False},
+            dsn_delay_after_s=0)) as bridge:
+        message_id = await send_mail(bridge, rcpt_options=["NOTIFY=DELAY"])
+        with sqlite3.connect(tmp_path / "bridge.db") as conn:
+            row = conn.execute("SELECT dsn_notify, dsn_delay_owed, meta_json FROM messages "
+                               "WHERE id = ?", (message_id,)).fetchone()
+        assert row[:2] == (None, None) and json.loads(row[2])["notify"] == "DELAY"
+        assert host.mails == []
 
 
 async def test_failure_is_reported_unasked_like_any_bounce(tmp_path: Path) -> None:
@@ -342,6 +408,24 @@ def test_batches_group_one_mails_dsns_and_nothing_else() -> None:
             row(5, mail_from=SENDER), row(6, mail_from=SENDER),
             row(7, **{**a, "mail_from": "other@acme.example"})]
     assert [[r.id for r in b.rows] for b in batches(rows)] == [[1, 4], [2], [3], [5], [6], [7]]
+
+
+def test_a_delay_notice_overtaken_by_the_outcome_is_not_mailed(tmp_path: Path) -> None:
+    def row(id_: int, state: str, message_state: str) -> DueMailback:
+        return DueMailback(id=id_, kind="dsn", message_id=f"m{id_}", state=state, at=1.0,
+                           attempts=0, recipient=NUMBER,
+                           meta_json=json.dumps({"mail_from": SENDER, "message_id": "<a@b>"}),
+                           created_at=0.0, parts=1, parts_delivered=1, error=None,
+                           error_detail=None, inbound_id=None, inbound_source=None,
+                           inbound_text=None, message_state=message_state)
+    config = mail_config(tmp_path, 25)
+    back = MailBack(config.smtp, cast(Store, None), cast(OutboundMetrics, None))
+    stale = row(1, "delayed", "delivered")
+    assert back.envelope(Batch((stale,))) == "it is delivered now: no longer delayed"
+    envelope = back.envelope(Batch((stale, row(2, "delayed", "submitted"))))
+    assert isinstance(envelope, MailEnvelope)
+    report = email.message_from_bytes(envelope.content, policy=default_policy)
+    assert report["X-SMS-Message-Id"] == "m2" and len(report.get_all("X-SMS-Message-Id")) == 1
 
 
 @pytest.mark.parametrize("smtp", [{}, {"smarthost": "127.0.0.1:25", "dsn": False}],

@@ -22,7 +22,9 @@ from bridge.core.errors import ERROR_TABLE, ErrorName
 
 NOTIFY_WORDS = frozenset({"SUCCESS", "FAILURE", "DELAY"})
 #: The outcomes a DSN reports, in the order `dsn_conditions` writes them.
-REPORTED = ("SUCCESS", "FAILURE")
+REPORTED = ("SUCCESS", "FAILURE", "DELAY")
+#: A delay notice's state in place of a final one: the message is still on its way.
+DELAYED = "delayed"
 
 
 def parse_notify(raw: str) -> frozenset[str]:
@@ -37,16 +39,16 @@ def parse_notify(raw: str) -> frozenset[str]:
 
 
 def dsn_conditions(notify: frozenset[str] | None, default: frozenset[str],
-                   reverse_path: str) -> str | None:
-    """Which final outcomes are mailed back for one recipient: "SUCCESS", "FAILURE",
-    "SUCCESS,FAILURE" or None. The recipient's NOTIFY words when given (`parse_notify`), else
-    `default` (an MTA bounces failures unasked). Never to the null reverse path (RFC 5321
-    §4.5.5: no reports about reports). DELAY is not reported: the dispatcher retries quietly
-    until the message is final."""
+                   reverse_path: str, *, delays: bool = True) -> str | None:
+    """Which outcomes are mailed back for one recipient, e.g. "SUCCESS,FAILURE", or None:
+    the final ones it asked for, and DELAY (one notice while it is still on its way) when it
+    asked and `delays` are sent at all. The recipient's NOTIFY words when given
+    (`parse_notify`), else `default` (an MTA bounces failures unasked). Never to the null
+    reverse path (RFC 5321 §4.5.5: no reports about reports)."""
     if not reverse_path:
         return None
     wanted = notify if notify is not None else default
-    words = [w for w in REPORTED if w in wanted]
+    words = [w for w in REPORTED if w in wanted and (delays or w != "DELAY")]
     return ",".join(words) or None
 
 
@@ -61,10 +63,14 @@ def smtp_verdict(code: int | None, attempts: int, schedule: RetrySchedule) -> Ve
     return Verdict.RETRY if attempts < schedule.max_attempts else Verdict.GAVE_UP
 
 
-def dsn_status(state: str, error: str | None) -> str:
+def dsn_status(state: str, error: str | None, waiting: str | None = None) -> str:
     """The RFC 3463 status code of a final state: 2.0.0 delivered, 5.4.7 expired (delivery
     time expired), else the §5 error's own enhanced code made permanent (the message is
-    final), 5.0.0 when there is none (a receipt that said UNDELIV, say)."""
+    final), 5.0.0 when there is none (a receipt that said UNDELIV, say). A delay notice
+    (`DELAYED`, with the state the message `waiting` in) is transient: 4.4.1 while no SMSC has
+    taken it, 4.0.0 while the SMSC has it and no receipt has come."""
+    if state == DELAYED:
+        return "4.4.1" if waiting == "queued" else "4.0.0"
     if state == "delivered":
         return "2.0.0"
     if state == "expired":
@@ -114,14 +120,15 @@ class DsnFacts:
     subject: str | None
     message_id: str  # the SMS message id
     number: str  # E.164
-    state: str  # the final MessageState value
-    at: float  # when it became final
+    state: str  # the final MessageState value, or DELAYED for a delay notice
+    at: float  # when it became final (a delay notice: when it was found late)
     arrival: float  # when the bridge accepted the mail
     parts: int
     parts_delivered: int
     error: str | None  # an ErrorName value
     error_detail: str | None
     report_id: str  # unique per report: the local part of the report's Message-ID
+    waiting: str | None = None  # a delay notice: the message's state then (queued, submitted)
 
 
 def dsn_mail(facts: DsnFacts, *more: DsnFacts) -> bytes:
@@ -131,14 +138,14 @@ def dsn_mail(facts: DsnFacts, *more: DsnFacts) -> bytes:
     recipients of the same mail, reported in the same DSN (one block each); the envelope,
     the original mail and the report's id come from `facts`."""
     everyone = (facts, *more)
-    statuses = [dsn_status(f.state, f.error) for f in everyone]
-    all_delivered = all(f.state == "delivered" for f in everyone)
+    statuses = [dsn_status(f.state, f.error, f.waiting) for f in everyone]
+    outcome = "Success" if all(f.state == "delivered" for f in everyone) else \
+        "Delay" if all(f.state in ("delivered", DELAYED) for f in everyone) else "Failure"
     mail_policy = _policy(facts.to, *(f.final_recipient for f in everyone))
     report = EmailMessage(policy=mail_policy)
     report["From"] = f"Mail Delivery System <{facts.report_from}>"
     report["To"] = facts.to
-    report["Subject"] = "Delivery Status Notification (%s)" % (
-        "Success" if all_delivered else "Failure")
+    report["Subject"] = f"Delivery Status Notification ({outcome})"
     report["Date"] = _date(max(f.at for f in everyone))
     report["Message-ID"] = f"<{facts.report_id}@{facts.reporting_mta}>"
     report["Auto-Submitted"] = "auto-replied"  # RFC 3834: no replies to this
@@ -190,9 +197,14 @@ def _per_recipient(facts: DsnFacts, status: str,
         addr_type, _, address = facts.original_recipient.partition(";")
         block["Original-Recipient"] = one_line(f"{addr_type}; {address}")
     block["Final-Recipient"] = f"rfc822; {facts.final_recipient}"
-    block["Action"] = "delivered" if delivered else "failed"
+    block["Action"] = "delivered" if delivered else "delayed" if facts.state == DELAYED \
+        else "failed"
     block["Status"] = status
-    if not delivered:
+    if facts.state == DELAYED:
+        block["Diagnostic-Code"] = "X-SMS-Bridge; " + (
+            "queued: no SMSC has taken it yet" if facts.waiting == "queued"
+            else f"{facts.waiting}: awaiting the receipt")
+    elif not delivered:
         why = facts.error or facts.state
         if facts.error_detail:
             why += f": {facts.error_detail}"
@@ -201,10 +213,23 @@ def _per_recipient(facts: DsnFacts, status: str,
     return block
 
 
+def _waiting(state: str | None) -> str:
+    return "no SMSC has taken it yet" if state == "queued" else \
+        "the SMSC has it; the phone has not confirmed it yet"
+
+
 def _dsn_explanation(facts: DsnFacts, status: str) -> str:
     what = f"Your message to {facts.final_recipient}"
     if facts.subject:
         what += f' ("{one_line(facts.subject, 200)}")'
+    if facts.state == DELAYED:
+        return (f"{what} has not been delivered as an SMS to {facts.number} yet "
+                f"({_waiting(facts.waiting)}). The bridge keeps trying; no action is needed. "
+                f"You will hear again when it is delivered or fails, if you asked to.\n\n"
+                f"SMS message id: {facts.message_id}\n"
+                f"Parts delivered: {facts.parts_delivered} of {facts.parts}\n"
+                f"Status: {status}\n"
+                f"Still on its way at: {_date(facts.at)}\n")
     if facts.state == "delivered":
         head = f"{what} was delivered as an SMS to {facts.number}."
     else:

@@ -135,6 +135,7 @@ class _Listener:
     domains: frozenset[str]
     #: [smtp] notify_default, parsed once; None when no DSN goes back (no smarthost, dsn off).
     notify_default: frozenset[str] | None
+    delay_notices: bool  # NOTIFY=DELAY is honoured ([smtp] dsn_delay_after_s > 0)
     connections: dict[str, int] = field(default_factory=dict)
     tasks: set[asyncio.Future[Any]] = field(default_factory=set)
 
@@ -646,7 +647,8 @@ class BridgeSMTP(SMTP):
                 # DSNs as each RCPT's NOTIFY (or the default) asks, when they go back at all.
                 default = self._listener.notify_default
                 conditions = None if default is None else \
-                    dsn_conditions(rcpt.notify_words, default, txn.mail_from)
+                    dsn_conditions(rcpt.notify_words, default, txn.mail_from,
+                                   delays=self._listener.delay_notices)
                 recipients.append(Recipient(e164, key, tuple(meta), rcpt.destination,
                                             dsn_notify=conditions))
             order.append(index[e164])
@@ -726,7 +728,8 @@ async def start_smtp(service: Service, config: Config, metrics: Metrics) -> asyn
     auth_require_tls = not (smtp.auth_without_tls_on_loopback and is_loopback(smtp.listen_host))
     listener = _Listener(service, config, metrics, frozenset(smtp.domains),
                          parse_notify(smtp.notify_default)
-                         if smtp.mail_back and smtp.dsn else None)
+                         if smtp.mail_back and smtp.dsn else None,
+                         smtp.dsn_delay_after_s > 0)
     cls = BridgeLMTP if smtp.lmtp else BridgeSMTP
     ident = "sms-bridge LMTP" if smtp.lmtp else "sms-bridge ESMTP"
     server = await loop.create_server(

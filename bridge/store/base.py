@@ -176,7 +176,7 @@ class DueMailback:
     id: int
     kind: str  # "dsn" | "reply"
     message_id: str
-    state: str | None  # dsn: the final MessageState value that queued it
+    state: str | None  # dsn: the final MessageState value that queued it, or "delayed"
     at: float  # dsn: when the message reached that state; reply: when the MO came
     attempts: int  # made so far
     recipient: str
@@ -189,6 +189,7 @@ class DueMailback:
     inbound_id: str | None
     inbound_source: str | None
     inbound_text: str | None
+    message_state: str = ""  # the message's state now (what a delay notice waits in)
 
 
 class StoreUnavailable(Exception):
@@ -276,6 +277,13 @@ class Store(abc.ABC):
                         attempts: int, next_at: float, at: float,
                         detail: str) -> Awaitable[None]:
         """As `record_callback`, for a mail: the timeline event names its kind."""
+
+    @abc.abstractmethod
+    def queue_delay_dsns(self, *, accepted_before: float, now: float,
+                         limit: int) -> Awaitable[int]:
+        """Queue one delay notice (a "dsn" mail in state "delayed") for each message accepted
+        before `accepted_before` whose recipient asked for NOTIFY=DELAY and that is still
+        queued or submitted; each such message is looked at once. How many were queued."""
 
     # ---- retention
     @abc.abstractmethod

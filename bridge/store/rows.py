@@ -109,6 +109,10 @@ class CallsByName(Store):
         return self._write("record_mailback", (mailback_id, message_id, kind, outcome,
                                                attempts, next_at, at, detail))
 
+    def queue_delay_dsns(self, *, accepted_before: float, now: float,
+                         limit: int) -> Awaitable[int]:
+        return self._write("queue_delay_dsns", (accepted_before, now, limit))
+
     def purge(self, *, before: float, limit: int) -> Awaitable[int]:
         return self._write("purge", (before, limit))
 

@@ -200,6 +200,13 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "retention: a message's SMSC id keys found by message", (
         "CREATE INDEX smsc_keys_message ON smsc_keys (message_id)",
     )),
+    Migration(6, "delay notifications: which messages still owe their sender one", (
+        # 1 while a recipient that asked for NOTIFY=DELAY has not been told of a delay; the
+        # partial index holds only those, so looking for due ones costs nothing otherwise.
+        "ALTER TABLE messages ADD COLUMN dsn_delay_owed INTEGER",
+        "CREATE INDEX messages_dsn_delay ON messages (created_at) "
+        "WHERE dsn_delay_owed IS NOT NULL",
+    )),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

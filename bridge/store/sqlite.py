@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from bridge.core.mailback import DELAYED
 from bridge.core.states import (
     FINAL_MESSAGE_STATES,
     MESSAGE_TRANSITIONS,
@@ -67,6 +68,7 @@ _PENDING_STATES = (MessageState.QUEUED.value, MessageState.SCHEDULED.value,
 _NOT_FINAL_PARTS = (PartState.QUEUED.value, PartState.SUBMITTED.value)
 _CHUNK = 500  # ids per IN (...) list, well under SQLite's bound-parameter limit
 _FINAL_VALUES = frozenset(s.value for s in FINAL_MESSAGE_STATES)
+_DELAYED_STATES = (MessageState.QUEUED.value, MessageState.SUBMITTED.value)
 _PURGE_SCAN = ("SELECT rowid, id, state, created_at, updated_at FROM messages WHERE rowid > ? "
                "ORDER BY rowid LIMIT ?")
 _PURGE_SCAN_ROWS = 1000
@@ -78,8 +80,8 @@ _INSERT_MESSAGE = """
 INSERT INTO messages (id, account, ingress, recipient, raw_recipient, source_addr, source_ton,
     source_npi, dest_ton, dest_npi, text, encoding, data_coding, esm_class, registered_delivery,
     state, parts, created_at, updated_at, send_at, expires_at, idempotency_key, dup_digest,
-    dup_at, callback_url, meta_json, dsn_notify)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    dup_at, callback_url, meta_json, dsn_notify, dsn_delay_owed)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 _INSERT_PART = """
 INSERT INTO parts (message_id, seq, total, short_message, tlvs_json, state)
@@ -498,7 +500,8 @@ class _Writer:
                 mid, account, ingress, recipient, raw_recipient, source_addr, source_ton,
                 source_npi, dest_ton, dest_npi, text, encoding, data_coding, esm_class,
                 registered_delivery, state, n, created_at, now, send_at, expires_at, key, digest,
-                now if digest is not None else None, callback_url, meta_json, dsn_notify))
+                now if digest is not None else None, callback_url, meta_json, dsn_notify,
+                1 if dsn_notify is not None and "DELAY" in dsn_notify else None))
             tx.parts.extend((mid, *part) for part in parts)
             if key is not None:
                 tx.keys[(account, key)] = mid
@@ -729,6 +732,28 @@ class _Writer:
             raise ValueError(f"unknown mail kind {kind!r}")
         _attempted(tx, "mailbacks", events, mailback_id, message_id, outcome, attempts,
                    next_at, at, detail)
+
+    def queue_delay_dsns(self, tx: _Tx, accepted_before: float, now: float,
+                         limit: int) -> int:
+        """Queue a delay DSN for each message accepted before `accepted_before` whose
+        recipient asked for NOTIFY=DELAY and that is still on its way (queued or submitted:
+        a scheduled one waits by design, a final one has its own report); each message is
+        looked at once. Returns how many were queued."""
+        tx.flush()
+        conn = tx.conn
+        rows = conn.execute(
+            "SELECT id, state FROM messages WHERE dsn_delay_owed IS NOT NULL "
+            "AND created_at < ? ORDER BY created_at LIMIT ?",
+            (accepted_before, max(0, limit))).fetchall()
+        if not rows:
+            return 0
+        late = [(message_id, DELAYED, now, now) for message_id, state in rows
+                if state in _DELAYED_STATES]
+        conn.executemany("INSERT INTO mailbacks (kind, message_id, state, at, next_at) "
+                         "VALUES ('dsn', ?, ?, ?, ?)", late)
+        conn.executemany("UPDATE messages SET dsn_delay_owed = NULL WHERE id = ?",
+                         [(message_id,) for message_id, _ in rows])
+        return len(late)
 
     def purge(self, tx: _Tx, before: float, limit: int) -> int:
         """Delete up to `limit` final messages that have not changed since `before`, oldest
@@ -969,7 +994,7 @@ WRITES: dict[str, Callable[..., Any]] = {
     "record_state": _Writer.state, "record_event": _Writer.event,
     "record_receipt": _Writer.receipt, "record_inbound": _Writer.inbound,
     "record_callback": _Writer.callback, "record_mailback": _Writer.mailback,
-    "purge": _Writer.purge,
+    "purge": _Writer.purge, "queue_delay_dsns": _Writer.queue_delay_dsns,
 }
 
 
@@ -1273,15 +1298,15 @@ def _mailbacks_due(conn: sqlite3.Connection, now: float, limit: int) -> list[Due
     rows = conn.execute(
         "SELECT b.id, b.kind, b.message_id, b.state, b.at, b.attempts, m.recipient, m.meta_json, "
         "m.created_at, m.parts, (SELECT count(*) FROM parts p WHERE p.message_id = b.message_id "
-        "AND p.state = 'delivered'), m.error, m.error_detail, b.inbound_id, i.source, i.text "
-        "FROM mailbacks b JOIN messages m ON m.id = b.message_id "
+        "AND p.state = 'delivered'), m.error, m.error_detail, b.inbound_id, i.source, i.text, "
+        "m.state FROM mailbacks b JOIN messages m ON m.id = b.message_id "
         "LEFT JOIN inbound i ON i.id = b.inbound_id "
         "WHERE b.next_at <= ? ORDER BY b.next_at, b.id LIMIT ?", (now, max(0, limit)))
     return [DueMailback(id=int(r[0]), kind=r[1], message_id=r[2], state=r[3], at=float(r[4]),
                         attempts=int(r[5]), recipient=r[6], meta_json=r[7],
                         created_at=float(r[8]), parts=int(r[9]), parts_delivered=int(r[10]),
                         error=r[11], error_detail=r[12], inbound_id=r[13], inbound_source=r[14],
-                        inbound_text=r[15])
+                        inbound_text=r[15], message_state=r[16])
             for r in rows]
 
 

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from bridge.core.callbacks import RetrySchedule, Verdict
 from bridge.core.mailback import (
+    DELAYED,
     REPLY_ID_PREFIX,
     DsnFacts,
     ReplyFacts,
@@ -92,22 +93,26 @@ def test_parse_notify_refuses(raw: str) -> None:
         parse_notify(raw)
 
 
-@pytest.mark.parametrize(("notify", "default", "reverse_path", "expected"), [
-    (None, "FAILURE", "alice@example.com", "FAILURE"),  # unasked: the default
-    (None, "SUCCESS,FAILURE", "alice@example.com", "SUCCESS,FAILURE"),
-    ("SUCCESS", "FAILURE", "alice@example.com", "SUCCESS"),  # asked: the default is ignored
-    ("FAILURE,SUCCESS", "NEVER", "alice@example.com", "SUCCESS,FAILURE"),  # fixed order
-    ("delay,failure,success", "NEVER", "a@b", "SUCCESS,FAILURE"),
-    ("NEVER", "SUCCESS,FAILURE", "alice@example.com", None),
-    (None, "NEVER", "alice@example.com", None),
-    ("DELAY", "FAILURE", "alice@example.com", None),  # DELAY alone reports nothing
-    ("SUCCESS,FAILURE", "FAILURE", "", None),  # null reverse path: never
-    (None, "FAILURE", "", None),
+@pytest.mark.parametrize(("notify", "default", "reverse_path", "delays", "expected"), [
+    (None, "FAILURE", "alice@example.com", True, "FAILURE"),  # unasked: the default
+    (None, "SUCCESS,FAILURE", "alice@example.com", True, "SUCCESS,FAILURE"),
+    ("SUCCESS", "FAILURE", "alice@example.com", True, "SUCCESS"),  # the default is ignored
+    ("FAILURE,SUCCESS", "NEVER", "alice@example.com", True, "SUCCESS,FAILURE"),  # fixed order
+    ("delay,failure,success", "NEVER", "a@b", True, "SUCCESS,FAILURE,DELAY"),
+    ("delay,failure,success", "NEVER", "a@b", False, "SUCCESS,FAILURE"),  # no delay notices
+    ("NEVER", "SUCCESS,FAILURE", "alice@example.com", True, None),
+    (None, "NEVER", "alice@example.com", True, None),
+    ("DELAY", "FAILURE", "alice@example.com", True, "DELAY"),  # a delay notice, no outcome
+    ("DELAY", "FAILURE", "alice@example.com", False, None),
+    (None, "FAILURE,DELAY", "alice@example.com", True, "FAILURE,DELAY"),
+    ("SUCCESS,FAILURE,DELAY", "FAILURE", "", True, None),  # null reverse path: never
+    (None, "FAILURE", "", True, None),
 ])
-def test_dsn_conditions(notify: str | None, default: str, reverse_path: str,
+def test_dsn_conditions(notify: str | None, default: str, reverse_path: str, delays: bool,
                         expected: str | None) -> None:
     words = parse_notify(notify) if notify is not None else None
-    assert dsn_conditions(words, parse_notify(default), reverse_path) == expected
+    assert dsn_conditions(words, parse_notify(default), reverse_path,
+                          delays=delays) == expected
 
 
 # ------------------------------------------------------------------ status codes and verdicts
@@ -126,6 +131,11 @@ def test_dsn_conditions(notify: str | None, default: str, reverse_path: str,
 ])
 def test_dsn_status(state: str, error: str | None, status: str) -> None:
     assert dsn_status(state, error) == status
+
+
+@pytest.mark.parametrize(("waiting", "status"), [("queued", "4.4.1"), ("submitted", "4.0.0")])
+def test_a_delay_is_transient(waiting: str, status: str) -> None:
+    assert dsn_status(DELAYED, None, waiting) == status
 
 
 @pytest.mark.parametrize(("code", "attempts", "expected"), [
@@ -192,6 +202,25 @@ def test_one_report_for_several_recipients_of_a_mail() -> None:
     assert f"To: {RCPT}, +447400123457@sms.localhost" in parts(report)[2].get_content()
     assert parse(dsn_mail(DELIVERED, other))["Subject"] == (
         "Delivery Status Notification (Success)")
+
+
+def test_a_delay_notice_says_it_is_still_on_its_way() -> None:
+    late = dataclasses.replace(FAILED, state=DELAYED, waiting="submitted", parts_delivered=0,
+                               error=None, error_detail=None, report_id="m-1.delayed")
+    report = parse(dsn_mail(late))
+    assert report["Subject"] == "Delivery Status Notification (Delay)"
+    _, block = status_blocks(report)
+    assert (block["Action"], block["Status"]) == ("delayed", "4.0.0")
+    assert block["Diagnostic-Code"] == "X-SMS-Bridge; submitted: awaiting the receipt"
+    text = parts(report)[0].get_content()
+    assert "has not been delivered as an SMS to +447400123456 yet" in text
+    assert "no action is needed" in text and "Status: 4.0.0" in text
+    queued = parse(dsn_mail(dataclasses.replace(late, waiting="queued")))
+    assert status_blocks(queued)[1]["Status"] == "4.4.1"
+    assert "no SMSC has taken it yet" in parts(queued)[0].get_content()
+    # With a final outcome in the same report: the worst decides the subject.
+    assert parse(dsn_mail(late, DELIVERED))["Subject"] == "Delivery Status Notification (Delay)"
+    assert parse(dsn_mail(late, FAILED))["Subject"] == "Delivery Status Notification (Failure)"
 
 
 def test_success_dsn_leaves_out_what_was_not_given() -> None:

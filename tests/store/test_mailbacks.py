@@ -205,6 +205,10 @@ async def test_mailbacks_cross_the_pipe_to_the_store_process(tmp_path: Path) -> 
                                     next_at=T0 + 3, at=T0 + 3, detail="250 ok")
         assert await s.mailbacks_due(now=T0 + 10, limit=10) == []
         assert [e.state for e in await s.timeline("p1")][-2:] == ["dsn", "reply_mailed"]
+        await s.accept([with_dsn("p2", "DELAY", recipient="+447400123457")], now=T0)
+        assert await s.queue_delay_dsns(accepted_before=T0 + 1, now=T0 + 20, limit=5) == 1
+        [late] = await s.mailbacks_due(now=T0 + 20, limit=10)
+        assert (late.message_id, late.state, late.message_state) == ("p2", "delayed", "queued")
     finally:
         await s.close()
 
@@ -229,3 +233,45 @@ def test_migration_from_version_3_keeps_messages_and_adds_the_trigger(tmp_path: 
     assert conn.execute("SELECT kind, message_id, state, at, next_at, attempts FROM mailbacks"
                         ).fetchall() == [("dsn", "old", "expired", 5.0, 5.0, 0)]
     conn.close()
+
+
+# ------------------------------------------------------------------ delay notices
+
+async def test_a_delay_notice_is_queued_once_for_messages_still_on_their_way(
+        store: SqliteStore) -> None:
+    await store.accept([
+        with_dsn("q1", "FAILURE,DELAY"),  # stays queued
+        with_dsn("s1", "DELAY", recipient="+447400123457"),  # submitted, no receipt yet
+        with_dsn("f1", "SUCCESS,DELAY", recipient="+447400123458"),  # final before its time
+        with_dsn("n1", "SUCCESS,FAILURE", recipient="+447400123459"),  # never asked
+        dataclasses.replace(with_dsn("w1", "DELAY", recipient="+447400123460"),
+                            state=M.SCHEDULED, send_at=T0 + 7200),  # waits by design
+        with_dsn("late", "DELAY", recipient="+447400123461", at=T0 + 100),  # not due yet
+    ], now=T0)
+    await submit(store, "s1", 1, "5A")
+    await store.record_state("f1", M.DELIVERED, at=T0 + 5)
+    before = mailback_rows(store)
+    assert [(r[1], r[3]) for r in before] == [("f1", "delivered")]
+
+    assert await store.queue_delay_dsns(accepted_before=T0 - 1, now=T0 + 60, limit=10) == 0
+    assert await store.queue_delay_dsns(accepted_before=T0 + 50, now=T0 + 60, limit=10) == 2
+    assert [(r[1], r[3], r[4], r[6]) for r in mailback_rows(store)[1:]] == [
+        ("q1", "delayed", T0 + 60, T0 + 60), ("s1", "delayed", T0 + 60, T0 + 60)]
+    # Each message is looked at once: nothing again, and the later one in its own time.
+    assert await store.queue_delay_dsns(accepted_before=T0 + 50, now=T0 + 70, limit=10) == 0
+    assert await store.queue_delay_dsns(accepted_before=T0 + 200, now=T0 + 210, limit=10) == 1
+    due = await store.mailbacks_due(now=T0 + 300, limit=10)
+    assert [(d.message_id, d.state, d.message_state) for d in due] == [
+        ("f1", "delivered", "delivered"), ("q1", "delayed", "queued"),
+        ("s1", "delayed", "submitted"), ("late", "delayed", "queued")]
+    # A delay notice does not stand in for the final report the recipient also asked for.
+    await store.record_state("q1", M.FAILED, at=T0 + 400, error="INVALID_DESTINATION")
+    assert [(r[1], r[3]) for r in mailback_rows(store)][-1] == ("q1", "failed")
+
+
+async def test_delay_scans_take_the_oldest_first_up_to_the_limit(store: SqliteStore) -> None:
+    await store.accept([with_dsn(f"m{i}", "DELAY", recipient=f"+4474001234{i:02d}",
+                                 at=T0 + i) for i in range(5)], now=T0)
+    assert await store.queue_delay_dsns(accepted_before=T0 + 10, now=T0 + 20, limit=3) == 3
+    assert await store.queue_delay_dsns(accepted_before=T0 + 10, now=T0 + 20, limit=3) == 2
+    assert [r[1] for r in mailback_rows(store)] == [f"m{i}" for i in range(5)]

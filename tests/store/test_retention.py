@@ -116,7 +116,7 @@ def test_migration_from_version_4_keeps_the_keys_and_indexes_them(tmp_path: Path
     conn = sqlite3.connect(tmp_path / "old.db", isolation_level=None)
     migrate(conn, 4)
     conn.execute("INSERT INTO smsc_keys (smsc, key, message_id, seq) VALUES ('s', 'k', 'm', 1)")
-    assert migrate(conn) == (4, 5)
+    assert migrate(conn, 5) == (4, 5)
     assert conn.execute("SELECT count(*) FROM smsc_keys INDEXED BY smsc_keys_message "
                         "WHERE message_id = 'm'").fetchone() == (1,)
     conn.close()
