@@ -201,7 +201,8 @@ class MailBack:
         for row, outcome, detail in results:
             self.metrics.mailback(row.kind, outcome.value)
             level = logging.WARNING if outcome is Verdict.GAVE_UP else logging.INFO
-            log.log(level, "mail back %s %s id=%s: %s", row.kind, outcome.value,
+            about = f" ({row.state})" if row.kind == "dsn" else ""  # which outcome it tells
+            log.log(level, "mail back %s%s %s id=%s: %s", row.kind, about, outcome.value,
                     row.message_id, detail)
 
 
