@@ -163,7 +163,7 @@ def _codec(label: str | None) -> str | None:
     name = _CHARSET_ALIASES.get(name, name)
     try:
         return _CHARSET_ALIASES.get(codecs.lookup(name).name, codecs.lookup(name).name)
-    except LookupError:
+    except (LookupError, ValueError):  # unknown, or not even a name (a NUL in it)
         return None
 
 
@@ -199,8 +199,10 @@ def _candidates(part: Message, depth: int, *, salvage: bool) -> Iterator[tuple[s
     if depth > _MAX_DEPTH:
         return
     ctype = part.get_content_type()
-    payload = part.get_payload()
-    if part.is_multipart() and isinstance(payload, list):
+    if part.is_multipart():
+        # Only a multipart's payload is read here: a leaf's get_payload() decodes 8-bit text
+        # with its charset label, and a label with a NUL in it raises ValueError.
+        payload = part.get_payload()
         children = [c for c in payload if isinstance(c, Message)]
         subtype = part.get_content_subtype()
         if subtype == "alternative":
@@ -238,9 +240,12 @@ _HEADER_LINE = re.compile(r"^[A-Za-z][A-Za-z0-9-]*:", re.M)
 
 
 def _salvage(part: Message) -> Message | None:
-    payload = part.get_payload()
-    if not isinstance(payload, str):
+    # As bytes: get_payload() would decode 8-bit text by the part's charset label, which may
+    # be anything (a NUL in it raises ValueError).
+    raw = part.get_payload(decode=True)
+    if not isinstance(raw, bytes):
         return None
+    payload = raw.decode("utf-8", "surrogateescape")
     counts: Counter[str] = Counter()
     for m in _BOUNDARY_LINE.finditer(payload):
         following = payload[m.end():m.end() + 200].lstrip("\r\n")

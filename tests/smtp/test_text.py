@@ -164,6 +164,20 @@ def test_malformed_boundary_and_missing_boundary() -> None:
     assert mail_to_text(raw, subject="ignore") == "hello"
 
 
+@pytest.mark.parametrize("raw", [
+    b'Content-Type: text/plain; charset="utf\x00-8"\r\n\r\nGr\xc3\xbc\xc3\x9fe\r\n',
+    b'Content-Type: multipart/mixed; boundary="zz"\r\n\r\n--zz\r\n'
+    b'Content-Type: text/plain; charset="utf\x00-8"\r\n\r\nGr\xc3\xbc\xc3\x9fe\r\n--zz--\r\n',
+    # a boundary that does not match, under a charset label with a NUL: salvaged all the same
+    b'Content-Type: multipart/mixed; charset="x\x00"; boundary="yy"\r\n\r\n--zz\r\n'
+    b'Content-Type: text/plain\r\n\r\nGr\xc3\xbc\xc3\x9fe\r\n--zz--\r\n',
+], ids=["leaf", "in a multipart", "salvaged"])
+def test_a_charset_label_with_a_nul_in_it_reads_as_no_label(raw: bytes) -> None:
+    """Found by fuzzing: Python's codec lookup raises ValueError (not LookupError) for a
+    name with a NUL, and compat32's get_payload() passes the label to it."""
+    assert mail_to_text(raw) == "Grüße"
+
+
 def test_deep_nesting_is_bounded() -> None:
     depth = 200
     head = b"".join(b"Content-Type: multipart/mixed; boundary=\"b%d\"\r\n\r\n--b%d\r\n" % (i, i)
