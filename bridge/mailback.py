@@ -191,6 +191,8 @@ class MailBack:
                 detail = f"{answer} (attempt {attempt} of {self.schedule.max_attempts})"
             next_at, note = next_due(outcome, attempt, self.schedule, now)
             detail += note
+            if row.kind == "dsn" and row.state == DELAYED:  # not the report of an outcome
+                detail = f"delay notice {detail}"
             results.append((row, outcome, detail))
             writes.append(self.store.record_mailback(
                 row.id, row.message_id, kind=row.kind, outcome=outcome.value,

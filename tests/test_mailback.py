@@ -169,6 +169,7 @@ async def test_a_delay_is_reported_once_to_those_who_asked_then_the_outcome(
         assert notice["X-SMS-Message-Id"] == first
         events = await timeline_until(bridge, first, "dsn")
         assert [e[0] for e in events][-2:] == ["submitted", "dsn"]
+        assert events[-1][1].startswith(f"delay notice to {SENDER} via ")
         await asyncio.sleep(0.8)  # several looks later: still the one notice
         assert len(host.mails) == 1
         assert bridge.simulator is not None
