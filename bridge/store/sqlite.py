@@ -166,6 +166,9 @@ def _orphans_for(n: int) -> str:
 
 
 _MESSAGE_STATE = "SELECT state FROM messages WHERE id = ?"
+#: Messages that owe a delay notice, accepted before a time: read from a partial index only.
+DELAY_DUE = ("SELECT id, state FROM messages WHERE dsn_delay_owed IS NOT NULL "
+             "AND created_at < ? ORDER BY created_at LIMIT ?")
 _ORPHANS_EXIST = "SELECT EXISTS (SELECT 1 FROM orphan_receipts)"
 
 
@@ -741,10 +744,7 @@ class _Writer:
         looked at once. Returns how many were queued."""
         tx.flush()
         conn = tx.conn
-        rows = conn.execute(
-            "SELECT id, state FROM messages WHERE dsn_delay_owed IS NOT NULL "
-            "AND created_at < ? ORDER BY created_at LIMIT ?",
-            (accepted_before, max(0, limit))).fetchall()
+        rows = conn.execute(DELAY_DUE, (accepted_before, max(0, limit))).fetchall()
         if not rows:
             return 0
         late = [(message_id, DELAYED, now, now) for message_id, state in rows

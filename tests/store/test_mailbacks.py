@@ -13,6 +13,7 @@ import pytest
 from bridge.core.states import MessageState, PartState
 from bridge.store import InboundMessage, NewMessage, SqliteStore, StoreProcess
 from bridge.store.schema import migrate
+from bridge.store.sqlite import DELAY_DUE
 from tests.store.test_sqlite import T0, msg, receipt, store, submit  # noqa: F401 - fixture
 
 M = MessageState
@@ -275,3 +276,23 @@ async def test_delay_scans_take_the_oldest_first_up_to_the_limit(store: SqliteSt
     assert await store.queue_delay_dsns(accepted_before=T0 + 10, now=T0 + 20, limit=3) == 3
     assert await store.queue_delay_dsns(accepted_before=T0 + 10, now=T0 + 20, limit=3) == 2
     assert [r[1] for r in mailback_rows(store)] == [f"m{i}" for i in range(5)]
+
+
+def test_migration_from_version_5_owes_no_delay_notice_for_older_messages(
+        tmp_path: Path) -> None:
+    """Before version 6 DELAY was never kept, so nothing accepted then owes a notice; the
+    look for due notices reads only the partial index."""
+    conn = sqlite3.connect(tmp_path / "old.db", isolation_level=None)
+    migrate(conn, 5)
+    conn.execute(
+        "INSERT INTO messages (id, account, ingress, recipient, raw_recipient, source_ton, "
+        "source_npi, dest_ton, dest_npi, text, encoding, data_coding, esm_class, "
+        "registered_delivery, state, parts, created_at, updated_at, expires_at, dsn_notify) "
+        "VALUES ('old', 'acme', 'smtp', '+447400123456', '07400123456', 0, 0, 1, 1, 'hi', "
+        "'gsm7', 0, 0, 1, 'submitted', 1, 1.0, 1.0, 99.0, 'SUCCESS,FAILURE')")
+    assert migrate(conn) == (5, 6)
+    assert conn.execute("SELECT dsn_delay_owed FROM messages").fetchall() == [(None,)]
+    plan = " ".join(str(row) for row in conn.execute(f"EXPLAIN QUERY PLAN {DELAY_DUE}",
+                                                      (10.0, 5)))
+    assert "messages_dsn_delay" in plan
+    conn.close()
