@@ -38,6 +38,7 @@ from bridge.core.mailback import (
     smtp_verdict,
 )
 from bridge.core.model import meta_strings
+from bridge.core.states import FINAL_MESSAGE_STATES
 from bridge.duework import DueWork
 from bridge.metrics import OutboundMetrics
 from bridge.store.base import DueMailback, Store
@@ -54,7 +55,7 @@ POLL_S = 1.0
 FETCH = 200
 #: The longest wait between two looks for messages that owe a delay notice.
 DELAY_SCAN_S = 5.0
-_FINAL = frozenset({"delivered", "undeliverable", "expired", "failed"})
+_FINAL = frozenset(s.value for s in FINAL_MESSAGE_STATES)
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,18 @@ def smtp_verdict(code: int | None, attempts: int, schedule: RetrySchedule) -> Ve
     return Verdict.RETRY if attempts < schedule.max_attempts else Verdict.GAVE_UP
 
 
+#: A delay notice by the state its message waits in: (RFC 3463 status, Diagnostic-Code text,
+#: the explanation's words). Queued: no SMSC has taken it (4.4.1, as for a host that does not
+#: answer); otherwise the SMSC has it and no receipt has come (4.0.0: nothing more is known).
+_DELAYS = {"queued": ("4.4.1", "no SMSC has taken it yet", "no SMSC has taken it yet"),
+           "submitted": ("4.0.0", "awaiting the receipt",
+                         "the SMSC has it; the phone has not confirmed it yet")}
+
+
+def _delay(waiting: str | None) -> tuple[str, str, str]:
+    return _DELAYS.get(waiting or "", _DELAYS["submitted"])
+
+
 def dsn_status(state: str, error: str | None, waiting: str | None = None) -> str:
     """The RFC 3463 status code of a final state: 2.0.0 delivered, 5.4.7 expired (delivery
     time expired), else the §5 error's own enhanced code made permanent (the message is
@@ -70,7 +82,7 @@ def dsn_status(state: str, error: str | None, waiting: str | None = None) -> str
     (`DELAYED`, with the state the message `waiting` in) is transient: 4.4.1 while no SMSC has
     taken it, 4.0.0 while the SMSC has it and no receipt has come."""
     if state == DELAYED:
-        return "4.4.1" if waiting == "queued" else "4.0.0"
+        return _delay(waiting)[0]
     if state == "delivered":
         return "2.0.0"
     if state == "expired":
@@ -201,9 +213,7 @@ def _per_recipient(facts: DsnFacts, status: str,
         else "failed"
     block["Status"] = status
     if facts.state == DELAYED:
-        block["Diagnostic-Code"] = "X-SMS-Bridge; " + (
-            "queued: no SMSC has taken it yet" if facts.waiting == "queued"
-            else f"{facts.waiting}: awaiting the receipt")
+        block["Diagnostic-Code"] = f"X-SMS-Bridge; {facts.waiting}: {_delay(facts.waiting)[1]}"
     elif not delivered:
         why = facts.error or facts.state
         if facts.error_detail:
@@ -213,18 +223,13 @@ def _per_recipient(facts: DsnFacts, status: str,
     return block
 
 
-def _waiting(state: str | None) -> str:
-    return "no SMSC has taken it yet" if state == "queued" else \
-        "the SMSC has it; the phone has not confirmed it yet"
-
-
 def _dsn_explanation(facts: DsnFacts, status: str) -> str:
     what = f"Your message to {facts.final_recipient}"
     if facts.subject:
         what += f' ("{one_line(facts.subject, 200)}")'
     if facts.state == DELAYED:
         return (f"{what} has not been delivered as an SMS to {facts.number} yet "
-                f"({_waiting(facts.waiting)}). The bridge keeps trying; no action is needed. "
+                f"({_delay(facts.waiting)[2]}). The bridge keeps trying; no action is needed. "
                 f"You will hear again when it is delivered or fails, if you asked to.\n\n"
                 f"SMS message id: {facts.message_id}\n"
                 f"Parts delivered: {facts.parts_delivered} of {facts.parts}\n"
