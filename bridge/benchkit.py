@@ -225,6 +225,15 @@ class Progress:
             self.stream.flush()
 
 
+def latency_ms(seconds: Iterable[float]) -> dict[str, float]:
+    """p50, p90, p99 and max of latencies given in seconds, in milliseconds."""
+    data = sorted(seconds)
+
+    def at(q: float) -> float:
+        return round(1000 * data[min(len(data) - 1, int(q * len(data)))], 2) if data else 0.0
+    return {"p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": at(1.0)}
+
+
 def median_by_key(samples: Sequence[Mapping[str, float]]) -> dict[str, float]:
     """Each key's median over `samples` (rounds)."""
     return {key: round(statistics.median(s[key] for s in samples), 1) for key in samples[0]} \

@@ -55,8 +55,8 @@ from typing import Any
 
 from bridge.benchkit import (CpuMeter, Progress, SubmitWatch, announce_and_wait,
                               child_process, client_tls, delivery_check, delivery_total,
-                              median_by_key, number_template_problem, store_commits,
-                              target_options)
+                              latency_ms, median_by_key, number_template_problem,
+                              store_commits, target_options)
 from bridge.config import Config, parse_config
 
 _MAIL_FROM = "monitor@acme.example"
@@ -248,14 +248,8 @@ class _Outcomes:
         return sum(n for key, n in self.replies.items() if key.startswith("250"))
 
     def summary(self) -> dict[str, Any]:
-        ordered = sorted(self.latencies)
-
-        def at(q: float) -> float:
-            return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 2) \
-                if ordered else 0.0
         return {"replies": dict(sorted(self.replies.items())),
-                "latency_ms": {"p50": at(0.5), "p90": at(0.9), "p99": at(0.99),
-                               "max": at(1.0)},
+                "latency_ms": latency_ms(self.latencies),
                 "session_errors": dict(self.session_errors)}
 
 
@@ -315,14 +309,13 @@ async def _session(host: str, port: int, mails: list[bytes], rcpts: list[str],
 async def _load(port: int, *, tag: str, first: int, count: int, connections: int,
                 per_session: int, host: str = "127.0.0.1", outcomes: _Outcomes | None = None,
                 progress: Progress | None = None, rate: float = 0.0,
-                number: Callable[[int], str] = _number, **session: Any) -> float:
+                number: Callable[[int], str] = _number, mail_from: str = _MAIL_FROM,
+                domain: str = "sms.localhost", login: _Login = _Login()) -> float:
     """Send `count` mails over `connections` concurrent clients; seconds taken. Without
     `outcomes` every mail must be accepted (the bench's own servers); with it, answers are
     counted, and a session that fails (refused login, lost connection) is counted by why and
     ends alone. `rate` > 0 paces all clients
     together to that many mails per second."""
-    mail_from = session.get("mail_from", _MAIL_FROM)
-    domain = session.get("domain", "sms.localhost")
     queue: list[tuple[bytes, str]] = [
         (_mail(i, tag, mail_from=mail_from, to=f"{number(i)}@{domain}"), number(i))
         for i in range(first, first + count)]
@@ -347,7 +340,8 @@ async def _load(port: int, *, tag: str, first: int, count: int, connections: int
             position += len(batch)
             try:
                 await _session(host, port, [m for m, _ in batch], [r for _, r in batch], seen,
-                               progress=progress, pace=pace if rate > 0 else None, **session)
+                               mail_from=mail_from, domain=domain, login=login,
+                               progress=progress, pace=pace if rate > 0 else None)
             except (ConnectionError, OSError, RuntimeError) as exc:
                 if strict:
                     raise

@@ -49,7 +49,7 @@ import tempfile
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 from xml.sax.saxutils import escape as xml_escape
 
 import httptools
@@ -57,7 +57,8 @@ from aiohttp import web
 
 from bridge.benchkit import (CpuMeter, Progress, SubmitWatch, announce_and_wait,
                               child_process, client_tls, delivery_check, delivery_total,
-                              median_by_key, number_template_problem, target_options)
+                              latency_ms, median_by_key, number_template_problem,
+                              target_options)
 from bridge.config import SimulatorConfig
 from bridge.simulator import SmscSimulator
 
@@ -299,13 +300,6 @@ async def _wait_accepted(sim: SmscSimulator, target: int, timeout: float = 120.0
     return sim.accepted
 
 
-def _ms(values: Iterable[float], q: float) -> float:
-    data = sorted(values)
-    if not data:
-        return 0.0
-    return round(1000 * data[min(len(data) - 1, int(q * len(data)))], 2)
-
-
 async def _noop(target: tuple[str, int], path: str, calls: int, concurrency: int,
                 headers: dict[str, str], meter: CpuMeter) -> dict[str, Any]:
     body = _envelope("<t:Ping/>")
@@ -315,8 +309,8 @@ async def _noop(target: tuple[str, int], path: str, calls: int, concurrency: int
                                                concurrency,
                                                progress=Progress(calls, f"no-op {path}"))
     return {"calls": calls, "statuses": statuses, "seconds": round(seconds, 3),
-            "calls_per_s": round(calls / seconds, 1), "p50_ms": _ms(latencies, 0.5),
-            "p99_ms": _ms(latencies, 0.99),
+            "calls_per_s": round(calls / seconds, 1),
+            **{f"{q}_ms": v for q, v in latency_ms(latencies).items() if q in ("p50", "p99")},
             "cpu_us_per_call": meter.us_per_message(before, calls)}
 
 
@@ -350,7 +344,7 @@ async def _send(target: tuple[str, int], sim: SmscSimulator, calls: int,
             "http_seconds": round(seconds, 3), "e2e_seconds": round(e2e, 3),
             "http_msgs_per_s": round(calls * size / seconds, 1),
             "e2e_msgs_per_s": round(submitted / e2e, 1),
-            "p50_ms": _ms(latencies, 0.5), "p99_ms": _ms(latencies, 0.99),
+            **{f"{q}_ms": v for q, v in latency_ms(latencies).items() if q in ("p50", "p99")},
             "mean_ms": round(1000 * statistics.fmean(latencies), 2) if latencies else 0.0,
             "cpu_us_per_msg": meter.us_per_message(before, calls * size)}
 
@@ -478,8 +472,7 @@ async def _against(args: argparse.Namespace) -> dict[str, Any]:
         "faults": dict(sorted(answers.faults.items())),
         "accepted": accepted, "accepted_msgs_per_s": round(accepted / seconds, 1),
         "calls_per_s": round(args.calls / seconds, 1),
-        "latency_ms": {"p50": _ms(latencies, 0.5), "p90": _ms(latencies, 0.9),
-                       "p99": _ms(latencies, 0.99), "max": _ms(latencies, 1.0)}}
+        "latency_ms": latency_ms(latencies)}
     if watch is not None:
         result.update(await watch.finish(accepted, args.wait))
     return result
