@@ -55,6 +55,10 @@ POLL_S = 1.0
 FETCH = 200
 #: The longest wait between two looks for messages that owe a delay notice.
 DELAY_SCAN_S = 5.0
+#: Messages one look reads, and looks at most per poll: enough to keep up with every mail
+#: asking for DELAY at thousands a second (most are final by then and just leave the index).
+DELAY_FETCH = 500
+DELAY_LOOKS = 20
 _FINAL = frozenset(s.value for s in FINAL_MESSAGE_STATES)
 
 
@@ -98,9 +102,14 @@ class MailBack:
         now = self.clock()
         if not (after > 0 and self.config.dsn) or now < self._delay_scan_at:
             return
-        queued = await self.store.queue_delay_dsns(accepted_before=now - after, now=now,
-                                                   limit=FETCH)
-        self._delay_scan_at = now if queued == FETCH else now + min(DELAY_SCAN_S, after / 2)
+        looked_at = DELAY_FETCH
+        for _ in range(DELAY_LOOKS):  # each look its own transaction: others go in between
+            looked_at, _ = await self.store.queue_delay_dsns(
+                accepted_before=now - after, now=now, limit=DELAY_FETCH)
+            if looked_at < DELAY_FETCH:
+                break
+        self._delay_scan_at = now if looked_at == DELAY_FETCH \
+            else now + min(DELAY_SCAN_S, after / 2)
 
     def envelope(self, batch: Batch) -> Envelope | str:
         """The mail for a batch, or why there can be none (then it is not tried)."""

@@ -23,7 +23,7 @@ import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from bridge.app import Bridge
-from bridge.mailback import Batch, MailBack, batches
+from bridge.mailback import DELAY_FETCH, Batch, MailBack, batches
 from bridge.mailback import Envelope as MailEnvelope
 from bridge.metrics import OutboundMetrics
 from bridge.store.base import DueMailback, Store
@@ -427,6 +427,30 @@ def test_a_delay_notice_overtaken_by_the_outcome_is_not_mailed(tmp_path: Path) -
     assert isinstance(envelope, MailEnvelope)
     report = email.message_from_bytes(envelope.content, policy=default_policy)
     assert report["X-SMS-Message-Id"] == "m2" and len(report.get_all("X-SMS-Message-Id")) == 1
+
+
+async def test_delay_looks_go_on_while_each_comes_back_full(tmp_path: Path) -> None:
+    """Mails asking for DELAY can come faster than one look a few seconds reads: looks follow
+    each other while they come back full, then wait their turn."""
+    looks: list[int] = []
+
+    class Looks:
+        async def queue_delay_dsns(self, *, accepted_before: float, now: float,
+                                   limit: int) -> tuple[int, int]:
+            assert (accepted_before, now) == (940.0, 1000.0)
+            looks.append(limit)
+            return (limit, 3) if len(looks) < 3 else (7, 1)
+
+        async def mailbacks_due(self, *, now: float, limit: int) -> list[DueMailback]:
+            return []
+
+    config = mail_config(tmp_path, 25, dsn_delay_after_s=60)
+    back = MailBack(config.smtp, cast(Store, Looks()), cast(OutboundMetrics, None),
+                    clock=lambda: 1000.0)
+    assert await back._due(4) == []
+    assert looks == [DELAY_FETCH] * 3
+    assert await back._due(4) == []  # the next look waits its turn
+    assert len(looks) == 3
 
 
 @pytest.mark.parametrize("smtp", [{}, {"smarthost": "127.0.0.1:25", "dsn": False}],

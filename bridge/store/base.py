@@ -280,10 +280,11 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def queue_delay_dsns(self, *, accepted_before: float, now: float,
-                         limit: int) -> Awaitable[int]:
+                         limit: int) -> Awaitable[tuple[int, int]]:
         """Queue one delay notice (a "dsn" mail in state "delayed") for each message accepted
         before `accepted_before` whose recipient asked for NOTIFY=DELAY and that is still
-        queued or submitted; each such message is looked at once. How many were queued."""
+        queued or submitted; each such message is looked at once, up to `limit` of them.
+        (How many were looked at, how many notices were queued.)"""
 
     # ---- retention
     @abc.abstractmethod

@@ -110,7 +110,7 @@ class CallsByName(Store):
                                                attempts, next_at, at, detail))
 
     def queue_delay_dsns(self, *, accepted_before: float, now: float,
-                         limit: int) -> Awaitable[int]:
+                         limit: int) -> Awaitable[tuple[int, int]]:
         return self._write("queue_delay_dsns", (accepted_before, now, limit))
 
     def purge(self, *, before: float, limit: int) -> Awaitable[int]:

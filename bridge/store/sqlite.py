@@ -737,23 +737,23 @@ class _Writer:
                    next_at, at, detail)
 
     def queue_delay_dsns(self, tx: _Tx, accepted_before: float, now: float,
-                         limit: int) -> int:
+                         limit: int) -> tuple[int, int]:
         """Queue a delay DSN for each message accepted before `accepted_before` whose
         recipient asked for NOTIFY=DELAY and that is still on its way (queued or submitted:
         a scheduled one waits by design, a final one has its own report); each message is
-        looked at once. Returns how many were queued."""
+        looked at once, up to `limit` of them. Returns (looked at, queued)."""
         tx.flush()
         conn = tx.conn
         rows = conn.execute(DELAY_DUE, (accepted_before, max(0, limit))).fetchall()
         if not rows:
-            return 0
+            return 0, 0
         late = [(message_id, DELAYED, now, now) for message_id, state in rows
                 if state in _DELAYED_STATES]
         conn.executemany("INSERT INTO mailbacks (kind, message_id, state, at, next_at) "
                          "VALUES ('dsn', ?, ?, ?, ?)", late)
         conn.executemany("UPDATE messages SET dsn_delay_owed = NULL WHERE id = ?",
                          [(message_id,) for message_id, _ in rows])
-        return len(late)
+        return len(rows), len(late)
 
     def purge(self, tx: _Tx, before: float, limit: int) -> int:
         """Delete up to `limit` final messages that have not changed since `before`, oldest

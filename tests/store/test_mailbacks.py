@@ -207,7 +207,7 @@ async def test_mailbacks_cross_the_pipe_to_the_store_process(tmp_path: Path) -> 
         assert await s.mailbacks_due(now=T0 + 10, limit=10) == []
         assert [e.state for e in await s.timeline("p1")][-2:] == ["dsn", "reply_mailed"]
         await s.accept([with_dsn("p2", "DELAY", recipient="+447400123457")], now=T0)
-        assert await s.queue_delay_dsns(accepted_before=T0 + 1, now=T0 + 20, limit=5) == 1
+        assert await s.queue_delay_dsns(accepted_before=T0 + 1, now=T0 + 20, limit=5) == (1, 1)
         [late] = await s.mailbacks_due(now=T0 + 20, limit=10)
         assert (late.message_id, late.state, late.message_state) == ("p2", "delayed", "queued")
     finally:
@@ -254,13 +254,16 @@ async def test_a_delay_notice_is_queued_once_for_messages_still_on_their_way(
     before = mailback_rows(store)
     assert [(r[1], r[3]) for r in before] == [("f1", "delivered")]
 
-    assert await store.queue_delay_dsns(accepted_before=T0 - 1, now=T0 + 60, limit=10) == 0
-    assert await store.queue_delay_dsns(accepted_before=T0 + 50, now=T0 + 60, limit=10) == 2
+    assert await store.queue_delay_dsns(accepted_before=T0 - 1, now=T0 + 60, limit=10) == (0, 0)
+    # q1 and s1 are late; f1 is final, w1 scheduled: looked at, nothing to tell
+    assert await store.queue_delay_dsns(accepted_before=T0 + 50, now=T0 + 60, limit=10) == (
+        4, 2)
     assert [(r[1], r[3], r[4], r[6]) for r in mailback_rows(store)[1:]] == [
         ("q1", "delayed", T0 + 60, T0 + 60), ("s1", "delayed", T0 + 60, T0 + 60)]
     # Each message is looked at once: nothing again, and the later one in its own time.
-    assert await store.queue_delay_dsns(accepted_before=T0 + 50, now=T0 + 70, limit=10) == 0
-    assert await store.queue_delay_dsns(accepted_before=T0 + 200, now=T0 + 210, limit=10) == 1
+    assert await store.queue_delay_dsns(accepted_before=T0 + 50, now=T0 + 70, limit=10) == (0, 0)
+    assert await store.queue_delay_dsns(accepted_before=T0 + 200, now=T0 + 210, limit=10) == (
+        1, 1)
     due = await store.mailbacks_due(now=T0 + 300, limit=10)
     assert [(d.message_id, d.state, d.message_state) for d in due] == [
         ("f1", "delivered", "delivered"), ("q1", "delayed", "queued"),
@@ -273,8 +276,8 @@ async def test_a_delay_notice_is_queued_once_for_messages_still_on_their_way(
 async def test_delay_scans_take_the_oldest_first_up_to_the_limit(store: SqliteStore) -> None:
     await store.accept([with_dsn(f"m{i}", "DELAY", recipient=f"+4474001234{i:02d}",
                                  at=T0 + i) for i in range(5)], now=T0)
-    assert await store.queue_delay_dsns(accepted_before=T0 + 10, now=T0 + 20, limit=3) == 3
-    assert await store.queue_delay_dsns(accepted_before=T0 + 10, now=T0 + 20, limit=3) == 2
+    assert await store.queue_delay_dsns(accepted_before=T0 + 10, now=T0 + 20, limit=3) == (3, 3)
+    assert await store.queue_delay_dsns(accepted_before=T0 + 10, now=T0 + 20, limit=3) == (2, 2)
     assert [r[1] for r in mailback_rows(store)] == [f"m{i}" for i in range(5)]
 
 
