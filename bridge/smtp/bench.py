@@ -20,7 +20,8 @@ no duplicate, flood or rate policy refuses any. Each round sends `mails` to each
 against noop. `delivery` checks, by the event tag in each text, that the simulator received
 every mail of every round exactly once (`targets.exactly_once`). `cpu_us_per_mail` gives each
 process's CPU per mail (load = this process, with the simulator; the bridge's until its
-receipts are recorded): 2e6 / total bounds what two cores can do. `store_per_mail` gives the
+receipts are recorded): 2e6 / total bounds what two cores can do, and `cores_busy_at_target`
+is what 0.70 of the no-op rate would keep busy at that cost. `store_per_mail` gives the
 whole bridge's store transactions (one fsync each) and write operations per mail, read from its
 /metrics. Prints one JSON object.
 
@@ -442,6 +443,10 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                                                / noop_rate, 3)
     result["targets"] = {"end_to_end_vs_noop_0.70": result["ratio_end_to_end_vs_noop"] >= 0.7,
                          "exactly_once": result["delivery"]["exactly_once"]}
+    # What the 0.70 target would take at this CPU per mail: cores busy for the whole bridge,
+    # its load and simulator included (this machine has `cpus`).
+    bridge_cpu = result["cpu_us_per_mail"].get("bridge", {}).get("total", 0.0)
+    result["cores_busy_at_target"] = round(0.7 * noop_rate * bridge_cpu / 1e6, 2)
     return result
 
 

@@ -34,6 +34,7 @@ def test_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     assert cpu["accept_only"]["store"] > 0
     # Every mail is accepted, submitted and receipted: three store writes at least, and some
     # transactions (each an fsync) committed them.
+    assert result["cores_busy_at_target"] > 0
     store = result["store_per_mail"]
     assert store["writes"] >= 3
     assert 0 < store["commits"] <= store["writes"]
