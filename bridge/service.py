@@ -43,6 +43,7 @@ from bridge.store.base import (
 )
 
 PAGE_SIZE = 25
+MAX_PAGE = 1_000_000_000  # its offset still fits SQLite's 64-bit integers
 
 
 @dataclass(frozen=True)
@@ -457,8 +458,8 @@ class Service:
     async def list_messages(self, account: AccountConfig, *, page: int = 1,
                             state: MessageState | None = None,
                             since: float | None = None) -> Page:
-        if page < 1:
-            raise BridgeError(ErrorName.INVALID_PARAMETER, "page must be 1 or more")
+        if not 1 <= page <= MAX_PAGE:
+            raise BridgeError(ErrorName.INVALID_PARAMETER, f"page must be 1..{MAX_PAGE}")
         total, views = await self.store.list_messages(
             account.name, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE, state=state, since=since)
         count = max(1, -(-total // PAGE_SIZE))

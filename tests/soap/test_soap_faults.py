@@ -50,6 +50,11 @@ async def test_request_level_faults(tmp_path: Path, version: str) -> None:
         # schema-invalid arguments are INVALID_PARAMETER too
         exc = await _fault(c, "ListMessages", page=0)
         assert fault_info(exc) == ("INVALID_PARAMETER", 1702)
+        # Found by fuzzing: a page past SQLite's integers was STORE_UNAVAILABLE ("retry").
+        for page in (1_000_000_001, 10**20):
+            exc = await _fault(c, "ListMessages", page=page)
+            assert fault_info(exc) == ("INVALID_PARAMETER", 1702), page
+        assert (await call(c, "ListMessages", page=1_000_000_000)).page.total == 0
         assert bridge.simulator.accepted == 0
         assert (await bridge.store.list_messages("demo", offset=0, limit=10))[0] == 0
 
