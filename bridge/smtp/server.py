@@ -254,7 +254,9 @@ class BridgeSMTP(SMTP):
         if isinstance(status, str):
             if not self._plain_replies:
                 status = replies.enhance(status)
-            data = status.encode("utf-8")
+            # A reply may echo what the client sent; bytes that were not UTF-8 (kept as
+            # surrogates) go back as "?" instead of breaking the session.
+            data = status.encode("utf-8", "replace")
         else:
             data = status
         self._out.append(data + b"\r\n")
@@ -288,7 +290,10 @@ class BridgeSMTP(SMTP):
         m = _SIMPLE_PATH.match(arg)
         if m is not None:
             return m.group(1), m.group(2)
-        address, rest = super()._getaddr(arg)
+        try:
+            address, rest = super()._getaddr(arg)
+        except IndexError:  # the stdlib's get_angle_addr on a bare "<" or "<@"
+            return None, None
         return address, rest
 
     def _set_post_data_state(self) -> None:

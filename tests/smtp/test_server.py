@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import json
 import smtplib
 import socket
@@ -610,6 +611,34 @@ async def test_malformed_mail_keeps_the_session(tmp_path: Path) -> None:
             assert code in (250, 554), (code, text)
         assert replies[3][0] == 554 and replies[3][1].startswith(b"5.6.0")
         assert replies[-1][0] == 250
+
+
+async def test_hostile_commands_get_a_syntax_reply_not_a_session_error(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Found by fuzzing: a bare "<" broke the address parser (IndexError), and a parameter
+    with bytes that are not UTF-8 broke the reply echoing it (UnicodeEncodeError); both were
+    logged as session errors with a traceback and answered 451."""
+    async with running_bridge(make_config(tmp_path)) as bridge:
+        def session() -> list[str]:
+            raw = Raw(bridge.smtp_port)
+            raw.reply()
+            out = []
+            for line in (b"EHLO client.example", b"MAIL FROM:<", b"VRFY <@",
+                         b"MAIL FROM:<ops@acme.example> \xffSIZE=10",
+                         b"MAIL FROM:<ops@acme.example> BODY=8BIT\xd3MIME", b"NOOP"):
+                raw.send(line + b"\r\n")
+                out.append(raw.reply())
+            raw.close()
+            return out
+        with caplog.at_level(logging.ERROR):
+            ehlo, bare, vrfy, size, body, noop = await in_thread(session)
+        assert ehlo.startswith("250-")
+        assert bare.startswith("501 ") or bare.startswith("553 "), bare
+        assert vrfy[:1] in "25" and not vrfy.startswith("451"), vrfy
+        assert size == "501 5.5.4 Invalid ?SIZE parameter"  # the odd byte echoed as "?"
+        assert body == "501 5.5.4 Invalid BODY parameter"
+        assert noop.startswith("250")
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 async def test_pipelined_commands_and_dot_stuffing(tmp_path: Path) -> None:
