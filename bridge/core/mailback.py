@@ -39,7 +39,7 @@ def parse_notify(raw: str) -> frozenset[str]:
 
 
 def dsn_conditions(notify: frozenset[str] | None, default: frozenset[str],
-                   reverse_path: str, *, delays: bool = True) -> str | None:
+                   reverse_path: str, *, delays: bool) -> str | None:
     """Which outcomes are mailed back for one recipient, e.g. "SUCCESS,FAILURE", or None:
     the final ones it asked for, and DELAY (one notice while it is still on its way) when it
     asked and `delays` are sent at all. The recipient's NOTIFY words when given

@@ -76,12 +76,11 @@ def _event(text: str) -> str | None:
     return found.group(1) if found else None
 
 
-def _mail(i: int, tag: str, *, mail_from: str = _MAIL_FROM,
-          to: str = "") -> bytes:
+def _mail(i: int, tag: str, *, mail_from: str, to: str) -> bytes:
     """A monitoring tool's alert: text/plain, a subject, about 600 octets."""
     return (
         f"From: Monitoring <{mail_from}>\r\n"
-        f"To: <{to or _number(i) + '@sms.localhost'}>\r\n"
+        f"To: <{to}>\r\n"
         f"Subject: PROBLEM: web-{i % 40:02d} HTTP is CRITICAL\r\n"
         f"Date: Mon, 8 Jan 2024 03:00:00 +0000\r\n"
         f"Message-ID: <bench-{tag}-{i}@mon1.acme.example>\r\n"
