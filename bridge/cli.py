@@ -9,12 +9,11 @@ import logging
 import signal
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
 from bridge.config import (DEFAULT_CONFIG_PATH, Config, ConfigError, SimulatorConfig, load_config,
-                           reply_text_problem)
+                           parse_simulator)
 from bridge.logs import setup_logging
 
 
@@ -109,13 +108,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-receipts", action="store_true")
     p.add_argument("--id-format", choices=("hex", "dec"), default="hex")
     p.add_argument("--receipt-id-format", choices=("hex", "dec", "padded"), default="dec")
-    p.add_argument("--throttle-every", type=_count, default=0)
-    p.add_argument("--fail-receipt-every", type=_count, default=0)
-    p.add_argument("--drop-after", type=_count, default=0)
+    p.add_argument("--throttle-every", type=int, default=0)
+    p.add_argument("--fail-receipt-every", type=int, default=0)
+    p.add_argument("--drop-after", type=int, default=0)
     p.add_argument("--response-delay", type=float, default=0.0)
-    p.add_argument("--reply-every", type=_count, default=0, metavar="N",
+    p.add_argument("--reply-every", type=int, default=0, metavar="N",
                    help="the handset of every Nth message answers it with an SMS (MO)")
-    p.add_argument("--reply-text", type=_reply_text, default=SimulatorConfig.reply_text)
+    p.add_argument("--reply-text", default=SimulatorConfig.reply_text)
     p = sub.add_parser("wsdl", help="compare or rewrite the checked-in wsdl/ files")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--check", action="store_true", default=True)
@@ -168,21 +167,6 @@ def _summary(config: Config) -> str:
     return ", ".join(said)
 
 
-def _count(text: str) -> int:
-    """A simulator's "every N" option: 0 (off) or more."""
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-def _reply_text(text: str) -> str:
-    problem = reply_text_problem(text)
-    if problem:
-        raise argparse.ArgumentTypeError(problem)
-    return text
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -198,14 +182,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_status(_config(args.config), args.ids))
         if args.command == "simulator":
             setup_logging("info")
-            sim = replace(SimulatorConfig(), enabled=True, host=args.host, port=args.port,
-                          system_id=args.system_id, password=args.password,
-                          receipts=not args.no_receipts, receipt_delay_s=args.receipt_delay,
-                          id_format=args.id_format, receipt_id_format=args.receipt_id_format,
-                          throttle_every=args.throttle_every,
-                          fail_receipt_every=args.fail_receipt_every,
-                          drop_after=args.drop_after, response_delay_s=args.response_delay,
-                          reply_every=args.reply_every, reply_text=args.reply_text)
+            # The options are checked as the [simulator] table of a config is.
+            sim = parse_simulator({
+                "enabled": True, "host": args.host, "port": args.port,
+                "system_id": args.system_id, "password": args.password,
+                "receipts": not args.no_receipts, "receipt_delay_s": args.receipt_delay,
+                "id_format": args.id_format, "receipt_id_format": args.receipt_id_format,
+                "throttle_every": args.throttle_every,
+                "fail_receipt_every": args.fail_receipt_every, "drop_after": args.drop_after,
+                "response_delay_s": args.response_delay, "reply_every": args.reply_every,
+                "reply_text": args.reply_text})
             return asyncio.run(_simulator(sim))
         if args.command == "wsdl":
             from bridge.soap.wsdl import check_wsdl, write_wsdl

@@ -315,8 +315,7 @@ def _one_of(*choices: str) -> Callable[[Any], str | None]:
         f'"{c}"' for c in choices)
 
 
-def reply_text_problem(value: str) -> str | None:
-    """What is wrong with a simulator's reply text (config key and command-line option)."""
+def _reply_text_problem(value: str) -> str | None:
     return None if 0 < len(value) <= 1000 else "must be 1..1000 characters"
 
 
@@ -513,6 +512,16 @@ def _smsc(r: _Reader, index: int) -> SmscConfig:
     return cfg
 
 
+def parse_simulator(table: Mapping[str, Any]) -> SimulatorConfig:
+    """A `[simulator]` table alone, checked as in a whole config (`sms-bridge simulator`'s
+    options go through it); ConfigError names each bad key."""
+    problems: list[str] = []
+    config = _simulator(_Reader(table, "simulator", problems, {}))
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
 def _simulator(r: _Reader) -> SimulatorConfig:
     d = SimulatorConfig()
     cfg = SimulatorConfig(
@@ -532,7 +541,7 @@ def _simulator(r: _Reader) -> SimulatorConfig:
         drop_after=r.get("drop_after", int, d.drop_after, _between(0, 1_000_000_000)),
         response_delay_s=r.get("response_delay_s", float, d.response_delay_s, _between(0, 60)),
         reply_every=r.get("reply_every", int, d.reply_every, _between(0, 1_000_000)),
-        reply_text=r.get("reply_text", str, d.reply_text, reply_text_problem),
+        reply_text=r.get("reply_text", str, d.reply_text, _reply_text_problem),
     )
     r.finish()
     return cfg

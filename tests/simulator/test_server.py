@@ -572,16 +572,20 @@ async def test_a_reply_text_beyond_gsm_goes_as_ucs2_even_without_receipts(
     assert tx.deliveries.empty() and rx.deliveries.empty()
 
 
-@pytest.mark.parametrize("argv", [["--reply-every", "-1"], ["--reply-text", ""],
-                                  ["--throttle-every", "-3"]])
-def test_the_command_line_refuses_a_negative_count_or_an_empty_reply(
-        argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(("argv", "problem"), [
+    (["--reply-every", "-1"], "simulator.reply_every: must be 0.."),
+    (["--reply-text", ""], "simulator.reply_text: must be 1..1000 characters"),
+    (["--throttle-every", "-3"], "simulator.throttle_every: must be 0.."),
+    (["--id-format", "hex", "--receipt-delay", "-1"], "simulator.receipt_delay_s: must be 0.."),
+])
+def test_the_command_line_is_checked_as_the_simulator_table_is(
+        argv: list[str], problem: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """The options go through the [simulator] table's checks: each refusal names its key, and
+    nothing starts."""
     from bridge.cli import main
 
-    with pytest.raises(SystemExit) as info:
-        main(["simulator", *argv])
-    assert info.value.code == 2
-    assert "must be" in capsys.readouterr().err
+    assert main(["simulator", *argv]) == 1
+    assert f"config error: {problem}" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------ link management, malformed
