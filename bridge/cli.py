@@ -22,7 +22,7 @@ def _config(path: str) -> Config:
 
 
 async def _serve(config: Config) -> int:
-    from bridge.app import Bridge, freeze_startup_heap
+    from bridge.runtime.app import Bridge, freeze_startup_heap
 
     bridge = Bridge(config)
     await bridge.start()
@@ -50,7 +50,7 @@ async def _serve(config: Config) -> int:
 
 
 async def _status(config: Config, ids: Sequence[str]) -> int:
-    from bridge.store import open_store
+    from bridge.runtime import open_store
 
     store = open_store(config.store, config.base_dir)
     await store.open()
@@ -124,7 +124,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("what", choices=("smpp", "store", "soap", "smtp", "all"))
     p.add_argument("options", nargs=argparse.REMAINDER,
                    help="passed to that benchmark, e.g. `bench soap --rounds 5` "
-                        "(python -m bridge.soap.bench --help lists them)")
+                        "(python -m bridge.bench.soap --help lists them)")
     return parser
 
 
@@ -143,7 +143,7 @@ def _bench(what: str, options: Sequence[str] = ()) -> int:
     failed = False
     for index, target in enumerate(targets, 1):
         print(f"[{index}/{len(targets)}] bench {target} …", file=sys.stderr, flush=True)
-        done = subprocess.run([sys.executable, "-m", f"bridge.{target}.bench", *options],
+        done = subprocess.run([sys.executable, "-m", f"bridge.bench.{target}", *options],
                               capture_output=True, text=True, check=False)
         if done.returncode != 0:
             print(done.stderr[-2000:], file=sys.stderr)
@@ -194,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "reply_text": args.reply_text})
             return asyncio.run(_simulator(sim))
         if args.command == "wsdl":
-            from bridge.soap.wsdl import check_wsdl, write_wsdl
+            from bridge.ingress.soap.wsdl import check_wsdl, write_wsdl
 
             if args.write:
                 write_wsdl(Path(args.dir))

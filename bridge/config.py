@@ -41,7 +41,7 @@ class SmtpConfig:
     hostname: str = "sms-bridge.localhost"
     max_connections_per_client: int = 20
     command_timeout_s: float = 300.0
-    # Mail back to email senders (bridge.mailback): DSNs and SMS replies go to this relay,
+    # Mail back to email senders (bridge.outbound.notify.mailback): DSNs and SMS replies go to this relay,
     # "host:port"; empty = no mail goes back.
     smarthost: str = ""
     smarthost_tls: str = "none"  # none | starttls | tls
@@ -83,7 +83,7 @@ class SoapConfig:
     tls_key: str | None = None
     max_request_bytes: int = 1_048_576
     max_recipients: int = 1000
-    # SendSms callback_url: POSTed once the message is final (bridge.callbacks)
+    # SendSms callback_url: POSTed once the message is final (bridge.outbound.notify.callbacks)
     callbacks: bool = True
     callback_timeout_s: float = 10.0
     callback_max_attempts: int = 10
@@ -97,7 +97,7 @@ class StoreConfig:
     # Group commit: most operations in one transaction. The writer never waits for companions:
     # they gather while the previous commit syncs (measured: waiting added latency, no throughput).
     commit_max_batch: int = 2000
-    # Final messages unchanged this long are deleted with their timeline (bridge.retention);
+    # Final messages unchanged this long are deleted with their timeline (bridge.outbound.retention);
     # 0 keeps everything (SPEC §4: every state change stays queryable).
     retention_days: float = 0.0
 

@@ -16,7 +16,7 @@ import pytest
 from bridge.config import Config, parse_config
 
 if TYPE_CHECKING:
-    from bridge.app import Bridge
+    from bridge.runtime.app import Bridge
 
 DEMO_PASSWORD = "demo-password"
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,7 +47,7 @@ def make_config(tmp_path: Path, **sections: Any) -> Config:
 
 @contextlib.asynccontextmanager
 async def running_bridge(config: Config) -> AsyncIterator[Bridge]:
-    from bridge.app import Bridge
+    from bridge.runtime.app import Bridge
 
     bridge = Bridge(config)
     await bridge.start()

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from bridge.app import Bridge
+from bridge.runtime.app import Bridge
 from bridge.config import load_config
-from bridge.service import Recipient, SubmitRequest
+from bridge.intake.service import Recipient, SubmitRequest
 
 
 async def run(config_path: str, count: int, batch: int) -> None:

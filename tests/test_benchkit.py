@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.benchkit import Progress, delivery_check, delivery_total
+from bridge.bench.kit import Progress, delivery_check, delivery_total
 
 
 @pytest.mark.parametrize(("received", "expected", "missing", "duplicated"), [

@@ -19,7 +19,7 @@ import pytest
 import zeep
 from aiohttp import web
 
-from bridge.app import Bridge
+from bridge.runtime.app import Bridge
 from bridge.core.callbacks import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from bridge.config import Config
 from tests.conftest import (DEMO_PASSWORD, at_least, closed_port, make_config, running_bridge,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bridge.config import SimulatorConfig
-from bridge.dispatcher import worker_count
+from bridge.outbound.dispatcher import worker_count
 from bridge.simulator import SmscSimulator
 from tests.conftest import ROOT, child_pids, wait_gone, write_serve_config
 

@@ -14,18 +14,18 @@ import pytest
 
 from bridge.config import Config, SimulatorConfig
 from bridge.core.states import MessageState
-from bridge.dispatcher import Dispatcher, relative_validity
+from bridge.outbound.dispatcher import Dispatcher, relative_validity
 from bridge.metrics import OutboundMetrics
-from bridge.service import Recipient, Service, SubmitRequest
+from bridge.intake.service import Recipient, Service, SubmitRequest
 from bridge.simulator import (
     GenericNackSimulator,
     ReceiptBeforeResponseSimulator,
     SmscSimulator,
     ThrottlingSimulator,
 )
-from bridge.outbound import accepted_messages
-from bridge.smpp.pool import SmscPool
-from bridge.store import open_store
+from bridge.runtime.outbound import accepted_messages
+from bridge.outbound.smpp.pool import SmscPool
+from bridge.runtime import open_store
 from bridge.store.base import AcceptOutcome, NewMessage, Store
 from bridge.store.rows import accept_rows
 from tests.conftest import make_config
@@ -78,7 +78,7 @@ async def pipeline(tmp_path: Path, sim: SmscSimulator | None = None, *,
     real_accept = store.accept
 
     def accept(messages: Sequence[NewMessage], *, now: float) -> Awaitable[list[AcceptOutcome]]:
-        """As the store process does (bridge.store.child): committed messages go to the
+        """As the store process does (bridge.runtime.child): committed messages go to the
         dispatcher, here the test's own, whose clock the test controls."""
         rows = accept_rows(messages)
         committed = asyncio.ensure_future(real_accept(messages, now=now))

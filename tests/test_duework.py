@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bridge.duework import DueWork
+from bridge.outbound.notify.duework import DueWork
 
 Item = tuple[int, ...]  # the store rows an item covers
 

@@ -22,9 +22,9 @@ import aiohttp
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from bridge.app import Bridge
-from bridge.mailback import DELAY_FETCH, Batch, MailBack, batches
-from bridge.mailback import Envelope as MailEnvelope
+from bridge.runtime.app import Bridge
+from bridge.outbound.notify.mailback import DELAY_FETCH, Batch, MailBack, batches
+from bridge.outbound.notify.mailback import Envelope as MailEnvelope
 from bridge.metrics import OutboundMetrics
 from bridge.store.base import DueMailback, Store
 from bridge.config import Config, SmtpConfig

@@ -16,8 +16,9 @@ import pytest
 from bridge.config import Config
 from bridge.core.errors import BridgeError, ErrorName
 from bridge.core.states import MessageState
-from bridge.service import Recipient, Service, SubmitRequest, new_message_id, random_reference
-from bridge.store import open_store
+from bridge.ids import new_message_id, random_reference
+from bridge.intake.service import Recipient, Service, SubmitRequest
+from bridge.runtime import open_store
 from bridge.store.base import AcceptOutcome, NewMessage, Store
 from bridge.store.rows import accept_rows, outbound_message
 from tests.conftest import make_config

@@ -2,7 +2,7 @@
 message reaches a final state, and what to do after each attempt.
 
 Pure: the store queues a callback in the transaction that makes a message final (so none is
-lost), `bridge.callbacks` does the HTTP and asks here what the answer means.
+lost), `bridge.outbound.notify.callbacks` does the HTTP and asks here what the answer means.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ answer.
 
 Pure: which outcomes a recipient asked to hear of, the mails themselves as bytes, and what a
 smarthost's answer means. The store queues a mail in the transaction that makes the message
-final (or stores the MO), `bridge.mailback` hands it to the smarthost.
+final (or stores the MO), `bridge.outbound.notify.mailback` hands it to the smarthost.
 """
 
 from __future__ import annotations

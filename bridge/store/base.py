@@ -144,7 +144,7 @@ class InboundMessage:
     text: str
     received_at: float
     reply_to_message_id: str | None  # the outbound message this answers, when known
-    #: Queue it as mail to the sender of `reply_to_message_id` (bridge.mailback), in the
+    #: Queue it as mail to the sender of `reply_to_message_id` (bridge.outbound.notify.mailback), in the
     #: transaction that stores it.
     mail_reply: bool = False
 

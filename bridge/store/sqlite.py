@@ -3,7 +3,7 @@
 `_Writer` owns the only writing connection and runs a batch of operations in one transaction;
 what drives it is separate. `open()` gives it a writer thread, described here, for a process
 that does other work. `open_on_loop()` runs it on the event loop's own thread between
-iterations (`_LoopWriter`): the store process (bridge.store.child), where the pipe's requests
+iterations (`_LoopWriter`): the store process (bridge.runtime.child), where the pipe's requests
 and the outbound side's records share its batches.
 
 Writes: every write method puts one operation on a queue and returns an asyncio future at once.
@@ -335,7 +335,7 @@ class _Writer:
     """The only writing connection and the write operations. `run` applies one batch in one
     transaction and says what became of each operation; who calls it decides how answers
     travel: `_WriterThread` (in-process store) or the store process's main thread
-    (bridge.store.child), which has nothing else to do."""
+    (bridge.runtime.child), which has nothing else to do."""
 
     def __init__(self, conn: sqlite3.Connection, *, max_batch: int, orphan_ttl_s: float) -> None:
         self.conn = conn
@@ -935,7 +935,7 @@ class _LoopWriter:
     """The store process's writer: on its event loop's own thread, between iterations. The
     writes that arrive during one iteration (the bridge's requests and the outbound side's
     records) run as one transaction at the start of the next, synchronously: no thread to wake
-    and no GIL to hand over (bridge.store.child says why). A result whose token is a future
+    and no GIL to hand over (bridge.runtime.child says why). A result whose token is a future
     completes it; the others (the pipe's request ids) go to `answer`."""
 
     def __init__(self, writer: _Writer, loop: asyncio.AbstractEventLoop,
@@ -988,7 +988,7 @@ class _LoopWriter:
 
 #: The Store's write calls as writer operations, by interface method name. A call's positional
 #: arguments are the operation's, as `CallsByName` builds them for both SqliteStore and
-#: StoreProcess (which sends them to the store process: bridge.store.child).
+#: StoreProcess (which sends them to the store process: bridge.runtime.child).
 WRITES: dict[str, Callable[..., Any]] = {
     "flush": _Writer.noop, "accept": _Writer.accept, "record_submitted": _Writer.submitted,
     "record_state": _Writer.state, "record_event": _Writer.event,
@@ -1091,7 +1091,7 @@ class SqliteStore(CallsByName):
 
     def open_on_loop(self, answer: Callable[[list[_Result]], None]) -> None:
         """Open with the writer on the running loop's thread (the store process,
-        bridge.store.child): the async methods work as usual, `write_request` adds the pipe's
+        bridge.runtime.child): the async methods work as usual, `write_request` adds the pipe's
         requests to the same batches, and their results go to `answer`."""
         if self._writer is not None:
             raise RuntimeError("the store is already open")

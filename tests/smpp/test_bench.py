@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bridge.smpp import bench
+from bridge.bench import smpp as bench
 
 
 def test_dispatch_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:

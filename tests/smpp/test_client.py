@@ -25,8 +25,8 @@ from bridge.simulator.misbehaving import (
     ThrottlingSimulator, UnbindingSimulator,
 )
 from bridge.simulator.server import SmscSimulator
-from bridge.smpp import codec
-from bridge.smpp.client import (
+from bridge.outbound.smpp import codec
+from bridge.outbound.smpp.client import (
     MoMessage, NotBound, SmppBind, SubmitOutcomeUnknown, SubmitResult, SubmitSm,
 )
 
@@ -525,7 +525,7 @@ async def test_tls_bind_fails_with_untrusted_ca(harness: Harness, ca: trustme.CA
 
 
 async def test_sequence_numbers_wrap_and_skip_pending() -> None:
-    from bridge.smpp.client import _Link
+    from bridge.outbound.smpp.client import _Link
     bind = SmppBind(smsc_config(1), on_receipt=Recorder().on_receipt, on_mo=Recorder().on_mo)
     link = _Link(bind, "transceiver")
     link.sequence = codec.MAX_SEQUENCE - 1
@@ -554,7 +554,7 @@ async def test_response_deadlines_share_one_timer() -> None:
     """Answered requests never time out, in or out of order; unanswered ones (also when their
     waiter was cancelled) time out after their timeout. A shorter timeout queued after a
     longer one waits for the deadline before it (deadlines stay in order)."""
-    from bridge.smpp.client import _Link, _ResponseTimeout
+    from bridge.outbound.smpp.client import _Link, _ResponseTimeout
     bind = SmppBind(smsc_config(1), on_receipt=Recorder().on_receipt, on_mo=Recorder().on_mo)
     link = _Link(bind, "transceiver")
     link.transport = _StubTransport()  # type: ignore[assignment]
@@ -581,7 +581,7 @@ async def test_response_deadlines_share_one_timer() -> None:
 async def test_answered_deadlines_do_not_pile_up_behind_an_unanswered_request() -> None:
     """One request the SMSC never answers must not keep every later answered entry queued
     until it times out (at thousands of submits/s that would be a long walk in one callback)."""
-    from bridge.smpp.client import _Link
+    from bridge.outbound.smpp.client import _Link
     bind = SmppBind(smsc_config(1), on_receipt=Recorder().on_receipt, on_mo=Recorder().on_mo)
     link = _Link(bind, "transceiver")
     link.transport = _StubTransport()  # type: ignore[assignment]

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from smpplib import smpp as smpplib_smpp
 
 from bridge.core.model import Address
-from bridge.smpp import codec
-from bridge.smpp.codec import SubmitSm
+from bridge.outbound.smpp import codec
+from bridge.outbound.smpp.codec import SubmitSm
 
 ALNUM = Address("ACME", 5, 0)
 MSISDN = Address("447400123456", 1, 1)

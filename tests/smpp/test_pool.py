@@ -9,8 +9,8 @@ from bridge.config import SimulatorConfig, SmscConfig
 from bridge.core.model import Address
 from bridge.core.receipts import Receipt
 from bridge.simulator import SmscSimulator
-from bridge.smpp.client import MoMessage, SmppBind, SubmitSm
-from bridge.smpp.pool import SmscPool
+from bridge.outbound.smpp.client import MoMessage, SmppBind, SubmitSm
+from bridge.outbound.smpp.pool import SmscPool
 
 
 async def _no_receipt(smsc: str, receipt: Receipt) -> None:

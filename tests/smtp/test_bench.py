@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from bridge.smtp import bench
+from bridge.bench import smtp as bench
 from tests.conftest import DEMO_PASSWORD, make_config, running_bridge
 from tests.smtp.test_server import tls_config
 

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import pytest
 import trustme
 
-from bridge.app import Bridge
+from bridge.runtime.app import Bridge
 from bridge.core.states import MessageState
 from tests.conftest import DEMO_PASSWORD, make_config, running_bridge
 

@@ -1,4 +1,4 @@
-"""bridge.smtp.text: email bytes → SMS text (pure), on a corpus shaped like real clients' mail."""
+"""bridge.ingress.smtp.text: email bytes → SMS text (pure), on a corpus shaped like real clients' mail."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bridge.core.errors import BridgeError, ErrorName
-from bridge.smtp.text import (
+from bridge.ingress.smtp.text import (
     clean_text,
     decode_bytes,
     html_to_text,

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import trustme
 
-from bridge.soap import bench
+from bridge.bench import soap as bench
 from tests.conftest import DEMO_PASSWORD, make_config, running_bridge
 
 

@@ -1,5 +1,5 @@
 """Authentication: HTTP Basic, WS-Security UsernameToken (PasswordText and PasswordDigest with
-replay protection), 401 without credentials; unit tests of bridge.soap.security."""
+replay protection), 401 without credentials; unit tests of bridge.ingress.soap.security."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import zeep
 from lxml import etree
 from zeep.wsse.username import UsernameToken as ZeepToken
 
-from bridge.service import hash_password
-from bridge.soap.security import (
+from bridge.intake.service import hash_password
+from bridge.ingress.soap.security import (
     PASSWORD_DIGEST,
     WSSE_NS,
     WSU_NS,

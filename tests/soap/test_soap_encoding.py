@@ -11,9 +11,9 @@ from aiohttp.test_utils import make_mocked_request
 from aiohttp_spyne.aio_base import AioBase
 from aiohttp_spyne.aio_method_ctx import AioMethodContext
 
-from bridge.soap.faults import TNS, SoapVersion
-from bridge.soap.security import make_parser, parse_xml
-from bridge.soap.service import (
+from bridge.ingress.soap.faults import TNS, SoapVersion
+from bridge.ingress.soap.security import make_parser, parse_xml
+from bridge.ingress.soap.service import (
     MessageStatus,
     PageInfo,
     PingService,

@@ -11,7 +11,7 @@ import zeep
 from lxml import etree
 
 from bridge.core.errors import ERROR_TABLE, ErrorName
-from bridge.soap.faults import SOAP_FAULTS, SoapVersion, render_fault
+from bridge.ingress.soap.faults import SOAP_FAULTS, SoapVersion, render_fault
 from tests.conftest import make_config, running_bridge
 from tests.soap import NUMBER, VERSIONS, call, client, fault_code, fault_info, number
 

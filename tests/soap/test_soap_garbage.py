@@ -1,7 +1,7 @@
 """A SOAP request leaves no cyclic garbage: Spyne's contexts and its event managers would leave
 some with every request, which only the cyclic GC reclaims (about 12 % of the bridge process's
-CPU under load, measured with `python -m bridge.soap.bench`). bridge.soap.app breaks the
-contexts' cycles when a request ends; bridge.soap.service quiets the event managers."""
+CPU under load, measured with `python -m bridge.bench.soap`). bridge.ingress.soap.app breaks the
+contexts' cycles when a request ends; bridge.ingress.soap.service quiets the event managers."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from lxml import etree
 
-from bridge.soap.security import XmlRejected, make_parser, parse_xml
+from bridge.ingress.soap.security import XmlRejected, make_parser, parse_xml
 from tests.conftest import make_config, running_bridge
 from tests.soap import ENV11, NUMBER, TNS, VERSIONS, basic, content_type, envelope
 
@@ -193,7 +193,7 @@ async def test_healthz_degraded_is_503(tmp_path: Path) -> None:
     from aiohttp import web
 
     from bridge.metrics import Metrics
-    from bridge.soap.app import create_soap_app
+    from bridge.ingress.soap.app import create_soap_app
 
     async def degraded() -> dict[str, str]:
         return {"status": "degraded"}

@@ -8,8 +8,8 @@ import aiohttp
 import pytest
 from lxml import etree
 
-from bridge.soap.faults import SoapVersion
-from bridge.soap.wsdl import FILES, PLACEHOLDER_URL, check_wsdl, render_wsdl, write_wsdl
+from bridge.ingress.soap.faults import SoapVersion
+from bridge.ingress.soap.wsdl import FILES, PLACEHOLDER_URL, check_wsdl, render_wsdl, write_wsdl
 from tests.conftest import make_config, running_bridge
 
 WSDL_DIR = Path(__file__).resolve().parents[2] / "wsdl"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bridge.store import bench
+from bridge.bench import store as bench
 
 
 def test_store_bench_smoke() -> None:

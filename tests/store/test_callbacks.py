@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from bridge.core.states import MessageState, PartState
-from bridge.store import NewMessage, SqliteStore, StoreProcess
+from bridge.store import NewMessage, SqliteStore
+from bridge.runtime import StoreProcess
 from bridge.store.schema import migrate
 from tests.store.test_sqlite import T0, msg, receipt, store, submit  # noqa: F401 - fixture
 

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from bridge.core.states import MessageState, PartState
-from bridge.store import InboundMessage, NewMessage, SqliteStore, StoreProcess
+from bridge.store import InboundMessage, NewMessage, SqliteStore
+from bridge.runtime import StoreProcess
 from bridge.store.schema import migrate
 from bridge.store.sqlite import DELAY_DUE
 from tests.store.test_sqlite import T0, msg, receipt, store, submit  # noqa: F401 - fixture

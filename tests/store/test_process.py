@@ -1,4 +1,4 @@
-"""The store in its own process (bridge.store.process): the same answers as SqliteStore across
+"""The store in its own process (bridge.runtime.process): the same answers as SqliteStore across
 the pipe, errors that keep their meaning, and no lost write when either side ends."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from bridge.core.receipts import smsc_id_keys
-from bridge.store import SqliteStore, StoreProcess, StoreUnavailable
+from bridge.store import SqliteStore, StoreUnavailable
+from bridge.runtime import StoreProcess
 from tests.store.test_sqlite import T0, M, P, msg
 
 
@@ -114,8 +115,8 @@ async def test_a_call_that_cannot_be_pickled_fails_alone(store: StoreProcess) ->
 
 
 def test_an_answer_that_cannot_be_pickled_becomes_an_error_answer() -> None:
-    from bridge.store.child import _unsendable_answer
-    from bridge.store.process import Outbox
+    from bridge.runtime.child import _unsendable_answer
+    from bridge.runtime.process import Outbox
 
     sent: list[bytes] = []
     outbox = Outbox(sent.append, _unsendable_answer)
@@ -191,8 +192,8 @@ def test_the_child_serves_a_pipe_and_finishes_at_end_of_file(tmp_path: Path) -> 
     import os
     import threading
 
-    from bridge.store.child import serve
-    from bridge.store.process import FrameBuffer, frame
+    from bridge.runtime.child import serve
+    from bridge.runtime.process import FrameBuffer, frame
     from bridge.store.rows import accept_rows
 
     to_child_r, to_child_w = os.pipe()
@@ -235,7 +236,7 @@ def test_the_child_serves_a_pipe_and_finishes_at_end_of_file(tmp_path: Path) -> 
 
 
 def test_a_frame_that_does_not_decode_raises_and_leaves_the_buffer() -> None:
-    from bridge.store.process import LENGTH, FrameBuffer, frame
+    from bridge.runtime.process import LENGTH, FrameBuffer, frame
 
     bad = LENGTH.pack(3) + b"not"
     frames = FrameBuffer()
@@ -246,8 +247,8 @@ def test_a_frame_that_does_not_decode_raises_and_leaves_the_buffer() -> None:
 
 async def test_a_failed_hand_over_to_the_dispatcher_loses_no_answer(tmp_path: Path) -> None:
     """The messages are committed either way; the bridge must still hear so."""
-    from bridge.store.child import _Server
-    from bridge.store.process import FrameBuffer, Outbox
+    from bridge.runtime.child import _Server
+    from bridge.runtime.process import FrameBuffer, Outbox
     from bridge.store.base import AcceptOutcome
 
     class Broken:
@@ -284,7 +285,7 @@ async def test_one_store_process_at_a_time_runs_the_outbound_side(
     """A restarted bridge's store process waits for the one still draining, then takes over."""
     import fcntl
 
-    from bridge.store import child
+    from bridge.runtime import child
 
     monkeypatch.setattr(child, "LOCK_WAIT_S", 0.3)
     path = str(tmp_path / "bridge.db")

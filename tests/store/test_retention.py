@@ -10,7 +10,7 @@ import sqlite3
 from pathlib import Path
 
 from bridge.core.states import MessageState, PartState
-from bridge.retention import Retention
+from bridge.outbound.retention import Retention
 from bridge.store import InboundMessage, SqliteStore
 from bridge.store.schema import migrate
 from tests.conftest import make_config, running_bridge, timeline_until

@@ -22,10 +22,9 @@ from bridge.store import (
     NewPart,
     ReceiptOutcome,
     SqliteStore,
-    StoreProcess,
     StoreUnavailable,
-    open_store,
 )
+from bridge.runtime import StoreProcess, open_store
 from bridge.store.schema import LATEST_VERSION, SchemaTooNew, migrate, schema_version
 
 M = MessageState

@@ -1,0 +1,295 @@
+"""What the benchmarks share: servers run in a child process so load generator and server
+each get one of the two cores.
+
+A child announces itself with one JSON line on stdout (its ports) and serves until its stdin
+closes, so it never outlives the parent, however the parent ends.
+
+    python -m bridge.bench.kit simulator [--no-receipts] [--receipt-delay S] [--system-id ID]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import json
+import os
+import ssl
+import statistics
+import sys
+import time
+from typing import Any, AsyncIterator, Collection, Iterable, Mapping, Sequence, TextIO
+
+
+async def announce_and_wait(info: Mapping[str, Any]) -> None:
+    """Child side: print `info` as the ready line, then block until stdin closes."""
+    print(json.dumps(dict(info)), flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+
+@contextlib.asynccontextmanager
+async def child_process(*args: str, ready_timeout: float = 60.0,
+                        stop_timeout: float = 30.0) -> AsyncIterator[dict[str, Any]]:
+    """Parent side: run `python ARGS`, yield its ready line; on exit close its stdin and wait
+    (killing it only when it does not stop by itself)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), ready_timeout)
+        if not line:
+            await proc.wait()
+            raise RuntimeError(f"{' '.join(args)}: exited before it was ready "
+                               f"(exit {proc.returncode})")
+        yield json.loads(line)
+    finally:
+        proc.stdin.close()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(proc.wait(), stop_timeout)
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds of every thread of a live process, from /proc (schedstat: ns resolution)."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/schedstat", encoding="ascii") as f:
+            total += int(f.read().split()[0])
+    return total / 1e9
+
+
+class CpuMeter:
+    """CPU of named processes, this one ("load") included, between a reading and now, as µs
+    per message: steadier than rates on a noisy 2-core machine, and it says which process a
+    figure is bound by."""
+
+    def __init__(self, pids: Mapping[str, int]) -> None:
+        self.pids = {"load": os.getpid(), **pids}
+
+    def read(self) -> dict[str, float]:
+        return {name: process_cpu_s(pid) for name, pid in self.pids.items()}
+
+    def us_per_message(self, before: Mapping[str, float], messages: int) -> dict[str, float]:
+        after = self.read()
+        out = {name: round((after[name] - before[name]) / max(1, messages) * 1e6, 1)
+               for name in self.pids}
+        out["total"] = round(sum(out.values()), 1)
+        return out
+
+
+async def metric_totals(metrics_url: str, wanted: Mapping[str, tuple[str, dict[str, str]]]
+                        ) -> dict[str, float]:
+    """Sums of samples from a bridge's /metrics: `wanted` maps a key to (sample name, labels
+    a sample must have)."""
+    import aiohttp
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with aiohttp.ClientSession() as session:
+        async with session.get(metrics_url) as response:
+            response.raise_for_status()
+            text = await response.text()
+    totals = dict.fromkeys(wanted, 0.0)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            for key, (name, labels) in wanted.items():
+                if sample.name == name and labels.items() <= sample.labels.items():
+                    totals[key] += sample.value
+    return totals
+
+
+async def store_commits(metrics_url: str) -> dict[str, float]:
+    """The store's write transactions and the operations they committed so far, from a
+    bridge's /metrics: per message, they say how well group commit amortises the fsyncs."""
+    return await metric_totals(metrics_url, {
+        "commits": ("sms_bridge_store_commit_seconds_count", {}),
+        "writes": ("sms_bridge_store_writes_total", {})})
+
+
+def target_options(parser: argparse.ArgumentParser, *, metavar: str, target_help: str,
+                   unit: str, tls: str) -> argparse._ArgumentGroup:
+    """The options of a bench's mode against a running bridge that every bench shares; the
+    group is returned for the bench's own."""
+    group = parser.add_argument_group(
+        "against a running bridge", "Load a bridge that is already running instead of the "
+        "bench's own servers. Every accepted message becomes an SMS: use a bridge whose SMSC "
+        "is the simulator or a test SMSC, and numbers you own.")
+    group.add_argument("--target", metavar=metavar, help=target_help)
+    group.add_argument("--to", metavar="TEMPLATE",
+                       help='the recipients, e.g. "+4474001{n:05d}": n counts 0..numbers-1')
+    group.add_argument("--numbers", type=int, default=2000)
+    group.add_argument("--rate", type=float, default=0.0,
+                       help=f"{unit} per second in all (0: as fast as answers come)")
+    group.add_argument("--cafile", default="", help=f"trust this CA for {tls}")
+    group.add_argument("--insecure", action="store_true",
+                       help=f"{tls} without checking the certificate")
+    group.add_argument("--password-env", default="SMS_BRIDGE_BENCH_PASSWORD",
+                       help="the environment variable holding the password")
+    group.add_argument("--metrics", default="", metavar="URL",
+                       help="its /metrics: also wait until it has submitted what it accepted")
+    group.add_argument("--wait", type=float, default=60.0,
+                       help="at most this long for those submits (seconds)")
+    return group
+
+
+def number_template_problem(template: str | None) -> str | None:
+    """What is wrong with a `--to` template for loading a running bridge: the numbers that get
+    the SMS are never a default."""
+    if not template or "{n" not in template:
+        return ('--target needs --to with "{n}" in it, e.g. "+4474001{n:05d}": the numbers '
+                "that get the SMS")
+    try:
+        template.format(n=0)
+    except (ValueError, KeyError, IndexError) as exc:
+        return f"--to: {exc}"
+    return None
+
+
+def client_tls(cafile: str, insecure: bool) -> ssl.SSLContext:
+    """A client's TLS context for a bench: the system's CAs or `cafile`; `insecure` checks
+    nothing (a self-signed test bridge)."""
+    context = ssl.create_default_context(cafile=cafile or None)
+    if insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+class SubmitWatch:
+    """End to end against a running bridge: its successful submit_sm from /metrics, read
+    before a load and after it until they have grown by what it accepted (other traffic
+    counts too; every bench message is one part)."""
+
+    SUBMITS = {"submits": ("sms_bridge_submits_total", {"status": "0x00"})}
+
+    def __init__(self, metrics_url: str) -> None:
+        self.url = metrics_url
+        self.before = 0.0
+        self.started = 0.0
+
+    async def start(self) -> None:
+        self.before = (await metric_totals(self.url, self.SUBMITS))["submits"]
+        self.started = time.perf_counter()
+
+    async def finish(self, accepted: int, wait_s: float) -> dict[str, Any]:
+        deadline = time.perf_counter() + wait_s
+        submitted = 0.0
+        while time.perf_counter() < deadline:
+            submitted = (await metric_totals(self.url, self.SUBMITS))["submits"] - self.before
+            if submitted >= accepted:
+                break
+            await asyncio.sleep(0.05)
+        return {"submitted": int(submitted), "end_to_end_msgs_per_s": round(
+            min(submitted, accepted) / (time.perf_counter() - self.started), 1)}
+
+
+class Progress:
+    """A progress bar on a terminal (standard error): done/total, the rate so far. Redrawn at
+    most ten times a second; silent when the stream is not a terminal, so logs and the JSON on
+    standard output stay clean."""
+
+    WIDTH = 24
+
+    def __init__(self, total: int, label: str, stream: TextIO | None = None) -> None:
+        self.total = max(1, total)
+        self.label = label
+        self.stream = stream if stream is not None else sys.stderr
+        self.live = self.stream.isatty()
+        self.done = 0
+        self._started = time.perf_counter()
+        self._drawn_at = 0.0
+        self._drawn_done = -1
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        if self.live and (self.done >= self.total
+                          or time.perf_counter() - self._drawn_at >= 0.1):
+            self._draw()
+
+    def _draw(self) -> None:
+        now = time.perf_counter()
+        self._drawn_at, self._drawn_done = now, self.done
+        filled = min(self.WIDTH, self.WIDTH * self.done // self.total)
+        rate = self.done / max(now - self._started, 1e-9)
+        self.stream.write(f"\r{self.label} [{'#' * filled}{' ' * (self.WIDTH - filled)}] "
+                          f"{self.done:,}/{self.total:,} {rate:,.0f}/s ")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.live:
+            if self._drawn_done != self.done:
+                self._draw()
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def latency_ms(seconds: Iterable[float]) -> dict[str, float]:
+    """p50, p90, p99 and max of latencies given in seconds, in milliseconds."""
+    data = sorted(seconds)
+
+    def at(q: float) -> float:
+        return round(1000 * data[min(len(data) - 1, int(q * len(data)))], 2) if data else 0.0
+    return {"p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": at(1.0)}
+
+
+def median_by_key(samples: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """Each key's median over `samples` (rounds)."""
+    return {key: round(statistics.median(s[key] for s in samples), 1) for key in samples[0]} \
+        if samples else {}
+
+
+def delivery_check(received: Iterable[str | None], expected: Collection[str]) -> dict[str, int]:
+    """Of the messages a load sent (`expected`: one key each), how many the SMSC never received
+    and how many extra copies of one it did: the gateway's promise checked under load, so that
+    a fast figure can never come from losing or resending messages. Keys of other loads are
+    ignored."""
+    counts = collections.Counter(key for key in received if key is not None and key in expected)
+    return {"expected": len(expected), "missing": len(expected) - len(counts),
+            "duplicated": sum(n - 1 for n in counts.values())}
+
+
+def delivery_total(checks: Iterable[Mapping[str, int] | None]) -> dict[str, Any]:
+    """The sum of a bench's delivery checks. `unchecked` counts loads whose submits the
+    simulator no longer held (its history is bounded); `exactly_once` says every message of
+    every load reached the SMSC once and every load was checked."""
+    total = {"expected": 0, "missing": 0, "duplicated": 0, "unchecked": 0}
+    for check in checks:
+        if check is None:
+            total["unchecked"] += 1
+            continue
+        for key in ("expected", "missing", "duplicated"):
+            total[key] += check[key]
+    return {**total, "exactly_once": total["missing"] == total["duplicated"]
+            == total["unchecked"] == 0}
+
+
+async def _serve_simulator(args: argparse.Namespace) -> None:
+    from bridge.config import SimulatorConfig
+    from bridge.simulator import SmscSimulator
+
+    sim = SmscSimulator(SimulatorConfig(enabled=True, port=0, system_id=args.system_id,
+                                        password=args.password, receipts=not args.no_receipts,
+                                        receipt_delay_s=args.receipt_delay))
+    port = await sim.start()
+    try:
+        await announce_and_wait({"port": port, "pid": os.getpid()})
+    finally:
+        await sim.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bridge.bench.kit", description=__doc__)
+    sub = parser.add_subparsers(dest="child", required=True)
+    sim = sub.add_parser("simulator", help="an SMSC simulator on port 0")
+    sim.add_argument("--system-id", default="bridge")
+    sim.add_argument("--password", default="secret")
+    sim.add_argument("--no-receipts", action="store_true")
+    sim.add_argument("--receipt-delay", type=float, default=0.01)
+    args = parser.parse_args(argv)
+    asyncio.run(_serve_simulator(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,521 @@
+"""SOAP ingress benchmark: `python -m bridge.bench.soap` prints a JSON summary.
+
+The bridge (temporary SQLite store, one account with a high rate, one bind with window 50)
+runs in a child process. This process is the load generator, raw HTTP/1.1 POSTs of pre-built
+envelopes (no SOAP toolkit; httptools parses the responses) on `concurrency` keep-alive
+connections, and the SMSC simulator the bridge binds to: an SMSC is never inside the
+gateway, and the SMTP bench does the same.
+Measured in one run:
+
+- noop_stock: a no-op Spyne operation served by stock aiohttp-spyne (`AIOSpyne`, threads=None)
+  in the bridge process: the ceiling of Spyne on this server stack;
+- noop_bridge: the same no-op through the bridge's own SOAP endpoint (size limit, hardened
+  parse, Basic auth, Spyne validation/decoding, the awaited operation, response encoding);
+- send_1: SendSms with one recipient per call; send_100: SendSms with 100 recipients per call.
+  For these, msgs/s is counted end to end: from the first request until every accepted message
+  has reached the simulator (its `accepted` counter), as well as at the HTTP replies. Every
+  recipient is a number of its own, and `delivery` checks that the simulator received each
+  exactly once (`targets.exactly_once`).
+
+The four loads run in `rounds` alternating rounds (default 3); each figure is its median round
+(all rounds listed under "rounds"), and each ratio the median of the rounds' own ratios.
+Ratios compare SendSms messages/s with the no-op calls/s. `cpu_us` gives each load's CPU per
+call or message by process (load = this process, with the simulator; bridge; store): what
+bounds each figure on two cores. Counts are bounded (defaults, per
+round: 3,000 single calls, 100 batch calls of 100, 3,000 no-op calls each).
+
+Against a running bridge instead (`--target http://host:port/soap --to "+4474001{n:05d}"`,
+password from $SMS_BRIDGE_BENCH_PASSWORD): only the load generator runs, and the JSON gives the
+HTTP statuses, each submission's status ("accepted", "OVER_LIMIT", …), faults by code, accepted
+messages and calls per second and call latency (p50/p90/p99/max). `--recipients` per call,
+`--rate` calls per second, https with `--cafile`; `--metrics URL` also waits until the bridge's
+successful submits have grown by what it accepted (end to end). Every accepted recipient is an
+SMS: aim it at a bridge whose SMSC is the simulator or a test SMSC. A progress bar goes to
+standard error on a terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import collections
+import json
+import os
+import re
+import ssl
+import statistics
+import tempfile
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any, Sequence
+from xml.sax.saxutils import escape as xml_escape
+
+import httptools
+from aiohttp import web
+
+from bridge.bench.kit import (CpuMeter, Progress, SubmitWatch, announce_and_wait,
+                              child_process, client_tls, delivery_check, delivery_total,
+                              latency_ms, median_by_key, number_template_problem,
+                              target_options)
+from bridge.config import SimulatorConfig
+from bridge.simulator import SmscSimulator
+
+ACCOUNT = "bench"
+PASSWORD = "bench-password"
+_ENV11 = "http://schemas.xmlsoap.org/soap/envelope/"
+
+
+def bench_config(directory: Path, smsc_port: int) -> Any:
+    from bridge.config import parse_config
+
+    return parse_config({
+        "smtp": {"listen": "127.0.0.1:0"},
+        "soap": {"listen": "127.0.0.1:0", "path": "/soap"},
+        "store": {"url": f"sqlite:///{directory / 'bench.db'}"},
+        "smsc": [{"name": "sim", "host": "127.0.0.1", "port": smsc_port,
+                  "system_id": "bridge", "password": "secret", "window": 50}],
+        "account": [{"name": ACCOUNT, "password": PASSWORD, "senders": ["BENCH"],
+                     "default_sender": "BENCH", "rate_per_s": 100_000}],
+    }, base_dir=directory)
+
+
+# ------------------------------------------------------------------------------ server side
+
+
+async def _serve(directory: Path, smsc_port: int) -> None:
+    """Child process: the bridge plus a side app (stock no-op, bridge-stack no-op).
+    Prints one JSON line with the ports, runs until stdin closes."""
+    from aiohttp_spyne import AIOSpyne  # type: ignore[attr-defined]
+
+    from bridge.runtime.app import Bridge, freeze_startup_heap
+    from bridge.ingress.soap.app import create_soap_app
+    from bridge.ingress.soap.faults import SoapVersion
+    from bridge.ingress.soap.service import (
+        PingService,
+        SmsBridgeService,
+        SyncPingService,
+        build_application,
+    )
+
+    config = bench_config(directory, smsc_port)
+    bridge = Bridge(config)
+    await bridge.start()
+    runner: web.AppRunner | None = None
+    try:
+        assert bridge.service is not None
+        await bridge.wait_bound(10.0)
+        side = create_soap_app(bridge.service, config, bridge.metrics, health=bridge.health,
+                               services=(SmsBridgeService, PingService))
+        stock = AIOSpyne(build_application(SoapVersion.V11, (SyncPingService,), preparsed=False),
+                         threads=None)
+        side.router.add_post("/stock", stock.post)
+        runner = web.AppRunner(side, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        server = site._server
+        assert server is not None
+        side_port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        freeze_startup_heap()  # as `sms-bridge serve` does
+        await announce_and_wait({"soap_port": bridge.soap_port, "side_port": side_port,
+                                 "pids": {"bridge": os.getpid(), "store": bridge.store.pid}})
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        await bridge.stop()
+
+
+# ------------------------------------------------------------------------------ load side
+
+
+def _envelope(body: str) -> bytes:
+    return (f'<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="{_ENV11}" '
+            f'xmlns:t="urn:sms-bridge:v1"><soapenv:Body>{body}</soapenv:Body>'
+            f"</soapenv:Envelope>").encode()
+
+
+def _number(n: int) -> str:
+    """The n-th bench recipient, as the SMSC sees it (E.164 digits)."""
+    return f"4474{n % 10**8:08d}"
+
+
+def send_envelopes(calls: int, size: int, *, run: str, first_number: int) -> list[bytes]:
+    """`calls` SendSms envelopes of `size` distinct UK mobile recipients each: numbers
+    `first_number` onwards."""
+    out = []
+    n = first_number
+    for i in range(calls):
+        recipients = "".join(f"<t:recipients>+{_number(n + k)}</t:recipients>"
+                             for k in range(size))
+        n += size
+        out.append(_envelope(f"<t:SendSms>{recipients}<t:text>bench {run} {i}</t:text>"
+                             f"</t:SendSms>"))
+    return out
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 client connection, one request at a time, responses parsed by
+    httptools (llhttp): a few µs per response where aiohttp's client spends a few hundred, so
+    the load generator takes little of the CPU the bridge needs on a 2-core machine."""
+
+    def __init__(self, keep_bodies: bool = False) -> None:
+        self._parser = httptools.HttpResponseParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._reply: asyncio.Future[tuple[int, bool]] | None = None
+        self._closed: Exception | None = None
+        self._keep_bodies = keep_bodies
+        self._body: list[bytes] = []
+        self.body = b""  # the last response's, when bodies are kept
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(exc)
+
+    def on_body(self, data: bytes) -> None:  # httptools callback
+        if self._keep_bodies:
+            self._body.append(data)
+
+    def on_message_complete(self) -> None:  # httptools callback
+        if self._keep_bodies:
+            self.body, self._body = b"".join(self._body), []
+        if self._reply is not None and not self._reply.done():
+            self._reply.set_result((self._parser.get_status_code(),
+                                    self._parser.should_keep_alive()))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = exc or ConnectionError("the server closed the connection")
+        self._fail(self._closed)
+
+    def _fail(self, exc: Exception) -> None:
+        if self._reply is not None and not self._reply.done():
+            self._reply.set_exception(exc)
+
+    async def request(self, raw: bytes) -> tuple[int, bool]:
+        """Send one whole request; (status, keep-alive) once its response has ended."""
+        assert self._transport is not None
+        if self._closed is not None:  # closed between two responses: nothing would answer
+            raise self._closed
+        self._reply = asyncio.get_running_loop().create_future()
+        self._transport.write(raw)
+        return await self._reply
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+
+def _requests(target: tuple[str, int], path: str, bodies: Sequence[bytes],
+              headers: dict[str, str]) -> list[bytes]:
+    host, port = target
+    head = f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n" + "".join(
+        f"{name}: {value}\r\n" for name, value in headers.items())
+    return [f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body for body in bodies]
+
+
+async def _load(target: tuple[str, int], path: str, bodies: Sequence[bytes],
+                headers: dict[str, str], concurrency: int, *,
+                progress: Progress | None = None, answers: _Answers | None = None,
+                tls: ssl.SSLContext | None = None, rate: float = 0.0
+                ) -> tuple[float, list[float], dict[int, int]]:
+    """POST every body once with `concurrency` keep-alive connections; (seconds, latencies,
+    status counts). Requests are built before the clock starts. With `answers`, each response
+    body is read for its submissions' statuses and faults; `rate` > 0 paces all connections
+    together to that many calls per second."""
+    loop = asyncio.get_running_loop()
+    feed = iter(_requests(target, path, bodies, headers))
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    calls = 0
+
+    async def connect() -> _Connection:
+        _, conn = await loop.create_connection(
+            lambda: _Connection(answers is not None), *target, ssl=tls,
+            server_hostname=target[0] if tls is not None else None)
+        return conn
+
+    async def worker() -> None:
+        nonlocal calls
+        conn = await connect()
+        try:
+            for raw in feed:
+                if rate > 0:
+                    due, calls = start + calls / rate, calls + 1
+                    if due > time.perf_counter():
+                        await asyncio.sleep(due - time.perf_counter())
+                t0 = time.perf_counter()
+                status, keep_alive = await conn.request(raw)
+                latencies.append(time.perf_counter() - t0)
+                statuses[status] = statuses.get(status, 0) + 1
+                if answers is not None:
+                    answers.add(conn.body)
+                if progress is not None:
+                    progress.advance()
+                if not keep_alive:
+                    conn.close()
+                    conn = await connect()
+        finally:
+            conn.close()
+
+    start = time.perf_counter()
+    try:
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    finally:
+        if progress is not None:
+            progress.close()
+    return time.perf_counter() - start, latencies, statuses
+
+
+_STATUS = re.compile(rb"<(?:[\w.-]+:)?status>([^<]{1,64})</")
+_FAULT = re.compile(rb"<faultcode>([^<]{1,128})</faultcode>|<(?:[\w.-]+:)?Value>([^<]{1,128})</")
+
+
+class _Answers:
+    """What a running bridge answered, read from the response bodies: each submission's status
+    ("accepted" or a SPEC §5 error name) and each fault's code."""
+
+    def __init__(self) -> None:
+        self.submissions: collections.Counter[str] = collections.Counter()
+        self.faults: collections.Counter[str] = collections.Counter()
+
+    def add(self, body: bytes) -> None:
+        for status in _STATUS.findall(body):
+            self.submissions[status.decode("utf-8", "replace")] += 1
+        fault = _FAULT.search(body)
+        if fault is not None:
+            self.faults[(fault.group(1) or fault.group(2)).decode("utf-8", "replace")] += 1
+
+
+async def _wait_accepted(sim: SmscSimulator, target: int, timeout: float = 120.0) -> int:
+    deadline = time.monotonic() + timeout
+    while sim.accepted < target and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)
+    return sim.accepted
+
+
+async def _noop(target: tuple[str, int], path: str, calls: int, concurrency: int,
+                headers: dict[str, str], meter: CpuMeter) -> dict[str, Any]:
+    body = _envelope("<t:Ping/>")
+    await _load(target, path, [body] * min(200, calls), headers, concurrency)  # warm-up
+    before = meter.read()
+    seconds, latencies, statuses = await _load(target, path, [body] * calls, headers,
+                                               concurrency,
+                                               progress=Progress(calls, f"no-op {path}"))
+    return {"calls": calls, "statuses": statuses, "seconds": round(seconds, 3),
+            "calls_per_s": round(calls / seconds, 1),
+            **{f"{q}_ms": v for q, v in latency_ms(latencies).items() if q in ("p50", "p99")},
+            "cpu_us_per_call": meter.us_per_message(before, calls)}
+
+
+async def _send(target: tuple[str, int], sim: SmscSimulator, calls: int,
+                size: int,
+                concurrency: int, headers: dict[str, str], *, run: str,
+                first_number: int, meter: CpuMeter) -> dict[str, Any]:
+    bodies = send_envelopes(calls, size, run=run, first_number=first_number)
+    base = sim.accepted
+    before = meter.read()
+    start = time.perf_counter()
+    seconds, latencies, statuses = await _load(target, "/soap", bodies, headers, concurrency,
+                                               progress=Progress(calls, f"SendSms x{size}"))
+    messages = calls * size if statuses.get(200, 0) == calls else None
+    reached = await _wait_accepted(sim, base + calls * size)
+    e2e = time.perf_counter() - start
+    submitted = reached - base
+    # CPU counts the whole life of the messages, receipts recorded too (as the SMTP bench does).
+    await sim.wait_until(lambda: sim.receipts_sent >= sim.accepted
+                         and sim.unacked_deliveries == 0, timeout=60)
+    # Each recipient is a number of its own: the SMSC must have received each exactly once.
+    # The simulator's history is bounded: a load larger than it goes unchecked (None).
+    ours = sim.accepted - base
+    delivery = delivery_check(
+        (s.destination for s in (sim.submits[-ours:] if ours else [])),
+        {_number(first_number + k) for k in range(calls * size)}) \
+        if ours <= len(sim.submits) else None
+    return {"calls": calls, "recipients_per_call": size, "statuses": statuses,
+            "messages_accepted": messages, "messages_at_simulator": submitted,
+            "delivery": delivery,
+            "http_seconds": round(seconds, 3), "e2e_seconds": round(e2e, 3),
+            "http_msgs_per_s": round(calls * size / seconds, 1),
+            "e2e_msgs_per_s": round(submitted / e2e, 1),
+            **{f"{q}_ms": v for q, v in latency_ms(latencies).items() if q in ("p50", "p99")},
+            "mean_ms": round(1000 * statistics.fmean(latencies), 2) if latencies else 0.0,
+            "cpu_us_per_msg": meter.us_per_message(before, calls * size)}
+
+
+def _median_run(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """The round whose `key` is the median, with every round's value beside it."""
+    ordered = sorted(runs, key=lambda r: float(r[key]))
+    return {**ordered[len(ordered) // 2], "rounds": [r[key] for r in runs]}
+
+
+async def _bench_against(sim: SmscSimulator, sim_port: int, *, calls: int, batch_calls: int,
+                         batch_size: int, noop_calls: int, concurrency: int,
+                         rounds: int) -> dict[str, Any]:
+    """Rounds alternate the four loads, so that noise from the machine (2 cores, other work)
+    falls on all of them alike; each figure is its median round, each ratio the median of the
+    rounds' own ratios."""
+    runs: dict[str, list[dict[str, Any]]] = {"noop_stock": [], "noop_bridge": [],
+                                             "send_1": [], "send_100": []}
+    with tempfile.TemporaryDirectory(prefix="soap-bench-") as tmp:
+        async with child_process("-m", "bridge.bench.soap", "--serve", tmp,
+                                 "--smsc-port", str(sim_port)) as ports:
+            soap = ("127.0.0.1", int(ports["soap_port"]))
+            meter = CpuMeter(ports["pids"])
+            side = ("127.0.0.1", int(ports["side_port"]))
+            auth = "Basic " + base64.b64encode(f"{ACCOUNT}:{PASSWORD}".encode()).decode()
+            headers = {"Content-Type": "text/xml; charset=utf-8", "Authorization": auth}
+            run = f"{os.getpid()}-{int(time.time())}"
+            await _send(soap, sim, 200, 1, concurrency, headers, run=run + "w",
+                        first_number=90_000_000, meter=meter)  # warm-up
+            for r in range(rounds):
+                runs["noop_stock"].append(await _noop(
+                    side, "/stock", noop_calls, concurrency,
+                    {"Content-Type": "text/xml; charset=utf-8"}, meter))
+                runs["noop_bridge"].append(await _noop(side, "/soap", noop_calls, concurrency,
+                                                       headers, meter))
+                runs["send_1"].append(await _send(
+                    soap, sim, calls, 1, concurrency, headers, run=run,
+                    first_number=10_000_000 + r * calls, meter=meter))
+                runs["send_100"].append(await _send(
+                    soap, sim, batch_calls, batch_size, concurrency, headers,
+                    run=run, first_number=20_000_000 + r * batch_calls * batch_size,
+                    meter=meter))
+    result: dict[str, Any] = {"concurrency": concurrency, "rounds": rounds}
+    for name in ("noop_stock", "noop_bridge"):
+        result[name] = _median_run(runs[name], "calls_per_s")
+    for name in ("send_1", "send_100"):
+        result[name] = _median_run(runs[name], "e2e_msgs_per_s")
+    # CPU µs per call (no-ops) or message (sends) by process, medians over the rounds: what
+    # bounds each figure on 2 cores (2e6 / total), steadier than the rates themselves.
+    result["cpu_us"] = {name: median_by_key([r["cpu_us_per_call" if name.startswith("noop")
+                                               else "cpu_us_per_msg"] for r in rounds])
+                        for name, rounds in runs.items()}
+
+    def ratio(num: str, num_key: str, den: str) -> float:
+        values = sorted(float(a[num_key]) / float(b["calls_per_s"])
+                        for a, b in zip(runs[num], runs[den]))
+        return round(values[len(values) // 2], 3)
+
+    result["delivery"] = delivery_total(r["delivery"] for name in ("send_1", "send_100")
+                                        for r in runs[name])
+    result["ratios"] = {
+        "send_1_e2e_vs_noop_stock": ratio("send_1", "e2e_msgs_per_s", "noop_stock"),
+        "send_1_e2e_vs_noop_bridge": ratio("send_1", "e2e_msgs_per_s", "noop_bridge"),
+        "send_1_http_vs_noop_stock": ratio("send_1", "http_msgs_per_s", "noop_stock"),
+        "send_100_e2e_msgs_per_s": result["send_100"]["e2e_msgs_per_s"],
+    }
+    return result
+
+
+async def bench_soap(*, calls: int = 3000, batch_calls: int = 100, batch_size: int = 100,
+                     noop_calls: int = 3000, concurrency: int = 16,
+                     rounds: int = 3) -> dict[str, Any]:
+    """Start the bridge in a child process, load it, return the summary (see module doc)."""
+    calls, batch_calls = min(calls, 100_000), min(batch_calls, 10_000)
+    batch_size, noop_calls = min(batch_size, 1000), min(noop_calls, 100_000)
+    sim = SmscSimulator(SimulatorConfig(enabled=True, port=0, receipt_delay_s=0.05))
+    sim_port = await sim.start()
+    try:
+        result = await _bench_against(sim, sim_port, calls=calls, batch_calls=batch_calls,
+                                      batch_size=batch_size, noop_calls=noop_calls,
+                                      concurrency=concurrency, rounds=max(1, min(rounds, 9)))
+    finally:
+        await sim.stop()
+    result["targets"] = {"send_1_vs_noop_0.70": result["ratios"]["send_1_e2e_vs_noop_stock"] >= 0.7,
+                         "send_100_5000_msgs_per_s": result["send_100"]["e2e_msgs_per_s"] >= 5000,
+                         "exactly_once": result["delivery"]["exactly_once"]}
+    return result
+
+
+async def _against(args: argparse.Namespace) -> dict[str, Any]:
+    """Load a running bridge (`--target URL`): SendSms calls of `--recipients` numbers each,
+    every answer counted; with `--metrics`, also until the bridge has submitted what it
+    accepted."""
+    url = urllib.parse.urlsplit(args.target)
+    https = url.scheme == "https"
+    host, port = url.hostname or "", url.port or (443 if https else 80)
+    tls = client_tls(args.cafile, args.insecure) if https else None
+    password = os.environ.get(args.password_env, "")
+    auth = base64.b64encode(f"{args.user}:{password}".encode()).decode()
+    headers = {"Content-Type": "text/xml; charset=utf-8", "Authorization": f"Basic {auth}"}
+    template: str = args.to
+    run = f"{os.getpid()}-{time.time_ns()}"
+    bodies = []
+    for i in range(args.calls):
+        numbers = (template.format(n=(i * args.recipients + k) % args.numbers)
+                   for k in range(args.recipients))
+        recipients = "".join(f"<t:recipients>{xml_escape(number)}</t:recipients>"
+                             for number in numbers)
+        bodies.append(_envelope(f"<t:SendSms>{recipients}<t:text>bench {run} {i}</t:text>"
+                                f"</t:SendSms>"))
+    watch = SubmitWatch(args.metrics) if args.metrics else None
+    if watch is not None:
+        await watch.start()
+    answers = _Answers()
+    seconds, latencies, statuses = await _load(
+        (host, port), url.path or "/", bodies, headers, args.concurrency,
+        progress=Progress(args.calls, f"soap → {args.target}"), answers=answers, tls=tls,
+        rate=args.rate)
+    accepted = answers.submissions.get("accepted", 0)
+    result: dict[str, Any] = {
+        "target": args.target, "calls": args.calls, "recipients_per_call": args.recipients,
+        "concurrency": args.concurrency, "rate_limit": args.rate, "seconds": round(seconds, 3),
+        "http_statuses": {str(k): v for k, v in sorted(statuses.items())},
+        "submissions": dict(sorted(answers.submissions.items())),
+        "faults": dict(sorted(answers.faults.items())),
+        "accepted": accepted, "accepted_msgs_per_s": round(accepted / seconds, 1),
+        "calls_per_s": round(args.calls / seconds, 1),
+        "latency_ms": latency_ms(latencies)}
+    if watch is not None:
+        result.update(await watch.finish(accepted, args.wait))
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bridge.bench.soap",
+                                     description="SOAP ingress benchmark (prints JSON)")
+    parser.add_argument("--calls", type=int, default=3000, help="1-recipient SendSms calls")
+    parser.add_argument("--batch-calls", type=int, default=100, help="batch SendSms calls")
+    parser.add_argument("--batch-size", type=int, default=100, help="recipients per batch call")
+    parser.add_argument("--noop-calls", type=int, default=3000, help="no-op calls per baseline")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (medians)")
+    target = target_options(parser, metavar="URL", unit="calls", tls="https",
+                            target_help="its SOAP endpoint, e.g. http://127.0.0.1:8080/soap")
+    target.add_argument("--recipients", type=int, default=1, help="recipients per call")
+    target.add_argument("--user", default="demo", help="HTTP Basic user")
+    parser.add_argument("--serve", metavar="DIR", help=argparse.SUPPRESS)
+    parser.add_argument("--smsc-port", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve:
+        asyncio.run(_serve(Path(args.serve), args.smsc_port))
+        return 0
+    if args.target:
+        url = urllib.parse.urlsplit(args.target)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            parser.error("--target must be an http:// or https:// URL")
+        problem = number_template_problem(args.to)
+        if problem:
+            parser.error(problem)
+        if not 1 <= args.calls <= 1_000_000 or not 1 <= args.recipients <= 1000 \
+                or not 1 <= args.numbers <= 10_000_000 or not 1 <= args.concurrency <= 1000 \
+                or args.rate < 0 or args.wait < 0:
+            parser.error("out of range")
+        print(json.dumps(asyncio.run(_against(args)), indent=2))
+        return 0
+    result = asyncio.run(bench_soap(calls=args.calls, batch_calls=args.batch_calls,
+                                    batch_size=args.batch_size, noop_calls=args.noop_calls,
+                                    concurrency=args.concurrency, rounds=args.rounds))
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Ingress adapters, one per wire format (smtp, soap); none imports another."""

@@ -1,0 +1,1 @@
+"""The intake: the Service every ingress calls (plan via the core, policy, persist)."""

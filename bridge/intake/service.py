@@ -1,0 +1,457 @@
+"""The one entry point both ingresses call: plan via the core, apply policy, persist, return ids.
+
+No wire formats here: adapters build a `SubmitRequest`, get `RecipientResult`s back and turn
+`BridgeError`s into their own replies through the error table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from bridge.config import AccountConfig, Config
+from bridge.ids import new_message_id, random_reference
+from bridge.core.addresses import normalise_recipient, parse_sender
+from bridge.core.callbacks import callback_host_allowed, callback_url_problem
+from bridge.core.encoding import Encoding, choose_encoding
+from bridge.core.errors import BridgeError, ErrorName
+from bridge.core.model import Address
+from bridge.core.policy import Bucket, FloodRun, duplicate_digester, flood_check, quota_left, take
+from bridge.core.segmentation import (
+    ConcatMode,
+    SegmentPlan,
+    max_text_chars,
+    plan_message,
+    reference_max,
+    truncate_to_fit,
+)
+from bridge.core.states import MessageState
+from bridge.metrics import Metrics
+from bridge.store.base import (
+    MessageView,
+    NewMessage,
+    NewPart,
+    Store,
+)
+
+PAGE_SIZE = 25
+MAX_PAGE = 1_000_000_000  # its offset still fits SQLite's 64-bit integers
+
+
+@dataclass(frozen=True)
+class Recipient:
+    raw: str
+    idempotency_key: str | None = None  # e.g. SMTP Message-ID + recipient
+    meta: tuple[tuple[str, str], ...] = ()  # per-recipient ingress details (DSN NOTIFY, ORCPT)
+    #: Already read and routed by `check_recipient` (SMTP, at RCPT time): not read twice.
+    destination: Address | None = None
+    #: Final outcomes mailed back as a DSN: "SUCCESS", "FAILURE", both, or None.
+    dsn_notify: str | None = None
+
+
+@dataclass(frozen=True)
+class SubmitRequest:
+    account: str
+    recipients: tuple[Recipient, ...]
+    text: str
+    ingress: str  # "smtp" | "soap"
+    sender: str | None = None
+    type_code: int | None = None
+    flash: bool = False
+    dlr: bool = True
+    validity_minutes: int | None = None
+    send_at: float | None = None  # epoch seconds
+    reference: str | None = None  # idempotency key for the whole request
+    callback_url: str | None = None
+    meta: tuple[tuple[str, str], ...] = ()  # request-level ingress details
+    truncate: bool = False  # too long: cut and mark the text instead of refusing it
+
+
+@dataclass(frozen=True)
+class RecipientResult:
+    recipient: str
+    status: str  # "accepted" or an ErrorName value
+    message_id: str | None
+    parts: int
+    encoding: str | None
+    error: BridgeError | None = None
+
+    @property
+    def accepted(self) -> bool:
+        """Accepted now or earlier (idempotent repeat or duplicate): the caller may rely on it."""
+        return self.message_id is not None
+
+
+@dataclass(frozen=True)
+class AccountInfo:
+    name: str
+    quota: int
+    quota_left: int | None  # None = unlimited
+    rate_per_s: float
+
+
+#: Each ingress's logger, looked up once rather than per request (getLogger takes a lock).
+_INGRESS_LOGS = {name: logging.getLogger(f"bridge.{name}") for name in ("smtp", "soap")}
+
+
+def report_results(results: Sequence[RecipientResult], *, ingress: str, account: str,
+                   metrics: Metrics, peer: str = "") -> list[str]:
+    """What every ingress does with a submit's results, in one place so they count and log
+    alike: `accepted` per message taken on, `rejected` per recipient error (a DUPLICATE too:
+    nothing new was queued), a line per recipient refused and one for the request. Returns
+    the ids the caller may rely on (new, repeated or the duplicate's first), in order."""
+    fresh = sum(1 for r in results if r.status == "accepted")
+    if fresh:
+        metrics.accepted(ingress, fresh)
+    log = _INGRESS_LOGS.get(ingress) or logging.getLogger(f"bridge.{ingress}")
+    for r in results:
+        if r.error is None:
+            continue
+        metrics.rejected(ingress, r.error.name.value)
+        if not r.accepted:
+            log.info("%s recipient refused account=%s rcpt=%s: %s", ingress, account,
+                     r.recipient, r.error)
+    ids = [r.message_id for r in results if r.message_id is not None]
+    log.info("%s accepted %saccount=%s ids=%s refused=%d", ingress, peer, account, ",".join(ids),
+             len(results) - len(ids))
+    return ids
+
+
+@dataclass(frozen=True)
+class Page:
+    number: int
+    count: int  # pages in all
+    total: int
+    messages: tuple[MessageView, ...]
+
+
+def verify_password(account: AccountConfig, password: str) -> bool:
+    """Constant-time; password_hash is `pbkdf2_sha256$iterations$salt_hex$hash_hex`."""
+    if account.password is not None:
+        return hmac.compare_digest(account.password.encode(), password.encode())
+    if account.password_hash is None:
+        return False
+    try:
+        scheme, iterations, salt, digest = account.password_hash.split("$")
+        if scheme != "pbkdf2_sha256":
+            return False
+        computed = hashlib.pbkdf2_hmac("sha256", password.encode(), bytes.fromhex(salt),
+                                       int(iterations))
+    except ValueError:
+        return False
+    return hmac.compare_digest(computed.hex(), digest)
+
+
+def hash_password(password: str, *, iterations: int = 200_000) -> str:
+    salt = os.urandom(16)
+    digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    return f"pbkdf2_sha256${iterations}${salt.hex()}${digest.hex()}"
+
+
+def _tlvs_json(plan: SegmentPlan, seq: int) -> str:
+    seg = plan.segments[seq - 1]
+    tlvs = plan.tlvs(seg)
+    if not tlvs:
+        return "[]"  # the usual case (UDH concatenation, no flash subunit)
+    return json.dumps([[name, {"hex": value.hex()} if isinstance(value, bytes) else value]
+                       for name, value in tlvs])
+
+
+@dataclass
+class _Counters:
+    buckets: dict[str, Bucket] = field(default_factory=dict)
+    floods: dict[str, FloodRun] = field(default_factory=dict)
+
+
+class Service:
+    """Validates and accepts submissions; knows nothing of SMTP, SOAP or SMPP."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        *,
+        routable: Callable[[str], bool] = lambda e164: True,
+        clock: Callable[[], float] = time.time,
+        new_id: Callable[[], str] = new_message_id,
+        new_reference: Callable[[], int] = random_reference,
+        concat: ConcatMode = ConcatMode.UDH8,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.routable = routable
+        self.clock = clock
+        self.new_id = new_id
+        self.new_reference = new_reference
+        self.concat = concat
+        self._accounts = {a.name: a for a in config.accounts}
+        self._counters = _Counters()
+        self._encodings = tuple(Encoding(e) for e in config.policy.auto_encodings)
+        # Fixed by the config: the cheap length bound and the UDH reference range.
+        self._max_chars = max_text_chars(config.policy.max_parts, concat)
+        self._reference_modulus = reference_max(concat) + 1
+        # Each ingress has its own limit; SMTP also applies it per RCPT, as the protocol wants.
+        self._recipient_limits = {"smtp": config.smtp.max_recipients,
+                                  "soap": config.soap.max_recipients}
+        self._in_flight = 0
+        self._idle: asyncio.Event | None = None  # set while nothing is in flight, once asked
+
+    async def drained(self, timeout: float) -> bool:
+        """Wait until no submit is in flight (a graceful stop closes the listeners first, then
+        waits here before the store closes, so a client is answered for what it sent)."""
+        if self._in_flight == 0:
+            return True
+        self._idle = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    # ------------------------------------------------------------------ accounts
+
+    def account(self, name: str) -> AccountConfig | None:
+        return self._accounts.get(name)
+
+    def authenticate(self, name: str, password: str) -> AccountConfig | None:
+        account = self._accounts.get(name)
+        if account is None:
+            # Spend the same time as a real check so names cannot be probed by timing.
+            hmac.compare_digest(password.encode(), b"\0" * len(password.encode()))
+            return None
+        return account if verify_password(account, password) else None
+
+    def relay_account(self, client_ip: str) -> AccountConfig | None:
+        """The account whose relay_networks contain the client address, if any."""
+        try:
+            ip = ipaddress.ip_address(client_ip.split("%")[0])
+        except ValueError:
+            return None
+        for account in self.config.accounts:
+            if any(ip in net for net in account.relay_networks):
+                return account
+        return None
+
+    @staticmethod
+    def mail_from_allowed(account: AccountConfig, mail_from: str) -> bool:
+        if not account.smtp_from:
+            return True
+        address = mail_from.lower()
+        return any(fnmatch.fnmatchcase(address, pattern) for pattern in account.smtp_from)
+
+    async def account_info(self, account: AccountConfig) -> AccountInfo:
+        used = await self.store.quota_used(account.name)
+        return AccountInfo(account.name, account.quota, quota_left(used, account.quota),
+                           account.rate_per_s)
+
+    # ------------------------------------------------------------------ validation
+
+    def check_recipient(self, account: AccountConfig, raw: str) -> Address:
+        """RCPT-time check: a dialable, routable number not currently flooded or rate limited.
+        Nothing is consumed here; `submit` decides for real."""
+        address = self._destination(account, raw)
+        self._admit(account, address, self.clock(), consume=False)
+        return address
+
+    def _destination(self, account: AccountConfig, raw: str) -> Address:
+        address = normalise_recipient(raw, default_region=account.default_region,
+                                      mobile_only=account.mobile_only)
+        if not self.routable(address.e164):
+            raise BridgeError(ErrorName.INVALID_DESTINATION, f"{address.e164} is not routable")
+        return address
+
+    def plan(self, account: AccountConfig,
+             req: SubmitRequest) -> tuple[SegmentPlan, Address | None, str]:
+        """Request-level checks shared by every recipient (sender, type, text): the plan, the
+        source address and the text it plans (cut and marked when `req.truncate` asks)."""
+        text = req.text
+        if len(text) > self._max_chars:
+            if not req.truncate:
+                # Certainly too long: refuse before encoding megabytes on the event loop.
+                raise BridgeError(ErrorName.INVALID_MESSAGE,
+                                  f"{len(text)} characters need more than "
+                                  f"{self.config.policy.max_parts} parts", too_big=True)
+            text = text[:self._max_chars + 1]  # the cheap bound first: the search plans often
+        sender_raw = req.sender if req.sender not in (None, "") else account.default_sender
+        source = (parse_sender(sender_raw, allowed=account.senders) if sender_raw else None)
+        reference = self.new_reference() % self._reference_modulus
+
+        def planned(candidate: str) -> SegmentPlan:
+            return plan_message(candidate, type_code=req.type_code, flash=req.flash,
+                                concat=self.concat, max_parts=self.config.policy.max_parts,
+                                reference=reference, candidates=self._encodings)
+
+        try:
+            return planned(text), source, text
+        except BridgeError as exc:
+            if not (exc.too_big and req.truncate):
+                raise
+
+        def fits(candidate: str) -> bool:
+            try:
+                planned(candidate)
+            except BridgeError as exc:
+                if exc.too_big:
+                    return False
+                raise
+            return True
+
+        # "…" only where the text is UCS-2 anyway; "..." keeps a GSM/Latin-1 text cheap.
+        ucs2 = choose_encoding(text, self._encodings) is Encoding.UCS2
+        text = truncate_to_fit(text, fits, "…" if ucs2 else "...")
+        return planned(text), source, text
+
+    # ------------------------------------------------------------------ submit
+
+    async def submit(self, req: SubmitRequest) -> list[RecipientResult]:
+        """One result per recipient, in order. Raises BridgeError for request-level refusals
+        (unknown account, sender, type, text, too many recipients, store down)."""
+        self._in_flight += 1
+        try:
+            return await self._submit(req)
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0 and self._idle is not None:
+                self._idle.set()
+
+    async def _submit(self, req: SubmitRequest) -> list[RecipientResult]:
+        account = self._accounts.get(req.account)
+        if account is None:
+            raise BridgeError(ErrorName.AUTH_FAILED, "unknown account")
+        if not req.recipients:
+            raise BridgeError(ErrorName.INVALID_PARAMETER, "at least one recipient is required")
+        limit = self._recipient_limits.get(req.ingress, self.config.soap.max_recipients)
+        if len(req.recipients) > limit:
+            raise BridgeError(ErrorName.TOO_MANY_RECIPIENTS, f"at most {limit} per request")
+        if req.validity_minutes is not None and not 1 <= req.validity_minutes <= 60 * 24 * 30:
+            raise BridgeError(ErrorName.INVALID_PARAMETER, "validity_minutes must be 1..43200")
+        if req.callback_url is not None:
+            if not self.config.soap.callbacks:
+                raise BridgeError(ErrorName.INVALID_DLR, "callbacks are turned off on this bridge")
+            problem = callback_url_problem(req.callback_url)
+            if problem is not None:
+                raise BridgeError(ErrorName.INVALID_DLR, problem)
+            if not callback_host_allowed(req.callback_url, account.callback_hosts):
+                raise BridgeError(ErrorName.INVALID_DLR,
+                                  "callback_url host is not one this account may use")
+        plan, source, text = self.plan(account, req)
+        now = self.clock()
+        policy = self.config.policy
+        validity_s = 60.0 * (req.validity_minutes or policy.validity_default_minutes)
+        scheduled = req.send_at is not None and req.send_at > now + 1.0
+        start = req.send_at if scheduled and req.send_at is not None else now
+        parts = tuple(NewPart(seg.seq, seg.total, seg.short_message, _tlvs_json(plan, seg.seq))
+                      for seg in plan.segments)
+        billed_parts = plan.air_parts  # in message_payload mode the SMSC splits it
+        # Everything below is the same for every recipient of the request: worked out once.
+        source_addr, source_ton, source_npi = \
+            (source.value, source.ton, source.npi) if source else (None, 0, 0)
+        digest = duplicate_digester(account.name, source_addr, req.text, req.type_code,
+                                    req.flash) if policy.duplicate_window_s > 0 else None
+        request_meta = dict(req.meta)
+        if req.reference:  # a callback reports it
+            request_meta["reference"] = req.reference
+        request_meta_json = json.dumps(request_meta, sort_keys=True) if request_meta else "{}"
+        reference_key = f"ref:{req.reference}\x1f" if req.reference else None
+        registered_delivery = 1 if req.dlr else 0
+        state = MessageState.SCHEDULED if scheduled else MessageState.QUEUED
+        send_at = req.send_at if scheduled else None
+        expires_at = start + validity_s
+        results: list[RecipientResult | None] = [None] * len(req.recipients)
+        pending: list[tuple[int, NewMessage]] = []
+        for index, recipient in enumerate(req.recipients):
+            try:
+                destination = recipient.destination if recipient.destination is not None \
+                    else self._destination(account, recipient.raw)
+                self._admit(account, destination, now)
+            except BridgeError as exc:
+                results[index] = RecipientResult(recipient.raw, exc.name.value, None, 0, None, exc)
+                continue
+            e164 = destination.e164
+            key = recipient.idempotency_key or (
+                reference_key + e164 if reference_key is not None else None)
+            if recipient.meta:
+                meta = dict(request_meta)
+                meta.update(recipient.meta)
+                meta_json = json.dumps(meta, sort_keys=True)
+            else:
+                meta_json = request_meta_json
+            pending.append((index, NewMessage(
+                id=self.new_id(), account=account.name, ingress=req.ingress, recipient=e164,
+                raw_recipient=recipient.raw, source_addr=source_addr, source_ton=source_ton,
+                source_npi=source_npi, dest_ton=destination.ton, dest_npi=destination.npi,
+                text=text, encoding=plan.encoding.value, data_coding=plan.data_coding,
+                esm_class=plan.esm_class, registered_delivery=registered_delivery,
+                parts=parts, state=state, created_at=now, send_at=send_at,
+                expires_at=expires_at, idempotency_key=key,
+                dup_digest=digest(e164) if digest is not None else None,
+                dup_window_s=policy.duplicate_window_s, quota=account.quota,
+                callback_url=req.callback_url, meta_json=meta_json,
+                dsn_notify=recipient.dsn_notify)))
+        if pending:
+            try:
+                outcomes = await self.store.accept([m for _, m in pending], now=now)
+            except Exception as exc:  # the store said no: nothing was accepted
+                raise BridgeError(ErrorName.STORE_UNAVAILABLE, "the message store is unavailable") \
+                    from exc
+            for (index, _), outcome in zip(pending, outcomes):
+                raw = req.recipients[index].raw
+                if outcome.status in ("accepted", "idempotent"):
+                    results[index] = RecipientResult(raw, "accepted", outcome.message_id,
+                                                     billed_parts, plan.encoding.value)
+                elif outcome.status == "duplicate":
+                    error = BridgeError(ErrorName.DUPLICATE, "same message inside the duplicate window")
+                    results[index] = RecipientResult(raw, ErrorName.DUPLICATE.value,
+                                                     outcome.message_id, billed_parts,
+                                                     plan.encoding.value, error)
+                else:
+                    error = BridgeError(ErrorName.INSUFFICIENT_CREDIT, "quota exhausted")
+                    results[index] = RecipientResult(raw, error.name.value, None, 0, None, error)
+        return [r for r in results if r is not None]
+
+    def _admit(self, account: AccountConfig, destination: Address, now: float, *,
+               consume: bool = True) -> None:
+        """Flood and rate checks (in-memory, per instance); `consume` records the message."""
+        policy = self.config.policy
+        counters = self._counters
+        ok, run = flood_check(counters.floods.get(destination.value), now=now,
+                              flood_max=policy.flood_max, gap_s=policy.flood_gap_s)
+        if not ok:
+            raise BridgeError(ErrorName.FLOOD, f"too many messages to {destination.e164}, try later")
+        ok, bucket = take(counters.buckets.get(account.name), now=now, rate=account.rate_per_s,
+                          burst=max(account.rate_per_s, 1.0))
+        if not ok:
+            raise BridgeError(ErrorName.OVER_LIMIT, f"{account.rate_per_s:g} messages/s")
+        if not consume:
+            return
+        counters.buckets[account.name] = bucket
+        if len(counters.floods) > 200_000:
+            horizon = now - policy.flood_gap_s
+            counters.floods = {k: v for k, v in counters.floods.items() if v.last >= horizon}
+        counters.floods[destination.value] = run
+
+    # ------------------------------------------------------------------ queries
+
+    async def status(self, account: AccountConfig, ids: Sequence[str]) -> list[MessageView]:
+        """Only the caller's own messages are visible."""
+        views = await self.store.get_messages(list(ids))
+        return [v for v in views if v.account == account.name]
+
+    async def list_messages(self, account: AccountConfig, *, page: int = 1,
+                            state: MessageState | None = None,
+                            since: float | None = None) -> Page:
+        if not 1 <= page <= MAX_PAGE:
+            raise BridgeError(ErrorName.INVALID_PARAMETER, f"page must be 1..{MAX_PAGE}")
+        total, views = await self.store.list_messages(
+            account.name, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE, state=state, since=since)
+        count = max(1, -(-total // PAGE_SIZE))
+        return Page(page, count, total, tuple(views))

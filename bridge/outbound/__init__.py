@@ -1,0 +1,1 @@
+"""The outbound side: dispatcher, SMPP binds, notifications (callbacks, mail back), retention."""

@@ -1,0 +1,1 @@
+"""Notifications of outcomes: delivery callbacks and mail back to email senders."""

@@ -1,0 +1,130 @@
+"""Composition root. Two processes: this one runs the SMTP and SOAP listeners, the Service and
+(when configured) the embedded SMSC simulator on one asyncio loop; the store process runs the
+SQLite store and the outbound side, SMPP binds and dispatcher (bridge.runtime.outbound says why)."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import ssl
+import time
+from dataclasses import replace
+from typing import Any
+
+from aiohttp import web
+
+from bridge.config import Config, SmscConfig, effective_smscs
+from bridge.core.segmentation import ConcatMode
+from bridge.metrics import Metrics
+from bridge.runtime.outbound import OutboundSetup
+from bridge.intake.service import Service
+from bridge.simulator import SmscSimulator
+from bridge.outbound.smpp.pool import Routes
+from bridge.ingress.smtp.server import start_smtp
+from bridge.ingress.soap.app import create_soap_app
+from bridge.runtime import StoreProcess, open_store
+
+log = logging.getLogger("bridge.app")
+
+
+class Bridge:
+    """Start/stop the whole gateway; ports are known after `start` (port 0 = ephemeral)."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.simulator: SmscSimulator | None = None
+        self.smtp_port = 0
+        self.soap_port = 0
+        self._smtp_server: asyncio.Server | None = None
+        self._soap_runner: web.AppRunner | None = None
+        self.store: StoreProcess = open_store(config.store, config.base_dir)
+        self.service: Service | None = None
+        #: Set when the bridge cannot go on (its store is lost); `serve` then stops, exit 1.
+        self.failed = asyncio.Event()
+
+    async def start(self) -> None:
+        config = self.config
+        smscs = effective_smscs(config)
+        if config.simulator.enabled:
+            self.simulator = SmscSimulator(config.simulator)
+            port = await self.simulator.start()
+            # Entries that point at the embedded simulator follow it to its real port.
+            smscs = tuple(_follow_simulator(s, config, port) for s in smscs)
+        store = self.store
+        store.on_lost = self.failed.set
+        await store.open(outbound=OutboundSetup(config, tuple(smscs),
+                                                logging.getLogger().getEffectiveLevel()))
+        concat = ConcatMode(smscs[0].concat)  # config guarantees one form for every route
+        self.service = Service(config, store, routable=Routes(smscs).routable, concat=concat)
+        self._smtp_server = await start_smtp(self.service, config, self.metrics)
+        self.smtp_port = self._smtp_server.sockets[0].getsockname()[1]
+        app = create_soap_app(self.service, config, self.metrics, health=self.health,
+                              more_metrics=store.outbound_metrics)
+        self._soap_runner = web.AppRunner(app, access_log=None)
+        await self._soap_runner.setup()
+        soap_ssl = None
+        if config.soap.tls_cert and config.soap.tls_key:
+            soap_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            soap_ssl.load_cert_chain(config.soap.tls_cert, config.soap.tls_key)
+        site = web.TCPSite(self._soap_runner, config.soap.listen_host, config.soap.listen_port,
+                           ssl_context=soap_ssl, reuse_address=True)
+        await site.start()
+        server = site._server  # aiohttp keeps the asyncio server here
+        assert server is not None
+        self.soap_port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        log.info("serving smtp=%s:%d soap=%s:%d%s", config.smtp.listen_host, self.smtp_port,
+                 config.soap.listen_host, self.soap_port, config.soap.path)
+
+    async def wait_bound(self, timeout: float) -> bool:
+        """True once every SMSC bind is up (tests and benchmarks start sending after this)."""
+        return await self.store.wait_bound(timeout)
+
+    async def health(self) -> dict[str, Any]:
+        store_ok = self.store.healthy()
+        binds: dict[str, bool] = {}
+        queue_depth = 0
+        if store_ok:
+            try:
+                status = await asyncio.wait_for(self.store.outbound_status(), 5.0)
+                binds, queue_depth = status.binds, status.queue_depth
+            except Exception as exc:
+                log.error("health: the store process did not answer: %s", exc)
+                store_ok = False
+        return {"status": "ok" if any(binds.values()) and store_ok else "degraded",
+                "binds": binds, "store": "ok" if store_ok else "unavailable",
+                "queue_depth": queue_depth, "time": time.time()}
+
+    async def stop(self, drain_timeout: float = 10.0) -> None:
+        """Graceful: stop intake, answer the requests already inside, then the store process
+        drains in-flight submits, unbinds and closes the store."""
+        if self._smtp_server is not None:
+            self._smtp_server.close()
+        if self._soap_runner is not None:
+            await self._soap_runner.cleanup()
+        if self.service is not None and not await self.service.drained(drain_timeout):
+            log.warning("stop: requests still in flight after %.0f s; closing anyway "
+                        "(their clients get no acceptance, so they retry)", drain_timeout)
+        if self._smtp_server is not None:
+            await self._smtp_server.wait_closed()
+        await self.store.close(drain_timeout=drain_timeout)
+        if self.simulator is not None:
+            await self.simulator.stop()
+
+
+def freeze_startup_heap() -> None:
+    """For a process that serves until it exits (`sms-bridge serve`, the benches' servers):
+    the ~60,000 objects built at start (Spyne, lxml, phonenumbers, aiohttp) live as long as
+    the process, yet every full collection walked them (about 50 ms each under SOAP load).
+    Frozen, collections walk only what came after. Not for tests: what is frozen is never
+    collected."""
+    gc.collect()
+    gc.freeze()
+
+
+def _follow_simulator(smsc: SmscConfig, config: Config, port: int) -> SmscConfig:
+    sim = config.simulator
+    if smsc.host == sim.host and smsc.port == sim.port:
+        return replace(smsc, port=port)
+    return smsc

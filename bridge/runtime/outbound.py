@@ -1,0 +1,114 @@
+"""The outbound side, the SMPP binds, the dispatcher, the delivery callbacks and the mail
+back to email senders, run inside the store process (with the retention sweep: one process
+per database does each of these).
+
+Why there and not beside SMTP and SOAP: on two cores the ingress process was the bottleneck
+(`python -m bridge.bench.soap`: it ran at 100 % while the store process idled at 40 %), and a
+fifth of its CPU went to the dispatcher, the binds and the receipts, whose store calls
+(`record_submitted`, `record_receipt`) crossed the pipe twice each. In the store process
+they call SQLite directly, and new messages reach the dispatcher the moment their
+transaction commits, without travelling back. The ingress process keeps only HTTP/SMTP and
+the Service, and asks for health and metrics through the same pipe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bridge.outbound.notify.callbacks import DRAIN_S as CALLBACK_DRAIN_S
+from bridge.outbound.notify.callbacks import CallbackSender
+from bridge.config import Config, SmscConfig
+from bridge.outbound.dispatcher import Dispatcher
+from bridge.outbound.notify.mailback import DRAIN_S as MAIL_DRAIN_S
+from bridge.outbound.notify.mailback import MailBack
+from bridge.metrics import OutboundMetrics
+from bridge.outbound.retention import Retention
+from bridge.outbound.smpp.pool import SmscPool
+from bridge.store.base import AcceptOutcome, OutboundMessage, Store
+from bridge.store.rows import AcceptRow, outbound_message
+
+
+@dataclass(frozen=True)
+class OutboundSetup:
+    """What the store process needs to run the outbound side: the config and the SMSCs as
+    the bridge resolved them (the embedded simulator's real port already filled in)."""
+    config: Config
+    smscs: tuple[SmscConfig, ...]
+    #: The bridge's own level, so that both processes log alike (tests leave it at WARNING).
+    log_level: int = logging.WARNING
+
+
+@dataclass(frozen=True)
+class OutboundStatus:
+    binds: dict[str, bool]
+    queue_depth: int
+
+
+def accepted_messages(rows: Sequence[AcceptRow],
+                      outcomes: Sequence[AcceptOutcome]) -> list[OutboundMessage]:
+    """What a committed `accept` gives the dispatcher: the messages it took on, not repeats."""
+    return [outbound_message(r) for r, o in zip(rows, outcomes) if o.status == "accepted"]
+
+
+class Outbound:
+    """Binds plus dispatcher over one store, with their own metrics registry."""
+
+    def __init__(self, setup: OutboundSetup, store: Store) -> None:
+        self.metrics = OutboundMetrics()
+        self.dispatcher = Dispatcher(setup.config, store, metrics=self.metrics)
+        self.pool = SmscPool(setup.smscs, on_receipt=self.dispatcher.on_receipt,
+                             on_mo=self.dispatcher.on_mo)
+        self.dispatcher.attach(self.pool)
+        self.callbacks = CallbackSender(setup.config.soap, store, self.metrics,
+                                        secrets={a.name: a.callback_secret
+                                                 for a in setup.config.accounts
+                                                 if a.callback_secret}) \
+            if setup.config.soap.callbacks else None
+        self.mailback = MailBack(setup.config.smtp, store, self.metrics) \
+            if setup.config.smtp.mail_back else None
+        retention_days = setup.config.store.retention_days
+        self.retention = Retention(store, retention_days * 86400) if retention_days else None
+
+    async def start(self) -> None:
+        await self.pool.start()
+        await self.dispatcher.start()
+        if self.callbacks is not None:
+            await self.callbacks.start()
+        if self.mailback is not None:
+            await self.mailback.start()
+        if self.retention is not None:
+            self.retention.start()
+
+    def accepted(self, rows: Sequence[AcceptRow], outcomes: Sequence[AcceptOutcome]) -> None:
+        """Hand the messages a committed `accept` took on (not repeats) to the dispatcher."""
+        fresh = accepted_messages(rows, outcomes)
+        if fresh:
+            self.dispatcher.enqueue(fresh)
+
+    def status(self) -> OutboundStatus:
+        return OutboundStatus({name: b.bound for name, b in self.pool.binds.items()},
+                              self.dispatcher.queue_depth)
+
+    async def wait_bound(self, timeout: float) -> bool:
+        return await self.pool.wait_bound(timeout)
+
+    def metrics_text(self) -> bytes:
+        """Bind states are read at scrape time, so the gauge is never stale."""
+        for name, bind in self.pool.binds.items():
+            self.metrics.set_binds_up(name, bind.bound)
+        return self.metrics.render()[0]
+
+    async def stop(self, drain_timeout: float) -> None:
+        """Let the submits, callbacks and mails in flight finish (bounded), then unbind."""
+        if self.retention is not None:
+            await self.retention.stop()
+        await asyncio.gather(
+            *([self.callbacks.stop(min(drain_timeout, CALLBACK_DRAIN_S))]
+              if self.callbacks is not None else []),
+            *([self.mailback.stop(min(drain_timeout, MAIL_DRAIN_S))]
+              if self.mailback is not None else []))
+        await self.dispatcher.stop(drain_timeout)
+        await self.pool.stop()
