@@ -3,5 +3,4 @@
 - `bridge.outbound.smpp.codec`: PDU encode/decode over smpplib's codec (`SubmitSm`, `encode_submit`, …).
 - `bridge.outbound.smpp.client`: `SmppBind`, one asyncio upstream per [[smsc]] entry.
 - `bridge.outbound.smpp.pool`: `SmscPool`, prefix routing and fail-over.
-- `bridge.bench.smpp`: `python -m bridge.bench.smpp`, submit_sm/s against the simulator.
 """
