@@ -64,7 +64,7 @@ async def _status(config: Config, ids: Sequence[str]) -> int:
                 code = 1
                 continue
             print(f"{view.id}  {view.state.value}  to {view.recipient}  account {view.account}  "
-                  f"via {view.ingress}  {view.parts} part(s), {view.parts_delivered} delivered  "
+                  f"via {view.ingress.value}  {view.parts} part(s), {view.parts_delivered} delivered  "
                   f"{view.encoding}" + (f"  error {view.error}" if view.error else ""))
             for event in await store.timeline(message_id):
                 stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(event.at))

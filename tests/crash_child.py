@@ -8,6 +8,7 @@ import sys
 
 from bridge.runtime.app import Bridge
 from bridge.config import load_config
+from bridge.core.model import Ingress
 from bridge.intake.service import Recipient, SubmitRequest
 
 
@@ -20,7 +21,7 @@ async def run(config_path: str, count: int, batch: int) -> None:
         numbers = [f"+4474001{n:05d}" for n in range(start, min(count, start + batch))]
         results = await bridge.service.submit(SubmitRequest(
             account="crash", recipients=tuple(Recipient(n) for n in numbers),
-            text=f"crash test {start}", ingress="soap"))
+            text=f"crash test {start}", ingress=Ingress.SOAP))
         lines = [f"ACCEPTED {r.message_id} {r.recipient}" for r in results if r.status == "accepted"]
         sys.stdout.write("\n".join(lines) + "\n")
         sys.stdout.flush()

@@ -13,6 +13,7 @@ from typing import Any, AsyncIterator, Callable
 import pytest
 
 from bridge.config import Config, SimulatorConfig
+from bridge.core.model import Ingress
 from bridge.core.states import MessageState
 from bridge.outbound.dispatcher import Dispatcher, relative_validity
 from bridge.metrics import OutboundMetrics
@@ -42,7 +43,7 @@ class Pipeline:
     async def send(self, *numbers: str, text: str = "hello", **kw: Any) -> list[str]:
         results = await self.service.submit(SubmitRequest(
             account="demo", recipients=tuple(Recipient(n) for n in numbers), text=text,
-            ingress="soap", **kw))
+            ingress=Ingress.SOAP, **kw))
         assert all(r.status == "accepted" for r in results), results
         return [r.message_id for r in results if r.message_id]
 

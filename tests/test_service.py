@@ -17,6 +17,7 @@ from bridge.config import Config
 from bridge.core.errors import BridgeError, ErrorName
 from bridge.core.states import MessageState
 from bridge.ids import new_message_id, random_reference
+from bridge.core.model import Ingress
 from bridge.intake.service import Recipient, Service, SubmitRequest
 from bridge.runtime import open_store
 from bridge.store.base import AcceptOutcome, NewMessage, Store
@@ -35,8 +36,8 @@ async def opened(config: Config) -> AsyncIterator[Store]:
         await store.close()
 
 
-@pytest.mark.parametrize(("ingress", "limit"), [("smtp", 3), ("soap", 5)])
-async def test_each_ingress_has_its_own_recipient_limit(tmp_path: Path, ingress: str,
+@pytest.mark.parametrize(("ingress", "limit"), [(Ingress.SMTP, 3), (Ingress.SOAP, 5)])
+async def test_each_ingress_has_its_own_recipient_limit(tmp_path: Path, ingress: Ingress,
                                                         limit: int) -> None:
     config = make_config(tmp_path, smtp={"max_recipients": 3}, soap={"max_recipients": 5})
     async with opened(config) as store:
@@ -61,7 +62,7 @@ async def test_rcpt_check_peeks_without_consuming(tmp_path: Path) -> None:
             service.check_recipient(account, "+447400123480")
         for text in ("a", "b"):
             [result] = await service.submit(SubmitRequest(
-                "demo", (Recipient("+447400123480"),), text, "smtp"))
+                "demo", (Recipient("+447400123480"),), text, Ingress.SMTP))
             assert result.status == "accepted"
         with pytest.raises(BridgeError) as info:
             service.check_recipient(account, "+447400123480")
@@ -74,13 +75,13 @@ async def test_a_huge_text_is_refused_before_planning(tmp_path: Path) -> None:
         service = Service(config, store)
         with pytest.raises(BridgeError) as info:
             await service.submit(SubmitRequest("demo", (Recipient("+447400123481"),),
-                                               "€" * 1_000_000, "soap"))
+                                               "€" * 1_000_000, Ingress.SOAP))
         assert info.value.name is ErrorName.INVALID_MESSAGE and info.value.too_big
         assert info.value.detail == "1000000 characters need more than 10 parts"
         # At the bound the real planner decides, with the exact part count.
         with pytest.raises(BridgeError) as info:
             await service.submit(SubmitRequest("demo", (Recipient("+447400123481"),),
-                                               "€" * 1530, "soap"))
+                                               "€" * 1530, Ingress.SOAP))
         assert info.value.detail == "needs 21 parts, max_parts is 10"  # 76 escape pairs a part
 
 
@@ -100,7 +101,7 @@ async def test_drained_waits_for_a_submit_in_flight(tmp_path: Path) -> None:
         store.accept = slow_accept  # type: ignore[method-assign]
         assert await service.drained(0.01)  # nothing in flight
         pending = asyncio.ensure_future(service.submit(
-            SubmitRequest("demo", (Recipient("+447400123456"),), "hi", "smtp")))
+            SubmitRequest("demo", (Recipient("+447400123456"),), "hi", Ingress.SMTP)))
         await asyncio.sleep(0)
         assert not await service.drained(0.05)
         release.set()
@@ -114,13 +115,13 @@ async def test_truncate_cuts_a_too_long_text_and_stores_what_is_sent(tmp_path: P
         service = Service(config, store)
         huge = "word " * 200_000  # a megabyte: the cheap bound cuts it before any planning
         results = await service.submit(SubmitRequest(
-            "demo", (Recipient("+447400123456"),), huge, "smtp", truncate=True))
+            "demo", (Recipient("+447400123456"),), huge, Ingress.SMTP, truncate=True))
         assert [(r.status, r.parts) for r in results] == [("accepted", 1)]
         (view,) = await store.get_messages([results[0].message_id or ""])
         assert view.parts == 1
         with pytest.raises(BridgeError) as info:  # without the flag: refused, as before
             await service.submit(SubmitRequest("demo", (Recipient("+447400123457"),), huge,
-                                               "smtp"))
+                                               Ingress.SMTP))
         assert info.value.too_big
 
 
@@ -144,11 +145,11 @@ async def test_messages_carry_request_and_recipient_fields(tmp_path: Path) -> No
     service = Service(config, store, clock=lambda: 1000.0)
     requests = [
         SubmitRequest("demo", (Recipient("+447400123460"), Recipient("07400123461")), "hi",
-                      "soap", reference="r1", callback_url="https://example.com/cb"),
+                      Ingress.SOAP, reference="r1", callback_url="https://example.com/cb"),
         SubmitRequest("demo", (Recipient("+447400123462", "mid-1", (("notify", "SUCCESS"),)),),
-                      "x" * 400, "smtp", sender="+447400000001", meta=(("from", "a@b"),),
+                      "x" * 400, Ingress.SMTP, sender="+447400000001", meta=(("from", "a@b"),),
                       send_at=5000.0, validity_minutes=5, dlr=False),
-        SubmitRequest("demo", (Recipient("+447400123463"),), "ünïcödé ✓", "soap", flash=True),
+        SubmitRequest("demo", (Recipient("+447400123463"),), "ünïcödé ✓", Ingress.SOAP, flash=True),
     ]
     for req in requests:
         results = await service.submit(req)
@@ -213,5 +214,5 @@ async def test_a_destination_read_at_rcpt_time_is_not_read_again(
 
     monkeypatch.setattr(service, "_destination", read_again)
     [result] = await service.submit(SubmitRequest(
-        "demo", (Recipient(address.e164, destination=address),), "hi", "smtp"))
+        "demo", (Recipient(address.e164, destination=address),), "hi", Ingress.SMTP))
     assert result.status == "accepted" and store.messages[0].recipient == "+447400123456"

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.bench.kit import process_cpu_s
+from bridge.core.model import Ingress
 from bridge.core.receipts import smsc_id_keys
 from bridge.core.states import MessageState, PartState
 from bridge.store.base import NewMessage, NewPart
@@ -53,7 +54,7 @@ _PART = NewPart(1, 1, b"Your code is 123456. It expires in 10 minutes.", "[]")
 
 def _message(i: int, now: float) -> NewMessage:
     return NewMessage(
-        id=f"bench-{i:08d}", account="bench", ingress="soap", recipient=f"+4477009{i:05d}",
+        id=f"bench-{i:08d}", account="bench", ingress=Ingress.SOAP, recipient=f"+4477009{i:05d}",
         raw_recipient=f"077009{i:05d}", source_addr="BENCH", source_ton=5, source_npi=0,
         dest_ton=1, dest_npi=1, text="Your code is 123456. It expires in 10 minutes.",
         encoding="gsm7", data_coding=0, esm_class=0, registered_delivery=1, parts=(_PART,),
@@ -132,7 +133,7 @@ async def _pipeline(directory: Path, *, total: int, tasks: int = 16,
                 for call in calls:
                     first = 10_000_000 + call * per_call
                     results = await service.submit(SubmitRequest(
-                        account="bench", ingress="soap", text=f"pipeline bench {call}",
+                        account="bench", ingress=Ingress.SOAP, text=f"pipeline bench {call}",
                         recipients=tuple(Recipient(f"+4474{first + k:08d}")
                                          for k in range(per_call))))
                     accepted += sum(1 for r in results if r.status == "accepted")

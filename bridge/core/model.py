@@ -4,6 +4,17 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from enum import Enum
+
+
+class Ingress(str, Enum):
+    """How a message came in. Its value is what the store keeps, the `ingress` label of the
+    metrics and the logger's last name (`bridge.smtp`); nothing outside the adapters spells it
+    as a string."""
+
+    SMTP = "smtp"
+    SOAP = "soap"
+    HTTP = "http"
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from bridge.core.addresses import normalise_recipient, parse_sender
 from bridge.core.callbacks import callback_host_allowed, callback_url_problem
 from bridge.core.encoding import Encoding, choose_encoding
 from bridge.core.errors import BridgeError, ErrorName
-from bridge.core.model import Address
+from bridge.core.model import Address, Ingress
 from bridge.core.policy import Bucket, FloodRun, duplicate_digester, flood_check, quota_left, take
 from bridge.core.segmentation import (
     ConcatMode,
@@ -63,7 +63,7 @@ class SubmitRequest:
     account: str
     recipients: tuple[Recipient, ...]
     text: str
-    ingress: str  # "smtp" | "soap"
+    ingress: Ingress
     sender: str | None = None
     type_code: int | None = None
     flash: bool = False
@@ -100,10 +100,10 @@ class AccountInfo:
 
 
 #: Each ingress's logger, looked up once rather than per request (getLogger takes a lock).
-_INGRESS_LOGS = {name: logging.getLogger(f"bridge.{name}") for name in ("smtp", "soap")}
+_INGRESS_LOGS = {ingress: logging.getLogger(f"bridge.{ingress.value}") for ingress in Ingress}
 
 
-def report_results(results: Sequence[RecipientResult], *, ingress: str, account: str,
+def report_results(results: Sequence[RecipientResult], *, ingress: Ingress, account: str,
                    metrics: Metrics, peer: str = "") -> list[str]:
     """What every ingress does with a submit's results, in one place so they count and log
     alike: `accepted` per message taken on, `rejected` per recipient error (a DUPLICATE too:
@@ -111,17 +111,17 @@ def report_results(results: Sequence[RecipientResult], *, ingress: str, account:
     the ids the caller may rely on (new, repeated or the duplicate's first), in order."""
     fresh = sum(1 for r in results if r.status == "accepted")
     if fresh:
-        metrics.accepted(ingress, fresh)
-    log = _INGRESS_LOGS.get(ingress) or logging.getLogger(f"bridge.{ingress}")
+        metrics.accepted(ingress.value, fresh)
+    log = _INGRESS_LOGS[ingress]
     for r in results:
         if r.error is None:
             continue
-        metrics.rejected(ingress, r.error.name.value)
+        metrics.rejected(ingress.value, r.error.name.value)
         if not r.accepted:
-            log.info("%s recipient refused account=%s rcpt=%s: %s", ingress, account,
+            log.info("%s recipient refused account=%s rcpt=%s: %s", ingress.value, account,
                      r.recipient, r.error)
     ids = [r.message_id for r in results if r.message_id is not None]
-    log.info("%s accepted %saccount=%s ids=%s refused=%d", ingress, peer, account, ",".join(ids),
+    log.info("%s accepted %saccount=%s ids=%s refused=%d", ingress.value, peer, account, ",".join(ids),
              len(results) - len(ids))
     return ids
 
@@ -200,8 +200,8 @@ class Service:
         self._max_chars = max_text_chars(config.policy.max_parts, concat)
         self._reference_modulus = reference_max(concat) + 1
         # Each ingress has its own limit; SMTP also applies it per RCPT, as the protocol wants.
-        self._recipient_limits = {"smtp": config.smtp.max_recipients,
-                                  "soap": config.soap.max_recipients}
+        self._recipient_limits = {Ingress.SMTP: config.smtp.max_recipients,
+                                  Ingress.SOAP: config.soap.max_recipients}
         self._in_flight = 0
         self._idle: asyncio.Event | None = None  # set while nothing is in flight, once asked
 
@@ -329,7 +329,7 @@ class Service:
             raise BridgeError(ErrorName.AUTH_FAILED, "unknown account")
         if not req.recipients:
             raise BridgeError(ErrorName.INVALID_PARAMETER, "at least one recipient is required")
-        limit = self._recipient_limits.get(req.ingress, self.config.soap.max_recipients)
+        limit = self._recipient_limits[req.ingress]
         if len(req.recipients) > limit:
             raise BridgeError(ErrorName.TOO_MANY_RECIPIENTS, f"at most {limit} per request")
         if req.validity_minutes is not None and not 1 <= req.validity_minutes <= 60 * 24 * 30:

@@ -21,7 +21,7 @@ from typing import Awaitable, Callable, Iterable, Sequence
 
 from bridge.config import Config
 from bridge.core.errors import ErrorName
-from bridge.core.model import Address, meta_strings
+from bridge.core.model import Address, Ingress, meta_strings
 from bridge.core.policy import doubling_delay
 from bridge.core.receipts import Receipt, smsc_id_keys
 from bridge.core.states import MessageState, Retry, receipt_part_state, upstream_verdict
@@ -341,7 +341,7 @@ class Dispatcher:
         source = mo.source.e164
         smtp = self.config.smtp
         previous = await self.store.last_message_to(source, since=now - smtp.mo_reply_window_s)
-        mail_reply = (previous is not None and previous.ingress == "smtp"
+        mail_reply = (previous is not None and previous.ingress is Ingress.SMTP
                       and smtp.mail_back and smtp.mo_replies
                       and bool(meta_strings(previous.meta_json).get("mail_from")))
         await self.store.record_inbound(InboundMessage(

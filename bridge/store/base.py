@@ -16,6 +16,7 @@ import abc
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Sequence
 
+from bridge.core.model import Ingress
 from bridge.core.states import MessageState, PartState
 
 
@@ -31,7 +32,7 @@ class NewPart:
 class NewMessage:
     id: str
     account: str
-    ingress: str  # "smtp" | "soap"
+    ingress: Ingress
     recipient: str  # E.164 with '+'
     raw_recipient: str
     source_addr: str | None
@@ -111,7 +112,7 @@ class Event:
 class MessageView:
     id: str
     account: str
-    ingress: str
+    ingress: Ingress
     recipient: str
     source_addr: str | None
     state: MessageState

@@ -30,7 +30,7 @@ AcceptRow = tuple[Any, ...]
 
 def accept_rows(messages: Sequence[NewMessage]) -> tuple[AcceptRow, ...]:
     return tuple([(
-        m.id, m.account, m.ingress, m.recipient, m.raw_recipient, m.source_addr, m.source_ton,
+        m.id, m.account, m.ingress.value, m.recipient, m.raw_recipient, m.source_addr, m.source_ton,
         m.source_npi, m.dest_ton, m.dest_npi, m.text, m.encoding, m.data_coding, m.esm_class,
         m.registered_delivery, m.state.value,
         tuple([(p.seq, p.total, p.short_message, p.tlvs_json) for p in m.parts]),

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bridge.core.mailback import DELAYED
+from bridge.core.model import Ingress
 from bridge.core.states import (
     FINAL_MESSAGE_STATES,
     MESSAGE_TRANSITIONS,
@@ -1018,7 +1019,7 @@ def _views(conn: sqlite3.Connection, rows: list[Any]) -> list[MessageView]:
     for r in rows:
         own = parts.get(r[0], [])
         out.append(MessageView(
-            id=r[0], account=r[1], ingress=r[2], recipient=r[3], source_addr=r[4],
+            id=r[0], account=r[1], ingress=Ingress(r[2]), recipient=r[3], source_addr=r[4],
             state=MessageState(r[5]), encoding=r[6], parts=int(r[7]),
             parts_delivered=sum(1 for s, _ in own if s == PartState.DELIVERED.value),
             smsc_ids=tuple(i for _, i in own if i is not None),

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bridge.config import StoreConfig
+from bridge.core.model import Ingress
 from bridge.core.receipts import smsc_id_keys
 from bridge.core.states import MessageState, PartState, aggregate, can_move
 from bridge.store import (
@@ -37,7 +38,7 @@ def msg(mid: str, *, account: str = "acme", parts: int = 1, key: str | None = No
         state: MessageState = M.QUEUED, recipient: str = "+447700900001",
         send_at: float | None = None) -> NewMessage:
     return NewMessage(
-        id=mid, account=account, ingress="soap", recipient=recipient, raw_recipient="07700900001",
+        id=mid, account=account, ingress=Ingress.SOAP, recipient=recipient, raw_recipient="07700900001",
         source_addr="ACME", source_ton=5, source_npi=0, dest_ton=1, dest_npi=1,
         text=f"hello {mid}", encoding="gsm7", data_coding=0, esm_class=0x40 if parts > 1 else 0,
         registered_delivery=1,

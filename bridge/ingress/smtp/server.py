@@ -29,7 +29,7 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Session, syntax
 from bridge.config import AccountConfig, Config, is_loopback
 from bridge.core.errors import BridgeError, ErrorName
 from bridge.core.mailback import answers_an_sms, dsn_conditions, parse_notify
-from bridge.core.model import Address
+from bridge.core.model import Address, Ingress
 from bridge.metrics import Metrics
 from bridge.intake.service import Recipient, RecipientResult, Service, SubmitRequest, report_results
 from bridge.ingress.smtp import replies
@@ -666,13 +666,13 @@ class BridgeSMTP(SMTP):
         text = mail.body if mail.body and answers_an_sms(mail.in_reply_to, smtp.domains) \
             else mail.text
         request = SubmitRequest(account=txn.account.name, recipients=tuple(recipients),
-                                text=text, ingress="smtp", meta=tuple(meta),
+                                text=text, ingress=Ingress.SMTP, meta=tuple(meta),
                                 truncate=smtp.too_long == "truncate")
         return request, order
 
     def _replies(self, txn: _Txn, request: SubmitRequest, results: list[RecipientResult],
                  order: list[int]) -> list[str]:
-        ids = report_results(results, ingress="smtp", account=txn.account.name,
+        ids = report_results(results, ingress=Ingress.SMTP, account=txn.account.name,
                              metrics=self._listener.metrics, peer=f"ip={self._ip} ")
         if self._lmtp:
             lines = []

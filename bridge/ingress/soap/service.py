@@ -35,6 +35,7 @@ from spyne.protocol.soap import Soap11, Soap12
 
 from bridge.config import AccountConfig
 from bridge.core.errors import ERROR_TABLE, BridgeError, ErrorName
+from bridge.core.model import Ingress
 from bridge.core.states import MessageState
 from bridge.metrics import Metrics
 from bridge.intake.service import Recipient, Service, SubmitRequest, report_results
@@ -501,7 +502,7 @@ class Operations:
             request = SubmitRequest(
                 account=self.account.name,
                 recipients=tuple(Recipient(r or "") for r in recipients),
-                text=text, ingress="soap", sender=sender or None, type_code=type_code,
+                text=text, ingress=Ingress.SOAP, sender=sender or None, type_code=type_code,
                 flash=bool(flash), dlr=True if dlr is None else dlr,
                 validity_minutes=validity_minutes,
                 send_at=_utc(send_at) if send_at is not None else None,
@@ -510,7 +511,7 @@ class Operations:
         except BridgeError as exc:
             self.metrics.rejected("soap", exc.name.value, count)
             raise
-        report_results(results, ingress="soap", account=self.account.name, metrics=self.metrics)
+        report_results(results, ingress=Ingress.SOAP, account=self.account.name, metrics=self.metrics)
         out: list[SubmissionRow] = []
         for r in results:
             if r.status == "accepted":
