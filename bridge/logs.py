@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Callable
 
 
 class KeyValueFormatter(logging.Formatter):
@@ -31,3 +32,50 @@ def setup_logging(level: str | int) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper() if isinstance(level, str) else level)
+
+
+class Episode:
+    """One trouble logged as an episode, not once per occurrence: the first failure is logged
+    with its reason, then only a summary every `summary_s` while it lasts, and one line when it
+    ends. A full disk or a sick SMSC fails thousands of operations a minute; each one logged
+    (with a traceback) fills the disk the log shares and buries the one line that matters.
+    `clock` is monotonic seconds (injected in tests)."""
+
+    def __init__(self, log: logging.Logger, what: str, *, summary_s: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.log = log
+        self.what = what
+        self.summary_s = summary_s
+        self.clock = clock
+        self.active = False
+        self.failures = 0  # in this episode
+        self._since = 0.0
+        self._reported = 0  # failures covered by the lines written so far
+        self._last_line = 0.0
+        self._last_reason = ""
+
+    def failed(self, reason: str) -> None:
+        """One more failure; logs only when the episode starts or a summary is due."""
+        now = self.clock()
+        self.failures += 1
+        self._last_reason = reason
+        if not self.active:
+            self.active = True
+            self._since = self._last_line = now
+            self._reported = self.failures
+            self.log.error("%s failing: %s", self.what, reason)
+        elif now - self._last_line >= self.summary_s:
+            self.log.error("%s still failing: %d failures in %.0f s (last: %s)", self.what,
+                           self.failures - self._reported, now - self._last_line, reason)
+            self._last_line = now
+            self._reported = self.failures
+
+    def succeeded(self) -> None:
+        """The trouble is over (a no-op when there was none)."""
+        if not self.active:
+            return
+        now = self.clock()
+        self.log.warning("%s succeed again after %d failure(s) over %.1f s (last: %s)",
+                         self.what, self.failures, now - self._since, self._last_reason)
+        self.active = False
+        self.failures = 0

@@ -17,7 +17,7 @@ import random
 import time
 from collections import deque
 from dataclasses import replace
-from typing import Awaitable, Callable, Iterable, Sequence
+from typing import Any, Awaitable, Callable, Iterable, Sequence
 
 from bridge.config import Config
 from bridge.core.errors import ErrorName
@@ -29,7 +29,16 @@ from bridge.metrics import OutboundMetrics
 from bridge.ids import new_message_id
 from bridge.outbound.smpp.client import MoMessage, NotBound, SmppBind, SubmitOutcomeUnknown, SubmitSm
 from bridge.outbound.smpp.pool import SmscPool, first_bound
-from bridge.store.base import InboundMessage, OutboundMessage, OutboundPart, ReceiptOutcome, Store
+from bridge.outbound.gate import RecordGate
+from bridge.store.base import (
+    InboundMessage,
+    OutboundMessage,
+    OutboundPart,
+    ReceiptOutcome,
+    Store,
+    StoreRefused,
+    StoreUnavailable,
+)
 
 log = logging.getLogger("bridge.dispatcher")
 
@@ -59,15 +68,45 @@ def decode_tlvs(tlvs_json: str) -> tuple[tuple[str, int | bytes], ...]:
     return tuple(out)
 
 
+#: How often the outbound side writes its heartbeat (and so checks that the store writes).
+HEARTBEAT_S = 5.0
+
+
 def worker_count(windows: Iterable[int]) -> int:
     """Enough workers to fill every window twice over (one window in flight while the other's
     acknowledgements commit). Also the bound on what a crash can send twice, in messages."""
     return max(16, 2 * sum(windows))
 
 
+_WAIT = object()  # `_bind_for`: routes exist, none is bound right now
+
+
+class _Delivery:
+    """One worker's hold on one message: the bind its parts go on, the routes it may take,
+    and the records of what the SMSC acknowledged, not yet known durable."""
+
+    __slots__ = ("message", "source", "destination", "bind", "routes", "avoided", "records")
+
+    def __init__(self, message: OutboundMessage) -> None:
+        self.message = message
+        self.source = Address(message.source_addr or "", message.source_ton, message.source_npi)
+        self.destination = Address(message.recipient.lstrip("+"), message.dest_ton,
+                                   message.dest_npi)
+        self.bind: SmppBind | None = None
+        self.routes: list[SmppBind] | None = None  # looked up once per message
+        self.avoided: set[str] = set()
+        self.records: list[tuple[asyncio.Future[Any],
+                                 Callable[[], Awaitable[object]]]] = []
+
+    def avoid(self, bind: SmppBind) -> None:
+        """Its outcome on `bind` is unknown (timeout, lost connection): prefer another route."""
+        self.avoided.add(bind.config.name)
+        self.bind = None
+
+
 class Dispatcher:
     def __init__(self, config: Config, store: Store, *, metrics: OutboundMetrics,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, instance: str = "local") -> None:
         self.config = config
         self.store = store
         self.metrics = metrics
@@ -82,6 +121,8 @@ class Dispatcher:
         self._stopping = False
         self.queue_depth = 0
         self.resubmitted_on_start = 0
+        self.instance = instance
+        self.gate = RecordGate(self._heartbeat_once)
 
     def attach(self, pool: SmscPool) -> None:
         self.pool = pool
@@ -101,6 +142,7 @@ class Dispatcher:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._worker()) for _ in range(workers)]
         self._tasks.append(loop.create_task(self._scheduler()))
+        self._tasks.append(loop.create_task(self._heartbeat()))
 
     async def stop(self, drain_timeout: float = 10.0) -> None:
         """Stop taking new messages; let the ones being sent finish (bounded), then stop."""
@@ -111,6 +153,7 @@ class Dispatcher:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.gate.stop()
         try:
             await self.store.flush()
         except Exception as exc:  # a dead store must not stop the shutdown (nothing to flush)
@@ -152,6 +195,23 @@ class Dispatcher:
             except asyncio.TimeoutError:
                 pass
 
+    async def _heartbeat(self) -> None:
+        """Say this outbound side is alive, every `HEARTBEAT_S`; a heartbeat that cannot be
+        written closes the gate (an idle bridge learns of a full disk too) and one that can
+        opens it."""
+        while True:
+            try:
+                await self._heartbeat_once()
+            except StoreUnavailable as exc:
+                self.gate.failed(f"heartbeat: {exc}")
+            else:
+                self.gate.succeeded()
+            await asyncio.sleep(HEARTBEAT_S)
+
+    async def _heartbeat_once(self) -> None:
+        await self.store.heartbeat(self.instance, at=self.clock(),
+                                   info_json=json.dumps({"queue_depth": self.queue_depth}))
+
     async def _worker(self) -> None:
         while not self._stopping:
             destination = await self._ready.get()
@@ -175,96 +235,165 @@ class Dispatcher:
     # ------------------------------------------------------------------ delivery
 
     async def _deliver(self, message: OutboundMessage) -> None:
-        assert self.pool is not None
-        if self.clock() >= message.expires_at:
-            self.store.record_state(message.id, MessageState.EXPIRED, at=self.clock(),
-                                    detail="validity ended before submission")
-            log.info("expired id=%s: validity ended before submission", message.id)
-            return
-        policy = self.config.policy
-        bind: SmppBind | None = None
-        routes: list[SmppBind] | None = None  # looked up once per message
-        source = Address(message.source_addr or "", message.source_ton, message.source_npi)
-        destination = Address(message.recipient.lstrip("+"), message.dest_ton, message.dest_npi)
-        recorded: Awaitable[object] | None = None
-        for part in message.parts:
-            if part.smsc_id is not None:
-                continue  # acknowledged before a restart
-            attempt = 0
-            while True:
-                now = self.clock()
-                if now >= message.expires_at:
-                    self.store.record_state(message.id, MessageState.EXPIRED, at=now,
-                                            detail=f"validity ended at part {part.seq}/{part.total}")
-                    log.info("expired id=%s: validity ended at part %d/%d", message.id, part.seq,
-                             part.total)
-                    return
-                if bind is None or not bind.bound:
-                    if routes is None:
-                        routes = self.pool.candidates(message.recipient)
-                    if not routes:
-                        self.store.record_state(message.id, MessageState.FAILED, at=now,
-                                                error=ErrorName.INVALID_DESTINATION.value,
-                                                detail="no SMSC route for this number")
-                        log.warning("failed id=%s: no SMSC route for this number", message.id)
-                        return
-                    bind = first_bound(routes)
-                    if bind is None:  # routes exist but none is bound: wait, keep order
-                        await asyncio.sleep(0.2)
-                        continue
-                started = time.monotonic()
-                try:
-                    result = await bind.submit(self._submit_sm(message, part, source,
-                                                               destination, now))
-                except NotBound:
-                    bind = None
-                    await asyncio.sleep(0.05)
-                    continue
-                except SubmitOutcomeUnknown as exc:
-                    # The SMSC may have it; resubmitting risks a duplicate but never a loss.
-                    attempt += 1
-                    self.store.record_event(message.id, "retry", at=now,
-                                            detail=f"part {part.seq}/{part.total}: {exc}")
-                    log.warning("retry id=%s part=%d/%d smsc=%s: %s", message.id, part.seq,
-                                part.total, bind.config.name, exc)
-                    bind = None
-                    await asyncio.sleep(self._backoff(attempt))
-                    continue
-                latency = time.monotonic() - started
-                status = result.command_status
-                self.metrics.submit_result(bind.config.name, f"0x{status:02X}", latency)
-                if status == 0 and result.message_id:
-                    recorded = self.store.record_submitted(
-                        message.id, part.seq, smsc=bind.config.name, smsc_id=result.message_id,
-                        id_keys=smsc_id_keys(result.message_id, bind.config.id_format),
-                        at=self.clock())
-                    log.info("submitted id=%s part=%d/%d smsc=%s smsc_id=%s", message.id,
-                             part.seq, part.total, bind.config.name, result.message_id)
-                    break
-                verdict = upstream_verdict(status if status else 0xFF)
-                attempt += 1
-                if verdict.retry is Retry.BACKOFF and attempt <= policy.retry_max:
-                    self.store.record_event(message.id, "throttled", at=now,
-                                            detail=f"part {part.seq}/{part.total} status "
-                                                   f"0x{status:08X}, retry {attempt}")
-                    log.info("throttled id=%s part=%d/%d smsc=%s status=0x%08X retry=%d",
-                             message.id, part.seq, part.total, bind.config.name, status, attempt)
-                    await asyncio.sleep(self._backoff(attempt))
-                    continue
-                self.store.record_state(message.id, MessageState.FAILED, at=now,
-                                        error=verdict.error.value,
-                                        detail=f"part {part.seq}/{part.total}: submit_sm_resp "
-                                               f"0x{status:08X} after {attempt} attempt(s)")
-                log.warning("failed id=%s part=%d/%d smsc=%s error=%s: submit_sm_resp 0x%08X "
-                            "after %d attempt(s)", message.id, part.seq, part.total,
-                            bind.config.name, verdict.error.value, status, attempt)
+        """Every part not yet acknowledged, in order, on one bind while it stays up; then
+        the records of what the SMSC acknowledged, durable before the worker moves on."""
+        delivery = _Delivery(message)
+        try:
+            if self.clock() >= message.expires_at:
+                await self._end(delivery, MessageState.EXPIRED, None,
+                                "validity ended before submission")
                 return
-        if recorded is not None:
+            for part in message.parts:
+                if part.smsc_id is None and not await self._send_part(delivery, part):
+                    return
+        finally:
             # The worker takes its next message only once this one's acknowledgements are
-            # durable (the writer commits in order, so the last covers every part). That bounds
-            # what a crash can send twice to what the workers hold: in flight, or acknowledged
-            # but not yet on disk.
-            await recorded
+            # durable. That bounds what a crash can send twice to what the workers hold: in
+            # flight, or acknowledged but not yet on disk.
+            await self._settle(delivery)
+
+    async def _send_part(self, delivery: _Delivery, part: OutboundPart) -> bool:
+        """Submit one part until the SMSC takes it (True) or the message ends (False: failed,
+        expired or unroutable, recorded). Throttling and unknown outcomes back off and retry."""
+        message = delivery.message
+        attempt = 0
+        while True:
+            now = self.clock()
+            if now >= message.expires_at:
+                await self._end(delivery, MessageState.EXPIRED, None,
+                                f"validity ended at part {part.seq}/{part.total}")
+                return False
+            bind = self._bind_for(delivery)
+            if bind is None:
+                await self._end(delivery, MessageState.FAILED, ErrorName.INVALID_DESTINATION,
+                                "no SMSC route for this number")
+                return False
+            if bind is _WAIT:  # routes exist but none is bound: wait, keep order
+                await asyncio.sleep(0.2)
+                continue
+            assert isinstance(bind, SmppBind)
+            await self.gate.wait_open()  # nothing goes out that the store cannot record
+            started = time.monotonic()
+            try:
+                result = await bind.submit(self._submit_sm(delivery, part, now))
+            except NotBound:
+                delivery.bind = None
+                await asyncio.sleep(0.05)
+                continue
+            except SubmitOutcomeUnknown as exc:
+                # The SMSC may have it; resubmitting risks a duplicate but never a loss. Not
+                # on the same bind at once: another route first, if one is up.
+                attempt += 1
+                self._event(message.id, "retry", f"part {part.seq}/{part.total}: {exc}")
+                log.warning("retry id=%s part=%d/%d smsc=%s: %s", message.id, part.seq,
+                            part.total, bind.config.name, exc)
+                delivery.avoid(bind)
+                await asyncio.sleep(self._backoff(attempt))
+                continue
+            status = result.command_status
+            self.metrics.submit_result(bind.config.name, f"0x{status:02X}",
+                                       time.monotonic() - started)
+            if status == 0 and result.message_id:
+                self._record_submit(delivery, part, bind, result.message_id)
+                return True
+            attempt += 1
+            if not await self._refused(delivery, part, bind, status, attempt):
+                return False
+
+    async def _refused(self, delivery: _Delivery, part: OutboundPart, bind: SmppBind,
+                       status: int, attempt: int) -> bool:
+        """A submit_sm_resp with an error: True after the backoff when it is worth another
+        try, False once the message has failed with its §5 error (recorded)."""
+        message = delivery.message
+        verdict = upstream_verdict(status if status else 0xFF)
+        if verdict.retry is Retry.BACKOFF and attempt <= self.config.policy.retry_max:
+            self._event(message.id, "throttled", f"part {part.seq}/{part.total} status "
+                                                 f"0x{status:08X}, retry {attempt}")
+            log.info("throttled id=%s part=%d/%d smsc=%s status=0x%08X retry=%d",
+                     message.id, part.seq, part.total, bind.config.name, status, attempt)
+            await asyncio.sleep(self._backoff(attempt))
+            return True
+        await self._end(delivery, MessageState.FAILED, verdict.error,
+                        f"part {part.seq}/{part.total}: submit_sm_resp 0x{status:08X} "
+                        f"after {attempt} attempt(s)", smsc=bind.config.name)
+        return False
+
+    def _bind_for(self, delivery: _Delivery) -> SmppBind | None | object:
+        """The bind this message goes on: the one its earlier parts took while it is up, else
+        the first bound route it has not just timed out on (else any bound route); None when
+        no SMSC routes the number, `_WAIT` while routes exist but none is bound."""
+        if delivery.bind is not None and delivery.bind.bound:
+            return delivery.bind
+        assert self.pool is not None
+        if delivery.routes is None:
+            delivery.routes = self.pool.candidates(delivery.message.recipient)
+        if not delivery.routes:
+            return None
+        fresh = [bind for bind in delivery.routes if bind.config.name not in delivery.avoided]
+        delivery.bind = first_bound(fresh) or first_bound(delivery.routes)
+        return delivery.bind if delivery.bind is not None else _WAIT
+
+    def _record_submit(self, delivery: _Delivery, part: OutboundPart, bind: SmppBind,
+                       smsc_id: str) -> None:
+        """Record the acknowledgement without waiting (parts go back to back); `_settle` makes
+        sure it is durable. A failure closes the gate at once, not when it is awaited."""
+        message = delivery.message
+        write = functools.partial(
+            self.store.record_submitted, message.id, part.seq, smsc=bind.config.name,
+            smsc_id=smsc_id, id_keys=smsc_id_keys(smsc_id, bind.config.id_format),
+            at=self.clock())
+        future = asyncio.ensure_future(write())
+        future.add_done_callback(self._record_done)
+        delivery.records.append((future, write))
+        log.info("submitted id=%s part=%d/%d smsc=%s smsc_id=%s", message.id, part.seq,
+                 part.total, bind.config.name, smsc_id)
+
+    def _record_done(self, future: asyncio.Future[Any]) -> None:
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if isinstance(exc, StoreUnavailable) and not isinstance(exc, StoreRefused):
+            self.gate.failed(str(exc))
+
+    async def _settle(self, delivery: _Delivery) -> None:
+        """Every record of this message durable: one that failed is made again, in order,
+        until the store takes it (the SMSC has that part: dropping the record would send it
+        twice after a restart). One the store refuses for good is logged and left."""
+        for future, write in delivery.records:
+            try:
+                await future
+            except StoreRefused as exc:
+                log.error("id=%s record refused by the store: %s", delivery.message.id, exc)
+            except StoreUnavailable:
+                try:
+                    await self.gate.record(write)
+                except StoreRefused as exc:
+                    log.error("id=%s record refused by the store: %s", delivery.message.id,
+                              exc)
+        delivery.records.clear()
+
+    async def _end(self, delivery: _Delivery, state: MessageState, error: ErrorName | None,
+                   detail: str, *, smsc: str = "") -> None:
+        """The message failed or expired: recorded durably before the worker moves on."""
+        message = delivery.message
+        write = functools.partial(self.store.record_state, message.id, state, at=self.clock(),
+                                  error=error.value if error is not None else None,
+                                  detail=detail)
+        try:
+            await self.gate.record(write)
+        except StoreRefused as exc:
+            log.error("id=%s record refused by the store: %s", message.id, exc)
+        where = f" smsc={smsc}" if smsc else ""
+        if state is MessageState.EXPIRED:
+            log.info("expired id=%s: %s", message.id, detail)
+        else:
+            log.warning("failed id=%s%s error=%s: %s", message.id, where,
+                        error.value if error is not None else "-", detail)
+
+    def _event(self, message_id: str, name: str, detail: str) -> None:
+        """A timeline entry that changes no state: written in order, not waited for (a lost
+        one costs a line of history, never a duplicate)."""
+        self.store.record_event(message_id, name, at=self.clock(), detail=detail)
 
     def _backoff(self, attempt: int) -> float:
         policy = self.config.policy
@@ -272,11 +401,11 @@ class Dispatcher:
                                  max_s=policy.retry_max_s)
         return ceiling / 2 + random.random() * ceiling / 2  # noqa: S311 - jitter, not crypto
 
-    def _submit_sm(self, message: OutboundMessage, part: OutboundPart, source: Address,
-                   destination: Address, now: float) -> SubmitSm:
+    def _submit_sm(self, delivery: _Delivery, part: OutboundPart, now: float) -> SubmitSm:
+        message = delivery.message
         return SubmitSm(
-            source=source,
-            destination=destination,
+            source=delivery.source,
+            destination=delivery.destination,
             short_message=part.short_message,
             data_coding=message.data_coding,
             esm_class=message.esm_class,
@@ -315,6 +444,8 @@ class Dispatcher:
                 log.error("receipt for smsc_id=%s not stored: %s", smsc_id, exc)
             return
         if exc is not None:
+            if isinstance(exc, StoreUnavailable) and not isinstance(exc, StoreRefused):
+                self.gate.failed(f"receipt: {exc}")
             done.set_exception(exc)
             return
         try:
@@ -344,10 +475,16 @@ class Dispatcher:
         mail_reply = (previous is not None and previous.ingress is Ingress.SMTP
                       and smtp.mail_back and smtp.mo_replies
                       and bool(meta_strings(previous.meta_json).get("mail_from")))
-        await self.store.record_inbound(InboundMessage(
+        stored = self.store.record_inbound(InboundMessage(
             id=new_message_id(), smsc=mo.smsc, source=source, destination=mo.destination.e164,
             text=mo.text, received_at=mo.received_at,
             reply_to_message_id=previous.id if previous else None, mail_reply=mail_reply))
+        try:
+            await stored
+        except StoreUnavailable as exc:
+            if not isinstance(exc, StoreRefused):
+                self.gate.failed(f"inbound SMS: {exc}")
+            raise  # deliver_sm_resp 0x64: the SMSC delivers it again later
         log.info("mo from=%s stored reply_to=%s%s", source, previous.id if previous else "-",
                  " (mailed back)" if mail_reply else "")
 

@@ -195,7 +195,15 @@ class DueMailback:
 
 class StoreUnavailable(Exception):
     """The store could not persist (or read) something; nothing of that operation happened.
-    The service maps it to STORE_UNAVAILABLE. The original error is the `__cause__`."""
+    The service maps it to STORE_UNAVAILABLE. The original error is the `__cause__`.
+    Trying again later may succeed (the disk, the database, the connection come back)."""
+
+
+class StoreRefused(StoreUnavailable):
+    """The store will never do this operation as asked (no such message or part, an unknown
+    outcome): nothing happened, and trying again cannot help. A StoreUnavailable, so callers
+    that only tell success from failure need not know it; one that retries until a write is
+    durable (bridge.outbound.gate) must not retry this."""
 
 
 class Store(abc.ABC):
@@ -286,6 +294,13 @@ class Store(abc.ABC):
         before `accepted_before` whose recipient asked for NOTIFY=DELAY and that is still
         queued or submitted; each such message is looked at once, up to `limit` of them.
         (How many were looked at, how many notices were queued.)"""
+
+    # ---- liveness
+    @abc.abstractmethod
+    def heartbeat(self, instance: str, *, at: float, info_json: str = "{}") -> Awaitable[None]:
+        """This instance's outbound side is alive (with what it holds, for status). A small
+        real write: it is also how the outbound side learns that the store takes writes again
+        after they failed (a full disk), so it must not be answered without writing."""
 
     # ---- retention
     @abc.abstractmethod

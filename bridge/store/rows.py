@@ -113,6 +113,9 @@ class CallsByName(Store):
                          limit: int) -> Awaitable[tuple[int, int]]:
         return self._write("queue_delay_dsns", (accepted_before, now, limit))
 
+    def heartbeat(self, instance: str, *, at: float, info_json: str = "{}") -> Awaitable[None]:
+        return self._write("heartbeat", (instance, at, info_json))
+
     def purge(self, *, before: float, limit: int) -> Awaitable[int]:
         return self._write("purge", (before, limit))
 

@@ -207,6 +207,15 @@ MIGRATIONS: tuple[Migration, ...] = (
         "CREATE INDEX messages_dsn_delay ON messages (created_at) "
         "WHERE dsn_delay_owed IS NOT NULL",
     )),
+    Migration(7, "instances: each outbound side's heartbeat, its probe that writes succeed", (
+        """
+        CREATE TABLE instances (
+            id TEXT PRIMARY KEY,
+            heartbeat_at REAL NOT NULL,
+            info_json TEXT NOT NULL DEFAULT '{}'
+        )
+        """,
+    )),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

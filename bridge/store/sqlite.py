@@ -55,8 +55,10 @@ from bridge.store.base import (
     OutboundMessage,
     OutboundPart,
     ReceiptOutcome,
+    StoreRefused,
     StoreUnavailable,
 )
+from bridge.logs import Episode
 from bridge.store.rows import AcceptRow, CallsByName
 from bridge.store.schema import migrate
 
@@ -171,6 +173,10 @@ _MESSAGE_STATE = "SELECT state FROM messages WHERE id = ?"
 DELAY_DUE = ("SELECT id, state FROM messages WHERE dsn_delay_owed IS NOT NULL "
              "AND created_at < ? ORDER BY created_at LIMIT ?")
 _ORPHANS_EXIST = "SELECT EXISTS (SELECT 1 FROM orphan_receipts)"
+_HEARTBEAT = """
+INSERT INTO instances (id, heartbeat_at, info_json) VALUES (?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, info_json = excluded.info_json
+"""
 
 
 def _move_message_sql(target: MessageState) -> str:
@@ -298,6 +304,20 @@ class _Tx:
             self.conn.executemany(_ADD_USAGE, list(self.delta.items()))
 
 
+#: SQLite's primary result codes that say the database, not one operation, failed: full,
+#: I/O error, cannot open, read-only, out of memory, busy or locked past the timeout.
+_DATABASE_CODES = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN,
+                             sqlite3.SQLITE_READONLY, sqlite3.SQLITE_NOMEM, sqlite3.SQLITE_BUSY,
+                             sqlite3.SQLITE_LOCKED})
+
+
+def _database_failure(exc: BaseException) -> bool:
+    """True when `exc` is the database failing as a whole: running the batch's operations one
+    by one would only fail each of them slower."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(code, int) and (code & 0xFF) in _DATABASE_CODES
+
+
 class _TxFailed(Exception):
     """BEGIN or COMMIT failed (database locked by another process, disk full, I/O error): no
     single operation is to blame, so retrying them one by one would only fail slower."""
@@ -355,6 +375,8 @@ class _Writer:
         self.orphans_maybe = bool(conn.execute(_ORPHANS_EXIST).fetchone()[0])
         #: Told (operations, seconds from BEGIN to the end of COMMIT) after every commit.
         self.on_commit: Callable[[int, float], None] | None = None
+        #: Failed writes as one log episode: a full disk fails every write, logged once.
+        self.episode = Episode(log, "store writes")
 
     def close(self) -> None:
         self.conn.close()
@@ -377,15 +399,16 @@ class _Writer:
         except Exception as exc:
             self.failed_batches += 1
             self.orphans_maybe = True  # the rollback may have restored rows it thought gone
+            whole = isinstance(exc, _TxFailed) or _database_failure(exc)
             if len(batch) == 1:
                 results = [self._failure(batch[0], exc)]
             else:
                 results = []
-                if not isinstance(exc, _TxFailed):
+                if not whole:
                     log.warning("store batch of %d failed (%s); retrying one by one",
                                 len(batch), exc)
                 for op in batch:
-                    if isinstance(exc, _TxFailed):  # the database itself refuses: fail them all
+                    if whole:  # the database itself refuses: fail them all
                         results.append(self._failure(op, exc))
                         continue
                     try:
@@ -402,10 +425,11 @@ class _Writer:
     def _failure(self, op: _Op, exc: Exception) -> _Result:
         self.failed_ops += 1
         name = getattr(op.fn, "__name__", "write").lstrip("_")
-        log.error("store write %s failed: %s", name, exc)
+        self.episode.failed(f"{name}: {exc}")
         cause: BaseException = exc.__cause__ if isinstance(exc, _TxFailed) and exc.__cause__ \
             else exc
-        error = StoreUnavailable(f"store write {name} failed: {exc}")
+        kind = StoreRefused if isinstance(exc, (LookupError, ValueError)) else StoreUnavailable
+        error = kind(f"store write {name} failed: {exc}")
         error.__cause__ = cause
         return (op.token, None, error)
 
@@ -432,6 +456,7 @@ class _Writer:
                 log.exception("store rollback failed")
             raise
         self.commits += 1
+        self.episode.succeeded()
         if self.on_commit is not None:
             try:
                 self.on_commit(len(batch), time.perf_counter() - started)
@@ -793,6 +818,9 @@ class _Writer:
             conn.execute("DELETE FROM inbound WHERE received_at < ?", (before,))
         return len(doomed)
 
+    def heartbeat(self, tx: _Tx, instance: str, at: float, info_json: str) -> None:
+        tx.conn.execute(_HEARTBEAT, (instance, at, info_json))
+
     def inbound(self, tx: _Tx, m: InboundMessage) -> None:
         tx.conn.execute(
             "INSERT INTO inbound (id, smsc, source, destination, text, received_at, "
@@ -996,6 +1024,7 @@ WRITES: dict[str, Callable[..., Any]] = {
     "record_receipt": _Writer.receipt, "record_inbound": _Writer.inbound,
     "record_callback": _Writer.callback, "record_mailback": _Writer.mailback,
     "purge": _Writer.purge, "queue_delay_dsns": _Writer.queue_delay_dsns,
+    "heartbeat": _Writer.heartbeat,
 }
 
 
