@@ -89,6 +89,15 @@ async def _simulator(config: SimulatorConfig) -> int:
     return 0
 
 
+def _command_status(text: str) -> int | str:
+    """An SMPP command_status as operators write it, hex (0x45) or decimal (69); anything else
+    is passed on as text, so that parse_simulator refuses it by its key (exit 1)."""
+    try:
+        return int(text, 16) if text.lower().startswith("0x") else int(text)
+    except ValueError:
+        return text
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sms-bridge", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -109,6 +118,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--id-format", choices=("hex", "dec"), default="hex")
     p.add_argument("--receipt-id-format", choices=("hex", "dec", "padded"), default="dec")
     p.add_argument("--throttle-every", type=int, default=0)
+    p.add_argument("--error-every", type=int, default=0, metavar="N",
+                   help="answer every Nth submit_sm with --error-status and no message id")
+    p.add_argument("--error-status", type=_command_status, default=SimulatorConfig.error_status,
+                   metavar="STATUS",
+                   help="command_status of those answers, hex (0x45) or decimal "
+                        "(default 0x08 ESME_RSYSERR)")
     p.add_argument("--fail-receipt-every", type=int, default=0)
     p.add_argument("--drop-after", type=int, default=0)
     p.add_argument("--response-delay", type=float, default=0.0)
@@ -189,6 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "receipts": not args.no_receipts, "receipt_delay_s": args.receipt_delay,
                 "id_format": args.id_format, "receipt_id_format": args.receipt_id_format,
                 "throttle_every": args.throttle_every,
+                "error_every": args.error_every, "error_status": args.error_status,
                 "fail_receipt_every": args.fail_receipt_every, "drop_after": args.drop_after,
                 "response_delay_s": args.response_delay, "reply_every": args.reply_every,
                 "reply_text": args.reply_text})

@@ -139,6 +139,8 @@ class SimulatorConfig:
     id_format: str = "hex"  # form of ids in submit_sm_resp: hex | dec
     receipt_id_format: str = "dec"  # form of ids in the receipt: hex | dec | padded
     throttle_every: int = 0  # answer every Nth submit with 0x58
+    error_every: int = 0  # answer every Nth submit with error_status
+    error_status: int = 0x08  # ESME_RSYSERR
     fail_receipt_every: int = 0  # every Nth receipt is UNDELIV
     drop_after: int = 0  # close the connection after N submits (once)
     response_delay_s: float = 0.0
@@ -536,6 +538,9 @@ def _simulator(r: _Reader) -> SimulatorConfig:
         receipt_id_format=r.get("receipt_id_format", str, d.receipt_id_format,
                                 _one_of("hex", "dec", "padded")),
         throttle_every=r.get("throttle_every", int, d.throttle_every, _between(0, 1_000_000)),
+        error_every=r.get("error_every", int, d.error_every, _between(0, 1_000_000)),
+        error_status=r.get("error_status", int, d.error_status,
+                           lambda v: None if 0 < v <= 0xFFFFFFFF else "must be 0x1..0xFFFFFFFF"),
         fail_receipt_every=r.get("fail_receipt_every", int, d.fail_receipt_every,
                                  _between(0, 1_000_000)),
         drop_after=r.get("drop_after", int, d.drop_after, _between(0, 1_000_000_000)),

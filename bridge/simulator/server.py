@@ -42,7 +42,7 @@ __all__ = ["SmscSimulator", "ReceivedSubmit", "ConcatInfo", "run_simulator", "Ve
 
 log = logging.getLogger("bridge.simulator")
 
-Verdict = Literal["ok", "throttle", "nack", "silent", "drop"]
+Verdict = Literal["ok", "throttle", "error", "nack", "silent", "drop"]
 BindMode = Literal["transmitter", "receiver", "transceiver"]
 
 _BIND_MODES: dict[int, BindMode] = {
@@ -196,6 +196,7 @@ class SmscSimulator:
         self.submits: list[ReceivedSubmit] = []
         self.accepted = 0  # every submit_sm accepted, including those trimmed from `submits`
         self.throttled = 0
+        self.errored = 0  # submits answered with config.error_status
         self.binds = 0
         self.bind_failures = 0
         self.connections = 0
@@ -389,13 +390,18 @@ class SmscSimulator:
         return P.ESME_ROK
 
     def submit_verdict(self, session: _Session, n_total: int, n_session: int) -> Verdict:
-        """What to do with the n-th submit_sm (counted after bind, from 1)."""
+        """What to do with the n-th submit_sm (counted after bind, from 1; n_total over every
+        session, whatever the answer). One verdict a submit, so when several counters fall on
+        the same one the first of drop_after, throttle_every, error_every, silent_every wins:
+        a test can tell from the configuration alone what each submit gets."""
         cfg = self.config
         if cfg.drop_after and not self._dropped_once and n_total >= cfg.drop_after:
             self._dropped_once = True
             return "drop"
         if cfg.throttle_every and n_total % cfg.throttle_every == 0:
             return "throttle"
+        if cfg.error_every and n_total % cfg.error_every == 0:
+            return "error"
         return "ok"
 
     def after_response(self, session: _Session, submit: ReceivedSubmit) -> None:
@@ -617,6 +623,10 @@ class SmscSimulator:
             session.in_flight -= 1
             self.throttled += 1
             session.send(P.encode_submit_sm_resp(seq, P.ESME_RTHROTTLED, ""))
+        elif verdict == "error":
+            session.in_flight -= 1
+            self.errored += 1
+            session.send(P.encode_submit_sm_resp(seq, self.config.error_status, ""))
         elif verdict == "nack":
             session.in_flight -= 1
             self.nacks_sent += 1
