@@ -124,6 +124,9 @@ def _parser() -> argparse.ArgumentParser:
                    metavar="STATUS",
                    help="command_status of those answers, hex (0x45) or decimal "
                         "(default 0x08 ESME_RSYSERR)")
+    p.add_argument("--silent-every", type=int, default=0, metavar="N",
+                   help="never answer every Nth submit_sm (the client must time out); "
+                        "1 = no submit is answered, enquire_link still is")
     p.add_argument("--fail-receipt-every", type=int, default=0)
     p.add_argument("--drop-after", type=int, default=0)
     p.add_argument("--response-delay", type=float, default=0.0)
@@ -205,6 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "id_format": args.id_format, "receipt_id_format": args.receipt_id_format,
                 "throttle_every": args.throttle_every,
                 "error_every": args.error_every, "error_status": args.error_status,
+                "silent_every": args.silent_every,
                 "fail_receipt_every": args.fail_receipt_every, "drop_after": args.drop_after,
                 "response_delay_s": args.response_delay, "reply_every": args.reply_every,
                 "reply_text": args.reply_text})

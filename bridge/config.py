@@ -141,6 +141,7 @@ class SimulatorConfig:
     throttle_every: int = 0  # answer every Nth submit with 0x58
     error_every: int = 0  # answer every Nth submit with error_status
     error_status: int = 0x08  # ESME_RSYSERR
+    silent_every: int = 0  # never answer every Nth submit
     fail_receipt_every: int = 0  # every Nth receipt is UNDELIV
     drop_after: int = 0  # close the connection after N submits (once)
     response_delay_s: float = 0.0
@@ -541,6 +542,7 @@ def _simulator(r: _Reader) -> SimulatorConfig:
         error_every=r.get("error_every", int, d.error_every, _between(0, 1_000_000)),
         error_status=r.get("error_status", int, d.error_status,
                            lambda v: None if 0 < v <= 0xFFFFFFFF else "must be 0x1..0xFFFFFFFF"),
+        silent_every=r.get("silent_every", int, d.silent_every, _between(0, 1_000_000)),
         fail_receipt_every=r.get("fail_receipt_every", int, d.fail_receipt_every,
                                  _between(0, 1_000_000)),
         drop_after=r.get("drop_after", int, d.drop_after, _between(0, 1_000_000_000)),

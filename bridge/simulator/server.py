@@ -402,6 +402,8 @@ class SmscSimulator:
             return "throttle"
         if cfg.error_every and n_total % cfg.error_every == 0:
             return "error"
+        if cfg.silent_every and n_total % cfg.silent_every == 0:
+            return "silent"
         return "ok"
 
     def after_response(self, session: _Session, submit: ReceivedSubmit) -> None:

@@ -53,6 +53,35 @@ async def test_throttle_every_wins_over_error_every_on_the_same_submit(
     assert await statuses(c, 6) == [0, 0x58, 0x08, 0x58, 0, 0x58]
 
 
+# ------------------------------------------------------------------ silent_every
+
+
+async def answered_before_an_enquire_link(c: Client, n: int) -> list[bool]:
+    """Send n submits then an enquire_link; once its resp is in, every submit the simulator
+    meant to answer has been answered (it answers in order), so the rest never will be."""
+    pending = [c.submit_nowait() for _ in range(n)]
+    header, _ = await c.call(P.enquire_link(c.next_seq()))
+    assert header.command_id == P.ENQUIRE_LINK_RESP
+    return [p.done() for p in pending]
+
+
+async def test_silent_every_leaves_every_nth_submit_unanswered(start: Started,
+                                                               clients: list[Client]) -> None:
+    sim = await start(silent_every=2)
+    c = await bound(sim, clients)
+    assert await answered_before_an_enquire_link(c, 5) == [True, False, True, False, True]
+    assert sim.silenced == 2 and sim.accepted == 3 and not c.closed.is_set()
+
+
+async def test_silent_every_one_answers_no_submit_but_enquire_link(
+        start: Started, clients: list[Client]) -> None:
+    sim = await start(silent_every=1, error_every=3)
+    c = await bound(sim, clients)
+    # error_every comes first on the third submit: it is answered, the others are not
+    assert await answered_before_an_enquire_link(c, 4) == [False, False, True, False]
+    assert sim.silenced == 3 and sim.errored == 1 and sim.accepted == 0
+
+
 # ------------------------------------------------------------------ the command line
 
 
@@ -75,6 +104,7 @@ def test_misbehaviour_options_reach_the_config(monkeypatch: pytest.MonkeyPatch) 
     config = run_cli(monkeypatch, "--error-every", "4", "--error-status", "0x45")
     assert (config.error_every, config.error_status) == (4, 0x45)
     assert run_cli(monkeypatch, "--error-status", "20").error_status == 0x14
+    assert run_cli(monkeypatch, "--silent-every", "1").silent_every == 1
     assert run_cli(monkeypatch).error_status == P.ESME_RSYSERR
 
 
@@ -83,6 +113,7 @@ def test_misbehaviour_options_reach_the_config(monkeypatch: pytest.MonkeyPatch) 
     (["--error-status", "0"], "simulator.error_status: must be 0x1..0xFFFFFFFF"),
     (["--error-status", "0x100000000"], "simulator.error_status: must be 0x1..0xFFFFFFFF"),
     (["--error-status", "0xZZ"], "simulator.error_status: must be an integer, got str"),
+    (["--silent-every", "-2"], "simulator.silent_every: must be 0.."),
 ])
 def test_bad_misbehaviour_options_are_refused_by_key(
         argv: list[str], problem: str, capsys: pytest.CaptureFixture[str]) -> None:
