@@ -130,6 +130,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--fail-receipt-every", type=int, default=0)
     p.add_argument("--drop-after", type=int, default=0)
     p.add_argument("--response-delay", type=float, default=0.0)
+    p.add_argument("--delay-every", type=int, default=0, metavar="N",
+                   help="delay only every Nth submit_sm_resp by --response-delay, answer the "
+                        "others at once (0 = delay every one)")
     p.add_argument("--reply-every", type=int, default=0, metavar="N",
                    help="the handset of every Nth message answers it with an SMS (MO)")
     p.add_argument("--reply-text", default=SimulatorConfig.reply_text)
@@ -208,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "id_format": args.id_format, "receipt_id_format": args.receipt_id_format,
                 "throttle_every": args.throttle_every,
                 "error_every": args.error_every, "error_status": args.error_status,
-                "silent_every": args.silent_every,
+                "silent_every": args.silent_every, "delay_every": args.delay_every,
                 "fail_receipt_every": args.fail_receipt_every, "drop_after": args.drop_after,
                 "response_delay_s": args.response_delay, "reply_every": args.reply_every,
                 "reply_text": args.reply_text})

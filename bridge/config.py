@@ -145,6 +145,7 @@ class SimulatorConfig:
     fail_receipt_every: int = 0  # every Nth receipt is UNDELIV
     drop_after: int = 0  # close the connection after N submits (once)
     response_delay_s: float = 0.0
+    delay_every: int = 0  # 0: response_delay_s for every submit, N: for every Nth only
     reply_every: int = 0  # the handset of every Nth message answers with an MO
     reply_text: str = "Thanks, got it."
 
@@ -546,7 +547,9 @@ def _simulator(r: _Reader) -> SimulatorConfig:
         fail_receipt_every=r.get("fail_receipt_every", int, d.fail_receipt_every,
                                  _between(0, 1_000_000)),
         drop_after=r.get("drop_after", int, d.drop_after, _between(0, 1_000_000_000)),
-        response_delay_s=r.get("response_delay_s", float, d.response_delay_s, _between(0, 60)),
+        response_delay_s=r.get("response_delay_s", float, d.response_delay_s,
+                               _between(0, 3600)),
+        delay_every=r.get("delay_every", int, d.delay_every, _between(0, 1_000_000)),
         reply_every=r.get("reply_every", int, d.reply_every, _between(0, 1_000_000)),
         reply_text=r.get("reply_text", str, d.reply_text, _reply_text_problem),
     )

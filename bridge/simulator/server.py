@@ -613,7 +613,7 @@ class SmscSimulator:
         if self.receipt_first:
             self._receipt_now(submit, n, session)
             self._respond_later(session, self.receipt_first_lag_s, resp, submit, n, False)
-        elif self.config.response_delay_s > 0:
+        elif self._delays(self._submit_count):
             self._respond_later(session, self.config.response_delay_s, resp, submit, n, True)
         else:
             session.in_flight -= 1
@@ -673,6 +673,14 @@ class SmscSimulator:
             sm.protocol_id, sm.priority_flag, sm.schedule_delivery_time, sm.validity_period,
             sm.registered_delivery, sm.data_coding, sm.short_message, udh_raw, user_data,
             concat, tlvs, decode_text(user_data, sm.data_coding), time.time(), sm.service_type)
+
+    def _delays(self, n_total: int) -> bool:
+        """Whether the n-th submit's response waits response_delay_s: all of them, or with
+        delay_every only every Nth (counted as in submit_verdict), the others answered at once,
+        so that a client sees some responses late and out of order."""
+        cfg = self.config
+        return cfg.response_delay_s > 0 and (not cfg.delay_every
+                                             or n_total % cfg.delay_every == 0)
 
     def _respond_later(self, session: _Session, delay: float, resp: bytes,
                        submit: ReceivedSubmit, n: int, receipt: bool) -> None:

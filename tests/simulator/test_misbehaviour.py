@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -82,6 +83,29 @@ async def test_silent_every_one_answers_no_submit_but_enquire_link(
     assert sim.silenced == 3 and sim.errored == 1 and sim.accepted == 0
 
 
+# ------------------------------------------------------------------ delay_every
+
+
+async def test_delay_every_delays_only_every_nth_response(start: Started,
+                                                          clients: list[Client]) -> None:
+    sim = await start(response_delay_s=0.2, delay_every=2)
+    c = await bound(sim, clients)
+    loop = asyncio.get_running_loop()
+    sent = loop.time()
+    pending = [c.submit_nowait() for _ in range(4)]
+    first, third = await asyncio.wait_for(asyncio.gather(pending[0], pending[2]), TIMEOUT)
+    quick = loop.time() - sent
+    assert not pending[1].done() and not pending[3].done()
+    answers = await asyncio.wait_for(asyncio.gather(*pending), TIMEOUT)
+    late = loop.time() - sent
+    assert [h.status for h, _ in answers] == [0] * 4
+    assert quick < 0.2 <= late
+    seqs = [h.sequence for h, _ in answers]
+    responses = [h.sequence for h in c.received if h.command_id == P.SUBMIT_SM_RESP]
+    assert responses == [seqs[0], seqs[2], seqs[1], seqs[3]]  # the late ones overtaken
+    assert sim.max_in_flight == 2
+
+
 # ------------------------------------------------------------------ the command line
 
 
@@ -105,6 +129,8 @@ def test_misbehaviour_options_reach_the_config(monkeypatch: pytest.MonkeyPatch) 
     assert (config.error_every, config.error_status) == (4, 0x45)
     assert run_cli(monkeypatch, "--error-status", "20").error_status == 0x14
     assert run_cli(monkeypatch, "--silent-every", "1").silent_every == 1
+    config = run_cli(monkeypatch, "--response-delay", "3600", "--delay-every", "3")
+    assert (config.response_delay_s, config.delay_every) == (3600, 3)
     assert run_cli(monkeypatch).error_status == P.ESME_RSYSERR
 
 
@@ -114,6 +140,8 @@ def test_misbehaviour_options_reach_the_config(monkeypatch: pytest.MonkeyPatch) 
     (["--error-status", "0x100000000"], "simulator.error_status: must be 0x1..0xFFFFFFFF"),
     (["--error-status", "0xZZ"], "simulator.error_status: must be an integer, got str"),
     (["--silent-every", "-2"], "simulator.silent_every: must be 0.."),
+    (["--response-delay", "3601"], "simulator.response_delay_s: must be 0..3600"),
+    (["--delay-every", "-1"], "simulator.delay_every: must be 0.."),
 ])
 def test_bad_misbehaviour_options_are_refused_by_key(
         argv: list[str], problem: str, capsys: pytest.CaptureFixture[str]) -> None:
