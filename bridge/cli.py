@@ -127,6 +127,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--silent-every", type=int, default=0, metavar="N",
                    help="never answer every Nth submit_sm (the client must time out); "
                         "1 = no submit is answered, enquire_link still is")
+    p.add_argument("--throttle-part", type=int, default=0, metavar="K",
+                   help="answer part K of every concatenated message (UDH or SAR) with 0x58")
+    p.add_argument("--throttle-part-times", type=int, default=0, metavar="T",
+                   help="throttle only the first T arrivals of that part per message, accept "
+                        "later ones (0 = always)")
     p.add_argument("--fail-receipt-every", type=int, default=0)
     p.add_argument("--drop-after", type=int, default=0)
     p.add_argument("--response-delay", type=float, default=0.0)
@@ -213,6 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "error_every": args.error_every, "error_status": args.error_status,
                 "silent_every": args.silent_every, "delay_every": args.delay_every,
                 "fail_receipt_every": args.fail_receipt_every, "drop_after": args.drop_after,
+                "throttle_part": args.throttle_part,
+                "throttle_part_times": args.throttle_part_times,
                 "response_delay_s": args.response_delay, "reply_every": args.reply_every,
                 "reply_text": args.reply_text})
             return asyncio.run(_simulator(sim))

@@ -144,6 +144,8 @@ class SimulatorConfig:
     silent_every: int = 0  # never answer every Nth submit
     fail_receipt_every: int = 0  # every Nth receipt is UNDELIV
     drop_after: int = 0  # close the connection after N submits (once)
+    throttle_part: int = 0  # answer part K of concatenated messages with 0x58
+    throttle_part_times: int = 0  # only its first T arrivals per message (0 = always)
     response_delay_s: float = 0.0
     delay_every: int = 0  # 0: response_delay_s for every submit, N: for every Nth only
     reply_every: int = 0  # the handset of every Nth message answers with an MO
@@ -547,6 +549,9 @@ def _simulator(r: _Reader) -> SimulatorConfig:
         fail_receipt_every=r.get("fail_receipt_every", int, d.fail_receipt_every,
                                  _between(0, 1_000_000)),
         drop_after=r.get("drop_after", int, d.drop_after, _between(0, 1_000_000_000)),
+        throttle_part=r.get("throttle_part", int, d.throttle_part, _between(0, 255)),
+        throttle_part_times=r.get("throttle_part_times", int, d.throttle_part_times,
+                                  _between(0, 1_000_000)),
         response_delay_s=r.get("response_delay_s", float, d.response_delay_s,
                                _between(0, 3600)),
         delay_every=r.get("delay_every", int, d.delay_every, _between(0, 1_000_000)),

@@ -54,6 +54,7 @@ _MAX_PENDING_DELIVERIES = 200_000
 _UNSAFE_RECEIPT_CHARS = re.compile(r"[^A-Za-z0-9 .,!?;:'\"()+\-/%&*#=<>]")
 _unpack_header_from = P._HEADER.unpack_from  # → (length, command_id, status, sequence)
 _READ_SIZE = 1 << 16
+_MAX_PART_THROTTLES = 100_000  # messages whose throttled part the simulator remembers
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +181,7 @@ class SmscSimulator:
     refuse an alphanumeric sender with TON 1 or above 11 characters, an empty destination.
 
     Hooks for misbehaving variants (bridge.simulator.misbehaving): `bind_status`,
-    `submit_verdict`, `after_response`, `format_receipt`, `format_submit_id`,
+    `submit_verdict`, `content_verdict`, `after_response`, `format_receipt`, `format_submit_id`,
     `format_receipt_id`, and the attributes `dead_after`, `receipt_first`, `receipt_first_lag_s`.
     """
 
@@ -234,6 +235,8 @@ class SmscSimulator:
         self._replies: Deque[tuple[float, ReceivedSubmit]] = collections.deque()
         self._reply_timer: asyncio.TimerHandle | None = None
         self._dropped_once = False
+        # (source, destination, ref kind, ref) → part throttle_part's throttles so far
+        self._part_throttles: dict[tuple[str, str, int | str, int], int] = {}
         self._server: asyncio.AbstractServer | None = None
         self._sessions: set[_Session] = set()
         self._receivers: dict[str, list[_Session]] = {}
@@ -405,6 +408,26 @@ class SmscSimulator:
         if cfg.silent_every and n_total % cfg.silent_every == 0:
             return "silent"
         return "ok"
+
+    def content_verdict(self, session: _Session, submit: ReceivedSubmit) -> Verdict:
+        """What to do with a submit_sm that `submit_verdict` let through and that decoded, by
+        what it holds: part `throttle_part` of a concatenated message is throttled, always or
+        only its first `throttle_part_times` arrivals per message (keyed by source,
+        destination and reference: a message sent again with a new reference starts afresh)."""
+        cfg = self.config
+        c = submit.concat
+        if not cfg.throttle_part or c is None or c.total <= 1 or c.seq != cfg.throttle_part:
+            return "ok"
+        if not cfg.throttle_part_times:
+            return "throttle"
+        key = (submit.source, submit.destination, c.ref_bits, c.ref)
+        seen = self._part_throttles.get(key, 0)
+        if seen >= cfg.throttle_part_times:
+            return "ok"
+        self._part_throttles[key] = seen + 1
+        if len(self._part_throttles) > _MAX_PART_THROTTLES:
+            del self._part_throttles[next(iter(self._part_throttles))]
+        return "throttle"
 
     def after_response(self, session: _Session, submit: ReceivedSubmit) -> None:
         """Called once the submit_sm_resp (status 0) of `submit` is queued for writing."""
@@ -601,6 +624,15 @@ class SmscSimulator:
             self.rejected.append((seq, exc.status))
             session.send(P.encode_submit_sm_resp(seq, exc.status, ""))
             return
+        verdict = self.content_verdict(session, submit)
+        if verdict != "ok":
+            self._apply_verdict(session, seq, verdict)
+            return
+        self._accept(session, seq, submit, n)
+
+    def _accept(self, session: _Session, seq: int, submit: ReceivedSubmit, n: int) -> None:
+        """Record `submit` under id n and answer it (now, or later with response_delay_s)."""
+        message_id = submit.message_id
         self._next_id = n + 1
         self.submits.append(submit)
         self._by_id[message_id] = (n, submit)

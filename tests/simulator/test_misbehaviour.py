@@ -21,9 +21,31 @@ from tests.simulator.test_server import (  # noqa: F401  (start, clients: fixtur
 )
 
 
+TO = "447400123456"
+
+
 async def statuses(c: Client, n: int, **fields: Any) -> list[int]:
     """Status of each of n submits sent one after another."""
     return [(await c.submit(**fields))[0] for _ in range(n)]
+
+
+def udh8(ref: int, total: int, seq: int, **fields: Any) -> dict[str, Any]:
+    """submit_sm fields of one part, 8-bit reference in the UDH."""
+    return {"esm_class": 0x40, "short_message": bytes((5, 0, 3, ref, total, seq)) + b"part",
+            "destination_addr": TO, **fields}
+
+
+def udh16(ref: int, total: int, seq: int, **fields: Any) -> dict[str, Any]:
+    header = bytes((6, 8, 4, ref >> 8, ref & 0xFF, total, seq))
+    return {"esm_class": 0x40, "short_message": header + b"part", "destination_addr": TO,
+            **fields}
+
+
+def sar(ref: int, total: int, seq: int, **fields: Any) -> dict[str, Any]:
+    return {"short_message": b"part", "destination_addr": TO, **fields,
+            "tlvs": {P.TAG_SAR_MSG_REF_NUM: ref.to_bytes(2, "big"),
+                     P.TAG_SAR_TOTAL_SEGMENTS: bytes((total,)),
+                     P.TAG_SAR_SEGMENT_SEQNUM: bytes((seq,))}}
 
 
 # ------------------------------------------------------------------ error_every
@@ -106,6 +128,63 @@ async def test_delay_every_delays_only_every_nth_response(start: Started,
     assert sim.max_in_flight == 2
 
 
+# ------------------------------------------------------------------ throttle_part
+
+
+async def test_throttle_part_throttles_only_part_k_and_only_t_times_per_message(
+        start: Started, clients: list[Client]) -> None:
+    sim = await start(throttle_part=2, throttle_part_times=2)
+    c = await bound(sim, clients)
+    assert (await c.submit(**udh8(7, 3, 1)))[0] == 0
+    assert await statuses(c, 4, **udh8(7, 3, 2)) == [0x58, 0x58, 0, 0]
+    assert (await c.submit(**udh8(7, 3, 3)))[0] == 0
+    # Another message each: the same reference number of another kind, to another number,
+    # from another sender.
+    for other in (udh16(7, 3, 2), sar(7, 3, 2), udh8(7, 3, 2, destination_addr="447400123457"),
+                  udh8(7, 3, 2, source_addr="OTHER")):
+        assert await statuses(c, 3, **other) == [0x58, 0x58, 0]
+    assert (await c.submit())[0] == 0  # a single-part message
+    assert (await c.submit(**udh8(8, 2, 1)))[0] == 0
+    assert sim.throttled == 10
+    assert [s.concat.seq if s.concat else 0 for s in sim.submits[:4]] == [1, 2, 2, 3]
+
+
+async def test_throttle_part_without_times_throttles_that_part_always(
+        start: Started, clients: list[Client]) -> None:
+    sim = await start(throttle_part=3)
+    c = await bound(sim, clients)
+    for seq in (1, 2):
+        assert (await c.submit(**sar(300, 3, seq)))[0] == 0
+    assert await statuses(c, 5, **sar(300, 3, 3)) == [0x58] * 5
+    assert (await c.submit(**udh16(300, 2, 2)))[0] == 0  # a two-part message has no part 3
+    assert sim.throttled == 5 and sim.accepted == 3
+
+
+async def test_a_part_throttled_by_throttle_every_does_not_count_against_its_times(
+        start: Started, clients: list[Client]) -> None:
+    sim = await start(throttle_every=2, throttle_part=1, throttle_part_times=1)
+    c = await bound(sim, clients)
+    # submits 2 and 4 are throttle_every's; the first of 1 and 3 is throttle_part's
+    assert await statuses(c, 4, **udh8(1, 2, 1)) == [0x58, 0x58, 0, 0x58]
+    assert sim.throttled == 3 and sim.accepted == 1
+
+
+async def test_throttle_part_forgets_the_oldest_message_beyond_its_bound(
+        start: Started, clients: list[Client], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long run with throttle_part_times keeps a bounded memory: the oldest message's
+    count goes first, and its part is then throttled as if it were new."""
+    import bridge.simulator.server
+
+    monkeypatch.setattr(bridge.simulator.server, "_MAX_PART_THROTTLES", 2)
+    sim = await start(throttle_part=1, throttle_part_times=1)
+    c = await bound(sim, clients)
+    assert await statuses(c, 2, **udh8(1, 2, 1)) == [0x58, 0]
+    assert await statuses(c, 2, **udh8(2, 2, 1)) == [0x58, 0]
+    assert await statuses(c, 2, **udh8(1, 2, 1)) == [0, 0]  # still remembered
+    assert await statuses(c, 2, **udh8(3, 2, 1)) == [0x58, 0]
+    assert await statuses(c, 2, **udh8(1, 2, 1)) == [0x58, 0]  # forgotten, throttled again
+
+
 # ------------------------------------------------------------------ the command line
 
 
@@ -131,6 +210,8 @@ def test_misbehaviour_options_reach_the_config(monkeypatch: pytest.MonkeyPatch) 
     assert run_cli(monkeypatch, "--silent-every", "1").silent_every == 1
     config = run_cli(monkeypatch, "--response-delay", "3600", "--delay-every", "3")
     assert (config.response_delay_s, config.delay_every) == (3600, 3)
+    config = run_cli(monkeypatch, "--throttle-part", "2", "--throttle-part-times", "5")
+    assert (config.throttle_part, config.throttle_part_times) == (2, 5)
     assert run_cli(monkeypatch).error_status == P.ESME_RSYSERR
 
 
@@ -142,6 +223,8 @@ def test_misbehaviour_options_reach_the_config(monkeypatch: pytest.MonkeyPatch) 
     (["--silent-every", "-2"], "simulator.silent_every: must be 0.."),
     (["--response-delay", "3601"], "simulator.response_delay_s: must be 0..3600"),
     (["--delay-every", "-1"], "simulator.delay_every: must be 0.."),
+    (["--throttle-part", "256"], "simulator.throttle_part: must be 0..255"),
+    (["--throttle-part-times", "-1"], "simulator.throttle_part_times: must be 0.."),
 ])
 def test_bad_misbehaviour_options_are_refused_by_key(
         argv: list[str], problem: str, capsys: pytest.CaptureFixture[str]) -> None:
