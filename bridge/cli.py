@@ -132,6 +132,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--throttle-part-times", type=int, default=0, metavar="T",
                    help="throttle only the first T arrivals of that part per message, accept "
                         "later ones (0 = always)")
+    p.add_argument("--drop-between-parts", type=int, default=0, metavar="N",
+                   help="close the connection right after answering part 1 of the Nth "
+                        "concatenated message, before its other parts (once)")
     p.add_argument("--fail-receipt-every", type=int, default=0)
     p.add_argument("--drop-after", type=int, default=0)
     p.add_argument("--response-delay", type=float, default=0.0)
@@ -220,6 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "fail_receipt_every": args.fail_receipt_every, "drop_after": args.drop_after,
                 "throttle_part": args.throttle_part,
                 "throttle_part_times": args.throttle_part_times,
+                "drop_between_parts": args.drop_between_parts,
                 "response_delay_s": args.response_delay, "reply_every": args.reply_every,
                 "reply_text": args.reply_text})
             return asyncio.run(_simulator(sim))

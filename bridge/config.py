@@ -146,6 +146,7 @@ class SimulatorConfig:
     drop_after: int = 0  # close the connection after N submits (once)
     throttle_part: int = 0  # answer part K of concatenated messages with 0x58
     throttle_part_times: int = 0  # only its first T arrivals per message (0 = always)
+    drop_between_parts: int = 0  # close after part 1 of the Nth concatenated message (once)
     response_delay_s: float = 0.0
     delay_every: int = 0  # 0: response_delay_s for every submit, N: for every Nth only
     reply_every: int = 0  # the handset of every Nth message answers with an MO
@@ -552,6 +553,8 @@ def _simulator(r: _Reader) -> SimulatorConfig:
         throttle_part=r.get("throttle_part", int, d.throttle_part, _between(0, 255)),
         throttle_part_times=r.get("throttle_part_times", int, d.throttle_part_times,
                                   _between(0, 1_000_000)),
+        drop_between_parts=r.get("drop_between_parts", int, d.drop_between_parts,
+                                 _between(0, 1_000_000_000)),
         response_delay_s=r.get("response_delay_s", float, d.response_delay_s,
                                _between(0, 3600)),
         delay_every=r.get("delay_every", int, d.delay_every, _between(0, 1_000_000)),

@@ -235,6 +235,7 @@ class SmscSimulator:
         self._replies: Deque[tuple[float, ReceivedSubmit]] = collections.deque()
         self._reply_timer: asyncio.TimerHandle | None = None
         self._dropped_once = False
+        self._first_parts_answered = 0  # OKs of part 1 of concatenated messages
         # (source, destination, ref kind, ref) → part throttle_part's throttles so far
         self._part_throttles: dict[tuple[str, str, int | str, int], int] = {}
         self._server: asyncio.AbstractServer | None = None
@@ -668,11 +669,15 @@ class SmscSimulator:
         elif verdict == "silent":
             self.silenced += 1
         elif verdict == "drop":
-            self.drops += 1
-            log.info("dropping connection system_id=%s after %d submits", session.system_id,
-                     session.submits_seen)
-            session.delayed.clear()
-            session.close()
+            self._drop(session, f"after {session.submits_seen} submits")
+
+    def _drop(self, session: _Session, when: str) -> None:
+        """Close the connection without unbind; what is already queued for it is written,
+        responses still waiting for response_delay_s never are."""
+        self.drops += 1
+        log.info("dropping connection system_id=%s %s", session.system_id, when)
+        session.delayed.clear()
+        session.close()
 
     def _decode_submit(self, session: _Session, seq: int, body: bytes,
                        message_id: str) -> ReceivedSubmit:
@@ -746,6 +751,18 @@ class SmscSimulator:
                     self.config.receipt_delay_s, self._flush_receipts)
         self._reply_later(submit)
         self.after_response(session, submit)
+        self._drop_between_parts(session, submit)
+
+    def _drop_between_parts(self, session: _Session, submit: ReceivedSubmit) -> None:
+        """drop_between_parts = N: the OK of part 1 of the Nth concatenated message (counted at
+        these OKs) is the last thing its connection carries, so the client holds a message
+        half sent; once, as drop_after, so that the retry can succeed."""
+        c = submit.concat
+        if not self.config.drop_between_parts or c is None or c.total <= 1 or c.seq != 1:
+            return
+        self._first_parts_answered += 1
+        if self._first_parts_answered == self.config.drop_between_parts:
+            self._drop(session, f"after part 1 of {c.total} to {submit.destination}")
 
     def _trim_history(self) -> None:
         """Keep the newest `history` submits (a long-running embedded simulator stays bounded)."""

@@ -185,6 +185,31 @@ async def test_throttle_part_forgets_the_oldest_message_beyond_its_bound(
     assert await statuses(c, 2, **udh8(1, 2, 1)) == [0x58, 0]  # forgotten, throttled again
 
 
+# ------------------------------------------------------------------ drop_between_parts
+
+
+async def test_drop_between_parts_closes_after_part_one_of_the_nth_message_once(
+        start: Started, clients: list[Client]) -> None:
+    sim = await start(drop_between_parts=2)
+    c = await bound(sim, clients)
+    assert (await c.submit())[0] == 0  # single-part messages are not counted
+    assert [(await c.submit(**udh8(1, 2, seq)))[0] for seq in (1, 2)] == [0, 0]
+    assert (await c.submit())[0] == 0
+    first, second = c.submit_nowait(**udh8(2, 2, 1)), c.submit_nowait(**udh8(2, 2, 2))
+    header, _ = await asyncio.wait_for(first, TIMEOUT)
+    assert header.status == 0
+    await asyncio.wait_for(c.closed.wait(), TIMEOUT)
+    with pytest.raises(ConnectionError):
+        await second  # it reached the simulator with part 1, but was never taken
+    assert c.received[-1] == header  # part 1's OK was the last PDU on the connection
+    assert sim.drops == 1 and sim.unbinds_sent == 0
+    assert [s.concat.seq if s.concat else 0 for s in sim.submits] == [0, 1, 2, 0, 1]
+    again = await bound(sim, clients)
+    for ref in (2, 3):  # the message sent again, and the next one: once only
+        assert [(await again.submit(**udh8(ref, 2, seq)))[0] for seq in (1, 2)] == [0, 0]
+    assert not again.closed.is_set() and sim.drops == 1
+
+
 # ------------------------------------------------------------------ the command line
 
 
@@ -212,6 +237,7 @@ def test_misbehaviour_options_reach_the_config(monkeypatch: pytest.MonkeyPatch) 
     assert (config.response_delay_s, config.delay_every) == (3600, 3)
     config = run_cli(monkeypatch, "--throttle-part", "2", "--throttle-part-times", "5")
     assert (config.throttle_part, config.throttle_part_times) == (2, 5)
+    assert run_cli(monkeypatch, "--drop-between-parts", "3").drop_between_parts == 3
     assert run_cli(monkeypatch).error_status == P.ESME_RSYSERR
 
 
@@ -225,6 +251,7 @@ def test_misbehaviour_options_reach_the_config(monkeypatch: pytest.MonkeyPatch) 
     (["--delay-every", "-1"], "simulator.delay_every: must be 0.."),
     (["--throttle-part", "256"], "simulator.throttle_part: must be 0..255"),
     (["--throttle-part-times", "-1"], "simulator.throttle_part_times: must be 0.."),
+    (["--drop-between-parts", "-1"], "simulator.drop_between_parts: must be 0.."),
 ])
 def test_bad_misbehaviour_options_are_refused_by_key(
         argv: list[str], problem: str, capsys: pytest.CaptureFixture[str]) -> None:
