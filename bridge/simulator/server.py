@@ -38,7 +38,8 @@ from bridge.simulator.text import (
     split_ucs2,
 )
 
-__all__ = ["SmscSimulator", "ReceivedSubmit", "ConcatInfo", "run_simulator", "Verdict"]
+__all__ = ["SmscSimulator", "ReceivedSubmit", "ReceivedMessage", "ConcatInfo", "run_simulator",
+           "Verdict"]
 
 log = logging.getLogger("bridge.simulator")
 
@@ -84,6 +85,30 @@ class ReceivedSubmit:
     text: str                # user_data decoded per data_coding by the simulator's own decoder
     received_at: float       # time.time()
     service_type: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedMessage:
+    """One message as the SMSC received it, for checking what a dispatcher achieved: a
+    single-part submit, or every accepted part of a concatenated one (same source,
+    destination, reference and total), in arrival order, resends included."""
+    source: str
+    destination: str
+    ref_kind: Literal[8, 16, "sar"] | None  # where the reference came from; None: one part
+    ref: int | None
+    total: int
+    parts: tuple[ReceivedSubmit, ...]
+    arrivals: dict[int, int]  # part number → how many times it was accepted
+    complete: bool            # every part 1..total arrived at least once
+    spread_s: float           # from the first part's arrival to the last's
+
+    @property
+    def text(self) -> str:
+        """The parts' texts in part order, each part's first arrival; gaps left out."""
+        first: dict[int, str] = {}
+        for part in self.parts:
+            first.setdefault(_part_number(part), part.text)
+        return "".join(first[seq] for seq in sorted(first))
 
 
 class _Session:
@@ -172,7 +197,8 @@ class _Session:
 
 
 class SmscSimulator:
-    """SMPP 3.4 SMSC on loopback. Counters and `submits` are public for tests and benchmarks.
+    """SMPP 3.4 SMSC on loopback. Counters and `submits` are public for tests and benchmarks;
+    `messages()` groups the submits into messages, to check a dispatcher's outcome.
 
     `submits` keeps the newest `history` accepted submits (None = all; trimmed in batches; about
     0.8 KB each), `accepted` counts them all. `enquire_link_interval` > 0: the simulator sends enquire_link on
@@ -352,6 +378,22 @@ class SmscSimulator:
             if len(parts) == total:
                 texts.append("".join(parts[i] for i in range(1, total + 1)))
         return texts
+
+    def messages(self, destination: str | None = None) -> list[ReceivedMessage]:
+        """The accepted submits still in `submits` (to `destination` only, when given) as
+        messages, in order of each one's first arrival. Parts are grouped by source,
+        destination, reference and total alone, so a message sent again with a new
+        reference is a second message, and one sent again with the same reference counts
+        its parts twice."""
+        groups: dict[tuple[object, ...], list[ReceivedSubmit]] = {}
+        for s in self.submits:
+            if destination is not None and s.destination != destination:
+                continue
+            c = s.concat
+            key: tuple[object, ...] = ((s.source, s.destination, c.ref_bits, c.ref, c.total)
+                                       if c is not None and c.total > 1 else (s.message_id,))
+            groups.setdefault(key, []).append(s)
+        return [_message(parts) for parts in groups.values()]
 
     async def wait_for_submits(self, n: int, timeout: float = 10.0) -> None:
         """Until at least n submits were accepted; TimeoutError otherwise."""
@@ -1071,6 +1113,23 @@ def _sar(tlvs: dict[int, bytes]) -> ConcatInfo:
     if total == 0 or seq == 0 or seq > total:
         raise P.PduError(f"SAR segment {seq} of {total}", 0xC4)  # ESME_RINVOPTPARAMVAL
     return ConcatInfo(ref, total, seq, "sar")
+
+
+def _part_number(submit: ReceivedSubmit) -> int:
+    c = submit.concat
+    return c.seq if c is not None and c.total > 1 else 1
+
+
+def _message(parts: list[ReceivedSubmit]) -> ReceivedMessage:
+    """The ReceivedMessage of one group of `SmscSimulator.messages`."""
+    first = parts[0]
+    c = first.concat if first.concat is not None and first.concat.total > 1 else None
+    total = c.total if c is not None else 1
+    arrivals = dict(sorted(collections.Counter(_part_number(p) for p in parts).items()))
+    return ReceivedMessage(
+        first.source, first.destination, c.ref_bits if c else None, c.ref if c else None,
+        total, tuple(parts), arrivals, all(seq in arrivals for seq in range(1, total + 1)),
+        parts[-1].received_at - first.received_at)
 
 
 def _check_addresses(sm: P.ShortMessage) -> None:

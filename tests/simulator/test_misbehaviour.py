@@ -29,20 +29,21 @@ async def statuses(c: Client, n: int, **fields: Any) -> list[int]:
     return [(await c.submit(**fields))[0] for _ in range(n)]
 
 
-def udh8(ref: int, total: int, seq: int, **fields: Any) -> dict[str, Any]:
+def udh8(ref: int, total: int, seq: int, text: bytes = b"part", **fields: Any) -> dict[str, Any]:
     """submit_sm fields of one part, 8-bit reference in the UDH."""
-    return {"esm_class": 0x40, "short_message": bytes((5, 0, 3, ref, total, seq)) + b"part",
+    return {"esm_class": 0x40, "short_message": bytes((5, 0, 3, ref, total, seq)) + text,
             "destination_addr": TO, **fields}
 
 
-def udh16(ref: int, total: int, seq: int, **fields: Any) -> dict[str, Any]:
+def udh16(ref: int, total: int, seq: int, text: bytes = b"part",
+          **fields: Any) -> dict[str, Any]:
     header = bytes((6, 8, 4, ref >> 8, ref & 0xFF, total, seq))
-    return {"esm_class": 0x40, "short_message": header + b"part", "destination_addr": TO,
+    return {"esm_class": 0x40, "short_message": header + text, "destination_addr": TO,
             **fields}
 
 
-def sar(ref: int, total: int, seq: int, **fields: Any) -> dict[str, Any]:
-    return {"short_message": b"part", "destination_addr": TO, **fields,
+def sar(ref: int, total: int, seq: int, text: bytes = b"part", **fields: Any) -> dict[str, Any]:
+    return {"short_message": text, "destination_addr": TO, **fields,
             "tlvs": {P.TAG_SAR_MSG_REF_NUM: ref.to_bytes(2, "big"),
                      P.TAG_SAR_TOTAL_SEGMENTS: bytes((total,)),
                      P.TAG_SAR_SEGMENT_SEQNUM: bytes((seq,))}}
@@ -208,6 +209,44 @@ async def test_drop_between_parts_closes_after_part_one_of_the_nth_message_once(
     for ref in (2, 3):  # the message sent again, and the next one: once only
         assert [(await again.submit(**udh8(ref, 2, seq)))[0] for seq in (1, 2)] == [0, 0]
     assert not again.closed.is_set() and sim.drops == 1
+
+
+# ------------------------------------------------------------------ messages()
+
+
+async def test_messages_group_accepted_parts_and_count_their_arrivals(
+        start: Started, clients: list[Client]) -> None:
+    sim = await start(throttle_part=3, throttle_part_times=1)
+    c = await bound(sim, clients)
+    sent: list[tuple[int, dict[str, Any]]] = [
+        (0, {"short_message": b"single", "destination_addr": TO}),
+        (0, udh8(1, 3, 1, b"a")),
+        (0, udh8(1, 3, 2, b"b")),
+        (0, sar(1, 2, 2, b"lonely")),                       # its part 1 never comes
+        (0, udh8(1, 3, 2, b"b")),                           # a resend
+        (0x58, udh8(1, 3, 3, b"c")),                        # throttled: not an arrival
+        (0, udh16(1, 2, 1, b"x", destination_addr="447400123457")),
+        (0, udh8(1, 3, 1, b"other", source_addr="OTHER")),  # another sender's message
+        (0, {"short_message": b"single", "destination_addr": TO}),
+    ]
+    for status, fields in sent:
+        assert (await c.submit(**fields))[0] == status
+    await asyncio.sleep(0.05)  # so that the last part's arrival is measurably later
+    assert (await c.submit(**udh8(1, 3, 3, b"c")))[0] == 0
+    single, concat, lonely, other, again = sim.messages(TO)
+    assert (single.ref_kind, single.ref, single.total, single.text) == (None, None, 1, "single")
+    assert single.complete and single.arrivals == {1: 1} and single.spread_s == 0
+    assert again.parts != single.parts and again.text == "single"
+    assert (concat.source, concat.ref_kind, concat.ref, concat.total) == ("ACME", 8, 1, 3)
+    assert concat.complete and concat.arrivals == {1: 1, 2: 2, 3: 1}
+    assert [p.text for p in concat.parts] == ["a", "b", "b", "c"] and concat.text == "abc"
+    assert concat.spread_s == concat.parts[-1].received_at - concat.parts[0].received_at
+    assert concat.spread_s >= 0.05
+    assert (lonely.ref_kind, lonely.complete, lonely.arrivals) == ("sar", False, {2: 1})
+    assert (other.source, other.complete, other.text) == ("OTHER", False, "other")
+    [elsewhere] = sim.messages("447400123457")
+    assert (elsewhere.ref_kind, elsewhere.total, elsewhere.complete) == (16, 2, False)
+    assert len(sim.messages()) == 6
 
 
 # ------------------------------------------------------------------ the command line
