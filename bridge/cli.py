@@ -89,6 +89,15 @@ async def _simulator(config: SimulatorConfig) -> int:
     return 0
 
 
+def _command_status(text: str) -> int | str:
+    """An SMPP command_status as operators write it, hex (0x45) or decimal (69); anything else
+    is passed on as text, so that parse_simulator refuses it by its key (exit 1)."""
+    try:
+        return int(text, 16) if text.lower().startswith("0x") else int(text)
+    except ValueError:
+        return text
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sms-bridge", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -109,9 +118,29 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--id-format", choices=("hex", "dec"), default="hex")
     p.add_argument("--receipt-id-format", choices=("hex", "dec", "padded"), default="dec")
     p.add_argument("--throttle-every", type=int, default=0)
+    p.add_argument("--error-every", type=int, default=0, metavar="N",
+                   help="answer every Nth submit_sm with --error-status and no message id")
+    p.add_argument("--error-status", type=_command_status, default=SimulatorConfig.error_status,
+                   metavar="STATUS",
+                   help="command_status of those answers, hex (0x45) or decimal "
+                        "(default 0x08 ESME_RSYSERR)")
+    p.add_argument("--silent-every", type=int, default=0, metavar="N",
+                   help="never answer every Nth submit_sm (the client must time out); "
+                        "1 = no submit is answered, enquire_link still is")
+    p.add_argument("--throttle-part", type=int, default=0, metavar="K",
+                   help="answer part K of every concatenated message (UDH or SAR) with 0x58")
+    p.add_argument("--throttle-part-times", type=int, default=0, metavar="T",
+                   help="throttle only the first T arrivals of that part per message, accept "
+                        "later ones (0 = always)")
+    p.add_argument("--drop-between-parts", type=int, default=0, metavar="N",
+                   help="close the connection right after answering part 1 of the Nth "
+                        "concatenated message, before its other parts (once)")
     p.add_argument("--fail-receipt-every", type=int, default=0)
     p.add_argument("--drop-after", type=int, default=0)
     p.add_argument("--response-delay", type=float, default=0.0)
+    p.add_argument("--delay-every", type=int, default=0, metavar="N",
+                   help="delay only every Nth submit_sm_resp by --response-delay, answer the "
+                        "others at once (0 = delay every one)")
     p.add_argument("--reply-every", type=int, default=0, metavar="N",
                    help="the handset of every Nth message answers it with an SMS (MO)")
     p.add_argument("--reply-text", default=SimulatorConfig.reply_text)
@@ -189,7 +218,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "receipts": not args.no_receipts, "receipt_delay_s": args.receipt_delay,
                 "id_format": args.id_format, "receipt_id_format": args.receipt_id_format,
                 "throttle_every": args.throttle_every,
+                "error_every": args.error_every, "error_status": args.error_status,
+                "silent_every": args.silent_every, "delay_every": args.delay_every,
                 "fail_receipt_every": args.fail_receipt_every, "drop_after": args.drop_after,
+                "throttle_part": args.throttle_part,
+                "throttle_part_times": args.throttle_part_times,
+                "drop_between_parts": args.drop_between_parts,
                 "response_delay_s": args.response_delay, "reply_every": args.reply_every,
                 "reply_text": args.reply_text})
             return asyncio.run(_simulator(sim))

@@ -139,9 +139,16 @@ class SimulatorConfig:
     id_format: str = "hex"  # form of ids in submit_sm_resp: hex | dec
     receipt_id_format: str = "dec"  # form of ids in the receipt: hex | dec | padded
     throttle_every: int = 0  # answer every Nth submit with 0x58
+    error_every: int = 0  # answer every Nth submit with error_status
+    error_status: int = 0x08  # ESME_RSYSERR
+    silent_every: int = 0  # never answer every Nth submit
     fail_receipt_every: int = 0  # every Nth receipt is UNDELIV
     drop_after: int = 0  # close the connection after N submits (once)
+    throttle_part: int = 0  # answer part K of concatenated messages with 0x58
+    throttle_part_times: int = 0  # only its first T arrivals per message (0 = always)
+    drop_between_parts: int = 0  # close after part 1 of the Nth concatenated message (once)
     response_delay_s: float = 0.0
+    delay_every: int = 0  # 0: response_delay_s for every submit, N: for every Nth only
     reply_every: int = 0  # the handset of every Nth message answers with an MO
     reply_text: str = "Thanks, got it."
 
@@ -536,10 +543,21 @@ def _simulator(r: _Reader) -> SimulatorConfig:
         receipt_id_format=r.get("receipt_id_format", str, d.receipt_id_format,
                                 _one_of("hex", "dec", "padded")),
         throttle_every=r.get("throttle_every", int, d.throttle_every, _between(0, 1_000_000)),
+        error_every=r.get("error_every", int, d.error_every, _between(0, 1_000_000)),
+        error_status=r.get("error_status", int, d.error_status,
+                           lambda v: None if 0 < v <= 0xFFFFFFFF else "must be 0x1..0xFFFFFFFF"),
+        silent_every=r.get("silent_every", int, d.silent_every, _between(0, 1_000_000)),
         fail_receipt_every=r.get("fail_receipt_every", int, d.fail_receipt_every,
                                  _between(0, 1_000_000)),
         drop_after=r.get("drop_after", int, d.drop_after, _between(0, 1_000_000_000)),
-        response_delay_s=r.get("response_delay_s", float, d.response_delay_s, _between(0, 60)),
+        throttle_part=r.get("throttle_part", int, d.throttle_part, _between(0, 255)),
+        throttle_part_times=r.get("throttle_part_times", int, d.throttle_part_times,
+                                  _between(0, 1_000_000)),
+        drop_between_parts=r.get("drop_between_parts", int, d.drop_between_parts,
+                                 _between(0, 1_000_000_000)),
+        response_delay_s=r.get("response_delay_s", float, d.response_delay_s,
+                               _between(0, 3600)),
+        delay_every=r.get("delay_every", int, d.delay_every, _between(0, 1_000_000)),
         reply_every=r.get("reply_every", int, d.reply_every, _between(0, 1_000_000)),
         reply_text=r.get("reply_text", str, d.reply_text, _reply_text_problem),
     )

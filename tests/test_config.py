@@ -63,6 +63,8 @@ def test_shipped_config_is_valid_and_uses_the_simulator() -> None:
      "account[0].callback_secret: must be at least 16 characters"),
     ({"store": {"retention_days": -1}}, "store.retention_days: must be 0..36500"),
     ({"simulator": {"enabled": True, "reply_every": -1}}, "simulator.reply_every: must be 0.."),
+    ({"simulator": {"enabled": True, "error_status": 0}},
+     "simulator.error_status: must be 0x1..0xFFFFFFFF"),
     ({"simulator": {"enabled": True, "reply_text": ""}},
      "simulator.reply_text: must be 1..1000 characters"),
     ({"policy": {"max_parts": 0}}, "policy.max_parts: must be 1..255"),

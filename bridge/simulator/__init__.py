@@ -2,7 +2,8 @@
 decoding (it imports neither smpplib nor bridge.core, so the bridge's client and this server
 cannot share a bug).
 
-- `SmscSimulator`, `ReceivedSubmit`, `ConcatInfo`, `run_simulator`: bridge.simulator.server
+- `SmscSimulator`, `ReceivedSubmit`, `ReceivedMessage`, `ConcatInfo`, `run_simulator`:
+  bridge.simulator.server
 - misbehaving variants for failure tests: bridge.simulator.misbehaving
 - the codec and the text tables: bridge.simulator.pdu, bridge.simulator.text
 """
@@ -18,10 +19,16 @@ from bridge.simulator.misbehaving import (
     ThrottlingSimulator,
     UnbindingSimulator,
 )
-from bridge.simulator.server import ConcatInfo, ReceivedSubmit, SmscSimulator, run_simulator
+from bridge.simulator.server import (
+    ConcatInfo,
+    ReceivedMessage,
+    ReceivedSubmit,
+    SmscSimulator,
+    run_simulator,
+)
 
 __all__ = [
-    "SmscSimulator", "ReceivedSubmit", "ConcatInfo", "run_simulator",
+    "SmscSimulator", "ReceivedSubmit", "ReceivedMessage", "ConcatInfo", "run_simulator",
     "SilentSubmitSimulator", "BindRefusingSimulator", "GenericNackSimulator",
     "UnbindingSimulator", "ReceiptBeforeResponseSimulator", "DeadPeerSimulator",
     "DroppingSimulator", "ThrottlingSimulator", "ReceiptFormatSimulator",

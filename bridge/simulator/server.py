@@ -38,11 +38,12 @@ from bridge.simulator.text import (
     split_ucs2,
 )
 
-__all__ = ["SmscSimulator", "ReceivedSubmit", "ConcatInfo", "run_simulator", "Verdict"]
+__all__ = ["SmscSimulator", "ReceivedSubmit", "ReceivedMessage", "ConcatInfo", "run_simulator",
+           "Verdict"]
 
 log = logging.getLogger("bridge.simulator")
 
-Verdict = Literal["ok", "throttle", "nack", "silent", "drop"]
+Verdict = Literal["ok", "throttle", "error", "nack", "silent", "drop"]
 BindMode = Literal["transmitter", "receiver", "transceiver"]
 
 _BIND_MODES: dict[int, BindMode] = {
@@ -54,6 +55,7 @@ _MAX_PENDING_DELIVERIES = 200_000
 _UNSAFE_RECEIPT_CHARS = re.compile(r"[^A-Za-z0-9 .,!?;:'\"()+\-/%&*#=<>]")
 _unpack_header_from = P._HEADER.unpack_from  # → (length, command_id, status, sequence)
 _READ_SIZE = 1 << 16
+_MAX_PART_THROTTLES = 100_000  # messages whose throttled part the simulator remembers
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +85,30 @@ class ReceivedSubmit:
     text: str                # user_data decoded per data_coding by the simulator's own decoder
     received_at: float       # time.time()
     service_type: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedMessage:
+    """One message as the SMSC received it, for checking what a dispatcher achieved: a
+    single-part submit, or every accepted part of a concatenated one (same source,
+    destination, reference and total), in arrival order, resends included."""
+    source: str
+    destination: str
+    ref_kind: Literal[8, 16, "sar"] | None  # where the reference came from; None: one part
+    ref: int | None
+    total: int
+    parts: tuple[ReceivedSubmit, ...]
+    arrivals: dict[int, int]  # part number → how many times it was accepted
+    complete: bool            # every part 1..total arrived at least once
+    spread_s: float           # from the first part's arrival to the last's
+
+    @property
+    def text(self) -> str:
+        """The parts' texts in part order, each part's first arrival; gaps left out."""
+        first: dict[int, str] = {}
+        for part in self.parts:
+            first.setdefault(_part_number(part), part.text)
+        return "".join(first[seq] for seq in sorted(first))
 
 
 class _Session:
@@ -171,7 +197,8 @@ class _Session:
 
 
 class SmscSimulator:
-    """SMPP 3.4 SMSC on loopback. Counters and `submits` are public for tests and benchmarks.
+    """SMPP 3.4 SMSC on loopback. Counters and `submits` are public for tests and benchmarks;
+    `messages()` groups the submits into messages, to check a dispatcher's outcome.
 
     `submits` keeps the newest `history` accepted submits (None = all; trimmed in batches; about
     0.8 KB each), `accepted` counts them all. `enquire_link_interval` > 0: the simulator sends enquire_link on
@@ -180,7 +207,7 @@ class SmscSimulator:
     refuse an alphanumeric sender with TON 1 or above 11 characters, an empty destination.
 
     Hooks for misbehaving variants (bridge.simulator.misbehaving): `bind_status`,
-    `submit_verdict`, `after_response`, `format_receipt`, `format_submit_id`,
+    `submit_verdict`, `content_verdict`, `after_response`, `format_receipt`, `format_submit_id`,
     `format_receipt_id`, and the attributes `dead_after`, `receipt_first`, `receipt_first_lag_s`.
     """
 
@@ -196,6 +223,7 @@ class SmscSimulator:
         self.submits: list[ReceivedSubmit] = []
         self.accepted = 0  # every submit_sm accepted, including those trimmed from `submits`
         self.throttled = 0
+        self.errored = 0  # submits answered with config.error_status
         self.binds = 0
         self.bind_failures = 0
         self.connections = 0
@@ -233,6 +261,9 @@ class SmscSimulator:
         self._replies: Deque[tuple[float, ReceivedSubmit]] = collections.deque()
         self._reply_timer: asyncio.TimerHandle | None = None
         self._dropped_once = False
+        self._first_parts_answered = 0  # OKs of part 1 of concatenated messages
+        # (source, destination, ref kind, ref) → part throttle_part's throttles so far
+        self._part_throttles: dict[tuple[str, str, int | str, int], int] = {}
         self._server: asyncio.AbstractServer | None = None
         self._sessions: set[_Session] = set()
         self._receivers: dict[str, list[_Session]] = {}
@@ -348,6 +379,22 @@ class SmscSimulator:
                 texts.append("".join(parts[i] for i in range(1, total + 1)))
         return texts
 
+    def messages(self, destination: str | None = None) -> list[ReceivedMessage]:
+        """The accepted submits still in `submits` (to `destination` only, when given) as
+        messages, in order of each one's first arrival. Parts are grouped by source,
+        destination, reference and total alone, so a message sent again with a new
+        reference is a second message, and one sent again with the same reference counts
+        its parts twice."""
+        groups: dict[tuple[object, ...], list[ReceivedSubmit]] = {}
+        for s in self.submits:
+            if destination is not None and s.destination != destination:
+                continue
+            c = s.concat
+            key: tuple[object, ...] = ((s.source, s.destination, c.ref_bits, c.ref, c.total)
+                                       if c is not None and c.total > 1 else (s.message_id,))
+            groups.setdefault(key, []).append(s)
+        return [_message(parts) for parts in groups.values()]
+
     async def wait_for_submits(self, n: int, timeout: float = 10.0) -> None:
         """Until at least n submits were accepted; TimeoutError otherwise."""
         if self.accepted >= n:
@@ -389,14 +436,41 @@ class SmscSimulator:
         return P.ESME_ROK
 
     def submit_verdict(self, session: _Session, n_total: int, n_session: int) -> Verdict:
-        """What to do with the n-th submit_sm (counted after bind, from 1)."""
+        """What to do with the n-th submit_sm (counted after bind, from 1; n_total over every
+        session, whatever the answer). One verdict a submit, so when several counters fall on
+        the same one the first of drop_after, throttle_every, error_every, silent_every wins:
+        a test can tell from the configuration alone what each submit gets."""
         cfg = self.config
         if cfg.drop_after and not self._dropped_once and n_total >= cfg.drop_after:
             self._dropped_once = True
             return "drop"
         if cfg.throttle_every and n_total % cfg.throttle_every == 0:
             return "throttle"
+        if cfg.error_every and n_total % cfg.error_every == 0:
+            return "error"
+        if cfg.silent_every and n_total % cfg.silent_every == 0:
+            return "silent"
         return "ok"
+
+    def content_verdict(self, session: _Session, submit: ReceivedSubmit) -> Verdict:
+        """What to do with a submit_sm that `submit_verdict` let through and that decoded, by
+        what it holds: part `throttle_part` of a concatenated message is throttled, always or
+        only its first `throttle_part_times` arrivals per message (keyed by source,
+        destination and reference: a message sent again with a new reference starts afresh)."""
+        cfg = self.config
+        c = submit.concat
+        if not cfg.throttle_part or c is None or c.total <= 1 or c.seq != cfg.throttle_part:
+            return "ok"
+        if not cfg.throttle_part_times:
+            return "throttle"
+        key = (submit.source, submit.destination, c.ref_bits, c.ref)
+        seen = self._part_throttles.get(key, 0)
+        if seen >= cfg.throttle_part_times:
+            return "ok"
+        self._part_throttles[key] = seen + 1
+        if len(self._part_throttles) > _MAX_PART_THROTTLES:
+            del self._part_throttles[next(iter(self._part_throttles))]
+        return "throttle"
 
     def after_response(self, session: _Session, submit: ReceivedSubmit) -> None:
         """Called once the submit_sm_resp (status 0) of `submit` is queued for writing."""
@@ -593,6 +667,15 @@ class SmscSimulator:
             self.rejected.append((seq, exc.status))
             session.send(P.encode_submit_sm_resp(seq, exc.status, ""))
             return
+        verdict = self.content_verdict(session, submit)
+        if verdict != "ok":
+            self._apply_verdict(session, seq, verdict)
+            return
+        self._accept(session, seq, submit, n)
+
+    def _accept(self, session: _Session, seq: int, submit: ReceivedSubmit, n: int) -> None:
+        """Record `submit` under id n and answer it (now, or later with response_delay_s)."""
+        message_id = submit.message_id
         self._next_id = n + 1
         self.submits.append(submit)
         self._by_id[message_id] = (n, submit)
@@ -605,7 +688,7 @@ class SmscSimulator:
         if self.receipt_first:
             self._receipt_now(submit, n, session)
             self._respond_later(session, self.receipt_first_lag_s, resp, submit, n, False)
-        elif self.config.response_delay_s > 0:
+        elif self._delays(self._submit_count):
             self._respond_later(session, self.config.response_delay_s, resp, submit, n, True)
         else:
             session.in_flight -= 1
@@ -617,6 +700,10 @@ class SmscSimulator:
             session.in_flight -= 1
             self.throttled += 1
             session.send(P.encode_submit_sm_resp(seq, P.ESME_RTHROTTLED, ""))
+        elif verdict == "error":
+            session.in_flight -= 1
+            self.errored += 1
+            session.send(P.encode_submit_sm_resp(seq, self.config.error_status, ""))
         elif verdict == "nack":
             session.in_flight -= 1
             self.nacks_sent += 1
@@ -624,11 +711,15 @@ class SmscSimulator:
         elif verdict == "silent":
             self.silenced += 1
         elif verdict == "drop":
-            self.drops += 1
-            log.info("dropping connection system_id=%s after %d submits", session.system_id,
-                     session.submits_seen)
-            session.delayed.clear()
-            session.close()
+            self._drop(session, f"after {session.submits_seen} submits")
+
+    def _drop(self, session: _Session, when: str) -> None:
+        """Close the connection without unbind; what is already queued for it is written,
+        responses still waiting for response_delay_s never are."""
+        self.drops += 1
+        log.info("dropping connection system_id=%s %s", session.system_id, when)
+        session.delayed.clear()
+        session.close()
 
     def _decode_submit(self, session: _Session, seq: int, body: bytes,
                        message_id: str) -> ReceivedSubmit:
@@ -662,6 +753,14 @@ class SmscSimulator:
             sm.registered_delivery, sm.data_coding, sm.short_message, udh_raw, user_data,
             concat, tlvs, decode_text(user_data, sm.data_coding), time.time(), sm.service_type)
 
+    def _delays(self, n_total: int) -> bool:
+        """Whether the n-th submit's response waits response_delay_s: all of them, or with
+        delay_every only every Nth (counted as in submit_verdict), the others answered at once,
+        so that a client sees some responses late and out of order."""
+        cfg = self.config
+        return cfg.response_delay_s > 0 and (not cfg.delay_every
+                                             or n_total % cfg.delay_every == 0)
+
     def _respond_later(self, session: _Session, delay: float, resp: bytes,
                        submit: ReceivedSubmit, n: int, receipt: bool) -> None:
         session.delayed.append((session.loop.time() + delay, resp, submit, n, receipt))
@@ -694,6 +793,18 @@ class SmscSimulator:
                     self.config.receipt_delay_s, self._flush_receipts)
         self._reply_later(submit)
         self.after_response(session, submit)
+        self._drop_between_parts(session, submit)
+
+    def _drop_between_parts(self, session: _Session, submit: ReceivedSubmit) -> None:
+        """drop_between_parts = N: the OK of part 1 of the Nth concatenated message (counted at
+        these OKs) is the last thing its connection carries, so the client holds a message
+        half sent; once, as drop_after, so that the retry can succeed."""
+        c = submit.concat
+        if not self.config.drop_between_parts or c is None or c.total <= 1 or c.seq != 1:
+            return
+        self._first_parts_answered += 1
+        if self._first_parts_answered == self.config.drop_between_parts:
+            self._drop(session, f"after part 1 of {c.total} to {submit.destination}")
 
     def _trim_history(self) -> None:
         """Keep the newest `history` submits (a long-running embedded simulator stays bounded)."""
@@ -1002,6 +1113,23 @@ def _sar(tlvs: dict[int, bytes]) -> ConcatInfo:
     if total == 0 or seq == 0 or seq > total:
         raise P.PduError(f"SAR segment {seq} of {total}", 0xC4)  # ESME_RINVOPTPARAMVAL
     return ConcatInfo(ref, total, seq, "sar")
+
+
+def _part_number(submit: ReceivedSubmit) -> int:
+    c = submit.concat
+    return c.seq if c is not None and c.total > 1 else 1
+
+
+def _message(parts: list[ReceivedSubmit]) -> ReceivedMessage:
+    """The ReceivedMessage of one group of `SmscSimulator.messages`."""
+    first = parts[0]
+    c = first.concat if first.concat is not None and first.concat.total > 1 else None
+    total = c.total if c is not None else 1
+    arrivals = dict(sorted(collections.Counter(_part_number(p) for p in parts).items()))
+    return ReceivedMessage(
+        first.source, first.destination, c.ref_bits if c else None, c.ref if c else None,
+        total, tuple(parts), arrivals, all(seq in arrivals for seq in range(1, total + 1)),
+        parts[-1].received_at - first.received_at)
 
 
 def _check_addresses(sm: P.ShortMessage) -> None:
