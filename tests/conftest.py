@@ -1,4 +1,5 @@
-"""Shared fixtures: a whole bridge (store, dispatcher, simulator, SMTP, SOAP) on loopback port 0."""
+"""Shared fixtures: a whole bridge (store, dispatcher, simulator, SMTP, SOAP) on loopback port 0,
+and a throwaway PostgreSQL server (`pg_server`, `pg_url`; see tests/postgres.py)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ import re
 import socket
 import sys
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, AsyncIterator, Callable
+from typing import IO, TYPE_CHECKING, Any, AsyncIterator, Callable, Iterator
 
 import pytest
 
 from bridge.config import Config, parse_config
+from tests.postgres import PgServer, PgUnavailable, database_of, skip_reasons, unavailable
 
 if TYPE_CHECKING:
     from bridge.runtime.app import Bridge
@@ -145,3 +147,38 @@ async def serve_command(config: Path, *, stderr: int | IO[bytes] = asyncio.subpr
     found = re.search(r"SMTP on [\d.]+:(\d+), SOAP on https?://[\d.]+:(\d+)/", line)
     assert found, f"no ready line from serve: {line!r}"
     return proc, int(found.group(1)), int(found.group(2))
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """The session's PostgreSQL server, started on first use and stopped (and its directory
+    deleted) at the end. Without one, the test is skipped, or fails with SMS_BRIDGE_REQUIRE_PG=1;
+    pytest caches that outcome, so the start is tried once a session."""
+    try:
+        server: PgServer | str = PgServer.launch()
+    except PgUnavailable as e:
+        server = str(e)
+    if isinstance(server, str):
+        unavailable(server)  # outside the except: no "during handling" traceback in the report
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def pg_url(pg_server: PgServer, request: pytest.FixtureRequest) -> Iterator[str]:
+    """The URL of a new empty database for this test, dropped afterwards (WITH (FORCE): sessions
+    the test left open are ended). A test that stopped the server and did not start it again
+    gets it started here, so the tests after it have one."""
+    url = pg_server.create_database(request.node.name)
+    yield url
+    if pg_server.can_stop and not pg_server.is_running():
+        pg_server.start()
+    pg_server.drop_database(database_of(url))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """One line for the PostgreSQL tests skipped for want of a server, instead of one per test."""
+    for reason, count in skip_reasons(terminalreporter.stats.get("skipped", [])).items():
+        terminalreporter.write_line(f"PostgreSQL tests skipped ({count}): {reason}")
