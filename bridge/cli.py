@@ -144,6 +144,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--reply-every", type=int, default=0, metavar="N",
                    help="the handset of every Nth message answers it with an SMS (MO)")
     p.add_argument("--reply-text", default=SimulatorConfig.reply_text)
+    p.add_argument("--redeliver", type=float, default=SimulatorConfig.redeliver_s, metavar="S",
+                   help="a receipt or MO answered with an error status is delivered again "
+                        "after S seconds, as SMSCs do (0 = never)")
     p = sub.add_parser("wsdl", help="compare or rewrite the checked-in wsdl/ files")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--check", action="store_true", default=True)
@@ -225,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "throttle_part_times": args.throttle_part_times,
                 "drop_between_parts": args.drop_between_parts,
                 "response_delay_s": args.response_delay, "reply_every": args.reply_every,
-                "reply_text": args.reply_text})
+                "reply_text": args.reply_text, "redeliver_s": args.redeliver})
             return asyncio.run(_simulator(sim))
         if args.command == "wsdl":
             from bridge.ingress.soap.wsdl import check_wsdl, write_wsdl

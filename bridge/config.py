@@ -115,6 +115,9 @@ class SmscConfig:
     max_tps: float = 0.0  # 0 = unlimited
     enquire_link_s: float = 30.0
     response_timeout_s: float = 10.0
+    # A submit_sm_resp later than response_timeout_s is still the answer up to this long
+    # after the submit (Kannel's wait-ack); only then is the outcome unknown (sent again).
+    wait_ack_s: float = 60.0
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 30.0
     tls: bool = False
@@ -151,6 +154,9 @@ class SimulatorConfig:
     delay_every: int = 0  # 0: response_delay_s for every submit, N: for every Nth only
     reply_every: int = 0  # the handset of every Nth message answers with an MO
     reply_text: str = "Thanks, got it."
+    # A deliver_sm (receipt or MO) answered with an error status is delivered again after
+    # this long, as SMSCs do; 0 = never.
+    redeliver_s: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -501,6 +507,7 @@ def _smsc(r: _Reader, index: int) -> SmscConfig:
         enquire_link_s=r.get("enquire_link_s", float, d.enquire_link_s, _between(1, 3600)),
         response_timeout_s=r.get("response_timeout_s", float, d.response_timeout_s,
                                  _between(0.1, 600)),
+        wait_ack_s=r.get("wait_ack_s", float, d.wait_ack_s, _between(0.1, 3600)),
         reconnect_min_s=r.get("reconnect_min_s", float, d.reconnect_min_s, _between(0.01, 600)),
         reconnect_max_s=r.get("reconnect_max_s", float, d.reconnect_max_s, _between(0.01, 3600)),
         tls=r.get("tls", bool, d.tls),
@@ -560,6 +567,7 @@ def _simulator(r: _Reader) -> SimulatorConfig:
         delay_every=r.get("delay_every", int, d.delay_every, _between(0, 1_000_000)),
         reply_every=r.get("reply_every", int, d.reply_every, _between(0, 1_000_000)),
         reply_text=r.get("reply_text", str, d.reply_text, _reply_text_problem),
+        redeliver_s=r.get("redeliver_s", float, d.redeliver_s, _between(0, 3600)),
     )
     r.finish()
     return cfg

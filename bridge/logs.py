@@ -37,21 +37,25 @@ def setup_logging(level: str | int) -> None:
 class Episode:
     """One trouble logged as an episode, not once per occurrence: the first failure is logged
     with its reason, then only a summary every `summary_s` while it lasts, and one line when it
-    ends. A full disk or a sick SMSC fails thousands of operations a minute; each one logged
+    ends (the first success `settle_s` after the last failure). A full disk or a sick SMSC fails thousands of operations a minute; each one logged
     (with a traceback) fills the disk the log shares and buries the one line that matters.
     `clock` is monotonic seconds (injected in tests)."""
 
     def __init__(self, log: logging.Logger, what: str, *, summary_s: float = 60.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 settle_s: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.log = log
         self.what = what
         self.summary_s = summary_s
+        #: A success ends the episode only this long after the last failure: a flapping
+        #: store (a disk with a little room now and then) stays one episode.
+        self.settle_s = settle_s
         self.clock = clock
         self.active = False
         self.failures = 0  # in this episode
         self._since = 0.0
         self._reported = 0  # failures covered by the lines written so far
         self._last_line = 0.0
+        self._last_failure = 0.0
         self._last_reason = ""
 
     def failed(self, reason: str) -> None:
@@ -59,6 +63,7 @@ class Episode:
         now = self.clock()
         self.failures += 1
         self._last_reason = reason
+        self._last_failure = now
         if not self.active:
             self.active = True
             self._since = self._last_line = now
@@ -71,10 +76,13 @@ class Episode:
             self._reported = self.failures
 
     def succeeded(self) -> None:
-        """The trouble is over (a no-op when there was none)."""
+        """A success: the trouble is over once none failed for `settle_s` (a no-op when
+        there was none)."""
         if not self.active:
             return
         now = self.clock()
+        if now - self._last_failure < self.settle_s:
+            return
         self.log.warning("%s succeed again after %d failure(s) over %.1f s (last: %s)",
                          self.what, self.failures, now - self._since, self._last_reason)
         self.active = False

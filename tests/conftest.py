@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import re
 import socket
@@ -147,6 +148,18 @@ async def serve_command(config: Path, *, stderr: int | IO[bytes] = asyncio.subpr
     found = re.search(r"SMTP on [\d.]+:(\d+), SOAP on https?://[\d.]+:(\d+)/", line)
     assert found, f"no ready line from serve: {line!r}"
     return proc, int(found.group(1)), int(found.group(2))
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """A test that runs `cli.main` in-process installs the bridge's log handler on a stream
+    pytest closes afterwards, at its level: later tests would log into a closed stream (a
+    "Logging error" traceback) at the wrong level. Each test ends with the root as it found it."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")

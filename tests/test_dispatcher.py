@@ -7,6 +7,7 @@ import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections import Counter
 from collections.abc import Awaitable, Sequence
 from typing import Any, AsyncIterator, Callable
 
@@ -238,3 +239,37 @@ def test_relative_validity() -> None:
     assert relative_validity(90) == "000000000130000R"
     assert relative_validity(5) == "000000000100000R"
     assert relative_validity(2 * 86400 + 3661) == "000002010101000R"
+
+
+async def test_a_slow_smsc_gets_each_message_once(tmp_path: Path) -> None:
+    """An SMSC that answers every submit after the response timeout (12 s against 10, scaled
+    down): each late answer is the answer, so each message goes once and is delivered, with
+    no retry in its timeline."""
+    sim = SmscSimulator(SimulatorConfig(enabled=True, port=0, receipt_delay_s=0.01,
+                                        response_delay_s=0.4))
+    async with pipeline(tmp_path, sim, smsc={"response_timeout_s": 0.3, "wait_ack_s": 5}) as p:
+        ids = await p.send(*(f"+4474001235{i:02d}" for i in range(12)), text="slow smsc")
+        for mid in ids:
+            await p.wait_state(mid, MessageState.DELIVERED)
+        assert len(p.sim.submits) == 12
+        [bind] = p.dispatcher.pool.binds.values() if p.dispatcher.pool else []
+        assert bind.late_answers == 12 and bind.timeouts == 0
+        events = [e.state for mid in ids for e in await p.store.timeline(mid)]
+        assert "retry" not in events
+
+
+async def test_a_submit_never_answered_goes_again_once_wait_ack_ends(tmp_path: Path) -> None:
+    """Every 2nd submit is never answered: after wait_ack_s its message is sent again (the
+    outcome was unknown) and delivered; the others went once."""
+    sim = SmscSimulator(SimulatorConfig(enabled=True, port=0, receipt_delay_s=0.01,
+                                        silent_every=2))
+    async with pipeline(tmp_path, sim, smsc={"response_timeout_s": 0.1, "wait_ack_s": 0.3},
+                        policy={"retry_base_s": 0.01}) as p:
+        ids = await p.send(*(f"+4474001236{i:02d}" for i in range(4)), text="silent")
+        for mid in ids:
+            await p.wait_state(mid, MessageState.DELIVERED)
+        per_number = Counter(s.destination for s in p.sim.submits)
+        assert sorted(per_number.values()) == [1, 1, 1, 1]  # accepted submits: once each
+        retried = [mid for mid in ids if "retry" in
+                   [e.state for e in await p.store.timeline(mid)]]
+        assert len(retried) == 2

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import re
 import signal
 import smtplib
@@ -13,6 +14,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
+from bridge.logs import Episode
 from tests.conftest import serve_command, write_serve_config
 
 PASSWORD = "log-test-Pa55word"
@@ -91,3 +95,37 @@ async def test_serve_logs_every_event_with_the_message_id(tmp_path: Path) -> Non
     assert lines and all(LINE.match(line) for line in lines), text
     for secret in (SMTP_TEXT, SOAP_TEXT, PASSWORD):
         assert secret not in text
+
+
+# ------------------------------------------------------------------ episodes
+
+def test_an_episode_logs_its_start_summaries_and_end_not_each_failure(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Thousands of failures a minute make one line to start, one summary a minute, one to
+    end; a success inside `settle_s` of a failure does not end it (a flapping disk)."""
+    caplog.set_level(logging.INFO, logger="test.episode")
+    now = [100.0]
+    episode = Episode(logging.getLogger("test.episode"), "store writes", summary_s=60,
+                      settle_s=5, clock=lambda: now[0])
+    episode.succeeded()  # nothing to end
+    for step in range(3000):  # 0.05 s apart: 150 s of trouble
+        now[0] = 100.0 + step * 0.05
+        episode.failed(f"disk full {step}")
+        if step % 10 == 0:
+            episode.succeeded()  # flapping: a write gets through now and then
+    assert episode.active and episode.failures == 3000
+    now[0] += 1
+    episode.succeeded()  # 1 s after the last failure: still the same episode
+    assert episode.active
+    now[0] += 5
+    episode.succeeded()
+    assert not episode.active and episode.failures == 0
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages[0] == "store writes failing: disk full 0"
+    assert [m.split(":")[0] for m in messages[1:3]] == [
+        "store writes still failing"] * 2
+    assert "1200 failures in 60 s (last: disk full 1200)" in messages[1]
+    assert messages[-1].startswith("store writes succeed again after 3000 failure(s) over "
+                                   "156.0 s (last: disk full 2999)")
+    assert len(messages) == 4
+    assert [r.levelname for r in caplog.records] == ["ERROR", "ERROR", "ERROR", "WARNING"]

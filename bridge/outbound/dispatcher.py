@@ -27,7 +27,14 @@ from bridge.core.receipts import Receipt, smsc_id_keys
 from bridge.core.states import MessageState, Retry, receipt_part_state, upstream_verdict
 from bridge.metrics import OutboundMetrics
 from bridge.ids import new_message_id
-from bridge.outbound.smpp.client import MoMessage, NotBound, SmppBind, SubmitOutcomeUnknown, SubmitSm
+from bridge.outbound.smpp.client import (
+    MoMessage,
+    NotBound,
+    SmppBind,
+    SubmitOutcomeUnknown,
+    SubmitSm,
+    TryLater,
+)
 from bridge.outbound.smpp.pool import SmscPool, first_bound
 from bridge.outbound.gate import RecordGate
 from bridge.store.base import (
@@ -446,6 +453,7 @@ class Dispatcher:
         if exc is not None:
             if isinstance(exc, StoreUnavailable) and not isinstance(exc, StoreRefused):
                 self.gate.failed(f"receipt: {exc}")
+                exc = TryLater(str(exc))
             done.set_exception(exc)
             return
         try:
@@ -481,10 +489,11 @@ class Dispatcher:
             reply_to_message_id=previous.id if previous else None, mail_reply=mail_reply))
         try:
             await stored
+        except StoreRefused:
+            raise
         except StoreUnavailable as exc:
-            if not isinstance(exc, StoreRefused):
-                self.gate.failed(f"inbound SMS: {exc}")
-            raise  # deliver_sm_resp 0x64: the SMSC delivers it again later
+            self.gate.failed(f"inbound SMS: {exc}")
+            raise TryLater(str(exc)) from exc  # 0x64: the SMSC delivers it again later
         log.info("mo from=%s stored reply_to=%s%s", source, previous.id if previous else "-",
                  " (mailed back)" if mail_reply else "")
 

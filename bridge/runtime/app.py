@@ -82,19 +82,20 @@ class Bridge:
         return await self.store.wait_bound(timeout)
 
     async def health(self) -> dict[str, Any]:
-        store_ok = self.store.healthy()
+        store = "ok" if self.store.healthy() else "unavailable"
         binds: dict[str, bool] = {}
         queue_depth = 0
-        if store_ok:
+        if store == "ok":
             try:
                 status = await asyncio.wait_for(self.store.outbound_status(), 5.0)
                 binds, queue_depth = status.binds, status.queue_depth
+                if not status.store_writable:
+                    store = "not writable"  # records fail: the outbound side is paused
             except Exception as exc:
                 log.error("health: the store process did not answer: %s", exc)
-                store_ok = False
-        return {"status": "ok" if any(binds.values()) and store_ok else "degraded",
-                "binds": binds, "store": "ok" if store_ok else "unavailable",
-                "queue_depth": queue_depth, "time": time.time()}
+                store = "unavailable"
+        return {"status": "ok" if any(binds.values()) and store == "ok" else "degraded",
+                "binds": binds, "store": store, "queue_depth": queue_depth, "time": time.time()}
 
     async def stop(self, drain_timeout: float = 10.0) -> None:
         """Graceful: stop intake, answer the requests already inside, then the store process

@@ -45,6 +45,8 @@ class OutboundSetup:
 class OutboundStatus:
     binds: dict[str, bool]
     queue_depth: int
+    #: False while the store cannot record what the SMSCs answer (the outbound side is paused).
+    store_writable: bool = True
 
 
 def accepted_messages(rows: Sequence[AcceptRow],
@@ -90,7 +92,7 @@ class Outbound:
 
     def status(self) -> OutboundStatus:
         return OutboundStatus({name: b.bound for name, b in self.pool.binds.items()},
-                              self.dispatcher.queue_depth)
+                              self.dispatcher.queue_depth, self.dispatcher.gate.is_open)
 
     async def wait_bound(self, timeout: float) -> bool:
         return await self.pool.wait_bound(timeout)

@@ -822,8 +822,12 @@ class SmscSimulator:
 
     def _on_deliver_sm_resp(self, session: _Session, command_id: int, status: int, seq: int,
                             body: bytes) -> None:
-        if session.unacked.pop(seq, None) is not None and status:
+        delivered = session.unacked.pop(seq, None)
+        if delivered is not None and status:
             self.deliver_sm_errors.append(status)
+            if self.config.redeliver_s > 0:  # as an SMSC does: the ESME could not take it yet
+                session.loop.call_later(self.config.redeliver_s, self._route,
+                                        session.system_id, delivered, None)
 
     def _on_enquire_link(self, session: _Session, command_id: int, status: int, seq: int,
                          body: bytes) -> None:

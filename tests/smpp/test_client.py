@@ -27,7 +27,7 @@ from bridge.simulator.misbehaving import (
 from bridge.simulator.server import SmscSimulator
 from bridge.outbound.smpp import codec
 from bridge.outbound.smpp.client import (
-    MoMessage, NotBound, SmppBind, SubmitOutcomeUnknown, SubmitResult, SubmitSm,
+    MoMessage, NotBound, SmppBind, SubmitOutcomeUnknown, SubmitResult, SubmitSm, TryLater,
 )
 
 PASSWORD = "secret"
@@ -51,7 +51,8 @@ def smsc_config(port: int, **kw: Any) -> SmscConfig:
 
 def sim_config(**kw: Any) -> SimulatorConfig:
     base: dict[str, Any] = dict(enabled=True, host="127.0.0.1", port=0, system_id="bridge",
-                                password=PASSWORD, receipts=True, receipt_delay_s=0.005)
+                                password=PASSWORD, receipts=True, receipt_delay_s=0.005,
+                                redeliver_s=0.0)
     base.update(kw)
     return SimulatorConfig(**base)
 
@@ -251,13 +252,48 @@ async def test_connection_drop_fails_in_flight_and_reconnects(harness: Harness) 
 
 
 async def test_silent_smsc_times_out_as_unknown(harness: Harness) -> None:
-    sim, bind, _ = await harness(SilentSubmitSimulator(sim_config()), response_timeout_s=0.2)
-    with pytest.raises(SubmitOutcomeUnknown, match="no submit_sm_resp"):
+    sim, bind, _ = await harness(SilentSubmitSimulator(sim_config()), response_timeout_s=0.2,
+                                 wait_ack_s=0.6)
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(SubmitOutcomeUnknown, match="no submit_sm_resp within 0.6s"):
         await bind.submit(sm())
-    assert bind.in_flight == 0
+    # unknown only after wait_ack_s, not after the timeout: an answer could still have come
+    assert asyncio.get_running_loop().time() - started >= 0.55
+    assert bind.in_flight == 0 and bind.overdue == 1 and bind.timeouts == 1
     # the timeout made the client probe the link; the SMSC answers enquire_link, so it stays
-    await until(lambda: sim.enquire_links_received >= 1, "enquire_link probe")
+    assert sim.enquire_links_received >= 1
     assert bind.bound and sim.binds == 1
+
+
+async def test_late_answer_after_the_timeout_is_the_answer(
+        harness: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    """An SMSC answering after response_timeout_s (but within wait_ack_s): the answer is
+    taken, the link is probed and stays, and the late answers are one log episode."""
+    caplog.set_level("INFO", logger="bridge.smpp")
+    sim, bind, _ = await harness(SmscSimulator(sim_config(response_delay_s=0.5)),
+                                 response_timeout_s=0.15, wait_ack_s=5.0)
+    results = await asyncio.gather(*(bind.submit(sm(b"late %d" % i)) for i in range(3)))
+    assert [r.command_status for r in results] == [0, 0, 0]
+    assert all(r.message_id for r in results)
+    assert bind.overdue == 3 and bind.late_answers == 3 and bind.timeouts == 0
+    assert sim.accepted == 3 and sim.enquire_links_received >= 1
+    assert bind.bound and sim.binds == 1
+    assert "late or unexpected response" not in caplog.text
+    assert caplog.text.count("timely submit_sm_resp (late answers are taken) failing") == 1
+
+
+async def test_late_answer_after_wait_ack_is_not_taken(
+        harness: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    """Past wait_ack_s the submit is given up (the caller sends it again); an answer after
+    that is ignored, never mistaken for another request's."""
+    caplog.set_level("INFO", logger="bridge.smpp")
+    sim, bind, _ = await harness(SmscSimulator(sim_config(response_delay_s=0.6)),
+                                 response_timeout_s=0.1, wait_ack_s=0.3)
+    with pytest.raises(SubmitOutcomeUnknown):
+        await bind.submit(sm())
+    await until(lambda: "late or unexpected response" in caplog.text, "the late answer")
+    assert sim.accepted == 1
+    assert bind.timeouts == 1 and bind.late_answers == 0 and bind.bound
 
 
 async def test_dead_peer_is_detected_and_replaced(harness: Harness,
@@ -402,14 +438,28 @@ async def test_receipt_handler_returning_a_future(harness: Harness, outcome: str
         await until(lambda: sim.deliver_sm_errors == [codec.ESME_RX_T_APPN], "0x64 answered")
 
 
-async def test_failing_receipt_handler_makes_the_smsc_redeliver(harness: Harness) -> None:
-    sim, bind, rec = await harness()
-    rec.fail_receipts = 1
-    result = await bind.submit(sm())
-    await until(lambda: sim.deliver_sm_errors == [codec.ESME_RX_T_APPN], "0x64 answered")
-    assert rec.receipts == []
-    await sim.send_receipt(result.message_id or "")  # the SMSC's redelivery
+async def test_failing_receipt_handler_makes_the_smsc_redeliver(
+        harness: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    """A handler that cannot store now (TryLater): 0x64, one log line for the episode and
+    none with a traceback; the simulator delivers the receipt again, as an SMSC does."""
+    sim, bind, rec = await harness(SmscSimulator(sim_config(redeliver_s=0.05)))
+    failures = 3
+
+    async def store(smsc: str, receipt: Receipt) -> None:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise TryLater("store write record_receipt failed: database or disk is full")
+        rec.receipts.append((smsc, receipt))
+
+    bind._on_receipt = store
+    await bind.submit(sm())
     await until(lambda: len(rec.receipts) == 1, "redelivered receipt stored")
+    assert sim.deliver_sm_errors == [codec.ESME_RX_T_APPN] * 3
+    assert "Traceback" not in caplog.text
+    assert caplog.text.count("deliver_sm handling (answered 0x64, the SMSC delivers again) "
+                             "failing") == 1
+    assert bind._handler_failures.failures == 3  # ends once none failed for settle_s
 
 
 # ------------------------------------------------------------------ MO
@@ -435,12 +485,11 @@ async def test_mo_single_and_concatenated(harness: Harness, text: str, encoding:
 
 
 async def test_mo_parts_out_of_order_and_failing_handler(harness: Harness) -> None:
-    sim, _, rec = await harness()
+    sim, _, rec = await harness(SmscSimulator(sim_config(redeliver_s=0.05)))
     rec.fail_mos = 1
     await sim.send_mo("+447400123456", "ACME", "", parts_text=["first ", "second ", "third"])
     await until(lambda: codec.ESME_RX_T_APPN in sim.deliver_sm_errors, "0x64 for the last part")
-    assert rec.mos == []
-    await sim.send_mo("+447400123456", "ACME", "", parts_text=["first ", "second ", "third"])
+    # the SMSC delivers the refused last part again; the others were kept
     await until(lambda: len(rec.mos) == 1, "MO after redelivery")
     assert rec.mos[0].text == "first second third"
 
@@ -566,7 +615,7 @@ async def test_response_deadlines_share_one_timer() -> None:
     link._dispatch(_resp(3))  # out of order: the front stays
     link._dispatch(_resp(1))
     assert futs[1].done() and futs[3].done() and not futs[2].done()
-    assert [seq for _, seq, _ in link.deadlines] == [2, 3, 4, 5, 6]
+    assert [entry[1] for entry in link.deadlines] == [2, 3, 4, 5, 6]
     await asyncio.sleep(0.15)
     assert not short.done() and not futs[2].done()
     link._dispatch(_resp(2))

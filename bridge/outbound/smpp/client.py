@@ -41,12 +41,13 @@ from bridge.core.encoding import decode_text
 from bridge.core.model import Address
 from bridge.core.policy import doubling_delay
 from bridge.core.receipts import Receipt, parse_receipt
+from bridge.logs import Episode
 from bridge.outbound.smpp import codec
 from bridge.outbound.smpp.codec import SubmitSm, command_status_name
 
 __all__ = [
     "MoHandler", "MoMessage", "NotBound", "ReceiptHandler", "SmppBind", "SubmitOutcomeUnknown",
-    "SubmitResult", "SubmitSm", "command_status_name",
+    "SubmitResult", "SubmitSm", "TryLater", "command_status_name",
 ]
 
 log = logging.getLogger("bridge.smpp")
@@ -64,6 +65,11 @@ class SubmitOutcomeUnknown(Exception):
 
 class NotBound(Exception):
     """No bound transmitter (or the bind is stopping): nothing was sent."""
+
+
+class TryLater(Exception):
+    """A receipt or MO handler cannot take this deliver_sm now (its store is failing): the
+    answer is 0x64 and the SMSC delivers it again later; logged as one episode per bind."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,10 @@ class _BindRefused(Exception):
     pass
 
 
+#: (deadline on the loop's clock, sequence number, the response's future, seconds it may still
+#: be answered after the deadline).
+_Deadline = tuple[float, int, "asyncio.Future[bytes]", float]
+
 _CMD_STATUS_SEQ = struct.Struct(">LLL")
 _CLOCK_RESOLUTION = time.get_clock_info("monotonic").resolution  # as asyncio's loop uses
 MAX_HANDLERS_PER_LINK = 64     # concurrent deliver_sm handlers before reading pauses
@@ -116,9 +126,10 @@ class _Link(asyncio.Protocol):
         # Response deadlines: requests share one timeout, so their deadlines arrive in order
         # and one timer for the oldest serves them all (no TimerHandle per submit). Entries
         # whose request was answered are dropped lazily (and all at once when they pile up behind
-        # an old unanswered one).
-        self.deadlines: collections.deque[tuple[float, int, asyncio.Future[bytes]]] = \
-            collections.deque()
+        # an old unanswered one). A submit past its timeout moves to `late`, with its own
+        # deadline (`wait_ack_s` after it was sent), in order too: see `_expire_due`.
+        self.deadlines: collections.deque[_Deadline] = collections.deque()
+        self.late: collections.deque[_Deadline] = collections.deque()
         self.deadline_timer: asyncio.TimerHandle | None = None
         self.buffer = bytearray()
         self.closed: asyncio.Future[None] = self.loop.create_future()
@@ -160,6 +171,7 @@ class _Link(asyncio.Protocol):
                 fut.set_exception(_LinkLost(reason))
         self.pending.clear()
         self.deadlines.clear()
+        self.late.clear()
         if self.deadline_timer is not None:
             self.deadline_timer.cancel()
             self.deadline_timer = None
@@ -292,7 +304,12 @@ class _Link(asyncio.Protocol):
             transport.write(out[0] if len(out) == 1 else b"".join(out))
         out.clear()
 
-    def send_request(self, seq: int, raw: bytes, timeout: float) -> asyncio.Future[bytes]:
+    def send_request(self, seq: int, raw: bytes, timeout: float,
+                     late_s: float = 0.0) -> asyncio.Future[bytes]:
+        """Send a request; its future gets the response frame, or `_ResponseTimeout` after
+        `timeout` seconds. With `late_s`, a request still unanswered after `timeout` is
+        overdue (the link is probed) and waits `late_s` more before it times out: an answer
+        that comes in that time is still the answer."""
         transport = self.transport
         if transport is None or transport.is_closing():
             raise _LinkLost("not connected")
@@ -301,32 +318,54 @@ class _Link(asyncio.Protocol):
         self.pending[seq] = fut
         # Every request of a link has the bind's one response timeout: deadlines come in order.
         deadline = max(loop.time() + timeout, self.deadlines[-1][0] if self.deadlines else 0.0)
-        self.deadlines.append((deadline, seq, fut))
+        self.deadlines.append((deadline, seq, fut, late_s))
         if self.deadline_timer is None:
             self.deadline_timer = loop.call_at(deadline, self._expire_due)
         self.write(raw)
         return fut
 
     def _expire_due(self) -> None:
-        """The deadline timer: time out every request whose deadline has passed, then wait for
-        the oldest one still unanswered."""
+        """The deadline timer: a request past its deadline times out, or, when it may still be
+        answered late, moves to `late` (and the peer is probed); a late one past its own
+        deadline times out. Then wait for the earliest deadline still ahead."""
         self.deadline_timer = None
-        loop = self.loop
-        now = loop.time() + _CLOCK_RESOLUTION  # call_at may fire this early
-        deadlines = self.deadlines
+        now = self.loop.time() + _CLOCK_RESOLUTION  # call_at may fire this early
+        overdue = 0
+        for deadline, seq, fut, late_s in self._due(self.deadlines, now):
+            if late_s > 0:
+                self.late.append((max(deadline + late_s, self.late[-1][0] if self.late
+                                      else 0.0), seq, fut, 0.0))
+                overdue += 1
+            else:
+                self._time_out(seq, fut)
+        for _, seq, fut, _ in self._due(self.late, now):
+            self._time_out(seq, fut)
+        if overdue:
+            self.suspect()
+            self.owner._overdue(overdue)
+        ahead = [queue[0][0] for queue in (self.deadlines, self.late) if queue]
+        if ahead:
+            self.deadline_timer = self.loop.call_at(min(ahead), self._expire_due)
+
+    def _due(self, queue: collections.deque[_Deadline], now: float) -> list[_Deadline]:
+        """Take the unanswered entries whose deadline has passed off the front of `queue`
+        (answered ones are dropped on the way); the first still ahead stays."""
         pending = self.pending
-        while deadlines:
-            deadline, seq, fut = deadlines[0]
-            if pending.get(seq) is not fut:  # answered already
-                deadlines.popleft()
-                continue
-            if deadline > now:
-                self.deadline_timer = loop.call_at(deadline, self._expire_due)
-                return
-            deadlines.popleft()
-            del pending[seq]
-            if not fut.done():
-                fut.set_exception(_ResponseTimeout())
+        due: list[_Deadline] = []
+        while queue:
+            entry = queue[0]
+            if pending.get(entry[1]) is not entry[2]:  # answered already
+                queue.popleft()
+            elif entry[0] > now:
+                break
+            else:
+                due.append(queue.popleft())
+        return due
+
+    def _time_out(self, seq: int, fut: asyncio.Future[bytes]) -> None:
+        del self.pending[seq]
+        if not fut.done():
+            fut.set_exception(_ResponseTimeout())
 
     def suspect(self) -> None:
         """A response timed out: let the keepalive probe the peer now."""
@@ -378,8 +417,16 @@ class SmppBind:
         # Addresses and data_coding of incomplete sets (MoFragment keeps only the digits).
         self._mo_meta: dict[reassembly.FragmentKey, tuple[Address, Address, int]] = {}
         self._warned_password = False
+        self._handler_failures = Episode(log, f"smsc={config.name} deliver_sm handling "
+                                              f"(answered 0x64, the SMSC delivers again)")
         self._mo_timeout = mo_reassembly_timeout_s
         self.in_flight = 0
+        # Answers after response_timeout_s: counted, taken, and logged as one episode.
+        self._late = Episode(log, f"smsc={config.name} timely submit_sm_resp "
+                                  f"(late answers are taken)")
+        self.overdue = 0  # submits past response_timeout_s
+        self.late_answers = 0  # ... that were answered after all
+        self.timeouts = 0  # ... that were not, within wait_ack_s
 
     # ---------------------------------------------------------------- state
 
@@ -618,20 +665,24 @@ class SmppBind:
                     raise NotBound(f"smsc={self.name} not bound")
             seq = link.next_seq()
             raw = codec.encode_submit(seq, sm)  # ValueError: nothing sent
+            cfg = self.config
             try:
-                fut = link.send_request(seq, raw, self.config.response_timeout_s)
+                fut = link.send_request(seq, raw, cfg.response_timeout_s,
+                                        max(0.0, cfg.wait_ack_s - cfg.response_timeout_s))
             except _LinkLost:
                 raise NotBound(f"smsc={self.name} not bound") from None
             self.in_flight += 1
             if self.in_flight == 1:
                 self._idle.clear()
+            sent = link.loop.time()
             try:
                 frame = await fut
             except _ResponseTimeout:
                 link.suspect()
+                self.timeouts += 1
                 raise SubmitOutcomeUnknown(
                     f"smsc={self.name} no submit_sm_resp within "
-                    f"{self.config.response_timeout_s:g}s (seq {seq})") from None
+                    f"{max(cfg.wait_ack_s, cfg.response_timeout_s):g}s (seq {seq})") from None
             except _LinkLost as exc:
                 raise SubmitOutcomeUnknown(
                     f"smsc={self.name} connection lost with the submit in flight "
@@ -640,6 +691,7 @@ class SmppBind:
                 self.in_flight -= 1
                 if self.in_flight == 0:
                     self._idle.set()
+        self._answered_after(link.loop.time() - sent)
         command_id = int.from_bytes(frame[4:8], "big")
         if command_id == codec.GENERIC_NACK:
             status = int.from_bytes(frame[8:12], "big")
@@ -652,6 +704,20 @@ class SmppBind:
             raise SubmitOutcomeUnknown(f"smsc={self.name} undecodable submit_sm_resp: {exc}") \
                 from None
         return SubmitResult(status, message_id)
+
+    def _answered_after(self, seconds: float) -> None:
+        """A submit_sm_resp came: one later than `response_timeout_s` is still the answer
+        (taken, counted, logged once per episode of late answers)."""
+        if seconds > self.config.response_timeout_s:
+            self.late_answers += 1
+            self._late.failed(f"a submit_sm_resp came after {seconds:.1f} s; taken")
+        elif self._late.active:
+            self._late.succeeded()
+
+    def _overdue(self, n: int) -> None:
+        """`n` of a link's submits went past `response_timeout_s` unanswered (their answers
+        may still come)."""
+        self.overdue += n
 
     async def _pace(self) -> None:
         now = time.monotonic()
@@ -701,9 +767,16 @@ class SmppBind:
     def _answer_deliver_sm(self, link: _Link, seq: int, exc: BaseException | None) -> None:
         status = codec.ESME_ROK
         if exc is not None:
-            log.error("%s deliver_sm seq=%d handler failed; answering 0x64 so the SMSC "
-                      "redelivers", link.label, seq, exc_info=exc)
+            # The store failing (a full disk) fails every deliver_sm: one episode, not a line
+            # (and a traceback) each; a bug elsewhere still shows its traceback.
+            if isinstance(exc, TryLater):
+                self._handler_failures.failed(f"{type(exc).__name__}: {exc}")
+            else:
+                log.error("%s deliver_sm seq=%d handler failed; answering 0x64 so the SMSC "
+                          "redelivers", link.label, seq, exc_info=exc)
             status = codec.ESME_RX_T_APPN
+        else:
+            self._handler_failures.succeeded()
         if not link.write(codec.encode_deliver_sm_resp(seq, status)):
             log.info("%s deliver_sm_resp seq=%d not sent: connection gone (SMSC redelivers)",
                      link.label, seq)
