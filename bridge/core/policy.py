@@ -19,6 +19,7 @@ __all__ = [
     "FloodRun", "flood_check",
     "duplicate_digest", "duplicate_digester", "within_window",
     "quota_allows", "quota_left",
+    "AcceptFacts", "accept_verdict",
     "refuse",
 ]
 
@@ -199,6 +200,38 @@ def quota_left(used: int, quota: int) -> int | None:
     if quota < 0:
         raise ValueError(f"quota {quota} must not be negative (0 = unlimited)")
     return None if quota == 0 else max(0, quota - used)
+
+
+# ---------------------------------------------------------------------------------------------
+# The accept decision, the one every store follows
+
+@dataclass(frozen=True)
+class AcceptFacts:
+    """What the store knows, inside the accept transaction, about one new message."""
+
+    #: The message its idempotency key already names (None: no key, or a new one).
+    keyed: str | None
+    #: The newest message with the same duplicate digest, and when it was accepted (None:
+    #: no digest, or none kept).
+    seen: tuple[str, float] | None
+    #: Parts of the account's quota used so far, this transaction's accepts included.
+    used: int
+
+
+def accept_verdict(facts: AcceptFacts, *, now: float, window_s: float, quota: int,
+                   parts: int) -> tuple[str, str | None]:
+    """(status, the earlier message's id) for a new message: "idempotent" when its key names
+    one already (that id), "duplicate" when the same request was accepted inside the window
+    (the first id), "over_quota" when its parts do not fit, else "accepted". In this order:
+    a repeat never consumes quota, and a refused message leaves nothing behind. Every store
+    asks this, so the rules cannot differ between them."""
+    if facts.keyed is not None:
+        return "idempotent", facts.keyed
+    if facts.seen is not None and within_window(facts.seen[1], now=now, window_s=window_s):
+        return "duplicate", facts.seen[0]
+    if not quota_allows(facts.used, quota, parts):
+        return "over_quota", None
+    return "accepted", None
 
 
 def refuse(name: ErrorName, detail: str) -> BridgeError:

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bridge.core.mailback import DELAYED
+from bridge.core.policy import AcceptFacts, accept_verdict
 from bridge.core.model import Ingress
 from bridge.core.states import (
     FINAL_MESSAGE_STATES,
@@ -98,9 +99,9 @@ ON CONFLICT (account) DO UPDATE SET parts_used = parts_used + excluded.parts_use
 _GET_USAGE = "SELECT parts_used FROM account_usage WHERE account = ?"
 _FIND_IDEMPOTENT = "SELECT id FROM messages WHERE account = ? AND idempotency_key = ?"
 _FIND_DUPLICATE = """
-SELECT id FROM messages
-WHERE account = ? AND dup_digest = ? AND dup_digest IS NOT NULL AND dup_at >= ?
-ORDER BY dup_at LIMIT 1
+SELECT id, dup_at FROM messages
+WHERE account = ? AND dup_digest = ? AND dup_digest IS NOT NULL
+ORDER BY dup_at DESC LIMIT 1
 """
 _PRUNE_DIGESTS = """
 UPDATE messages SET dup_digest = NULL, dup_at = NULL
@@ -500,31 +501,18 @@ class _Writer:
              dest_ton, dest_npi, text, encoding, data_coding, esm_class, registered_delivery,
              state, parts, created_at, send_at, expires_at, key, dup_digest, dup_window_s, quota,
              callback_url, meta_json, dsn_notify) in messages:
-            if key is not None:
-                existing = tx.keys.get((account, key))
-                if existing is None:
-                    row = conn.execute(_FIND_IDEMPOTENT, (account, key)).fetchone()
-                    existing = row[0] if row is not None else None
-                if existing is not None:
-                    out.append(AcceptOutcome(existing, "idempotent"))
-                    continue
             digest = dup_digest if dup_window_s > 0 else None
-            if digest is not None:
-                since = now - dup_window_s
-                if dup_window_s > self._dup_window:
-                    self._dup_window = dup_window_s
-                seen = tx.digests.get((account, digest))
-                if seen is not None and seen[1] >= since:
-                    out.append(AcceptOutcome(seen[0], "duplicate"))
-                    continue
-                row = conn.execute(_FIND_DUPLICATE, (account, digest, since)).fetchone()
-                if row is not None:
-                    out.append(AcceptOutcome(row[0], "duplicate"))
-                    continue
             n = len(parts)
-            if quota > 0 and tx.used(account) + n > quota:
-                out.append(AcceptOutcome(mid, "over_quota"))
+            status, earlier = accept_verdict(
+                AcceptFacts(keyed=self._keyed(tx, account, key),
+                            seen=self._seen(tx, account, digest),
+                            used=tx.used(account) if quota > 0 else 0),
+                now=now, window_s=dup_window_s, quota=quota, parts=n)
+            if status != "accepted":
+                out.append(AcceptOutcome(earlier or mid, status))
                 continue
+            if digest is not None and dup_window_s > self._dup_window:
+                self._dup_window = dup_window_s
             tx.messages.append((
                 mid, account, ingress, recipient, raw_recipient, source_addr, source_ton,
                 source_npi, dest_ton, dest_npi, text, encoding, data_coding, esm_class,
@@ -544,6 +532,29 @@ class _Writer:
             tx.flush()
             conn.execute(_PRUNE_DIGESTS, (now - self._dup_window,))
         return out
+
+    @staticmethod
+    def _keyed(tx: _Tx, account: str, key: str | None) -> str | None:
+        """The message an idempotency key already names: this transaction's, else stored."""
+        if key is None:
+            return None
+        existing = tx.keys.get((account, key))
+        if existing is None:
+            row = tx.conn.execute(_FIND_IDEMPOTENT, (account, key)).fetchone()
+            existing = row[0] if row is not None else None
+        return existing
+
+    @staticmethod
+    def _seen(tx: _Tx, account: str, digest: str | None) -> tuple[str, float] | None:
+        """The newest message with this duplicate digest and when it came: this
+        transaction's, else stored (core.policy decides whether it is inside the window)."""
+        if digest is None:
+            return None
+        seen = tx.digests.get((account, digest))
+        if seen is None:
+            row = tx.conn.execute(_FIND_DUPLICATE, (account, digest)).fetchone()
+            seen = (row[0], float(row[1])) if row is not None else None
+        return seen
 
     def submitted(self, tx: _Tx, message_id: str, seq: int, smsc: str, smsc_id: str,
                   id_keys: tuple[str, ...], at: float) -> ReceiptOutcome | None:

@@ -18,6 +18,8 @@ from bridge.core.policy import (
     duplicate_digest,
     duplicate_digester,
     flood_check,
+    AcceptFacts,
+    accept_verdict,
     quota_allows,
     quota_left,
     refuse,
@@ -363,3 +365,45 @@ def test_doubling_delay_grows_and_stays_between_base_and_cap(step: int, base: fl
     delay = doubling_delay(step, base_s=base, max_s=cap)
     assert base <= delay <= cap
     assert doubling_delay(step + 1, base_s=base, max_s=cap) >= delay
+
+
+# ------------------------------------------------------------------ the accept decision
+
+@pytest.mark.parametrize(("facts", "now", "window", "quota", "parts", "verdict"), [
+    (AcceptFacts(None, None, 0), 100.0, 60.0, 0, 1, ("accepted", None)),
+    # a key already used: the first id, before anything else, quota untouched
+    (AcceptFacts("m1", ("m2", 99.0), 10**6), 100.0, 60.0, 5, 1, ("idempotent", "m1")),
+    # the same request inside the window, outside it, and with the window off
+    (AcceptFacts(None, ("m2", 50.0), 0), 100.0, 60.0, 0, 1, ("duplicate", "m2")),
+    (AcceptFacts(None, ("m2", 40.0), 0), 100.0, 60.0, 0, 1, ("accepted", None)),
+    (AcceptFacts(None, ("m2", 99.0), 0), 100.0, 0.0, 0, 1, ("accepted", None)),
+    # another instance's clock a little ahead: still inside the window
+    (AcceptFacts(None, ("m2", 101.0), 0), 100.0, 60.0, 0, 1, ("duplicate", "m2")),
+    # a duplicate is answered even when the quota is spent (it consumes nothing)
+    (AcceptFacts(None, ("m2", 99.0), 5), 100.0, 60.0, 5, 1, ("duplicate", "m2")),
+    # quota: all parts fit or none
+    (AcceptFacts(None, None, 3), 100.0, 60.0, 5, 2, ("accepted", None)),
+    (AcceptFacts(None, None, 4), 100.0, 60.0, 5, 2, ("over_quota", None)),
+    (AcceptFacts(None, None, 10**9), 100.0, 60.0, 0, 2, ("accepted", None)),
+])
+def test_accept_verdict(facts: AcceptFacts, now: float, window: float, quota: int, parts: int,
+                        verdict: tuple[str, str | None]) -> None:
+    assert accept_verdict(facts, now=now, window_s=window, quota=quota, parts=parts) == verdict
+
+
+@given(keyed=st.one_of(st.none(), st.just("k")), seen=st.one_of(st.none(), st.floats(0, 200)),
+       used=st.integers(0, 20), quota=st.integers(0, 20), parts=st.integers(1, 10),
+       window=st.floats(0, 100))
+def test_accept_verdict_agrees_with_the_single_rules(keyed: str | None, seen: float | None,
+                                                     used: int, quota: int, parts: int,
+                                                     window: float) -> None:
+    status, earlier = accept_verdict(
+        AcceptFacts(keyed, None if seen is None else ("s", seen), used), now=100.0,
+        window_s=window, quota=quota, parts=parts)
+    if keyed is not None:
+        assert (status, earlier) == ("idempotent", "k")
+    elif within_window(seen, now=100.0, window_s=window):
+        assert (status, earlier) == ("duplicate", "s")
+    else:
+        assert status == ("accepted" if quota_allows(used, quota, parts) else "over_quota")
+        assert earlier is None
