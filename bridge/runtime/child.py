@@ -48,7 +48,8 @@ from bridge.runtime.process import (
     Outbox,
 )
 from bridge.store.rows import AcceptRow
-from bridge.store.sqlite import READS, SqliteStore, _Result
+from bridge.store.common import Result as _Result
+from bridge.store.sqlite import READS, SqliteStore
 
 log = logging.getLogger("bridge.store")
 

@@ -60,6 +60,23 @@ from bridge.store.base import (
     StoreUnavailable,
 )
 from bridge.logs import Episode
+from bridge.store.common import (
+    CALLBACK_EVENTS,
+    DELAYED_STATES,
+    FINAL_VALUES,
+    MAIL_EVENTS,
+    NOT_FINAL_PARTS,
+    PENDING_STATES,
+    Op,
+    Result,
+    best_match,
+    by_key,
+    plural,
+    receipt_change,
+    receipt_detail,
+    resolve,
+    submit_details,
+)
 from bridge.store.rows import AcceptRow, CallsByName
 from bridge.store.schema import migrate
 
@@ -67,12 +84,7 @@ log = logging.getLogger("bridge.store")
 
 T = TypeVar("T")
 
-_PENDING_STATES = (MessageState.QUEUED.value, MessageState.SCHEDULED.value,
-                   MessageState.SUBMITTED.value)
-_NOT_FINAL_PARTS = (PartState.QUEUED.value, PartState.SUBMITTED.value)
 _CHUNK = 500  # ids per IN (...) list, well under SQLite's bound-parameter limit
-_FINAL_VALUES = frozenset(s.value for s in FINAL_MESSAGE_STATES)
-_DELAYED_STATES = (MessageState.QUEUED.value, MessageState.SUBMITTED.value)
 _PURGE_SCAN = ("SELECT rowid, id, state, created_at, updated_at FROM messages WHERE rowid > ? "
                "ORDER BY rowid LIMIT ?")
 _PURGE_SCAN_ROWS = 1000
@@ -141,25 +153,6 @@ def _receipt_matches(n: int) -> str:
     return _RECEIPT_SELECT + f"WHERE k.smsc = ? AND k.key IN ({_in(n)})"
 
 
-def _by_key(rows: Iterable[tuple[Any, ...]]) -> dict[str, list[tuple[Any, ...]]]:
-    """`_RECEIPT_SELECT` rows by the key they matched."""
-    out: dict[str, list[tuple[Any, ...]]] = {}
-    for row in rows:
-        out.setdefault(row[0], []).append(row)
-    return out
-
-
-def _best_match(keys: Sequence[str],
-                matches: dict[str, list[tuple[Any, ...]]]) -> tuple[Any, ...] | None:
-    """The submit a receipt belongs to: the earliest of its keys (strongest first) that matches
-    wins, and among that key's matches the most recent submit (an SMSC may reuse ids)."""
-    for key in keys:
-        rows = matches.get(key)
-        if rows:
-            return max(rows, key=lambda r: r[3])
-    return None
-
-
 def _parts_and_messages(n: int) -> str:
     return (f"SELECT p.message_id, p.seq, p.total, p.state, m.state FROM parts p "
             f"JOIN messages m ON m.id = p.message_id WHERE p.message_id IN ({_in(n)})")
@@ -205,31 +198,6 @@ def _move_params(target: MessageState, at: float, detail: str,
     return (target.value, at, detail, message_id)
 
 
-def _receipt_change(current: PartState, old_stat: str | None, old_err: str | None,
-                    part_state: PartState | None, stat: str | None,
-                    err: str | None) -> PartState | None:
-    """A part's state after a receipt (the transition table lets a final verdict be refined,
-    never undone); None for the same receipt again, which changes nothing."""
-    new = current
-    if part_state is not None and can_move(MessageState(current.value),
-                                           MessageState(part_state.value)):
-        new = part_state
-    if new is current and old_stat == (stat or "") and old_err == err:
-        return None
-    return new
-
-
-def _receipt_detail(seq: int, total: int, stat: str | None, err: str | None) -> str:
-    return f"part {seq}/{total} stat={stat or '-'} err={err or '-'}"
-
-
-def _submit_details(seq: int, total: int, smsc: str, smsc_id: str) -> tuple[str, str, str]:
-    """A submit's texts: the part's event, the message's move, and the message's event once
-    every part is submitted."""
-    return (f"part {seq}/{total} smsc={smsc} id={smsc_id}",
-            f"after part {seq}/{total} was submitted", f"all {_plural(total, 'part')} submitted")
-
-
 _PART_STATES = "SELECT state FROM parts WHERE message_id = ? ORDER BY seq"
 _VIEW_COLUMNS = """id, account, ingress, recipient, source_addr, state, encoding, parts,
     created_at, updated_at, error, error_detail, meta_json"""
@@ -244,10 +212,6 @@ def _in(n: int) -> str:
 
 def _chunks(items: Sequence[T], size: int = _CHUNK) -> list[Sequence[T]]:
     return [items[i:i + size] for i in range(0, len(items), size)]
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 # ---------------------------------------------------------------------------------- writer
@@ -324,35 +288,6 @@ class _TxFailed(Exception):
     single operation is to blame, so retrying them one by one would only fail slower."""
 
 
-class _Op:
-    __slots__ = ("fn", "args", "token", "weight")
-
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], token: Any,
-                 weight: int = 1) -> None:
-        self.fn = fn
-        self.args = args
-        self.token = token  # how the caller finds its answer: a future, or a request id
-        self.weight = weight  # rows it writes, roughly: an accept counts its messages
-
-
-_Result = tuple[Any, Any, BaseException | None]  # (token, value, error)
-
-
-def _resolve(results: list[_Result]) -> None:
-    """Runs on the event loop: complete the futures of one committed batch."""
-    for future, value, exc in results:
-        if future.done():  # the caller cancelled its wait; the write happened anyway
-            continue
-        if exc is None:
-            future.set_result(value)
-        else:
-            future.set_exception(exc)
-            # The writer has logged the failure; a caller that dropped this future must not get
-            # asyncio's "exception was never retrieved" again at garbage collection. Awaiting
-            # the future still raises.
-            future.exception()
-
-
 class _Writer:
     """The only writing connection and the write operations. `run` applies one batch in one
     transaction and says what became of each operation; who calls it decides how answers
@@ -384,7 +319,7 @@ class _Writer:
 
     # -------------------------------------------------------------- batches
 
-    def run(self, batch: list[_Op]) -> list[_Result]:
+    def run(self, batch: list[Op]) -> list[Result]:
         """One transaction for the batch; (token, value, error) per operation, in order."""
         try:
             return self._run_batch(batch)
@@ -392,10 +327,10 @@ class _Writer:
             log.exception("store writer failed on a batch of %d", len(batch))
             return [self._failure(op, exc) for op in batch]
 
-    def _run_batch(self, batch: list[_Op]) -> list[_Result]:
+    def _run_batch(self, batch: list[Op]) -> list[Result]:
         try:
             values = self._transaction(batch)
-            results: list[_Result] = [(op.token, value, None)
+            results: list[Result] = [(op.token, value, None)
                                       for op, value in zip(batch, values)]
         except Exception as exc:
             self.failed_batches += 1
@@ -423,7 +358,7 @@ class _Writer:
         self.largest_batch = max(self.largest_batch, len(batch))
         return results
 
-    def _failure(self, op: _Op, exc: Exception) -> _Result:
+    def _failure(self, op: Op, exc: Exception) -> Result:
         self.failed_ops += 1
         name = getattr(op.fn, "__name__", "write").lstrip("_")
         self.episode.failed(f"{name}: {exc}")
@@ -434,7 +369,7 @@ class _Writer:
         error.__cause__ = cause
         return (op.token, None, error)
 
-    def _transaction(self, batch: list[_Op]) -> list[Any]:
+    def _transaction(self, batch: list[Op]) -> list[Any]:
         conn = self.conn
         started = time.perf_counter()
         try:
@@ -465,7 +400,7 @@ class _Writer:
                 log.exception("store commit observer failed")
         return values
 
-    def _apply(self, tx: _Tx, batch: list[_Op]) -> list[Any]:
+    def _apply(self, tx: _Tx, batch: list[Op]) -> list[Any]:
         """The operations in order; a run of consecutive submits or receipts (the SMSC's
         answers come in bursts: 40 to 50 in a row while a batch drains, measured) goes to its
         `_TOGETHER` form first, which writes the whole run with a few executemany calls."""
@@ -525,7 +460,7 @@ class _Writer:
             if digest is not None:
                 tx.digests[(account, digest)] = (mid, now)
             tx.delta[account] = tx.delta.get(account, 0) + n
-            tx.event(mid, now, state, f"accepted via {ingress}, {_plural(n, 'part')}, {encoding}")
+            tx.event(mid, now, state, f"accepted via {ingress}, {plural(n, 'part')}, {encoding}")
             out.append(AcceptOutcome(mid, "accepted"))
         if self._dup_window > 0 and now - self._digest_pruned_at >= min(self._dup_window, 10.0):
             self._digest_pruned_at = now
@@ -566,7 +501,7 @@ class _Writer:
         total, part_state = int(rows[0][0]), PartState(rows[0][1])
         keys = tuple(dict.fromkeys(id_keys))
         tx.smsc_keys.extend([(smsc, key, message_id, seq) for key in keys])  # the part exists
-        part_detail, detail, all_submitted = _submit_details(seq, total, smsc, smsc_id)
+        part_detail, detail, all_submitted = submit_details(seq, total, smsc, smsc_id)
         tx.event(message_id, at, "part_submitted", part_detail)
         self._reaggregate(tx, message_id, at, detail, submitted=all_submitted,
                           only_part=part_state if total == 1 else None)
@@ -604,7 +539,7 @@ class _Writer:
         # _apply_receipt needs of its part: one statement, not two.
         best = conn.execute(_RECEIPT_STRONGEST, (smsc, keys[0])).fetchone()
         if best is None and len(keys) > 1:
-            best = _best_match(keys[1:], _by_key(
+            best = best_match(keys[1:], by_key(
                 conn.execute(_receipt_matches(len(keys) - 1), (smsc, *keys[1:]))))
         if best is None:
             receipt = uuid.uuid4().hex
@@ -651,7 +586,7 @@ class _Writer:
             target = aggregate((PartState.SUBMITTED if part_state is PartState.QUEUED
                                 else part_state,))
             tx.smsc_keys.extend([(smsc, key, mid, seq) for key in keys])
-            part_detail, detail, all_submitted = _submit_details(seq, 1, smsc, smsc_id)
+            part_detail, detail, all_submitted = submit_details(seq, 1, smsc, smsc_id)
             tx.event(mid, at, "part_submitted", part_detail)
             if target not in MESSAGE_TRANSITIONS[MessageState(found[mid][4])]:
                 continue
@@ -687,13 +622,13 @@ class _Writer:
             keyed.append(keys)
         matches: dict[str, list[tuple[Any, ...]]] = {}
         for chunk in _chunks(list(dict.fromkeys(k for keys in keyed for k in keys)), _CHUNK - 1):
-            for key, rows in _by_key(tx.conn.execute(_receipt_matches(len(chunk)),
+            for key, rows in by_key(tx.conn.execute(_receipt_matches(len(chunk)),
                                                      (smsc, *chunk))).items():
                 matches.setdefault(key, []).extend(rows)
         found: list[tuple[Any, ...]] = []
         parts: set[tuple[str, int]] = set()
         for keys in keyed:
-            best = _best_match(keys, matches)
+            best = best_match(keys, matches)
             if best is None or best[5] != 1 or (best[1], best[2]) in parts:
                 return None  # an orphan, a multi-part message or a part twice: one by one
             parts.add((best[1], best[2]))
@@ -705,12 +640,12 @@ class _Writer:
             _, mid, seq, _, current_value, total, old_stat, old_err, message_value = row
             current = PartState(current_value)
             message = MessageState(message_value)
-            new = _receipt_change(current, old_stat, old_err, part_state, stat, err)
+            new = receipt_change(current, old_stat, old_err, part_state, stat, err)
             if new is None:
                 out.append(ReceiptOutcome(True, mid, message))
                 continue
             updates.append((new.value, stat or "", err, new.value, at, mid, seq))
-            detail = _receipt_detail(seq, total, stat, err)
+            detail = receipt_detail(seq, total, stat, err)
             tx.event(mid, at, "receipt", detail)
             target = aggregate((new,))
             if new is not current and target in MESSAGE_TRANSITIONS[message]:
@@ -751,8 +686,8 @@ class _Writer:
             done_at = at if state is MessageState.DELIVERED else None
             conn.execute(
                 f"UPDATE parts SET state = ?, delivered_at = coalesce(delivered_at, ?) "
-                f"WHERE message_id = ? AND state IN ({_in(len(_NOT_FINAL_PARTS))})",
-                (state.value, done_at, message_id, *_NOT_FINAL_PARTS))
+                f"WHERE message_id = ? AND state IN ({_in(len(NOT_FINAL_PARTS))})",
+                (state.value, done_at, message_id, *NOT_FINAL_PARTS))
         tx.event(message_id, at, state.value,
                  detail if error is None else f"{error}: {detail}" if detail else error)
 
@@ -762,12 +697,12 @@ class _Writer:
 
     def callback(self, tx: _Tx, callback_id: int, message_id: str, outcome: str, attempts: int,
                  next_at: float, at: float, detail: str) -> None:
-        _attempted(tx, "callbacks", _CALLBACK_EVENTS, callback_id, message_id, outcome,
+        _attempted(tx, "callbacks", CALLBACK_EVENTS, callback_id, message_id, outcome,
                    attempts, next_at, at, detail)
 
     def mailback(self, tx: _Tx, mailback_id: int, message_id: str, kind: str, outcome: str,
                  attempts: int, next_at: float, at: float, detail: str) -> None:
-        events = _MAIL_EVENTS.get(kind)
+        events = MAIL_EVENTS.get(kind)
         if events is None:
             raise ValueError(f"unknown mail kind {kind!r}")
         _attempted(tx, "mailbacks", events, mailback_id, message_id, outcome, attempts,
@@ -785,7 +720,7 @@ class _Writer:
         if not rows:
             return 0, 0
         late = [(message_id, DELAYED, now, now) for message_id, state in rows
-                if state in _DELAYED_STATES]
+                if state in DELAYED_STATES]
         conn.executemany("INSERT INTO mailbacks (kind, message_id, state, at, next_at) "
                          "VALUES ('dsn', ?, ?, ?, ?)", late)
         conn.executemany("UPDATE messages SET dsn_delay_owed = NULL WHERE id = ?",
@@ -809,7 +744,7 @@ class _Writer:
                 if created_at >= before:
                     rows = []  # everything after it is newer still
                     break
-                if state in _FINAL_VALUES and updated_at < before:
+                if state in FINAL_VALUES and updated_at < before:
                     doomed.append(message_id)
                     if len(doomed) == limit:
                         break
@@ -854,11 +789,11 @@ class _Writer:
             row = conn.execute(_PART_AND_MESSAGE, (message_id, seq)).fetchone()
         current = PartState(row[0])
         total = int(row[1])
-        new = _receipt_change(current, row[2], row[3], part_state, stat, err)
+        new = receipt_change(current, row[2], row[3], part_state, stat, err)
         if new is None:
             return MessageState(row[4])
         conn.execute(_RECEIPT_PART, (new.value, stat or "", err, new.value, at, message_id, seq))
-        detail = _receipt_detail(seq, total, stat, err)
+        detail = receipt_detail(seq, total, stat, err)
         tx.event(message_id, at, "receipt", detail + (" (arrived before submit_sm_resp)"
                                                      if orphan else ""))
         if new is current:
@@ -883,16 +818,6 @@ class _Writer:
         tx.event(message_id, at, target.value,
                  submitted if target is MessageState.SUBMITTED and submitted else detail)
         return target
-
-
-#: An attempt's outcome (bridge.core.callbacks.Verdict values) → its timeline event, for a
-#: callback and for each kind of mail back.
-_CALLBACK_EVENTS = {"delivered": "callback", "retry": "callback_retry",
-                    "gave_up": "callback_failed"}
-_MAIL_EVENTS = {
-    "dsn": {"delivered": "dsn", "retry": "dsn_retry", "gave_up": "dsn_failed"},
-    "reply": {"delivered": "reply_mailed", "retry": "reply_retry", "gave_up": "reply_failed"},
-}
 
 
 def _attempted(tx: _Tx, table: str, events: dict[str, str], row_id: int, message_id: str,
@@ -924,11 +849,11 @@ class _WriterThread:
     def __init__(self, writer: _Writer, loop: asyncio.AbstractEventLoop) -> None:
         self.writer = writer
         self.loop = loop  # the one loop whose callers wait on the futures
-        self.queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()  # None: stop
+        self.queue: queue.SimpleQueue[Op | None] = queue.SimpleQueue()  # None: stop
         self.alive = True
         self.thread = threading.Thread(target=self._main, name="bridge-store-writer", daemon=True)
 
-    def put(self, op: _Op) -> None:
+    def put(self, op: Op) -> None:
         self.queue.put(op)
 
     def _main(self) -> None:
@@ -945,7 +870,7 @@ class _WriterThread:
             self.alive = False
             self.writer.close()
 
-    def _collect(self, batch: list[_Op]) -> bool:
+    def _collect(self, batch: list[Op]) -> bool:
         """Add what is queued to `batch` until it weighs `max_batch` (messages for accepts, one
         for other writes); True when the stop marker was reached. It never waits: companions
         gather on their own while the previous commit syncs."""
@@ -962,11 +887,11 @@ class _WriterThread:
             weight += op.weight
         return False
 
-    def _deliver(self, results: list[_Result]) -> None:
+    def _deliver(self, results: list[Result]) -> None:
         if not results:
             return
         try:
-            self.loop.call_soon_threadsafe(_resolve, results)
+            self.loop.call_soon_threadsafe(resolve, results)
         except RuntimeError:  # the loop is closed: nobody is waiting any more
             pass
 
@@ -979,15 +904,15 @@ class _LoopWriter:
     completes it; the others (the pipe's request ids) go to `answer`."""
 
     def __init__(self, writer: _Writer, loop: asyncio.AbstractEventLoop,
-                 answer: Callable[[list[_Result]], None]) -> None:
+                 answer: Callable[[list[Result]], None]) -> None:
         self.writer = writer
         self.loop = loop
         self.answer = answer
         self.alive = True
-        self._batch: list[_Op] = []
+        self._batch: list[Op] = []
         self._weight = 0
 
-    def put(self, op: _Op) -> None:
+    def put(self, op: Op) -> None:
         if not self._batch:
             self.loop.call_soon(self.run)
         self._batch.append(op)
@@ -1006,9 +931,9 @@ class _LoopWriter:
             self._deliver(self.writer.run(queued[start:end]))
             start = end
 
-    def _deliver(self, results: list[_Result]) -> None:
-        awaited: list[_Result] = []
-        answered: list[_Result] = []
+    def _deliver(self, results: list[Result]) -> None:
+        awaited: list[Result] = []
+        answered: list[Result] = []
         for result in results:
             (awaited if isinstance(result[0], asyncio.Future) else answered).append(result)
         try:
@@ -1016,7 +941,7 @@ class _LoopWriter:
                 self.answer(answered)
         finally:
             if awaited:
-                _resolve(awaited)
+                resolve(awaited)
 
     def close(self) -> None:
         self.run()
@@ -1130,7 +1055,7 @@ class SqliteStore(CallsByName):
         self._closing = False
         thread.thread.start()
 
-    def open_on_loop(self, answer: Callable[[list[_Result]], None]) -> None:
+    def open_on_loop(self, answer: Callable[[list[Result]], None]) -> None:
         """Open with the writer on the running loop's thread (the store process,
         bridge.runtime.child): the async methods work as usual, `write_request` adds the pipe's
         requests to the same batches, and their results go to `answer`."""
@@ -1156,7 +1081,7 @@ class SqliteStore(CallsByName):
         driver = self._driver
         if driver is None or self._closing or not driver.alive:
             raise StoreUnavailable("the store is not open")
-        driver.put(_Op(fn, args, request_id, write_weight(fn, args)))
+        driver.put(Op(fn, args, request_id, write_weight(fn, args)))
         return True
 
     async def close(self) -> None:
@@ -1201,7 +1126,7 @@ class SqliteStore(CallsByName):
             future.set_exception(StoreUnavailable("the store is not open"))
             return future
         future = driver.loop.create_future()
-        driver.put(_Op(fn, args, future, write_weight(fn, args)))
+        driver.put(Op(fn, args, future, write_weight(fn, args)))
         return future
 
     # -------------------------------------------------------------- read plumbing
@@ -1248,9 +1173,9 @@ def _quota_used(conn: sqlite3.Connection, account: str) -> int:
 def _load_pending(conn: sqlite3.Connection, limit: int) -> list[OutboundMessage]:
     rows = conn.execute(
         f"SELECT {_OUTBOUND_COLUMNS} FROM messages m "
-        f"WHERE state IN ({_in(len(_PENDING_STATES))}) AND EXISTS ("
+        f"WHERE state IN ({_in(len(PENDING_STATES))}) AND EXISTS ("
         f"  SELECT 1 FROM parts p WHERE p.message_id = m.id AND p.smsc_id IS NULL) "
-        f"ORDER BY created_at, rowid LIMIT ?", (*_PENDING_STATES, limit)).fetchall()
+        f"ORDER BY created_at, rowid LIMIT ?", (*PENDING_STATES, limit)).fetchall()
     parts: dict[str, list[OutboundPart]] = {}
     for chunk in _chunks([r[0] for r in rows]):
         for p in conn.execute(

@@ -60,24 +60,24 @@ _CASES = st.tuples(
 )
 
 
-def _op(i: int, spec: tuple[Any, ...]) -> S._Op:
+def _op(i: int, spec: tuple[Any, ...]) -> S.Op:
     at = T0 + 1 + i
     if spec[0] == "submit":
         _, m, seq, smsc, smsc_id, fmt = spec
-        return S._Op(S._Writer.submitted,
+        return S.Op(S._Writer.submitted,
                      (f"m{m}", seq, smsc, smsc_id, smsc_id_keys(smsc_id, fmt), at), i)
     _, smsc, smsc_id, fmt, stat, err = spec
-    return S._Op(S._Writer.receipt, (smsc, smsc_id_keys(smsc_id, fmt), RECEIPT_STAT[stat], stat,
+    return S.Op(S._Writer.receipt, (smsc, smsc_id_keys(smsc_id, fmt), RECEIPT_STAT[stat], stat,
                                      err, at), i)
 
 
-def _play(parts: list[int], batches: list[list[S._Op]]) -> tuple[list[Any], dict[str, Any]]:
+def _play(parts: list[int], batches: list[list[S.Op]]) -> tuple[list[Any], dict[str, Any]]:
     conn = sqlite3.connect(":memory:", isolation_level=None)
     conn.execute("PRAGMA foreign_keys = ON")
     migrate(conn)
     writer = S._Writer(conn, max_batch=1000, orphan_ttl_s=3600)
     rows = accept_rows([msg(f"m{m}", parts=n, digest=None) for m, n in enumerate(parts)])
-    writer.run([S._Op(S._Writer.accept, (rows, T0), "accept")])
+    writer.run([S.Op(S._Writer.accept, (rows, T0), "accept")])
     results: list[Any] = []
     for batch in batches:
         for token, value, error in writer.run(batch):
@@ -132,7 +132,7 @@ def test_runs_written_together_equal_one_by_one(case: Any) -> None:
     if not specs:
         return
     ops = [_op(i, spec) for i, spec in enumerate(specs)]
-    batches: list[list[S._Op]] = []
+    batches: list[list[S.Op]] = []
     start = 0
     for size in sizes * len(ops):
         if start >= len(ops):
@@ -140,7 +140,7 @@ def test_runs_written_together_equal_one_by_one(case: Any) -> None:
         batches.append(ops[start:start + size])
         start += size
     # One by one: a no-op between every two operations leaves no run to write together.
-    apart = [[x for op in batch for x in (op, S._Op(S._Writer.noop, (), "noop"))]
+    apart = [[x for op in batch for x in (op, S.Op(S._Writer.noop, (), "noop"))]
              for batch in batches]
     together_results, together_dump = _play(parts, batches)
     apart_results, apart_dump = _play(parts, apart)

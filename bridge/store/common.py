@@ -1,0 +1,150 @@
+"""What both stores share below the contract: the write operations as queued items and their
+results, and the rules and texts of the records (a receipt's effect on a part, which submit a
+receipt belongs to, the timeline's wording). One definition each, so the SQLite and PostgreSQL
+stores cannot drift apart; the contract suite (tests/store/test_contract.py) proves they agree."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from bridge.core.states import (
+    FINAL_MESSAGE_STATES,
+    MESSAGE_TRANSITIONS,
+    MessageState,
+    PartState,
+    can_move,
+)
+
+PENDING_STATES = (MessageState.QUEUED.value, MessageState.SCHEDULED.value,
+                  MessageState.SUBMITTED.value)
+NOT_FINAL_PARTS = (PartState.QUEUED.value, PartState.SUBMITTED.value)
+FINAL_VALUES = frozenset(s.value for s in FINAL_MESSAGE_STATES)
+#: The states a delay notice waits in (a scheduled message waits by design).
+DELAYED_STATES = (MessageState.QUEUED.value, MessageState.SUBMITTED.value)
+#: An attempt's outcome (bridge.core.callbacks.Verdict values) → its timeline event, for a
+#: callback and for each kind of mail back.
+CALLBACK_EVENTS = {"delivered": "callback", "retry": "callback_retry", "gave_up": "callback_failed"}
+MAIL_EVENTS = {
+    "dsn": {"delivered": "dsn", "retry": "dsn_retry", "gave_up": "dsn_failed"},
+    "reply": {"delivered": "reply_mailed", "retry": "reply_retry", "gave_up": "reply_failed"},
+}
+
+
+class Op:
+    """One write queued for a store's writer."""
+
+    __slots__ = ("fn", "args", "token", "weight")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], token: Any,
+                 weight: int = 1) -> None:
+        self.fn = fn
+        self.args = args
+        self.token = token  # how the caller finds its answer: a future, or a request id
+        self.weight = weight  # rows it writes, roughly: an accept counts its messages
+
+
+Result = tuple[Any, Any, BaseException | None]  # (token, value, error)
+
+
+def resolve(results: list[Result]) -> None:
+    """Runs on the event loop: complete the futures of one committed batch."""
+    for future, value, exc in results:
+        if future.done():  # the caller cancelled its wait; the write happened anyway
+            continue
+        if exc is None:
+            future.set_result(value)
+        else:
+            future.set_exception(exc)
+            # The writer has logged the failure; a caller that dropped this future must not get
+            # asyncio's "exception was never retrieved" again at garbage collection. Awaiting
+            # the future still raises.
+            future.exception()
+
+
+def move_sources(target: MessageState) -> tuple[str, ...]:
+    """The states a message may move to `target` from (the transition table)."""
+    return tuple(s.value for s, moves in MESSAGE_TRANSITIONS.items() if target in moves)
+
+
+def by_key(rows: Iterable[tuple[Any, ...]]) -> dict[str, list[tuple[Any, ...]]]:
+    """Receipt match rows (key, message_id, seq, key row id, …) by the key they matched."""
+    out: dict[str, list[tuple[Any, ...]]] = {}
+    for row in rows:
+        out.setdefault(row[0], []).append(row)
+    return out
+
+
+def best_match(keys: Sequence[str],
+               matches: dict[str, list[tuple[Any, ...]]]) -> tuple[Any, ...] | None:
+    """The submit a receipt belongs to: the earliest of its keys (strongest first) that matches
+    wins, and among that key's matches the most recent submit (an SMSC may reuse ids)."""
+    for key in keys:
+        rows = matches.get(key)
+        if rows:
+            return max(rows, key=lambda r: r[3])
+    return None
+
+
+def receipt_change(current: PartState, old_stat: str | None, old_err: str | None,
+                   part_state: PartState | None, stat: str | None,
+                   err: str | None) -> PartState | None:
+    """A part's state after a receipt (the transition table lets a final verdict be refined,
+    never undone); None for the same receipt again, which changes nothing."""
+    new = current
+    if part_state is not None and can_move(MessageState(current.value),
+                                           MessageState(part_state.value)):
+        new = part_state
+    if new is current and old_stat == (stat or "") and old_err == err:
+        return None
+    return new
+
+
+def keeps_why(target: MessageState) -> bool:
+    """A final verdict other than delivered keeps why (error_detail); delivered clears it."""
+    return target in FINAL_MESSAGE_STATES and target is not MessageState.DELIVERED
+
+
+def receipt_detail(seq: int, total: int, stat: str | None, err: str | None) -> str:
+    return f"part {seq}/{total} stat={stat or '-'} err={err or '-'}"
+
+
+def submit_details(seq: int, total: int, smsc: str, smsc_id: str) -> tuple[str, str, str]:
+    """A submit's texts: the part's event, the message's move, and the message's event once
+    every part is submitted."""
+    return (f"part {seq}/{total} smsc={smsc} id={smsc_id}",
+            f"after part {seq}/{total} was submitted", f"all {plural(total, 'part')} submitted")
+
+
+def accepted_detail(ingress: str, parts: int, encoding: str) -> str:
+    return f"accepted via {ingress}, {plural(parts, 'part')}, {encoding}"
+
+
+def state_detail(error: str | None, detail: str) -> str:
+    """The event text of a state recorded with an error and/or a detail."""
+    return detail if error is None else f"{error}: {detail}" if detail else error
+
+
+def ignored_detail(state: MessageState, current: MessageState, error: str | None,
+                   detail: str) -> str:
+    """The event of a state change the transition table does not allow."""
+    return (f"{state.value} ignored: message is {current.value}"
+            + (f" ({error}: {detail})" if error else f" ({detail})" if detail else ""))
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def delay_owed(dsn_notify: str | None) -> int | None:
+    """1 when the recipient asked for NOTIFY=DELAY (a delay notice is owed), else None."""
+    return 1 if dsn_notify is not None and "DELAY" in dsn_notify else None
+
+
+def resolve_later(loop: asyncio.AbstractEventLoop, results: list[Result]) -> None:
+    """`resolve` from another thread (the SQLite writer thread)."""
+    try:
+        loop.call_soon_threadsafe(resolve, results)
+    except RuntimeError:  # the loop is closed: nobody is waiting any more
+        pass
