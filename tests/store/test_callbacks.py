@@ -15,7 +15,9 @@ from bridge.core.states import MessageState, PartState
 from bridge.store import NewMessage, SqliteStore
 from bridge.runtime import StoreProcess
 from bridge.store.schema import migrate
-from tests.store.test_sqlite import T0, msg, receipt, store, submit  # noqa: F401 - fixture
+from bridge.store.base import Store
+from tests.store.conftest import query
+from tests.store.test_contract import T0, msg, receipt, submit
 
 M = MessageState
 P = PartState
@@ -26,7 +28,7 @@ def with_callback(mid: str, **kw: Any) -> NewMessage:
     return dataclasses.replace(msg(mid, **kw), callback_url=URL, meta_json='{"reference": "r-1"}')
 
 
-async def test_delivered_message_queues_one_callback(store: SqliteStore) -> None:
+async def test_delivered_message_queues_one_callback(store: Store) -> None:
     await store.accept([with_callback("c1")], now=T0)
     assert await store.callbacks_due(now=T0 + 100, limit=10) == []  # queued: nothing yet
     await submit(store, "c1", 1, "1F")
@@ -41,7 +43,7 @@ async def test_delivered_message_queues_one_callback(store: SqliteStore) -> None
     assert await store.callbacks_due(now=T0 + 1, limit=10) == []  # not before it happened
 
 
-async def test_no_callback_without_a_url(store: SqliteStore) -> None:
+async def test_no_callback_without_a_url(store: Store) -> None:
     await store.accept([msg("n1")], now=T0)
     await submit(store, "n1", 1, "1F")
     await receipt(store, "31", P.DELIVERED)
@@ -52,14 +54,14 @@ async def test_no_callback_without_a_url(store: SqliteStore) -> None:
 @pytest.mark.parametrize(("state", "error"), [(M.FAILED, "INVALID_DESTINATION"),
                                               (M.EXPIRED, None), (M.UNDELIVERABLE, None)])
 async def test_every_final_state_set_by_the_dispatcher_queues_one(
-        store: SqliteStore, state: MessageState, error: str | None) -> None:
+        store: Store, state: MessageState, error: str | None) -> None:
     await store.accept([with_callback("f1")], now=T0)
     await store.record_state("f1", state, at=T0 + 5, error=error, detail="why")
     [due] = await store.callbacks_due(now=T0 + 5, limit=10)
     assert (due.state, due.error, due.parts_delivered) == (state.value, error, 0)
 
 
-async def test_a_refined_verdict_queues_a_second_callback(store: SqliteStore) -> None:
+async def test_a_refined_verdict_queues_a_second_callback(store: Store) -> None:
     await store.accept([with_callback("r1")], now=T0)
     await submit(store, "r1", 1, "1F")
     await receipt(store, "31", P.UNDELIVERABLE, stat="UNDELIV", at=T0 + 2)
@@ -72,7 +74,7 @@ async def test_a_refined_verdict_queues_a_second_callback(store: SqliteStore) ->
 
 
 async def test_multipart_message_calls_back_once_all_parts_are_delivered(
-        store: SqliteStore) -> None:
+        store: Store) -> None:
     await store.accept([with_callback("mp", parts=2)], now=T0)
     await submit(store, "mp", 1, "A1")
     await submit(store, "mp", 2, "A2")
@@ -83,7 +85,7 @@ async def test_multipart_message_calls_back_once_all_parts_are_delivered(
     assert (due.state, due.parts, due.parts_delivered) == ("delivered", 2, 2)
 
 
-async def test_batched_receipts_queue_one_callback_each(store: SqliteStore) -> None:
+async def test_batched_receipts_queue_one_callback_each(store: Store) -> None:
     ids = [f"b{i}" for i in range(5)]
     await store.accept([with_callback(i, recipient=f"+4477009000{n:02d}")
                         for n, i in enumerate(ids)], now=T0)
@@ -96,7 +98,7 @@ async def test_batched_receipts_queue_one_callback_each(store: SqliteStore) -> N
     assert sorted(d.message_id for d in await store.callbacks_due(now=T0 + 100, limit=10)) == ids
 
 
-async def test_attempts_are_recorded_and_end_the_callback(store: SqliteStore) -> None:
+async def test_attempts_are_recorded_and_end_the_callback(store: Store) -> None:
     await store.accept([with_callback("a1"), with_callback("a2", recipient="+447700900002")],
                        now=T0)
     for mid in ("a1", "a2"):
@@ -119,7 +121,7 @@ async def test_attempts_are_recorded_and_end_the_callback(store: SqliteStore) ->
     assert (await store.timeline("a2"))[-1].state == "callback_failed"
 
 
-async def test_an_unknown_outcome_is_refused_and_changes_nothing(store: SqliteStore) -> None:
+async def test_an_unknown_outcome_is_refused_and_changes_nothing(store: Store) -> None:
     await store.accept([with_callback("u1")], now=T0)
     await store.record_state("u1", M.FAILED, at=T0 + 1, error="INTERNAL_ERROR")
     [due] = await store.callbacks_due(now=T0 + 1, limit=10)

@@ -13,7 +13,7 @@ import pytest
 from bridge.core.receipts import smsc_id_keys
 from bridge.store import SqliteStore, StoreUnavailable
 from bridge.runtime import StoreProcess
-from tests.store.test_sqlite import T0, M, P, msg
+from tests.store.test_contract import T0, M, P, msg
 
 
 @pytest.fixture

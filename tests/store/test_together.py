@@ -16,7 +16,7 @@ from bridge.store import sqlite as S
 from bridge.store.rows import accept_rows
 from bridge.store.schema import migrate
 
-from .test_sqlite import T0, msg
+from .test_contract import T0, msg
 
 _MESSAGES = 8
 # hex/decimal twins (1A = 26), padding, case, and plain distinct ids

@@ -1,0 +1,949 @@
+"""The PostgreSQL store (asyncpg): the Store contract on a database several bridge instances
+share.
+
+Writes: as in the SQLite store, every write method queues one operation and returns a future;
+one writer task takes what is queued (up to `commit_max_batch`), runs it in ONE transaction and
+completes the futures once it has committed, so writes keep the order they were issued in and
+a commit's cost is shared by everything that arrived while the previous one synced. Runs of
+consecutive accepts are decided and written together (a few statements with arrays, whatever
+their number). A batch that fails because of one operation is run again one operation per
+transaction, so that one fails alone; a batch that fails because the database is gone (the
+connection, the server, a timeout) fails whole, and for a short, growing while after that new
+writes fail at once instead of each waiting for a connection (`healthy()` is False then).
+
+Several instances write at once, so what SQLite gets from its one writer comes from locks
+here: the accept transaction takes an advisory lock per idempotency key and per duplicate digest
+(sorted, so two instances never deadlock) and locks the quota rows it reads, so two instances
+never both accept one key or one duplicate, nor overspend a quota. The decisions themselves are
+core.policy's (`accept_verdict`) and the receipt rules bridge.store.common's, as in SQLite.
+
+Reads run on pooled connections, each in one snapshot (REPEATABLE READ, read only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import asyncpg
+
+from bridge.core.mailback import DELAYED
+from bridge.core.model import Ingress
+from bridge.core.policy import AcceptFacts, accept_verdict
+from bridge.core.states import (
+    FINAL_MESSAGE_STATES,
+    MessageState,
+    PartState,
+    aggregate,
+    can_move,
+)
+from bridge.logs import Episode
+from bridge.store.base import (
+    AcceptOutcome,
+    DueCallback,
+    DueMailback,
+    Event,
+    InboundMessage,
+    MessageView,
+    OutboundMessage,
+    OutboundPart,
+    ReceiptOutcome,
+    StoreRefused,
+    StoreUnavailable,
+)
+from bridge.store.common import (
+    CALLBACK_EVENTS,
+    DELAYED_STATES,
+    FINAL_VALUES,
+    MAIL_EVENTS,
+    NOT_FINAL_PARTS,
+    PENDING_STATES,
+    Op,
+    Result,
+    accepted_detail,
+    best_match,
+    by_key,
+    delay_owed,
+    ignored_detail,
+    keeps_why,
+    move_sources,
+    receipt_change,
+    receipt_detail,
+    resolve,
+    state_detail,
+    submit_details,
+)
+from bridge.store.pg_schema import migrate
+from bridge.store.rows import AcceptRow, CallsByName
+
+log = logging.getLogger("bridge.store")
+
+#: Errors that say the database as a whole is gone, not that one operation was wrong.
+_DATABASE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError, asyncpg.CrashShutdownError, asyncpg.ReadOnlySQLTransactionError,
+    asyncpg.DiskFullError, asyncpg.InsufficientResourcesError, asyncpg.OutOfMemoryError,
+)
+#: Errors worth the same batch again at once (two instances' transactions crossed).
+_RETRY_ERRORS = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+_DOWN_MIN_S = 0.1
+_DOWN_MAX_S = 2.0
+_DIGEST_PRUNE_S = 10.0
+_ORPHAN_PRUNE_S = 60.0
+
+_MESSAGE_COLUMNS = (
+    "id", "account", "ingress", "recipient", "raw_recipient", "source_addr", "source_ton",
+    "source_npi", "dest_ton", "dest_npi", "text", "encoding", "data_coding", "esm_class",
+    "registered_delivery", "state", "parts", "created_at", "updated_at", "send_at", "expires_at",
+    "idempotency_key", "dup_digest", "dup_at", "callback_url", "meta_json", "dsn_notify",
+    "dsn_delay_owed")
+_MESSAGE_TYPES = (
+    "text", "text", "text", "text", "text", "text", "int", "int", "int", "int", "text", "text",
+    "int", "int", "int", "text", "int", "float8", "float8", "float8", "float8", "text", "text",
+    "float8", "text", "text", "text", "int")
+
+
+def _unnest_insert(table: str, columns: Sequence[str], types: Sequence[str]) -> str:
+    """One INSERT of many rows: a column array per parameter, unnested together."""
+    params = ", ".join(f"${i}::{kind}[]" for i, kind in enumerate(types, 1))
+    return f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({params})"
+
+
+_INSERT_MESSAGES = _unnest_insert("messages", _MESSAGE_COLUMNS, _MESSAGE_TYPES)
+_INSERT_PARTS = _unnest_insert("parts", ("message_id", "seq", "total", "short_message",
+                                         "tlvs_json", "state"),
+                               ("text", "int", "int", "bytea", "text", "text"))
+_INSERT_EVENTS = _unnest_insert("events", ("message_id", "at", "state", "detail"),
+                                ("text", "float8", "text", "text"))
+_INSERT_KEYS = _unnest_insert("smsc_keys", ("smsc", "key", "message_id", "seq"),
+                              ("text", "text", "text", "int"))
+_INSERT_ORPHANS = _unnest_insert("orphan_receipts", ("receipt", "smsc", "key", "part_state",
+                                                     "stat", "err", "at"),
+                                 ("text", "text", "text", "text", "text", "text", "float8"))
+_ADD_USAGE = """
+INSERT INTO account_usage (account, parts_used) SELECT * FROM unnest($1::text[], $2::bigint[])
+ON CONFLICT (account) DO UPDATE SET parts_used = account_usage.parts_used + excluded.parts_used
+"""
+_LOCK_USAGE = """
+WITH new AS (INSERT INTO account_usage (account, parts_used)
+             SELECT unnest($1::text[]), 0 ON CONFLICT (account) DO NOTHING)
+SELECT account, parts_used FROM account_usage WHERE account = ANY($1) ORDER BY account FOR UPDATE
+"""
+_FIND_KEYS = """
+SELECT m.account, m.idempotency_key, m.id FROM messages m
+JOIN unnest($1::text[], $2::text[]) AS u(account, key)
+  ON m.account = u.account AND m.idempotency_key = u.key
+"""
+_FIND_DIGESTS = """
+SELECT DISTINCT ON (m.account, m.dup_digest) m.account, m.dup_digest, m.id, m.dup_at
+FROM messages m JOIN unnest($1::text[], $2::text[]) AS u(account, digest)
+  ON m.account = u.account AND m.dup_digest = u.digest
+ORDER BY m.account, m.dup_digest, m.dup_at DESC
+"""
+_PRUNE_DIGESTS = """
+UPDATE messages SET dup_digest = NULL, dup_at = NULL WHERE dup_digest IS NOT NULL AND dup_at < $1
+"""
+_SUBMIT_PART = """
+UPDATE parts SET state = CASE WHEN state = 'queued' THEN 'submitted' ELSE state END,
+    smsc = $1, smsc_id = $2, submitted_at = $3, attempts = attempts + 1
+WHERE message_id = $4 AND seq = $5 RETURNING total, state
+"""
+_RECEIPT_PART = """
+UPDATE parts SET state = $1, receipt_stat = $2, receipt_err = $3,
+    delivered_at = CASE WHEN $1 = 'delivered' THEN coalesce(delivered_at, $4) ELSE delivered_at END
+WHERE message_id = $5 AND seq = $6
+"""
+_RECEIPT_MATCHES = """
+SELECT k.key, k.message_id, k.seq, k.id, p.state, p.total, p.receipt_stat, p.receipt_err, m.state
+FROM smsc_keys k
+JOIN parts p ON p.message_id = k.message_id AND p.seq = k.seq
+JOIN messages m ON m.id = k.message_id
+WHERE k.smsc = $1 AND k.key = ANY($2::text[])
+"""
+_PART_AND_MESSAGE = """
+SELECT p.state, p.total, p.receipt_stat, p.receipt_err, m.state
+FROM parts p JOIN messages m ON m.id = p.message_id WHERE p.message_id = $1 AND p.seq = $2
+"""
+_HEARTBEAT = """
+INSERT INTO instances (id, heartbeat_at, info_json) VALUES ($1, $2, $3)
+ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, info_json = excluded.info_json
+"""
+_VIEW_COLUMNS = """id, account, ingress, recipient, source_addr, state, encoding, parts,
+    created_at, updated_at, error, error_detail, meta_json"""
+_OUTBOUND_COLUMNS = """id, account, recipient, source_addr, source_ton, source_npi, dest_ton,
+    dest_npi, data_coding, esm_class, registered_delivery, state, created_at, send_at,
+    expires_at"""
+
+
+def _move_sql(target: MessageState) -> str:
+    """The conditional UPDATE that moves a message to `target` only from a state the
+    transition table allows (no row: it stays where it is)."""
+    columns = "state = $1, updated_at = $2"
+    if target is MessageState.DELIVERED:
+        columns += ", error = NULL, error_detail = NULL"
+    elif keeps_why(target):
+        columns += ", error_detail = $4"
+    sources = ", ".join(f"'{v}'" for v in move_sources(target)) or "NULL"
+    return f"UPDATE messages SET {columns} WHERE id = $3 AND state IN ({sources}) RETURNING 1"
+
+
+_MOVE = {target: _move_sql(target) for target in MessageState}
+
+
+def lock_key(*parts: str) -> int:
+    """A signed 64-bit advisory lock key for a name: the same on every instance."""
+    digest = hashlib.blake2b("\x1f".join(parts).encode("utf-8", "surrogatepass"),
+                             digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _failure_kind(exc: BaseException) -> type[StoreUnavailable]:
+    return StoreRefused if isinstance(exc, (LookupError, ValueError)) else StoreUnavailable
+
+
+class _Tx:
+    """What one write transaction accumulates until it ends: events, quota usage."""
+
+    __slots__ = ("conn", "events", "delta")
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.events: list[tuple[str, float, str, str]] = []
+        self.delta: dict[str, int] = {}
+
+    def event(self, message_id: str, at: float, state: str, detail: str) -> None:
+        self.events.append((message_id, at, state, detail))
+
+    async def finish(self) -> None:
+        if self.events:
+            await self.conn.execute(_INSERT_EVENTS, *map(list, zip(*self.events)))
+        if self.delta:
+            await self.conn.execute(_ADD_USAGE, list(self.delta), list(self.delta.values()))
+
+
+class PostgresStore(CallsByName):
+    def __init__(self, url: str, *, password: str | None = None, commit_max_batch: int = 2000,
+                 pool_size: int = 8, command_timeout_s: float = 30.0,
+                 orphan_ttl_s: float = 2 * 86400.0) -> None:
+        self.url = url
+        self.password = password
+        self.commit_max_batch = max(1, commit_max_batch)
+        self.pool_size = max(2, pool_size)
+        self.command_timeout_s = command_timeout_s
+        self.orphan_ttl_s = orphan_ttl_s
+        self.schema = (0, 0)  # (found, now) after open
+        self._pool: Any = None
+        self._queue: collections.deque[Op | None] = collections.deque()
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._answer: Callable[[list[Result]], None] | None = None
+        self._closing = False
+        self._down_until = 0.0
+        self._down_s = 0.0
+        self._down_error: BaseException | None = None
+        self._dup_window = 0.0
+        self._digests_pruned_at = float("-inf")
+        self._orphans_pruned_at = float("-inf")
+        self.episode = Episode(log, "store writes")
+        self.on_commit: Callable[[int, float], None] | None = None
+        self.counters = {"commits": 0, "ops": 0, "failed_batches": 0, "failed_ops": 0,
+                         "largest_batch": 0}
+
+    # -------------------------------------------------------------- lifecycle
+
+    async def open(self, answer: Callable[[list[Result]], None] | None = None) -> None:
+        """Connect, migrate (under the advisory lock) and start the writer. `answer` takes
+        the results of writes queued with `write_request` (the store process's pipe)."""
+        if self._pool is not None:
+            return
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.url, password=self.password, min_size=1, max_size=self.pool_size,
+                command_timeout=self.command_timeout_s, timeout=10)
+            async with self._pool.acquire() as conn:
+                self.schema = await migrate(conn)
+        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError,
+                asyncpg.InterfaceError) as exc:
+            if self._pool is not None:
+                await self._pool.close()
+                self._pool = None
+            raise StoreUnavailable(f"cannot open store {_safe_url(self.url)}: {exc}") from exc
+        if self.schema[0] != self.schema[1]:
+            log.info("store %s: schema migrated from version %d to %d", _safe_url(self.url),
+                     *self.schema)
+        self._answer = answer
+        self._closing = False
+        self._wake = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._writer())
+
+    def observe_commits(self, callback: Callable[[int, float], None]) -> None:
+        self.on_commit = callback
+
+    def stats(self) -> dict[str, int]:
+        """Writer counters: commits, operations, failures, the largest batch."""
+        return dict(self.counters)
+
+    def healthy(self) -> bool:
+        return self._pool is not None and time.monotonic() >= self._down_until
+
+    async def close(self) -> None:
+        """Finish every queued write, then close the pool."""
+        if self._pool is None or self._closing:
+            return
+        self._closing = True
+        self._queue.append(None)
+        assert self._wake is not None and self._task is not None
+        self._wake.set()
+        await self._task
+        await self._pool.close()
+        self._pool = None
+
+    # -------------------------------------------------------------- write plumbing
+
+    def _write(self, method: str, args: tuple[Any, ...]) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if not self._put(method, args, future):
+            future.set_exception(StoreUnavailable("the store is not open"))
+            future.exception()
+        return future
+
+    def write_request(self, method: str, args: tuple[Any, ...], request_id: int) -> bool:
+        """Queue the pipe's write `method` behind the writes before it; its result goes to
+        `open`'s `answer`. False when `method` is not a write."""
+        if method not in WRITES:
+            return False
+        if not self._put(method, args, request_id):
+            raise StoreUnavailable("the store is not open")
+        return True
+
+    def _put(self, method: str, args: tuple[Any, ...], token: Any) -> bool:
+        if self._pool is None or self._closing or self._wake is None:
+            return False
+        fn = WRITES[method]
+        self._queue.append(Op(fn, args, token, len(args[0]) if fn is _accept else 1))
+        self._wake.set()
+        return True
+
+    async def _writer(self) -> None:
+        assert self._wake is not None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                batch, stop = self._take()
+                if batch:
+                    self._deliver(await self._run(batch))
+                if stop:
+                    return
+
+    def _take(self) -> tuple[list[Op], bool]:
+        """What is queued, up to `commit_max_batch` weight; True once the stop mark came."""
+        batch: list[Op] = []
+        weight = 0
+        while self._queue and (not batch or weight < self.commit_max_batch):
+            op = self._queue.popleft()
+            if op is None:
+                return batch, True
+            batch.append(op)
+            weight += op.weight
+        return batch, False
+
+    def _deliver(self, results: list[Result]) -> None:
+        awaited = [r for r in results if isinstance(r[0], asyncio.Future)]
+        answered = [r for r in results if not isinstance(r[0], asyncio.Future)]
+        if answered and self._answer is not None:
+            self._answer(answered)
+        if awaited:
+            resolve(awaited)
+
+    async def _run(self, batch: list[Op]) -> list[Result]:
+        """One transaction for the batch; (token, value, error) per operation, in order."""
+        counters = self.counters
+        counters["ops"] += len(batch)
+        counters["largest_batch"] = max(counters["largest_batch"], len(batch))
+        now = time.monotonic()
+        if now < self._down_until and self._down_error is not None:
+            return [self._failed(op, self._down_error) for op in batch]
+        for attempt in range(3):
+            try:
+                values = await self._transaction(batch)
+            except _RETRY_ERRORS as exc:
+                if attempt < 2:
+                    continue
+                counters["failed_batches"] += 1
+                return await self._one_by_one(batch, exc)
+            except _DATABASE_ERRORS as exc:
+                counters["failed_batches"] += 1
+                self._down_s = min(_DOWN_MAX_S, max(_DOWN_MIN_S, self._down_s * 2))
+                self._down_until = time.monotonic() + self._down_s
+                self._down_error = exc
+                return [self._failed(op, exc) for op in batch]
+            except Exception as exc:
+                counters["failed_batches"] += 1
+                return await self._one_by_one(batch, exc)
+            self._down_s = 0.0
+            self._down_error = None
+            self.episode.succeeded()
+            return [(op.token, value, None) for op, value in zip(batch, values)]
+        raise AssertionError("unreachable")
+
+    async def _one_by_one(self, batch: list[Op], exc: BaseException) -> list[Result]:
+        if len(batch) == 1:
+            return [self._failed(batch[0], exc)]
+        log.warning("store batch of %d failed (%s); retrying one by one", len(batch), exc)
+        results: list[Result] = []
+        for op in batch:
+            try:
+                value = (await self._transaction([op]))[0]
+            except Exception as single:
+                results.append(self._failed(op, single))
+            else:
+                results.append((op.token, value, None))
+        return results
+
+    def _failed(self, op: Op, exc: BaseException) -> Result:
+        self.counters["failed_ops"] += 1
+        name = getattr(op.fn, "__name__", "write").lstrip("_")
+        self.episode.failed(f"{name}: {exc}")
+        error = _failure_kind(exc)(f"store write {name} failed: {exc}")
+        error.__cause__ = exc
+        return (op.token, None, error)
+
+    async def _transaction(self, batch: list[Op]) -> list[Any]:
+        started = time.perf_counter()
+        async with self._pool.acquire() as conn:
+            async with conn.transaction():
+                tx = _Tx(conn)
+                values = await self._apply(tx, batch)
+                await tx.finish()
+        self.counters["commits"] += 1
+        if self.on_commit is not None:
+            try:
+                self.on_commit(len(batch), time.perf_counter() - started)
+            except Exception:  # committed: a failing observer must not make it look failed
+                log.exception("store commit observer failed")
+        return values
+
+    async def _apply(self, tx: _Tx, batch: list[Op]) -> list[Any]:
+        """The operations in order; a run of consecutive accepts is decided and written
+        together (`_accept_run`)."""
+        values: list[Any] = []
+        i = 0
+        while i < len(batch):
+            fn = batch[i].fn
+            j = i + 1
+            if fn is _accept:
+                while j < len(batch) and batch[j].fn is _accept:
+                    j += 1
+                values.extend(await _accept_run(self, tx, [op.args for op in batch[i:j]]))
+            else:
+                values.append(await fn(self, tx, *batch[i].args))
+            i = j
+        return values
+
+    # -------------------------------------------------------------- reads
+
+    async def _read(self, method: str, args: tuple[Any, ...]) -> Any:
+        if self._pool is None or self._closing:
+            raise StoreUnavailable("the store is not open")
+        try:
+            async with self._pool.acquire() as conn:
+                async with conn.transaction(isolation="repeatable_read", readonly=True):
+                    return await READS[method](conn, *args)
+        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError,
+                asyncpg.InterfaceError) as exc:
+            raise StoreUnavailable(f"store read {method} failed: {exc}") from exc
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, for logs and messages."""
+    scheme, sep, rest = url.partition("://")
+    if "@" not in rest:
+        return url
+    credentials, _, host = rest.rpartition("@")
+    return f"{scheme}{sep}{credentials.split(':', 1)[0]}@{host}"
+
+
+# ---------------------------------------------------------------------------------- writes
+# Each takes the store, the transaction and the operation's arguments (as CallsByName builds
+# them), in the writer's transaction.
+
+async def _noop(store: PostgresStore, tx: _Tx) -> None:
+    return None
+
+
+async def _accept_run(store: PostgresStore, tx: _Tx,
+                      calls: list[tuple[Any, ...]]) -> list[list[AcceptOutcome]]:
+    """Consecutive accept calls decided and written together: the facts of every message read
+    at once (under advisory locks on its key and digest, and the quota rows locked), the
+    decisions taken in order (core.policy.accept_verdict), the accepted ones inserted with a
+    statement per table. One list of outcomes per call."""
+    conn = tx.conn
+    rows = [(row, now) for messages, now in calls for row in messages]
+    keys = {(r[1], r[20]) for r, _ in rows if r[20] is not None}
+    digests = {(r[1], r[21]) for r, _ in rows if r[21] is not None and r[22] > 0}
+    locks = sorted({lock_key("key", *k) for k in keys} | {lock_key("dup", *d) for d in digests})
+    if locks:
+        await conn.execute("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k "
+                           "ORDER BY k", locks)
+    keyed: dict[tuple[str, str], str] = {}
+    if keys:
+        accounts, names = zip(*keys)
+        keyed = {(a, k): i for a, k, i in await conn.fetch(_FIND_KEYS, list(accounts),
+                                                           list(names))}
+    seen: dict[tuple[str, str], tuple[str, float]] = {}
+    if digests:
+        accounts, names = zip(*digests)
+        seen = {(a, d): (i, float(at)) for a, d, i, at in
+                await conn.fetch(_FIND_DIGESTS, list(accounts), list(names))}
+    quota_accounts = sorted({r[1] for r, _ in rows if r[23] > 0})
+    used: dict[str, int] = {}
+    if quota_accounts:
+        used = {a: int(n) for a, n in await conn.fetch(_LOCK_USAGE, quota_accounts)}
+    out: list[list[AcceptOutcome]] = []
+    inserts: list[tuple[Any, ...]] = []
+    parts: list[tuple[Any, ...]] = []
+    for messages, now in calls:
+        outcomes = []
+        for row in messages:
+            outcome = _decide(store, tx, row, now, keyed, seen, used, inserts, parts)
+            outcomes.append(outcome)
+        out.append(outcomes)
+    if inserts:
+        await conn.execute(_INSERT_MESSAGES, *map(list, zip(*inserts)))
+        await conn.execute(_INSERT_PARTS, *map(list, zip(*parts)))
+    now = max(now for _, now in calls)
+    if store._dup_window > 0 and now - store._digests_pruned_at >= _DIGEST_PRUNE_S:
+        store._digests_pruned_at = now
+        await conn.execute(_PRUNE_DIGESTS, now - store._dup_window)
+    return out
+
+
+def _decide(store: PostgresStore, tx: _Tx, row: AcceptRow, now: float,
+            keyed: dict[tuple[str, str], str], seen: dict[tuple[str, str], tuple[str, float]],
+            used: dict[str, int], inserts: list[tuple[Any, ...]],
+            parts: list[tuple[Any, ...]]) -> AcceptOutcome:
+    """One message of an accept run: its verdict, and its rows when it is accepted (the maps
+    are updated, so later messages of the run see it)."""
+    (mid, account, ingress, recipient, raw_recipient, source_addr, source_ton, source_npi,
+     dest_ton, dest_npi, text, encoding, data_coding, esm_class, registered_delivery, state,
+     message_parts, created_at, send_at, expires_at, key, dup_digest, dup_window_s, quota,
+     callback_url, meta_json, dsn_notify) = row
+    digest = dup_digest if dup_window_s > 0 else None
+    n = len(message_parts)
+    status, earlier = accept_verdict(
+        AcceptFacts(keyed=keyed.get((account, key)) if key is not None else None,
+                    seen=seen.get((account, digest)) if digest is not None else None,
+                    used=used.get(account, 0) + tx.delta.get(account, 0)),
+        now=now, window_s=dup_window_s, quota=quota, parts=n)
+    if status != "accepted":
+        return AcceptOutcome(earlier or mid, status)
+    inserts.append((mid, account, ingress, recipient, raw_recipient, source_addr, source_ton,
+                    source_npi, dest_ton, dest_npi, text, encoding, data_coding, esm_class,
+                    registered_delivery, state, n, created_at, now, send_at, expires_at, key,
+                    digest, now if digest is not None else None, callback_url, meta_json,
+                    dsn_notify, delay_owed(dsn_notify)))
+    parts.extend((mid, seq, total, short_message, tlvs_json, PartState.QUEUED.value)
+                 for seq, total, short_message, tlvs_json in message_parts)
+    if key is not None:
+        keyed[(account, key)] = mid
+    if digest is not None:
+        seen[(account, digest)] = (mid, now)
+        store._dup_window = max(store._dup_window, dup_window_s)
+    tx.delta[account] = tx.delta.get(account, 0) + n
+    tx.event(mid, now, state, accepted_detail(ingress, n, encoding))
+    return AcceptOutcome(mid, "accepted")
+
+
+async def _accept(store: PostgresStore, tx: _Tx, messages: tuple[AcceptRow, ...],
+                  now: float) -> list[AcceptOutcome]:
+    return (await _accept_run(store, tx, [(messages, now)]))[0]
+
+
+async def _submitted(store: PostgresStore, tx: _Tx, message_id: str, seq: int, smsc: str,
+                     smsc_id: str, id_keys: tuple[str, ...],
+                     at: float) -> ReceiptOutcome | None:
+    conn = tx.conn
+    row = await conn.fetchrow(_SUBMIT_PART, smsc, smsc_id, at, message_id, seq)
+    if row is None:
+        raise LookupError(f"message {message_id} has no part {seq}")
+    total, part_state = int(row[0]), PartState(row[1])
+    keys = list(dict.fromkeys(id_keys))
+    if keys:
+        await conn.execute(_INSERT_KEYS, [smsc] * len(keys), keys, [message_id] * len(keys),
+                           [seq] * len(keys))
+    part_detail, detail, all_submitted = submit_details(seq, total, smsc, smsc_id)
+    tx.event(message_id, at, "part_submitted", part_detail)
+    await _reaggregate(tx, message_id, at, detail, submitted=all_submitted,
+                       only_part=part_state if total == 1 else None)
+    if not keys:
+        return None
+    orphans = await conn.fetch(
+        "SELECT receipt, part_state, stat, err, at FROM orphan_receipts "
+        "WHERE smsc = $1 AND key = ANY($2::text[]) ORDER BY id FOR UPDATE", smsc, keys)
+    outcome: ReceiptOutcome | None = None
+    applied: set[str] = set()
+    for receipt, orphan_state, stat, err, receipt_at in orphans:
+        if receipt in applied:
+            continue
+        applied.add(receipt)
+        # Applied now: the timeline shows it after the submit, not before.
+        state = await _apply_receipt(tx, message_id, seq,
+                                     PartState(orphan_state) if orphan_state else None, stat,
+                                     err, max(at, float(receipt_at)), orphan=True)
+        outcome = ReceiptOutcome(True, message_id, state)
+    if applied:
+        await conn.execute("DELETE FROM orphan_receipts WHERE receipt = ANY($1::text[])",
+                           list(applied))
+    return outcome
+
+
+async def _receipt(store: PostgresStore, tx: _Tx, smsc: str, id_keys: tuple[str, ...],
+                   part_state: PartState | None, stat: str | None, err: str | None,
+                   at: float) -> ReceiptOutcome:
+    conn = tx.conn
+    keys = list(dict.fromkeys(id_keys))
+    if not keys:
+        return ReceiptOutcome(False, None, None)
+    best = best_match(keys, by_key(await conn.fetch(_RECEIPT_MATCHES, smsc, keys)))
+    if best is None:
+        receipt = uuid.uuid4().hex
+        state_value = part_state.value if part_state is not None else None
+        n = len(keys)
+        await conn.execute(_INSERT_ORPHANS, [receipt] * n, [smsc] * n, keys, [state_value] * n,
+                           [stat] * n, [err] * n, [at] * n)
+        if at - store._orphans_pruned_at >= _ORPHAN_PRUNE_S:
+            store._orphans_pruned_at = at
+            await conn.execute("DELETE FROM orphan_receipts WHERE at < $1",
+                               at - store.orphan_ttl_s)
+        return ReceiptOutcome(False, None, None)
+    message_id, seq = best[1], best[2]
+    state = await _apply_receipt(tx, message_id, seq, part_state, stat, err, at, orphan=False,
+                                 row=tuple(best[4:]))
+    return ReceiptOutcome(True, message_id, state)
+
+
+async def _state(store: PostgresStore, tx: _Tx, message_id: str, state: MessageState, at: float,
+                 error: str | None, detail: str) -> None:
+    conn = tx.conn
+    current_value = await conn.fetchval("SELECT state FROM messages WHERE id = $1 FOR UPDATE",
+                                        message_id)
+    if current_value is None:
+        raise LookupError(f"no message {message_id}")
+    current = MessageState(current_value)
+    if not can_move(current, state):
+        tx.event(message_id, at, "state_ignored", ignored_detail(state, current, error, detail))
+        return
+    if error is not None or keeps_why(state):
+        await conn.execute("UPDATE messages SET state = $1, updated_at = $2, "
+                           "error = coalesce($3, error), error_detail = coalesce($4, error_detail) "
+                           "WHERE id = $5", state.value, at, error, detail or None, message_id)
+    elif state is MessageState.DELIVERED:
+        await conn.execute("UPDATE messages SET state = $1, updated_at = $2, error = NULL, "
+                           "error_detail = NULL WHERE id = $3", state.value, at, message_id)
+    else:
+        await conn.execute("UPDATE messages SET state = $1, updated_at = $2 WHERE id = $3",
+                           state.value, at, message_id)
+    if state in FINAL_MESSAGE_STATES:
+        await conn.execute(
+            "UPDATE parts SET state = $1, delivered_at = coalesce(delivered_at, $2) "
+            "WHERE message_id = $3 AND state = ANY($4::text[])",
+            state.value, at if state is MessageState.DELIVERED else None, message_id,
+            list(NOT_FINAL_PARTS))
+    tx.event(message_id, at, state.value, state_detail(error, detail))
+
+
+async def _event(store: PostgresStore, tx: _Tx, message_id: str, name: str, at: float,
+                 detail: str) -> None:
+    tx.event(message_id, at, name, detail)
+
+
+async def _attempted(tx: _Tx, table: str, events: dict[str, str], row_id: int,
+                     message_id: str, outcome: str, attempts: int, next_at: float, at: float,
+                     detail: str) -> None:
+    """After an attempt at a queued callback or mail: "retry" keeps the row until `next_at`,
+    "delivered" and "gave_up" remove it; each leaves its timeline event."""
+    event = events.get(outcome)
+    if event is None:
+        raise ValueError(f"unknown attempt outcome {outcome!r}")
+    if outcome == "retry":
+        await tx.conn.execute(f"UPDATE {table} SET attempts = $1, next_at = $2, last_error = $3 "
+                              "WHERE id = $4", attempts, next_at, detail, row_id)
+    else:
+        await tx.conn.execute(f"DELETE FROM {table} WHERE id = $1", row_id)
+    tx.event(message_id, at, event, detail)
+
+
+async def _callback(store: PostgresStore, tx: _Tx, callback_id: int, message_id: str,
+                    outcome: str, attempts: int, next_at: float, at: float, detail: str) -> None:
+    await _attempted(tx, "callbacks", CALLBACK_EVENTS, callback_id, message_id, outcome,
+                     attempts, next_at, at, detail)
+
+
+async def _mailback(store: PostgresStore, tx: _Tx, mailback_id: int, message_id: str, kind: str,
+                    outcome: str, attempts: int, next_at: float, at: float, detail: str) -> None:
+    events = MAIL_EVENTS.get(kind)
+    if events is None:
+        raise ValueError(f"unknown mail kind {kind!r}")
+    await _attempted(tx, "mailbacks", events, mailback_id, message_id, outcome, attempts,
+                     next_at, at, detail)
+
+
+async def _queue_delay_dsns(store: PostgresStore, tx: _Tx, accepted_before: float, now: float,
+                            limit: int) -> tuple[int, int]:
+    """As the SQLite store's: each message owing a delay notice is looked at once (taken with
+    SKIP LOCKED, so two instances never look at one together)."""
+    conn = tx.conn
+    rows = await conn.fetch(
+        "UPDATE messages SET dsn_delay_owed = NULL WHERE id IN ("
+        "  SELECT id FROM messages WHERE dsn_delay_owed IS NOT NULL AND created_at < $1 "
+        "  ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING id, state",
+        accepted_before, max(0, limit))
+    late = [message_id for message_id, state in rows if state in DELAYED_STATES]
+    if late:
+        await conn.execute(
+            "INSERT INTO mailbacks (kind, message_id, state, at, next_at) "
+            "SELECT 'dsn', m, $2, $3, $3 FROM unnest($1::text[]) AS m", late, DELAYED, now)
+    return len(rows), len(late)
+
+
+async def _purge(store: PostgresStore, tx: _Tx, before: float, limit: int) -> int:
+    """Delete up to `limit` final messages unchanged since `before`, oldest first, with
+    everything that refers to them; how many went."""
+    conn = tx.conn
+    doomed = [r[0] for r in await conn.fetch(
+        "SELECT id FROM messages WHERE created_at < $1 AND updated_at < $1 "
+        "AND state = ANY($2::text[]) ORDER BY created_at LIMIT $3 FOR UPDATE SKIP LOCKED",
+        before, sorted(FINAL_VALUES), max(0, limit))]
+    if not doomed:
+        return 0
+    # Replies stored after `before` may answer a message that goes: they stay.
+    await conn.execute("UPDATE inbound SET reply_to_message_id = NULL "
+                       "WHERE reply_to_message_id = ANY($1::text[])", doomed)
+    for table in ("events", "smsc_keys", "callbacks", "mailbacks", "parts"):
+        await conn.execute(f"DELETE FROM {table} WHERE message_id = ANY($1::text[])", doomed)
+    await conn.execute("DELETE FROM messages WHERE id = ANY($1::text[])", doomed)
+    # replies as old as the messages go with them
+    await conn.execute("DELETE FROM mailbacks WHERE inbound_id IN "
+                       "(SELECT id FROM inbound WHERE received_at < $1)", before)
+    await conn.execute("DELETE FROM inbound WHERE received_at < $1", before)
+    return len(doomed)
+
+
+async def _inbound(store: PostgresStore, tx: _Tx, m: InboundMessage) -> None:
+    await tx.conn.execute(
+        "INSERT INTO inbound (id, smsc, source, destination, text, received_at, "
+        "reply_to_message_id) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        m.id, m.smsc, m.source, m.destination, m.text, m.received_at, m.reply_to_message_id)
+    if m.mail_reply and m.reply_to_message_id is not None:
+        await tx.conn.execute(
+            "INSERT INTO mailbacks (kind, message_id, inbound_id, at, next_at) "
+            "VALUES ('reply', $1, $2, $3, $3)", m.reply_to_message_id, m.id, m.received_at)
+
+
+async def _heartbeat(store: PostgresStore, tx: _Tx, instance: str, at: float,
+                     info_json: str) -> None:
+    await tx.conn.execute(_HEARTBEAT, instance, at, info_json)
+
+
+# -------------------------------------------------------------- shared steps
+
+async def _apply_receipt(tx: _Tx, message_id: str, seq: int, part_state: PartState | None,
+                         stat: str | None, err: str | None, at: float, *, orphan: bool,
+                         row: tuple[Any, ...] | None = None) -> MessageState:
+    """Part state (store.common.receipt_change), then the message aggregate."""
+    conn = tx.conn
+    if row is None:  # else read with the match: (part state, total, stat, err, message state)
+        found = await conn.fetchrow(_PART_AND_MESSAGE, message_id, seq)
+        row = tuple(found)
+    current = PartState(row[0])
+    total = int(row[1])
+    new = receipt_change(current, row[2], row[3], part_state, stat, err)
+    if new is None:
+        return MessageState(row[4])
+    await conn.execute(_RECEIPT_PART, new.value, stat or "", err, at, message_id, seq)
+    detail = receipt_detail(seq, total, stat, err)
+    tx.event(message_id, at, "receipt",
+             detail + (" (arrived before submit_sm_resp)" if orphan else ""))
+    if new is current:
+        return MessageState(row[4])
+    return await _reaggregate(tx, message_id, at, detail, only_part=new if total == 1 else None)
+
+
+async def _reaggregate(tx: _Tx, message_id: str, at: float, detail: str,
+                       submitted: str | None = None, *,
+                       only_part: PartState | None = None) -> MessageState:
+    """Move the message to the aggregate of its parts, in one conditional UPDATE the
+    transition table guards; `only_part`: a single-part message's part state, known."""
+    conn = tx.conn
+    if only_part is not None:
+        target = aggregate((only_part,))
+    else:
+        target = aggregate(PartState(r[0]) for r in await conn.fetch(
+            "SELECT state FROM parts WHERE message_id = $1 ORDER BY seq", message_id))
+    params: tuple[Any, ...] = (target.value, at, message_id)
+    if keeps_why(target):
+        params += (detail,)
+    if await conn.fetchval(_MOVE[target], *params) is None:
+        return MessageState(await conn.fetchval("SELECT state FROM messages WHERE id = $1",
+                                                message_id))
+    tx.event(message_id, at, target.value,
+             submitted if target is MessageState.SUBMITTED and submitted else detail)
+    return target
+
+
+#: The Store's write calls as writer operations, by interface method name (as WRITES in
+#: bridge.store.sqlite: the store process's pipe sends these names).
+WRITES: dict[str, Callable[..., Any]] = {
+    "flush": _noop, "accept": _accept, "record_submitted": _submitted, "record_state": _state,
+    "record_event": _event, "record_receipt": _receipt, "record_inbound": _inbound,
+    "record_callback": _callback, "record_mailback": _mailback, "purge": _purge,
+    "queue_delay_dsns": _queue_delay_dsns, "heartbeat": _heartbeat,
+}
+
+
+# ---------------------------------------------------------------------------------- reads
+
+async def _views(conn: Any, rows: Sequence[Any]) -> list[MessageView]:
+    """MessageViews for message rows selected with _VIEW_COLUMNS, in the same order."""
+    parts: dict[str, list[tuple[str, str | None]]] = {}
+    ids = [r[0] for r in rows]
+    if ids:
+        for message_id, state, smsc_id in await conn.fetch(
+                "SELECT message_id, state, smsc_id FROM parts WHERE message_id = ANY($1::text[]) "
+                "ORDER BY message_id, seq", ids):
+            parts.setdefault(message_id, []).append((state, smsc_id))
+    out = []
+    for r in rows:
+        own = parts.get(r[0], [])
+        out.append(MessageView(
+            id=r[0], account=r[1], ingress=Ingress(r[2]), recipient=r[3], source_addr=r[4],
+            state=MessageState(r[5]), encoding=r[6], parts=int(r[7]),
+            parts_delivered=sum(1 for s, _ in own if s == PartState.DELIVERED.value),
+            smsc_ids=tuple(i for _, i in own if i is not None),
+            created_at=float(r[8]), updated_at=float(r[9]), error=r[10], error_detail=r[11],
+            meta_json=r[12]))
+    return out
+
+
+async def _quota_used(conn: Any, account: str) -> int:
+    used = await conn.fetchval("SELECT parts_used FROM account_usage WHERE account = $1", account)
+    return int(used) if used is not None else 0
+
+
+async def _load_pending(conn: Any, limit: int) -> list[OutboundMessage]:
+    rows = await conn.fetch(
+        f"SELECT {_OUTBOUND_COLUMNS} FROM messages m WHERE state = ANY($1::text[]) AND EXISTS ("
+        f"  SELECT 1 FROM parts p WHERE p.message_id = m.id AND p.smsc_id IS NULL) "
+        f"ORDER BY created_at, id LIMIT $2", list(PENDING_STATES), limit)
+    parts: dict[str, list[OutboundPart]] = {}
+    if rows:
+        for p in await conn.fetch(
+                "SELECT message_id, seq, total, short_message, tlvs_json, state, smsc, smsc_id "
+                "FROM parts WHERE message_id = ANY($1::text[]) ORDER BY message_id, seq",
+                [r[0] for r in rows]):
+            parts.setdefault(p[0], []).append(OutboundPart(
+                seq=int(p[1]), total=int(p[2]), short_message=bytes(p[3]), tlvs_json=p[4],
+                state=PartState(p[5]), smsc=p[6], smsc_id=p[7]))
+    return [OutboundMessage(
+        id=r[0], account=r[1], recipient=r[2], source_addr=r[3], source_ton=int(r[4]),
+        source_npi=int(r[5]), dest_ton=int(r[6]), dest_npi=int(r[7]),
+        data_coding=int(r[8]), esm_class=int(r[9]), registered_delivery=int(r[10]),
+        state=MessageState(r[11]), created_at=float(r[12]),
+        send_at=None if r[13] is None else float(r[13]), expires_at=float(r[14]),
+        parts=tuple(parts.get(r[0], ()))) for r in rows]
+
+
+async def _get_messages(conn: Any, wanted: tuple[str, ...]) -> list[MessageView]:
+    rows = await conn.fetch(f"SELECT {_VIEW_COLUMNS} FROM messages WHERE id = ANY($1::text[])",
+                            list(dict.fromkeys(wanted)))
+    by_id = {v.id: v for v in await _views(conn, rows)}
+    return [by_id[i] for i in wanted if i in by_id]
+
+
+async def _list_messages(conn: Any, account: str, offset: int, limit: int,
+                         state: MessageState | None,
+                         since: float | None) -> tuple[int, list[MessageView]]:
+    where = "account = $1"
+    params: list[Any] = [account]
+    if state is not None:
+        params.append(MessageState(state).value)
+        where += f" AND state = ${len(params)}"
+    if since is not None:
+        params.append(since)
+        where += f" AND created_at >= ${len(params)}"
+    total = int(await conn.fetchval(f"SELECT count(*) FROM messages WHERE {where}", *params))
+    rows = await conn.fetch(
+        f"SELECT {_VIEW_COLUMNS} FROM messages WHERE {where} "
+        f"ORDER BY created_at DESC, id DESC LIMIT ${len(params) + 1} OFFSET ${len(params) + 2}",
+        *params, max(0, limit), max(0, offset))
+    return total, await _views(conn, rows)
+
+
+async def _timeline(conn: Any, message_id: str) -> list[Event]:
+    return [Event(r[0], float(r[1]), r[2], r[3]) for r in await conn.fetch(
+        "SELECT message_id, at, state, detail FROM events WHERE message_id = $1 "
+        "ORDER BY at, id", message_id)]
+
+
+async def _counts_by_state(conn: Any) -> dict[str, int]:
+    counts = {s.value: 0 for s in MessageState}
+    for state, n in await conn.fetch("SELECT state, count(*) FROM messages GROUP BY state"):
+        counts[state] = int(n)
+    return counts
+
+
+async def _last_message_to(conn: Any, recipient: str, since: float) -> MessageView | None:
+    rows = await conn.fetch(
+        f"SELECT {_VIEW_COLUMNS} FROM messages WHERE recipient = $1 AND created_at >= $2 "
+        f"ORDER BY created_at DESC, id DESC LIMIT 1", recipient, since)
+    views = await _views(conn, rows)
+    return views[0] if views else None
+
+
+async def _callbacks_due(conn: Any, now: float, limit: int) -> list[DueCallback]:
+    rows = await conn.fetch(
+        "SELECT c.id, c.message_id, c.url, c.state, c.at, c.attempts, m.recipient, m.meta_json, "
+        "m.parts, (SELECT count(*) FROM parts p WHERE p.message_id = c.message_id "
+        "AND p.state = 'delivered'), m.error, m.error_detail, m.account "
+        "FROM callbacks c JOIN messages m ON m.id = c.message_id "
+        "WHERE c.next_at <= $1 ORDER BY c.next_at, c.id LIMIT $2", now, max(0, limit))
+    return [DueCallback(id=int(r[0]), message_id=r[1], account=r[12], url=r[2], state=r[3],
+                        at=float(r[4]), attempts=int(r[5]), recipient=r[6], meta_json=r[7],
+                        parts=int(r[8]), parts_delivered=int(r[9]), error=r[10],
+                        error_detail=r[11])
+            for r in rows]
+
+
+async def _mailbacks_due(conn: Any, now: float, limit: int) -> list[DueMailback]:
+    rows = await conn.fetch(
+        "SELECT b.id, b.kind, b.message_id, b.state, b.at, b.attempts, m.recipient, m.meta_json, "
+        "m.created_at, m.parts, (SELECT count(*) FROM parts p WHERE p.message_id = b.message_id "
+        "AND p.state = 'delivered'), m.error, m.error_detail, b.inbound_id, i.source, i.text, "
+        "m.state FROM mailbacks b JOIN messages m ON m.id = b.message_id "
+        "LEFT JOIN inbound i ON i.id = b.inbound_id "
+        "WHERE b.next_at <= $1 ORDER BY b.next_at, b.id LIMIT $2", now, max(0, limit))
+    return [DueMailback(id=int(r[0]), kind=r[1], message_id=r[2], state=r[3], at=float(r[4]),
+                        attempts=int(r[5]), recipient=r[6], meta_json=r[7],
+                        created_at=float(r[8]), parts=int(r[9]), parts_delivered=int(r[10]),
+                        error=r[11], error_detail=r[12], inbound_id=r[13], inbound_source=r[14],
+                        inbound_text=r[15], message_state=r[16])
+            for r in rows]
+
+
+#: The Store's read calls by interface method name; positional arguments after the connection.
+READS: dict[str, Callable[..., Any]] = {
+    "quota_used": _quota_used, "load_pending": _load_pending, "get_messages": _get_messages,
+    "list_messages": _list_messages, "timeline": _timeline, "counts_by_state": _counts_by_state,
+    "last_message_to": _last_message_to, "callbacks_due": _callbacks_due,
+    "mailbacks_due": _mailbacks_due,
+}
+
+__all__ = ["PostgresStore", "READS", "WRITES", "lock_key"]

@@ -1,0 +1,652 @@
+"""The Store contract, run against SQLite and PostgreSQL alike (the `store` fixture of
+tests/store/conftest.py): durability, the accept decisions under concurrency, batches, receipts
+in every order, the timeline, queries, closing."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bridge.core.model import Ingress
+from bridge.core.receipts import smsc_id_keys
+from bridge.core.states import MessageState, PartState, aggregate, can_move
+from bridge.store import (
+    InboundMessage,
+    NewMessage,
+    NewPart,
+    ReceiptOutcome,
+    SqliteStore,
+    StoreUnavailable,
+)
+from bridge.store.base import Store
+from tests.store.conftest import another, hold_writer, query
+
+M = MessageState
+P = PartState
+T0 = 1_700_000_000.0
+
+
+def msg(mid: str, *, account: str = "acme", parts: int = 1, key: str | None = None,
+        digest: str | None = None, window: float = 60.0, quota: int = 0, at: float = T0,
+        state: MessageState = M.QUEUED, recipient: str = "+447700900001",
+        send_at: float | None = None) -> NewMessage:
+    return NewMessage(
+        id=mid, account=account, ingress=Ingress.SOAP, recipient=recipient, raw_recipient="07700900001",
+        source_addr="ACME", source_ton=5, source_npi=0, dest_ton=1, dest_npi=1,
+        text=f"hello {mid}", encoding="gsm7", data_coding=0, esm_class=0x40 if parts > 1 else 0,
+        registered_delivery=1,
+        parts=tuple(NewPart(i, parts, f"{mid}/{i}".encode() + b"\x00\xff",
+                            '[["sar_msg_ref_num", 7]]') for i in range(1, parts + 1)),
+        state=state, created_at=at, send_at=send_at, expires_at=at + 86400,
+        idempotency_key=key, dup_digest=digest, dup_window_s=window, quota=quota,
+        callback_url=None, meta_json='{"k": "v"}')
+
+
+async def submit(store: Store, mid: str, seq: int, smsc_id: str, *, smsc: str = "smsc1",
+                 fmt: str = "hex", at: float = T0 + 1) -> ReceiptOutcome | None:
+    return await store.record_submitted(mid, seq, smsc=smsc, smsc_id=smsc_id,
+                                        id_keys=smsc_id_keys(smsc_id, fmt), at=at)
+
+
+async def receipt(store: Store, receipt_id: str, state: PartState | None, *,
+                  stat: str = "DELIVRD", err: str = "000", smsc: str = "smsc1", fmt: str = "dec",
+                  at: float = T0 + 2) -> ReceiptOutcome:
+    return await store.record_receipt(smsc=smsc, id_keys=smsc_id_keys(receipt_id, fmt),
+                                      part_state=state, stat=stat, err=err, at=at)
+
+
+# ------------------------------------------------------------------ durability
+
+async def test_accept_survives_close_and_reopen(store: Store) -> None:
+    first = store
+    outcomes = await first.accept([msg("m1"), msg("m2", parts=2, at=T0 + 1),
+                                   msg("m3", state=M.SCHEDULED, send_at=T0 + 3600, at=T0 + 2)],
+                                  now=T0 + 5)
+    assert [(o.message_id, o.status) for o in outcomes] == [
+        ("m1", "accepted"), ("m2", "accepted"), ("m3", "accepted")]
+    await first.close()
+
+    second = another(store)
+    await second.open()
+    try:
+        views = await second.get_messages(["m3", "nope", "m2", "m1"])
+        assert [v.id for v in views] == ["m3", "m2", "m1"]
+        m2 = views[1]
+        assert (m2.account, m2.ingress, m2.recipient, m2.source_addr, m2.state, m2.encoding,
+                m2.parts, m2.parts_delivered, m2.smsc_ids, m2.created_at, m2.updated_at,
+                m2.error, m2.meta_json) == ("acme", "soap", "+447700900001", "ACME", M.QUEUED,
+                                            "gsm7", 2, 0, (), T0 + 1, T0 + 5, None, '{"k": "v"}')
+        assert views[0].state is M.SCHEDULED
+        pending = await second.load_pending()
+        assert [m.id for m in pending] == ["m1", "m2", "m3"]
+        p2 = pending[1]
+        assert p2.esm_class == 0x40 and p2.expires_at == T0 + 1 + 86400 and p2.send_at is None
+        assert [(p.seq, p.total, p.short_message, p.tlvs_json, p.state, p.smsc_id)
+                for p in p2.parts] == [
+            (1, 2, b"m2/1\x00\xff", '[["sar_msg_ref_num", 7]]', P.QUEUED, None),
+            (2, 2, b"m2/2\x00\xff", '[["sar_msg_ref_num", 7]]', P.QUEUED, None)]
+        assert pending[2].send_at == T0 + 3600
+        assert await second.quota_used("acme") == 4
+        assert await second.quota_used("other") == 0
+        counts = await second.counts_by_state()
+        assert counts["queued"] == 2 and counts["scheduled"] == 1 and counts["delivered"] == 0
+        events = await second.timeline("m2")
+        assert [(e.state, e.detail) for e in events] == [
+            ("queued", "accepted via soap, 2 parts, gsm7")]
+    finally:
+        await second.close()
+
+
+async def test_awaited_write_is_visible_to_reads(store: Store) -> None:
+    for i in range(20):
+        await store.accept([msg(f"v{i}")], now=T0)
+        assert [v.id for v in await store.get_messages([f"v{i}"])] == [f"v{i}"]
+        store.record_event(f"v{i}", "note", at=T0, detail="dropped future")
+        await store.flush()
+        assert len(await store.timeline(f"v{i}")) == 2
+
+
+# ------------------------------------------------------------------ accept checks
+
+async def test_idempotency_key_returns_the_first_id(store: Store) -> None:
+    [first] = await store.accept([msg("a1", key="K", quota=100)], now=T0)
+    assert first.status == "accepted"
+    [again] = await store.accept([msg("a2", key="K", quota=100)], now=T0 + 1000)
+    assert (again.message_id, again.status) == ("a1", "idempotent")
+    # inside one call, and another account's identical key is its own
+    out = await store.accept([msg("b1", key="L"), msg("b2", key="L"),
+                              msg("c1", key="K", account="other")], now=T0)
+    assert [(o.message_id, o.status) for o in out] == [
+        ("b1", "accepted"), ("b1", "idempotent"), ("c1", "accepted")]
+    assert await store.get_messages(["a2", "b2"]) == []
+    assert await store.quota_used("acme") == 2  # repeats consume nothing
+
+
+async def test_duplicate_digest_inside_and_outside_the_window(store: Store) -> None:
+    out = await store.accept([msg("d1", digest="D")], now=T0)
+    assert out[0].status == "accepted"
+    [dup] = await store.accept([msg("d2", digest="D")], now=T0 + 59)
+    assert (dup.message_id, dup.status) == ("d1", "duplicate")
+    [other] = await store.accept([msg("d3", digest="D", account="other")], now=T0 + 59)
+    assert other.status == "accepted"
+    [later] = await store.accept([msg("d4", digest="D")], now=T0 + 61)
+    assert (later.message_id, later.status) == ("d4", "accepted")
+    [dup2] = await store.accept([msg("d5", digest="D")], now=T0 + 70)
+    assert (dup2.message_id, dup2.status) == ("d4", "duplicate")
+    # window 0 disables the check; same batch sees earlier messages
+    out = await store.accept([msg("d6", digest="D", window=0), msg("e1", digest="E"),
+                              msg("e2", digest="E")], now=T0 + 70)
+    assert [(o.message_id, o.status) for o in out] == [
+        ("d6", "accepted"), ("e1", "accepted"), ("e1", "duplicate")]
+
+
+async def test_old_digests_are_pruned_not_the_messages(store: Store) -> None:
+    await store.accept([msg(f"p{i}", digest=f"P{i}") for i in range(50)], now=T0)
+    await store.accept([msg("q1", digest="Q")], now=T0 + 3600)
+    live = await query(store, "SELECT id FROM messages WHERE dup_digest IS NOT NULL")
+    total = (await query(store, "SELECT count(*) FROM messages"))[0][0]
+    assert live == [("q1",)] and total == 51
+    [again] = await store.accept([msg("p0b", digest="P0")], now=T0 + 3601)
+    assert again.status == "accepted"
+
+
+async def test_quota_is_atomic_under_concurrent_accepts(store: Store) -> None:
+    # 40 concurrent calls of 1-part and 2-part messages against a quota of 25 parts
+    calls = [store.accept([msg(f"q{i}", parts=1 + i % 2, quota=25)], now=T0) for i in range(40)]
+    results = await asyncio.gather(*calls)
+    accepted = [r[0] for r in results if r[0].status == "accepted"]
+    refused = [r[0] for r in results if r[0].status == "over_quota"]
+    used = sum(1 + int(o.message_id[1:]) % 2 for o in accepted)
+    assert len(accepted) + len(refused) == 40
+    assert used <= 25 and used >= 24  # a 2-part message may not fit in the last part
+    assert await store.quota_used("acme") == used
+    assert len(await store.get_messages([o.message_id for o in refused])) == 0
+    # one call: outcomes in input order; a later smaller message may still fit
+    out = await store.accept([msg("a", account="q2", parts=2, quota=3),
+                              msg("b", account="q2", parts=2, quota=3),
+                              msg("c", account="q2", parts=1, quota=3)], now=T0)
+    assert [(o.message_id, o.status) for o in out] == [
+        ("a", "accepted"), ("b", "over_quota"), ("c", "accepted")]
+    assert await store.quota_used("q2") == 3
+
+
+async def test_two_instances_never_both_accept_a_key(store: Store) -> None:
+    """Two stores on one database (two processes on one SQLite file, two instances on one
+    PostgreSQL): a key and a quota hold across them."""
+    a, b = store, another(store)
+    await b.open()
+    try:
+        results = await asyncio.gather(*[
+            (a if i % 2 else b).accept([msg(f"x{i}", key=f"K{i // 2}", quota=15)], now=T0)
+            for i in range(40)])
+        statuses = [r[0].status for r in results]
+        assert statuses.count("accepted") == 15
+        assert statuses.count("idempotent") + statuses.count("over_quota") == 25
+        assert await a.quota_used("acme") == 15 == await b.quota_used("acme")
+    finally:
+        await b.close()
+
+
+async def test_batched_writes_keep_their_order(store: Store) -> None:
+    await store.accept([msg("o1")], now=T0)
+    gate = hold_writer(store)
+    done: list[int] = []
+    futures = []
+    for i in range(30):
+        future = asyncio.ensure_future(
+            store.record_event("o1", f"e{i}", at=T0 + 1, detail=str(i)))  # same timestamp
+        future.add_done_callback(lambda _f, i=i: done.append(i))
+        futures.append(future)
+    out = store.accept([msg(f"o{i}") for i in range(2, 12)], now=T0)
+    gate.set()
+    await asyncio.gather(*futures)
+    assert [o.message_id for o in await out] == [f"o{i}" for i in range(2, 12)]
+    assert done == list(range(30))
+    events = await store.timeline("o1")
+    assert [e.state for e in events] == ["queued"] + [f"e{i}" for i in range(30)]
+    assert store.stats()["largest_batch"] >= 31
+
+
+async def test_a_failing_operation_fails_only_itself(store: Store) -> None:
+    await store.accept([msg("f1")], now=T0)
+    gate = hold_writer(store)
+    good1 = store.accept([msg("f2")], now=T0)
+    bad_fk = store.record_event("no-such-message", "note", at=T0)
+    bad_pk = store.accept([msg("f3"), msg("f1")], now=T0)  # f1 exists: the whole call fails
+    good2 = store.record_state("f1", M.FAILED, at=T0 + 1, error="INVALID_DESTINATION",
+                               detail="no route")
+    bad_unknown = store.record_submitted("nope", 1, smsc="s", smsc_id="1", id_keys=["int:1"],
+                                         at=T0)
+    good3 = store.accept([msg("f4")], now=T0)
+    gate.set()
+    assert (await good1)[0].status == "accepted"
+    assert await good2 is None
+    assert (await good3)[0].status == "accepted"
+    for bad in (bad_fk, bad_pk, bad_unknown):
+        with pytest.raises(StoreUnavailable):
+            await bad
+    with pytest.raises(StoreUnavailable) as info:
+        await bad_pk
+    assert info.value.__cause__ is not None  # the database's own reason
+    views = {v.id: v for v in await store.get_messages(["f1", "f2", "f3", "f4"])}
+    assert sorted(views) == ["f1", "f2", "f4"]  # f3 went with its failed call
+    assert views["f1"].state is M.FAILED and views["f1"].error == "INVALID_DESTINATION"
+    assert store.stats()["failed_ops"] == 3
+    assert await store.quota_used("acme") == 3
+
+
+
+
+
+async def test_commits_are_observed_and_a_failing_observer_changes_nothing(
+        store: Store) -> None:
+    seen: list[tuple[int, float]] = []
+    store.observe_commits(lambda writes, seconds: seen.append((writes, seconds)))
+    gate = hold_writer(store)
+    writes = [store.accept([msg(f"o{i}")], now=T0) for i in range(3)]
+    gate.set()
+    for write in writes:
+        assert (await write)[0].status == "accepted"
+    assert [w for w, _ in seen] == [4]  # the holding operation and the three: one commit
+    assert all(0 <= s < 60 for _, s in seen)
+
+    def broken(writes: int, seconds: float) -> None:
+        raise RuntimeError("observer bug")
+
+    store.observe_commits(broken)
+    assert (await store.accept([msg("o9")], now=T0))[0].status == "accepted"
+    views = await store.get_messages(["o0", "o1", "o2", "o9"])
+    assert [v.id for v in views] == ["o0", "o1", "o2", "o9"]
+    assert store.stats()["failed_batches"] == 0  # committed once, not retried
+
+
+async def test_concurrent_accepts_share_commits(store: Store) -> None:
+    """The writer never waits for companions: they gather while the previous commit syncs."""
+    before = store.stats()["commits"]
+    await asyncio.gather(*[store.accept([msg(f"g{i}")], now=T0) for i in range(100)])
+    assert store.stats()["commits"] - before < 100
+
+
+# ------------------------------------------------------------------ submits and receipts
+
+async def test_submit_then_receipt_with_hex_and_decimal_ids(store: Store) -> None:
+    await store.accept([msg("r1")], now=T0)
+    assert await submit(store, "r1", 1, "1A2B", fmt="hex") is None
+    [view] = await store.get_messages(["r1"])
+    assert view.state is M.SUBMITTED and view.smsc_ids == ("1A2B",)
+    # the same key on another SMSC is not this part
+    other = await receipt(store, "6699", P.DELIVERED, smsc="smsc2")
+    assert other == ReceiptOutcome(False, None, None)
+    out = await receipt(store, "6699", P.DELIVERED, fmt="dec")  # 0x1A2B == 6699
+    assert out == ReceiptOutcome(True, "r1", M.DELIVERED)
+    [view] = await store.get_messages(["r1"])
+    assert (view.state, view.parts_delivered, view.updated_at) == (M.DELIVERED, 1, T0 + 2)
+    events = [(e.state, e.detail) for e in await store.timeline("r1")]
+    assert events[1:] == [
+        ("part_submitted", "part 1/1 smsc=smsc1 id=1A2B"),
+        ("submitted", "all 1 part submitted"),
+        ("receipt", "part 1/1 stat=DELIVRD err=000"),
+        ("delivered", "part 1/1 stat=DELIVRD err=000"),
+    ]
+
+
+async def test_a_receipt_in_the_same_batch_as_its_submit_matches(store: Store) -> None:
+    """SMSC keys are inserted once per transaction, but a receipt in that transaction sees them."""
+    await store.accept([msg("sb1"), msg("sb2")], now=T0)
+    gate = hold_writer(store)
+    first = store.record_submitted("sb1", 1, smsc="smsc1", smsc_id="1F",
+                                   id_keys=smsc_id_keys("1F", "hex"), at=T0 + 1)
+    delivered = store.record_receipt(smsc="smsc1", id_keys=smsc_id_keys("31", "dec"),
+                                     part_state=P.DELIVERED, stat="DELIVRD", err="000",
+                                     at=T0 + 2)
+    second = store.record_submitted("sb2", 1, smsc="smsc1", smsc_id="20",
+                                    id_keys=smsc_id_keys("20", "hex"), at=T0 + 1)
+    gate.set()
+    assert await first is None and await second is None
+    assert await delivered == ReceiptOutcome(True, "sb1", M.DELIVERED)
+    assert await receipt(store, "32", P.DELIVERED) == ReceiptOutcome(True, "sb2", M.DELIVERED)
+    assert store.stats()["largest_batch"] >= 3
+
+
+async def test_auto_keys_prefer_the_strongest_key(store: Store) -> None:
+    # "22" read as hex is 34; "16" read as hex is 22: a decimal receipt "22" shares a key
+    # with both; the raw key of "22" ranks first.
+    await store.accept([msg("k1"), msg("k2")], now=T0)
+    await submit(store, "k1", 1, "22", fmt="auto")
+    await submit(store, "k2", 1, "16", fmt="auto")
+    out = await receipt(store, "22", P.DELIVERED, fmt="auto")
+    assert out.message_id == "k1"
+
+
+async def test_a_reused_smsc_id_goes_to_the_most_recent_submit(store: Store) -> None:
+    await store.accept([msg("u1"), msg("u2")], now=T0)
+    await submit(store, "u1", 1, "77", fmt="auto")
+    await submit(store, "u2", 1, "77", fmt="auto")  # the SMSC's ids wrapped around
+    out = await receipt(store, "77", P.DELIVERED, fmt="auto")
+    assert out == ReceiptOutcome(True, "u2", M.DELIVERED)
+
+
+async def test_weaker_keys_rank_before_recency(store: Store) -> None:
+    # Receipt "22" carries raw:22, int:22, int:34 (its hex reading). No submit has raw:22; "16"
+    # read as hex is int:22 (rank 2), "34" read as decimal is int:34 (rank 3).
+    await store.accept([msg("w1"), msg("w2")], now=T0)
+    await submit(store, "w1", 1, "16", fmt="auto")
+    await submit(store, "w2", 1, "34", fmt="auto")  # more recent, weaker key
+    out = await receipt(store, "22", P.DELIVERED, fmt="auto")
+    assert out == ReceiptOutcome(True, "w1", M.DELIVERED)
+
+
+async def test_receipt_before_submit_is_kept_and_applied(store: Store) -> None:
+    await store.accept([msg("or1", parts=2)], now=T0)
+    await submit(store, "or1", 1, "ff01")
+    early = await receipt(store, str(0xFF02), P.DELIVERED, at=T0 + 1.5)
+    assert early == ReceiptOutcome(False, None, None)
+    [view] = await store.get_messages(["or1"])
+    assert view.state is M.QUEUED and view.parts_delivered == 0
+    applied = await submit(store, "or1", 2, "FF02", at=T0 + 1.6)
+    assert applied == ReceiptOutcome(True, "or1", M.SUBMITTED)  # part 1 still waits
+    [view] = await store.get_messages(["or1"])
+    assert (view.state, view.parts_delivered) == (M.SUBMITTED, 1)
+    assert [(e.at, e.state, e.detail) for e in await store.timeline("or1")][-3:] == [
+        (T0 + 1.6, "part_submitted", "part 2/2 smsc=smsc1 id=FF02"),
+        (T0 + 1.6, "submitted", "all 2 parts submitted"),
+        (T0 + 1.6, "receipt", "part 2/2 stat=DELIVRD err=000 (arrived before submit_sm_resp)")]
+    assert await query(store, "SELECT count(*) FROM orphan_receipts") == [(0,)]
+    # the same receipt again, now matched: harmless
+    again = await receipt(store, str(0xFF02), P.DELIVERED, at=T0 + 3)
+    assert again == ReceiptOutcome(True, "or1", M.SUBMITTED)
+    done = await receipt(store, str(0xFF01), P.DELIVERED, at=T0 + 4)
+    assert done == ReceiptOutcome(True, "or1", M.DELIVERED)
+
+
+async def test_duplicate_receipt_is_harmless(store: Store) -> None:
+    await store.accept([msg("dr")], now=T0)
+    await submit(store, "dr", 1, "0A")
+    first = await receipt(store, "10", P.DELIVERED, at=T0 + 2)
+    events_before = await store.timeline("dr")
+    second = await receipt(store, "10", P.DELIVERED, at=T0 + 9)
+    assert first == second == ReceiptOutcome(True, "dr", M.DELIVERED)
+    assert await store.timeline("dr") == events_before
+    [view] = await store.get_messages(["dr"])
+    assert (view.updated_at, view.parts_delivered) == (T0 + 2, 1)
+
+
+async def test_two_parts_delivered_only_when_both_are(store: Store) -> None:
+    await store.accept([msg("two", parts=2)], now=T0)
+    await submit(store, "two", 1, "100")
+    assert (await store.get_messages(["two"]))[0].state is M.QUEUED
+    await submit(store, "two", 2, "101")
+    assert (await store.get_messages(["two"]))[0].state is M.SUBMITTED
+    interim = await receipt(store, str(0x100), None, stat="ENROUTE")
+    assert interim == ReceiptOutcome(True, "two", M.SUBMITTED)
+    one = await receipt(store, str(0x100), P.DELIVERED)
+    assert one == ReceiptOutcome(True, "two", M.SUBMITTED)
+    [view] = await store.get_messages(["two"])
+    assert (view.parts_delivered, view.smsc_ids) == (1, ("100", "101"))
+    both = await receipt(store, str(0x101), P.DELIVERED)
+    assert both == ReceiptOutcome(True, "two", M.DELIVERED)
+    assert (await store.get_messages(["two"]))[0].parts_delivered == 2
+
+
+async def test_undeliverable_then_refined(store: Store) -> None:
+    await store.accept([msg("u1")], now=T0)
+    await submit(store, "u1", 1, "7")
+    out = await receipt(store, "7", P.UNDELIVERABLE, stat="UNDELIV", err="012")
+    assert out == ReceiptOutcome(True, "u1", M.UNDELIVERABLE)
+    [view] = await store.get_messages(["u1"])
+    assert view.error_detail == "part 1/1 stat=UNDELIV err=012"
+    # an SMSC that retried and then delivered: the more precise verdict wins
+    assert (await receipt(store, "7", P.DELIVERED, at=T0 + 5)).message_state is M.DELIVERED
+    # nothing leaves DELIVERED
+    assert (await receipt(store, "7", P.EXPIRED, stat="EXPIRED", at=T0 + 6)).message_state \
+        is M.DELIVERED
+    [view] = await store.get_messages(["u1"])
+    assert (view.state, view.error_detail, view.parts_delivered) == (M.DELIVERED, None, 1)
+
+
+async def test_a_refined_part_never_drags_the_message_backwards(store: Store) -> None:
+    await store.accept([msg("rf", parts=2)], now=T0)
+    await submit(store, "rf", 1, "A1")
+    await submit(store, "rf", 2, "A2")
+    assert (await receipt(store, str(0xA1), P.UNDELIVERABLE, stat="UNDELIV")).message_state \
+        is M.UNDELIVERABLE
+    # part 1 is delivered after all; part 2 still waits: the aggregate says "submitted", but
+    # undeliverable → submitted is not a transition, so the message keeps its verdict
+    assert (await receipt(store, str(0xA1), P.DELIVERED)).message_state is M.UNDELIVERABLE
+    assert (await store.get_messages(["rf"]))[0].parts_delivered == 1
+    assert (await receipt(store, str(0xA2), P.DELIVERED)).message_state is M.DELIVERED
+
+
+async def test_record_state_moves_parts_and_ignores_illegal_moves(store: Store) -> None:
+    await store.accept([msg("s1", parts=3)], now=T0)
+    await submit(store, "s1", 1, "51")
+    await store.record_state("s1", M.FAILED, at=T0 + 3, error="INVALID_SOURCE",
+                             detail="part 2/3: submit_sm_resp 0x0000000A")
+    [view] = await store.get_messages(["s1"])
+    assert (view.state, view.error, view.error_detail) == (
+        M.FAILED, "INVALID_SOURCE", "part 2/3: submit_sm_resp 0x0000000A")
+    assert await store.load_pending() == []  # failed: nothing to resubmit
+    await store.record_state("s1", M.QUEUED, at=T0 + 4, detail="resubmit")
+    assert (await store.get_messages(["s1"]))[0].state is M.FAILED
+    # a late receipt does not resurrect it
+    assert (await receipt(store, str(0x51), P.DELIVERED)).message_state is M.FAILED
+    events = [(e.state, e.detail) for e in await store.timeline("s1")]
+    assert ("failed", "INVALID_SOURCE: part 2/3: submit_sm_resp 0x0000000A") in events
+    assert ("state_ignored", "queued ignored: message is failed (resubmit)") in events
+    # scheduled → queued → expired
+    await store.accept([msg("s2", state=M.SCHEDULED, send_at=T0 + 60)], now=T0)
+    await store.record_state("s2", M.QUEUED, at=T0 + 60, detail="send_at reached")
+    await store.record_state("s2", M.EXPIRED, at=T0 + 90, detail="validity ended")
+    [view] = await store.get_messages(["s2"])
+    assert (view.state, view.error, view.error_detail) == (M.EXPIRED, None, "validity ended")
+    with pytest.raises(StoreUnavailable):
+        await store.record_state("missing", M.FAILED, at=T0)
+
+
+async def test_load_pending_after_a_crash(store: Store) -> None:
+    before = store
+    await before.accept([msg("c3", at=T0 + 3), msg("c1", at=T0 + 1), msg("c2", parts=2, at=T0 + 2),
+                         msg("c4", at=T0 + 4, state=M.SCHEDULED, send_at=T0 + 999),
+                         msg("c5", at=T0 + 5)], now=T0 + 10)
+    await submit(before, "c1", 1, "1")  # fully acknowledged
+    await submit(before, "c2", 1, "2")  # one of two
+    await before.record_state("c5", M.FAILED, at=T0 + 11, error="INTERNAL_ERROR")
+    # "crash": the first store is never closed; a new process opens the same database
+    after = another(store)
+    await after.open()
+    try:
+        pending = await after.load_pending()
+        assert [m.id for m in pending] == ["c2", "c3", "c4"]
+        c2 = pending[0]
+        assert c2.state is M.QUEUED
+        assert [(p.seq, p.state, p.smsc, p.smsc_id) for p in c2.parts] == [
+            (1, P.SUBMITTED, "smsc1", "2"), (2, P.QUEUED, None, None)]
+        assert [m.id for m in await after.load_pending(limit=1)] == ["c2"]
+    finally:
+        await after.close()
+
+
+async def test_timeline_in_time_order(store: Store) -> None:
+    await store.accept([msg("t1")], now=T0)
+    store.record_event("t1", "retry", at=T0 + 5, detail="b")
+    store.record_event("t1", "throttled", at=T0 + 2, detail="a")  # issued later, happened earlier
+    store.record_event("t1", "retry", at=T0 + 5, detail="c")
+    await store.flush()
+    assert [(e.at, e.detail) for e in await store.timeline("t1")] == [
+        (T0, "accepted via soap, 1 part, gsm7"), (T0 + 2, "a"), (T0 + 5, "b"), (T0 + 5, "c")]
+    assert await store.timeline("unknown") == []
+
+
+async def test_list_messages_pages_newest_first(store: Store) -> None:
+    await store.accept([msg(f"l{i:02d}", at=T0 + i) for i in range(60)], now=T0 + 100)
+    await store.accept([msg(f"x{i}", account="other", at=T0 + i) for i in range(5)], now=T0)
+    await store.accept([msg("tie-a", at=T0 + 59), msg("tie-b", at=T0 + 59)], now=T0 + 100)
+    for i in range(0, 60, 3):
+        store.record_state(f"l{i:02d}", M.FAILED, at=T0 + 200, error="INTERNAL_ERROR")
+    await store.flush()
+    total, page1 = await store.list_messages("acme", offset=0, limit=25)
+    assert total == 62
+    assert [v.id for v in page1[:4]] == ["tie-b", "tie-a", "l59", "l58"]
+    assert len(page1) == 25
+    _, page3 = await store.list_messages("acme", offset=50, limit=25)
+    assert [v.id for v in page3] == [f"l{i:02d}" for i in range(11, -1, -1)]
+    _, beyond = await store.list_messages("acme", offset=75, limit=25)
+    assert beyond == []
+    seen: list[str] = []
+    for page in range(3):
+        seen += [v.id for v in (await store.list_messages("acme", offset=25 * page, limit=25))[1]]
+    assert len(seen) == len(set(seen)) == 62
+    total, failed = await store.list_messages("acme", offset=0, limit=25, state=M.FAILED)
+    assert total == 20 and all(v.state is M.FAILED for v in failed) and failed[0].id == "l57"
+    total, recent = await store.list_messages("acme", offset=0, limit=25, since=T0 + 50)
+    assert total == 12 and recent[-1].id == "l50"
+    total, both = await store.list_messages("acme", offset=0, limit=25, state=M.QUEUED,
+                                            since=T0 + 50)
+    assert total == 9
+    assert [v.id for v in both] == ["tie-b", "tie-a", "l59", "l58", "l56", "l55", "l53", "l52",
+                                    "l50"]
+    total, _ = await store.list_messages("nobody", offset=0, limit=25)
+    assert total == 0
+
+
+async def test_inbound_and_reply_routing(store: Store) -> None:
+    await store.accept([msg("to1", recipient="+447700900123", at=T0),
+                        msg("to2", recipient="+447700900123", at=T0 + 10),
+                        msg("to3", recipient="+447700900999", at=T0 + 20)], now=T0 + 20)
+    last = await store.last_message_to("+447700900123", since=T0 - 100)
+    assert last is not None and last.id == "to2"
+    assert await store.last_message_to("+447700900123", since=T0 + 11) is None
+    await store.record_inbound(InboundMessage("mo1", "smsc1", "+447700900123", "+447400000001",
+                                              "yes please", T0 + 30, "to2"))
+    assert await query(store, "SELECT reply_to_message_id, text FROM inbound") == [
+        ("to2", "yes please")]
+
+
+# ------------------------------------------------------------------ schema, factory, lifecycle
+
+
+
+
+
+
+
+
+
+
+async def test_closed_store_refuses_and_close_finishes_writes(store: Store) -> None:
+    await store.close()
+    store = another(store)
+    with pytest.raises(StoreUnavailable):
+        await store.accept([msg("z0")], now=T0)
+    await store.open()
+    futures = [store.accept([msg(f"z{i}")], now=T0) for i in range(1, 50)]
+    await store.close()  # finishes every issued write
+    assert all(f.done() and f.result()[0].status == "accepted" for f in futures)
+    await store.close()
+    with pytest.raises(StoreUnavailable):
+        await store.accept([msg("z99")], now=T0)
+    with pytest.raises(StoreUnavailable):
+        await store.get_messages(["z1"])
+    reopened = another(store)
+    await reopened.open()
+    try:
+        assert len(await reopened.get_messages([f"z{i}" for i in range(1, 50)])) == 49
+        assert await reopened.accept([], now=T0) == []
+    finally:
+        await reopened.close()
+
+
+# ------------------------------------------------------------------ property: any interleaving
+
+_OPS = st.integers(min_value=1, max_value=3).flatmap(lambda n: st.tuples(
+    st.just(n),
+    st.lists(st.tuples(st.integers(1, n), st.sampled_from(
+        [None, P.DELIVERED, P.UNDELIVERABLE, P.EXPIRED])), max_size=6),
+    st.sets(st.integers(1, n)),  # the parts that get their submit_sm_resp
+    st.randoms(use_true_random=False),
+))
+
+
+class _Model:
+    """The pure core's prediction: part states follow the transition table, the message is the
+    aggregate of its parts whenever the table allows the move."""
+
+    def __init__(self, n: int) -> None:
+        self.parts = {seq: P.QUEUED for seq in range(1, n + 1)}
+        self.message = M.QUEUED
+        self.orphans: dict[int, list[PartState | None]] = {}
+
+    def _reaggregate(self) -> None:
+        target = aggregate(self.parts[s] for s in sorted(self.parts))
+        if can_move(self.message, target):
+            self.message = target
+
+    def _apply(self, seq: int, state: PartState | None) -> None:
+        current = self.parts[seq]
+        if state is not None and can_move(M(current.value), M(state.value)):
+            self.parts[seq] = state
+        self._reaggregate()
+
+    def submit(self, seq: int) -> bool:
+        if self.parts[seq] is P.QUEUED:
+            self.parts[seq] = P.SUBMITTED
+        self._reaggregate()
+        orphans = self.orphans.pop(seq, [])
+        for state in orphans:
+            self._apply(seq, state)
+        return bool(orphans)
+
+    def receipt(self, seq: int, state: PartState | None, submitted: set[int]) -> bool:
+        if seq not in submitted:
+            self.orphans.setdefault(seq, []).append(state)
+            return False
+        self._apply(seq, state)
+        return True
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_OPS)
+def test_any_interleaving_ends_in_the_predicted_aggregate(case: Any) -> None:
+    n, receipts, to_submit, rnd = case
+    ops: list[tuple[Any, ...]] = [("submit", seq) for seq in sorted(to_submit)]
+    ops += [("receipt", seq, state) for seq, state in receipts]
+    rnd.shuffle(ops)
+
+    async def scenario(path: Path) -> None:
+        store = SqliteStore(path)
+        await store.open()
+        try:
+            await store.accept([msg("h", parts=n)], now=T0)
+            model = _Model(n)
+            submitted: set[int] = set()
+            for i, op in enumerate(ops):
+                smsc_id = f"{0xABC000 + op[1]:X}"
+                if op[0] == "submit":
+                    submitted.add(op[1])
+                    applied = model.submit(op[1])
+                    out = await submit(store, "h", op[1], smsc_id, at=T0 + i)
+                    assert out == (ReceiptOutcome(True, "h", model.message) if applied else None)
+                else:
+                    stat = "DELIVRD" if op[2] is P.DELIVERED else (op[2] or "ENROUTE")
+                    matched = model.receipt(op[1], op[2], submitted)
+                    out = await receipt(store, str(int(smsc_id, 16)), op[2], stat=str(stat),
+                                        err=str(i), at=T0 + i)
+                    assert out == (ReceiptOutcome(True, "h", model.message) if matched
+                                   else ReceiptOutcome(False, None, None))
+            [view] = await store.get_messages(["h"])
+            assert view.state is model.message
+            assert view.parts_delivered == sum(1 for s in model.parts.values() if s is P.DELIVERED)
+            if all(s is P.DELIVERED for s in model.parts.values()):
+                assert view.state is M.DELIVERED
+        finally:
+            await store.close()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        asyncio.run(scenario(Path(tmp) / "h.db"))
+
