@@ -188,6 +188,20 @@ def _bench(what: str, options: Sequence[str] = ()) -> int:
     return 1 if failed else 0
 
 
+async def _check(path: str, config: Config) -> int:
+    """The config is valid; its store is reachable (PostgreSQL: connected) and which schema
+    version it holds."""
+    from bridge.store import StoreUnavailable, describe, store_spec
+
+    print(f"{path}: ok ({_summary(config)})")
+    try:
+        print(f"store: {await describe(store_spec(config.store, config.base_dir))}")
+    except StoreUnavailable as exc:
+        print(f"store: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _summary(config: Config) -> str:
     """What check-config confirms beyond "ok": the parts an operator most often gets wrong."""
     said = [f"{len(config.accounts)} account(s)",
@@ -204,8 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "check-config":
             config = _config(args.config)
-            print(f"{args.config}: ok ({_summary(config)})")
-            return 0
+            return asyncio.run(_check(args.config, config))
         if args.command == "serve":
             config = _config(args.config)
             setup_logging(config.log.level)

@@ -100,6 +100,11 @@ class StoreConfig:
     # Final messages unchanged this long are deleted with their timeline (bridge.outbound.retention);
     # 0 keeps everything (SPEC §4: every state change stays queryable).
     retention_days: float = 0.0
+    # PostgreSQL: the password (else the URL's, or PGPASSWORD), the connections per process,
+    # and how long an instance's claims outlive its last heartbeat (then the living take them).
+    password: str | None = field(default=None, repr=False)
+    pool_size: int = 8
+    lease_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -477,13 +482,16 @@ def _store(r: _Reader) -> StoreConfig:
         if url.startswith("sqlite:///"):
             return None
         if url.startswith(("postgresql://", "postgres://")):
-            return "PostgreSQL is not implemented yet; use sqlite:///PATH"
-        return 'must be "sqlite:///PATH" or "postgresql://…"'
+            return None
+        return 'must be "sqlite:///PATH" or "postgresql://USER@HOST:PORT/DB"'
 
     cfg = StoreConfig(
         url=r.get("url", str, d.url, check_url),
         commit_max_batch=r.get("commit_max_batch", int, d.commit_max_batch, _between(1, 100_000)),
         retention_days=r.get("retention_days", float, d.retention_days, _between(0, 36_500)),
+        password=r.secret("password"),
+        pool_size=r.get("pool_size", int, d.pool_size, _between(2, 1000)),
+        lease_s=r.get("lease_s", float, d.lease_s, _between(2, 30)),
     )
     r.finish()
     return cfg

@@ -132,16 +132,16 @@ def test_no_upstream_at_all_is_refused() -> None:
 
 def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check-config", "-c", str(ROOT / "conf" / "bridge.toml")]) == 0
-    assert capsys.readouterr().out.endswith(
-        ": ok (1 account(s), embedded simulator as SMSC(s), no mail back "
-        "(no [smtp] smarthost))\n")
+    first, store = capsys.readouterr().out.splitlines()
+    assert first.endswith(": ok (1 account(s), embedded simulator as SMSC(s), no mail back "
+                          "(no [smtp] smarthost))")
+    assert store.startswith("store: SQLite ") and "schema version" in store
     relay = tmp_path / "relay.toml"
     relay.write_text((ROOT / "conf" / "bridge.toml").read_text().replace(
         '# smarthost = "127.0.0.1:25"', 'smarthost = "127.0.0.1:25"').replace(
         '[store]\n', '[store]\nretention_days = 30\n'))
     assert main(["check-config", "-c", str(relay)]) == 0
-    assert capsys.readouterr().out.endswith(
-        "mail back via 127.0.0.1:25, messages kept 30 day(s))\n")
+    assert "mail back via 127.0.0.1:25, messages kept 30 day(s))\n" in capsys.readouterr().out
     bad = tmp_path / "bad.toml"
     bad.write_text('[smtp]\nmax_recipients = 0\n[[smsc]]\nname = "x"\nwindow = 0\n')
     assert main(["check-config", "-c", str(bad)]) == 1
@@ -153,3 +153,36 @@ def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert main(["check-config", "-c", str(broken)]) == 1
     assert "not valid TOML" in capsys.readouterr().err
     assert main(["check-config", "-c", str(tmp_path / "missing.toml")]) == 1
+
+
+def test_check_config_connects_to_postgresql_and_shows_its_schema(
+        tmp_path: Path, pg_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A PostgreSQL store is connected to and its schema version shown, without migrating;
+    one that cannot be reached fails the check (exit 1), and no password is printed."""
+    import asyncio
+
+    from bridge.store import PostgresStore
+    from tests.conftest import closed_port
+
+    text = (ROOT / "conf" / "bridge.toml").read_text()
+    config = tmp_path / "pg.toml"
+    config.write_text(text.replace('url = "sqlite:///var/bridge.db"', f'url = "{pg_url}"'))
+    assert main(["check-config", "-c", str(config)]) == 0
+    assert "schema version 0 (this bridge: 1)" in capsys.readouterr().out
+
+    async def migrate() -> None:
+        store = PostgresStore(pg_url)
+        await store.open()
+        await store.close()
+
+    asyncio.run(migrate())
+    assert main(["check-config", "-c", str(config)]) == 0
+    assert "schema version 1 (this bridge: 1)" in capsys.readouterr().out
+    gone = tmp_path / "gone.toml"
+    gone.write_text(text.replace(
+        'url = "sqlite:///var/bridge.db"',
+        f'url = "postgresql://bridge@127.0.0.1:{closed_port()}/db"\npassword = "s3cret-pw"'))
+    assert main(["check-config", "-c", str(gone)]) == 1
+    out, err = capsys.readouterr()
+    assert "store: cannot connect to postgresql://bridge@127.0.0.1:" in err
+    assert "s3cret-pw" not in out + err

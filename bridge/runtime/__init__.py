@@ -12,18 +12,12 @@ from pathlib import Path
 
 from bridge.config import StoreConfig
 from bridge.runtime.process import StoreProcess
-from bridge.store import sqlite_path
+from bridge.store import store_spec
 
 __all__ = ["StoreProcess", "open_store"]
 
 
 def open_store(config: StoreConfig, base_dir: Path) -> StoreProcess:
-    """The store for `config.url` (not opened yet: call `await store.open()`). SQLite runs in a
-    process of its own (bridge.runtime.process explains why)."""
-    url = config.url
-    if url.startswith(("postgresql://", "postgres://")):
-        raise NotImplementedError("the PostgreSQL store is not implemented yet; "
-                                  'use url = "sqlite:///PATH" in [store]')
-    if url.startswith("sqlite:///"):
-        return StoreProcess(sqlite_path(url, base_dir), commit_max_batch=config.commit_max_batch)
-    raise ValueError(f'unsupported store url "{url}": use "sqlite:///PATH"')
+    """The store for `config.url` (not opened yet: call `await store.open()`), SQLite or
+    PostgreSQL, in a process of its own (bridge.runtime.process explains why)."""
+    return StoreProcess(store_spec(config, base_dir))

@@ -24,14 +24,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import json
 import logging
 import os
 import signal
 import sys
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import IO, Any
@@ -48,12 +46,11 @@ from bridge.runtime.process import (
     Outbox,
 )
 from bridge.store.rows import AcceptRow
+from bridge.store import PostgresStore, SqliteStore, StoreSpec
 from bridge.store.common import Result as _Result
-from bridge.store.sqlite import READS, SqliteStore
 
 log = logging.getLogger("bridge.store")
 
-READ_THREADS = 4
 #: How long submits in flight may take to finish when the bridge is gone without saying.
 DRAIN_S = 10.0
 #: How long a new store process waits for the previous one to release the outbound side.
@@ -77,37 +74,26 @@ def _answers(results: list[_Result]) -> list[tuple[Any, ...]]:
             for request_id, value, exc in results]
 
 
-def _read(store: SqliteStore, read: Any, request_id: int, args: tuple[Any, ...],
-          loop: asyncio.AbstractEventLoop, outbox: Outbox) -> None:
-    """On a reader thread; the answer goes out from the loop."""
-    try:
-        answer = (request_id, True, store.read_sync(read, args))
-    except Exception as exc:
-        answer = (request_id, False, _failure(exc))
-    with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits any more
-        loop.call_soon_threadsafe(outbox.put, answer)
-
-
 class _Server:
     """Hands each request to the writer, a reader thread or the outbound side, in order."""
 
-    def __init__(self, store: SqliteStore, fd_in: int, outbox: Outbox) -> None:
-        self.store = store
+    def __init__(self, fd_in: int, outbox: Outbox) -> None:
+        self.store: SqliteStore | PostgresStore | None = None
         self.fd_in = fd_in
         self.frames = FrameBuffer()
         self.outbox = outbox
         self.outbound: Outbound | None = None
         self.outbound_lock: IO[bytes] | None = None  # held while this process lives
         self.loop = asyncio.get_running_loop()
-        self.readers = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="bridge-store-reader")
         self.calls: set[asyncio.Future[Any]] = set()
         #: Accept requests waiting for their commit: their messages go to the dispatcher then.
         self.accepts: dict[int, tuple[AcceptRow, ...]] = {}
         self.ended: asyncio.Future[float] = self.loop.create_future()
 
     def first(self) -> tuple[Any, list[tuple[Any, ...]]]:
-        """The setup (the first frame's only item) and what arrived with it, waiting for it
-        before the loop serves anything; EOFError when the bridge went away before that."""
+        """The first frame's item ((store spec, outbound setup or None)) and what arrived
+        with it, waiting for it before the loop serves anything; EOFError when the bridge
+        went away before that."""
         while True:
             chunk = os.read(self.fd_in, 1 << 16)
             if not chunk:
@@ -158,11 +144,10 @@ class _Server:
     def request(self, request_id: int, method: str, args: tuple[Any, ...]) -> None:
         if method == "accept" and self.outbound is not None:
             self.accepts[request_id] = args[0]
-        if self.store.write_request(method, args, request_id):
-            return
-        read = READS.get(method)
-        if read is not None:
-            self.readers.submit(_read, self.store, read, request_id, args, self.loop, self.outbox)
+        store = self.store
+        assert store is not None
+        if store.write_request(method, args, request_id) or \
+                store.read_request(method, args, request_id):
             return
         outbound = self.outbound
         if outbound is None:
@@ -219,23 +204,25 @@ class _Sent(asyncio.Protocol):
             self.closed.set_result(None)
 
 
-async def serve_async(path: str, options: dict[str, Any], fd_in: int, fd_out: int) -> int:
+async def serve_async(fd_in: int, fd_out: int) -> int:
     loop = asyncio.get_running_loop()
     out = open(fd_out, "wb", buffering=0, closefd=False)  # noqa: SIM115 - the transport owns it
     transport, sent = await loop.connect_write_pipe(_Sent, out)
     outbox = Outbox(transport.write, _unsendable_answer)
-    store = SqliteStore(path, **options)
-    server = _Server(store, fd_in, outbox)
+    server = _Server(fd_in, outbox)
+    spec: StoreSpec
     setup: OutboundSetup | None
     try:
-        setup, early = server.first()
+        (spec, setup), early = server.first()
     except EOFError:
         return 1  # the bridge went away before it said what to run
+    store = server.store = spec.build()
     try:
         if setup is not None:
             setup_logging(setup.log_level)
-            server.outbound_lock = await _outbound_lock(path)
-        store.open_on_loop(server.answer)
+            if spec.sqlite is not None:  # one outbound side per file; PostgreSQL: leases
+                server.outbound_lock = await _outbound_lock(str(spec.sqlite))
+        await store.open_serving(server.answer)
         if setup is not None:
             server.outbound = Outbound(setup, store)
             store.observe_commits(server.outbound.metrics.store_commit)
@@ -265,9 +252,7 @@ async def serve_async(path: str, options: dict[str, Any], fd_in: int, fd_out: in
         except Exception:
             log.exception("the outbound side did not stop cleanly")
         finally:
-            server.readers.shutdown(wait=True)  # reads already handed over still answer
-            await asyncio.sleep(0)  # ... through the loop
-            await store.close()  # runs the writes still queued, then closes
+            await store.close()  # answers the reads handed over, runs the queued writes
             await _close(outbox, transport, sent)
     return 0
 
@@ -280,15 +265,15 @@ async def _close(outbox: Outbox, transport: asyncio.WriteTransport, sent: _Sent)
         await asyncio.wait_for(sent.closed, 10)
 
 
-def serve(path: str, options: dict[str, Any], *, fd_in: int = 0, fd_out: int = 1) -> int:
-    return asyncio.run(serve_async(path, options, fd_in, fd_out))
+def serve(*, fd_in: int = 0, fd_out: int = 1) -> int:
+    return asyncio.run(serve_async(fd_in, fd_out))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) != 2:
-        print("usage: python -m bridge.runtime.child PATH OPTIONS_JSON (started by the bridge)",
-              file=sys.stderr)
+    if args:
+        print("usage: python -m bridge.runtime.child (started by the bridge, which sends what "
+              "to open in the first frame on standard input)", file=sys.stderr)
         return 2
     # Ctrl-C in a terminal reaches the whole process group: only the bridge decides when the
     # store stops (close, or end of file when the bridge is gone).
@@ -296,8 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    return serve(args[0], json.loads(args[1]),
-                 fd_in=sys.stdin.buffer.fileno(), fd_out=sys.stdout.buffer.fileno())
+    return serve(fd_in=sys.stdin.buffer.fileno(), fd_out=sys.stdout.buffer.fileno())
 
 
 if __name__ == "__main__":

@@ -9,8 +9,9 @@ readers on threads of their own, on the other core (bridge.runtime.child says wh
 thread there).
 
 The child is `bridge.runtime.child`. Protocol, over its stdin/stdout: frames of a 4-byte
-big-endian length and a pickled list. The first item to the child is its `OutboundSetup` or
-None (with a setup it also runs the SMPP binds and the dispatcher: bridge.runtime.outbound); then
+big-endian length and a pickled list. The first item to the child is (its `StoreSpec`, its
+`OutboundSetup` or None): the store to open (SQLite or PostgreSQL), and with a setup it also
+runs the SMPP binds and the dispatcher (bridge.runtime.outbound); then
 requests `(id, method, args)`: a Store method's name and the positional arguments of the
 store operation it names (`bridge.store.sqlite.WRITES` and `READS`, built for both stores by
 `bridge.store.rows.CallsByName`); answers `(id, ok, value_or_exception)`; the first answer is
@@ -30,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
 import pickle
 import struct
@@ -39,6 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bridge.store import StoreSpec
 from bridge.store.base import StoreUnavailable
 from bridge.store.rows import CallsByName
 
@@ -157,7 +158,7 @@ class _Answers(asyncio.SubprocessProtocol):
         try:
             answers = self.frames.feed(data)
         except Exception:  # the pipe cannot be trusted any more: as if the process had died
-            log.exception("unreadable answer from the store process for %s", self.store.path)
+            log.exception("unreadable answer from the store process for %s", self.store.label)
             if self.transport is not None:
                 _kill(self.transport)  # its output closes: _output_ended fails every call
             return
@@ -181,11 +182,14 @@ class _Answers(asyncio.SubprocessProtocol):
 
 
 class StoreProcess(CallsByName):
-    """`SqliteStore(path, **options)` running in a child process (see module docstring)."""
+    """The store a `StoreSpec` names, running in a child process (see module docstring); a
+    path is short for a SQLite file with `options`."""
 
-    def __init__(self, path: Path | str, **options: Any) -> None:
-        self.path = Path(path)
-        self.options = options
+    def __init__(self, spec: StoreSpec | Path | str, **options: Any) -> None:
+        self.spec = StoreSpec.of(spec, **options)
+        self.label = self.spec.label
+        #: The SQLite file (None for PostgreSQL).
+        self.path: Path | None = self.spec.sqlite
         self._transport: asyncio.SubprocessTransport | None = None
         self._answers: _Answers | None = None
         self._outbox: Outbox | None = None
@@ -204,12 +208,12 @@ class StoreProcess(CallsByName):
         ready: asyncio.Future[Any] = loop.create_future()
         self._pending = {0: ready}  # the child's first answer: "ready", or why it cannot open
         transport, answers = await loop.subprocess_exec(
-            lambda: _Answers(self), sys.executable, "-m", "bridge.runtime.child", str(self.path),
-            json.dumps(self.options), stdin=asyncio.subprocess.PIPE,
+            lambda: _Answers(self), sys.executable, "-m", "bridge.runtime.child",
+            stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE, stderr=None, start_new_session=True)
         stdin = transport.get_pipe_transport(0)
         assert isinstance(stdin, asyncio.WriteTransport)
-        stdin.write(frame([outbound]))
+        stdin.write(frame([(self.spec, outbound)]))
         try:
             await asyncio.wait_for(ready, 60)
         except BaseException as exc:
@@ -217,7 +221,7 @@ class StoreProcess(CallsByName):
             await answers.exited
             transport.close()
             if isinstance(exc, asyncio.TimeoutError):
-                raise StoreUnavailable(f"the store process for {self.path} was not ready "
+                raise StoreUnavailable(f"the store process for {self.label} was not ready "
                                        f"in 60 s") from exc
             raise  # the child's own reason, or that it exited before it was ready
         self._transport, self._answers = transport, answers
@@ -257,9 +261,9 @@ class StoreProcess(CallsByName):
         lost = self._broken is None
         if lost:
             self._broken = "the store process exited"
-            log.error("store process for %s exited unexpectedly", self.path)
+            log.error("store process for %s exited unexpectedly", self.label)
         reason = self._broken if self._transport is not None else \
-            f"the store process for {self.path} exited before it was ready"
+            f"the store process for {self.label} exited before it was ready"
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(StoreUnavailable(reason))

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import hashlib
 import logging
 import time
@@ -79,7 +80,7 @@ from bridge.store.common import (
     state_detail,
     submit_details,
 )
-from bridge.store.pg_schema import migrate
+from bridge.store.pg_schema import LATEST_VERSION, migrate, schema_version
 from bridge.store.rows import AcceptRow, CallsByName
 
 log = logging.getLogger("bridge.store")
@@ -244,6 +245,7 @@ class PostgresStore(CallsByName):
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._answer: Callable[[list[Result]], None] | None = None
+        self._reads: set[asyncio.Future[Any]] = set()
         self._closing = False
         self._down_until = 0.0
         self._down_s = 0.0
@@ -274,14 +276,36 @@ class PostgresStore(CallsByName):
             if self._pool is not None:
                 await self._pool.close()
                 self._pool = None
-            raise StoreUnavailable(f"cannot open store {_safe_url(self.url)}: {exc}") from exc
+            raise StoreUnavailable(f"cannot open store {safe_url(self.url)}: {exc}") from exc
         if self.schema[0] != self.schema[1]:
-            log.info("store %s: schema migrated from version %d to %d", _safe_url(self.url),
+            log.info("store %s: schema migrated from version %d to %d", safe_url(self.url),
                      *self.schema)
         self._answer = answer
         self._closing = False
         self._wake = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._writer())
+
+    async def open_serving(self, answer: Callable[[list[Result]], None]) -> None:
+        """Open for the store process: the results of `write_request` and `read_request` go
+        to `answer`."""
+        await self.open(answer)
+
+    def read_request(self, method: str, args: tuple[Any, ...], request_id: int) -> bool:
+        """Run the pipe's read `method` on a pooled connection; its result goes to `answer`.
+        False when `method` is not a read."""
+        if method not in READS:
+            return False
+        task = asyncio.ensure_future(self._read(method, args))
+        self._reads.add(task)
+        task.add_done_callback(functools.partial(self._read_done, request_id))
+        return True
+
+    def _read_done(self, request_id: int, task: asyncio.Future[Any]) -> None:
+        self._reads.discard(task)
+        if task.cancelled() or self._answer is None:
+            return
+        exc = task.exception()
+        self._answer([(request_id, None if exc is not None else task.result(), exc)])
 
     def observe_commits(self, callback: Callable[[int, float], None]) -> None:
         self.on_commit = callback
@@ -297,6 +321,8 @@ class PostgresStore(CallsByName):
         """Finish every queued write, then close the pool."""
         if self._pool is None or self._closing:
             return
+        if self._reads:  # reads already handed over still answer
+            await asyncio.wait(set(self._reads))
         self._closing = True
         self._queue.append(None)
         assert self._wake is not None and self._task is not None
@@ -462,7 +488,21 @@ class PostgresStore(CallsByName):
             raise StoreUnavailable(f"store read {method} failed: {exc}") from exc
 
 
-def _safe_url(url: str) -> str:
+async def schema_of(url: str, password: str | None = None) -> tuple[int, int]:
+    """(the database's schema version, this bridge's), without migrating: what
+    `check-config` shows. StoreUnavailable when the server cannot be reached."""
+    try:
+        conn = await asyncpg.connect(url, password=password, timeout=10)
+    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError,
+            asyncpg.InterfaceError) as exc:
+        raise StoreUnavailable(f"cannot connect to {safe_url(url)}: {exc}") from exc
+    try:
+        return await schema_version(conn), LATEST_VERSION
+    finally:
+        await conn.close()
+
+
+def safe_url(url: str) -> str:
     """The URL without its password, for logs and messages."""
     scheme, sep, rest = url.partition("://")
     if "@" not in rest:
@@ -946,4 +986,4 @@ READS: dict[str, Callable[..., Any]] = {
     "mailbacks_due": _mailbacks_due,
 }
 
-__all__ = ["PostgresStore", "READS", "WRITES", "lock_key"]
+__all__ = ["PostgresStore", "READS", "WRITES", "lock_key", "safe_url"]

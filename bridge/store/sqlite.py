@@ -25,6 +25,7 @@ Nothing SQLite-specific crosses the module boundary: callers see the dataclasses
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import sqlite3
@@ -32,6 +33,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -84,6 +86,8 @@ log = logging.getLogger("bridge.store")
 
 T = TypeVar("T")
 
+#: Reader threads of the store process (reads go beside the writer under WAL).
+READ_THREADS = 4
 _CHUNK = 500  # ids per IN (...) list, well under SQLite's bound-parameter limit
 _PURGE_SCAN = ("SELECT rowid, id, state, created_at, updated_at FROM messages WHERE rowid > ? "
                "ORDER BY rowid LIMIT ?")
@@ -1003,6 +1007,8 @@ class SqliteStore(CallsByName):
         self._writer: _Writer | None = None
         self._driver: _WriterThread | _LoopWriter | None = None
         self._closing = False
+        self._answer: Callable[[list[Result]], None] | None = None
+        self._serving: ThreadPoolExecutor | None = None  # the store process's reader threads
         self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._all_readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
@@ -1065,6 +1071,38 @@ class SqliteStore(CallsByName):
         self._driver = _LoopWriter(writer, asyncio.get_running_loop(), answer)
         self._closing = False
 
+    async def open_serving(self, answer: Callable[[list[Result]], None]) -> None:
+        """Open for the store process: the writer on this loop's thread (`open_on_loop`) and
+        reader threads; the results of `write_request` and `read_request` go to `answer`."""
+        self.open_on_loop(answer)
+        self._answer = answer
+        self._serving = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="bridge-store-reader")
+
+    def read_request(self, method: str, args: tuple[Any, ...], request_id: int) -> bool:
+        """Run the pipe's read `method` on a reader thread (WAL lets it go beside the writer);
+        its result goes to `answer` on the loop. False when `method` is not a read."""
+        read = READS.get(method)
+        if read is None:
+            return False
+        if self._serving is None or self._driver is None:
+            raise StoreUnavailable("the store is not open")
+        self._serving.submit(self._read_for, read, args, request_id, self._driver.loop)
+        return True
+
+    def _read_for(self, read: Callable[..., Any], args: tuple[Any, ...], request_id: int,
+                  loop: asyncio.AbstractEventLoop) -> None:
+        """On a reader thread; the answer goes out from the loop."""
+        result: Result
+        try:
+            result = (request_id, self.read_sync(read, args), None)
+        except Exception as exc:
+            result = (request_id, None, exc)
+        answer = self._answer
+        if answer is not None:
+            results: list[Result] = [result]
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
+                loop.call_soon_threadsafe(answer, results)
+
     def observe_commits(self, callback: Callable[[int, float], None]) -> None:
         """`callback(operations, seconds)` after every commit, seconds from BEGIN to the end of
         COMMIT: how long durability takes on this disk (the store process's metrics)."""
@@ -1088,6 +1126,10 @@ class SqliteStore(CallsByName):
         driver = self._driver
         if driver is None or self._closing:
             return
+        if self._serving is not None:  # reads already handed over still answer
+            self._serving.shutdown(wait=True)
+            self._serving = None
+            await asyncio.sleep(0)  # ... through the loop
         self._closing = True
         if isinstance(driver, _WriterThread):
             driver.queue.put(None)

@@ -650,3 +650,23 @@ def test_any_interleaving_ends_in_the_predicted_aggregate(case: Any) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         asyncio.run(scenario(Path(tmp) / "h.db"))
 
+
+
+async def test_two_instances_never_both_accept_a_duplicate(store: Store) -> None:
+    """The same request sent to two instances at once is accepted once: the other gets the
+    first id as a duplicate."""
+    a, b = store, another(store)
+    await b.open()
+    try:
+        results = await asyncio.gather(*[
+            (a if i % 2 else b).accept([msg(f"y{i}", digest=f"D{i // 4}")], now=T0)
+            for i in range(40)])
+        by_digest: dict[str, list[tuple[str, str]]] = {}
+        for i, [outcome] in enumerate(results):
+            by_digest.setdefault(f"D{i // 4}", []).append((outcome.status, outcome.message_id))
+        for outcomes in by_digest.values():
+            accepted = [mid for status, mid in outcomes if status == "accepted"]
+            assert len(accepted) == 1, outcomes
+            assert all(mid == accepted[0] for _, mid in outcomes)
+    finally:
+        await b.close()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bridge.core.receipts import smsc_id_keys
-from bridge.store import SqliteStore, StoreUnavailable
+from bridge.store import SqliteStore, StoreSpec, StoreUnavailable
 from bridge.runtime import StoreProcess
 from tests.store.test_contract import T0, M, P, msg
 
@@ -200,9 +200,9 @@ def test_the_child_serves_a_pipe_and_finishes_at_end_of_file(tmp_path: Path) -> 
     from_child_r, from_child_w = os.pipe()
     done: list[int] = []
     server = threading.Thread(target=lambda: done.append(serve(
-        str(tmp_path / "pipe.db"), {}, fd_in=to_child_r, fd_out=from_child_w)))
+        fd_in=to_child_r, fd_out=from_child_w)))
     server.start()
-    data = frame([None])  # the setup: no outbound side
+    data = frame([(StoreSpec.of(tmp_path / "pipe.db"), None)])  # no outbound side
     data += frame([(1, "accept", (accept_rows([msg("p1")]), T0)), (2, "record_event", ("p1", "x", T0, ""))])
     data += frame([(3, "get_messages", (("p1",),)), (4, "no_such_call", ())])
     data += frame([(5, "record_event", ("p1", "y", T0 + 1, ""))])
@@ -257,7 +257,7 @@ async def test_a_failed_hand_over_to_the_dispatcher_loses_no_answer(tmp_path: Pa
 
     sent: list[bytes] = []
     outbox = Outbox(sent.append, lambda item, exc: None)
-    server = _Server(SqliteStore(tmp_path / "x.db"), 0, outbox)
+    server = _Server(0, outbox)
     server.outbound = Broken()  # type: ignore[assignment]
     server.accepts[7] = ((),)
     server.answer([(7, [AcceptOutcome("m1", "accepted")], None),
@@ -267,7 +267,6 @@ async def test_a_failed_hand_over_to_the_dispatcher_loses_no_answer(tmp_path: Pa
     assert answers[0] == (7, True, [AcceptOutcome("m1", "accepted")])
     assert answers[1][:2] == (8, False) and isinstance(answers[1][2], StoreUnavailable)
     assert "ValueError: odd" in str(answers[1][2])  # our type: it always unpickles
-    server.readers.shutdown()
 
 
 async def test_a_store_process_that_exits_before_it_is_ready_says_so(
@@ -294,3 +293,21 @@ async def test_one_store_process_at_a_time_runs_the_outbound_side(
         with pytest.raises(StoreUnavailable, match="another store process"):
             await child._outbound_lock(path)
     (await child._outbound_lock(path)).close()  # released: taken at once
+
+
+async def test_the_store_process_serves_postgresql(pg_url: str) -> None:
+    """The same pipe and child, with PostgreSQL behind them: writes in order, reads, and a
+    password that travels in the first frame, never on the command line."""
+    store = StoreProcess(StoreSpec(postgres_url=pg_url, password="not-needed-here"))
+    await store.open()
+    try:
+        assert store.path is None and "not-needed-here" not in store.label
+        outcomes = await store.accept([msg("pg1"), msg("pg2", parts=2)], now=T0)
+        assert [o.status for o in outcomes] == ["accepted", "accepted"]
+        store.record_event("pg1", "note", at=T0 + 1, detail="in order")
+        [view] = await store.get_messages(["pg1"])
+        assert view.state is M.QUEUED
+        assert [e.state for e in await store.timeline("pg1")] == ["queued", "note"]
+        assert await store.quota_used("acme") == 3
+    finally:
+        await store.close()

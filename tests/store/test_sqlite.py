@@ -89,7 +89,7 @@ async def test_open_store_by_url(tmp_path: Path) -> None:
     store = open_store(StoreConfig(url="sqlite:///var/bridge.db", commit_max_batch=7), tmp_path)
     assert isinstance(store, StoreProcess)  # SQLite in a process of its own
     assert store.path == tmp_path / "var" / "bridge.db"
-    assert store.options == {"commit_max_batch": 7}
+    assert store.spec.commit_max_batch == 7
     await store.open()  # creates var/
     try:
         assert (tmp_path / "var" / "bridge.db").exists()
@@ -99,8 +99,9 @@ async def test_open_store_by_url(tmp_path: Path) -> None:
         await store.close()
     absolute = open_store(StoreConfig(url=f"sqlite:///{tmp_path / 'abs.db'}"), Path("/elsewhere"))
     assert isinstance(absolute, StoreProcess) and absolute.path == tmp_path / "abs.db"
-    with pytest.raises(NotImplementedError, match="PostgreSQL"):
-        open_store(StoreConfig(url="postgresql://u:p@db/bridge"), tmp_path)
+    remote = open_store(StoreConfig(url="postgresql://u@db:5433/bridge", password="pw"), tmp_path)
+    assert remote.path is None and remote.spec.postgres_url == "postgresql://u@db:5433/bridge"
+    assert remote.spec.password == "pw" and "pw" not in repr(remote.spec)
     with pytest.raises(ValueError):
         open_store(StoreConfig(url="sqlite:///:memory:"), tmp_path)
     with pytest.raises(ValueError):
