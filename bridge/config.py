@@ -105,6 +105,9 @@ class StoreConfig:
     password: str | None = field(default=None, repr=False)
     pool_size: int = 8
     lease_s: float = 30.0
+    # This instance's name among those sharing the store (default: the host name); a restart
+    # takes over at once what its crashed predecessor of this name on this host held.
+    instance: str = ""
 
 
 @dataclass(frozen=True)
@@ -492,6 +495,9 @@ def _store(r: _Reader) -> StoreConfig:
         password=r.secret("password"),
         pool_size=r.get("pool_size", int, d.pool_size, _between(2, 1000)),
         lease_s=r.get("lease_s", float, d.lease_s, _between(2, 30)),
+        instance=r.get("instance", str, d.instance,
+                       lambda v: None if len(v) <= 64 and "/" not in v
+                       else "must be at most 64 characters, without \"/\""),
     )
     r.finish()
     return cfg

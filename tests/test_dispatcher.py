@@ -79,11 +79,13 @@ async def pipeline(tmp_path: Path, sim: SmscSimulator | None = None, *,
     dispatcher.attach(pool)
     real_accept = store.accept
 
-    def accept(messages: Sequence[NewMessage], *, now: float) -> Awaitable[list[AcceptOutcome]]:
-        """As the store process does (bridge.runtime.child): committed messages go to the
-        dispatcher, here the test's own, whose clock the test controls."""
+    def accept(messages: Sequence[NewMessage], *, now: float,
+               owner: str | None = None) -> Awaitable[list[AcceptOutcome]]:
+        """As the store process does (bridge.runtime.child): committed messages the
+        dispatcher holds go to it, here the test's own, whose clock the test controls."""
         rows = accept_rows(messages)
-        committed = asyncio.ensure_future(real_accept(messages, now=now))
+        committed = asyncio.ensure_future(real_accept(messages, now=now,
+                                                      owner=dispatcher.owner()))
 
         def hand_over(done: asyncio.Future[list[AcceptOutcome]]) -> None:
             if not done.cancelled() and done.exception() is None:
@@ -92,7 +94,7 @@ async def pipeline(tmp_path: Path, sim: SmscSimulator | None = None, *,
         return committed
 
     store.accept = accept  # type: ignore[method-assign]
-    service = Service(config, store, routable=pool.routes.routable, clock=clock)
+    service = Service(config, store, routes=pool.routes.candidates, clock=clock)
     await pool.start()
     await pool.wait_bound(5)
     await dispatcher.start()

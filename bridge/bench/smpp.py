@@ -205,7 +205,7 @@ class InstantStore(CallsByName):
 
     _READS: dict[str, Any] = {"quota_used": 0, "load_pending": [], "get_messages": [],
                               "list_messages": (0, []), "timeline": [], "counts_by_state": {},
-                              "last_message_to": None, "callbacks_due": []}
+                              "last_message_to": None, "callbacks_due": [], "instances": []}
 
     def __init__(self) -> None:
         self.submitted = 0
@@ -230,7 +230,9 @@ class InstantStore(CallsByName):
             self.receipts += 1
             value = ReceiptOutcome(matched=True, message_id=None,
                                    message_state=MessageState.DELIVERED)
-        elif method not in ("flush", "heartbeat"):
+        elif method == "claim":
+            value = []
+        elif method not in ("flush", "heartbeat", "release"):
             self.other.append(f"{method} {args}")
         if self.submitted >= self.expect_submitted and self.receipts >= self.expect_receipts:
             self.done.set()

@@ -180,7 +180,7 @@ class Service:
         config: Config,
         store: Store,
         *,
-        routable: Callable[[str], bool] = lambda e164: True,
+        routes: Callable[[str], Sequence[str]] | None = None,
         clock: Callable[[], float] = time.time,
         new_id: Callable[[], str] = new_message_id,
         new_reference: Callable[[], int] = random_reference,
@@ -188,7 +188,9 @@ class Service:
     ) -> None:
         self.config = config
         self.store = store
-        self.routable = routable
+        #: The SMSCs that may send to a number, in fail-over order (bridge.outbound.smpp.pool's
+        #: rule); none: not routable. None: every number, by any SMSC (tests).
+        self.routes = routes
         self.clock = clock
         self.new_id = new_id
         self.new_reference = new_reference
@@ -265,7 +267,7 @@ class Service:
     def _destination(self, account: AccountConfig, raw: str) -> Address:
         address = normalise_recipient(raw, default_region=account.default_region,
                                       mobile_only=account.mobile_only)
-        if not self.routable(address.e164):
+        if self.routes is not None and not self.routes(address.e164):
             raise BridgeError(ErrorName.INVALID_DESTINATION, f"{address.e164} is not routable")
         return address
 
@@ -396,7 +398,8 @@ class Service:
                 dup_digest=digest(e164) if digest is not None else None,
                 dup_window_s=policy.duplicate_window_s, quota=account.quota,
                 callback_url=req.callback_url, meta_json=meta_json,
-                dsn_notify=recipient.dsn_notify)))
+                dsn_notify=recipient.dsn_notify,
+                routes=tuple(self.routes(e164)) if self.routes is not None else ())))
         if pending:
             try:
                 outcomes = await self.store.accept([m for _, m in pending], now=now)

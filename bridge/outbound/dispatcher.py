@@ -37,6 +37,7 @@ from bridge.outbound.smpp.client import (
 )
 from bridge.outbound.smpp.pool import SmscPool, first_bound
 from bridge.outbound.gate import RecordGate
+from bridge.outbound.membership import HOLD_MAX, Membership, default_name
 from bridge.store.base import (
     InboundMessage,
     OutboundMessage,
@@ -75,8 +76,9 @@ def decode_tlvs(tlvs_json: str) -> tuple[tuple[str, int | bytes], ...]:
     return tuple(out)
 
 
-#: How often the outbound side writes its heartbeat (and so checks that the store writes).
-HEARTBEAT_S = 5.0
+#: How long a starting dispatcher waits for its binds before it claims (it claims what they
+#: can send; later claims see binds that came up later).
+START_BIND_WAIT_S = 3.0
 
 
 def worker_count(windows: Iterable[int]) -> int:
@@ -113,7 +115,8 @@ class _Delivery:
 
 class Dispatcher:
     def __init__(self, config: Config, store: Store, *, metrics: OutboundMetrics,
-                 clock: Callable[[], float] = time.time, instance: str = "local") -> None:
+                 clock: Callable[[], float] = time.time, exclusive: bool = True) -> None:
+        """`exclusive`: no other outbound side runs on this store (a SQLite file)."""
         self.config = config
         self.store = store
         self.metrics = metrics
@@ -128,8 +131,12 @@ class Dispatcher:
         self._stopping = False
         self.queue_depth = 0
         self.resubmitted_on_start = 0
-        self.instance = instance
         self.gate = RecordGate(self._heartbeat_once)
+        self.membership = Membership(
+            store, self.gate, name=config.store.instance or default_name(),
+            lease_s=config.store.lease_s, exclusive=exclusive, clock=clock,
+            bound_smscs=self._bound_smscs, take=self.enqueue, held=lambda: self.queue_depth,
+            drop_unstarted=self._drop_unstarted, info=self._info)
 
     def attach(self, pool: SmscPool) -> None:
         self.pool = pool
@@ -139,17 +146,43 @@ class Dispatcher:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        pending = await self.store.load_pending()
-        self.resubmitted_on_start = sum(1 for m in pending if m.state is not MessageState.SCHEDULED)
-        if pending:
-            log.info("restart: %d unacknowledged messages to (re)submit", len(pending))
-        self.enqueue(pending)
+        """Workers first, then what waits in the store: claimed by this instance (after a
+        restart: what the previous run held and never had acknowledged)."""
         assert self.pool is not None, "attach() the pool before start()"
         workers = worker_count(b.config.window for b in self.pool.binds.values())
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._worker()) for _ in range(workers)]
         self._tasks.append(loop.create_task(self._scheduler()))
-        self._tasks.append(loop.create_task(self._heartbeat()))
+        await self.pool.wait_bound(START_BIND_WAIT_S)  # claims take what the binds can send
+        await self.membership.start()
+        self.resubmitted_on_start = self.membership.claimed
+        if self.resubmitted_on_start:
+            log.info("start: %d unacknowledged messages claimed to (re)submit",
+                     self.resubmitted_on_start)
+
+    @property
+    def instance(self) -> str:
+        return self.membership.id
+
+    def owner(self) -> str | None:
+        """Who holds what this instance accepts: itself, while it can hold more."""
+        return self.membership.id if self.queue_depth < HOLD_MAX else None
+
+    def _bound_smscs(self) -> list[str]:
+        return [name for name, bind in self.pool.binds.items() if bind.bound] \
+            if self.pool is not None else []
+
+    def _info(self) -> dict[str, object]:
+        return {"queue_depth": self.queue_depth, "binds": self._bound_smscs()}
+
+    def _drop_unstarted(self) -> int:
+        """Forget every held message no worker has begun (see bridge.outbound.membership)."""
+        dropped = sum(len(lane) for lane in self._lanes.values()) + len(self._scheduled)
+        for lane in self._lanes.values():
+            lane.clear()
+        self._scheduled.clear()
+        self.queue_depth -= dropped
+        return dropped
 
     async def stop(self, drain_timeout: float = 10.0) -> None:
         """Stop taking new messages; let the ones being sent finish (bounded), then stop."""
@@ -160,6 +193,7 @@ class Dispatcher:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.membership.stop()
         await self.gate.stop()
         try:
             await self.store.flush()
@@ -202,27 +236,16 @@ class Dispatcher:
             except asyncio.TimeoutError:
                 pass
 
-    async def _heartbeat(self) -> None:
-        """Say this outbound side is alive, every `HEARTBEAT_S`; a heartbeat that cannot be
-        written closes the gate (an idle bridge learns of a full disk too) and one that can
-        opens it."""
-        while True:
-            try:
-                await self._heartbeat_once()
-            except StoreUnavailable as exc:
-                self.gate.failed(f"heartbeat: {exc}")
-            else:
-                self.gate.succeeded()
-            await asyncio.sleep(HEARTBEAT_S)
-
     async def _heartbeat_once(self) -> None:
-        await self.store.heartbeat(self.instance, at=self.clock(),
-                                   info_json=json.dumps({"queue_depth": self.queue_depth}))
+        await self.membership.heartbeat_once()
 
     async def _worker(self) -> None:
         while not self._stopping:
             destination = await self._ready.get()
-            lane = self._lanes[destination]
+            lane = self._lanes.get(destination)
+            if not lane:  # emptied by _drop_unstarted
+                self._lanes.pop(destination, None)
+                continue
             message = lane.popleft()
             self._busy += 1
             try:
@@ -237,7 +260,7 @@ class Dispatcher:
             if lane:
                 self._ready.put_nowait(destination)
             else:
-                del self._lanes[destination]
+                self._lanes.pop(destination, None)
 
     # ------------------------------------------------------------------ delivery
 

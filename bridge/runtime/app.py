@@ -54,10 +54,11 @@ class Bridge:
             smscs = tuple(_follow_simulator(s, config, port) for s in smscs)
         store = self.store
         store.on_lost = self.failed.set
-        await store.open(outbound=OutboundSetup(config, tuple(smscs),
-                                                logging.getLogger().getEffectiveLevel()))
+        await store.open(outbound=OutboundSetup(
+            config, tuple(smscs), logging.getLogger().getEffectiveLevel(),
+            exclusive=store.spec.sqlite is not None))
         concat = ConcatMode(smscs[0].concat)  # config guarantees one form for every route
-        self.service = Service(config, store, routable=Routes(smscs).routable, concat=concat)
+        self.service = Service(config, store, routes=Routes(smscs).candidates, concat=concat)
         self._smtp_server = await start_smtp(self.service, config, self.metrics)
         self.smtp_port = self._smtp_server.sockets[0].getsockname()[1]
         app = create_soap_app(self.service, config, self.metrics, health=self.health,

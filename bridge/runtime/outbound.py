@@ -39,6 +39,8 @@ class OutboundSetup:
     smscs: tuple[SmscConfig, ...]
     #: The bridge's own level, so that both processes log alike (tests leave it at WARNING).
     log_level: int = logging.WARNING
+    #: No other outbound side can run on this store (a SQLite file, under its lock).
+    exclusive: bool = True
 
 
 @dataclass(frozen=True)
@@ -51,8 +53,10 @@ class OutboundStatus:
 
 def accepted_messages(rows: Sequence[AcceptRow],
                       outcomes: Sequence[AcceptOutcome]) -> list[OutboundMessage]:
-    """What a committed `accept` gives the dispatcher: the messages it took on, not repeats."""
-    return [outbound_message(r) for r, o in zip(rows, outcomes) if o.status == "accepted"]
+    """What a committed `accept` gives the dispatcher: the messages it took on and holds, not
+    repeats, nor those that wait to be claimed."""
+    return [outbound_message(r) for r, o in zip(rows, outcomes)
+            if o.status == "accepted" and o.held]
 
 
 class Outbound:
@@ -60,7 +64,8 @@ class Outbound:
 
     def __init__(self, setup: OutboundSetup, store: Store) -> None:
         self.metrics = OutboundMetrics()
-        self.dispatcher = Dispatcher(setup.config, store, metrics=self.metrics)
+        self.dispatcher = Dispatcher(setup.config, store, metrics=self.metrics,
+                                     exclusive=setup.exclusive)
         self.pool = SmscPool(setup.smscs, on_receipt=self.dispatcher.on_receipt,
                              on_mo=self.dispatcher.on_mo)
         self.dispatcher.attach(self.pool)

@@ -59,12 +59,18 @@ class NewMessage:
     #: The final outcomes mailed back to the email sender as a DSN: "SUCCESS", "FAILURE",
     #: "SUCCESS,FAILURE" or None (bridge.core.mailback.dsn_conditions).
     dsn_notify: str | None = None
+    #: The SMSCs that may send it, in fail-over order (an instance takes only what it can send).
+    routes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class AcceptOutcome:
     message_id: str  # the new id, or the existing one for a repeat
     status: str  # "accepted" | "idempotent" (same key again) | "duplicate" | "over_quota"
+    #: Accepted and held by the instance that asked (`accept(owner=…)`): its dispatcher sends
+    #: it. False: it waits to be claimed (another instance holds an earlier message to the
+    #: same number, or no owner was given).
+    held: bool = False
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,7 @@ class OutboundMessage:
     send_at: float | None
     expires_at: float
     parts: tuple[OutboundPart, ...]
+    routes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -193,6 +200,15 @@ class DueMailback:
     message_state: str = ""  # the message's state now (what a delay notice waits in)
 
 
+@dataclass(frozen=True)
+class InstanceRow:
+    """An instance's last heartbeat and what it said then (JSON: name, host, pid, binds…)."""
+
+    id: str
+    heartbeat_at: float
+    info_json: str
+
+
 class StoreUnavailable(Exception):
     """The store could not persist (or read) something; nothing of that operation happened.
     The service maps it to STORE_UNAVAILABLE. The original error is the `__cause__`.
@@ -229,8 +245,12 @@ class Store(abc.ABC):
 
     # ---- ingress
     @abc.abstractmethod
-    def accept(self, messages: Sequence[NewMessage], *, now: float) -> Awaitable[list[AcceptOutcome]]:
-        """Persist messages (one outcome per input, same order) in one durable transaction."""
+    def accept(self, messages: Sequence[NewMessage], *, now: float,
+               owner: str | None = None) -> Awaitable[list[AcceptOutcome]]:
+        """Persist messages (one outcome per input, same order) in one durable transaction.
+        With `owner` (an instance), each message accepted is held by it (`held`: its
+        dispatcher sends it), unless its number has an earlier pending message that `owner`
+        does not hold: then it waits to be claimed, so that order per number holds."""
 
     @abc.abstractmethod
     async def quota_used(self, account: str) -> int:
@@ -240,7 +260,22 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def load_pending(self, *, limit: int = 1_000_000) -> list[OutboundMessage]:
         """Messages in QUEUED, SCHEDULED or SUBMITTED with parts not yet acknowledged, oldest
-        first. On start these are resubmitted (at-least-once)."""
+        first, whoever holds them (for status and tests; dispatchers `claim`)."""
+
+    @abc.abstractmethod
+    def claim(self, owner: str, *, now: float, live_after: float, smscs: Sequence[str],
+              due_before: float, limit: int) -> Awaitable[list[OutboundMessage]]:
+        """Take up to `limit` messages for `owner`'s dispatcher, oldest first: pending, with a
+        part not yet acknowledged, due (`send_at` before `due_before`), routed to one of
+        `smscs`, held by no live instance (none, or one whose last heartbeat is older than
+        `live_after`), and whose number has no earlier pending message that another live
+        instance holds. They are held by `owner` from now on. Messages `owner` already holds
+        are not taken again (its dispatcher has them)."""
+
+    @abc.abstractmethod
+    def release(self, owner: str, *, at: float) -> Awaitable[int]:
+        """`owner` stops (or finds it was taken for dead): every pending message it holds is
+        let go, claimable at once, and its heartbeat ends. How many were let go."""
 
     @abc.abstractmethod
     def record_submitted(self, message_id: str, seq: int, *, smsc: str, smsc_id: str,
@@ -297,10 +332,22 @@ class Store(abc.ABC):
 
     # ---- liveness
     @abc.abstractmethod
-    def heartbeat(self, instance: str, *, at: float, info_json: str = "{}") -> Awaitable[None]:
+    def heartbeat(self, instance: str, *, at: float,
+                  info_json: str = "{}") -> Awaitable[float | None]:
         """This instance's outbound side is alive (with what it holds, for status). A small
         real write: it is also how the outbound side learns that the store takes writes again
-        after they failed (a full disk), so it must not be answered without writing."""
+        after they failed (a full disk), so it must not be answered without writing. Returns
+        the previous heartbeat's time (None for the first): after a gap longer than the
+        lease, the others may have taken what the instance held."""
+
+    @abc.abstractmethod
+    def retire(self, instances: Sequence[str]) -> Awaitable[None]:
+        """These instances are known dead (a SQLite file's only outbound side starting, or a
+        crashed process of the same name on this host): what they held is claimable now."""
+
+    @abc.abstractmethod
+    async def instances(self) -> list[InstanceRow]:
+        """Every instance that ever heartbeat here, the latest first."""
 
     # ---- retention
     @abc.abstractmethod

@@ -33,7 +33,7 @@ class Migration:
 
 
 MIGRATIONS: tuple[Migration, ...] = (
-    Migration(1, "the SQLite store's tables at its version 7", (
+    Migration(1, "the SQLite store's tables at its version 8", (
         """
         CREATE TABLE messages (
             id TEXT PRIMARY KEY,
@@ -65,9 +65,12 @@ MIGRATIONS: tuple[Migration, ...] = (
             callback_url TEXT,
             meta_json TEXT NOT NULL DEFAULT '{}',
             dsn_notify TEXT,
-            dsn_delay_owed INTEGER
+            dsn_delay_owed INTEGER,
+            lease_owner TEXT,
+            routes TEXT[] NOT NULL DEFAULT '{}'
         )
         """,
+        "CREATE INDEX messages_held ON messages (lease_owner) WHERE lease_owner IS NOT NULL",
         "CREATE UNIQUE INDEX messages_idempotency ON messages (account, idempotency_key) "
         "WHERE idempotency_key IS NOT NULL",
         "CREATE INDEX messages_dup ON messages (account, dup_digest, dup_at) "

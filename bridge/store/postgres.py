@@ -51,6 +51,7 @@ from bridge.store.base import (
     DueMailback,
     Event,
     InboundMessage,
+    InstanceRow,
     MessageView,
     OutboundMessage,
     OutboundPart,
@@ -104,11 +105,11 @@ _MESSAGE_COLUMNS = (
     "source_npi", "dest_ton", "dest_npi", "text", "encoding", "data_coding", "esm_class",
     "registered_delivery", "state", "parts", "created_at", "updated_at", "send_at", "expires_at",
     "idempotency_key", "dup_digest", "dup_at", "callback_url", "meta_json", "dsn_notify",
-    "dsn_delay_owed")
+    "dsn_delay_owed", "lease_owner")
 _MESSAGE_TYPES = (
     "text", "text", "text", "text", "text", "text", "int", "int", "int", "int", "text", "text",
     "int", "int", "int", "text", "int", "float8", "float8", "float8", "float8", "text", "text",
-    "float8", "text", "text", "text", "int")
+    "float8", "text", "text", "text", "int", "text")
 
 
 def _unnest_insert(table: str, columns: Sequence[str], types: Sequence[str]) -> str:
@@ -118,6 +119,35 @@ def _unnest_insert(table: str, columns: Sequence[str], types: Sequence[str]) -> 
 
 
 _INSERT_MESSAGES = _unnest_insert("messages", _MESSAGE_COLUMNS, _MESSAGE_TYPES)
+# routes are an array per message: unnest cannot take an array of arrays, so they follow.
+_SET_ROUTES = """
+UPDATE messages m SET routes = string_to_array(r.routes, ',')
+FROM unnest($1::text[], $2::text[]) AS r(id, routes) WHERE m.id = r.id AND r.routes <> ''
+"""
+_PENDING_SQL = ", ".join(f"'{v}'" for v in PENDING_STATES)
+_LIVE = "SELECT id FROM instances WHERE heartbeat_at >= $2"
+#: Numbers with a pending message the owner ($1) does not hold.
+_NOT_MINE = f"""
+SELECT DISTINCT recipient FROM messages WHERE recipient = ANY($2::text[])
+AND state IN ({_PENDING_SQL}) AND lease_owner IS DISTINCT FROM $1
+"""
+_CLAIM = f"""
+WITH live AS ({_LIVE}),
+taken AS (
+  SELECT m.id FROM messages m
+  WHERE m.state IN ({_PENDING_SQL}) AND (m.send_at IS NULL OR m.send_at < $3)
+    AND (m.lease_owner IS NULL
+         OR (m.lease_owner <> $1 AND m.lease_owner NOT IN (SELECT id FROM live)))
+    AND (m.routes = '{{}}' OR m.routes && $4::text[])
+    AND EXISTS (SELECT 1 FROM parts p WHERE p.message_id = m.id AND p.smsc_id IS NULL)
+    AND NOT EXISTS (
+        SELECT 1 FROM messages o WHERE o.recipient = m.recipient
+        AND o.state IN ({_PENDING_SQL}) AND o.created_at < m.created_at
+        AND o.lease_owner <> $1 AND o.lease_owner IN (SELECT id FROM live))
+  ORDER BY m.created_at, m.id LIMIT $5 FOR UPDATE OF m SKIP LOCKED)
+UPDATE messages SET lease_owner = $1 FROM taken WHERE messages.id = taken.id
+RETURNING messages.id
+"""
 _INSERT_PARTS = _unnest_insert("parts", ("message_id", "seq", "total", "short_message",
                                          "tlvs_json", "state"),
                                ("text", "int", "int", "bytea", "text", "text"))
@@ -526,7 +556,7 @@ async def _accept_run(store: PostgresStore, tx: _Tx,
     decisions taken in order (core.policy.accept_verdict), the accepted ones inserted with a
     statement per table. One list of outcomes per call."""
     conn = tx.conn
-    rows = [(row, now) for messages, now in calls for row in messages]
+    rows = [(row, now) for messages, now, _ in calls for row in messages]
     keys = {(r[1], r[20]) for r, _ in rows if r[20] is not None}
     digests = {(r[1], r[21]) for r, _ in rows if r[21] is not None and r[22] > 0}
     locks = sorted({lock_key("key", *k) for k in keys} | {lock_key("dup", *d) for d in digests})
@@ -550,20 +580,42 @@ async def _accept_run(store: PostgresStore, tx: _Tx,
     out: list[list[AcceptOutcome]] = []
     inserts: list[tuple[Any, ...]] = []
     parts: list[tuple[Any, ...]] = []
-    for messages, now in calls:
+    routes: list[tuple[str, str]] = []
+    waiting = await _waiting(conn, calls)
+    for messages, now, owner in calls:
         outcomes = []
         for row in messages:
             outcome = _decide(store, tx, row, now, keyed, seen, used, inserts, parts)
+            if outcome.status == "accepted":
+                held = owner is not None and (owner, row.recipient) not in waiting
+                outcome = AcceptOutcome(outcome.message_id, "accepted", held)
+                inserts[-1] += (owner if held else None,)
+                routes.append((row.id, ",".join(row.routes)))
             outcomes.append(outcome)
         out.append(outcomes)
     if inserts:
         await conn.execute(_INSERT_MESSAGES, *map(list, zip(*inserts)))
         await conn.execute(_INSERT_PARTS, *map(list, zip(*parts)))
-    now = max(now for _, now in calls)
+        await conn.execute(_SET_ROUTES, *map(list, zip(*routes)))
+    now = max(now for _, now, _ in calls)
     if store._dup_window > 0 and now - store._digests_pruned_at >= _DIGEST_PRUNE_S:
         store._digests_pruned_at = now
         await conn.execute(_PRUNE_DIGESTS, now - store._dup_window)
     return out
+
+
+async def _waiting(conn: Any, calls: list[tuple[Any, ...]]) -> set[tuple[str, str]]:
+    """(owner, number) whose new messages must wait to be claimed: a pending message to that
+    number is not the owner's (order per number). Nothing is held without an owner. One
+    query per owner (a store process has one) for the whole run."""
+    recipients: dict[str, set[str]] = {}
+    for messages, _, owner in calls:
+        if owner is not None:
+            recipients.setdefault(owner, set()).update(row.recipient for row in messages)
+    waiting: set[tuple[str, str]] = set()
+    for owner, numbers in recipients.items():
+        waiting.update((owner, r[0]) for r in await conn.fetch(_NOT_MINE, owner, sorted(numbers)))
+    return waiting
 
 
 def _decide(store: PostgresStore, tx: _Tx, row: AcceptRow, now: float,
@@ -575,7 +627,7 @@ def _decide(store: PostgresStore, tx: _Tx, row: AcceptRow, now: float,
     (mid, account, ingress, recipient, raw_recipient, source_addr, source_ton, source_npi,
      dest_ton, dest_npi, text, encoding, data_coding, esm_class, registered_delivery, state,
      message_parts, created_at, send_at, expires_at, key, dup_digest, dup_window_s, quota,
-     callback_url, meta_json, dsn_notify) = row
+     callback_url, meta_json, dsn_notify, _routes) = row
     digest = dup_digest if dup_window_s > 0 else None
     n = len(message_parts)
     status, earlier = accept_verdict(
@@ -603,8 +655,34 @@ def _decide(store: PostgresStore, tx: _Tx, row: AcceptRow, now: float,
 
 
 async def _accept(store: PostgresStore, tx: _Tx, messages: tuple[AcceptRow, ...],
-                  now: float) -> list[AcceptOutcome]:
-    return (await _accept_run(store, tx, [(messages, now)]))[0]
+                  now: float, owner: str | None = None) -> list[AcceptOutcome]:
+    return (await _accept_run(store, tx, [(messages, now, owner)]))[0]
+
+
+async def _claim(store: PostgresStore, tx: _Tx, owner: str, now: float, live_after: float,
+                 smscs: tuple[str, ...], due_before: float,
+                 limit: int) -> list[OutboundMessage]:
+    ids = [r[0] for r in await tx.conn.fetch(_CLAIM, owner, live_after, due_before,
+                                              list(smscs), max(0, limit))]
+    if not ids:
+        return []
+    rows = await tx.conn.fetch(f"SELECT {_OUTBOUND_COLUMNS}, routes FROM messages "
+                               f"WHERE id = ANY($1::text[]) ORDER BY created_at, id", ids)
+    return await _outbound(tx.conn, rows)
+
+
+async def _release(store: PostgresStore, tx: _Tx, owner: str, at: float) -> int:
+    let_go = await tx.conn.fetch(
+        f"UPDATE messages SET lease_owner = NULL WHERE lease_owner = $1 "
+        f"AND state IN ({_PENDING_SQL}) RETURNING 1", owner)
+    await tx.conn.execute("UPDATE messages SET lease_owner = NULL WHERE lease_owner = $1", owner)
+    await tx.conn.execute("UPDATE instances SET heartbeat_at = 0 WHERE id = $1", owner)
+    return len(let_go)
+
+
+async def _retire(store: PostgresStore, tx: _Tx, instances: tuple[str, ...]) -> None:
+    await tx.conn.execute("UPDATE instances SET heartbeat_at = 0 WHERE id = ANY($1::text[])",
+                          list(instances))
 
 
 async def _submitted(store: PostgresStore, tx: _Tx, message_id: str, seq: int, smsc: str,
@@ -789,8 +867,11 @@ async def _inbound(store: PostgresStore, tx: _Tx, m: InboundMessage) -> None:
 
 
 async def _heartbeat(store: PostgresStore, tx: _Tx, instance: str, at: float,
-                     info_json: str) -> None:
+                     info_json: str) -> float | None:
+    previous = await tx.conn.fetchval("SELECT heartbeat_at FROM instances WHERE id = $1",
+                                      instance)
     await tx.conn.execute(_HEARTBEAT, instance, at, info_json)
+    return float(previous) if previous is not None else None
 
 
 # -------------------------------------------------------------- shared steps
@@ -845,7 +926,8 @@ WRITES: dict[str, Callable[..., Any]] = {
     "flush": _noop, "accept": _accept, "record_submitted": _submitted, "record_state": _state,
     "record_event": _event, "record_receipt": _receipt, "record_inbound": _inbound,
     "record_callback": _callback, "record_mailback": _mailback, "purge": _purge,
-    "queue_delay_dsns": _queue_delay_dsns, "heartbeat": _heartbeat,
+    "queue_delay_dsns": _queue_delay_dsns, "heartbeat": _heartbeat, "claim": _claim,
+    "release": _release, "retire": _retire,
 }
 
 
@@ -880,9 +962,14 @@ async def _quota_used(conn: Any, account: str) -> int:
 
 async def _load_pending(conn: Any, limit: int) -> list[OutboundMessage]:
     rows = await conn.fetch(
-        f"SELECT {_OUTBOUND_COLUMNS} FROM messages m WHERE state = ANY($1::text[]) AND EXISTS ("
-        f"  SELECT 1 FROM parts p WHERE p.message_id = m.id AND p.smsc_id IS NULL) "
+        f"SELECT {_OUTBOUND_COLUMNS}, routes FROM messages m WHERE state = ANY($1::text[]) "
+        f"AND EXISTS (SELECT 1 FROM parts p WHERE p.message_id = m.id AND p.smsc_id IS NULL) "
         f"ORDER BY created_at, id LIMIT $2", list(PENDING_STATES), limit)
+    return await _outbound(conn, rows)
+
+
+async def _outbound(conn: Any, rows: Sequence[Any]) -> list[OutboundMessage]:
+    """OutboundMessages for rows selected with _OUTBOUND_COLUMNS and routes, with parts."""
     parts: dict[str, list[OutboundPart]] = {}
     if rows:
         for p in await conn.fetch(
@@ -898,7 +985,12 @@ async def _load_pending(conn: Any, limit: int) -> list[OutboundMessage]:
         data_coding=int(r[8]), esm_class=int(r[9]), registered_delivery=int(r[10]),
         state=MessageState(r[11]), created_at=float(r[12]),
         send_at=None if r[13] is None else float(r[13]), expires_at=float(r[14]),
-        parts=tuple(parts.get(r[0], ()))) for r in rows]
+        parts=tuple(parts.get(r[0], ())), routes=tuple(r[15])) for r in rows]
+
+
+async def _instances(conn: Any) -> list[InstanceRow]:
+    return [InstanceRow(r[0], float(r[1]), r[2]) for r in await conn.fetch(
+        "SELECT id, heartbeat_at, info_json FROM instances ORDER BY heartbeat_at DESC, id")]
 
 
 async def _get_messages(conn: Any, wanted: tuple[str, ...]) -> list[MessageView]:
@@ -983,7 +1075,7 @@ READS: dict[str, Callable[..., Any]] = {
     "quota_used": _quota_used, "load_pending": _load_pending, "get_messages": _get_messages,
     "list_messages": _list_messages, "timeline": _timeline, "counts_by_state": _counts_by_state,
     "last_message_to": _last_message_to, "callbacks_due": _callbacks_due,
-    "mailbacks_due": _mailbacks_due,
+    "mailbacks_due": _mailbacks_due, "instances": _instances,
 }
 
 __all__ = ["PostgresStore", "READS", "WRITES", "lock_key", "safe_url"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from bridge.core.states import MessageState, PartState
 from bridge.store.base import (
@@ -15,6 +15,7 @@ from bridge.store.base import (
     DueMailback,
     Event,
     InboundMessage,
+    InstanceRow,
     MessageView,
     NewMessage,
     OutboundMessage,
@@ -23,36 +24,64 @@ from bridge.store.base import (
     Store,
 )
 
-#: A NewMessage as the writer takes it: its fields in declaration order, the state as its value
-#: and the parts as (seq, total, short_message, tlvs_json).
-AcceptRow = tuple[Any, ...]
+class AcceptRow(NamedTuple):
+    """A NewMessage as the writer takes it: its fields in declaration order, the state as its
+    value and the parts as (seq, total, short_message, tlvs_json). A NamedTuple: typed by
+    name for the stores, yet a tuple for the pipe (a dataclass pickles several times slower)."""
+
+    id: str
+    account: str
+    ingress: str
+    recipient: str
+    raw_recipient: str
+    source_addr: str | None
+    source_ton: int
+    source_npi: int
+    dest_ton: int
+    dest_npi: int
+    text: str
+    encoding: str
+    data_coding: int
+    esm_class: int
+    registered_delivery: int
+    state: str
+    parts: tuple[tuple[int, int, bytes, str], ...]
+    created_at: float
+    send_at: float | None
+    expires_at: float
+    idempotency_key: str | None
+    dup_digest: str | None
+    dup_window_s: float
+    quota: int
+    callback_url: str | None
+    meta_json: str
+    dsn_notify: str | None
+    routes: tuple[str, ...]
 
 
 def accept_rows(messages: Sequence[NewMessage]) -> tuple[AcceptRow, ...]:
-    return tuple([(
-        m.id, m.account, m.ingress.value, m.recipient, m.raw_recipient, m.source_addr, m.source_ton,
-        m.source_npi, m.dest_ton, m.dest_npi, m.text, m.encoding, m.data_coding, m.esm_class,
-        m.registered_delivery, m.state.value,
+    return tuple([AcceptRow(
+        m.id, m.account, m.ingress.value, m.recipient, m.raw_recipient, m.source_addr,
+        m.source_ton, m.source_npi, m.dest_ton, m.dest_npi, m.text, m.encoding, m.data_coding,
+        m.esm_class, m.registered_delivery, m.state.value,
         tuple([(p.seq, p.total, p.short_message, p.tlvs_json) for p in m.parts]),
         m.created_at, m.send_at, m.expires_at, m.idempotency_key, m.dup_digest, m.dup_window_s,
-        m.quota, m.callback_url, m.meta_json, m.dsn_notify) for m in messages])
+        m.quota, m.callback_url, m.meta_json, m.dsn_notify, m.routes) for m in messages])
 
 
 def outbound_message(row: AcceptRow) -> OutboundMessage:
     """The dispatcher's view of a message just accepted from `row`, without reading it back
     (the store process hands it over when the accept commits)."""
-    (id_, account, _ingress, recipient, _raw, source_addr, source_ton, source_npi, dest_ton,
-     dest_npi, _text, _encoding, data_coding, esm_class, registered_delivery, state, parts,
-     created_at, send_at, expires_at, *_rest) = row
     return OutboundMessage(
-        id=id_, account=account, recipient=recipient, source_addr=source_addr,
-        source_ton=source_ton, source_npi=source_npi, dest_ton=dest_ton, dest_npi=dest_npi,
-        data_coding=data_coding, esm_class=esm_class, registered_delivery=registered_delivery,
-        state=MessageState(state), created_at=created_at, send_at=send_at,
-        expires_at=expires_at,
+        id=row.id, account=row.account, recipient=row.recipient, source_addr=row.source_addr,
+        source_ton=row.source_ton, source_npi=row.source_npi, dest_ton=row.dest_ton,
+        dest_npi=row.dest_npi, data_coding=row.data_coding, esm_class=row.esm_class,
+        registered_delivery=row.registered_delivery, state=MessageState(row.state),
+        created_at=row.created_at, send_at=row.send_at, expires_at=row.expires_at,
         parts=tuple([OutboundPart(seq, total, short_message, tlvs_json, PartState.QUEUED,
                                   None, None)
-                     for seq, total, short_message, tlvs_json in parts]))
+                     for seq, total, short_message, tlvs_json in row.parts]),
+        routes=row.routes)
 
 
 class CallsByName(Store):
@@ -70,9 +99,23 @@ class CallsByName(Store):
     async def flush(self) -> None:
         await self._write("flush", ())
 
-    def accept(self, messages: Sequence[NewMessage], *,
-               now: float) -> Awaitable[list[AcceptOutcome]]:
-        return self._write("accept", (accept_rows(messages), now))
+    def accept(self, messages: Sequence[NewMessage], *, now: float,
+               owner: str | None = None) -> Awaitable[list[AcceptOutcome]]:
+        return self._write("accept", (accept_rows(messages), now, owner))
+
+    def claim(self, owner: str, *, now: float, live_after: float, smscs: Sequence[str],
+              due_before: float, limit: int) -> Awaitable[list[OutboundMessage]]:
+        return self._write("claim", (owner, now, live_after, tuple(smscs), due_before, limit))
+
+    def release(self, owner: str, *, at: float) -> Awaitable[int]:
+        return self._write("release", (owner, at))
+
+    def retire(self, instances: Sequence[str]) -> Awaitable[None]:
+        return self._write("retire", (tuple(instances),))
+
+    async def instances(self) -> list[InstanceRow]:
+        result: list[InstanceRow] = await self._read("instances", ())
+        return result
 
     def record_submitted(self, message_id: str, seq: int, *, smsc: str, smsc_id: str,
                          id_keys: Sequence[str], at: float) -> Awaitable[ReceiptOutcome | None]:
@@ -113,7 +156,8 @@ class CallsByName(Store):
                          limit: int) -> Awaitable[tuple[int, int]]:
         return self._write("queue_delay_dsns", (accepted_before, now, limit))
 
-    def heartbeat(self, instance: str, *, at: float, info_json: str = "{}") -> Awaitable[None]:
+    def heartbeat(self, instance: str, *, at: float,
+                  info_json: str = "{}") -> Awaitable[float | None]:
         return self._write("heartbeat", (instance, at, info_json))
 
     def purge(self, *, before: float, limit: int) -> Awaitable[int]:

@@ -216,6 +216,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         )
         """,
     )),
+    Migration(8, "which instance holds a message, and the SMSCs that may send it", (
+        "ALTER TABLE messages ADD COLUMN lease_owner TEXT",
+        "ALTER TABLE messages ADD COLUMN routes TEXT NOT NULL DEFAULT ''",
+        "CREATE INDEX messages_pending ON messages (created_at) "
+        "WHERE state IN ('queued', 'scheduled', 'submitted')",
+        "CREATE INDEX messages_held ON messages (lease_owner) WHERE lease_owner IS NOT NULL",
+    )),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

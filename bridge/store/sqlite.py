@@ -54,6 +54,7 @@ from bridge.store.base import (
     DueMailback,
     Event,
     InboundMessage,
+    InstanceRow,
     MessageView,
     OutboundMessage,
     OutboundPart,
@@ -71,8 +72,10 @@ from bridge.store.common import (
     PENDING_STATES,
     Op,
     Result,
+    accepted_detail,
     best_match,
     by_key,
+    delay_owed,
     plural,
     receipt_change,
     receipt_detail,
@@ -100,8 +103,27 @@ _INSERT_MESSAGE = """
 INSERT INTO messages (id, account, ingress, recipient, raw_recipient, source_addr, source_ton,
     source_npi, dest_ton, dest_npi, text, encoding, data_coding, esm_class, registered_delivery,
     state, parts, created_at, updated_at, send_at, expires_at, idempotency_key, dup_digest,
-    dup_at, callback_url, meta_json, dsn_notify, dsn_delay_owed)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    dup_at, callback_url, meta_json, dsn_notify, dsn_delay_owed, lease_owner, routes)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+#: A pending message to this number that the owner does not hold: a new one must wait behind it.
+_NOT_MINE_BEFORE = f"""
+SELECT 1 FROM messages WHERE recipient = ? AND state IN ({", ".join("?" * len(PENDING_STATES))})
+AND (lease_owner IS NULL OR lease_owner <> ?) LIMIT 1
+"""
+_LIVE = "SELECT id FROM instances WHERE heartbeat_at >= ?"
+#: What `claim` may take (see Store.claim); routes are matched in Python afterwards.
+_CLAIMABLE = f"""
+SELECT {{columns}}, routes FROM messages m
+WHERE state IN ({", ".join("?" * len(PENDING_STATES))})
+  AND (send_at IS NULL OR send_at < ?)
+  AND (lease_owner IS NULL OR (lease_owner <> ? AND lease_owner NOT IN ({_LIVE})))
+  AND EXISTS (SELECT 1 FROM parts p WHERE p.message_id = m.id AND p.smsc_id IS NULL)
+  AND NOT EXISTS (
+      SELECT 1 FROM messages o WHERE o.recipient = m.recipient
+      AND o.state IN ({", ".join("?" * len(PENDING_STATES))}) AND o.created_at < m.created_at
+      AND o.lease_owner IS NOT NULL AND o.lease_owner <> ? AND o.lease_owner IN ({_LIVE}))
+ORDER BY created_at, rowid LIMIT ?
 """
 _INSERT_PART = """
 INSERT INTO parts (message_id, seq, total, short_message, tlvs_json, state)
@@ -433,13 +455,15 @@ class _Writer:
     def noop(self, tx: _Tx) -> None:
         return None
 
-    def accept(self, tx: _Tx, messages: tuple[AcceptRow, ...], now: float) -> list[AcceptOutcome]:
+    def accept(self, tx: _Tx, messages: tuple[AcceptRow, ...], now: float,
+               owner: str | None = None) -> list[AcceptOutcome]:
         conn = tx.conn
         out: list[AcceptOutcome] = []
+        waiting: set[str] = set()  # numbers whose messages of this call wait to be claimed
         for (mid, account, ingress, recipient, raw_recipient, source_addr, source_ton, source_npi,
              dest_ton, dest_npi, text, encoding, data_coding, esm_class, registered_delivery,
              state, parts, created_at, send_at, expires_at, key, dup_digest, dup_window_s, quota,
-             callback_url, meta_json, dsn_notify) in messages:
+             callback_url, meta_json, dsn_notify, routes) in messages:
             digest = dup_digest if dup_window_s > 0 else None
             n = len(parts)
             status, earlier = accept_verdict(
@@ -452,25 +476,68 @@ class _Writer:
                 continue
             if digest is not None and dup_window_s > self._dup_window:
                 self._dup_window = dup_window_s
+            held = owner is not None and self._may_hold(tx, recipient, owner, waiting)
             tx.messages.append((
                 mid, account, ingress, recipient, raw_recipient, source_addr, source_ton,
                 source_npi, dest_ton, dest_npi, text, encoding, data_coding, esm_class,
                 registered_delivery, state, n, created_at, now, send_at, expires_at, key, digest,
                 now if digest is not None else None, callback_url, meta_json, dsn_notify,
-                1 if dsn_notify is not None and "DELAY" in dsn_notify else None))
+                delay_owed(dsn_notify), owner if held else None, ",".join(routes)))
             tx.parts.extend((mid, *part) for part in parts)
             if key is not None:
                 tx.keys[(account, key)] = mid
             if digest is not None:
                 tx.digests[(account, digest)] = (mid, now)
             tx.delta[account] = tx.delta.get(account, 0) + n
-            tx.event(mid, now, state, f"accepted via {ingress}, {plural(n, 'part')}, {encoding}")
-            out.append(AcceptOutcome(mid, "accepted"))
+            tx.event(mid, now, state, accepted_detail(ingress, n, encoding))
+            out.append(AcceptOutcome(mid, "accepted", held))
         if self._dup_window > 0 and now - self._digest_pruned_at >= min(self._dup_window, 10.0):
             self._digest_pruned_at = now
             tx.flush()
             conn.execute(_PRUNE_DIGESTS, (now - self._dup_window,))
         return out
+
+    @staticmethod
+    def _may_hold(tx: _Tx, recipient: str, owner: str, waiting: set[str]) -> bool:
+        """A new message to `recipient` may be held by `owner` unless a pending message to
+        that number is not its own (order per number); then the call's later messages to it
+        wait too."""
+        if recipient in waiting:
+            return False
+        if tx.conn.execute(_NOT_MINE_BEFORE, (recipient, *PENDING_STATES, owner)).fetchone():
+            waiting.add(recipient)
+            return False
+        return True
+
+    def claim(self, tx: _Tx, owner: str, now: float, live_after: float, smscs: tuple[str, ...],
+              due_before: float, limit: int) -> list[OutboundMessage]:
+        """See Store.claim. Routes are matched here: an empty one (older messages) is any."""
+        tx.flush()
+        conn = tx.conn
+        rows = conn.execute(_CLAIMABLE.format(columns=_OUTBOUND_COLUMNS), (
+            *PENDING_STATES, due_before, owner, live_after, *PENDING_STATES, owner, live_after,
+            max(0, limit))).fetchall()
+        wanted = set(smscs)
+        mine = [r for r in rows if not r[-1] or wanted.intersection(r[-1].split(","))]
+        for chunk in _chunks([r[0] for r in mine]):
+            conn.execute(f"UPDATE messages SET lease_owner = ? WHERE id IN ({_in(len(chunk))})",
+                         (owner, *chunk))
+        return _outbound(conn, mine)
+
+    def release(self, tx: _Tx, owner: str, at: float) -> int:
+        tx.flush()
+        conn = tx.conn
+        let_go = conn.execute(
+            f"UPDATE messages SET lease_owner = NULL WHERE lease_owner = ? "
+            f"AND state IN ({_in(len(PENDING_STATES))})", (owner, *PENDING_STATES)).rowcount
+        conn.execute("UPDATE messages SET lease_owner = NULL WHERE lease_owner = ?", (owner,))
+        conn.execute("UPDATE instances SET heartbeat_at = 0 WHERE id = ?", (owner,))
+        return int(let_go)
+
+    def retire(self, tx: _Tx, instances: tuple[str, ...]) -> None:
+        for chunk in _chunks(list(instances)):
+            tx.conn.execute(f"UPDATE instances SET heartbeat_at = 0 WHERE id IN "
+                            f"({_in(len(chunk))})", tuple(chunk))
 
     @staticmethod
     def _keyed(tx: _Tx, account: str, key: str | None) -> str | None:
@@ -768,8 +835,11 @@ class _Writer:
             conn.execute("DELETE FROM inbound WHERE received_at < ?", (before,))
         return len(doomed)
 
-    def heartbeat(self, tx: _Tx, instance: str, at: float, info_json: str) -> None:
+    def heartbeat(self, tx: _Tx, instance: str, at: float, info_json: str) -> float | None:
+        row = tx.conn.execute("SELECT heartbeat_at FROM instances WHERE id = ?",
+                              (instance,)).fetchone()
         tx.conn.execute(_HEARTBEAT, (instance, at, info_json))
+        return float(row[0]) if row is not None else None
 
     def inbound(self, tx: _Tx, m: InboundMessage) -> None:
         tx.conn.execute(
@@ -964,7 +1034,8 @@ WRITES: dict[str, Callable[..., Any]] = {
     "record_receipt": _Writer.receipt, "record_inbound": _Writer.inbound,
     "record_callback": _Writer.callback, "record_mailback": _Writer.mailback,
     "purge": _Writer.purge, "queue_delay_dsns": _Writer.queue_delay_dsns,
-    "heartbeat": _Writer.heartbeat,
+    "heartbeat": _Writer.heartbeat, "claim": _Writer.claim, "release": _Writer.release,
+    "retire": _Writer.retire,
 }
 
 
@@ -1214,10 +1285,15 @@ def _quota_used(conn: sqlite3.Connection, account: str) -> int:
 
 def _load_pending(conn: sqlite3.Connection, limit: int) -> list[OutboundMessage]:
     rows = conn.execute(
-        f"SELECT {_OUTBOUND_COLUMNS} FROM messages m "
+        f"SELECT {_OUTBOUND_COLUMNS}, routes FROM messages m "
         f"WHERE state IN ({_in(len(PENDING_STATES))}) AND EXISTS ("
         f"  SELECT 1 FROM parts p WHERE p.message_id = m.id AND p.smsc_id IS NULL) "
         f"ORDER BY created_at, rowid LIMIT ?", (*PENDING_STATES, limit)).fetchall()
+    return _outbound(conn, rows)
+
+
+def _outbound(conn: sqlite3.Connection, rows: Sequence[Any]) -> list[OutboundMessage]:
+    """OutboundMessages for rows selected with _OUTBOUND_COLUMNS and routes, with parts."""
     parts: dict[str, list[OutboundPart]] = {}
     for chunk in _chunks([r[0] for r in rows]):
         for p in conn.execute(
@@ -1233,7 +1309,13 @@ def _load_pending(conn: sqlite3.Connection, limit: int) -> list[OutboundMessage]
         data_coding=int(r[8]), esm_class=int(r[9]), registered_delivery=int(r[10]),
         state=MessageState(r[11]), created_at=float(r[12]),
         send_at=None if r[13] is None else float(r[13]), expires_at=float(r[14]),
-        parts=tuple(parts.get(r[0], ()))) for r in rows]
+        parts=tuple(parts.get(r[0], ())), routes=tuple(r[15].split(",")) if r[15] else ())
+        for r in rows]
+
+
+def _instances(conn: sqlite3.Connection) -> list[InstanceRow]:
+    return [InstanceRow(r[0], float(r[1]), r[2]) for r in conn.execute(
+        "SELECT id, heartbeat_at, info_json FROM instances ORDER BY heartbeat_at DESC, id")]
 
 
 def _get_messages(conn: sqlite3.Connection, wanted: tuple[str, ...]) -> list[MessageView]:
@@ -1324,5 +1406,5 @@ READS: dict[str, Callable[..., Any]] = {
     "quota_used": _quota_used, "load_pending": _load_pending, "get_messages": _get_messages,
     "list_messages": _list_messages, "timeline": _timeline, "counts_by_state": _counts_by_state,
     "last_message_to": _last_message_to, "callbacks_due": _callbacks_due,
-    "mailbacks_due": _mailbacks_due,
+    "mailbacks_due": _mailbacks_due, "instances": _instances,
 }

@@ -35,7 +35,7 @@ T0 = 1_700_000_000.0
 def msg(mid: str, *, account: str = "acme", parts: int = 1, key: str | None = None,
         digest: str | None = None, window: float = 60.0, quota: int = 0, at: float = T0,
         state: MessageState = M.QUEUED, recipient: str = "+447700900001",
-        send_at: float | None = None) -> NewMessage:
+        send_at: float | None = None, routes: tuple[str, ...] = ()) -> NewMessage:
     return NewMessage(
         id=mid, account=account, ingress=Ingress.SOAP, recipient=recipient, raw_recipient="07700900001",
         source_addr="ACME", source_ton=5, source_npi=0, dest_ton=1, dest_npi=1,
@@ -45,7 +45,7 @@ def msg(mid: str, *, account: str = "acme", parts: int = 1, key: str | None = No
                             '[["sar_msg_ref_num", 7]]') for i in range(1, parts + 1)),
         state=state, created_at=at, send_at=send_at, expires_at=at + 86400,
         idempotency_key=key, dup_digest=digest, dup_window_s=window, quota=quota,
-        callback_url=None, meta_json='{"k": "v"}')
+        callback_url=None, meta_json='{"k": "v"}', routes=routes)
 
 
 async def submit(store: Store, mid: str, seq: int, smsc_id: str, *, smsc: str = "smsc1",
@@ -670,3 +670,110 @@ async def test_two_instances_never_both_accept_a_duplicate(store: Store) -> None
             assert all(mid == accepted[0] for _, mid in outcomes)
     finally:
         await b.close()
+
+
+
+# ------------------------------------------------------------------ instances and claims
+
+LEASE = 30.0
+
+
+async def claim(store: Store, owner: str, *, now: float = T0 + 10, smscs: tuple[str, ...] = ("s1",),
+                live_after: float | None = None, limit: int = 100) -> list[str]:
+    got = await store.claim(owner, now=now, live_after=now - LEASE if live_after is None
+                            else live_after, smscs=smscs, due_before=now + 60, limit=limit)
+    return [m.id for m in got]
+
+
+async def test_an_owner_holds_what_it_accepts_unless_order_forbids(store: Store) -> None:
+    await store.heartbeat("A", at=T0)
+    await store.heartbeat("B", at=T0)
+    out = await store.accept([msg("a1", recipient="+447400000001"),
+                              msg("a2", recipient="+447400000002")], now=T0, owner="A")
+    assert [(o.message_id, o.held) for o in out] == [("a1", True), ("a2", True)]
+    # B may not hold a new message to a number A still has a message pending for
+    out = await store.accept([msg("b1", recipient="+447400000001", at=T0 + 1),
+                              msg("b2", recipient="+447400000003", at=T0 + 1),
+                              msg("b3", recipient="+447400000001", at=T0 + 2)],
+                             now=T0 + 2, owner="B")
+    assert [(o.message_id, o.held) for o in out] == [("b1", False), ("b2", True), ("b3", False)]
+    # nor may B claim them while A lives: A's a1 comes first
+    assert await claim(store, "B", now=T0 + 3) == []
+    # without an owner nothing is held
+    [plain] = await store.accept([msg("c1", recipient="+447400000009")], now=T0 + 3)
+    assert plain.held is False
+
+
+async def test_claims_take_what_a_dead_instance_held_in_order(store: Store) -> None:
+    await store.heartbeat("A", at=T0)
+    await store.accept([msg("a1", recipient="+447400000001", at=T0),
+                        msg("a2", recipient="+447400000002", at=T0 + 1)], now=T0, owner="A")
+    await store.accept([msg("b1", recipient="+447400000001", at=T0 + 2)], now=T0 + 2, owner="B")
+    await store.heartbeat("B", at=T0 + 40)
+    # A's last heartbeat is older than the lease: B takes all, oldest first
+    assert await claim(store, "B", now=T0 + 40) == ["a1", "a2", "b1"]
+    assert await claim(store, "B", now=T0 + 41) == []  # B holds them now: not twice
+    await store.heartbeat("A", at=T0 + 42)  # A comes back: it may not take them again
+    assert await claim(store, "A", now=T0 + 42) == []
+
+
+async def test_claims_take_due_routable_unacknowledged_messages_only(store: Store) -> None:
+    await store.accept([
+        msg("r1", routes=("s1", "s2"), recipient="+447400000011"),
+        msg("r2", routes=("s2",), recipient="+447400000012"),
+        msg("r3", recipient="+447400000013"),  # no routes kept (older rows): any
+        msg("r4", state=M.SCHEDULED, send_at=T0 + 3600, recipient="+447400000014"),
+        msg("r5", recipient="+447400000015"),
+        msg("r6", parts=2, recipient="+447400000016"),
+    ], now=T0)
+    await submit(store, "r5", 1, "A5")  # nothing left to send
+    await submit(store, "r6", 1, "A6")  # part 2 is left
+    await store.record_state("r3", M.FAILED, at=T0 + 1, error="INVALID_DESTINATION")
+    for name in ("X", "Y"):  # both alive: what X holds is not Y's to take
+        await store.heartbeat(name, at=T0 + 9)
+    got = await store.claim("X", now=T0 + 10, live_after=T0 - 20, smscs=("s1",),
+                            due_before=T0 + 70, limit=10)
+    assert [m.id for m in got] == ["r1", "r6"]
+    assert got[0].routes == ("s1", "s2") and got[1].routes == ()
+    assert [(p.seq, p.smsc_id) for p in got[1].parts] == [(1, "A6"), (2, None)]
+    assert await claim(store, "Y", smscs=("s2",)) == ["r2"]
+    for name in ("X", "Y"):
+        await store.heartbeat(name, at=T0 + 3589)
+    later = await store.claim("Y", now=T0 + 3590, live_after=T0 + 3560, smscs=("s9",),
+                              due_before=T0 + 3650, limit=10)
+    assert [m.id for m in later] == ["r4"]  # due within the horizon; no routes asked
+
+
+async def test_two_instances_never_claim_one_message(store: Store) -> None:
+    await store.accept([msg(f"c{i}", recipient=f"+4474000001{i:02d}", at=T0 + i)
+                        for i in range(60)], now=T0)
+    other = another(store)
+    await other.open()
+    await store.heartbeat("A", at=T0 + 99)
+    await store.heartbeat("B", at=T0 + 99)
+    try:
+        first, second = await asyncio.gather(*[
+            s.claim(name, now=T0 + 100, live_after=T0 + 70, smscs=("s1",), due_before=T0 + 160,
+                    limit=40) for s, name in ((store, "A"), (other, "B"))])
+        a, b = {m.id for m in first}, {m.id for m in second}
+        assert not a & b and len(a | b) == 60
+    finally:
+        await other.close()
+
+
+async def test_release_and_heartbeats(store: Store) -> None:
+    assert await store.heartbeat("A", at=T0, info_json='{"name": "a"}') is None
+    assert await store.heartbeat("A", at=T0 + 5, info_json='{"name": "a"}') == T0
+    await store.heartbeat("B", at=T0 + 6)
+    await store.accept([msg("h1", recipient="+447400000031"),
+                        msg("h2", recipient="+447400000032")], now=T0, owner="A")
+    await submit(store, "h2", 1, "B2")
+    await store.record_state("h1", M.QUEUED, at=T0 + 1)  # still pending
+    assert await store.release("A", at=T0 + 7) == 2
+    # let go: B takes what is left to send at once, though A's heartbeat was fresh
+    assert await claim(store, "B", now=T0 + 8) == ["h1"]
+    rows = {r.id: r for r in await store.instances()}
+    assert rows["A"].heartbeat_at < T0 and rows["A"].info_json == '{"name": "a"}'
+    assert rows["B"].heartbeat_at == T0 + 6
+    await store.retire(["B"])
+    assert {r.id: r.heartbeat_at < T0 for r in await store.instances()} == {"A": True, "B": True}
