@@ -420,7 +420,7 @@ def test_a_delay_notice_overtaken_by_the_outcome_is_not_mailed(tmp_path: Path) -
                            error_detail=None, inbound_id=None, inbound_source=None,
                            inbound_text=None, message_state=message_state)
     config = mail_config(tmp_path, 25)
-    back = MailBack(config.smtp, cast(Store, None), cast(OutboundMetrics, None))
+    back = MailBack(config.smtp, cast(Store, None), cast(OutboundMetrics, None), owner="test")
     stale = row(1, "delayed", "delivered")
     assert back.envelope(Batch((stale,))) == "it is delivered now: no longer delayed"
     envelope = back.envelope(Batch((stale, row(2, "delayed", "submitted"))))
@@ -441,11 +441,12 @@ async def test_delay_looks_go_on_while_each_comes_back_full(tmp_path: Path) -> N
             looks.append(limit)
             return (limit, 3) if len(looks) < 3 else (7, 1)
 
-        async def mailbacks_due(self, *, now: float, limit: int) -> list[DueMailback]:
+        async def claim_mailbacks(self, owner: str, *, now: float, hold_until: float,
+                                  limit: int) -> list[DueMailback]:
             return []
 
     config = mail_config(tmp_path, 25, dsn_delay_after_s=60)
-    back = MailBack(config.smtp, cast(Store, Looks()), cast(OutboundMetrics, None),
+    back = MailBack(config.smtp, cast(Store, Looks()), cast(OutboundMetrics, None), owner="test",
                     clock=lambda: 1000.0)
     assert await back._due(4) == []
     assert looks == [DELAY_FETCH] * 3

@@ -88,6 +88,7 @@ class Membership:
         """Say this instance is alive, retire the ones known dead, claim what waits."""
         await self.heartbeat_once()
         await self._retire_dead()
+        self.store.watch_due(self.wake)
         while await self._claim_once() == CLAIM_BATCH and self._held() < HOLD_MAX:
             pass
         loop = asyncio.get_running_loop()

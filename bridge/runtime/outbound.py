@@ -69,12 +69,13 @@ class Outbound:
         self.pool = SmscPool(setup.smscs, on_receipt=self.dispatcher.on_receipt,
                              on_mo=self.dispatcher.on_mo)
         self.dispatcher.attach(self.pool)
-        self.callbacks = CallbackSender(setup.config.soap, store, self.metrics,
+        owner = self.dispatcher.instance
+        self.callbacks = CallbackSender(setup.config.soap, store, self.metrics, owner=owner,
                                         secrets={a.name: a.callback_secret
                                                  for a in setup.config.accounts
                                                  if a.callback_secret}) \
             if setup.config.soap.callbacks else None
-        self.mailback = MailBack(setup.config.smtp, store, self.metrics) \
+        self.mailback = MailBack(setup.config.smtp, store, self.metrics, owner=owner) \
             if setup.config.smtp.mail_back else None
         retention_days = setup.config.store.retention_days
         self.retention = Retention(store, retention_days * 86400) if retention_days else None

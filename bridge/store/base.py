@@ -239,6 +239,10 @@ class Store(abc.ABC):
         """False once the store can no longer take writes (for /healthz)."""
         return True
 
+    def watch_due(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` when another instance's commit left messages to claim. A store
+        only one outbound side uses (SQLite) has nothing to say: claims poll besides."""
+
     @abc.abstractmethod
     async def flush(self) -> None:
         """Return once every write issued so far is durable."""
@@ -302,7 +306,14 @@ class Store(abc.ABC):
     #      reaches a final state, in the same transaction)
     @abc.abstractmethod
     async def callbacks_due(self, *, now: float, limit: int) -> list[DueCallback]:
-        """Callbacks whose next attempt is due, the longest waiting first."""
+        """Callbacks whose next attempt is due and that no instance holds, the longest
+        waiting first."""
+
+    @abc.abstractmethod
+    def claim_callbacks(self, owner: str, *, now: float, hold_until: float,
+                        limit: int) -> Awaitable[list[DueCallback]]:
+        """`callbacks_due`, taken by `owner` until `hold_until` (or its outcome is recorded):
+        no other instance attempts them meanwhile, so each attempt is made once."""
 
     @abc.abstractmethod
     def record_callback(self, callback_id: int, message_id: str, *, outcome: str, attempts: int,
@@ -314,7 +325,13 @@ class Store(abc.ABC):
     #      SMS replies by `record_inbound`)
     @abc.abstractmethod
     async def mailbacks_due(self, *, now: float, limit: int) -> list[DueMailback]:
-        """Mails whose next attempt is due, the longest waiting first."""
+        """Mails whose next attempt is due and that no instance holds, the longest waiting
+        first."""
+
+    @abc.abstractmethod
+    def claim_mailbacks(self, owner: str, *, now: float, hold_until: float,
+                        limit: int) -> Awaitable[list[DueMailback]]:
+        """`mailbacks_due`, taken by `owner` as `claim_callbacks` takes callbacks."""
 
     @abc.abstractmethod
     def record_mailback(self, mailback_id: int, message_id: str, *, kind: str, outcome: str,

@@ -33,7 +33,7 @@ class Migration:
 
 
 MIGRATIONS: tuple[Migration, ...] = (
-    Migration(1, "the SQLite store's tables at its version 8", (
+    Migration(1, "the SQLite store's tables at its version 9", (
         """
         CREATE TABLE messages (
             id TEXT PRIMARY KEY,
@@ -164,7 +164,9 @@ MIGRATIONS: tuple[Migration, ...] = (
             at DOUBLE PRECISION NOT NULL,
             attempts INTEGER NOT NULL DEFAULT 0,
             next_at DOUBLE PRECISION NOT NULL,
-            last_error TEXT
+            last_error TEXT,
+            claimed_by TEXT,
+            claimed_until DOUBLE PRECISION
         )
         """,
         "CREATE INDEX callbacks_due ON callbacks (next_at)",
@@ -179,7 +181,9 @@ MIGRATIONS: tuple[Migration, ...] = (
             at DOUBLE PRECISION NOT NULL,
             attempts INTEGER NOT NULL DEFAULT 0,
             next_at DOUBLE PRECISION NOT NULL,
-            last_error TEXT
+            last_error TEXT,
+            claimed_by TEXT,
+            claimed_until DOUBLE PRECISION
         )
         """,
         "CREATE INDEX mailbacks_due ON mailbacks (next_at)",

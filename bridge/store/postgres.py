@@ -95,6 +95,8 @@ _DATABASE_ERRORS: tuple[type[BaseException], ...] = (
 )
 #: Errors worth the same batch again at once (two instances' transactions crossed).
 _RETRY_ERRORS = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+#: The NOTIFY channel of "messages wait to be claimed".
+DUE_CHANNEL = "sms_bridge_due"
 _DOWN_MIN_S = 0.1
 _DOWN_MAX_S = 2.0
 _DIGEST_PRUNE_S = 10.0
@@ -240,14 +242,17 @@ def _failure_kind(exc: BaseException) -> type[StoreUnavailable]:
 
 
 class _Tx:
-    """What one write transaction accumulates until it ends: events, quota usage."""
+    """What one write transaction accumulates until it ends: events, quota usage, and whether
+    to wake the instances (one NOTIFY per commit at most: NOTIFY takes a lock at commit that
+    every notifying transaction of the database waits for)."""
 
-    __slots__ = ("conn", "events", "delta")
+    __slots__ = ("conn", "events", "delta", "notify")
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
         self.events: list[tuple[str, float, str, str]] = []
         self.delta: dict[str, int] = {}
+        self.notify = False
 
     def event(self, message_id: str, at: float, state: str, detail: str) -> None:
         self.events.append((message_id, at, state, detail))
@@ -257,6 +262,8 @@ class _Tx:
             await self.conn.execute(_INSERT_EVENTS, *map(list, zip(*self.events)))
         if self.delta:
             await self.conn.execute(_ADD_USAGE, list(self.delta), list(self.delta.values()))
+        if self.notify:
+            await self.conn.execute(f"NOTIFY {DUE_CHANNEL}")
 
 
 class PostgresStore(CallsByName):
@@ -276,6 +283,7 @@ class PostgresStore(CallsByName):
         self._task: asyncio.Task[None] | None = None
         self._answer: Callable[[list[Result]], None] | None = None
         self._reads: set[asyncio.Future[Any]] = set()
+        self._listener: asyncio.Task[None] | None = None
         self._closing = False
         self._down_until = 0.0
         self._down_s = 0.0
@@ -340,6 +348,36 @@ class PostgresStore(CallsByName):
     def observe_commits(self, callback: Callable[[int, float], None]) -> None:
         self.on_commit = callback
 
+    def watch_due(self, callback: Callable[[], None]) -> None:
+        """`callback()` whenever another transaction left messages to be claimed (LISTEN on a
+        connection of its own, made again whenever it is lost; claims poll besides, so a
+        notification lost meanwhile only delays)."""
+        if self._listener is None:
+            self._listener = asyncio.get_running_loop().create_task(self._listen(callback))
+
+    async def _listen(self, callback: Callable[[], None]) -> None:
+        delay = _DOWN_MIN_S
+        while True:
+            lost = asyncio.Event()
+            try:
+                conn = await asyncpg.connect(self.url, password=self.password, timeout=10)
+            except (OSError, asyncio.TimeoutError, asyncpg.PostgresError,
+                    asyncpg.InterfaceError):
+                await asyncio.sleep(delay)
+                delay = min(_DOWN_MAX_S * 5, delay * 2)
+                continue
+            delay = _DOWN_MIN_S
+            try:
+                conn.add_termination_listener(lambda _conn: lost.set())
+                await conn.add_listener(DUE_CHANNEL, lambda *_args: callback())
+                callback()  # what was notified while no one listened
+                await lost.wait()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                pass
+            finally:
+                if not conn.is_closed():
+                    await conn.close()
+
     def stats(self) -> dict[str, int]:
         """Writer counters: commits, operations, failures, the largest batch."""
         return dict(self.counters)
@@ -353,6 +391,10 @@ class PostgresStore(CallsByName):
             return
         if self._reads:  # reads already handed over still answer
             await asyncio.wait(set(self._reads))
+        if self._listener is not None:
+            self._listener.cancel()
+            await asyncio.gather(self._listener, return_exceptions=True)
+            self._listener = None
         self._closing = True
         self._queue.append(None)
         assert self._wake is not None and self._task is not None
@@ -597,6 +639,8 @@ async def _accept_run(store: PostgresStore, tx: _Tx,
         await conn.execute(_INSERT_MESSAGES, *map(list, zip(*inserts)))
         await conn.execute(_INSERT_PARTS, *map(list, zip(*parts)))
         await conn.execute(_SET_ROUTES, *map(list, zip(*routes)))
+        if any(row[-1] is None for row in inserts):
+            tx.notify = True  # some wait to be claimed: wake the instances
     now = max(now for _, now, _ in calls)
     if store._dup_window > 0 and now - store._digests_pruned_at >= _DIGEST_PRUNE_S:
         store._digests_pruned_at = now
@@ -677,6 +721,7 @@ async def _release(store: PostgresStore, tx: _Tx, owner: str, at: float) -> int:
         f"AND state IN ({_PENDING_SQL}) RETURNING 1", owner)
     await tx.conn.execute("UPDATE messages SET lease_owner = NULL WHERE lease_owner = $1", owner)
     await tx.conn.execute("UPDATE instances SET heartbeat_at = 0 WHERE id = $1", owner)
+    tx.notify = tx.notify or bool(let_go)
     return len(let_go)
 
 
@@ -695,6 +740,7 @@ async def _submitted(store: PostgresStore, tx: _Tx, message_id: str, seq: int, s
     total, part_state = int(row[0]), PartState(row[1])
     keys = list(dict.fromkeys(id_keys))
     if keys:
+        await _lock_keys(conn, smsc, keys)
         await conn.execute(_INSERT_KEYS, [smsc] * len(keys), keys, [message_id] * len(keys),
                            [seq] * len(keys))
     part_detail, detail, all_submitted = submit_details(seq, total, smsc, smsc_id)
@@ -723,6 +769,15 @@ async def _submitted(store: PostgresStore, tx: _Tx, message_id: str, seq: int, s
     return outcome
 
 
+async def _lock_keys(conn: Any, smsc: str, keys: Sequence[str]) -> None:
+    """A submit and a receipt that share an SMSC id key, on two instances at once, must not
+    miss each other (the receipt stored as an orphan after the submit looked for orphans,
+    the submit's keys stored after the receipt looked for them): the key's advisory lock
+    makes one wait for the other's commit."""
+    await conn.execute("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k "
+                       "ORDER BY k", sorted({lock_key("smsc-key", smsc, key) for key in keys}))
+
+
 async def _receipt(store: PostgresStore, tx: _Tx, smsc: str, id_keys: tuple[str, ...],
                    part_state: PartState | None, stat: str | None, err: str | None,
                    at: float) -> ReceiptOutcome:
@@ -730,6 +785,7 @@ async def _receipt(store: PostgresStore, tx: _Tx, smsc: str, id_keys: tuple[str,
     keys = list(dict.fromkeys(id_keys))
     if not keys:
         return ReceiptOutcome(False, None, None)
+    await _lock_keys(conn, smsc, keys)
     best = best_match(keys, by_key(await conn.fetch(_RECEIPT_MATCHES, smsc, keys)))
     if best is None:
         receipt = uuid.uuid4().hex
@@ -792,8 +848,9 @@ async def _attempted(tx: _Tx, table: str, events: dict[str, str], row_id: int,
     if event is None:
         raise ValueError(f"unknown attempt outcome {outcome!r}")
     if outcome == "retry":
-        await tx.conn.execute(f"UPDATE {table} SET attempts = $1, next_at = $2, last_error = $3 "
-                              "WHERE id = $4", attempts, next_at, detail, row_id)
+        await tx.conn.execute(f"UPDATE {table} SET attempts = $1, next_at = $2, last_error = $3, "
+                              "claimed_by = NULL, claimed_until = NULL WHERE id = $4",
+                              attempts, next_at, detail, row_id)
     else:
         await tx.conn.execute(f"DELETE FROM {table} WHERE id = $1", row_id)
     tx.event(message_id, at, event, detail)
@@ -920,15 +977,6 @@ async def _reaggregate(tx: _Tx, message_id: str, at: float, detail: str,
     return target
 
 
-#: The Store's write calls as writer operations, by interface method name (as WRITES in
-#: bridge.store.sqlite: the store process's pipe sends these names).
-WRITES: dict[str, Callable[..., Any]] = {
-    "flush": _noop, "accept": _accept, "record_submitted": _submitted, "record_state": _state,
-    "record_event": _event, "record_receipt": _receipt, "record_inbound": _inbound,
-    "record_callback": _callback, "record_mailback": _mailback, "purge": _purge,
-    "queue_delay_dsns": _queue_delay_dsns, "heartbeat": _heartbeat, "claim": _claim,
-    "release": _release, "retire": _retire,
-}
 
 
 # ---------------------------------------------------------------------------------- reads
@@ -1040,35 +1088,84 @@ async def _last_message_to(conn: Any, recipient: str, since: float) -> MessageVi
     return views[0] if views else None
 
 
+_CALLBACKS = """
+SELECT c.id, c.message_id, c.url, c.state, c.at, c.attempts, m.recipient, m.meta_json, m.parts,
+    (SELECT count(*) FROM parts p WHERE p.message_id = c.message_id AND p.state = 'delivered'),
+    m.error, m.error_detail, m.account
+FROM callbacks c JOIN messages m ON m.id = c.message_id
+"""
+_MAILBACKS = """
+SELECT b.id, b.kind, b.message_id, b.state, b.at, b.attempts, m.recipient, m.meta_json,
+    m.created_at, m.parts,
+    (SELECT count(*) FROM parts p WHERE p.message_id = b.message_id AND p.state = 'delivered'),
+    m.error, m.error_detail, b.inbound_id, i.source, i.text, m.state
+FROM mailbacks b JOIN messages m ON m.id = b.message_id LEFT JOIN inbound i ON i.id = b.inbound_id
+"""
+_DUE = "WHERE {t}.next_at <= $1 AND ({t}.claimed_until IS NULL OR {t}.claimed_until <= $1)"
+#: Take due rows of a queue ({table}) for an owner, each once across the instances.
+_HOLD = """
+UPDATE {table} SET claimed_by = $2, claimed_until = $3 WHERE id IN (
+    SELECT id FROM {table} WHERE next_at <= $1 AND (claimed_until IS NULL OR claimed_until <= $1)
+    ORDER BY next_at, id LIMIT $4 FOR UPDATE SKIP LOCKED)
+RETURNING id
+"""
+
+
+def _due_callback(r: Any) -> DueCallback:
+    return DueCallback(id=int(r[0]), message_id=r[1], account=r[12], url=r[2], state=r[3],
+                       at=float(r[4]), attempts=int(r[5]), recipient=r[6], meta_json=r[7],
+                       parts=int(r[8]), parts_delivered=int(r[9]), error=r[10],
+                       error_detail=r[11])
+
+
+def _due_mailback(r: Any) -> DueMailback:
+    return DueMailback(id=int(r[0]), kind=r[1], message_id=r[2], state=r[3], at=float(r[4]),
+                       attempts=int(r[5]), recipient=r[6], meta_json=r[7],
+                       created_at=float(r[8]), parts=int(r[9]), parts_delivered=int(r[10]),
+                       error=r[11], error_detail=r[12], inbound_id=r[13], inbound_source=r[14],
+                       inbound_text=r[15], message_state=r[16])
+
+
 async def _callbacks_due(conn: Any, now: float, limit: int) -> list[DueCallback]:
-    rows = await conn.fetch(
-        "SELECT c.id, c.message_id, c.url, c.state, c.at, c.attempts, m.recipient, m.meta_json, "
-        "m.parts, (SELECT count(*) FROM parts p WHERE p.message_id = c.message_id "
-        "AND p.state = 'delivered'), m.error, m.error_detail, m.account "
-        "FROM callbacks c JOIN messages m ON m.id = c.message_id "
-        "WHERE c.next_at <= $1 ORDER BY c.next_at, c.id LIMIT $2", now, max(0, limit))
-    return [DueCallback(id=int(r[0]), message_id=r[1], account=r[12], url=r[2], state=r[3],
-                        at=float(r[4]), attempts=int(r[5]), recipient=r[6], meta_json=r[7],
-                        parts=int(r[8]), parts_delivered=int(r[9]), error=r[10],
-                        error_detail=r[11])
-            for r in rows]
+    return [_due_callback(r) for r in await conn.fetch(
+        _CALLBACKS + _DUE.format(t="c") + " ORDER BY c.next_at, c.id LIMIT $2", now,
+        max(0, limit))]
 
 
 async def _mailbacks_due(conn: Any, now: float, limit: int) -> list[DueMailback]:
-    rows = await conn.fetch(
-        "SELECT b.id, b.kind, b.message_id, b.state, b.at, b.attempts, m.recipient, m.meta_json, "
-        "m.created_at, m.parts, (SELECT count(*) FROM parts p WHERE p.message_id = b.message_id "
-        "AND p.state = 'delivered'), m.error, m.error_detail, b.inbound_id, i.source, i.text, "
-        "m.state FROM mailbacks b JOIN messages m ON m.id = b.message_id "
-        "LEFT JOIN inbound i ON i.id = b.inbound_id "
-        "WHERE b.next_at <= $1 ORDER BY b.next_at, b.id LIMIT $2", now, max(0, limit))
-    return [DueMailback(id=int(r[0]), kind=r[1], message_id=r[2], state=r[3], at=float(r[4]),
-                        attempts=int(r[5]), recipient=r[6], meta_json=r[7],
-                        created_at=float(r[8]), parts=int(r[9]), parts_delivered=int(r[10]),
-                        error=r[11], error_detail=r[12], inbound_id=r[13], inbound_source=r[14],
-                        inbound_text=r[15], message_state=r[16])
-            for r in rows]
+    return [_due_mailback(r) for r in await conn.fetch(
+        _MAILBACKS + _DUE.format(t="b") + " ORDER BY b.next_at, b.id LIMIT $2", now,
+        max(0, limit))]
 
+
+async def _claim_callbacks(store: PostgresStore, tx: _Tx, owner: str, now: float,
+                           hold_until: float, limit: int) -> list[DueCallback]:
+    ids = [r[0] for r in await tx.conn.fetch(_HOLD.format(table="callbacks"), now, owner,
+                                              hold_until, max(0, limit))]
+    return [_due_callback(r) for r in await tx.conn.fetch(
+        _CALLBACKS + "WHERE c.id = ANY($1::bigint[]) ORDER BY c.next_at, c.id", ids)] \
+        if ids else []
+
+
+async def _claim_mailbacks(store: PostgresStore, tx: _Tx, owner: str, now: float,
+                           hold_until: float, limit: int) -> list[DueMailback]:
+    ids = [r[0] for r in await tx.conn.fetch(_HOLD.format(table="mailbacks"), now, owner,
+                                              hold_until, max(0, limit))]
+    return [_due_mailback(r) for r in await tx.conn.fetch(
+        _MAILBACKS + "WHERE b.id = ANY($1::bigint[]) ORDER BY b.next_at, b.id", ids)] \
+        if ids else []
+
+
+#: The Store's write calls as writer operations, by interface method name (as WRITES in
+#: bridge.store.sqlite: the store process's pipe sends these names).
+WRITES: dict[str, Callable[..., Any]] = {
+    "flush": _noop, "accept": _accept, "record_submitted": _submitted, "record_state": _state,
+    "record_event": _event, "record_receipt": _receipt, "record_inbound": _inbound,
+    "record_callback": _callback, "record_mailback": _mailback, "purge": _purge,
+    "queue_delay_dsns": _queue_delay_dsns, "heartbeat": _heartbeat, "claim": _claim,
+    "release": _release, "retire": _retire, "claim_callbacks": _claim_callbacks,
+    "claim_mailbacks": _claim_mailbacks,
+}
 
 #: The Store's read calls by interface method name; positional arguments after the connection.
 READS: dict[str, Callable[..., Any]] = {

@@ -142,6 +142,14 @@ class CallsByName(Store):
         return self._write("record_callback",
                            (callback_id, message_id, outcome, attempts, next_at, at, detail))
 
+    def claim_callbacks(self, owner: str, *, now: float, hold_until: float,
+                        limit: int) -> Awaitable[list[DueCallback]]:
+        return self._write("claim_callbacks", (owner, now, hold_until, limit))
+
+    def claim_mailbacks(self, owner: str, *, now: float, hold_until: float,
+                        limit: int) -> Awaitable[list[DueMailback]]:
+        return self._write("claim_mailbacks", (owner, now, hold_until, limit))
+
     async def callbacks_due(self, *, now: float, limit: int) -> list[DueCallback]:
         result: list[DueCallback] = await self._read("callbacks_due", (now, limit))
         return result

@@ -223,6 +223,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         "WHERE state IN ('queued', 'scheduled', 'submitted')",
         "CREATE INDEX messages_held ON messages (lease_owner) WHERE lease_owner IS NOT NULL",
     )),
+    Migration(9, "callbacks and mails held by the instance attempting them", (
+        "ALTER TABLE callbacks ADD COLUMN claimed_by TEXT",
+        "ALTER TABLE callbacks ADD COLUMN claimed_until REAL",
+        "ALTER TABLE mailbacks ADD COLUMN claimed_by TEXT",
+        "ALTER TABLE mailbacks ADD COLUMN claimed_until REAL",
+    )),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

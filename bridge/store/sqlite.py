@@ -766,6 +766,20 @@ class _Writer:
         tx.flush()
         tx.event(message_id, at, name, detail)
 
+    def claim_callbacks(self, tx: _Tx, owner: str, now: float, hold_until: float,
+                        limit: int) -> list[DueCallback]:
+        tx.flush()
+        due = _callbacks_due(tx.conn, now, limit)
+        _hold(tx.conn, "callbacks", [c.id for c in due], owner, hold_until)
+        return due
+
+    def claim_mailbacks(self, tx: _Tx, owner: str, now: float, hold_until: float,
+                        limit: int) -> list[DueMailback]:
+        tx.flush()
+        due = _mailbacks_due(tx.conn, now, limit)
+        _hold(tx.conn, "mailbacks", [b.id for b in due], owner, hold_until)
+        return due
+
     def callback(self, tx: _Tx, callback_id: int, message_id: str, outcome: str, attempts: int,
                  next_at: float, at: float, detail: str) -> None:
         _attempted(tx, "callbacks", CALLBACK_EVENTS, callback_id, message_id, outcome,
@@ -894,6 +908,13 @@ class _Writer:
         return target
 
 
+def _hold(conn: sqlite3.Connection, table: str, ids: list[int], owner: str,
+          until: float) -> None:
+    for chunk in _chunks(ids):
+        conn.execute(f"UPDATE {table} SET claimed_by = ?, claimed_until = ? "
+                     f"WHERE id IN ({_in(len(chunk))})", (owner, until, *chunk))
+
+
 def _attempted(tx: _Tx, table: str, events: dict[str, str], row_id: int, message_id: str,
                outcome: str, attempts: int, next_at: float, at: float, detail: str) -> None:
     """After an attempt at a queued callback or mail: "retry" keeps the row until `next_at`,
@@ -902,8 +923,9 @@ def _attempted(tx: _Tx, table: str, events: dict[str, str], row_id: int, message
     if event is None:
         raise ValueError(f"unknown attempt outcome {outcome!r}")
     if outcome == "retry":
-        tx.conn.execute(f"UPDATE {table} SET attempts = ?, next_at = ?, last_error = ? "
-                        "WHERE id = ?", (attempts, next_at, detail, row_id))
+        tx.conn.execute(f"UPDATE {table} SET attempts = ?, next_at = ?, last_error = ?, "
+                        "claimed_by = NULL, claimed_until = NULL WHERE id = ?",
+                        (attempts, next_at, detail, row_id))
     else:
         tx.conn.execute(f"DELETE FROM {table} WHERE id = ?", (row_id,))
     tx.event(message_id, at, event, detail)
@@ -1035,7 +1057,8 @@ WRITES: dict[str, Callable[..., Any]] = {
     "record_callback": _Writer.callback, "record_mailback": _Writer.mailback,
     "purge": _Writer.purge, "queue_delay_dsns": _Writer.queue_delay_dsns,
     "heartbeat": _Writer.heartbeat, "claim": _Writer.claim, "release": _Writer.release,
-    "retire": _Writer.retire,
+    "retire": _Writer.retire, "claim_callbacks": _Writer.claim_callbacks,
+    "claim_mailbacks": _Writer.claim_mailbacks,
 }
 
 
@@ -1376,7 +1399,8 @@ def _callbacks_due(conn: sqlite3.Connection, now: float, limit: int) -> list[Due
         "m.parts, (SELECT count(*) FROM parts p WHERE p.message_id = c.message_id "
         "AND p.state = 'delivered'), m.error, m.error_detail, m.account "
         "FROM callbacks c JOIN messages m ON m.id = c.message_id "
-        "WHERE c.next_at <= ? ORDER BY c.next_at, c.id LIMIT ?", (now, max(0, limit)))
+        "WHERE c.next_at <= ? AND (c.claimed_until IS NULL OR c.claimed_until <= ?) "
+        "ORDER BY c.next_at, c.id LIMIT ?", (now, now, max(0, limit)))
     return [DueCallback(id=int(r[0]), message_id=r[1], account=r[12], url=r[2], state=r[3],
                         at=float(r[4]), attempts=int(r[5]), recipient=r[6], meta_json=r[7],
                         parts=int(r[8]), parts_delivered=int(r[9]), error=r[10],
@@ -1391,7 +1415,8 @@ def _mailbacks_due(conn: sqlite3.Connection, now: float, limit: int) -> list[Due
         "AND p.state = 'delivered'), m.error, m.error_detail, b.inbound_id, i.source, i.text, "
         "m.state FROM mailbacks b JOIN messages m ON m.id = b.message_id "
         "LEFT JOIN inbound i ON i.id = b.inbound_id "
-        "WHERE b.next_at <= ? ORDER BY b.next_at, b.id LIMIT ?", (now, max(0, limit)))
+        "WHERE b.next_at <= ? AND (b.claimed_until IS NULL OR b.claimed_until <= ?) "
+        "ORDER BY b.next_at, b.id LIMIT ?", (now, now, max(0, limit)))
     return [DueMailback(id=int(r[0]), kind=r[1], message_id=r[2], state=r[3], at=float(r[4]),
                         attempts=int(r[5]), recipient=r[6], meta_json=r[7],
                         created_at=float(r[8]), parts=int(r[9]), parts_delivered=int(r[10]),

@@ -1,4 +1,4 @@
-"""Delivery callbacks in the SQLite store: queued by the transaction that makes a message final,
+"""Delivery callbacks in the store (both): queued by the transaction that makes a message final,
 by every path that does, and only then; each attempt recorded in the timeline."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from bridge.store import NewMessage, SqliteStore
 from bridge.runtime import StoreProcess
 from bridge.store.schema import migrate
 from bridge.store.base import Store
-from tests.store.conftest import query
+from tests.store.conftest import another, query
 from tests.store.test_contract import T0, msg, receipt, submit
 
 M = MessageState
@@ -160,3 +160,30 @@ def test_migration_from_version_2_keeps_messages_and_adds_the_trigger(tmp_path: 
     assert conn.execute("SELECT message_id, state, at, next_at FROM callbacks").fetchall() == [
         ("old", "delivered", 5.0, 5.0)]
     conn.close()
+
+
+async def test_a_due_callback_is_taken_by_one_instance_at_a_time(store: Store) -> None:
+    """Two instances looking at once take disjoint callbacks; a taken one is nobody else's
+    until its hold ends (its taker died) or its attempt is recorded."""
+    await store.accept([with_callback(f"k{i}", recipient=f"+4477009001{i:02d}")
+                        for i in range(20)], now=T0)
+    for i in range(20):
+        await store.record_state(f"k{i}", M.FAILED, at=T0 + 1, error="INVALID_DESTINATION")
+    other = another(store)
+    await other.open()
+    try:
+        a, b = await asyncio.gather(*[
+            s.claim_callbacks(owner, now=T0 + 10, hold_until=T0 + 70, limit=15)
+            for s, owner in ((store, "A"), (other, "B"))])
+        taken_a, taken_b = {c.id for c in a}, {c.id for c in b}
+        assert not taken_a & taken_b and len(taken_a | taken_b) == 20
+        assert await store.callbacks_due(now=T0 + 60, limit=50) == []  # all held
+        first = a[0]
+        await store.record_callback(first.id, first.message_id, outcome="retry", attempts=1,
+                                    next_at=T0 + 20, at=T0 + 11, detail="HTTP 503")
+        # a retry is due again at its time, for anyone; the others once their hold ends
+        assert [c.id for c in await store.callbacks_due(now=T0 + 30, limit=50)] == [first.id]
+        assert len(await store.claim_callbacks("C", now=T0 + 71, hold_until=T0 + 200,
+                                               limit=50)) == 20
+    finally:
+        await other.close()

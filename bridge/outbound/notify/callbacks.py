@@ -47,6 +47,9 @@ CONCURRENCY = 8
 DRAIN_S = 5.0
 #: The longest wait between two looks for due callbacks (shorter when retry_base_s is).
 POLL_S = 1.0
+#: How long a taken callback stays this instance's beyond its timeout (then, if this instance
+#: died meanwhile, another takes it).
+HOLD_S = 60.0
 _JSON = {"Content-Type": "application/json; charset=utf-8"}
 
 
@@ -61,11 +64,13 @@ def _why(exc: BaseException) -> str:
 
 class CallbackSender:
     def __init__(self, config: SoapConfig, store: Store, metrics: OutboundMetrics, *,
-                 secrets: Mapping[str, str] | None = None,
+                 owner: str, secrets: Mapping[str, str] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
-        """`secrets`: account name → callback_secret, for the accounts whose callbacks are
-        signed."""
+        """`owner`: the instance that takes due callbacks (each is attempted by one instance:
+        Store.claim_callbacks). `secrets`: account name → callback_secret, for the accounts
+        whose callbacks are signed."""
         self.store = store
+        self.owner = owner
         self.secrets = dict(secrets or {})
         self.metrics = metrics
         self.clock = clock
@@ -76,8 +81,15 @@ class CallbackSender:
         self._work = DueWork[DueCallback](
             "callbacks", concurrency=CONCURRENCY,
             poll_s=min(POLL_S, config.callback_retry_base_s),
-            due=lambda limit: self.store.callbacks_due(now=self.clock(), limit=limit),
+            due=self._due,
             work=self._attempt, ids=lambda callback: (callback.id,))
+
+    async def _due(self, limit: int) -> list[DueCallback]:
+        """Due callbacks, held by this instance while attempted (longer than any attempt)."""
+        now = self.clock()
+        return await self.store.claim_callbacks(self.owner, now=now,
+                                                hold_until=now + HOLD_S + self.timeout_s,
+                                                limit=limit)
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(

@@ -53,6 +53,8 @@ DRAIN_S = 5.0
 POLL_S = 1.0
 #: Rows read per look: enough for one mail's recipients to share their DSN.
 FETCH = 200
+#: How long taken mails stay this instance's beyond the smarthost's timeout.
+HOLD_S = 120.0
 #: The longest wait between two looks for messages that owe a delay notice.
 DELAY_SCAN_S = 5.0
 #: Messages one look reads, and looks at most per poll: enough to keep up with every mail
@@ -71,9 +73,13 @@ class Envelope:
 
 class MailBack:
     def __init__(self, config: SmtpConfig, store: Store, metrics: OutboundMetrics, *,
-                 clock: Callable[[], float] = time.time) -> None:
+                 owner: str, clock: Callable[[], float] = time.time) -> None:
+        """`owner`: the instance that takes due mails (each is mailed by one instance:
+        Store.claim_mailbacks)."""
         self.config = config
         self.store = store
+        self.owner = owner
+        self._backlog: list[Batch] = []  # taken, not yet begun
         self.metrics = metrics
         self.clock = clock
         self.schedule = RetrySchedule(config.mail_max_attempts, config.mail_retry_base_s,
@@ -91,9 +97,17 @@ class MailBack:
         await self._work.stop(timeout)
 
     async def _due(self, limit: int) -> list[Batch]:
+        """Mails to begin: first those taken before, then newly taken ones (enough rows at once
+        for one mail's recipients to share their DSN), held while attempted."""
         await self._find_delays()
-        rows = await self.store.mailbacks_due(now=self.clock(), limit=FETCH)
-        return batches(rows)[:limit]
+        if not self._backlog:
+            now = self.clock()
+            rows = await self.store.claim_mailbacks(
+                self.owner, now=now, hold_until=now + HOLD_S + self.config.smarthost_timeout_s,
+                limit=FETCH)
+            self._backlog = batches(rows)
+        taken, self._backlog = self._backlog[:limit], self._backlog[limit:]
+        return taken
 
     async def _find_delays(self) -> None:
         """Queue the delay notices that have come due (NOTIFY=DELAY, [smtp]
