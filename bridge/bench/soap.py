@@ -106,7 +106,7 @@ async def _serve(directory: Path, smsc_port: int) -> None:
     try:
         assert bridge.service is not None
         await bridge.wait_bound(10.0)
-        side = create_soap_app(bridge.service, config, bridge.metrics, health=bridge.health,
+        side = create_soap_app(bridge.service, config, bridge.metrics,
                                services=(SmsBridgeService, PingService))
         stock = AIOSpyne(build_application(SoapVersion.V11, (SyncPingService,), preparsed=False),
                          threads=None)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import ssl
 import time
 from dataclasses import replace
 from typing import Any
@@ -22,6 +21,8 @@ from bridge.intake.service import Service
 from bridge.simulator import SmscSimulator
 from bridge.outbound.smpp.pool import Routes
 from bridge.ingress.smtp.server import start_smtp
+from bridge.ingress.ops import add_ops_routes
+from bridge.ingress.tls import server_context
 from bridge.ingress.soap.app import create_soap_app
 from bridge.runtime import StoreProcess, open_store
 
@@ -60,14 +61,12 @@ class Bridge:
         self.service = Service(config, store, routable=Routes(smscs).routable, concat=concat)
         self._smtp_server = await start_smtp(self.service, config, self.metrics)
         self.smtp_port = self._smtp_server.sockets[0].getsockname()[1]
-        app = create_soap_app(self.service, config, self.metrics, health=self.health,
-                              more_metrics=store.outbound_metrics)
+        app = create_soap_app(self.service, config, self.metrics)
+        add_ops_routes(app, self.metrics, self.health, store.outbound_metrics)
         self._soap_runner = web.AppRunner(app, access_log=None)
         await self._soap_runner.setup()
-        soap_ssl = None
-        if config.soap.tls_cert and config.soap.tls_key:
-            soap_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            soap_ssl.load_cert_chain(config.soap.tls_cert, config.soap.tls_key)
+        soap_ssl = server_context(config.base_dir, config.soap.tls_cert, config.soap.tls_key,
+                                  section="soap")
         site = web.TCPSite(self._soap_runner, config.soap.listen_host, config.soap.listen_port,
                            ssl_context=soap_ssl, reuse_address=True)
         await site.start()

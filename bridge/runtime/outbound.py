@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from bridge.outbound.notify.callbacks import DRAIN_S as CALLBACK_DRAIN_S
 from bridge.outbound.notify.callbacks import CallbackSender
 from bridge.config import Config, SmscConfig
 from bridge.outbound.dispatcher import Dispatcher
+from bridge.ingress.tls import client_context
 from bridge.outbound.notify.mailback import DRAIN_S as MAIL_DRAIN_S
 from bridge.outbound.notify.mailback import MailBack
 from bridge.metrics import OutboundMetrics
@@ -53,14 +56,27 @@ def accepted_messages(rows: Sequence[AcceptRow],
     return [outbound_message(r) for r, o in zip(rows, outcomes) if o.status == "accepted"]
 
 
+def smpp_tls(base_dir: Path, smsc: SmscConfig, index: int) -> ssl.SSLContext | None:
+    """The client context of `[[smsc]]` number `index`, by the listeners' rule for files
+    (bridge.ingress.tls): `tls_ca` relative to the config's base_dir."""
+    if not smsc.tls:
+        return None
+    return client_context(base_dir, smsc.tls_ca, verify_hostname=smsc.tls_verify_hostname,
+                          key=f"smsc[{index}].tls_ca")
+
+
 class Outbound:
     """Binds plus dispatcher over one store, with their own metrics registry."""
 
     def __init__(self, setup: OutboundSetup, store: Store) -> None:
         self.metrics = OutboundMetrics()
         self.dispatcher = Dispatcher(setup.config, store, metrics=self.metrics)
+        base_dir = setup.config.base_dir
+        index = {smsc.name: i for i, smsc in enumerate(setup.smscs)}
         self.pool = SmscPool(setup.smscs, on_receipt=self.dispatcher.on_receipt,
-                             on_mo=self.dispatcher.on_mo)
+                             on_mo=self.dispatcher.on_mo,
+                             ssl_context_factory=lambda smsc: smpp_tls(base_dir, smsc,
+                                                                       index[smsc.name]))
         self.dispatcher.attach(self.pool)
         self.callbacks = CallbackSender(setup.config.soap, store, self.metrics,
                                         secrets={a.name: a.callback_secret

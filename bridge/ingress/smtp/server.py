@@ -21,7 +21,6 @@ import re
 import ssl
 from base64 import b64decode
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Session, syntax
@@ -34,6 +33,7 @@ from bridge.metrics import Metrics
 from bridge.intake.service import Recipient, RecipientResult, Service, SubmitRequest, report_results
 from bridge.ingress.smtp import replies
 from bridge.ingress.smtp.text import parse_mail
+from bridge.ingress.tls import server_context
 
 log = logging.getLogger("bridge.smtp")
 
@@ -709,27 +709,13 @@ class BridgeLMTP(BridgeSMTP):
 # ---------------------------------------------------------------- listener
 
 
-def _tls_context(config: Config) -> ssl.SSLContext | None:
-    smtp = config.smtp
-    if not smtp.tls_cert or not smtp.tls_key:
-        return None
-
-    def resolve(path: str) -> Path:
-        p = Path(path)
-        return p if p.is_absolute() else config.base_dir / p
-
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(resolve(smtp.tls_cert), resolve(smtp.tls_key))
-    return context
-
-
 async def start_smtp(service: Service, config: Config, metrics: Metrics) -> asyncio.Server:
     """Listen on [smtp] listen on the running loop; returns the asyncio server."""
     smtp = config.smtp
     # aiosmtpd logs every command line at INFO ("AUTH PLAIN <credentials>" included).
     logging.getLogger("mail.log").setLevel(logging.WARNING)
     loop = asyncio.get_running_loop()
-    tls = _tls_context(config)
+    tls = server_context(config.base_dir, smtp.tls_cert, smtp.tls_key, section="smtp")
     auth_require_tls = not (smtp.auth_without_tls_on_loopback and is_loopback(smtp.listen_host))
     listener = _Listener(service, config, metrics, frozenset(smtp.domains),
                          parse_notify(smtp.notify_default)
