@@ -34,7 +34,6 @@ both HTTP-level clients and SOAP toolkits (which read the fault) see the reason.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
 import time
@@ -53,7 +52,6 @@ from bridge.ingress.soap.security import (
     REALM,
     AuthError,
     NonceCache,
-    VerifiedCache,
     XmlRejected,
     check_freshness,
     digest_matches,
@@ -94,7 +92,6 @@ class SoapEndpoint:
         self.wss_skew_s = wss_skew_s
         self.services = tuple(services)
         self.nonces = NonceCache(ttl_s=wss_window_s + wss_skew_s)
-        self.verified = VerifiedCache()
         self.parser = make_parser()
         # aiohttp-spyne's server base per SOAP version: Spyne on the loop, no thread pool.
         self.transports: dict[SoapVersion, Any] = {
@@ -212,7 +209,7 @@ class SoapEndpoint:
         now = self.clock()
         check_freshness(token, now=now, window_s=self.wss_window_s, skew_s=self.wss_skew_s)
         if token.digest:
-            found = self.service.account(token.username)
+            found = self.service.credentials.account(token.username)
             secret = found.password if found is not None else None
             # Compare even for unknown accounts so names cannot be probed by timing.
             ok = digest_matches(token, secret if secret is not None else "\0")
@@ -226,23 +223,10 @@ class SoapEndpoint:
         return account
 
     async def _check_password(self, username: str, password: str) -> AccountConfig:
-        account = self.service.account(username)
-        hashed = account is not None and account.password is None
-        now = self.clock()
-        if hashed and self.verified.hit(username, password, now=now):
-            assert account is not None
-            return account
-        if hashed:  # pbkdf2: keep it off the loop
-            loop = asyncio.get_running_loop()
-            result = await loop.run_in_executor(None, self.service.authenticate, username,
-                                                password)
-        else:
-            result = self.service.authenticate(username, password)
-        if result is None:
+        account = await self.service.credentials.password(username, password)
+        if account is None:
             raise AuthError("bad password")
-        if hashed:
-            self.verified.remember(username, password, now=now)
-        return result
+        return account
 
     # ------------------------------------------------------------------ GET
 

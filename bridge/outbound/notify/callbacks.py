@@ -34,7 +34,7 @@ from bridge.core.callbacks import (
     redact_url,
     verdict,
 )
-from bridge.core.model import meta_strings
+from bridge.core.meta import MetaKey, read_meta
 from bridge.outbound.notify.duework import DueWork
 from bridge.metrics import OutboundMetrics
 from bridge.store.base import DueCallback, Store
@@ -99,7 +99,7 @@ class CallbackSender:
         body = callback_document(CallbackFacts(
             message_id=callback.message_id, state=callback.state, at=callback.at,
             recipient=callback.recipient,
-            reference=meta_strings(callback.meta_json).get("reference"),
+            reference=read_meta(callback.meta_json).get(MetaKey.REFERENCE),
             parts=callback.parts, parts_delivered=callback.parts_delivered,
             error=callback.error, error_detail=callback.error_detail, attempt=attempt))
         headers = _JSON
