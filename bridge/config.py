@@ -237,6 +237,16 @@ class Config:
                 return acct
         return None
 
+    def mo_owner(self, number: str) -> AccountConfig | None:
+        """The account with an `mo_url` one of whose numeric senders is `number` (with or
+        without its "+"): inbound SMS to it are pushed there."""
+        digits = number.lstrip("+")
+        for acct in self.accounts:
+            if acct.mo_url and any(s.lstrip("+") == digits for s in acct.senders
+                                   if s.lstrip("+").isdigit()):
+                return acct
+        return None
+
 
 class ConfigError(Exception):
     """All problems found in one config, each prefixed with its key path."""

@@ -96,11 +96,14 @@ class RetrySchedule:
     max_s: float
 
 
-def verdict(status: int | None, attempts: int, schedule: RetrySchedule) -> Verdict:
+def verdict(status: int | None, attempts: int, schedule: RetrySchedule, *,
+            acknowledged: bool = True) -> Verdict:
     """After attempt number `attempts` (from 1) got HTTP `status` (None: no answer at all).
-    Any 2xx is delivered. Anything else, redirects included (never followed: the URL the
-    client gave is the only one we post to), is retried while attempts remain."""
-    if status is not None and 200 <= status < 300:
+    Any 2xx is delivered, unless the receiver had to answer with a set body and did not
+    (`acknowledged`: Jasmin's "ACK/Jasmin"). Anything else, redirects included (never
+    followed: the URL the client gave is the only one we post to), is retried while
+    attempts remain."""
+    if status is not None and 200 <= status < 300 and acknowledged:
         return Verdict.DELIVERED
     return Verdict.RETRY if attempts < schedule.max_attempts else Verdict.GAVE_UP
 

@@ -73,6 +73,13 @@ class SubmitRequest:
     callback_url: str | None = None
     meta: Meta = ()  # request-level ingress details
     truncate: bool = False  # too long: cut and mark the text instead of refusing it
+    #: The HTTP dialects' own coding and class fields (a legacy type_code excludes them).
+    encoding: Encoding | None = None
+    message_class: int | None = None
+    url: str | None = None  # what a WAP Push (type 4) opens
+    #: Which report events the callback_url hears of (bridge.core.reports.ReportEvent);
+    #: None: the final states, as SOAP callbacks.
+    report_mask: int | None = None
 
 
 @dataclass(frozen=True)
@@ -140,6 +147,15 @@ def _tlvs_json(plan: SegmentPlan, seq: int) -> str:
         return "[]"  # the usual case (UDH concatenation, no flash subunit)
     return json.dumps([[name, {"hex": value.hex()} if isinstance(value, bytes) else value]
                        for name, value in tlvs])
+
+
+def _content(req: SubmitRequest) -> str:
+    """What makes two requests the same message for the duplicate window: the text, and
+    whatever else changes what the handset gets (a WAP Push's link, a coding or class)."""
+    extra = (req.url, req.encoding.value if req.encoding else None, req.message_class)
+    if extra == (None, None, None):
+        return req.text
+    return "\x1f".join((req.text, *(str(x) for x in extra)))
 
 
 @dataclass
@@ -261,7 +277,9 @@ class Service:
         def planned(candidate: str) -> SegmentPlan:
             return plan_message(candidate, type_code=req.type_code, flash=req.flash,
                                 concat=self.concat, max_parts=self.config.policy.max_parts,
-                                reference=reference, candidates=self._encodings)
+                                reference=reference, candidates=self._encodings,
+                                encoding=req.encoding, message_class=req.message_class,
+                                url=req.url)
 
         try:
             return planned(text), source, text
@@ -328,7 +346,7 @@ class Service:
         # Everything below is the same for every recipient of the request: worked out once.
         source_addr, source_ton, source_npi = \
             (source.value, source.ton, source.npi) if source else (None, 0, 0)
-        digest = duplicate_digester(account.name, source_addr, req.text, req.type_code,
+        digest = duplicate_digester(account.name, source_addr, _content(req), req.type_code,
                                     req.flash) if policy.duplicate_window_s > 0 else None
         request_meta: Meta = req.meta
         if req.reference:  # a callback reports it
@@ -365,7 +383,7 @@ class Service:
                 dup_digest=digest(e164) if digest is not None else None,
                 dup_window_s=policy.duplicate_window_s, quota=account.quota,
                 callback_url=req.callback_url, meta_json=stored_meta,
-                dsn_notify=recipient.dsn_notify)))
+                dsn_notify=recipient.dsn_notify, report_mask=req.report_mask)))
         if pending:
             try:
                 outcomes = await self.store.accept([m for _, m in pending], now=now)

@@ -78,11 +78,9 @@ class Outbound:
                              ssl_context_factory=lambda smsc: smpp_tls(base_dir, smsc,
                                                                        index[smsc.name]))
         self.dispatcher.attach(self.pool)
-        self.callbacks = CallbackSender(setup.config.soap, store, self.metrics,
-                                        secrets={a.name: a.callback_secret
-                                                 for a in setup.config.accounts
-                                                 if a.callback_secret}) \
-            if setup.config.soap.callbacks else None
+        config = setup.config
+        self.callbacks = CallbackSender(config, store, self.metrics, smscs=setup.smscs) \
+            if config.soap.callbacks or config.http.reports else None
         self.mailback = MailBack(setup.config.smtp, store, self.metrics) \
             if setup.config.smtp.mail_back else None
         retention_days = setup.config.store.retention_days

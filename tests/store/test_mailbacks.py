@@ -294,7 +294,7 @@ def test_migration_from_version_5_owes_no_delay_notice_for_older_messages(
         "registered_delivery, state, parts, created_at, updated_at, expires_at, dsn_notify) "
         "VALUES ('old', 'acme', 'smtp', '+447400123456', '07400123456', 0, 0, 1, 1, 'hi', "
         "'gsm7', 0, 0, 1, 'submitted', 1, 1.0, 1.0, 99.0, 'SUCCESS,FAILURE')")
-    assert migrate(conn) == (5, 6)
+    assert migrate(conn, 6) == (5, 6)
     assert conn.execute("SELECT dsn_delay_owed FROM messages").fetchall() == [(None,)]
     plan = " ".join(str(row) for row in conn.execute(f"EXPLAIN QUERY PLAN {DELAY_DUE}",
                                                       (10.0, 5)))
