@@ -31,8 +31,10 @@ async def _serve(config: Config) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    http_host = config.http.listen_host or config.soap.listen_host
     print(f"sms-bridge: SMTP on {config.smtp.listen_host}:{bridge.smtp_port}, "
-          f"SOAP on http://{config.soap.listen_host}:{bridge.soap_port}{config.soap.path}"
+          f"SOAP on http://{config.soap.listen_host}:{bridge.soap_port}{config.soap.path}, "
+          f"HTTP on {http_host}:{bridge.http_port}"
           f"{' (simulator on port %d)' % bridge.simulator.port if bridge.simulator else ''}",
           flush=True)
     stopped = asyncio.ensure_future(stop.wait())

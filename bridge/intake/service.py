@@ -82,6 +82,16 @@ class SubmitRequest:
     report_mask: int | None = None
 
 
+_NOT_ROUTABLE = "is not routable"
+
+
+def is_unroutable(error: BridgeError | None) -> bool:
+    """An INVALID_DESTINATION for a dialable number that no SMSC route takes (a dialect may
+    answer it apart from an undialable one, as Kannel does)."""
+    return error is not None and error.name is ErrorName.INVALID_DESTINATION and \
+        error.detail.endswith(_NOT_ROUTABLE)
+
+
 @dataclass(frozen=True)
 class RecipientResult:
     recipient: str
@@ -255,7 +265,7 @@ class Service:
         address = normalise_recipient(raw, default_region=account.default_region,
                                       mobile_only=account.mobile_only)
         if not self.routable(address.e164):
-            raise BridgeError(ErrorName.INVALID_DESTINATION, f"{address.e164} is not routable")
+            raise BridgeError(ErrorName.INVALID_DESTINATION, f"{address.e164} {_NOT_ROUTABLE}")
         return address
 
     def plan(self, account: AccountConfig,

@@ -51,6 +51,7 @@ from bridge.core.dialect_reports import (
 )
 from bridge.core.meta import MetaKey, read_meta
 from bridge.outbound.notify.duework import DueWork
+from bridge.outbound.smpp.pool import Routes
 from bridge.metrics import OutboundMetrics
 from bridge.store.base import DueCallback, DuePush, Store
 
@@ -100,6 +101,7 @@ class CallbackSender:
         self.soap_timeout = aiohttp.ClientTimeout(total=soap.callback_timeout_s)
         self.http_timeout = aiohttp.ClientTimeout(total=http.report_timeout_s)
         self.smscs = {s.name: s for s in smscs}
+        self.routes = Routes(smscs)
         self._session: aiohttp.ClientSession | None = None
         self._work = DueWork[DueCallback](
             "callbacks", concurrency=CONCURRENCY,
@@ -155,16 +157,24 @@ class CallbackSender:
             else {"Content-Type": request.content_type} if request.content_type else {}
         return request, headers, False
 
+    def _smsc(self, callback: DueCallback) -> SmscConfig | None:
+        """The SMSC that took the message, or for one refused before any took it, the first
+        its route names (the one the dispatcher tries first)."""
+        if callback.smsc is not None:
+            return self.smscs.get(callback.smsc)
+        candidates = self.routes.candidates(callback.recipient)
+        return self.smscs.get(candidates[0]) if candidates else None
+
     def _facts(self, callback: DueCallback, meta: Mapping[MetaKey, str],
                attempt: int) -> ReportFacts:
-        smsc = self.smscs.get(callback.smsc or "")
+        smsc = self._smsc(callback)
         return ReportFacts(
             message_id=callback.message_id, event=callback.state,
             event_detail=callback.event_detail, at=callback.at, account=callback.account,
             recipient=callback.recipient, raw_recipient=callback.raw_recipient or
             callback.recipient, source_addr=callback.source_addr, text=callback.text,
             created_at=callback.created_at, submitted_at=callback.submitted_at,
-            smsc=callback.smsc, smsc_id=callback.smsc_id,
+            smsc=smsc.name if smsc else None, smsc_id=callback.smsc_id,
             smsc_system_id=smsc.system_id if smsc else "",
             smsc_hex_ids=smsc is not None and smsc.id_format == "hex",
             receipt_stat=callback.receipt_stat, receipt_err=callback.receipt_err,
