@@ -58,7 +58,7 @@ class ReportFacts:
     smsc: str | None
     smsc_id: str | None
     smsc_system_id: str
-    smsc_hex_ids: bool  # the SMSC answers submits with hex ids (Kannel shows them decimal)
+    smsc_id_format: str  # [[smsc]] id_format: hex, dec or auto
     receipt_stat: str | None
     receipt_err: str | None
     error: str | None
@@ -112,15 +112,18 @@ def receipt_stat(facts: ReportFacts) -> str:
 
 
 def smsc_id(facts: ReportFacts) -> str:
-    """The SMSC's id as Kannel shows it (msg-id-type: hex ids in decimal)."""
-    if facts.smsc_id is None:
+    """The SMSC's id as Kannel shows it with msg-id-type 0x01 (submits answered in hex,
+    receipts in decimal: the decimal form): an id the SMSC writes in hex (id_format "hex",
+    or "auto" and not all digits) in decimal, any other as it is."""
+    found = facts.smsc_id
+    if found is None:
         return ""
-    if facts.smsc_hex_ids:
+    if facts.smsc_id_format == "hex" or (facts.smsc_id_format == "auto" and not found.isdigit()):
         try:
-            return str(int(facts.smsc_id, 16))
+            return str(int(found, 16))
         except ValueError:
-            return facts.smsc_id
-    return facts.smsc_id
+            return found
+    return found
 
 
 def receipt_text(facts: ReportFacts) -> str:

@@ -32,7 +32,7 @@ FACTS = ReportFacts(
     message_id="4afe6fcd-2440-4f55-ab7e-f027ce052336", event="submitted", event_detail=None,
     at=AT, account="demo", recipient="+447400123456", raw_recipient="447400123456",
     source_addr="ACME", text="first msg", created_at=SUBMITTED_AT, submitted_at=SUBMITTED_AT,
-    smsc="sim", smsc_id="ad128dac64300d", smsc_system_id="bridge", smsc_hex_ids=True,
+    smsc="sim", smsc_id="ad128dac64300d", smsc_system_id="bridge", smsc_id_format="auto",
     receipt_stat=None, receipt_err=None, error=None, error_detail=None, parts=1, mask=31,
     meta={MetaKey.DIALECT: "kannel", MetaKey.SENDER: "ACME", MetaKey.USER: "demo"}, attempt=1)
 

@@ -6,7 +6,7 @@ GET with `username` (or `user`), `password` (or `pass`), `to` (receivers separat
 `text`, `from`, `coding` (0 7-bit, 1 8-bit, 2 UCS-2), `charset`, `mclass`, `validity`,
 `deferred` (minutes), `priority`, `dlr-mask`, `dlr-url`; or POST with the text as the body
 (text/plain or application/octet-stream, its charset as the content type's) and the rest in
-the query or in X-Kannel-* headers. As Kannel, the first of a repeated parameter counts and a
+X-Kannel-* headers (X-Kannel-Username, X-Kannel-To, X-Kannel-DLR-Mask…). As Kannel, the first of a repeated parameter counts and a
 `%` that starts no escape is kept as it is.
 
 Where Kannel takes what SPEC §5 refuses (no text, a number no handset has, more parts than
@@ -174,17 +174,17 @@ class KannelSendsms:
             return reply(TEMPORARY)
 
     async def _params(self, request: web.Request) -> Params | None:
-        """GET: the query. POST: the query, the X-Kannel-* headers and the body as `text`;
-        None for a body of another type."""
+        """GET: the query. POST (as Kannel, the query is not read then): the X-Kannel-*
+        headers, and the body as `text`; None for a body of another type."""
         limit = self.http.max_request_bytes
         query = raw_query(request)
         if len(query) > limit:
             raise TooLarge()
-        params = Params(parse_urlencoded(query, strict=False))
         if request.method != "POST":
-            return params
+            return Params(parse_urlencoded(query, strict=False))
         if request.content_type not in _TEXT_TYPES:
             return None
+        params = Params()
         for name, value in request.headers.items():
             if name.lower().startswith(_HEADER_PREFIX):
                 params.items.append((name[len(_HEADER_PREFIX):].lower(),

@@ -26,8 +26,10 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
+from urllib.parse import quote
 
 import aiohttp
+from yarl import URL
 
 from bridge.config import Config, SmscConfig
 from bridge.core.callbacks import (
@@ -176,7 +178,7 @@ class CallbackSender:
             created_at=callback.created_at, submitted_at=callback.submitted_at,
             smsc=smsc.name if smsc else None, smsc_id=callback.smsc_id,
             smsc_system_id=smsc.system_id if smsc else "",
-            smsc_hex_ids=smsc is not None and smsc.id_format == "hex",
+            smsc_id_format=smsc.id_format if smsc else "dec",
             receipt_stat=callback.receipt_stat, receipt_err=callback.receipt_err,
             error=callback.error, error_detail=callback.error_detail, parts=callback.parts,
             mask=callback.report_mask, meta=meta, attempt=attempt)
@@ -189,8 +191,8 @@ class CallbackSender:
         assert self._session is not None
         try:
             async with self._session.request(
-                    request.method, request.url, data=request.body or None, headers=headers,
-                    allow_redirects=False, timeout=timeout) as response:
+                    request.method, exact_url(request.url), data=request.body or None,
+                    headers=headers, allow_redirects=False, timeout=timeout) as response:
                 status = response.status
                 if request.ack is None:
                     return status, True, f"HTTP {status}"
@@ -242,6 +244,14 @@ class CallbackSender:
         level = logging.WARNING if outcome is Verdict.GAVE_UP else logging.INFO
         log.log(level, "mo push %s inbound=%s account=%s: %s", outcome.value, push.inbound_id,
                 push.account, detail)
+
+
+def exact_url(url: str) -> URL:
+    """`url` as it is to be sent: its %-escapes as written (a Kannel dlr-url's "%2F" is not
+    "/" to its receiver), only what cannot go on a request line (spaces, controls, octets
+    beyond ASCII) escaped."""
+    return URL("".join(c if 0x20 < ord(c) < 0x7F else quote(c, safe="") for c in url),
+               encoded=True)
 
 
 def _iso(at: float) -> str:
