@@ -123,7 +123,7 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument("--write", action="store_true")
     p.add_argument("--dir", default="wsdl")
     p = sub.add_parser("bench", help="load generators; each prints a JSON summary")
-    p.add_argument("what", choices=("smpp", "store", "soap", "smtp", "all"))
+    p.add_argument("what", choices=("smpp", "store", "soap", "smtp", "http", "all"))
     p.add_argument("options", nargs=argparse.REMAINDER,
                    help="passed to that benchmark, e.g. `bench soap --rounds 5` "
                         "(python -m bridge.bench.soap --help lists them)")
@@ -137,10 +137,10 @@ def _bench(what: str, options: Sequence[str] = ()) -> int:
     import subprocess
 
     if options and what == "all":
-        print("sms-bridge bench: options need one benchmark (smpp, store, soap or smtp)",
+        print("sms-bridge bench: options need one benchmark (smpp, store, soap, smtp or http)",
               file=sys.stderr)
         return 2
-    targets = ["smpp", "store", "soap", "smtp"] if what == "all" else [what]
+    targets = ["smpp", "store", "soap", "smtp", "http"] if what == "all" else [what]
     results: dict[str, object] = {}
     failed = False
     for index, target in enumerate(targets, 1):

@@ -22,8 +22,6 @@ import asyncio
 import contextlib
 import os
 import re
-import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -35,6 +33,8 @@ from urllib.parse import quote, urlencode
 
 import aiohttp
 from aiohttp import web
+
+from bridge.bench.kannel import free_port, installed, kannel as run_kannel, process, wait_port
 
 USER, PASSWORD = "demo", "demo-password"
 #: Every %-escape Kannel knows, and three it does not.
@@ -115,13 +115,6 @@ CASES: tuple[Case, ...] = (
 )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _query(params: dict[str, str]) -> str:
     """%-encoded as a client would, octets kept (a lone surrogate stands for one octet)."""
     return "&".join(f"{quote(k, safe='')}="
@@ -154,108 +147,20 @@ def mask(query: str) -> str:
 
 # ------------------------------------------------------------------ the two gateways
 
-KANNEL_CONF = """
-group = core
-admin-port = {admin}
-admin-password = compare-admin
-smsbox-port = {box}
-box-allow-ip = "127.0.0.1"
-log-file = "{dir}/bearerbox.log"
-log-level = 3
-dlr-storage = internal
-
-group = smsc
-smsc = smpp
-smsc-id = sim
-host = 127.0.0.1
-port = {smsc}
-transceiver-mode = true
-smsc-username = bridge
-smsc-password = secret
-system-type = ""
-msg-id-type = 0x01
-allowed-prefix = "44;+44;0044"
-
-group = smsbox
-bearerbox-host = 127.0.0.1
-bearerbox-port = {box}
-sendsms-port = {sendsms}
-log-file = "{dir}/smsbox.log"
-log-level = 3
-
-group = sendsms-user
-username = {user}
-password = {password}
-max-messages = 10
-concatenation = true
-"""
-
-
-def kannel_installed() -> bool:
-    return bool(shutil.which("bearerbox") and shutil.which("smsbox"))
-
-
-async def _wait_port(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.1)
-
-
-@contextlib.asynccontextmanager
-async def _process(*args: str) -> AsyncIterator[asyncio.subprocess.Process]:
-    proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.DEVNULL,
-                                                stderr=asyncio.subprocess.DEVNULL)
-    try:
-        yield proc
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 10)
-            except asyncio.TimeoutError:
-                proc.kill()
-                await proc.wait()
-
-
 SIMULATOR = ("--fail-receipt-every", "2", "--receipt-delay", "0.05")
 
 
 @contextlib.asynccontextmanager
 async def kannel(directory: Path) -> AsyncIterator[int]:
-    """Kannel (bearerbox, smsbox) bound to a simulator of its own; yields the sendsms port."""
-    smsc, admin, box, sendsms = (free_port() for _ in range(4))
-    conf = directory / "kannel.conf"
-    conf.write_text(KANNEL_CONF.format(admin=admin, box=box, smsc=smsc, sendsms=sendsms,
-                                       dir=directory, user=USER, password=PASSWORD))
-    async with _process(sys.executable, "-m", "bridge", "simulator", "--port", str(smsc),
-                        *SIMULATOR):
-        await _wait_port(smsc)
-        async with _process("bearerbox", str(conf)):
-            await _wait_port(box)
-            async with _process("smsbox", str(conf)):
-                await _wait_port(sendsms)
-                await _kannel_bound(admin)
-                yield sendsms
-
-
-async def _kannel_bound(admin: int, timeout: float = 30.0) -> None:
-    """Until bearerbox says its SMSC is online."""
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
-            async with http.get(f"http://127.0.0.1:{admin}/status.txt?password="
-                                f"compare-admin") as response:
-                if "(online" in await response.text():
-                    return
-            await asyncio.sleep(0.2)
-    raise TimeoutError("Kannel's SMSC did not come online")
+    """Kannel (bearerbox, smsbox) bound to a simulator of its own (`sms-bridge simulator`);
+    yields the sendsms port."""
+    smsc = free_port()
+    async with process(sys.executable, "-m", "bridge", "simulator", "--port", str(smsc),
+                       *SIMULATOR):
+        await wait_port(smsc)
+        async with run_kannel(directory, smsc_port=smsc, user=USER, password=PASSWORD,
+                              window=10, allowed_prefix="44;+44;0044") as peer:
+            yield peer.sendsms_port
 
 
 @contextlib.asynccontextmanager
@@ -405,6 +310,10 @@ def render(result: dict[str, Any]) -> str:
             lines.append(f"  {'':>6} bridge: {d['bridge']}")
     lines.append(f"differences: {result['differences']}")
     return "\n".join(lines)
+
+
+def kannel_installed() -> bool:
+    return installed()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,8 +10,9 @@ answer.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from urllib.parse import unquote_to_bytes
 
 from aiohttp import web
 
@@ -23,7 +24,6 @@ from bridge.metrics import Metrics
 log = logging.getLogger("bridge.http")
 
 FORM = "application/x-www-form-urlencoded"
-_HEX = b"0123456789abcdefABCDEF"
 
 
 class TooLarge(Exception):
@@ -42,27 +42,18 @@ class BadInput(Exception):
         self.charset = charset
 
 
+_BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+
+
 def _unquote(data: bytes, name: str, *, strict: bool) -> bytes:
     """`+` as a space and %XX as its octet; a `%` not followed by two hex digits is a
-    BadInput when `strict`, else kept as it is (Kannel's way)."""
+    BadInput when `strict`, else kept as it is (Kannel's way, and unquote_to_bytes's)."""
     data = data.replace(b"+", b" ")
     if b"%" not in data:
         return data
-    out = bytearray()
-    i = 0
-    while i < len(data):
-        c = data[i]
-        if c == 0x25:  # %
-            pair = data[i + 1:i + 3]
-            if len(pair) == 2 and all(h in _HEX for h in pair):
-                out.append(int(pair, 16))
-                i += 3
-                continue
-            if strict:
-                raise BadInput(name, "a % not followed by two hex digits")
-        out.append(c)
-        i += 1
-    return bytes(out)
+    if strict and _BAD_ESCAPE.search(data):
+        raise BadInput(name, "a % not followed by two hex digits")
+    return unquote_to_bytes(data)
 
 
 def parse_urlencoded(data: bytes, *, strict: bool = True) -> list[tuple[str, bytes]]:
@@ -77,23 +68,39 @@ def parse_urlencoded(data: bytes, *, strict: bool = True) -> list[tuple[str, byt
     return out
 
 
-@dataclass
 class Params:
-    items: list[tuple[str, bytes]] = field(default_factory=list)
+    """Parameters in the order given, repeats kept, looked up by name."""
+
+    __slots__ = ("_by_name",)
+
+    def __init__(self, items: list[tuple[str, bytes]] | None = None) -> None:
+        self._by_name: dict[str, list[bytes]] = {}
+        for name, value in items or ():
+            self.add(name, value)
+
+    def add(self, name: str, value: bytes, *, first: bool = False) -> None:
+        values = self._by_name.setdefault(name, [])
+        if first:
+            values.insert(0, value)
+        else:
+            values.append(value)
 
     def all(self, name: str) -> list[bytes]:
-        return [value for key, value in self.items if key == name]
+        return self._by_name.get(name, [])
 
     def raw(self, name: str) -> bytes | None:
         """The first value given for `name` (Kannel's reading of a repeat)."""
-        return next((value for key, value in self.items if key == name), None)
+        values = self._by_name.get(name)
+        return values[0] if values else None
 
     def one(self, name: str) -> bytes | None:
         """The value of `name`; BadInput when it is given more than once."""
-        values = self.all(name)
+        values = self._by_name.get(name)
+        if not values:
+            return None
         if len(values) > 1:
             raise BadInput(name, "given more than once")
-        return values[0] if values else None
+        return values[0]
 
     def text(self, name: str, *, first: bool = False) -> str | None:
         """`one(name)` (or the first value) as UTF-8 text; BadInput when it is not."""
@@ -106,7 +113,7 @@ class Params:
             raise BadInput(name, "not UTF-8", charset=True) from None
 
     def names(self) -> set[str]:
-        return {key for key, _ in self.items}
+        return set(self._by_name)
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
@@ -132,10 +139,11 @@ async def read_params(request: web.Request, limit: int, *, strict: bool = True) 
     query = raw_query(request)
     if len(query) > limit:
         raise TooLarge()
-    items = parse_urlencoded(query, strict=strict)
+    params = Params(parse_urlencoded(query, strict=strict))
     if request.method == "POST" and request.content_type == FORM:
-        items += parse_urlencoded(await read_body(request, limit), strict=strict)
-    return Params(items)
+        for name, value in parse_urlencoded(await read_body(request, limit), strict=strict):
+            params.add(name, value)
+    return params
 
 
 def too_large(limit: int) -> str:

@@ -229,7 +229,9 @@ class JasminSend:
             raise Refusal(405, f"{request.method} is not supported")
         params = await read_params(request, self.http.max_request_bytes)
         if request.method == "POST" and request.content_type == "application/json":
-            params.items += _json_args(await read_body(request, self.http.max_request_bytes))
+            for name, value in _json_args(await read_body(request,
+                                                          self.http.max_request_bytes)):
+                params.add(name, value)
         args = {name: (params.text(name) if name != "content" else "") or ""
                 for name in params.names()}
         return with_defaults(args), params.one("content")

@@ -187,11 +187,11 @@ class KannelSendsms:
         params = Params()
         for name, value in request.headers.items():
             if name.lower().startswith(_HEADER_PREFIX):
-                params.items.append((name[len(_HEADER_PREFIX):].lower(),
-                                     value.encode("utf-8", "surrogateescape")))
-        params.items.insert(0, ("text", await read_body(request, limit)))
+                params.add(name[len(_HEADER_PREFIX):].lower(),
+                           value.encode("utf-8", "surrogateescape"))
+        params.add("text", await read_body(request, limit), first=True)
         if request.charset and not params.raw("charset"):
-            params.items.append(("charset", request.charset.encode()))
+            params.add("charset", request.charset.encode())
         return params
 
     async def _account(self, params: Params) -> AccountConfig:
