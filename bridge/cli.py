@@ -1,4 +1,5 @@
-"""`sms-bridge` / `python -m bridge`: serve, check-config, status, simulator, wsdl, bench."""
+"""`sms-bridge` / `python -m bridge`: serve, check-config, status, simulator, passwd, wsdl,
+bench."""
 
 from __future__ import annotations
 
@@ -117,6 +118,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--reply-every", type=int, default=0, metavar="N",
                    help="the handset of every Nth message answers it with an SMS (MO)")
     p.add_argument("--reply-text", default=SimulatorConfig.reply_text)
+    p = sub.add_parser("passwd", help="print a password_hash (or an api_tokens entry)")
+    p.add_argument("--token", action="store_true",
+                   help="make a new API token: print it, then its hash for api_tokens")
     p = sub.add_parser("wsdl", help="compare or rewrite the checked-in wsdl/ files")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--check", action="store_true", default=True)
@@ -158,6 +162,32 @@ def _bench(what: str, options: Sequence[str] = ()) -> int:
     return 1 if failed else 0
 
 
+def _passwd(token: bool) -> int:
+    """A hash for `password_hash` of a password read from the terminal (or standard input),
+    or a new random API token and its hash for `api_tokens`: the secret itself never goes
+    in a config."""
+    import getpass
+    import secrets
+
+    from bridge.intake.credentials import hash_password
+
+    if token:
+        secret = secrets.token_urlsafe(24)
+        print(f"token: {secret}")
+    elif sys.stdin.isatty():
+        secret = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != secret:
+            print("sms-bridge passwd: the two differ", file=sys.stderr)
+            return 1
+    else:
+        secret = sys.stdin.readline().rstrip("\n")
+    if not secret:
+        print("sms-bridge passwd: empty", file=sys.stderr)
+        return 1
+    print(hash_password(secret))
+    return 0
+
+
 def _summary(config: Config) -> str:
     """What check-config confirms beyond "ok": the parts an operator most often gets wrong."""
     said = [f"{len(config.accounts)} account(s)",
@@ -195,6 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "response_delay_s": args.response_delay, "reply_every": args.reply_every,
                 "reply_text": args.reply_text})
             return asyncio.run(_simulator(sim))
+        if args.command == "passwd":
+            return _passwd(args.token)
         if args.command == "wsdl":
             from bridge.ingress.soap.wsdl import check_wsdl, write_wsdl
 

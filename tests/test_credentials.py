@@ -78,3 +78,20 @@ async def test_a_token_finds_its_account_and_a_wrong_one_is_remembered(
     assert len(counted) == 12
     assert await creds.token("") is None
     assert await Credentials([AccountConfig("c")]).token("tok-b") is None
+
+
+def test_passwd_prints_a_hash_and_makes_tokens(monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+
+    from bridge.cli import main
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("s3cret\n"))
+    assert main(["passwd"]) == 0
+    assert hash_matches(capsys.readouterr().out.strip(), "s3cret")
+    assert main(["passwd", "--token"]) == 0
+    token_line, hashed = capsys.readouterr().out.strip().splitlines()
+    token = token_line.removeprefix("token: ")
+    assert len(token) >= 32 and hash_matches(hashed, token)
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n"))
+    assert main(["passwd"]) == 1

@@ -87,6 +87,8 @@ async def test_coding_charset_and_class_reach_the_smsc(tmp_path: Path, params: d
     ({"to": "447400123456", "text": "x" * 2000}, 400, "Text too long, rejected"),
     ({"to": "447400123456", "text": "x", "from": "NOTOURS"}, 400,
      "Sender not allowed, rejected"),
+    ({"to": "447400123456", "text": "x", "udh": "\x05\x00\x03\x01\x02\x01"}, 400,
+     "UDH field misformed, rejected"),
 ])
 async def test_refusals_are_kannels(tmp_path: Path, params: dict[str, str], status: int,
                                     body: str) -> None:

@@ -10,7 +10,8 @@ X-Kannel-* headers (X-Kannel-Username, X-Kannel-To, X-Kannel-DLR-Mask…). As Ka
 `%` that starts no escape is kept as it is.
 
 Where Kannel takes what SPEC §5 refuses (no text, a number no handset has, more parts than
-max_parts), the refusal is in Kannel's own form, a 400 whose body ends ", rejected"; where
+max_parts), the refusal is in Kannel's own form, a 400 whose body ends ", rejected", as for a
+`udh` of the client's own, which the bridge does not send; where
 Kannel turns text it cannot put in GSM into "?", the bridge sends it in the encoding that
 holds it. The delivery reports go to `dlr-url` for the `dlr-mask` bits, with Kannel's
 %-escapes (bridge.core.dialect_reports).
@@ -217,6 +218,8 @@ class KannelSendsms:
         sender = (params.raw("from") or b"").decode("utf-8", "replace")
         if not sender and not account.default_sender:
             raise Refusal(_N.INVALID_SOURCE, "Sender missing and no global set")
+        if params.raw("udh"):  # a client's own UDH is not sent: refused, not dropped
+            raise Refusal(_N.INVALID_PARAMETER, "UDH field misformed")
         fields = _fields(params)
         charset = params.raw("charset")
         text, encoding = _text(params.raw("text") or b"", fields.coding,
