@@ -108,6 +108,7 @@ async def test_dlr_1_reports_to_the_accounts_dlr_url(tmp_path: Path) -> None:
     ({"type": "3"}, "1704"), ({"type": "x"}, "1704"), ({"type": "-1"}, "1704"),
     ({"dlr": "2"}, "1708"), ({"dlr": "yes"}, "1708"),
     ({"source": "TOOLONGSENDER"}, "1707"), ({"source": "1234567890123456789"}, "1707"),
+    ({"source": "ACME Ltd"}, "1707"), ({"source": "+ACME"}, "1707"),
     ({"source": "NOTALLOWED"}, "1707"),
 ])
 async def test_refusals_are_this_dialects_codes(tmp_path: Path, params: dict[str, str | None],

@@ -30,7 +30,7 @@ from bridge.metrics import Metrics
 
 _TEXT = "text/plain"
 _TYPES = frozenset({0, 1, 2, 4, 5, 6, 7})
-_SOURCE = re.compile(r"\+?(?:[0-9]{1,18}|[A-Za-z0-9 ._-]{1,11})\Z")
+_SOURCE = re.compile(r"\+?[0-9]{1,18}\Z|[A-Za-z0-9]{1,11}\Z")
 #: Which parameter's text is not UTF-8 is which code (the rest, and bad %-escapes and repeats
 #: anywhere: 1702, a parameter missing or malformed).
 _PARAM_ERRORS = {"type": ErrorName.INVALID_TYPE, "dlr": ErrorName.INVALID_DLR,
