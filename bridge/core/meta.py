@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from enum import Enum
+from functools import lru_cache
 
 
 class MetaKey(str, Enum):
@@ -45,6 +46,17 @@ _KEYS = {key.value: key for key in MetaKey}
 
 def meta_json(*parts: Iterable[tuple[MetaKey, str]]) -> str:
     """The stored form: one JSON object, keys sorted; later parts win."""
+    if len(parts) == 1 and isinstance(parts[0], tuple):
+        return _one_json(parts[0])  # a request's own details: most requests repeat them
+    return _merged_json(parts)
+
+
+@lru_cache(maxsize=4096)
+def _one_json(part: Meta) -> str:
+    return _merged_json((part,))
+
+
+def _merged_json(parts: Iterable[Iterable[tuple[MetaKey, str]]]) -> str:
     merged: dict[str, str] = {}
     for part in parts:
         merged.update((key.value, value) for key, value in part)

@@ -65,6 +65,7 @@ ANSWERS: Mapping[ErrorName, tuple[int, str]] = MappingProxyType({
     _N.STORE_UNAVAILABLE: TEMPORARY,
 })
 _RECEIVER = re.compile(r"\+?[0-9]+\Z")
+_NUMBER = re.compile(rb"\s*(-?[0-9]+)")
 _HEADER_PREFIX = "x-kannel-"
 _TEXT_TYPES = ("text/plain", "application/octet-stream")
 
@@ -103,7 +104,7 @@ def _int(params: Params, name: str, low: int, high: int, words: str,
     """A number field as Kannel reads it: absent, not a number (sscanf) or -1 is unset;
     below -1 or above `high` is misformed."""
     value = params.raw(name)
-    match = re.match(rb"\s*(-?[0-9]+)", value or b"")
+    match = _NUMBER.match(value) if value else None
     if match is None:
         return None
     number = int(match.group(1))
