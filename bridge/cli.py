@@ -1,4 +1,5 @@
-"""`sms-bridge` / `python -m bridge`: serve, check-config, status, simulator, wsdl, bench."""
+"""`sms-bridge` / `python -m bridge`: serve, check-config, status, simulator, passwd, wsdl,
+bench."""
 
 from __future__ import annotations
 
@@ -31,8 +32,10 @@ async def _serve(config: Config) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    http_host = config.http.listen_host or config.soap.listen_host
     print(f"sms-bridge: SMTP on {config.smtp.listen_host}:{bridge.smtp_port}, "
-          f"SOAP on http://{config.soap.listen_host}:{bridge.soap_port}{config.soap.path}"
+          f"SOAP on http://{config.soap.listen_host}:{bridge.soap_port}{config.soap.path}, "
+          f"HTTP on {http_host}:{bridge.http_port}"
           f"{' (simulator on port %d)' % bridge.simulator.port if bridge.simulator else ''}",
           flush=True)
     stopped = asyncio.ensure_future(stop.wait())
@@ -147,13 +150,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--redeliver", type=float, default=SimulatorConfig.redeliver_s, metavar="S",
                    help="a receipt or MO answered with an error status is delivered again "
                         "after S seconds, as SMSCs do (0 = never)")
+    p = sub.add_parser("passwd", help="print a password_hash (or an api_tokens entry)")
+    p.add_argument("--token", action="store_true",
+                   help="make a new API token: print it, then its hash for api_tokens")
     p = sub.add_parser("wsdl", help="compare or rewrite the checked-in wsdl/ files")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--check", action="store_true", default=True)
     group.add_argument("--write", action="store_true")
     p.add_argument("--dir", default="wsdl")
     p = sub.add_parser("bench", help="load generators; each prints a JSON summary")
-    p.add_argument("what", choices=("smpp", "store", "soap", "smtp", "all"))
+    p.add_argument("what", choices=("smpp", "store", "soap", "smtp", "http", "all"))
     p.add_argument("options", nargs=argparse.REMAINDER,
                    help="passed to that benchmark, e.g. `bench soap --rounds 5` "
                         "(python -m bridge.bench.soap --help lists them)")
@@ -167,10 +173,10 @@ def _bench(what: str, options: Sequence[str] = ()) -> int:
     import subprocess
 
     if options and what == "all":
-        print("sms-bridge bench: options need one benchmark (smpp, store, soap or smtp)",
+        print("sms-bridge bench: options need one benchmark (smpp, store, soap, smtp or http)",
               file=sys.stderr)
         return 2
-    targets = ["smpp", "store", "soap", "smtp"] if what == "all" else [what]
+    targets = ["smpp", "store", "soap", "smtp", "http"] if what == "all" else [what]
     results: dict[str, object] = {}
     failed = False
     for index, target in enumerate(targets, 1):
@@ -199,6 +205,32 @@ async def _check(path: str, config: Config) -> int:
     except StoreUnavailable as exc:
         print(f"store: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _passwd(token: bool) -> int:
+    """A hash for `password_hash` of a password read from the terminal (or standard input),
+    or a new random API token and its hash for `api_tokens`: the secret itself never goes
+    in a config."""
+    import getpass
+    import secrets
+
+    from bridge.intake.credentials import hash_password
+
+    if token:
+        secret = secrets.token_urlsafe(24)
+        print(f"token: {secret}")
+    elif sys.stdin.isatty():
+        secret = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != secret:
+            print("sms-bridge passwd: the two differ", file=sys.stderr)
+            return 1
+    else:
+        secret = sys.stdin.readline().rstrip("\n")
+    if not secret:
+        print("sms-bridge passwd: empty", file=sys.stderr)
+        return 1
+    print(hash_password(secret))
     return 0
 
 
@@ -243,6 +275,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "response_delay_s": args.response_delay, "reply_every": args.reply_every,
                 "reply_text": args.reply_text, "redeliver_s": args.redeliver})
             return asyncio.run(_simulator(sim))
+        if args.command == "passwd":
+            return _passwd(args.token)
         if args.command == "wsdl":
             from bridge.ingress.soap.wsdl import check_wsdl, write_wsdl
 

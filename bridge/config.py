@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 
 from bridge.core.addresses import is_known_region, parse_sender
-from bridge.core.callbacks import callback_host_pattern_problem
+from bridge.core.callbacks import callback_host_pattern_problem, callback_url_problem
 from bridge.core.errors import BridgeError
 from bridge.core.mailback import parse_notify
 
@@ -89,6 +89,35 @@ class SoapConfig:
     callback_max_attempts: int = 10
     callback_retry_base_s: float = 5.0
     callback_retry_max_s: float = 600.0
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    """The HTTP dialects (bridge.ingress.http). No `listen`: served on the SOAP listener, so
+    one port answers both; a path set to "" turns its dialect off."""
+
+    listen_host: str | None = None  # None: on the [soap] listener
+    listen_port: int = 0
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    require_tls: bool = False
+    max_recipients: int = 1000
+    max_request_bytes: int = 262_144
+    bulksms_path: str = "/bulksms/bulksms"
+    json_path: str = "/api/sms"
+    kannel_path: str = "/cgi-bin/sendsms"
+    jasmin_path: str = "/send"
+    # Delivery reports (and inbound SMS to mo_url) through the durable callback queue
+    reports: bool = True
+    report_timeout_s: float = 10.0
+    report_max_attempts: int = 10
+    report_retry_base_s: float = 5.0
+    report_retry_max_s: float = 600.0
+
+    @property
+    def shared(self) -> bool:
+        """Served on the SOAP listener (no listener of its own)."""
+        return self.listen_host is None
 
 
 @dataclass(frozen=True)
@@ -197,6 +226,12 @@ class AccountConfig:
     callback_secret: str | None = field(default=None, repr=False)
     relay_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     mobile_only: bool = False
+    #: Bearer tokens of the JSON API, as password hashes (bridge.intake.credentials).
+    api_tokens: tuple[str, ...] = field(default=(), repr=False)
+    #: Where the bulk-SMS dialect's delivery reports go (a form POST), for requests with dlr=1.
+    dlr_url: str | None = None
+    #: Where inbound SMS to this account's numbers (its numeric `senders`) are POSTed, as JSON.
+    mo_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -208,6 +243,7 @@ class LogConfig:
 class Config:
     smtp: SmtpConfig = SmtpConfig()
     soap: SoapConfig = SoapConfig()
+    http: HttpConfig = HttpConfig()
     store: StoreConfig = StoreConfig()
     smsc: tuple[SmscConfig, ...] = ()
     simulator: SimulatorConfig = SimulatorConfig()
@@ -219,6 +255,16 @@ class Config:
     def account(self, name: str) -> AccountConfig | None:
         for acct in self.accounts:
             if acct.name == name:
+                return acct
+        return None
+
+    def mo_owner(self, number: str) -> AccountConfig | None:
+        """The account with an `mo_url` one of whose numeric senders is `number` (with or
+        without its "+"): inbound SMS to it are pushed there."""
+        digits = number.lstrip("+")
+        for acct in self.accounts:
+            if acct.mo_url and any(s.lstrip("+") == digits for s in acct.senders
+                                   if s.lstrip("+").isdigit()):
                 return acct
         return None
 
@@ -478,6 +524,53 @@ def _soap(r: _Reader) -> SoapConfig:
     return cfg
 
 
+def _path_problem(value: str) -> str | None:
+    if value and (not value.startswith("/") or any(c.isspace() or c in "?#{}" for c in value)):
+        return 'must be "" (off) or a path starting with "/", without spaces, "?", "#" or braces'
+    return None
+
+
+def _http(r: _Reader, soap: SoapConfig) -> HttpConfig:
+    d = HttpConfig()
+    own = "listen" in r.table
+    host, port = r.listen("listen", "127.0.0.1", 0) if own else (None, 0)
+    paths = {name: r.get(name, str, getattr(d, name), _path_problem)
+             for name in ("bulksms_path", "json_path", "kannel_path", "jasmin_path")}
+    cfg = HttpConfig(
+        listen_host=host, listen_port=port,
+        tls_cert=r.get("tls_cert", str, None), tls_key=r.get("tls_key", str, None),
+        require_tls=r.get("require_tls", bool, d.require_tls),
+        max_recipients=r.get("max_recipients", int, d.max_recipients, _between(1, 100_000)),
+        max_request_bytes=r.get("max_request_bytes", int, d.max_request_bytes,
+                                _between(1024, 64 * 1024 * 1024)),
+        reports=r.get("reports", bool, d.reports),
+        report_timeout_s=r.get("report_timeout_s", float, d.report_timeout_s, _between(0.1, 300)),
+        report_max_attempts=r.get("report_max_attempts", int, d.report_max_attempts,
+                                  _between(1, 100)),
+        report_retry_base_s=r.get("report_retry_base_s", float, d.report_retry_base_s,
+                                  _between(0.01, 3600)),
+        report_retry_max_s=r.get("report_retry_max_s", float, d.report_retry_max_s,
+                                 _between(0.01, 86400)),
+        **paths,
+    )
+    if (cfg.tls_cert is None) != (cfg.tls_key is None):
+        r.fail("tls_key", "tls_cert and tls_key go together")
+    if cfg.tls_cert is not None and not own:
+        r.fail("tls_cert", "needs listen: on the [soap] listener the [soap] certificate serves")
+    if cfg.require_tls and (cfg.tls_cert if own else soap.tls_cert) is None:
+        r.fail("require_tls", "needs tls_cert and tls_key" if own else
+               "needs [soap] tls_cert and tls_key (the dialects are on the SOAP listener)")
+    served = [p for p in paths.values() if p]
+    if len(set(served)) != len(served):
+        r.fail("jasmin_path", "each dialect needs a path of its own")
+    if not own and soap.path.rstrip("/") in {p.rstrip("/") for p in served}:
+        r.fail("bulksms_path", f"a dialect path equals [soap] path \"{soap.path}\"")
+    if cfg.report_retry_max_s < cfg.report_retry_base_s:
+        r.fail("report_retry_max_s", "must not be less than report_retry_base_s")
+    r.finish()
+    return cfg
+
+
 def _store(r: _Reader) -> StoreConfig:
     d = StoreConfig()
 
@@ -661,11 +754,23 @@ def _account(r: _Reader, index: int) -> AccountConfig:
         relay_networks=tuple(parsed),
         mobile_only=r.get("mobile_only", bool, d.mobile_only),
         callback_secret=r.secret("callback_secret"),
+        api_tokens=r.strings("api_tokens", (), _hash_problem),
+        dlr_url=r.get("dlr_url", str, None, lambda v: callback_url_problem(v, "dlr_url")),
+        mo_url=r.get("mo_url", str, None, lambda v: callback_url_problem(v, "mo_url")),
     )
     if cfg.callback_secret is not None and len(cfg.callback_secret) < 16:
         r.fail("callback_secret", "must be at least 16 characters")
     r.finish()
     return cfg
+
+
+def _hash_problem(stored: str) -> str | None:
+    """An `api_tokens` entry must be a hash in `password_hash`'s form, never a token."""
+    fields = stored.split("$")
+    if len(fields) != 4 or fields[0] != "pbkdf2_sha256" or not fields[1].isdigit() or \
+            any(c not in "0123456789abcdef" for c in fields[2] + fields[3]) or not fields[3]:
+        return "must be a hash like password_hash (pbkdf2_sha256$iterations$salt_hex$hash_hex)"
+    return None
 
 
 def _tables(root: Mapping[str, Any], name: str, problems: list[str]) -> list[dict[str, Any]]:
@@ -683,12 +788,13 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path = Path("."),
     """Validate a parsed TOML document; raise ConfigError listing every problem."""
     env = os.environ if env is None else env
     problems: list[str] = []
-    known = {"smtp", "soap", "store", "smsc", "simulator", "policy", "account", "log"}
+    known = {"smtp", "soap", "http", "store", "smsc", "simulator", "policy", "account", "log"}
     for key in data:
         if key not in known:
             problems.append(f"{key}: unknown section")
     smtp = _smtp(_sub(data, "smtp", problems, env))
     soap = _soap(_sub(data, "soap", problems, env))
+    http = _http(_sub(data, "http", problems, env), soap)
     store = _store(_sub(data, "store", problems, env))
     simulator = _simulator(_sub(data, "simulator", problems, env))
     policy = _policy(_sub(data, "policy", problems, env))
@@ -721,7 +827,7 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path = Path("."),
         problems.append("smsc: at least one [[smsc]] is required unless [simulator] is enabled")
     if problems:
         raise ConfigError(problems)
-    return Config(smtp=smtp, soap=soap, store=store, smsc=smscs, simulator=simulator,
+    return Config(smtp=smtp, soap=soap, http=http, store=store, smsc=smscs, simulator=simulator,
                   policy=policy, accounts=accounts, log=log, base_dir=base_dir)
 
 

@@ -91,6 +91,27 @@ def test_shipped_config_is_valid_and_uses_the_simulator() -> None:
     ({"smsc": [{"name": "x"}, {"name": "y", "concat": "sar"}]},
      'smsc[1].concat: must equal smsc[0].concat ("udh8")'),
     ({"bogus": {}}, "bogus: unknown section"),
+    ({"http": {"listen": "x"}}, 'http.listen: must be "host:port"'),
+    ({"http": {"json_path": "api"}}, 'http.json_path: must be "" (off) or a path'),
+    ({"http": {"kannel_path": "/a?b"}}, "http.kannel_path: must be"),
+    ({"http": {"kannel_path": "/send"}}, "http.jasmin_path: each dialect needs a path of its own"),
+    ({"http": {"bulksms_path": "/soap"}}, 'http.bulksms_path: a dialect path equals [soap] path'),
+    ({"http": {"tls_cert": "c.pem", "tls_key": "k.pem"}}, "http.tls_cert: needs listen"),
+    ({"http": {"listen": "127.0.0.1:0", "tls_cert": "c.pem"}},
+     "http.tls_key: tls_cert and tls_key go together"),
+    ({"http": {"require_tls": True}}, "http.require_tls: needs [soap] tls_cert and tls_key"),
+    ({"http": {"listen": "127.0.0.1:0", "require_tls": True}},
+     "http.require_tls: needs tls_cert and tls_key"),
+    ({"http": {"max_request_bytes": 10}}, "http.max_request_bytes: must be 1024.."),
+    ({"http": {"report_retry_base_s": 60, "report_retry_max_s": 30}},
+     "http.report_retry_max_s: must not be less than report_retry_base_s"),
+    ({"http": {"paths": {}}}, "http.paths: unknown key"),
+    ({"account": [{"name": "a", "password": "p", "api_tokens": ["my-token"]}]},
+     "account[0].api_tokens[0]: must be a hash like password_hash"),
+    ({"account": [{"name": "a", "password": "p", "dlr_url": "ftp://x/y"}]},
+     "account[0].dlr_url: dlr_url must be an http(s) URL"),
+    ({"account": [{"name": "a", "password": "p", "mo_url": "http://h/x y"}]},
+     "account[0].mo_url: mo_url must not contain spaces"),
 ])
 def test_problems_name_their_key_path(data: dict[str, object], expected: str) -> None:
     merged = {**BASE, **data}
@@ -123,6 +144,24 @@ def test_mail_back_keys() -> None:
     assert smtp.report_address == "MAILER-DAEMON@sms.acme.example"
     assert smtp.smarthost_password == "s3cret" and "s3cret" not in repr(config)
     assert parse_config(BASE).smtp.mail_back is False  # no smarthost: no mail goes back
+
+
+def test_http_keys() -> None:
+    from bridge.intake.credentials import hash_password
+
+    shared = parse_config(BASE).http
+    assert shared.shared and shared.kannel_path == "/cgi-bin/sendsms"
+    token = hash_password("t0ken", iterations=1000)
+    config = parse_config({**BASE, "http": {"listen": "127.0.0.1:8081", "jasmin_path": ""},
+                           "account": [{"name": "a", "password": "p", "api_tokens": [token],
+                                        "dlr_url": "https://hooks.example/dlr",
+                                        "mo_url": "http://127.0.0.1:9/mo"}]})
+    assert (config.http.shared, config.http.listen_port, config.http.jasmin_path) == \
+        (False, 8081, "")
+    account = config.accounts[0]
+    assert account.api_tokens == (token,) and token not in repr(config)
+    assert (account.dlr_url, account.mo_url) == ("https://hooks.example/dlr",
+                                                 "http://127.0.0.1:9/mo")
 
 
 def test_no_upstream_at_all_is_refused() -> None:

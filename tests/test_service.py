@@ -17,6 +17,7 @@ from bridge.config import Config
 from bridge.core.errors import BridgeError, ErrorName
 from bridge.core.states import MessageState
 from bridge.ids import new_message_id, random_reference
+from bridge.core.meta import MetaKey
 from bridge.core.model import Ingress
 from bridge.intake.service import Recipient, Service, SubmitRequest
 from bridge.runtime import open_store
@@ -146,8 +147,10 @@ async def test_messages_carry_request_and_recipient_fields(tmp_path: Path) -> No
     requests = [
         SubmitRequest("demo", (Recipient("+447400123460"), Recipient("07400123461")), "hi",
                       Ingress.SOAP, reference="r1", callback_url="https://example.com/cb"),
-        SubmitRequest("demo", (Recipient("+447400123462", "mid-1", (("notify", "SUCCESS"),)),),
-                      "x" * 400, Ingress.SMTP, sender="+447400000001", meta=(("from", "a@b"),),
+        SubmitRequest("demo", (Recipient("+447400123462", "mid-1",
+                                                 ((MetaKey.NOTIFY, "SUCCESS"),)),),
+                      "x" * 400, Ingress.SMTP, sender="+447400000001",
+                      meta=((MetaKey.MAIL_FROM, "a@b"),),
                       send_at=5000.0, validity_minutes=5, dlr=False),
         SubmitRequest("demo", (Recipient("+447400123463"),), "ünïcödé ✓", Ingress.SOAP, flash=True),
     ]
@@ -168,7 +171,7 @@ async def test_messages_carry_request_and_recipient_fields(tmp_path: Path) -> No
     assert first.callback_url == "https://example.com/cb"
     assert json.loads(first.meta_json) == {"reference": "r1"}  # a callback reports it
     assert third.idempotency_key == "mid-1" and third.registered_delivery == 0
-    assert json.loads(third.meta_json) == {"from": "a@b", "notify": "SUCCESS"}
+    assert json.loads(third.meta_json) == {"mail_from": "a@b", "notify": "SUCCESS"}
     assert third.state is MessageState.SCHEDULED and third.send_at == 5000.0
     assert third.expires_at == 5000.0 + 300 and len(third.parts) == 3
     assert fourth.encoding == "ucs2" and first.dup_digest != second.dup_digest

@@ -285,6 +285,7 @@ async def _dispatch_run(port: int, sim_pid: int, run: int, count: int,
     now = time.time()
     messages = [_outbound(run, i, now) for i in range(count)]
     store.expect_submitted = store.expect_receipts = count
+    store.done.clear()  # the start's own writes (heartbeat, claims) counted nothing
     try:
         await asyncio.sleep(0.2)  # let the simulator settle after the bind
         sim_before = process_cpu_s(sim_pid)

@@ -52,12 +52,11 @@ from pathlib import Path
 from typing import Any, Sequence
 from xml.sax.saxutils import escape as xml_escape
 
-import httptools
 from aiohttp import web
 
 from bridge.bench.kit import (CpuMeter, Progress, SubmitWatch, announce_and_wait,
                               child_process, client_tls, delivery_check, delivery_total,
-                              latency_ms, median_by_key, number_template_problem,
+                              http_load, latency_ms, median_by_key, number_template_problem,
                               target_options)
 from bridge.config import SimulatorConfig
 from bridge.simulator import SmscSimulator
@@ -106,7 +105,7 @@ async def _serve(directory: Path, smsc_port: int) -> None:
     try:
         assert bridge.service is not None
         await bridge.wait_bound(10.0)
-        side = create_soap_app(bridge.service, config, bridge.metrics, health=bridge.health,
+        side = create_soap_app(bridge.service, config, bridge.metrics,
                                services=(SmsBridgeService, PingService))
         stock = AIOSpyne(build_application(SoapVersion.V11, (SyncPingService,), preparsed=False),
                          threads=None)
@@ -155,63 +154,6 @@ def send_envelopes(calls: int, size: int, *, run: str, first_number: int) -> lis
     return out
 
 
-class _Connection(asyncio.Protocol):
-    """One keep-alive HTTP/1.1 client connection, one request at a time, responses parsed by
-    httptools (llhttp): a few µs per response where aiohttp's client spends a few hundred, so
-    the load generator takes little of the CPU the bridge needs on a 2-core machine."""
-
-    def __init__(self, keep_bodies: bool = False) -> None:
-        self._parser = httptools.HttpResponseParser(self)
-        self._transport: asyncio.Transport | None = None
-        self._reply: asyncio.Future[tuple[int, bool]] | None = None
-        self._closed: Exception | None = None
-        self._keep_bodies = keep_bodies
-        self._body: list[bytes] = []
-        self.body = b""  # the last response's, when bodies are kept
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._fail(exc)
-
-    def on_body(self, data: bytes) -> None:  # httptools callback
-        if self._keep_bodies:
-            self._body.append(data)
-
-    def on_message_complete(self) -> None:  # httptools callback
-        if self._keep_bodies:
-            self.body, self._body = b"".join(self._body), []
-        if self._reply is not None and not self._reply.done():
-            self._reply.set_result((self._parser.get_status_code(),
-                                    self._parser.should_keep_alive()))
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._closed = exc or ConnectionError("the server closed the connection")
-        self._fail(self._closed)
-
-    def _fail(self, exc: Exception) -> None:
-        if self._reply is not None and not self._reply.done():
-            self._reply.set_exception(exc)
-
-    async def request(self, raw: bytes) -> tuple[int, bool]:
-        """Send one whole request; (status, keep-alive) once its response has ended."""
-        assert self._transport is not None
-        if self._closed is not None:  # closed between two responses: nothing would answer
-            raise self._closed
-        self._reply = asyncio.get_running_loop().create_future()
-        self._transport.write(raw)
-        return await self._reply
-
-    def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
-
-
 def _requests(target: tuple[str, int], path: str, bodies: Sequence[bytes],
               headers: dict[str, str]) -> list[bytes]:
     host, port = target
@@ -225,52 +167,11 @@ async def _load(target: tuple[str, int], path: str, bodies: Sequence[bytes],
                 progress: Progress | None = None, answers: _Answers | None = None,
                 tls: ssl.SSLContext | None = None, rate: float = 0.0
                 ) -> tuple[float, list[float], dict[int, int]]:
-    """POST every body once with `concurrency` keep-alive connections; (seconds, latencies,
-    status counts). Requests are built before the clock starts. With `answers`, each response
-    body is read for its submissions' statuses and faults; `rate` > 0 paces all connections
-    together to that many calls per second."""
-    loop = asyncio.get_running_loop()
-    feed = iter(_requests(target, path, bodies, headers))
-    latencies: list[float] = []
-    statuses: dict[int, int] = {}
-    calls = 0
-
-    async def connect() -> _Connection:
-        _, conn = await loop.create_connection(
-            lambda: _Connection(answers is not None), *target, ssl=tls,
-            server_hostname=target[0] if tls is not None else None)
-        return conn
-
-    async def worker() -> None:
-        nonlocal calls
-        conn = await connect()
-        try:
-            for raw in feed:
-                if rate > 0:
-                    due, calls = start + calls / rate, calls + 1
-                    if due > time.perf_counter():
-                        await asyncio.sleep(due - time.perf_counter())
-                t0 = time.perf_counter()
-                status, keep_alive = await conn.request(raw)
-                latencies.append(time.perf_counter() - t0)
-                statuses[status] = statuses.get(status, 0) + 1
-                if answers is not None:
-                    answers.add(conn.body)
-                if progress is not None:
-                    progress.advance()
-                if not keep_alive:
-                    conn.close()
-                    conn = await connect()
-        finally:
-            conn.close()
-
-    start = time.perf_counter()
-    try:
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-    finally:
-        if progress is not None:
-            progress.close()
-    return time.perf_counter() - start, latencies, statuses
+    """POST every body once with `concurrency` keep-alive connections (kit.http_load); with
+    `answers`, each response body is read for its submissions' statuses and faults."""
+    return await http_load(target, _requests(target, path, bodies, headers), concurrency,
+                           progress=progress, on_body=answers.add if answers else None,
+                           tls=tls, rate=rate)
 
 
 _STATUS = re.compile(rb"<(?:[\w.-]+:)?status>([^<]{1,64})</")

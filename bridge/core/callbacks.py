@@ -22,26 +22,27 @@ from bridge.core.policy import doubling_delay
 MAX_URL_LENGTH = 2048  # the SOAP schema's own bound for callback_url
 
 
-def callback_url_problem(url: str) -> str | None:
+def callback_url_problem(url: str, name: str = "callback_url") -> str | None:
     """Why `url` cannot be a callback URL, or None: an absolute http(s) URL with a host, no
-    fragment, no whitespace or control characters (which some HTTP stacks would send raw)."""
+    fragment, no whitespace or control characters (which some HTTP stacks would send raw).
+    `name` is what the refusal calls it (the field the client filled in)."""
     if len(url) > MAX_URL_LENGTH:
-        return f"callback_url is longer than {MAX_URL_LENGTH} characters"
+        return f"{name} is longer than {MAX_URL_LENGTH} characters"
     if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
-        return "callback_url must not contain spaces or control characters"
+        return f"{name} must not contain spaces or control characters"
     try:
         parts = urlsplit(url)
         port = parts.port  # raises on a port that is not a number in range
     except ValueError as exc:
-        return f"callback_url is not a valid URL: {exc}"
+        return f"{name} is not a valid URL: {exc}"
     if parts.scheme.lower() not in ("http", "https"):
-        return "callback_url must be an http(s) URL"
+        return f"{name} must be an http(s) URL"
     if not parts.hostname:
-        return "callback_url has no host"
+        return f"{name} has no host"
     if port == 0:
-        return "callback_url has port 0"
+        return f"{name} has port 0"
     if "#" in url:
-        return "callback_url must not have a fragment"
+        return f"{name} must not have a fragment"
     return None
 
 
@@ -95,11 +96,14 @@ class RetrySchedule:
     max_s: float
 
 
-def verdict(status: int | None, attempts: int, schedule: RetrySchedule) -> Verdict:
+def verdict(status: int | None, attempts: int, schedule: RetrySchedule, *,
+            acknowledged: bool = True) -> Verdict:
     """After attempt number `attempts` (from 1) got HTTP `status` (None: no answer at all).
-    Any 2xx is delivered. Anything else, redirects included (never followed: the URL the
-    client gave is the only one we post to), is retried while attempts remain."""
-    if status is not None and 200 <= status < 300:
+    Any 2xx is delivered, unless the receiver had to answer with a set body and did not
+    (`acknowledged`: Jasmin's "ACK/Jasmin"). Anything else, redirects included (never
+    followed: the URL the client gave is the only one we post to), is retried while
+    attempts remain."""
+    if status is not None and 200 <= status < 300 and acknowledged:
         return Verdict.DELIVERED
     return Verdict.RETRY if attempts < schedule.max_attempts else Verdict.GAVE_UP
 

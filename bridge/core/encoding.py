@@ -22,24 +22,28 @@ class Encoding(str, Enum):
     GSM7 = "gsm7"
     LATIN1 = "latin1"
     UCS2 = "ucs2"
+    #: 8-bit data (a client's binary message, a WAP Push): each character of the text is one
+    #: octet (U+0000..U+00FF); never chosen automatically.
+    BINARY = "binary"
 
 
 #: Tie-break order of `choose_encoding`: GSM is the one every SMSC and handset supports.
-PREFERENCE: tuple[Encoding, ...] = (Encoding.GSM7, Encoding.LATIN1, Encoding.UCS2)
+PREFERENCE: tuple[Encoding, ...] = (Encoding.GSM7, Encoding.LATIN1, Encoding.UCS2,
+                                    Encoding.BINARY)
 _RANK = {enc: i for i, enc in enumerate(PREFERENCE)}
 
 #: Octets per unit in the encoded (unpacked) form: a GSM septet, a Latin-1 octet, a UTF-16 unit.
 UNIT_OCTETS: Mapping[Encoding, int] = MappingProxyType(
-    {Encoding.GSM7: 1, Encoding.LATIN1: 1, Encoding.UCS2: 2})
+    {Encoding.GSM7: 1, Encoding.LATIN1: 1, Encoding.UCS2: 2, Encoding.BINARY: 1})
 #: Units in a single-part message (140 octets of user data, GSM packs 160 septets in them).
 SINGLE_LIMIT: Mapping[Encoding, int] = MappingProxyType(
-    {Encoding.GSM7: 160, Encoding.LATIN1: 140, Encoding.UCS2: 70})
+    {Encoding.GSM7: 160, Encoding.LATIN1: 140, Encoding.UCS2: 70, Encoding.BINARY: 140})
 #: Units per part after a 6-octet UDH with an 8-bit reference (also SAR, where the SMSC adds it).
 MULTI_LIMIT_UDH8: Mapping[Encoding, int] = MappingProxyType(
-    {Encoding.GSM7: 153, Encoding.LATIN1: 134, Encoding.UCS2: 67})
+    {Encoding.GSM7: 153, Encoding.LATIN1: 134, Encoding.UCS2: 67, Encoding.BINARY: 134})
 #: Units per part after a 7-octet UDH with a 16-bit reference.
 MULTI_LIMIT_UDH16: Mapping[Encoding, int] = MappingProxyType(
-    {Encoding.GSM7: 152, Encoding.LATIN1: 133, Encoding.UCS2: 66})
+    {Encoding.GSM7: 152, Encoding.LATIN1: 133, Encoding.UCS2: 66, Encoding.BINARY: 133})
 
 
 @dataclass(frozen=True)
@@ -50,11 +54,15 @@ class TextType:
     flash: bool
 
 
-# SPEC §6 legacy type codes -> (encoding, flash). 3 was never assigned; 4 is WAP Push.
+#: The legacy type code of a WAP Push (bridge.core.wap): 8-bit data, planned apart.
+WAP_PUSH_TYPE = 4
+
+# SPEC §6 legacy type codes -> (encoding, flash). 3 was never assigned.
 _TYPE_CODES: Mapping[int, tuple[Encoding, bool]] = MappingProxyType({
     0: (Encoding.GSM7, False),
     1: (Encoding.GSM7, True),
     2: (Encoding.UCS2, False),
+    WAP_PUSH_TYPE: (Encoding.BINARY, False),
     5: (Encoding.LATIN1, False),
     6: (Encoding.UCS2, True),
     7: (Encoding.LATIN1, True),
@@ -74,13 +82,12 @@ def resolve_type(type_code: int | None, flash: bool) -> TextType:
     """
     if type_code is None:
         return _AUTOMATIC[flash]
-    if type_code == 4:
-        raise BridgeError(ErrorName.INVALID_TYPE, "WAP Push (type 4) is not supported yet")
     entry = _TYPE_CODES.get(type_code)
     if entry is None:
         raise BridgeError(ErrorName.INVALID_TYPE,
                           f"unknown type {type_code}; use 0 (GSM), 1 (GSM flash), 2 (Unicode), "
-                          "5 (Latin-1), 6 (Unicode flash), 7 (Latin-1 flash) or omit it")
+                          "4 (WAP Push), 5 (Latin-1), 6 (Unicode flash), 7 (Latin-1 flash) "
+                          "or omit it")
     encoding, type_flash = entry
     return TextType(encoding, type_flash or flash)
 
@@ -90,7 +97,7 @@ def try_encode(text: str, enc: Encoding) -> bytes | None:
     if enc is Encoding.GSM7:
         return gsm7_try_encode(text)
     try:
-        return text.encode("latin-1" if enc is Encoding.LATIN1 else "utf-16-be")
+        return text.encode("utf-16-be" if enc is Encoding.UCS2 else "latin-1")
     except UnicodeEncodeError:
         return None
 
@@ -105,7 +112,7 @@ def encode_text(text: str, enc: Encoding) -> bytes:
         pos = next(i for i, ch in enumerate(text) if gsm7_units(ch) is None)
     else:
         try:
-            text.encode("latin-1" if enc is Encoding.LATIN1 else "utf-16-be")
+            text.encode("utf-16-be" if enc is Encoding.UCS2 else "latin-1")
             raise AssertionError("try_encode refused an encodable text")  # pragma: no cover
         except UnicodeEncodeError as exc:
             pos = exc.start
@@ -195,15 +202,25 @@ def choose_encoding(text: str, candidates: tuple[Encoding, ...], *,
     return encode_best(text, candidates, udh16=udh16)[0]
 
 
-def data_coding_for(enc: Encoding, flash: bool) -> int:
-    """SMPP data_coding. Flash is message class 0: 0x10 for GSM and 0x18 for UCS2 (TS 23.038
-    general data coding with a class). No DCS combines SMPP's Latin-1 (0x03) with a class, so
-    Latin-1 stays 0x03 and flash is asked for with dest_addr_subunit=1 instead."""
-    if enc is Encoding.GSM7:
-        return 0x10 if flash else 0x00
-    if enc is Encoding.UCS2:
-        return 0x18 if flash else 0x08
-    return 0x03
+#: TS 23.038 general data coding with a message class: the alphabet bits of each encoding.
+_CLASS_ALPHABET: Mapping[Encoding, int] = MappingProxyType(
+    {Encoding.GSM7: 0x10, Encoding.BINARY: 0x14, Encoding.UCS2: 0x18})
+_PLAIN_DCS: Mapping[Encoding, int] = MappingProxyType(
+    {Encoding.GSM7: 0x00, Encoding.LATIN1: 0x03, Encoding.BINARY: 0x04, Encoding.UCS2: 0x08})
+
+
+def data_coding_for(enc: Encoding, flash: bool, message_class: int | None = None) -> int:
+    """SMPP data_coding. A message class (0..3; flash is class 0) is TS 23.038 general data
+    coding with a class: 0x10 + class for GSM, 0x14 + class for 8-bit, 0x18 + class for
+    UCS2. No DCS combines SMPP's Latin-1 (0x03) with a class, so Latin-1 stays 0x03 (flash
+    is then asked for with dest_addr_subunit=1; other classes it cannot have)."""
+    if message_class is None and flash:
+        message_class = 0
+    if message_class is None or enc is Encoding.LATIN1:
+        return _PLAIN_DCS[enc]
+    if not 0 <= message_class <= 3:
+        raise BridgeError(ErrorName.INVALID_TYPE, f"message class {message_class} is not 0..3")
+    return _CLASS_ALPHABET[enc] | message_class
 
 
 # SMPP 3.4 §5.2.19 data_coding 0x00..0x0F: the alphabet for each value, as a Python codec

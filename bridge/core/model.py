@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from enum import Enum
+
+from bridge.core.meta import read_meta
 
 
 class Ingress(str, Enum):
@@ -32,12 +33,6 @@ class Address:
 
 
 def meta_strings(meta_json: str) -> dict[str, str]:
-    """A message's ingress details (`meta_json`) that are strings, read once; empty when the
-    JSON is unreadable."""
-    try:
-        meta = json.loads(meta_json)
-    except ValueError:
-        return {}
-    if not isinstance(meta, dict):
-        return {}
-    return {k: v for k, v in meta.items() if isinstance(v, str)}
+    """A message's ingress details by plain name, for a reader that has no use for the typed
+    keys (`bridge.core.meta.read_meta` is the one parser)."""
+    return {key.value: value for key, value in read_meta(meta_json).items()}

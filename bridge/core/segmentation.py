@@ -21,6 +21,7 @@ from enum import Enum
 
 from bridge.core.encoding import (
     SINGLE_LIMIT,
+    WAP_PUSH_TYPE,
     Encoding,
     data_coding_for,
     encode_best,
@@ -28,6 +29,7 @@ from bridge.core.encoding import (
     resolve_type,
 )
 from bridge.core.errors import BridgeError, ErrorName
+from bridge.core.wap import DATA_CODING_8BIT, PORT_IE, service_indication
 
 UDHI = 0x40
 #: dest_addr_subunit value "MS display": flash for Latin-1, which has no class-0 DCS.
@@ -132,15 +134,21 @@ def plan_message(
     max_parts: int = 10,
     reference: int = 0,
     candidates: tuple[Encoding, ...] = (Encoding.GSM7, Encoding.LATIN1, Encoding.UCS2),
+    encoding: Encoding | None = None,
+    message_class: int | None = None,
+    url: str | None = None,
 ) -> SegmentPlan:
     """Plan the submit_sm PDUs for `text`.
 
-    A legacy `type_code` (SPEC §6) fixes the encoding; otherwise the cheapest exact one among
-    `candidates` is used. Refusals are BridgeErrors: INVALID_TYPE for the type code,
-    INVALID_MESSAGE for an empty or unencodable text and (with too_big=True) for more parts
-    than `max_parts`. PAYLOAD mode counts parts as UDH8 would cut them, since the SMSC will.
-    A `reference` out of range for the mode (0..255, 0..65535 for UDH16) is a caller bug:
-    ValueError.
+    A legacy `type_code` (SPEC §6) fixes the encoding, or `encoding` does (the HTTP dialects'
+    own coding fields: BINARY takes each character as one octet); otherwise the cheapest
+    exact one among `candidates` is used. `message_class` (0..3) goes into the data_coding
+    (flash is class 0). Type 4 is a WAP Push: `text` shown, `url` opened
+    (`plan_wap_push`). Refusals are BridgeErrors: INVALID_TYPE for the type code or a class
+    the encoding cannot carry, INVALID_MESSAGE for an empty or unencodable text and (with
+    too_big=True) for more parts than `max_parts`. PAYLOAD mode counts parts as UDH8 would
+    cut them, since the SMSC will. A `reference` out of range for the mode (0..255,
+    0..65535 for UDH16) is a caller bug: ValueError.
     """
     if type(concat) is not ConcatMode:  # a plain "udh8" string; the enum call costs per request
         concat = ConcatMode(concat)
@@ -148,10 +156,17 @@ def plan_message(
         raise ValueError(f"reference {reference} out of range for {concat.value}")
     if max_parts < 1:
         raise ValueError("max_parts must be at least 1")
+    if type_code is not None and encoding is not None:
+        raise ValueError("a type code and an encoding cannot both be given")
     text_type = resolve_type(type_code, flash)
+    if type_code == WAP_PUSH_TYPE:
+        return plan_wap_push(text, url or "", concat=concat, max_parts=max_parts,
+                             reference=reference)
     if not text:
         raise BridgeError(ErrorName.INVALID_MESSAGE, "empty message")
-    if text_type.encoding is not None:
+    if encoding is not None:
+        candidates = (encoding,)
+    elif text_type.encoding is not None:
         candidates = (text_type.encoding,)
     enc, data, ends = encode_best(text, candidates, udh16=concat is ConcatMode.UDH16)
     total = len(ends)
@@ -162,8 +177,11 @@ def plan_message(
         raise BridgeError(ErrorName.INVALID_MESSAGE,
                           f"needs {total} parts, at most {_MAX_CONCAT_PARTS} can be concatenated",
                           too_big=True)
-    flash = text_type.flash
-    data_coding = data_coding_for(enc, flash)
+    flash = text_type.flash or message_class == 0
+    if enc is Encoding.LATIN1 and message_class not in (None, 0):
+        raise BridgeError(ErrorName.INVALID_TYPE,
+                          f"Latin-1 cannot carry message class {message_class}")
+    data_coding = data_coding_for(enc, flash, message_class)
     subunit = SUBUNIT_MS_DISPLAY if flash and enc is Encoding.LATIN1 else None
 
     if total == 1 or concat is ConcatMode.PAYLOAD:
@@ -177,7 +195,7 @@ def plan_message(
         if enc is Encoding.GSM7:
             chars = len(payload) - payload.count(0x1B)
             part_text = text[pos:pos + chars]
-        elif enc is Encoding.LATIN1:
+        elif enc in (Encoding.LATIN1, Encoding.BINARY):
             part_text = text[pos:end]
         else:  # UCS2: pairs are never split, so each part decodes on its own
             part_text = payload.decode("utf-16-be")
@@ -187,6 +205,39 @@ def plan_message(
     esm_class = UDHI if concat is not ConcatMode.SAR else 0
     return SegmentPlan(enc, flash, data_coding, esm_class, concat, reference, tuple(segments),
                        subunit, total)
+
+
+def plan_wap_push(text: str, url: str, *, concat: ConcatMode = ConcatMode.UDH8,
+                  max_parts: int = 10, reference: int = 0) -> SegmentPlan:
+    """A WAP Push Service Indication (bridge.core.wap) as 8-bit parts. Every part carries the
+    WDP port element in its UDH; a PDU longer than one SMS is cut with the concatenation
+    element beside it (UDH8/UDH16), or with the SAR TLVs in SAR mode. PAYLOAD mode cuts it
+    as UDH8 does: the SMSC cannot be asked to keep the ports in every part it makes."""
+    if not url:
+        raise BridgeError(ErrorName.INVALID_PARAMETER, "a WAP Push (type 4) needs a url")
+    pdu = service_indication(url, text)
+    if concat is ConcatMode.PAYLOAD:
+        concat = ConcatMode.UDH8
+    single = SINGLE_LIMIT[Encoding.BINARY] - len(PORT_IE) - 1
+    concat_ie = len(_udh(ConcatMode.UDH16 if concat is ConcatMode.UDH16 else ConcatMode.UDH8,
+                         0, 1, 1)) - 1
+    step = single - concat_ie  # the SMSC adds the same element in SAR mode
+    chunks = [pdu] if len(pdu) <= single else \
+        [pdu[i:i + step] for i in range(0, len(pdu), step)]
+    total = len(chunks)
+    if total > max_parts:
+        raise BridgeError(ErrorName.INVALID_MESSAGE,
+                          f"the WAP Push needs {total} parts, max_parts is {max_parts}",
+                          too_big=True)
+    segments = []
+    for seq, chunk in enumerate(chunks, 1):
+        elements = PORT_IE
+        if total > 1 and concat is not ConcatMode.SAR:
+            elements += _udh(concat, reference, total, seq)[1:]
+        udh = bytes((len(elements),)) + elements
+        segments.append(Segment(seq, total, text if seq == 1 else "", chunk, udh))
+    return SegmentPlan(Encoding.BINARY, False, DATA_CODING_8BIT, UDHI, concat,
+                       reference if total > 1 else None, tuple(segments), None, total)
 
 
 def truncate_to_fit(text: str, fits: Callable[[str], bool], marker: str = "…") -> str:

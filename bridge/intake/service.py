@@ -8,22 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
-import hashlib
-import hmac
 import ipaddress
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from bridge.config import AccountConfig, Config
+from bridge.intake.credentials import Credentials
 from bridge.ids import new_message_id, random_reference
 from bridge.core.addresses import normalise_recipient, parse_sender
 from bridge.core.callbacks import callback_host_allowed, callback_url_problem
 from bridge.core.encoding import Encoding, choose_encoding
 from bridge.core.errors import BridgeError, ErrorName
+from bridge.core.meta import Meta, MetaKey, meta_json
 from bridge.core.model import Address, Ingress
 from bridge.core.policy import Bucket, FloodRun, duplicate_digester, flood_check, quota_left, take
 from bridge.core.segmentation import (
@@ -51,7 +50,7 @@ MAX_PAGE = 1_000_000_000  # its offset still fits SQLite's 64-bit integers
 class Recipient:
     raw: str
     idempotency_key: str | None = None  # e.g. SMTP Message-ID + recipient
-    meta: tuple[tuple[str, str], ...] = ()  # per-recipient ingress details (DSN NOTIFY, ORCPT)
+    meta: Meta = ()  # per-recipient ingress details (DSN NOTIFY, ORCPT)
     #: Already read and routed by `check_recipient` (SMTP, at RCPT time): not read twice.
     destination: Address | None = None
     #: Final outcomes mailed back as a DSN: "SUCCESS", "FAILURE", both, or None.
@@ -72,8 +71,25 @@ class SubmitRequest:
     send_at: float | None = None  # epoch seconds
     reference: str | None = None  # idempotency key for the whole request
     callback_url: str | None = None
-    meta: tuple[tuple[str, str], ...] = ()  # request-level ingress details
+    meta: Meta = ()  # request-level ingress details
     truncate: bool = False  # too long: cut and mark the text instead of refusing it
+    #: The HTTP dialects' own coding and class fields (a legacy type_code excludes them).
+    encoding: Encoding | None = None
+    message_class: int | None = None
+    url: str | None = None  # what a WAP Push (type 4) opens
+    #: Which report events the callback_url hears of (bridge.core.reports.ReportEvent);
+    #: None: the final states, as SOAP callbacks.
+    report_mask: int | None = None
+
+
+_NOT_ROUTABLE = "is not routable"
+
+
+def is_unroutable(error: BridgeError | None) -> bool:
+    """An INVALID_DESTINATION for a dialable number that no SMSC route takes (a dialect may
+    answer it apart from an undialable one, as Kannel does)."""
+    return error is not None and error.name is ErrorName.INVALID_DESTINATION and \
+        error.detail.endswith(_NOT_ROUTABLE)
 
 
 @dataclass(frozen=True)
@@ -134,29 +150,6 @@ class Page:
     messages: tuple[MessageView, ...]
 
 
-def verify_password(account: AccountConfig, password: str) -> bool:
-    """Constant-time; password_hash is `pbkdf2_sha256$iterations$salt_hex$hash_hex`."""
-    if account.password is not None:
-        return hmac.compare_digest(account.password.encode(), password.encode())
-    if account.password_hash is None:
-        return False
-    try:
-        scheme, iterations, salt, digest = account.password_hash.split("$")
-        if scheme != "pbkdf2_sha256":
-            return False
-        computed = hashlib.pbkdf2_hmac("sha256", password.encode(), bytes.fromhex(salt),
-                                       int(iterations))
-    except ValueError:
-        return False
-    return hmac.compare_digest(computed.hex(), digest)
-
-
-def hash_password(password: str, *, iterations: int = 200_000) -> str:
-    salt = os.urandom(16)
-    digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
-    return f"pbkdf2_sha256${iterations}${salt.hex()}${digest.hex()}"
-
-
 def _tlvs_json(plan: SegmentPlan, seq: int) -> str:
     seg = plan.segments[seq - 1]
     tlvs = plan.tlvs(seg)
@@ -164,6 +157,15 @@ def _tlvs_json(plan: SegmentPlan, seq: int) -> str:
         return "[]"  # the usual case (UDH concatenation, no flash subunit)
     return json.dumps([[name, {"hex": value.hex()} if isinstance(value, bytes) else value]
                        for name, value in tlvs])
+
+
+def _content(req: SubmitRequest) -> str:
+    """What makes two requests the same message for the duplicate window: the text, and
+    whatever else changes what the handset gets (a WAP Push's link, a coding or class)."""
+    extra = (req.url, req.encoding.value if req.encoding else None, req.message_class)
+    if extra == (None, None, None):
+        return req.text
+    return "\x1f".join((req.text, *(str(x) for x in extra)))
 
 
 @dataclass
@@ -196,6 +198,7 @@ class Service:
         self.new_reference = new_reference
         self.concat = concat
         self._accounts = {a.name: a for a in config.accounts}
+        self.credentials = Credentials(config.accounts, clock=clock)
         self._counters = _Counters()
         self._encodings = tuple(Encoding(e) for e in config.policy.auto_encodings)
         # Fixed by the config: the cheap length bound and the UDH reference range.
@@ -203,7 +206,11 @@ class Service:
         self._reference_modulus = reference_max(concat) + 1
         # Each ingress has its own limit; SMTP also applies it per RCPT, as the protocol wants.
         self._recipient_limits = {Ingress.SMTP: config.smtp.max_recipients,
-                                  Ingress.SOAP: config.soap.max_recipients}
+                                  Ingress.SOAP: config.soap.max_recipients,
+                                  Ingress.HTTP: config.http.max_recipients}
+        # Whether each ingress's delivery reports are on (SMTP's DSNs go by mail, not here).
+        self._reports_on = {Ingress.SMTP: False, Ingress.SOAP: config.soap.callbacks,
+                            Ingress.HTTP: config.http.reports}
         self._in_flight = 0
         self._idle: asyncio.Event | None = None  # set while nothing is in flight, once asked
 
@@ -223,14 +230,6 @@ class Service:
 
     def account(self, name: str) -> AccountConfig | None:
         return self._accounts.get(name)
-
-    def authenticate(self, name: str, password: str) -> AccountConfig | None:
-        account = self._accounts.get(name)
-        if account is None:
-            # Spend the same time as a real check so names cannot be probed by timing.
-            hmac.compare_digest(password.encode(), b"\0" * len(password.encode()))
-            return None
-        return account if verify_password(account, password) else None
 
     def relay_account(self, client_ip: str) -> AccountConfig | None:
         """The account whose relay_networks contain the client address, if any."""
@@ -268,7 +267,7 @@ class Service:
         address = normalise_recipient(raw, default_region=account.default_region,
                                       mobile_only=account.mobile_only)
         if self.routes is not None and not self.routes(address.e164):
-            raise BridgeError(ErrorName.INVALID_DESTINATION, f"{address.e164} is not routable")
+            raise BridgeError(ErrorName.INVALID_DESTINATION, f"{address.e164} {_NOT_ROUTABLE}")
         return address
 
     def plan(self, account: AccountConfig,
@@ -290,7 +289,9 @@ class Service:
         def planned(candidate: str) -> SegmentPlan:
             return plan_message(candidate, type_code=req.type_code, flash=req.flash,
                                 concat=self.concat, max_parts=self.config.policy.max_parts,
-                                reference=reference, candidates=self._encodings)
+                                reference=reference, candidates=self._encodings,
+                                encoding=req.encoding, message_class=req.message_class,
+                                url=req.url)
 
         try:
             return planned(text), source, text
@@ -337,7 +338,7 @@ class Service:
         if req.validity_minutes is not None and not 1 <= req.validity_minutes <= 60 * 24 * 30:
             raise BridgeError(ErrorName.INVALID_PARAMETER, "validity_minutes must be 1..43200")
         if req.callback_url is not None:
-            if not self.config.soap.callbacks:
+            if not self._reports_on[req.ingress]:
                 raise BridgeError(ErrorName.INVALID_DLR, "callbacks are turned off on this bridge")
             problem = callback_url_problem(req.callback_url)
             if problem is not None:
@@ -357,12 +358,12 @@ class Service:
         # Everything below is the same for every recipient of the request: worked out once.
         source_addr, source_ton, source_npi = \
             (source.value, source.ton, source.npi) if source else (None, 0, 0)
-        digest = duplicate_digester(account.name, source_addr, req.text, req.type_code,
+        digest = duplicate_digester(account.name, source_addr, _content(req), req.type_code,
                                     req.flash) if policy.duplicate_window_s > 0 else None
-        request_meta = dict(req.meta)
+        request_meta: Meta = req.meta
         if req.reference:  # a callback reports it
-            request_meta["reference"] = req.reference
-        request_meta_json = json.dumps(request_meta, sort_keys=True) if request_meta else "{}"
+            request_meta += ((MetaKey.REFERENCE, req.reference),)
+        request_meta_json = meta_json(request_meta)
         reference_key = f"ref:{req.reference}\x1f" if req.reference else None
         registered_delivery = 1 if req.dlr else 0
         state = MessageState.SCHEDULED if scheduled else MessageState.QUEUED
@@ -381,12 +382,8 @@ class Service:
             e164 = destination.e164
             key = recipient.idempotency_key or (
                 reference_key + e164 if reference_key is not None else None)
-            if recipient.meta:
-                meta = dict(request_meta)
-                meta.update(recipient.meta)
-                meta_json = json.dumps(meta, sort_keys=True)
-            else:
-                meta_json = request_meta_json
+            stored_meta = meta_json(request_meta, recipient.meta) if recipient.meta \
+                else request_meta_json
             pending.append((index, NewMessage(
                 id=self.new_id(), account=account.name, ingress=req.ingress, recipient=e164,
                 raw_recipient=recipient.raw, source_addr=source_addr, source_ton=source_ton,
@@ -397,8 +394,8 @@ class Service:
                 expires_at=expires_at, idempotency_key=key,
                 dup_digest=digest(e164) if digest is not None else None,
                 dup_window_s=policy.duplicate_window_s, quota=account.quota,
-                callback_url=req.callback_url, meta_json=meta_json,
-                dsn_notify=recipient.dsn_notify,
+                callback_url=req.callback_url, meta_json=stored_meta,
+                dsn_notify=recipient.dsn_notify, report_mask=req.report_mask,
                 routes=tuple(self.routes(e164)) if self.routes is not None else ())))
         if pending:
             try:

@@ -506,10 +506,12 @@ class Dispatcher:
         mail_reply = (previous is not None and previous.ingress is Ingress.SMTP
                       and smtp.mail_back and smtp.mo_replies
                       and bool(meta_strings(previous.meta_json).get("mail_from")))
+        owner = self.config.mo_owner(mo.destination.e164)
         stored = self.store.record_inbound(InboundMessage(
             id=new_message_id(), smsc=mo.smsc, source=source, destination=mo.destination.e164,
             text=mo.text, received_at=mo.received_at,
-            reply_to_message_id=previous.id if previous else None, mail_reply=mail_reply))
+            reply_to_message_id=previous.id if previous else None, mail_reply=mail_reply,
+            account=owner.name if owner else None, push_url=owner.mo_url if owner else None))
         try:
             await stored
         except StoreRefused:

@@ -1,4 +1,4 @@
-"""Composition root. Two processes: this one runs the SMTP and SOAP listeners, the Service and
+"""Composition root. Two processes: this one runs the SMTP, SOAP and HTTP listeners, the Service and
 (when configured) the embedded SMSC simulator on one asyncio loop; the store process runs the
 SQLite store and the outbound side, SMPP binds and dispatcher (bridge.runtime.outbound says why)."""
 
@@ -22,6 +22,9 @@ from bridge.intake.service import Service
 from bridge.simulator import SmscSimulator
 from bridge.outbound.smpp.pool import Routes
 from bridge.ingress.smtp.server import start_smtp
+from bridge.ingress.http.app import DEFAULT_LINE, add_http_routes, create_http_app, max_line_size
+from bridge.ingress.ops import add_ops_routes
+from bridge.ingress.tls import server_context
 from bridge.ingress.soap.app import create_soap_app
 from bridge.runtime import StoreProcess, open_store
 
@@ -37,8 +40,10 @@ class Bridge:
         self.simulator: SmscSimulator | None = None
         self.smtp_port = 0
         self.soap_port = 0
+        self.http_port = 0  # the SOAP port when [http] has no listener of its own
         self._smtp_server: asyncio.Server | None = None
         self._soap_runner: web.AppRunner | None = None
+        self._http_runner: web.AppRunner | None = None
         self.store: StoreProcess = open_store(config.store, config.base_dir)
         self.service: Service | None = None
         #: Set when the bridge cannot go on (its store is lost); `serve` then stops, exit 1.
@@ -61,22 +66,26 @@ class Bridge:
         self.service = Service(config, store, routes=Routes(smscs).candidates, concat=concat)
         self._smtp_server = await start_smtp(self.service, config, self.metrics)
         self.smtp_port = self._smtp_server.sockets[0].getsockname()[1]
-        app = create_soap_app(self.service, config, self.metrics, health=self.health,
-                              more_metrics=store.outbound_metrics)
-        self._soap_runner = web.AppRunner(app, access_log=None)
-        await self._soap_runner.setup()
-        soap_ssl = None
-        if config.soap.tls_cert and config.soap.tls_key:
-            soap_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            soap_ssl.load_cert_chain(config.soap.tls_cert, config.soap.tls_key)
-        site = web.TCPSite(self._soap_runner, config.soap.listen_host, config.soap.listen_port,
-                           ssl_context=soap_ssl, reuse_address=True)
-        await site.start()
-        server = site._server  # aiohttp keeps the asyncio server here
-        assert server is not None
-        self.soap_port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-        log.info("serving smtp=%s:%d soap=%s:%d%s", config.smtp.listen_host, self.smtp_port,
-                 config.soap.listen_host, self.soap_port, config.soap.path)
+        app = create_soap_app(self.service, config, self.metrics)
+        add_ops_routes(app, self.metrics, self.health, store.outbound_metrics)
+        http = config.http
+        if http.shared:
+            add_http_routes(app, self.service, config, self.metrics)
+        soap_tls = server_context(config.base_dir, config.soap.tls_cert, config.soap.tls_key,
+                                  section="soap")
+        self._soap_runner, self.soap_port = await _listen(
+            app, config.soap.listen_host, config.soap.listen_port, soap_tls,
+            max_line_size(config) if http.shared else DEFAULT_LINE)
+        self.http_port = self.soap_port
+        if not http.shared:
+            assert http.listen_host is not None
+            self._http_runner, self.http_port = await _listen(
+                create_http_app(self.service, config, self.metrics), http.listen_host,
+                http.listen_port, server_context(config.base_dir, http.tls_cert, http.tls_key,
+                                                 section="http"), max_line_size(config))
+        log.info("serving smtp=%s:%d soap=%s:%d%s http=%s:%d", config.smtp.listen_host,
+                 self.smtp_port, config.soap.listen_host, self.soap_port, config.soap.path,
+                 http.listen_host or config.soap.listen_host, self.http_port)
 
     async def wait_bound(self, timeout: float) -> bool:
         """True once every SMSC bind is up (tests and benchmarks start sending after this)."""
@@ -103,8 +112,9 @@ class Bridge:
         drains in-flight submits, unbinds and closes the store."""
         if self._smtp_server is not None:
             self._smtp_server.close()
-        if self._soap_runner is not None:
-            await self._soap_runner.cleanup()
+        for runner in (self._soap_runner, self._http_runner):
+            if runner is not None:
+                await runner.cleanup()
         if self.service is not None and not await self.service.drained(drain_timeout):
             log.warning("stop: requests still in flight after %.0f s; closing anyway "
                         "(their clients get no acceptance, so they retry)", drain_timeout)
@@ -113,6 +123,19 @@ class Bridge:
         await self.store.close(drain_timeout=drain_timeout)
         if self.simulator is not None:
             await self.simulator.stop()
+
+
+async def _listen(app: web.Application, host: str, port: int, tls: ssl.SSLContext | None,
+                  line: int) -> tuple[web.AppRunner, int]:
+    """Serve `app` on host:port (TLS when given, request lines up to `line` octets); the
+    runner and the port it got."""
+    runner = web.AppRunner(app, access_log=None, max_line_size=line)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, ssl_context=tls, reuse_address=True)
+    await site.start()
+    server = site._server  # aiohttp keeps the asyncio server here
+    assert server is not None
+    return runner, int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
 
 
 def freeze_startup_heap() -> None:

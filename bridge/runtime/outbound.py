@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from bridge.outbound.notify.callbacks import DRAIN_S as CALLBACK_DRAIN_S
 from bridge.outbound.notify.callbacks import CallbackSender
 from bridge.config import Config, SmscConfig
 from bridge.outbound.dispatcher import Dispatcher
+from bridge.ingress.tls import client_context
 from bridge.outbound.notify.mailback import DRAIN_S as MAIL_DRAIN_S
 from bridge.outbound.notify.mailback import MailBack
 from bridge.metrics import OutboundMetrics
@@ -59,6 +62,15 @@ def accepted_messages(rows: Sequence[AcceptRow],
             if o.status == "accepted" and o.held]
 
 
+def smpp_tls(base_dir: Path, smsc: SmscConfig, index: int) -> ssl.SSLContext | None:
+    """The client context of `[[smsc]]` number `index`, by the listeners' rule for files
+    (bridge.ingress.tls): `tls_ca` relative to the config's base_dir."""
+    if not smsc.tls:
+        return None
+    return client_context(base_dir, smsc.tls_ca, verify_hostname=smsc.tls_verify_hostname,
+                          key=f"smsc[{index}].tls_ca")
+
+
 class Outbound:
     """Binds plus dispatcher over one store, with their own metrics registry."""
 
@@ -66,15 +78,18 @@ class Outbound:
         self.metrics = OutboundMetrics()
         self.dispatcher = Dispatcher(setup.config, store, metrics=self.metrics,
                                      exclusive=setup.exclusive)
+        base_dir = setup.config.base_dir
+        index = {smsc.name: i for i, smsc in enumerate(setup.smscs)}
         self.pool = SmscPool(setup.smscs, on_receipt=self.dispatcher.on_receipt,
-                             on_mo=self.dispatcher.on_mo)
+                             on_mo=self.dispatcher.on_mo,
+                             ssl_context_factory=lambda smsc: smpp_tls(base_dir, smsc,
+                                                                       index[smsc.name]))
         self.dispatcher.attach(self.pool)
+        config = setup.config
         owner = self.dispatcher.instance
-        self.callbacks = CallbackSender(setup.config.soap, store, self.metrics, owner=owner,
-                                        secrets={a.name: a.callback_secret
-                                                 for a in setup.config.accounts
-                                                 if a.callback_secret}) \
-            if setup.config.soap.callbacks else None
+        self.callbacks = CallbackSender(config, store, self.metrics, owner=owner,
+                                        smscs=setup.smscs) \
+            if config.soap.callbacks or config.http.reports else None
         self.mailback = MailBack(setup.config.smtp, store, self.metrics, owner=owner) \
             if setup.config.smtp.mail_back else None
         retention_days = setup.config.store.retention_days

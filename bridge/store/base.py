@@ -59,6 +59,9 @@ class NewMessage:
     #: The final outcomes mailed back to the email sender as a DSN: "SUCCESS", "FAILURE",
     #: "SUCCESS,FAILURE" or None (bridge.core.mailback.dsn_conditions).
     dsn_notify: str | None = None
+    #: The report events the callback_url hears of (bridge.core.reports.ReportEvent bits);
+    #: None: the final states (what a SOAP callback reports).
+    report_mask: int | None = None
     #: The SMSCs that may send it, in fail-over order (an instance takes only what it can send).
     routes: tuple[str, ...] = ()
 
@@ -155,18 +158,23 @@ class InboundMessage:
     #: Queue it as mail to the sender of `reply_to_message_id` (bridge.outbound.notify.mailback), in the
     #: transaction that stores it.
     mail_reply: bool = False
+    #: The account whose number `destination` is, and its mo_url: queue a push of it there
+    #: (bridge.outbound.notify.callbacks) in the transaction that stores it.
+    account: str | None = None
+    push_url: str | None = None
 
 
 @dataclass(frozen=True)
 class DueCallback:
-    """A delivery callback whose time has come (`Store.callbacks_due`)."""
+    """A delivery report whose time has come (`Store.callbacks_due`): the event that queued
+    it, and what each dialect's report format needs of the message (bridge.core.reports)."""
 
     id: int
     message_id: str
     account: str
     url: str
-    state: str  # the final MessageState value that queued it
-    at: float  # when the message reached that state
+    state: str  # the event: the MessageState value that queued it, or "buffered"
+    at: float  # when it happened
     attempts: int  # made so far
     recipient: str
     meta_json: str  # the message's ingress details (the SOAP reference among them)
@@ -174,6 +182,33 @@ class DueCallback:
     parts_delivered: int
     error: str | None
     error_detail: str | None
+    raw_recipient: str = ""  # as the client wrote it
+    source_addr: str | None = None
+    text: str = ""
+    created_at: float = 0.0
+    report_mask: int | None = None  # the events asked for (NULL: the final ones)
+    smsc: str | None = None  # the first part's SMSC name, SMSC id and submit time
+    smsc_id: str | None = None
+    submitted_at: float | None = None
+    receipt_stat: str | None = None  # the last part with a receipt: its stat and err
+    receipt_err: str | None = None
+    event_detail: str | None = None  # a buffered event: the receipt's stat
+
+
+@dataclass(frozen=True)
+class DuePush:
+    """An inbound SMS to push to an account's mo_url (`Store.pushes_due`)."""
+
+    id: int
+    inbound_id: str
+    account: str
+    url: str
+    attempts: int  # made so far
+    smsc: str
+    source: str
+    destination: str
+    text: str
+    received_at: float
 
 
 @dataclass(frozen=True)
@@ -302,8 +337,9 @@ class Store(abc.ABC):
         """Apply a delivery receipt to the part whose SMSC id shares a key, aggregate the
         message (bridge.core.states.aggregate), or keep it as an orphan when no part matches."""
 
-    # ---- delivery callbacks (queued by the store itself when a message with a callback_url
-    #      reaches a final state, in the same transaction)
+    # ---- delivery reports (queued by the store itself, in the same transaction, when a
+    #      message with a callback_url reaches a state its report_mask asks for, or gets an
+    #      interim receipt and the mask asks for "buffered")
     @abc.abstractmethod
     async def callbacks_due(self, *, now: float, limit: int) -> list[DueCallback]:
         """Callbacks whose next attempt is due and that no instance holds, the longest
@@ -320,6 +356,23 @@ class Store(abc.ABC):
                         next_at: float, at: float, detail: str) -> Awaitable[None]:
         """After an attempt: `outcome` "delivered" or "gave_up" removes the callback, "retry"
         keeps it until `next_at`; each adds a timeline event with `detail`."""
+
+    # ---- inbound SMS pushed to an account's mo_url (queued by `record_inbound`)
+    @abc.abstractmethod
+    async def pushes_due(self, *, now: float, limit: int) -> list[DuePush]:
+        """Pushes whose next attempt is due and that no instance holds, the longest waiting
+        first."""
+
+    @abc.abstractmethod
+    def claim_pushes(self, owner: str, *, now: float, hold_until: float,
+                     limit: int) -> Awaitable[list[DuePush]]:
+        """`pushes_due`, taken by `owner` as `claim_callbacks` takes callbacks."""
+
+    @abc.abstractmethod
+    def record_push(self, push_id: int, *, outcome: str, attempts: int, next_at: float,
+                    detail: str) -> Awaitable[None]:
+        """After an attempt: "delivered" or "gave_up" removes the push, "retry" keeps it until
+        `next_at` with `detail` as its last error."""
 
     # ---- mail back (DSNs queued by the store when a message with dsn_notify becomes final,
     #      SMS replies by `record_inbound`)
@@ -371,7 +424,7 @@ class Store(abc.ABC):
     def purge(self, *, before: float, limit: int) -> Awaitable[int]:
         """Delete up to `limit` final messages unchanged since `before`, oldest first, with
         their parts, events, keys, queued callbacks and mails, and replies older than
-        `before`; the number deleted."""
+        `before` with their queued pushes; the number deleted."""
 
     # ---- queries
     @abc.abstractmethod
@@ -395,7 +448,8 @@ class Store(abc.ABC):
     # ---- MO
     @abc.abstractmethod
     def record_inbound(self, message: InboundMessage) -> Awaitable[None]:
-        """Store an MO message durably (the deliver_sm_resp waits for this)."""
+        """Store an MO message durably (the deliver_sm_resp waits for this), with its mail
+        back and its push to mo_url when it asks for them."""
 
     @abc.abstractmethod
     async def last_message_to(self, recipient: str, *, since: float) -> MessageView | None:

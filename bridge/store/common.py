@@ -9,6 +9,7 @@ import asyncio
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from bridge.core.reports import is_buffered
 from bridge.core.states import (
     FINAL_MESSAGE_STATES,
     MESSAGE_TRANSITIONS,
@@ -99,6 +100,12 @@ def receipt_change(current: PartState, old_stat: str | None, old_err: str | None
     if new is current and old_stat == (stat or "") and old_err == err:
         return None
     return new
+
+
+def interim(current: PartState, new: PartState, stat: str | None) -> bool:
+    """Whether a receipt that left a part from `current` at `new` is an interim one (the SMSC
+    holds the message for the handset): a "buffered" report for who asked for one."""
+    return new is current and current.value in NOT_FINAL_PARTS and is_buffered(stat)
 
 
 def keeps_why(target: MessageState) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from bridge.core.reports import BUFFERED, EVENT_OF, FINAL_EVENTS
 from bridge.core.states import FINAL_MESSAGE_STATES, MessageState
 from bridge.store.common import PENDING_STATES
 
@@ -23,6 +24,9 @@ _FAILED = ", ".join(f"'{s.value}'" for s in sorted(FINAL_MESSAGE_STATES, key=lam
                     if s is not MessageState.DELIVERED)
 _FINAL = ", ".join(f"'{s.value}'" for s in sorted(FINAL_MESSAGE_STATES, key=lambda s: s.value))
 _PENDING = ", ".join(f"'{v}'" for v in PENDING_STATES)
+#: A state's report event (core.reports.EVENT_OF), as the CASE arms of the trigger.
+_EVENT_CASES = " ".join(f"WHEN '{name}' THEN {int(event)}" for name, event in EVENT_OF.items()
+                        if name != BUFFERED)
 
 
 @dataclass(frozen=True)
@@ -33,7 +37,7 @@ class Migration:
 
 
 MIGRATIONS: tuple[Migration, ...] = (
-    Migration(1, "the SQLite store's tables at its version 9", (
+    Migration(1, "the SQLite store's tables at its version 10", (
         """
         CREATE TABLE messages (
             id TEXT PRIMARY KEY,
@@ -67,7 +71,8 @@ MIGRATIONS: tuple[Migration, ...] = (
             dsn_notify TEXT,
             dsn_delay_owed INTEGER,
             lease_owner TEXT,
-            routes TEXT[] NOT NULL DEFAULT '{}'
+            routes TEXT[] NOT NULL DEFAULT '{}',
+            report_mask INTEGER
         )
         """,
         "CREATE INDEX messages_held ON messages (lease_owner) WHERE lease_owner IS NOT NULL",
@@ -166,7 +171,8 @@ MIGRATIONS: tuple[Migration, ...] = (
             next_at DOUBLE PRECISION NOT NULL,
             last_error TEXT,
             claimed_by TEXT,
-            claimed_until DOUBLE PRECISION
+            claimed_until DOUBLE PRECISION,
+            detail TEXT
         )
         """,
         "CREATE INDEX callbacks_due ON callbacks (next_at)",
@@ -189,6 +195,20 @@ MIGRATIONS: tuple[Migration, ...] = (
         "CREATE INDEX mailbacks_due ON mailbacks (next_at)",
         "CREATE INDEX mailbacks_message ON mailbacks (message_id)",
         """
+        CREATE TABLE pushes (
+            id BIGSERIAL PRIMARY KEY,
+            inbound_id TEXT NOT NULL REFERENCES inbound (id),
+            account TEXT NOT NULL,
+            url TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_at DOUBLE PRECISION NOT NULL,
+            last_error TEXT,
+            claimed_by TEXT,
+            claimed_until DOUBLE PRECISION
+        )
+        """,
+        "CREATE INDEX pushes_due ON pushes (next_at)",
+        """
         CREATE TABLE instances (
             id TEXT PRIMARY KEY,
             heartbeat_at DOUBLE PRECISION NOT NULL,
@@ -200,11 +220,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         f"""
         CREATE FUNCTION sms_bridge_message_final() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
+            IF NEW.state IS DISTINCT FROM OLD.state AND NEW.callback_url IS NOT NULL
+                AND (coalesce(NEW.report_mask, {int(FINAL_EVENTS)})
+                     & CASE NEW.state {_EVENT_CASES} ELSE 0 END) != 0 THEN
+                INSERT INTO callbacks (message_id, url, state, at, next_at)
+                VALUES (NEW.id, NEW.callback_url, NEW.state, NEW.updated_at, NEW.updated_at);
+            END IF;
             IF NEW.state IS DISTINCT FROM OLD.state AND NEW.state IN ({_FINAL}) THEN
-                IF NEW.callback_url IS NOT NULL THEN
-                    INSERT INTO callbacks (message_id, url, state, at, next_at)
-                    VALUES (NEW.id, NEW.callback_url, NEW.state, NEW.updated_at, NEW.updated_at);
-                END IF;
                 IF NEW.dsn_notify IS NOT NULL AND (
                         (NEW.state = 'delivered' AND strpos(NEW.dsn_notify, 'SUCCESS') > 0)
                         OR (NEW.state IN ({_FAILED}) AND strpos(NEW.dsn_notify, 'FAILURE') > 0))

@@ -37,6 +37,7 @@ import asyncpg
 from bridge.core.mailback import DELAYED
 from bridge.core.model import Ingress
 from bridge.core.policy import AcceptFacts, accept_verdict
+from bridge.core.reports import BUFFERED, FINAL_EVENTS, ReportEvent
 from bridge.core.states import (
     FINAL_MESSAGE_STATES,
     MessageState,
@@ -49,6 +50,7 @@ from bridge.store.base import (
     AcceptOutcome,
     DueCallback,
     DueMailback,
+    DuePush,
     Event,
     InboundMessage,
     InstanceRow,
@@ -73,6 +75,7 @@ from bridge.store.common import (
     by_key,
     delay_owed,
     ignored_detail,
+    interim,
     keeps_why,
     move_sources,
     receipt_change,
@@ -107,11 +110,11 @@ _MESSAGE_COLUMNS = (
     "source_npi", "dest_ton", "dest_npi", "text", "encoding", "data_coding", "esm_class",
     "registered_delivery", "state", "parts", "created_at", "updated_at", "send_at", "expires_at",
     "idempotency_key", "dup_digest", "dup_at", "callback_url", "meta_json", "dsn_notify",
-    "dsn_delay_owed", "lease_owner")
+    "dsn_delay_owed", "report_mask", "lease_owner")
 _MESSAGE_TYPES = (
     "text", "text", "text", "text", "text", "text", "int", "int", "int", "int", "text", "text",
     "int", "int", "int", "text", "int", "float8", "float8", "float8", "float8", "text", "text",
-    "float8", "text", "text", "text", "int", "text")
+    "float8", "text", "text", "text", "int", "int", "text")
 
 
 def _unnest_insert(table: str, columns: Sequence[str], types: Sequence[str]) -> str:
@@ -203,6 +206,14 @@ WHERE k.smsc = $1 AND k.key = ANY($2::text[])
 _PART_AND_MESSAGE = """
 SELECT p.state, p.total, p.receipt_stat, p.receipt_err, m.state
 FROM parts p JOIN messages m ON m.id = p.message_id WHERE p.message_id = $1 AND p.seq = $2
+"""
+#: A buffered report, for a message whose mask asks for it (bridge.core.reports): queued where
+#: an interim receipt is applied, in its transaction, since no state changes then.
+_QUEUE_BUFFERED = f"""
+INSERT INTO callbacks (message_id, url, state, at, next_at, detail)
+SELECT id, callback_url, '{BUFFERED}', $1, $1, $2 FROM messages
+WHERE id = $3 AND callback_url IS NOT NULL
+    AND (coalesce(report_mask, {int(FINAL_EVENTS)}) & {int(ReportEvent.BUFFERED)}) != 0
 """
 _HEARTBEAT = """
 INSERT INTO instances (id, heartbeat_at, info_json) VALUES ($1, $2, $3)
@@ -671,7 +682,7 @@ def _decide(store: PostgresStore, tx: _Tx, row: AcceptRow, now: float,
     (mid, account, ingress, recipient, raw_recipient, source_addr, source_ton, source_npi,
      dest_ton, dest_npi, text, encoding, data_coding, esm_class, registered_delivery, state,
      message_parts, created_at, send_at, expires_at, key, dup_digest, dup_window_s, quota,
-     callback_url, meta_json, dsn_notify, _routes) = row
+     callback_url, meta_json, dsn_notify, report_mask, _routes) = row
     digest = dup_digest if dup_window_s > 0 else None
     n = len(message_parts)
     status, earlier = accept_verdict(
@@ -685,7 +696,7 @@ def _decide(store: PostgresStore, tx: _Tx, row: AcceptRow, now: float,
                     source_npi, dest_ton, dest_npi, text, encoding, data_coding, esm_class,
                     registered_delivery, state, n, created_at, now, send_at, expires_at, key,
                     digest, now if digest is not None else None, callback_url, meta_json,
-                    dsn_notify, delay_owed(dsn_notify)))
+                    dsn_notify, delay_owed(dsn_notify), report_mask))
     parts.extend((mid, seq, total, short_message, tlvs_json, PartState.QUEUED.value)
                  for seq, total, short_message, tlvs_json in message_parts)
     if key is not None:
@@ -862,6 +873,20 @@ async def _callback(store: PostgresStore, tx: _Tx, callback_id: int, message_id:
                      attempts, next_at, at, detail)
 
 
+async def _push(store: PostgresStore, tx: _Tx, push_id: int, outcome: str, attempts: int,
+                next_at: float, detail: str) -> None:
+    """After an attempt at a push: as `_attempted`, without a timeline (an inbound SMS has
+    none)."""
+    if outcome == "retry":
+        await tx.conn.execute("UPDATE pushes SET attempts = $1, next_at = $2, last_error = $3, "
+                              "claimed_by = NULL, claimed_until = NULL WHERE id = $4",
+                              attempts, next_at, detail, push_id)
+    elif outcome in ("delivered", "gave_up"):
+        await tx.conn.execute("DELETE FROM pushes WHERE id = $1", push_id)
+    else:
+        raise ValueError(f"unknown attempt outcome {outcome!r}")
+
+
 async def _mailback(store: PostgresStore, tx: _Tx, mailback_id: int, message_id: str, kind: str,
                     outcome: str, attempts: int, next_at: float, at: float, detail: str) -> None:
     events = MAIL_EVENTS.get(kind)
@@ -906,8 +931,9 @@ async def _purge(store: PostgresStore, tx: _Tx, before: float, limit: int) -> in
         await conn.execute(f"DELETE FROM {table} WHERE message_id = ANY($1::text[])", doomed)
     await conn.execute("DELETE FROM messages WHERE id = ANY($1::text[])", doomed)
     # replies as old as the messages go with them
-    await conn.execute("DELETE FROM mailbacks WHERE inbound_id IN "
-                       "(SELECT id FROM inbound WHERE received_at < $1)", before)
+    for table in ("mailbacks", "pushes"):
+        await conn.execute(f"DELETE FROM {table} WHERE inbound_id IN "
+                           f"(SELECT id FROM inbound WHERE received_at < $1)", before)
     await conn.execute("DELETE FROM inbound WHERE received_at < $1", before)
     return len(doomed)
 
@@ -917,6 +943,10 @@ async def _inbound(store: PostgresStore, tx: _Tx, m: InboundMessage) -> None:
         "INSERT INTO inbound (id, smsc, source, destination, text, received_at, "
         "reply_to_message_id) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         m.id, m.smsc, m.source, m.destination, m.text, m.received_at, m.reply_to_message_id)
+    if m.account is not None and m.push_url is not None:
+        await tx.conn.execute("INSERT INTO pushes (inbound_id, account, url, next_at) "
+                              "VALUES ($1, $2, $3, $4)", m.id, m.account, m.push_url,
+                              m.received_at)
     if m.mail_reply and m.reply_to_message_id is not None:
         await tx.conn.execute(
             "INSERT INTO mailbacks (kind, message_id, inbound_id, at, next_at) "
@@ -947,6 +977,8 @@ async def _apply_receipt(tx: _Tx, message_id: str, seq: int, part_state: PartSta
     if new is None:
         return MessageState(row[4])
     await conn.execute(_RECEIPT_PART, new.value, stat or "", err, at, message_id, seq)
+    if interim(current, new, stat):
+        await conn.execute(_QUEUE_BUFFERED, at, stat, message_id)
     detail = receipt_detail(seq, total, stat, err)
     tx.event(message_id, at, "receipt",
              detail + (" (arrived before submit_sm_resp)" if orphan else ""))
@@ -1088,12 +1120,20 @@ async def _last_message_to(conn: Any, recipient: str, since: float) -> MessageVi
     return views[0] if views else None
 
 
-_CALLBACKS = """
-SELECT c.id, c.message_id, c.url, c.state, c.at, c.attempts, m.recipient, m.meta_json, m.parts,
-    (SELECT count(*) FROM parts p WHERE p.message_id = c.message_id AND p.state = 'delivered'),
-    m.error, m.error_detail, m.account
-FROM callbacks c JOIN messages m ON m.id = c.message_id
-"""
+_FIRST_PART = "(SELECT p.{} FROM parts p WHERE p.message_id = c.message_id ORDER BY p.seq LIMIT 1)"
+_LAST_RECEIPT = ("(SELECT p.{} FROM parts p WHERE p.message_id = c.message_id "
+                 "AND coalesce(p.receipt_stat, '') <> '' ORDER BY p.seq DESC LIMIT 1)")
+_CALLBACKS = (
+    "SELECT c.id, c.message_id, c.url, c.state, c.at, c.attempts, m.recipient, m.meta_json, "
+    "m.parts, (SELECT count(*) FROM parts p WHERE p.message_id = c.message_id "
+    "AND p.state = 'delivered'), m.error, m.error_detail, m.account, m.raw_recipient, "
+    "m.source_addr, m.text, m.created_at, m.report_mask, c.detail, "
+    + ", ".join(_FIRST_PART.format(col) for col in ("smsc", "smsc_id", "submitted_at")) + ", "
+    + ", ".join(_LAST_RECEIPT.format(col) for col in ("receipt_stat", "receipt_err"))
+    + " FROM callbacks c JOIN messages m ON m.id = c.message_id ")
+_PUSHES = ("SELECT p.id, p.inbound_id, p.account, p.url, p.attempts, i.smsc, i.source, "
+           "i.destination, i.text, i.received_at FROM pushes p "
+           "JOIN inbound i ON i.id = p.inbound_id ")
 _MAILBACKS = """
 SELECT b.id, b.kind, b.message_id, b.state, b.at, b.attempts, m.recipient, m.meta_json,
     m.created_at, m.parts,
@@ -1115,7 +1155,16 @@ def _due_callback(r: Any) -> DueCallback:
     return DueCallback(id=int(r[0]), message_id=r[1], account=r[12], url=r[2], state=r[3],
                        at=float(r[4]), attempts=int(r[5]), recipient=r[6], meta_json=r[7],
                        parts=int(r[8]), parts_delivered=int(r[9]), error=r[10],
-                       error_detail=r[11])
+                       error_detail=r[11], raw_recipient=r[13], source_addr=r[14], text=r[15],
+                       created_at=float(r[16]), report_mask=r[17], event_detail=r[18],
+                       smsc=r[19], smsc_id=r[20],
+                       submitted_at=None if r[21] is None else float(r[21]),
+                       receipt_stat=r[22], receipt_err=r[23])
+
+
+def _due_push(r: Any) -> DuePush:
+    return DuePush(id=int(r[0]), inbound_id=r[1], account=r[2], url=r[3], attempts=int(r[4]),
+                   smsc=r[5], source=r[6], destination=r[7], text=r[8], received_at=float(r[9]))
 
 
 def _due_mailback(r: Any) -> DueMailback:
@@ -1136,6 +1185,20 @@ async def _mailbacks_due(conn: Any, now: float, limit: int) -> list[DueMailback]
     return [_due_mailback(r) for r in await conn.fetch(
         _MAILBACKS + _DUE.format(t="b") + " ORDER BY b.next_at, b.id LIMIT $2", now,
         max(0, limit))]
+
+
+async def _pushes_due(conn: Any, now: float, limit: int) -> list[DuePush]:
+    return [_due_push(r) for r in await conn.fetch(
+        _PUSHES + _DUE.format(t="p") + " ORDER BY p.next_at, p.id LIMIT $2", now,
+        max(0, limit))]
+
+
+async def _claim_pushes(store: PostgresStore, tx: _Tx, owner: str, now: float,
+                        hold_until: float, limit: int) -> list[DuePush]:
+    ids = [r[0] for r in await tx.conn.fetch(_HOLD.format(table="pushes"), now, owner,
+                                              hold_until, max(0, limit))]
+    return [_due_push(r) for r in await tx.conn.fetch(
+        _PUSHES + "WHERE p.id = ANY($1::bigint[]) ORDER BY p.next_at, p.id", ids)] if ids else []
 
 
 async def _claim_callbacks(store: PostgresStore, tx: _Tx, owner: str, now: float,
@@ -1164,7 +1227,7 @@ WRITES: dict[str, Callable[..., Any]] = {
     "record_callback": _callback, "record_mailback": _mailback, "purge": _purge,
     "queue_delay_dsns": _queue_delay_dsns, "heartbeat": _heartbeat, "claim": _claim,
     "release": _release, "retire": _retire, "claim_callbacks": _claim_callbacks,
-    "claim_mailbacks": _claim_mailbacks,
+    "claim_mailbacks": _claim_mailbacks, "claim_pushes": _claim_pushes, "record_push": _push,
 }
 
 #: The Store's read calls by interface method name; positional arguments after the connection.
@@ -1172,7 +1235,7 @@ READS: dict[str, Callable[..., Any]] = {
     "quota_used": _quota_used, "load_pending": _load_pending, "get_messages": _get_messages,
     "list_messages": _list_messages, "timeline": _timeline, "counts_by_state": _counts_by_state,
     "last_message_to": _last_message_to, "callbacks_due": _callbacks_due,
-    "mailbacks_due": _mailbacks_due, "instances": _instances,
+    "mailbacks_due": _mailbacks_due, "instances": _instances, "pushes_due": _pushes_due,
 }
 
 __all__ = ["PostgresStore", "READS", "WRITES", "lock_key", "safe_url"]

@@ -13,6 +13,7 @@ from bridge.store.base import (
     AcceptOutcome,
     DueCallback,
     DueMailback,
+    DuePush,
     Event,
     InboundMessage,
     InstanceRow,
@@ -56,6 +57,7 @@ class AcceptRow(NamedTuple):
     callback_url: str | None
     meta_json: str
     dsn_notify: str | None
+    report_mask: int | None
     routes: tuple[str, ...]
 
 
@@ -66,7 +68,9 @@ def accept_rows(messages: Sequence[NewMessage]) -> tuple[AcceptRow, ...]:
         m.esm_class, m.registered_delivery, m.state.value,
         tuple([(p.seq, p.total, p.short_message, p.tlvs_json) for p in m.parts]),
         m.created_at, m.send_at, m.expires_at, m.idempotency_key, m.dup_digest, m.dup_window_s,
-        m.quota, m.callback_url, m.meta_json, m.dsn_notify, m.routes) for m in messages])
+        m.quota, m.callback_url, m.meta_json, m.dsn_notify,
+        None if m.report_mask is None else int(m.report_mask), m.routes)
+        for m in messages])
 
 
 def outbound_message(row: AcceptRow) -> OutboundMessage:
@@ -170,6 +174,18 @@ class CallsByName(Store):
 
     def purge(self, *, before: float, limit: int) -> Awaitable[int]:
         return self._write("purge", (before, limit))
+
+    def claim_pushes(self, owner: str, *, now: float, hold_until: float,
+                     limit: int) -> Awaitable[list[DuePush]]:
+        return self._write("claim_pushes", (owner, now, hold_until, limit))
+
+    async def pushes_due(self, *, now: float, limit: int) -> list[DuePush]:
+        result: list[DuePush] = await self._read("pushes_due", (now, limit))
+        return result
+
+    def record_push(self, push_id: int, *, outcome: str, attempts: int, next_at: float,
+                    detail: str) -> Awaitable[None]:
+        return self._write("record_push", (push_id, outcome, attempts, next_at, detail))
 
     async def mailbacks_due(self, *, now: float, limit: int) -> list[DueMailback]:
         result: list[DueMailback] = await self._read("mailbacks_due", (now, limit))

@@ -229,6 +229,46 @@ MIGRATIONS: tuple[Migration, ...] = (
         "ALTER TABLE mailbacks ADD COLUMN claimed_by TEXT",
         "ALTER TABLE mailbacks ADD COLUMN claimed_until REAL",
     )),
+    Migration(10, "reports on more events than the final ones; inbound SMS pushed to mo_url", (
+        # Which events a message's callback_url hears of, as bridge.core.reports.ReportEvent
+        # bits: 1 delivered, 2 undeliverable or expired, 4 buffered (an interim receipt),
+        # 8 submitted (every part accepted by the SMSC), 16 failed. NULL: the final states
+        # (1 + 2 + 16), which is what a callback has always reported.
+        "ALTER TABLE messages ADD COLUMN report_mask INTEGER",
+        # What else the event said when it was queued (a buffered event: the receipt's stat).
+        "ALTER TABLE callbacks ADD COLUMN detail TEXT",
+        "DROP TRIGGER messages_final_callback",
+        # As migration 3's trigger, for every state a mask can ask for; a message without a
+        # callback_url still pays only the WHEN test. Buffered events queue where receipts
+        # are applied (bridge.store.sqlite), since no state changes then.
+        """
+        CREATE TRIGGER messages_report_callback AFTER UPDATE OF state ON messages
+        FOR EACH ROW WHEN NEW.callback_url IS NOT NULL AND NEW.state IS NOT OLD.state
+            AND (coalesce(NEW.report_mask, 19) & CASE NEW.state
+                 WHEN 'delivered' THEN 1 WHEN 'undeliverable' THEN 2 WHEN 'expired' THEN 2
+                 WHEN 'failed' THEN 16 WHEN 'submitted' THEN 8 ELSE 0 END) != 0
+        BEGIN
+            INSERT INTO callbacks (message_id, url, state, at, next_at)
+            VALUES (NEW.id, NEW.callback_url, NEW.state, NEW.updated_at, NEW.updated_at);
+        END
+        """,
+        # An inbound SMS to an account's number, to be POSTed to its mo_url; queued in the
+        # transaction that stores the SMS.
+        """
+        CREATE TABLE pushes (
+            id INTEGER PRIMARY KEY,
+            inbound_id TEXT NOT NULL REFERENCES inbound (id),
+            account TEXT NOT NULL,
+            url TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_at REAL NOT NULL,
+            last_error TEXT,
+            claimed_by TEXT,
+            claimed_until REAL
+        )
+        """,
+        "CREATE INDEX pushes_due ON pushes (next_at)",
+    )),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -40,6 +40,7 @@ from typing import Any, TypeVar
 from bridge.core.mailback import DELAYED
 from bridge.core.policy import AcceptFacts, accept_verdict
 from bridge.core.model import Ingress
+from bridge.core.reports import BUFFERED, FINAL_EVENTS, ReportEvent
 from bridge.core.states import (
     FINAL_MESSAGE_STATES,
     MESSAGE_TRANSITIONS,
@@ -52,6 +53,7 @@ from bridge.store.base import (
     AcceptOutcome,
     DueCallback,
     DueMailback,
+    DuePush,
     Event,
     InboundMessage,
     InstanceRow,
@@ -76,6 +78,7 @@ from bridge.store.common import (
     best_match,
     by_key,
     delay_owed,
+    interim,
     plural,
     receipt_change,
     receipt_detail,
@@ -103,8 +106,9 @@ _INSERT_MESSAGE = """
 INSERT INTO messages (id, account, ingress, recipient, raw_recipient, source_addr, source_ton,
     source_npi, dest_ton, dest_npi, text, encoding, data_coding, esm_class, registered_delivery,
     state, parts, created_at, updated_at, send_at, expires_at, idempotency_key, dup_digest,
-    dup_at, callback_url, meta_json, dsn_notify, dsn_delay_owed, lease_owner, routes)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    dup_at, callback_url, meta_json, dsn_notify, dsn_delay_owed, lease_owner, routes,
+    report_mask)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 #: A pending message to this number that the owner does not hold: a new one must wait behind it.
 _NOT_MINE_BEFORE = f"""
@@ -189,6 +193,14 @@ def _orphans_for(n: int) -> str:
 
 
 _MESSAGE_STATE = "SELECT state FROM messages WHERE id = ?"
+#: A buffered report, for a message whose mask asks for it (bridge.core.reports): queued where
+#: an interim receipt is applied, in its transaction, since no state changes then.
+_QUEUE_BUFFERED = f"""
+INSERT INTO callbacks (message_id, url, state, at, next_at, detail)
+SELECT id, callback_url, '{BUFFERED}', ?, ?, ? FROM messages
+WHERE id = ? AND callback_url IS NOT NULL
+    AND (coalesce(report_mask, {int(FINAL_EVENTS)}) & {int(ReportEvent.BUFFERED)}) != 0
+"""
 #: Messages that owe a delay notice, accepted before a time: read from a partial index only.
 DELAY_DUE = ("SELECT id, state FROM messages WHERE dsn_delay_owed IS NOT NULL "
              "AND created_at < ? ORDER BY created_at LIMIT ?")
@@ -463,7 +475,7 @@ class _Writer:
         for (mid, account, ingress, recipient, raw_recipient, source_addr, source_ton, source_npi,
              dest_ton, dest_npi, text, encoding, data_coding, esm_class, registered_delivery,
              state, parts, created_at, send_at, expires_at, key, dup_digest, dup_window_s, quota,
-             callback_url, meta_json, dsn_notify, routes) in messages:
+             callback_url, meta_json, dsn_notify, report_mask, routes) in messages:
             digest = dup_digest if dup_window_s > 0 else None
             n = len(parts)
             status, earlier = accept_verdict(
@@ -482,7 +494,8 @@ class _Writer:
                 source_npi, dest_ton, dest_npi, text, encoding, data_coding, esm_class,
                 registered_delivery, state, n, created_at, now, send_at, expires_at, key, digest,
                 now if digest is not None else None, callback_url, meta_json, dsn_notify,
-                delay_owed(dsn_notify), owner if held else None, ",".join(routes)))
+                delay_owed(dsn_notify), owner if held else None, ",".join(routes),
+                report_mask))
             tx.parts.extend((mid, *part) for part in parts)
             if key is not None:
                 tx.keys[(account, key)] = mid
@@ -706,6 +719,7 @@ class _Writer:
             found.append(best)
         out: list[ReceiptOutcome] = []
         updates: list[tuple[Any, ...]] = []
+        buffered: list[tuple[Any, ...]] = []
         moves: dict[MessageState, list[tuple[Any, ...]]] = {}
         for (_, _, part_state, stat, err, at), row in zip(run, found):
             _, mid, seq, _, current_value, total, old_stat, old_err, message_value = row
@@ -716,6 +730,8 @@ class _Writer:
                 out.append(ReceiptOutcome(True, mid, message))
                 continue
             updates.append((new.value, stat or "", err, new.value, at, mid, seq))
+            if interim(current, new, stat):
+                buffered.append((at, at, stat, mid))
             detail = receipt_detail(seq, total, stat, err)
             tx.event(mid, at, "receipt", detail)
             target = aggregate((new,))
@@ -725,6 +741,8 @@ class _Writer:
                 message = target
             out.append(ReceiptOutcome(True, mid, message))
         tx.conn.executemany(_RECEIPT_PART, updates)
+        if buffered:
+            tx.conn.executemany(_QUEUE_BUFFERED, buffered)
         for target, params in moves.items():
             tx.conn.executemany(_MOVE_MESSAGE[target], params)
         return out
@@ -773,6 +791,13 @@ class _Writer:
         _hold(tx.conn, "callbacks", [c.id for c in due], owner, hold_until)
         return due
 
+    def claim_pushes(self, tx: _Tx, owner: str, now: float, hold_until: float,
+                     limit: int) -> list[DuePush]:
+        tx.flush()
+        due = _pushes_due(tx.conn, now, limit)
+        _hold(tx.conn, "pushes", [p.id for p in due], owner, hold_until)
+        return due
+
     def claim_mailbacks(self, tx: _Tx, owner: str, now: float, hold_until: float,
                         limit: int) -> list[DueMailback]:
         tx.flush()
@@ -784,6 +809,19 @@ class _Writer:
                  next_at: float, at: float, detail: str) -> None:
         _attempted(tx, "callbacks", CALLBACK_EVENTS, callback_id, message_id, outcome,
                    attempts, next_at, at, detail)
+
+    def push(self, tx: _Tx, push_id: int, outcome: str, attempts: int, next_at: float,
+             detail: str) -> None:
+        """After an attempt at a push: as `_attempted`, without a timeline (an inbound SMS
+        has none)."""
+        if outcome == "retry":
+            tx.conn.execute("UPDATE pushes SET attempts = ?, next_at = ?, last_error = ?, "
+                            "claimed_by = NULL, claimed_until = NULL WHERE id = ?",
+                            (attempts, next_at, detail, push_id))
+        elif outcome in ("delivered", "gave_up"):
+            tx.conn.execute("DELETE FROM pushes WHERE id = ?", (push_id,))
+        else:
+            raise ValueError(f"unknown attempt outcome {outcome!r}")
 
     def mailback(self, tx: _Tx, mailback_id: int, message_id: str, kind: str, outcome: str,
                  attempts: int, next_at: float, at: float, detail: str) -> None:
@@ -844,8 +882,9 @@ class _Writer:
                 column = "id" if table == "messages" else "message_id"
                 conn.execute(f"DELETE FROM {table} WHERE {column} IN ({marks})", tuple(chunk))
         if doomed:  # replies as old as the messages go with them
-            conn.execute("DELETE FROM mailbacks WHERE inbound_id IN "
-                         "(SELECT id FROM inbound WHERE received_at < ?)", (before,))
+            for table in ("mailbacks", "pushes"):
+                conn.execute(f"DELETE FROM {table} WHERE inbound_id IN "
+                             "(SELECT id FROM inbound WHERE received_at < ?)", (before,))
             conn.execute("DELETE FROM inbound WHERE received_at < ?", (before,))
         return len(doomed)
 
@@ -860,6 +899,9 @@ class _Writer:
             "INSERT INTO inbound (id, smsc, source, destination, text, received_at, "
             "reply_to_message_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (m.id, m.smsc, m.source, m.destination, m.text, m.received_at, m.reply_to_message_id))
+        if m.account is not None and m.push_url is not None:
+            tx.conn.execute("INSERT INTO pushes (inbound_id, account, url, next_at) "
+                            "VALUES (?, ?, ?, ?)", (m.id, m.account, m.push_url, m.received_at))
         if m.mail_reply and m.reply_to_message_id is not None:
             tx.conn.execute(
                 "INSERT INTO mailbacks (kind, message_id, inbound_id, at, next_at) "
@@ -881,6 +923,8 @@ class _Writer:
         if new is None:
             return MessageState(row[4])
         conn.execute(_RECEIPT_PART, (new.value, stat or "", err, new.value, at, message_id, seq))
+        if interim(current, new, stat):
+            conn.execute(_QUEUE_BUFFERED, (at, at, stat, message_id))
         detail = receipt_detail(seq, total, stat, err)
         tx.event(message_id, at, "receipt", detail + (" (arrived before submit_sm_resp)"
                                                      if orphan else ""))
@@ -1055,10 +1099,11 @@ WRITES: dict[str, Callable[..., Any]] = {
     "record_state": _Writer.state, "record_event": _Writer.event,
     "record_receipt": _Writer.receipt, "record_inbound": _Writer.inbound,
     "record_callback": _Writer.callback, "record_mailback": _Writer.mailback,
+    "record_push": _Writer.push,
     "purge": _Writer.purge, "queue_delay_dsns": _Writer.queue_delay_dsns,
     "heartbeat": _Writer.heartbeat, "claim": _Writer.claim, "release": _Writer.release,
     "retire": _Writer.retire, "claim_callbacks": _Writer.claim_callbacks,
-    "claim_mailbacks": _Writer.claim_mailbacks,
+    "claim_mailbacks": _Writer.claim_mailbacks, "claim_pushes": _Writer.claim_pushes,
 }
 
 
@@ -1393,19 +1438,43 @@ def _last_message_to(conn: sqlite3.Connection, recipient: str,
     return views[0] if views else None
 
 
+_FIRST_PART = "(SELECT p.{} FROM parts p WHERE p.message_id = c.message_id ORDER BY p.seq LIMIT 1)"
+_LAST_RECEIPT = ("(SELECT p.{} FROM parts p WHERE p.message_id = c.message_id "
+                 "AND coalesce(p.receipt_stat, '') != '' ORDER BY p.seq DESC LIMIT 1)")
+_CALLBACKS_DUE = (
+    "SELECT c.id, c.message_id, c.url, c.state, c.at, c.attempts, m.recipient, m.meta_json, "
+    "m.parts, (SELECT count(*) FROM parts p WHERE p.message_id = c.message_id "
+    "AND p.state = 'delivered'), m.error, m.error_detail, m.account, m.raw_recipient, "
+    "m.source_addr, m.text, m.created_at, m.report_mask, c.detail, "
+    + ", ".join(_FIRST_PART.format(col) for col in ("smsc", "smsc_id", "submitted_at")) + ", "
+    + ", ".join(_LAST_RECEIPT.format(col) for col in ("receipt_stat", "receipt_err"))
+    + " FROM callbacks c JOIN messages m ON m.id = c.message_id "
+    "WHERE c.next_at <= ? AND (c.claimed_until IS NULL OR c.claimed_until <= ?) "
+    "ORDER BY c.next_at, c.id LIMIT ?")
+
+
 def _callbacks_due(conn: sqlite3.Connection, now: float, limit: int) -> list[DueCallback]:
-    rows = conn.execute(
-        "SELECT c.id, c.message_id, c.url, c.state, c.at, c.attempts, m.recipient, m.meta_json, "
-        "m.parts, (SELECT count(*) FROM parts p WHERE p.message_id = c.message_id "
-        "AND p.state = 'delivered'), m.error, m.error_detail, m.account "
-        "FROM callbacks c JOIN messages m ON m.id = c.message_id "
-        "WHERE c.next_at <= ? AND (c.claimed_until IS NULL OR c.claimed_until <= ?) "
-        "ORDER BY c.next_at, c.id LIMIT ?", (now, now, max(0, limit)))
+    rows = conn.execute(_CALLBACKS_DUE, (now, now, max(0, limit)))
     return [DueCallback(id=int(r[0]), message_id=r[1], account=r[12], url=r[2], state=r[3],
                         at=float(r[4]), attempts=int(r[5]), recipient=r[6], meta_json=r[7],
                         parts=int(r[8]), parts_delivered=int(r[9]), error=r[10],
-                        error_detail=r[11])
+                        error_detail=r[11], raw_recipient=r[13], source_addr=r[14], text=r[15],
+                        created_at=float(r[16]), report_mask=r[17], event_detail=r[18],
+                        smsc=r[19], smsc_id=r[20],
+                        submitted_at=None if r[21] is None else float(r[21]),
+                        receipt_stat=r[22], receipt_err=r[23])
             for r in rows]
+
+
+def _pushes_due(conn: sqlite3.Connection, now: float, limit: int) -> list[DuePush]:
+    rows = conn.execute(
+        "SELECT p.id, p.inbound_id, p.account, p.url, p.attempts, i.smsc, i.source, "
+        "i.destination, i.text, i.received_at FROM pushes p JOIN inbound i ON i.id = p.inbound_id "
+        "WHERE p.next_at <= ? AND (p.claimed_until IS NULL OR p.claimed_until <= ?) "
+        "ORDER BY p.next_at, p.id LIMIT ?", (now, now, max(0, limit)))
+    return [DuePush(id=int(r[0]), inbound_id=r[1], account=r[2], url=r[3], attempts=int(r[4]),
+                    smsc=r[5], source=r[6], destination=r[7], text=r[8],
+                    received_at=float(r[9])) for r in rows]
 
 
 def _mailbacks_due(conn: sqlite3.Connection, now: float, limit: int) -> list[DueMailback]:
@@ -1431,5 +1500,5 @@ READS: dict[str, Callable[..., Any]] = {
     "quota_used": _quota_used, "load_pending": _load_pending, "get_messages": _get_messages,
     "list_messages": _list_messages, "timeline": _timeline, "counts_by_state": _counts_by_state,
     "last_message_to": _last_message_to, "callbacks_due": _callbacks_due,
-    "mailbacks_due": _mailbacks_due, "instances": _instances,
+    "mailbacks_due": _mailbacks_due, "instances": _instances, "pushes_due": _pushes_due,
 }

@@ -42,10 +42,8 @@ def test_type_codes(code: int | None, flash: bool, expected: TextType) -> None:
     assert resolve_type(code, flash) == expected
 
 
-def test_wap_push_is_refused_clearly() -> None:
-    with pytest.raises(BridgeError) as info:
-        resolve_type(4, False)
-    assert info.value == BridgeError(ErrorName.INVALID_TYPE, "WAP Push (type 4) is not supported yet")
+def test_wap_push_is_8_bit_data() -> None:
+    assert resolve_type(4, False) == TextType(Encoding.BINARY, False)
 
 
 @pytest.mark.parametrize("code", [3, 8, 9, -1, 99, 2**31])
@@ -120,10 +118,23 @@ def test_encode_text_refuses_inexact(text: str, enc: Encoding, detail: str) -> N
 @pytest.mark.parametrize(
     ("enc", "flash", "dcs"),
     [(G, False, 0x00), (G, True, 0x10), (U, False, 0x08), (U, True, 0x18),
-     (L, False, 0x03), (L, True, 0x03)],
+     (L, False, 0x03), (L, True, 0x03), (Encoding.BINARY, False, 0x04),
+     (Encoding.BINARY, True, 0x14)],
 )
 def test_data_coding_for(enc: Encoding, flash: bool, dcs: int) -> None:
     assert data_coding_for(enc, flash) == dcs
+
+
+@pytest.mark.parametrize(("enc", "message_class", "dcs"), [
+    (G, 1, 0x11), (G, 2, 0x12), (G, 3, 0x13), (U, 1, 0x19), (U, 3, 0x1B),
+    (Encoding.BINARY, 1, 0x15), (Encoding.BINARY, 2, 0x16), (L, 2, 0x03)])
+def test_message_classes_are_general_data_coding(enc: Encoding, message_class: int,
+                                                 dcs: int) -> None:
+    """TS 23.038 §4: 0b0001_AACC, alphabet AA (00 GSM, 01 8-bit, 10 UCS2), class CC."""
+    assert data_coding_for(enc, False, message_class) == dcs
+    assert decode_text(b"\x00A" if enc is U else b"A", dcs) == "A"
+    with pytest.raises(BridgeError):
+        data_coding_for(G, False, 4)
 
 
 @pytest.mark.parametrize(

@@ -275,7 +275,8 @@ def test_type_codes_force_the_encoding() -> None:
     assert info.value.detail.startswith("text cannot be encoded in gsm7")
     with pytest.raises(BridgeError) as info:
         plan_message("hello", type_code=4)
-    assert info.value == BridgeError(ErrorName.INVALID_TYPE, "WAP Push (type 4) is not supported yet")
+    assert info.value == BridgeError(ErrorName.INVALID_PARAMETER,
+                                     "a WAP Push (type 4) needs a url")
     with pytest.raises(BridgeError) as info:
         plan_message("hello", type_code=3)
     assert info.value.name is ErrorName.INVALID_TYPE

@@ -14,7 +14,7 @@ import zeep
 from lxml import etree
 from zeep.wsse.username import UsernameToken as ZeepToken
 
-from bridge.intake.service import hash_password
+from bridge.intake.credentials import hash_password
 from bridge.ingress.soap.security import (
     PASSWORD_DIGEST,
     WSSE_NS,
@@ -22,7 +22,6 @@ from bridge.ingress.soap.security import (
     AuthError,
     NonceCache,
     UsernameToken,
-    VerifiedCache,
     check_freshness,
     digest_matches,
     find_username_token,
@@ -178,17 +177,6 @@ def test_nonce_cache_replay_expiry_and_bound() -> None:
     assert len(cache) == 3
     assert cache.add("demo", b"a", now=16.5)  # a nonce may come back once it is out of window
     assert len(cache) == 2
-
-
-def test_verified_cache() -> None:
-    cache = VerifiedCache(ttl_s=10, max_entries=2)
-    cache.remember("a", "pw", now=0)
-    assert cache.hit("a", "pw", now=5)
-    assert not cache.hit("a", "other", now=5)
-    assert not cache.hit("a", "pw", now=11)
-    cache.remember("b", "pw", now=0)
-    cache.remember("c", "pw", now=20)  # full: expired entries dropped
-    assert cache.hit("c", "pw", now=21) and not cache.hit("b", "pw", now=1)
 
 
 def test_parse_basic() -> None:

@@ -33,7 +33,7 @@ async def test_request_level_faults(tmp_path: Path, version: str) -> None:
         cases: list[tuple[dict[str, Any], str, int]] = [
             ({"sender": "NOT-ALLOWED"}, "INVALID_SOURCE", 1707),
             ({"sender": "Far too long a sender"}, "INVALID_SOURCE", 1707),
-            ({"type": 4}, "INVALID_TYPE", 1704),  # WAP Push: not supported
+            ({"type": 4}, "INVALID_PARAMETER", 1702),  # WAP Push without its url
             ({"type": 9}, "INVALID_TYPE", 1704),
             ({"text": ""}, "INVALID_MESSAGE", 1705),
             ({"text": "x" * (153 * 10 + 1)}, "INVALID_MESSAGE", 1705),  # 11 parts > max_parts

@@ -189,11 +189,11 @@ async def test_get_endpoints(bridge: object) -> None:
             assert len(types) == len(set(types)) and len(types) >= 7, types
 
 
-async def test_healthz_degraded_is_503(tmp_path: Path) -> None:
+async def test_healthz_degraded_is_503() -> None:
     from aiohttp import web
 
+    from bridge.ingress.ops import add_ops_routes
     from bridge.metrics import Metrics
-    from bridge.ingress.soap.app import create_soap_app
 
     async def degraded() -> dict[str, str]:
         return {"status": "degraded"}
@@ -201,21 +201,20 @@ async def test_healthz_degraded_is_503(tmp_path: Path) -> None:
     async def broken() -> dict[str, str]:
         raise ZeroDivisionError
 
-    async with running_bridge(make_config(tmp_path)) as b:
-        assert b.service is not None
-        for health, code in ((degraded, 503), (broken, 503)):
-            app = create_soap_app(b.service, b.config, Metrics(), health=health)
-            runner = web.AppRunner(app)
-            await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
-            port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            try:
-                async with aiohttp.ClientSession() as http:
-                    async with http.get(f"http://127.0.0.1:{port}/healthz") as response:
-                        assert response.status == code
-            finally:
-                await runner.cleanup()
+    for health, code in ((degraded, 503), (broken, 503)):
+        app = web.Application()
+        add_ops_routes(app, Metrics(), health)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        try:
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"http://127.0.0.1:{port}/healthz") as response:
+                    assert response.status == code
+        finally:
+            await runner.cleanup()
 
 
 async def test_a_dead_store_process_shows_in_healthz_and_refuses_cleanly(tmp_path: Path) -> None:

@@ -21,7 +21,6 @@ import re
 import ssl
 from base64 import b64decode
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Session, syntax
@@ -29,11 +28,13 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Session, syntax
 from bridge.config import AccountConfig, Config, is_loopback
 from bridge.core.errors import BridgeError, ErrorName
 from bridge.core.mailback import answers_an_sms, dsn_conditions, parse_notify
+from bridge.core.meta import MetaKey
 from bridge.core.model import Address, Ingress
 from bridge.metrics import Metrics
 from bridge.intake.service import Recipient, RecipientResult, Service, SubmitRequest, report_results
 from bridge.ingress.smtp import replies
 from bridge.ingress.smtp.text import parse_mail
+from bridge.ingress.tls import server_context
 
 log = logging.getLogger("bridge.smtp")
 
@@ -159,7 +160,7 @@ class _Rcpt:
 class _Txn:
     account: AccountConfig
     mail_from: str  # "" for the null reverse path
-    meta: list[tuple[str, str]]  # mail_from, client_ip, helo, DSN RET/ENVID
+    meta: list[tuple[MetaKey, str]]  # mail_from, client_ip, helo, DSN RET/ENVID
     rcpts: list[_Rcpt] = field(default_factory=list)
 
 
@@ -349,10 +350,8 @@ class BridgeSMTP(SMTP):
 
     async def _check_credentials(self, login: bytes, password: bytes) -> AuthResult:
         name = login.decode("utf-8", "replace")
-        service = self._listener.service
-        # Password hashes take real CPU time: keep them off the loop.
-        account = await asyncio.to_thread(service.authenticate, name,
-                                          password.decode("utf-8", "replace"))
+        account = await self._listener.service.credentials.password(
+            name, password.decode("utf-8", "replace"))
         if account is None:
             self._auth_failures += 1
             self._listener.metrics.rejected("smtp", ErrorName.AUTH_FAILED.value)
@@ -414,18 +413,18 @@ class BridgeSMTP(SMTP):
             await self.push(replies.SENDER_NOT_ALLOWED)
             return
         assert self.session is not None and self.envelope is not None
-        meta = [("mail_from", address), ("client_ip", self._ip or ""),
-                ("helo", self.session.host_name or ""), *meta]
+        meta = [(MetaKey.MAIL_FROM, address), (MetaKey.CLIENT_IP, self._ip or ""),
+                (MetaKey.HELO, self.session.host_name or ""), *meta]
         self._txn = _Txn(account, address, meta)
         self.envelope.mail_from = address
         await self.push(replies.MAIL_OK)
 
-    def _mail_params(self, text: str) -> list[tuple[str, str]]:
+    def _mail_params(self, text: str) -> list[tuple[MetaKey, str]]:
         params = parse_params(text)
         assert self.session is not None
         if params and not self.session.extended_smtp:
             raise ParamError(replies.MAIL_SYNTAX)
-        meta: list[tuple[str, str]] = []
+        meta: list[tuple[MetaKey, str]] = []
         for key, value in params.items():
             if key == "SIZE":
                 if value is None or not value.isdigit():
@@ -443,7 +442,7 @@ class BridgeSMTP(SMTP):
                 ret = _require(params, key).upper()
                 if ret not in ("FULL", "HDRS"):
                     raise ParamError(replies.param_bad(key))
-                meta.append(("ret", ret))
+                meta.append((MetaKey.RET, ret))
             elif key == "ENVID":
                 try:
                     envid = xtext_decode(_require(params, key))
@@ -451,7 +450,7 @@ class BridgeSMTP(SMTP):
                     raise ParamError(replies.param_bad(key)) from None
                 if len(envid) > 100:
                     raise ParamError(replies.param_bad(key))
-                meta.append(("envid", envid))
+                meta.append((MetaKey.ENVID, envid))
             elif key == "AUTH":  # RFC 4954 §5: informational, the session's AUTH decides
                 _require(params, key)
             else:
@@ -643,11 +642,11 @@ class BridgeSMTP(SMTP):
             e164 = rcpt.destination.e164
             if e164 not in index:
                 index[e164] = len(recipients)
-                meta = [("rcpt_to", rcpt.address)]
+                meta = [(MetaKey.RCPT_TO, rcpt.address)]
                 if rcpt.notify is not None:
-                    meta.append(("notify", rcpt.notify))
+                    meta.append((MetaKey.NOTIFY, rcpt.notify))
                 if rcpt.orcpt is not None:
-                    meta.append(("orcpt", rcpt.orcpt))
+                    meta.append((MetaKey.ORCPT, rcpt.orcpt))
                 key = f"mid:{mail.message_id}\x1f{e164}" if mail.message_id else None
                 # DSNs as each RCPT's NOTIFY (or the default) asks, when they go back at all.
                 default = self._listener.notify_default
@@ -659,9 +658,9 @@ class BridgeSMTP(SMTP):
             order.append(index[e164])
         meta = list(txn.meta)
         if mail.message_id:
-            meta.append(("message_id", mail.message_id))
+            meta.append((MetaKey.MESSAGE_ID, mail.message_id))
         if mail.subject:  # DSNs and SMS replies name and thread the mail they answer
-            meta.append(("subject", mail.subject[:SUBJECT_KEPT]))
+            meta.append((MetaKey.SUBJECT, mail.subject[:SUBJECT_KEPT]))
         # An answer to an SMS reply continues a conversation: the phone gets only what is new.
         text = mail.body if mail.body and answers_an_sms(mail.in_reply_to, smtp.domains) \
             else mail.text
@@ -709,27 +708,13 @@ class BridgeLMTP(BridgeSMTP):
 # ---------------------------------------------------------------- listener
 
 
-def _tls_context(config: Config) -> ssl.SSLContext | None:
-    smtp = config.smtp
-    if not smtp.tls_cert or not smtp.tls_key:
-        return None
-
-    def resolve(path: str) -> Path:
-        p = Path(path)
-        return p if p.is_absolute() else config.base_dir / p
-
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(resolve(smtp.tls_cert), resolve(smtp.tls_key))
-    return context
-
-
 async def start_smtp(service: Service, config: Config, metrics: Metrics) -> asyncio.Server:
     """Listen on [smtp] listen on the running loop; returns the asyncio server."""
     smtp = config.smtp
     # aiosmtpd logs every command line at INFO ("AUTH PLAIN <credentials>" included).
     logging.getLogger("mail.log").setLevel(logging.WARNING)
     loop = asyncio.get_running_loop()
-    tls = _tls_context(config)
+    tls = server_context(config.base_dir, smtp.tls_cert, smtp.tls_key, section="smtp")
     auth_require_tls = not (smtp.auth_without_tls_on_loopback and is_loopback(smtp.listen_host))
     listener = _Listener(service, config, metrics, frozenset(smtp.domains),
                          parse_notify(smtp.notify_default)

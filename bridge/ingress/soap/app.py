@@ -6,8 +6,8 @@ Endpoints (one aiohttp app, mounted by bridge/app.py on `[soap] listen`, TLS whe
     POST {path}12        (application/soap+xml = SOAP 1.2, anything else = SOAP 1.1) on both
     GET  {path}?wsdl     WSDL with the SOAP 1.1 binding, address {path}
     GET  {path}12?wsdl   WSDL with the SOAP 1.2 binding, address {path}12
-    GET  /healthz        JSON from the bridge's health callable; 200 when "ok", else 503
-    GET  /metrics        Prometheus text
+
+(/healthz and /metrics on the same listener are bridge.ingress.ops's.)
 
 A POST goes through, in order: size limit (413), hardened XML parse (DTDs refused, no entity
 expansion, no network), authentication (HTTP Basic, else WS-Security UsernameToken in the SOAP
@@ -34,7 +34,6 @@ both HTTP-level clients and SOAP toolkits (which read the fault) see the reason.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
 import time
@@ -53,7 +52,6 @@ from bridge.ingress.soap.security import (
     REALM,
     AuthError,
     NonceCache,
-    VerifiedCache,
     XmlRejected,
     check_freshness,
     digest_matches,
@@ -77,16 +75,10 @@ WSS_WINDOW_S = 300.0  # a UsernameToken's Created may be this old; nonces are ke
 WSS_SKEW_S = 60.0  # ... and this far in the future (clock skew)
 _WSDL_CACHE_MAX = 32
 
-Health = Callable[[], Awaitable[Mapping[str, Any]]]
-#: The metrics kept outside this process (the outbound side's), as Prometheus text.
-MoreMetrics = Callable[[], Awaitable[bytes]]
-
-
 class SoapEndpoint:
     """Request handling for every route of the SOAP app."""
 
-    def __init__(self, service: Service, config: Config, metrics: Metrics, health: Health, *,
-                 more_metrics: MoreMetrics | None = None,
+    def __init__(self, service: Service, config: Config, metrics: Metrics, *,
                  services: Sequence[Any] = (SmsBridgeService,),
                  clock: Callable[[], float] = time.time,
                  wss_window_s: float = WSS_WINDOW_S, wss_skew_s: float = WSS_SKEW_S) -> None:
@@ -95,14 +87,11 @@ class SoapEndpoint:
         self.soap = config.soap
         self.path = self.soap.path.rstrip("/") or "/"
         self.metrics = metrics
-        self.health = health
-        self.more_metrics = more_metrics
         self.clock = clock
         self.wss_window_s = wss_window_s
         self.wss_skew_s = wss_skew_s
         self.services = tuple(services)
         self.nonces = NonceCache(ttl_s=wss_window_s + wss_skew_s)
-        self.verified = VerifiedCache()
         self.parser = make_parser()
         # aiohttp-spyne's server base per SOAP version: Spyne on the loop, no thread pool.
         self.transports: dict[SoapVersion, Any] = {
@@ -220,7 +209,7 @@ class SoapEndpoint:
         now = self.clock()
         check_freshness(token, now=now, window_s=self.wss_window_s, skew_s=self.wss_skew_s)
         if token.digest:
-            found = self.service.account(token.username)
+            found = self.service.credentials.account(token.username)
             secret = found.password if found is not None else None
             # Compare even for unknown accounts so names cannot be probed by timing.
             ok = digest_matches(token, secret if secret is not None else "\0")
@@ -234,23 +223,10 @@ class SoapEndpoint:
         return account
 
     async def _check_password(self, username: str, password: str) -> AccountConfig:
-        account = self.service.account(username)
-        hashed = account is not None and account.password is None
-        now = self.clock()
-        if hashed and self.verified.hit(username, password, now=now):
-            assert account is not None
-            return account
-        if hashed:  # pbkdf2: keep it off the loop
-            loop = asyncio.get_running_loop()
-            result = await loop.run_in_executor(None, self.service.authenticate, username,
-                                                password)
-        else:
-            result = self.service.authenticate(username, password)
-        if result is None:
+        account = await self.service.credentials.password(username, password)
+        if account is None:
             raise AuthError("bad password")
-        if hashed:
-            self.verified.remember(username, password, now=now)
-        return result
+        return account
 
     # ------------------------------------------------------------------ GET
 
@@ -272,23 +248,6 @@ class SoapEndpoint:
             if len(self._wsdl) < _WSDL_CACHE_MAX:
                 self._wsdl[key] = document
         return web.Response(body=document, headers={"Content-Type": "text/xml; charset=utf-8"})
-
-    async def healthz(self, request: web.Request) -> web.StreamResponse:
-        try:
-            data = dict(await self.health())
-        except Exception:
-            log.exception("health check failed")
-            return web.json_response({"status": "error"}, status=503)
-        return web.json_response(data, status=200 if data.get("status") == "ok" else 503)
-
-    async def metrics_page(self, request: web.Request) -> web.StreamResponse:
-        body, content_type = self.metrics.render()
-        if self.more_metrics is not None:
-            try:
-                body += await self.more_metrics()
-            except Exception as exc:  # the page still shows this process's metrics
-                log.error("metrics of the outbound side unavailable: %s", exc)
-        return web.Response(body=body, headers={"Content-Type": content_type})
 
 
 async def _settle(pending: Any) -> Any:
@@ -332,23 +291,21 @@ SOAP_ENDPOINT = web.AppKey("soap_endpoint", SoapEndpoint)
 
 
 def create_soap_app(service: Service, config: Config, metrics: Metrics, *,
-                    health: Health, more_metrics: MoreMetrics | None = None,
                     services: Sequence[Any] = (SmsBridgeService,),
                     clock: Callable[[], float] = time.time) -> web.Application:
-    """The SOAP listener's aiohttp application (bridge/app.py runs it, with TLS when set).
+    """The SOAP endpoint's aiohttp application (bridge.runtime.app runs it on the SOAP listener,
+    with bridge.ingress.ops's routes and, unless [http] has a listener of its own, the HTTP
+    dialects).
     `services` lets the benchmark add its hidden no-op operation; `clock` is for WS-Security
     timestamps."""
     # Spyne logs every client fault with a traceback; the adapter logs one line itself.
     logging.getLogger("spyne").setLevel(logging.CRITICAL)
-    endpoint = SoapEndpoint(service, config, metrics, health, more_metrics=more_metrics,
-                            services=services, clock=clock)
+    endpoint = SoapEndpoint(service, config, metrics, services=services, clock=clock)
     app = web.Application(client_max_size=config.soap.max_request_bytes)
     path = endpoint.path
     app.router.add_post(path, endpoint.post)
     app.router.add_post(path + "12", endpoint.post)
     app.router.add_get(path, endpoint.get_v11)
     app.router.add_get(path + "12", endpoint.get_v12)
-    app.router.add_get("/healthz", endpoint.healthz)
-    app.router.add_get("/metrics", endpoint.metrics_page)
     app[SOAP_ENDPOINT] = endpoint
     return app

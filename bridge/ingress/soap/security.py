@@ -222,28 +222,3 @@ class NonceCache:
             if expiry > now:
                 break
             del seen[key]
-
-
-class VerifiedCache:
-    """Credentials that passed a (possibly slow, pbkdf2) check recently: name → SHA-256 of the
-    password, for `ttl_s`. Only successful checks are remembered; the password is not stored."""
-
-    def __init__(self, ttl_s: float = 300.0, max_entries: int = 10_000) -> None:
-        self.ttl_s = ttl_s
-        self.max_entries = max_entries
-        self._ok: dict[tuple[str, bytes], float] = {}
-
-    @staticmethod
-    def _key(username: str, password: str) -> tuple[str, bytes]:
-        return username, hashlib.sha256(password.encode()).digest()
-
-    def hit(self, username: str, password: str, *, now: float) -> bool:
-        expiry = self._ok.get(self._key(username, password))
-        return expiry is not None and expiry > now
-
-    def remember(self, username: str, password: str, *, now: float) -> None:
-        if len(self._ok) >= self.max_entries:
-            self._ok = {k: v for k, v in self._ok.items() if v > now}
-            if len(self._ok) >= self.max_entries:
-                self._ok.clear()
-        self._ok[self._key(username, password)] = now + self.ttl_s

@@ -103,18 +103,21 @@ class SmsBridgeService(ServiceBase):  # type: ignore[misc]
     @rpc(_required(Unicode, max_occurs="unbounded"), _required(Unicode), _optional(Unicode),  # type: ignore[untyped-decorator]
          _optional(Integer), _optional(Boolean), _optional(Boolean), _optional(Integer),
          _optional(DateTime), _optional(Unicode, max_len=256), _optional(Unicode, max_len=2048),
+         _optional(Unicode, max_len=2048),
          _in_variable_names={"type_": "type"},
          _returns=Submission.customize(max_occurs="unbounded"),
          _out_variable_name="submissions")
     async def SendSms(ctx: Any, recipients: list[str] | None, text: str | None,
                       sender: str | None, type_: int | None, flash: bool | None,
                       dlr: bool | None, validity_minutes: int | None, send_at: datetime | None,
-                      reference: str | None, callback_url: str | None) -> list[Any]:
+                      reference: str | None, callback_url: str | None,
+                      url: str | None) -> list[Any]:
         """Send one SMS to each recipient. Returns one submission per recipient, in order:
         status "accepted" with its message_id, or the error name (e.g. INVALID_DESTINATION)
         and code; one bad number does not reject the others. type: 0 GSM text, 1 GSM flash,
         2 Unicode, 5 Latin-1, 6 Unicode flash, 7 Latin-1 flash (absent: cheapest exact
-        encoding). send_at schedules; reference is an idempotency key (the same key again
+        encoding); 4 WAP Push: a Service Indication showing text and opening url.
+        send_at schedules; reference is an idempotency key (the same key again
         returns the same ids). callback_url (http or https) gets a POST of JSON when the
         message reaches a final state: message_id, reference, recipient, state, at, parts,
         parts_delivered, error, code, error_detail, attempt; tried again, with a growing
@@ -124,7 +127,7 @@ class SmsBridgeService(ServiceBase):  # type: ignore[misc]
         return await ops.send_sms(recipients or [], text, sender=sender, type_code=type_,
                                   flash=flash, dlr=dlr, validity_minutes=validity_minutes,
                                   send_at=send_at, reference=reference,
-                                  callback_url=callback_url)
+                                  callback_url=callback_url, url=url)
 
     @rpc(_required(Unicode, max_occurs="unbounded"),  # type: ignore[untyped-decorator]
          _returns=MessageStatus.customize(max_occurs="unbounded"),
@@ -494,7 +497,8 @@ class Operations:
                        sender: str | None, type_code: int | None, flash: bool | None,
                        dlr: bool | None, validity_minutes: int | None,
                        send_at: datetime | None, reference: str | None,
-                       callback_url: str | None) -> list[SubmissionRow]:
+                       callback_url: str | None, url: str | None = None
+                       ) -> list[SubmissionRow]:
         count = max(1, len(recipients))
         try:
             if text is None:
@@ -506,7 +510,8 @@ class Operations:
                 flash=bool(flash), dlr=True if dlr is None else dlr,
                 validity_minutes=validity_minutes,
                 send_at=_utc(send_at) if send_at is not None else None,
-                reference=reference or None, callback_url=callback_url or None)
+                reference=reference or None, callback_url=callback_url or None,
+                url=url or None)
             results = await self.service.submit(request)
         except BridgeError as exc:
             self.metrics.rejected("soap", exc.name.value, count)

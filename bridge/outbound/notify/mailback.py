@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import aiosmtplib
@@ -37,7 +37,7 @@ from bridge.core.mailback import (
     reply_mail,
     smtp_verdict,
 )
-from bridge.core.model import meta_strings
+from bridge.core.meta import MetaKey, read_meta
 from bridge.core.states import FINAL_MESSAGE_STATES
 from bridge.outbound.notify.duework import DueWork
 from bridge.metrics import OutboundMetrics
@@ -128,13 +128,13 @@ class MailBack:
     def envelope(self, batch: Batch) -> Envelope | str:
         """The mail for a batch, or why there can be none (then it is not tried)."""
         row = batch.rows[0]
-        meta = meta_strings(row.meta_json)
-        to = meta.get("mail_from")
+        meta = read_meta(row.meta_json)
+        to = meta.get(MetaKey.MAIL_FROM)
         if not to:
             return "the mail came from the null reverse path: nobody to tell"
         if row.kind == "dsn" and row.state is not None:
             # A delay notice for a message that has become final since says nothing true.
-            facts = [self._dsn_facts(r, meta_strings(r.meta_json), to) for r in batch.rows
+            facts = [self._dsn_facts(r, read_meta(r.meta_json), to) for r in batch.rows
                      if r.state != DELAYED or r.message_state not in _FINAL]
             if not facts:
                 return f"it is {row.message_state} now: no longer delayed"
@@ -145,19 +145,19 @@ class MailBack:
             return Envelope(self.config.report_address, to, reply_mail(ReplyFacts(
                 domain=domain, to=to, number=row.inbound_source or row.recipient,
                 text=row.inbound_text or "", received_at=row.at,
-                original_message_id=meta.get("message_id"), subject=meta.get("subject"),
-                reply_id=f"{REPLY_ID_PREFIX}{row.inbound_id}")))
+                original_message_id=meta.get(MetaKey.MESSAGE_ID),
+                subject=meta.get(MetaKey.SUBJECT), reply_id=f"{REPLY_ID_PREFIX}{row.inbound_id}")))
         return f"nothing to mail for a {row.kind!r} row"
 
-    def _rcpt_to(self, row: DueMailback, meta: dict[str, str]) -> str:
-        return meta.get("rcpt_to") or f"{row.recipient}@{self.config.domains[0]}"
+    def _rcpt_to(self, row: DueMailback, meta: Mapping[MetaKey, str]) -> str:
+        return meta.get(MetaKey.RCPT_TO) or f"{row.recipient}@{self.config.domains[0]}"
 
-    def _dsn_facts(self, row: DueMailback, meta: dict[str, str], to: str) -> DsnFacts:
+    def _dsn_facts(self, row: DueMailback, meta: Mapping[MetaKey, str], to: str) -> DsnFacts:
         return DsnFacts(
             reporting_mta=self.config.hostname, report_from=self.config.report_address, to=to,
-            final_recipient=self._rcpt_to(row, meta), original_recipient=meta.get("orcpt"),
-            envid=meta.get("envid"), original_message_id=meta.get("message_id"),
-            subject=meta.get("subject"), message_id=row.message_id,
+            final_recipient=self._rcpt_to(row, meta), original_recipient=meta.get(MetaKey.ORCPT),
+            envid=meta.get(MetaKey.ENVID), original_message_id=meta.get(MetaKey.MESSAGE_ID),
+            subject=meta.get(MetaKey.SUBJECT), message_id=row.message_id,
             number=row.recipient, state=row.state or "", at=row.at, arrival=row.created_at,
             parts=row.parts, parts_delivered=row.parts_delivered, error=row.error,
             error_detail=row.error_detail, report_id=f"dsn.{row.message_id}.{row.state}",
@@ -245,9 +245,10 @@ def batches(rows: list[DueMailback]) -> list[Batch]:
     Message-ID and ENVID) together; replies, and mails without a Message-ID, alone."""
     groups: dict[tuple[str | int | None, ...], list[DueMailback]] = {}
     for row in rows:
-        meta = meta_strings(row.meta_json)
+        meta = read_meta(row.meta_json)
         key: tuple[str | int | None, ...] = (row.id,)
-        if row.kind == "dsn" and meta.get("message_id"):
-            key = (meta.get("mail_from"), meta["message_id"], meta.get("envid"))
+        if row.kind == "dsn" and meta.get(MetaKey.MESSAGE_ID):
+            key = (meta.get(MetaKey.MAIL_FROM), meta[MetaKey.MESSAGE_ID],
+                   meta.get(MetaKey.ENVID))
         groups.setdefault(key, []).append(row)
     return [Batch(tuple(group)) for group in groups.values()]

@@ -1,0 +1,148 @@
+"""The one credential check every listener uses: an account's name and password (SMTP AUTH,
+SOAP Basic and UsernameToken, the HTTP dialects' username/password) and its API tokens (the
+JSON API's bearer token), with one cache.
+
+Passwords are `password` (plain, for WS-Security digests) or `password_hash`; API tokens are
+kept only as hashes, in the same form (`hash_password`). A pbkdf2 check costs real CPU time, so
+it runs in a worker thread and a success is remembered for a while (the SHA-256 of what
+passed, never the secret itself): a client that authenticates on every request pays for the
+hash once per `ttl_s`. A bearer token names no account, so finding its account means trying
+every account's token hashes: those checks run one at a time, and a token that matched none
+is remembered as wrong for a short while, so a client repeating a bad token cannot make the
+bridge hash for every request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import os
+import time
+from collections.abc import Callable, Iterable
+
+from bridge.config import AccountConfig
+
+HASH_SCHEME = "pbkdf2_sha256"
+
+
+def hash_password(password: str, *, iterations: int = 200_000) -> str:
+    """`pbkdf2_sha256$iterations$salt_hex$hash_hex`, the form of `password_hash` and of each
+    `api_tokens` entry."""
+    salt = os.urandom(16)
+    digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    return f"{HASH_SCHEME}${iterations}${salt.hex()}${digest.hex()}"
+
+
+def hash_matches(stored: str, secret: str) -> bool:
+    """Constant-time check of `secret` against a `hash_password` string; False for anything
+    that is not one."""
+    try:
+        scheme, iterations, salt, digest = stored.split("$")
+        if scheme != HASH_SCHEME:
+            return False
+        computed = hashlib.pbkdf2_hmac("sha256", secret.encode(), bytes.fromhex(salt),
+                                       int(iterations))
+    except ValueError:
+        return False
+    return hmac.compare_digest(computed.hex(), digest)
+
+
+def verify_password(account: AccountConfig, password: str) -> bool:
+    """Constant-time; `password` or `password_hash`, whichever the account has."""
+    if account.password is not None:
+        return hmac.compare_digest(account.password.encode(), password.encode())
+    if account.password_hash is None:
+        return False
+    return hash_matches(account.password_hash, password)
+
+
+class _Remembered:
+    """Digests of secrets that were checked recently, with what they gave, for `ttl_s`.
+    Bounded: when full of live entries it starts again empty (a cache, not a record)."""
+
+    def __init__(self, ttl_s: float, max_entries: int = 10_000) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._entries: dict[bytes, tuple[float, str | None]] = {}
+
+    def get(self, key: bytes, now: float) -> tuple[bool, str | None]:
+        """(known, account name or None for a known failure)."""
+        entry = self._entries.get(key)
+        if entry is None or entry[0] <= now:
+            return False, None
+        return True, entry[1]
+
+    def put(self, key: bytes, value: str | None, now: float) -> None:
+        if len(self._entries) >= self.max_entries:
+            self._entries = {k: v for k, v in self._entries.items() if v[0] > now}
+            if len(self._entries) >= self.max_entries:
+                self._entries.clear()
+        self._entries[key] = (now + self.ttl_s, value)
+
+
+def _digest(*parts: str) -> bytes:
+    return hashlib.sha256("\x00".join(parts).encode("utf-8", "surrogatepass")).digest()
+
+
+class Credentials:
+    """Who a password or a token belongs to. `ttl_s`: how long a success is remembered;
+    `wrong_token_ttl_s`: how long a token that matched no account is."""
+
+    def __init__(self, accounts: Iterable[AccountConfig], *,
+                 clock: Callable[[], float] = time.time, ttl_s: float = 300.0,
+                 wrong_token_ttl_s: float = 60.0) -> None:
+        self._accounts = {a.name: a for a in accounts}
+        self._tokens = tuple((a.name, stored) for a in self._accounts.values()
+                             for stored in a.api_tokens)
+        self.clock = clock
+        self._passwords = _Remembered(ttl_s)
+        self._good_tokens = _Remembered(ttl_s)
+        self._wrong_tokens = _Remembered(wrong_token_ttl_s)
+        self._hashing = asyncio.Lock()  # token checks one at a time
+
+    def account(self, name: str) -> AccountConfig | None:
+        return self._accounts.get(name)
+
+    async def password(self, name: str, password: str) -> AccountConfig | None:
+        """The account `name` when `password` is its password, else None."""
+        account = self._accounts.get(name)
+        if account is None:
+            # Spend the time of a real comparison so names cannot be probed by timing.
+            hmac.compare_digest(password.encode(), b"\0" * len(password.encode()))
+            return None
+        if account.password is not None:  # plain: cheaper than any cache
+            return account if verify_password(account, password) else None
+        key = _digest(name, password)
+        now = self.clock()
+        known, _ = self._passwords.get(key, now)
+        if known:
+            return account
+        if not await asyncio.to_thread(verify_password, account, password):
+            return None
+        self._passwords.put(key, name, now)
+        return account
+
+    async def token(self, token: str) -> AccountConfig | None:
+        """The account one of whose `api_tokens` is `token`, else None."""
+        if not token or not self._tokens:
+            return None
+        key = _digest(token)
+        now = self.clock()
+        for cache in (self._good_tokens, self._wrong_tokens):
+            known, name = cache.get(key, now)
+            if known:
+                return self._accounts.get(name) if name is not None else None
+        async with self._hashing:
+            name = await asyncio.to_thread(self._token_owner, token)
+        (self._good_tokens if name is not None else self._wrong_tokens).put(key, name, now)
+        return self._accounts.get(name) if name is not None else None
+
+    def _token_owner(self, token: str) -> str | None:
+        """Every stored hash is tried, matched or not, so the time says nothing about where
+        a token was found."""
+        owner = None
+        for name, stored in self._tokens:
+            if hash_matches(stored, token) and owner is None:
+                owner = name
+        return owner
