@@ -4,12 +4,25 @@ database (issue 17: fail-over and scale-out)."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
+import re
+import signal
+import smtplib
+import urllib.request
+from collections import Counter
 from pathlib import Path
 
+import asyncpg
+import pytest
+
+from bridge.config import SimulatorConfig
 from bridge.core.model import Ingress
 from bridge.core.states import MessageState
 from bridge.intake.service import Recipient, SubmitRequest
-from tests.conftest import make_config, running_bridge
+from bridge.outbound.dispatcher import worker_count
+from bridge.simulator import SmscSimulator
+from tests.conftest import child_pids, make_config, running_bridge, serve_command, wait_gone
 
 
 async def test_one_instance_on_postgresql_end_to_end(tmp_path: Path, pg_url: str) -> None:
@@ -31,3 +44,184 @@ async def test_one_instance_on_postgresql_end_to_end(tmp_path: Path, pg_url: str
         assert events[:2] == ["queued", "part_submitted"] and events[-1] == "delivered"
         health = await bridge.health()
         assert health["store"] == "ok" and health["status"] == "ok"
+
+
+# ------------------------------------------------------------------ two instances, one dies
+
+LEASE_S = 3.0
+WINDOW = 10
+NUMBERS = 30  # destinations; each gets messages through both instances, in a known order
+ROUNDS = 12  # messages per destination
+
+
+def cluster_config(tmp_path: Path, name: str, pg_url: str, smsc_port: int) -> Path:
+    """One instance's config: its own ports, the shared database and SMSC."""
+    path = tmp_path / f"{name}.toml"
+    path.write_text(f"""
+[smtp]
+listen = "127.0.0.1:0"
+[soap]
+listen = "127.0.0.1:0"
+[store]
+url = "{pg_url}"
+instance = "{name}"
+lease_s = {LEASE_S}
+[[smsc]]
+name = "sim"
+port = {smsc_port}
+system_id = "bridge"
+password = "secret"
+window = {WINDOW}
+reconnect_min_s = 0.05
+reconnect_max_s = 0.5
+[policy]
+duplicate_window_s = 0
+flood_max = 0
+[[account]]
+name = "demo"
+password = "demo-password"
+senders = ["ACME"]
+default_sender = "ACME"
+rate_per_s = 0
+relay_networks = ["127.0.0.1/32"]
+""")
+    return path
+
+
+def soap_send(port: int, numbers: list[str], text: str) -> list[str]:
+    """One SendSms over real HTTP; the accepted messages' ids, in order."""
+    recipients = "".join(f"<t:recipients>{n}</t:recipients>" for n in numbers)
+    envelope = (
+        '<e:Envelope xmlns:e="http://schemas.xmlsoap.org/soap/envelope/" '
+        'xmlns:t="urn:sms-bridge:v1"><e:Body><t:SendSms>'
+        f"{recipients}<t:text>{text}</t:text>"
+        "</t:SendSms></e:Body></e:Envelope>").encode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/soap", data=envelope, method="POST",
+        headers={"Content-Type": "text/xml; charset=utf-8", "Authorization": "Basic "
+                 + base64.b64encode(b"demo:demo-password").decode()})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        body = answer.read().decode()
+    found = re.findall(r"<(?:\w+:)?message_id>([^<]+)<", body)
+    assert len(found) == len(numbers) and body.count(">accepted<") == len(numbers), body
+    return found
+
+
+def smtp_send(port: int, numbers: list[str], text: str) -> list[str]:
+    """A mail per number over one session; the id each 250 reply names."""
+    ids = []
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+        client.ehlo("test")
+        for number in numbers:
+            client.mail("ops@example.org")
+            client.rcpt(f"{number.lstrip('+')}@sms.localhost")
+            code, reply = client.data(f"Subject:\r\n\r\n{text}".encode())
+            assert code == 250, reply
+            ids.append(reply.decode().split()[-1])
+    return ids
+
+
+@pytest.mark.slow
+async def test_two_instances_one_killed_mid_load_lose_nothing(tmp_path: Path,
+                                                             pg_url: str) -> None:
+    """Two instances (separate processes and ports) on one database and one SMSC; load through
+    both over SOAP and SMTP, each number's messages alternating between them; SIGKILL one (and
+    its store process) mid-load. Every accepted message reaches the SMSC, at most the dead
+    one's in-flight window twice, in order per number, its receipts matched by the survivor,
+    all within the lease plus 10 s."""
+    # Answers slow enough for a backlog: the dying instance holds messages it has not sent.
+    sim = SmscSimulator(SimulatorConfig(enabled=True, port=0, receipt_delay_s=0.05,
+                                        response_delay_s=0.1))
+    smsc_port = await sim.start()
+    procs = {}
+    try:
+        for name in ("a", "b"):
+            procs[name] = await serve_command(cluster_config(tmp_path, name, pg_url, smsc_port))
+        loop = asyncio.get_running_loop()
+        accepted: dict[str, list[str]] = {}  # number → texts in the order they were accepted
+        ids: dict[str, str] = {}  # text → message id
+        killed_at = 0.0
+        for round_ in range(ROUNDS):
+            if round_ == ROUNDS // 2:  # mid-load: a dies with its store process
+                victim = procs.pop("a")[0]
+                for pid in child_pids(victim.pid) + [victim.pid]:
+                    os.kill(pid, signal.SIGKILL)
+                await victim.wait()
+                killed_at = loop.time()
+                submitted_at_kill = len(sim.submits)
+            # Each round goes to one instance (a, b, a, … while a lives): every number's
+            # messages alternate between the two, in the order they are accepted.
+            name = "a" if round_ % 2 == 0 and "a" in procs else "b"
+            _, smtp_port, soap_port = procs[name]
+            numbers = [f"+4474009{n:05d}" for n in range(NUMBERS)]
+            by_mail, by_soap = numbers[:NUMBERS // 3], numbers[NUMBERS // 3:]
+            text = f"round {round_}"
+            got = await loop.run_in_executor(None, smtp_send, smtp_port, by_mail, text)
+            got += await loop.run_in_executor(None, soap_send, soap_port, by_soap, text)
+            for number, message_id in zip(by_mail + by_soap, got):
+                ids[f"{number} {text}"] = message_id
+                accepted.setdefault(number, []).append(text)
+        total = sum(len(texts) for texts in accepted.values())
+        deadline = killed_at + LEASE_S + 10
+        while loop.time() < deadline:
+            if {f"+{s.destination} {s.text}" for s in sim.submits} >= set(ids):
+                break
+            await asyncio.sleep(0.1)
+        done_after = loop.time() - killed_at
+        survivor = procs["b"]
+        delivered = await _delivered(pg_url, list(ids.values()), deadline=deadline + 10)
+        states = await _states(pg_url, list(ids.values()))
+    finally:
+        for proc, _, _ in procs.values():
+            stores = child_pids(proc.pid)
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.wait(), 30)
+            await wait_gone(stores)
+        await sim.stop()
+    per_message = Counter(f"+{s.destination} {s.text}" for s in sim.submits)
+    missing = set(ids) - set(per_message)
+    duplicates = sum(n - 1 for n in per_message.values())
+    out_of_order = [number for number, texts in accepted.items()
+                    if list(dict.fromkeys(s.text for s in sim.submits
+                                          if "+" + s.destination == number)) != texts]
+    print(f"\nfail-over: accepted={total} submitted_before_kill={submitted_at_kill} "
+          f"total_submits={len(sim.submits)} missing={len(missing)} duplicates={duplicates} "
+          f"bound={worker_count([WINDOW])} out_of_order={len(out_of_order)} "
+          f"delivered={delivered}/{total} done {done_after:.1f} s after the kill "
+          f"(lease {LEASE_S:g} s)")
+    assert not missing, sorted(missing)[:10]
+    assert duplicates <= worker_count([WINDOW])
+    assert not out_of_order, out_of_order[:5]
+    assert done_after <= LEASE_S + 10
+    assert delivered == total, states  # the dead one's receipts matched by the survivor
+    assert survivor is not None
+
+
+async def _delivered(pg_url: str, ids: list[str], deadline: float) -> int:
+    """Messages delivered in the database, waiting (bounded) until all are."""
+    loop = asyncio.get_running_loop()
+    conn = await asyncpg.connect(pg_url)
+    try:
+        while True:
+            n = await conn.fetchval("SELECT count(*) FROM messages WHERE id = ANY($1::text[]) "
+                                    "AND state = 'delivered'", ids)
+            if n == len(ids) or loop.time() > deadline:
+                return int(n)
+            await asyncio.sleep(0.2)
+    finally:
+        await conn.close()
+
+
+async def _states(pg_url: str, ids: list[str]) -> dict[str, object]:
+    """What became of the messages not delivered (for a failing assertion's message)."""
+    conn = await asyncpg.connect(pg_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT m.id, m.state, m.lease_owner, array_agg(p.smsc_id), "
+            "(SELECT array_agg(state || ':' || detail ORDER BY at, id) FROM events e "
+            " WHERE e.message_id = m.id) FROM messages m JOIN parts p ON p.message_id = m.id "
+            "WHERE m.id = ANY($1::text[]) AND m.state <> 'delivered' GROUP BY m.id", ids)
+        orphans = await conn.fetchval("SELECT count(*) FROM orphan_receipts")
+        return {"orphans": orphans, "undelivered": [tuple(r) for r in rows[:5]]}
+    finally:
+        await conn.close()

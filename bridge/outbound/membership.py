@@ -70,6 +70,8 @@ class Membership:
         self.name = name
         self.id = instance_id(name)
         self.lease_s = lease_s
+        #: Three heartbeats a lease at least: one late write does not make it look dead.
+        self.heartbeat_s = min(HEARTBEAT_S, lease_s / 3)
         self.exclusive = exclusive
         self.clock = clock
         self._bound_smscs = bound_smscs
@@ -132,7 +134,7 @@ class Membership:
 
     async def _heartbeats(self) -> None:
         while True:
-            await asyncio.sleep(HEARTBEAT_S)
+            await asyncio.sleep(self.heartbeat_s)
             try:
                 await self.heartbeat_once()
             except StoreUnavailable as exc:

@@ -288,8 +288,9 @@ class Store(abc.ABC):
                owner: str | None = None) -> Awaitable[list[AcceptOutcome]]:
         """Persist messages (one outcome per input, same order) in one durable transaction.
         With `owner` (an instance), each message accepted is held by it (`held`: its
-        dispatcher sends it), unless its number has an earlier pending message that `owner`
-        does not hold: then it waits to be claimed, so that order per number holds."""
+        dispatcher sends it), unless its number has an earlier message with a part not yet
+        acknowledged that `owner` does not hold: then it waits to be claimed, so that order
+        per number holds."""
 
     @abc.abstractmethod
     async def quota_used(self, account: str) -> int:
@@ -307,8 +308,8 @@ class Store(abc.ABC):
         """Take up to `limit` messages for `owner`'s dispatcher, oldest first: pending, with a
         part not yet acknowledged, due (`send_at` before `due_before`), routed to one of
         `smscs`, held by no live instance (none, or one whose last heartbeat is older than
-        `live_after`), and whose number has no earlier pending message that another live
-        instance holds. They are held by `owner` from now on. Messages `owner` already holds
+        `live_after`), and whose number has no earlier message with a part not yet
+        acknowledged that another live instance holds. They are held by `owner` from now on. Messages `owner` already holds
         are not taken again (its dispatcher has them)."""
 
     @abc.abstractmethod

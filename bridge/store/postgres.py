@@ -132,9 +132,10 @@ FROM unnest($1::text[], $2::text[]) AS r(id, routes) WHERE m.id = r.id AND r.rou
 _PENDING_SQL = ", ".join(f"'{v}'" for v in PENDING_STATES)
 _LIVE = "SELECT id FROM instances WHERE heartbeat_at >= $2"
 #: Numbers with a pending message the owner ($1) does not hold.
+_UNSENT = "EXISTS (SELECT 1 FROM parts p WHERE p.message_id = {m}.id AND p.smsc_id IS NULL)"
 _NOT_MINE = f"""
-SELECT DISTINCT recipient FROM messages WHERE recipient = ANY($2::text[])
-AND state IN ({_PENDING_SQL}) AND lease_owner IS DISTINCT FROM $1
+SELECT DISTINCT recipient FROM messages m WHERE recipient = ANY($2::text[])
+AND state IN ({_PENDING_SQL}) AND lease_owner IS DISTINCT FROM $1 AND {_UNSENT.format(m="m")}
 """
 _CLAIM = f"""
 WITH live AS ({_LIVE}),
@@ -148,7 +149,8 @@ taken AS (
     AND NOT EXISTS (
         SELECT 1 FROM messages o WHERE o.recipient = m.recipient
         AND o.state IN ({_PENDING_SQL}) AND o.created_at < m.created_at
-        AND o.lease_owner <> $1 AND o.lease_owner IN (SELECT id FROM live))
+        AND o.lease_owner <> $1 AND o.lease_owner IN (SELECT id FROM live)
+        AND {_UNSENT.format(m="o")})
   ORDER BY m.created_at, m.id LIMIT $5 FOR UPDATE OF m SKIP LOCKED)
 UPDATE messages SET lease_owner = $1 FROM taken WHERE messages.id = taken.id
 RETURNING messages.id

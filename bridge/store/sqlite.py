@@ -110,10 +110,12 @@ INSERT INTO messages (id, account, ingress, recipient, raw_recipient, source_add
     report_mask)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
-#: A pending message to this number that the owner does not hold: a new one must wait behind it.
+#: A message to this number with a part still to send that the owner does not hold: a new one
+#: must wait behind it (order per number). One already handed to the SMSC does not block.
+_UNSENT = "EXISTS (SELECT 1 FROM parts p WHERE p.message_id = {m}.id AND p.smsc_id IS NULL)"
 _NOT_MINE_BEFORE = f"""
-SELECT 1 FROM messages WHERE recipient = ? AND state IN ({", ".join("?" * len(PENDING_STATES))})
-AND (lease_owner IS NULL OR lease_owner <> ?) LIMIT 1
+SELECT 1 FROM messages m WHERE recipient = ? AND state IN ({", ".join("?" * len(PENDING_STATES))})
+AND (lease_owner IS NULL OR lease_owner <> ?) AND {_UNSENT.format(m="m")} LIMIT 1
 """
 _LIVE = "SELECT id FROM instances WHERE heartbeat_at >= ?"
 #: What `claim` may take (see Store.claim); routes are matched in Python afterwards.
@@ -126,7 +128,8 @@ WHERE state IN ({", ".join("?" * len(PENDING_STATES))})
   AND NOT EXISTS (
       SELECT 1 FROM messages o WHERE o.recipient = m.recipient
       AND o.state IN ({", ".join("?" * len(PENDING_STATES))}) AND o.created_at < m.created_at
-      AND o.lease_owner IS NOT NULL AND o.lease_owner <> ? AND o.lease_owner IN ({_LIVE}))
+      AND o.lease_owner IS NOT NULL AND o.lease_owner <> ? AND o.lease_owner IN ({_LIVE})
+      AND {_UNSENT.format(m="o")})
 ORDER BY created_at, rowid LIMIT ?
 """
 _INSERT_PART = """
