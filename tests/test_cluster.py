@@ -17,12 +17,14 @@ import asyncpg
 import pytest
 
 from bridge.config import SimulatorConfig
+from bridge.core.errors import BridgeError, ErrorName
 from bridge.core.model import Ingress
 from bridge.core.states import MessageState
 from bridge.intake.service import Recipient, SubmitRequest
 from bridge.outbound.dispatcher import worker_count
 from bridge.simulator import SmscSimulator
 from tests.conftest import child_pids, make_config, running_bridge, serve_command, wait_gone
+from tests.postgres import PgServer
 
 
 async def test_one_instance_on_postgresql_end_to_end(tmp_path: Path, pg_url: str) -> None:
@@ -225,3 +227,59 @@ async def _states(pg_url: str, ids: list[str]) -> dict[str, object]:
         return {"orphans": orphans, "undelivered": [tuple(r) for r in rows[:5]]}
     finally:
         await conn.close()
+
+
+# ------------------------------------------------------------------ losing PostgreSQL
+
+@pytest.mark.slow
+async def test_postgresql_stopped_under_load_and_started_again(
+        tmp_path: Path, pg_url: str, pg_server: PgServer) -> None:
+    """While PostgreSQL is down, clients are told to retry (STORE_UNAVAILABLE), nothing is
+    acknowledged and /healthz says so; once it is back the bridge resumes by itself, and
+    every message that was acknowledged is delivered."""
+    if not pg_server.can_stop:
+        pytest.skip("an external PostgreSQL (SMS_BRIDGE_TEST_PG) cannot be stopped here")
+    config = make_config(tmp_path, store={"url": pg_url, "lease_s": 3},
+                         policy={"duplicate_window_s": 0, "flood_max": 0})
+    acknowledged: list[str] = []
+    refused = 0
+    async with running_bridge(config) as bridge:
+        assert bridge.service is not None
+        loop = asyncio.get_running_loop()
+
+        async def send(i: int) -> None:
+            nonlocal refused
+            assert bridge.service is not None
+            try:
+                results = await bridge.service.submit(SubmitRequest(
+                    "demo", (Recipient(f"+44740012{i % 1000:04d}"),), f"outage {i}",
+                    Ingress.SOAP))
+            except BridgeError as exc:
+                assert exc.name is ErrorName.STORE_UNAVAILABLE, exc
+                refused += 1
+                return
+            acknowledged.extend(r.message_id for r in results if r.message_id)
+
+        for i in range(100):  # before
+            await send(i)
+        await loop.run_in_executor(None, pg_server.stop, "fast")
+        unhealthy = False
+        for i in range(100, 160):  # while it is down
+            await send(i)
+            unhealthy = unhealthy or (await bridge.health())["status"] != "ok"
+            await asyncio.sleep(0.02)
+        down_acks = len(acknowledged) - 100
+        await loop.run_in_executor(None, pg_server.start)
+        for i in range(160, 400):  # it comes back: accepted again, by itself
+            await send(i)
+            if i > 200 and len(acknowledged) > 150:
+                break
+            await asyncio.sleep(0.02)
+        delivered = await _delivered(pg_url, acknowledged, deadline=loop.time() + 30)
+        health = await bridge.health()
+    print(f"\noutage: acknowledged={len(acknowledged)} (while down {down_acks}) refused={refused} "
+          f"delivered={delivered} health during the outage degraded={unhealthy}")
+    assert refused > 0 and down_acks == 0 and unhealthy
+    assert len(acknowledged) > 150
+    assert delivered == len(acknowledged)
+    assert health["store"] == "ok"

@@ -318,7 +318,9 @@ class PostgresStore(CallsByName):
             return
         try:
             self._pool = await asyncpg.create_pool(
-                self.url, password=self.password, min_size=1, max_size=self.pool_size,
+                # No floor of idle connections: asyncpg would keep remaking it (and log a
+                # traceback each time) while the server is away; connections come on demand.
+                self.url, password=self.password, min_size=0, max_size=self.pool_size,
                 command_timeout=self.command_timeout_s, timeout=10)
             async with self._pool.acquire() as conn:
                 self.schema = await migrate(conn)

@@ -11,6 +11,8 @@ import logging
 from collections.abc import Awaitable, Callable, Collection
 from typing import Generic, TypeVar
 
+from bridge.logs import Episode
+
 R = TypeVar("R")
 
 
@@ -24,6 +26,8 @@ class DueWork(Generic[R]):
         of which is taken again while it is in flight."""
         self.log = logging.getLogger(f"bridge.{name}")
         self.name = name
+        #: A store that cannot be read is one log episode, not a line each poll.
+        self._trouble = Episode(self.log, f"{name}: looks for due ones")
         self.concurrency = concurrency
         self.poll_s = poll_s
         self._due = due
@@ -60,8 +64,10 @@ class DueWork(Generic[R]):
                     # More than free: some of them may be in flight already.
                     items = await self._due(self.concurrency + free)
                 except Exception as exc:  # the store is in trouble: look again later
-                    self.log.error("%s: cannot read the due ones: %s", self.name, exc)
+                    self._trouble.failed(str(exc))
                     items = []
+                else:
+                    self._trouble.succeeded()
                 for item in items:
                     if free == 0 or self._stopping:
                         break
