@@ -283,3 +283,27 @@ async def test_postgresql_stopped_under_load_and_started_again(
     assert len(acknowledged) > 150
     assert delivered == len(acknowledged)
     assert health["store"] == "ok"
+
+
+async def test_two_instances_share_the_flood_and_rate_limits(pg_url: str) -> None:
+    """Limits are the cluster's, not each instance's: what one instance accepted counts
+    against the other's next message to the number, and against the account's rate."""
+    from bridge.store import PostgresStore
+    from tests.store.test_contract import T0, limited
+
+    a, b = PostgresStore(pg_url), PostgresStore(pg_url)
+    await a.open()
+    await b.open()
+    try:
+        assert [o.status for o in await a.accept([limited("a1", flood_max=2)], now=T0)] == \
+            ["accepted"]
+        assert [o.status for o in await b.accept([limited("b1", flood_max=2),
+                                                  limited("b2", flood_max=2)], now=T0)] == \
+            ["accepted", "flood"]
+        outcomes = await asyncio.gather(*[
+            store.accept([limited(f"r{i}", rate=3, recipient=f"+4477009002{i:02d}")], now=T0)
+            for i, store in enumerate([a, b] * 4)])
+        assert sorted(o.status for [o] in outcomes) == ["accepted"] * 3 + ["over_limit"] * 5
+    finally:
+        await a.close()
+        await b.close()

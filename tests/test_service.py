@@ -60,13 +60,13 @@ async def test_rcpt_check_peeks_without_consuming(tmp_path: Path) -> None:
         account = service.account("demo")
         assert account is not None
         for _ in range(5):  # peeking never uses up the subscriber's allowance
-            service.check_recipient(account, "+447400123480")
+            await service.check_recipient(account, "+447400123480")
         for text in ("a", "b"):
             [result] = await service.submit(SubmitRequest(
                 "demo", (Recipient("+447400123480"),), text, Ingress.SMTP))
             assert result.status == "accepted"
         with pytest.raises(BridgeError) as info:
-            service.check_recipient(account, "+447400123480")
+            await service.check_recipient(account, "+447400123480")
         assert info.value.name is ErrorName.FLOOD
 
 
@@ -135,6 +135,10 @@ class _CapturingStore:
     async def accept(self, messages: Sequence[NewMessage], *, now: float) -> list[AcceptOutcome]:
         self.messages.extend(messages)
         return [AcceptOutcome(m.id, "accepted") for m in messages]
+
+    async def limits_peek(self, account: str, recipients: Sequence[str],
+                          **limits: float) -> list[str | None]:
+        return [None] * len(recipients)
 
 
 async def test_messages_carry_request_and_recipient_fields(tmp_path: Path) -> None:
@@ -210,7 +214,7 @@ async def test_a_destination_read_at_rcpt_time_is_not_read_again(
     service = Service(config, store)  # type: ignore[arg-type]
     account = service.account("demo")
     assert account is not None
-    address = service.check_recipient(account, "07400123456")
+    address = await service.check_recipient(account, "07400123456")
 
     def read_again(*args: object) -> None:
         raise AssertionError("the number was read a second time")

@@ -9,6 +9,7 @@ state. Nothing here sleeps, reads a clock or raises for a refusal: the service d
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,7 +20,8 @@ __all__ = [
     "FloodRun", "flood_check",
     "duplicate_digest", "duplicate_digester", "within_window",
     "quota_allows", "quota_left",
-    "AcceptFacts", "accept_verdict",
+    "AcceptFacts", "AcceptLimits", "AcceptVerdict", "FloodLedger", "accept_verdict",
+    "limits_verdict",
     "refuse",
 ]
 
@@ -206,6 +208,23 @@ def quota_left(used: int, quota: int) -> int | None:
 # The accept decision, the one every store follows
 
 @dataclass(frozen=True)
+class AcceptLimits:
+    """What one new message is held to (its account's and the policy's settings)."""
+
+    window_s: float  # duplicate window; 0 = off
+    quota: int  # parts; 0 = unlimited
+    parts: int
+    flood_max: int = 0  # messages to one subscriber in a run; 0 = off
+    flood_gap_s: float = 0.0
+    rate: float = 0.0  # the account's messages a second; 0 = unlimited
+
+    @property
+    def burst(self) -> float:
+        """The bucket's size: a second's worth, at least one message."""
+        return max(self.rate, 1.0)
+
+
+@dataclass(frozen=True)
 class AcceptFacts:
     """What the store knows, inside the accept transaction, about one new message."""
 
@@ -216,22 +235,82 @@ class AcceptFacts:
     seen: tuple[str, float] | None
     #: Parts of the account's quota used so far, this transaction's accepts included.
     used: int
+    #: The subscriber's current run of messages, and the account's tokens (None: none yet).
+    flood: FloodRun | None = None
+    bucket: Bucket | None = None
 
 
-def accept_verdict(facts: AcceptFacts, *, now: float, window_s: float, quota: int,
-                   parts: int) -> tuple[str, str | None]:
-    """(status, the earlier message's id) for a new message: "idempotent" when its key names
-    one already (that id), "duplicate" when the same request was accepted inside the window
-    (the first id), "over_quota" when its parts do not fit, else "accepted". In this order:
-    a repeat never consumes quota, and a refused message leaves nothing behind. Every store
-    asks this, so the rules cannot differ between them."""
+@dataclass(frozen=True)
+class AcceptVerdict:
+    """`status`: "accepted", or why not: "idempotent" / "duplicate" (with the earlier id),
+    "flood", "over_limit", "over_quota". An accepted message's new flood run and bucket are
+    what the store keeps; a refused one changes nothing."""
+
+    status: str
+    earlier: str | None = None
+    flood: FloodRun | None = None
+    bucket: Bucket | None = None
+
+
+def accept_verdict(facts: AcceptFacts, *, now: float, limits: AcceptLimits) -> AcceptVerdict:
+    """The one decision on a new message, every store asks it, so the rules cannot differ
+    between them. In this order: a repeat (same key, or the same request inside the window)
+    is answered with the first id and consumes nothing; then the subscriber's flood limit,
+    the account's rate, its quota. Nothing is consumed unless all of them pass."""
     if facts.keyed is not None:
-        return "idempotent", facts.keyed
-    if facts.seen is not None and within_window(facts.seen[1], now=now, window_s=window_s):
-        return "duplicate", facts.seen[0]
-    if not quota_allows(facts.used, quota, parts):
-        return "over_quota", None
-    return "accepted", None
+        return AcceptVerdict("idempotent", facts.keyed)
+    if facts.seen is not None and within_window(facts.seen[1], now=now,
+                                                 window_s=limits.window_s):
+        return AcceptVerdict("duplicate", facts.seen[0])
+    ok, flood = flood_check(facts.flood, now=now, flood_max=limits.flood_max,
+                            gap_s=limits.flood_gap_s)
+    if not ok:
+        return AcceptVerdict("flood")
+    ok, bucket = take(facts.bucket, now=now, rate=limits.rate, burst=limits.burst)
+    if not ok:
+        return AcceptVerdict("over_limit")
+    if not quota_allows(facts.used, limits.quota, limits.parts):
+        return AcceptVerdict("over_quota")
+    return AcceptVerdict("accepted", None, flood, bucket)
+
+
+def limits_verdict(flood: FloodRun | None, bucket: Bucket | None, *, now: float,
+                   limits: AcceptLimits) -> str | None:
+    """What `accept_verdict` would refuse a message for now on these two limits ("flood",
+    "over_limit"), or None: a look that consumes nothing (SMTP asks at RCPT time)."""
+    if not flood_check(flood, now=now, flood_max=limits.flood_max, gap_s=limits.flood_gap_s)[0]:
+        return "flood"
+    if not take(bucket, now=now, rate=limits.rate, burst=limits.burst)[0]:
+        return "over_limit"
+    return None
+
+
+class FloodLedger:
+    """Every subscriber's current run, in the order they were last messaged, so runs that
+    ended (no message for `gap_s`) leave from the front as time passes: an expiry costs the
+    same with a million subscribers in the window as with a thousand (no rescan). The state a
+    single store process keeps in memory; a shared store keeps the same runs in a table."""
+
+    def __init__(self) -> None:
+        self._runs: OrderedDict[str, FloodRun] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+    def get(self, subscriber: str) -> FloodRun | None:
+        return self._runs.get(subscriber)
+
+    def put(self, subscriber: str, run: FloodRun, *, now: float, gap_s: float) -> None:
+        """Keep `run` as the subscriber's newest, then forget runs over for `gap_s`."""
+        runs = self._runs
+        runs[subscriber] = run
+        runs.move_to_end(subscriber)
+        horizon = now - gap_s
+        while runs:
+            oldest = next(iter(runs.values()))
+            if oldest.last >= horizon:
+                break
+            runs.popitem(last=False)
 
 
 def refuse(name: ErrorName, detail: str) -> BridgeError:

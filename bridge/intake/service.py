@@ -24,7 +24,7 @@ from bridge.core.encoding import Encoding, choose_encoding
 from bridge.core.errors import BridgeError, ErrorName
 from bridge.core.meta import Meta, MetaKey, meta_json
 from bridge.core.model import Address, Ingress
-from bridge.core.policy import Bucket, FloodRun, duplicate_digester, flood_check, quota_left, take
+from bridge.core.policy import duplicate_digester, quota_left
 from bridge.core.segmentation import (
     ConcatMode,
     SegmentPlan,
@@ -168,10 +168,15 @@ def _content(req: SubmitRequest) -> str:
     return "\x1f".join((req.text, *(str(x) for x in extra)))
 
 
-@dataclass
-class _Counters:
-    buckets: dict[str, Bucket] = field(default_factory=dict)
-    floods: dict[str, FloodRun] = field(default_factory=dict)
+#: A limit the store refused a recipient for (core.policy.AcceptVerdict statuses) → its error.
+_LIMIT_ERRORS: dict[str, Callable[[AccountConfig, Address], BridgeError]] = {
+    "flood": lambda account, address: BridgeError(
+        ErrorName.FLOOD, f"too many messages to {address.e164}, try later"),
+    "over_limit": lambda account, address: BridgeError(
+        ErrorName.OVER_LIMIT, f"{account.rate_per_s:g} messages/s"),
+    "over_quota": lambda account, address: BridgeError(
+        ErrorName.INSUFFICIENT_CREDIT, "quota exhausted"),
+}
 
 
 class Service:
@@ -199,7 +204,6 @@ class Service:
         self.concat = concat
         self._accounts = {a.name: a for a in config.accounts}
         self.credentials = Credentials(config.accounts, clock=clock)
-        self._counters = _Counters()
         self._encodings = tuple(Encoding(e) for e in config.policy.auto_encodings)
         # Fixed by the config: the cheap length bound and the UDH reference range.
         self._max_chars = max_text_chars(config.policy.max_parts, concat)
@@ -256,11 +260,21 @@ class Service:
 
     # ------------------------------------------------------------------ validation
 
-    def check_recipient(self, account: AccountConfig, raw: str) -> Address:
-        """RCPT-time check: a dialable, routable number not currently flooded or rate limited.
-        Nothing is consumed here; `submit` decides for real."""
+    async def check_recipient(self, account: AccountConfig, raw: str) -> Address:
+        """RCPT-time check: a dialable, routable number not currently flooded or rate limited
+        (as every instance counts them: the store keeps the limits). Nothing is consumed
+        here; `submit` decides for real."""
         address = self._destination(account, raw)
-        self._admit(account, address, self.clock(), consume=False)
+        policy = self.config.policy
+        try:
+            [refusal] = await self.store.limits_peek(
+                account.name, [address.e164], now=self.clock(), flood_max=policy.flood_max,
+                flood_gap_s=policy.flood_gap_s, rate_per_s=account.rate_per_s)
+        except Exception as exc:  # the store cannot say: refuse for now, the relay retries
+            raise BridgeError(ErrorName.STORE_UNAVAILABLE,
+                              "the message store is unavailable") from exc
+        if refusal is not None:
+            raise _LIMIT_ERRORS[refusal](account, address)
         return address
 
     def _destination(self, account: AccountConfig, raw: str) -> Address:
@@ -371,11 +385,11 @@ class Service:
         expires_at = start + validity_s
         results: list[RecipientResult | None] = [None] * len(req.recipients)
         pending: list[tuple[int, NewMessage]] = []
+        destinations: dict[int, Address] = {}
         for index, recipient in enumerate(req.recipients):
             try:
                 destination = recipient.destination if recipient.destination is not None \
                     else self._destination(account, recipient.raw)
-                self._admit(account, destination, now)
             except BridgeError as exc:
                 results[index] = RecipientResult(recipient.raw, exc.name.value, None, 0, None, exc)
                 continue
@@ -384,6 +398,7 @@ class Service:
                 reference_key + e164 if reference_key is not None else None)
             stored_meta = meta_json(request_meta, recipient.meta) if recipient.meta \
                 else request_meta_json
+            destinations[index] = destination
             pending.append((index, NewMessage(
                 id=self.new_id(), account=account.name, ingress=req.ingress, recipient=e164,
                 raw_recipient=recipient.raw, source_addr=source_addr, source_ton=source_ton,
@@ -394,6 +409,8 @@ class Service:
                 expires_at=expires_at, idempotency_key=key,
                 dup_digest=digest(e164) if digest is not None else None,
                 dup_window_s=policy.duplicate_window_s, quota=account.quota,
+                flood_max=policy.flood_max, flood_gap_s=policy.flood_gap_s,
+                rate_per_s=account.rate_per_s,
                 callback_url=req.callback_url, meta_json=stored_meta,
                 dsn_notify=recipient.dsn_notify, report_mask=req.report_mask,
                 routes=tuple(self.routes(e164)) if self.routes is not None else ())))
@@ -414,30 +431,9 @@ class Service:
                                                      outcome.message_id, billed_parts,
                                                      plan.encoding.value, error)
                 else:
-                    error = BridgeError(ErrorName.INSUFFICIENT_CREDIT, "quota exhausted")
+                    error = _LIMIT_ERRORS[outcome.status](account, destinations[index])
                     results[index] = RecipientResult(raw, error.name.value, None, 0, None, error)
         return [r for r in results if r is not None]
-
-    def _admit(self, account: AccountConfig, destination: Address, now: float, *,
-               consume: bool = True) -> None:
-        """Flood and rate checks (in-memory, per instance); `consume` records the message."""
-        policy = self.config.policy
-        counters = self._counters
-        ok, run = flood_check(counters.floods.get(destination.value), now=now,
-                              flood_max=policy.flood_max, gap_s=policy.flood_gap_s)
-        if not ok:
-            raise BridgeError(ErrorName.FLOOD, f"too many messages to {destination.e164}, try later")
-        ok, bucket = take(counters.buckets.get(account.name), now=now, rate=account.rate_per_s,
-                          burst=max(account.rate_per_s, 1.0))
-        if not ok:
-            raise BridgeError(ErrorName.OVER_LIMIT, f"{account.rate_per_s:g} messages/s")
-        if not consume:
-            return
-        counters.buckets[account.name] = bucket
-        if len(counters.floods) > 200_000:
-            horizon = now - policy.flood_gap_s
-            counters.floods = {k: v for k, v in counters.floods.items() if v.last >= horizon}
-        counters.floods[destination.value] = run
 
     # ------------------------------------------------------------------ queries
 

@@ -55,6 +55,11 @@ class NewMessage:
     dup_window_s: float
     quota: int  # 0 = unlimited; counted in parts
     callback_url: str | None = None
+    #: The subscriber's flood limit (0 = off) and the account's rate (0 = unlimited): held for
+    #: every instance alike (bridge.core.policy.accept_verdict decides, the store keeps state).
+    flood_max: int = 0
+    flood_gap_s: float = 0.0
+    rate_per_s: float = 0.0
     meta_json: str = "{}"  # ingress details (SMTP envelope, DSN parameters, Message-ID…)
     #: The final outcomes mailed back to the email sender as a DSN: "SUCCESS", "FAILURE",
     #: "SUCCESS,FAILURE" or None (bridge.core.mailback.dsn_conditions).
@@ -69,7 +74,9 @@ class NewMessage:
 @dataclass(frozen=True)
 class AcceptOutcome:
     message_id: str  # the new id, or the existing one for a repeat
-    status: str  # "accepted" | "idempotent" (same key again) | "duplicate" | "over_quota"
+    #: "accepted" | "idempotent" (same key again) | "duplicate" | "flood" | "over_limit" |
+    #: "over_quota" (bridge.core.policy.accept_verdict)
+    status: str
     #: Accepted and held by the instance that asked (`accept(owner=…)`): its dispatcher sends
     #: it. False: it waits to be claimed (another instance holds an earlier message to the
     #: same number, or no owner was given).
@@ -295,6 +302,13 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def quota_used(self, account: str) -> int:
         """Parts accepted so far for the account."""
+
+    @abc.abstractmethod
+    async def limits_peek(self, account: str, recipients: Sequence[str], *, now: float,
+                          flood_max: int, flood_gap_s: float,
+                          rate_per_s: float) -> list[str | None]:
+        """What `accept` would refuse each recipient for now on the flood and rate limits
+        ("flood", "over_limit") or None, consuming nothing (SMTP asks at RCPT time)."""
 
     # ---- dispatcher
     @abc.abstractmethod

@@ -208,6 +208,22 @@ MIGRATIONS: tuple[Migration, ...] = (
         )
         """,
         "CREATE INDEX pushes_due ON pushes (next_at)",
+        # The flood and rate limits every instance holds alike (core.policy decides).
+        """
+        CREATE TABLE floods (
+            recipient TEXT PRIMARY KEY,
+            count INTEGER NOT NULL,
+            last DOUBLE PRECISION NOT NULL
+        )
+        """,
+        "CREATE INDEX floods_last ON floods (last)",
+        """
+        CREATE TABLE buckets (
+            account TEXT PRIMARY KEY,
+            tokens DOUBLE PRECISION,
+            updated DOUBLE PRECISION
+        )
+        """,
         """
         CREATE TABLE instances (
             id TEXT PRIMARY KEY,

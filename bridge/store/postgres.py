@@ -36,7 +36,14 @@ import asyncpg
 
 from bridge.core.mailback import DELAYED
 from bridge.core.model import Ingress
-from bridge.core.policy import AcceptFacts, accept_verdict
+from bridge.core.policy import (
+    AcceptFacts,
+    AcceptLimits,
+    Bucket,
+    FloodRun,
+    accept_verdict,
+    limits_verdict,
+)
 from bridge.core.reports import BUFFERED, FINAL_EVENTS, ReportEvent
 from bridge.core.states import (
     FINAL_MESSAGE_STATES,
@@ -169,10 +176,24 @@ _ADD_USAGE = """
 INSERT INTO account_usage (account, parts_used) SELECT * FROM unnest($1::text[], $2::bigint[])
 ON CONFLICT (account) DO UPDATE SET parts_used = account_usage.parts_used + excluded.parts_used
 """
-_LOCK_USAGE = """
-WITH new AS (INSERT INTO account_usage (account, parts_used)
-             SELECT unnest($1::text[]), 0 ON CONFLICT (account) DO NOTHING)
-SELECT account, parts_used FROM account_usage WHERE account = ANY($1) ORDER BY account FOR UPDATE
+#: (make missing rows, read them locked) for quota usage and for rate buckets.
+_USAGE = ("INSERT INTO account_usage (account, parts_used) SELECT unnest($1::text[]), 0 "
+          "ON CONFLICT (account) DO NOTHING",
+          "SELECT account, parts_used FROM account_usage WHERE account = ANY($1::text[]) "
+          "ORDER BY account FOR UPDATE")
+_BUCKETS = ("INSERT INTO buckets (account) SELECT unnest($1::text[]) "
+            "ON CONFLICT (account) DO NOTHING",
+            "SELECT account, tokens, updated FROM buckets WHERE account = ANY($1::text[]) "
+            "ORDER BY account FOR UPDATE")
+_SAVE_FLOODS = """
+INSERT INTO floods (recipient, count, last)
+SELECT * FROM unnest($1::text[], $2::int[], $3::float8[])
+ON CONFLICT (recipient) DO UPDATE SET count = excluded.count, last = excluded.last
+"""
+_SAVE_BUCKETS = """
+UPDATE buckets b SET tokens = s.tokens, updated = s.updated
+FROM unnest($1::text[], $2::float8[], $3::float8[]) AS s(account, tokens, updated)
+WHERE b.account = s.account
 """
 _FIND_KEYS = """
 SELECT m.account, m.idempotency_key, m.id FROM messages m
@@ -302,6 +323,7 @@ class PostgresStore(CallsByName):
         self._down_s = 0.0
         self._down_error: BaseException | None = None
         self._dup_window = 0.0
+        self._flood_gap = 0.0  # the widest flood gap seen, for pruning ended runs
         self._digests_pruned_at = float("-inf")
         self._orphans_pruned_at = float("-inf")
         self.episode = Episode(log, "store writes")
@@ -608,65 +630,156 @@ async def _noop(store: PostgresStore, tx: _Tx) -> None:
 
 async def _accept_run(store: PostgresStore, tx: _Tx,
                       calls: list[tuple[Any, ...]]) -> list[list[AcceptOutcome]]:
-    """Consecutive accept calls decided and written together: the facts of every message read
-    at once (under advisory locks on its key and digest, and the quota rows locked), the
-    decisions taken in order (core.policy.accept_verdict), the accepted ones inserted with a
-    statement per table. One list of outcomes per call."""
-    conn = tx.conn
-    rows = [(row, now) for messages, now, _ in calls for row in messages]
-    keys = {(r[1], r[20]) for r, _ in rows if r[20] is not None}
-    digests = {(r[1], r[21]) for r, _ in rows if r[21] is not None and r[22] > 0}
-    locks = sorted({lock_key("key", *k) for k in keys} | {lock_key("dup", *d) for d in digests})
-    if locks:
-        await conn.execute("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k "
-                           "ORDER BY k", locks)
-    keyed: dict[tuple[str, str], str] = {}
-    if keys:
-        accounts, names = zip(*keys)
-        keyed = {(a, k): i for a, k, i in await conn.fetch(_FIND_KEYS, list(accounts),
-                                                           list(names))}
-    seen: dict[tuple[str, str], tuple[str, float]] = {}
-    if digests:
-        accounts, names = zip(*digests)
-        seen = {(a, d): (i, float(at)) for a, d, i, at in
-                await conn.fetch(_FIND_DIGESTS, list(accounts), list(names))}
-    quota_accounts = sorted({r[1] for r, _ in rows if r[23] > 0})
-    used: dict[str, int] = {}
-    if quota_accounts:
-        used = {a: int(n) for a, n in await conn.fetch(_LOCK_USAGE, quota_accounts)}
-    out: list[list[AcceptOutcome]] = []
-    inserts: list[tuple[Any, ...]] = []
-    parts: list[tuple[Any, ...]] = []
-    routes: list[tuple[str, str]] = []
-    waiting = await _waiting(conn, calls)
-    for messages, now, owner in calls:
-        outcomes = []
-        for row in messages:
-            outcome = _decide(store, tx, row, now, keyed, seen, used, inserts, parts)
-            if outcome.status == "accepted":
-                held = owner is not None and (owner, row.recipient) not in waiting
-                outcome = AcceptOutcome(outcome.message_id, "accepted", held)
-                inserts[-1] += (owner if held else None,)
-                routes.append((row.id, ",".join(row.routes)))
-            outcomes.append(outcome)
-        out.append(outcomes)
-    if inserts:
-        await conn.execute(_INSERT_MESSAGES, *map(list, zip(*inserts)))
-        await conn.execute(_INSERT_PARTS, *map(list, zip(*parts)))
-        await conn.execute(_SET_ROUTES, *map(list, zip(*routes)))
-        if any(row[-1] is None for row in inserts):
-            tx.notify = True  # some wait to be claimed: wake the instances
-    now = max(now for _, now, _ in calls)
-    if store._dup_window > 0 and now - store._digests_pruned_at >= _DIGEST_PRUNE_S:
-        store._digests_pruned_at = now
-        await conn.execute(_PRUNE_DIGESTS, now - store._dup_window)
+    """Consecutive accept calls decided and written together (`_AcceptRun`); one list of
+    outcomes per call."""
+    run = _AcceptRun(store, tx, calls)
+    await run.gather()
+    out = run.decide()
+    await run.write()
     return out
 
 
+class _AcceptRun:
+    """A run of accepts: the facts of every message read at once, under advisory locks on its
+    idempotency key, duplicate digest and subscriber, with the quota and rate rows locked (so
+    instances deciding at once decide one after the other); the decisions taken in order by
+    core.policy.accept_verdict; the accepted messages and the limits they consumed written
+    with a statement per table."""
+
+    def __init__(self, store: PostgresStore, tx: _Tx, calls: list[tuple[Any, ...]]) -> None:
+        self.store = store
+        self.tx = tx
+        self.calls = calls
+        self.rows: list[AcceptRow] = [row for messages, _, _ in calls for row in messages]
+        self.keyed: dict[tuple[str, str], str] = {}
+        self.seen: dict[tuple[str, str], tuple[str, float]] = {}
+        self.used: dict[str, int] = {}
+        self.floods: dict[str, FloodRun] = {}
+        self.buckets: dict[str, Bucket] = {}
+        self.changed_floods: set[str] = set()
+        self.changed_buckets: set[str] = set()
+        self.waiting: set[tuple[str, str]] = set()
+        self.inserts: list[tuple[Any, ...]] = []
+        self.parts: list[tuple[Any, ...]] = []
+        self.routes: list[tuple[str, str]] = []
+
+    async def gather(self) -> None:
+        conn, rows = self.tx.conn, self.rows
+        keys = sorted({(r.account, r.idempotency_key) for r in rows
+                       if r.idempotency_key is not None})
+        digests = sorted({(r.account, r.dup_digest) for r in rows
+                          if r.dup_digest is not None and r.dup_window_s > 0})
+        subscribers = sorted({r.recipient for r in rows if r.flood_max > 0})
+        await _lock_all(conn, [lock_key("key", *k) for k in keys]
+                        + [lock_key("dup", *d) for d in digests]
+                        + [lock_key("flood", s) for s in subscribers])
+        if keys:
+            self.keyed = {(a, k): i for a, k, i in await conn.fetch(
+                _FIND_KEYS, [a for a, _ in keys], [k for _, k in keys])}
+        if digests:
+            self.seen = {(a, d): (i, float(at)) for a, d, i, at in await conn.fetch(
+                _FIND_DIGESTS, [a for a, _ in digests], [d for _, d in digests])}
+        quota_accounts = sorted({r.account for r in rows if r.quota > 0})
+        if quota_accounts:
+            self.used = {a: int(n) for a, n in await _locked_rows(conn, _USAGE, quota_accounts)}
+        rate_accounts = sorted({r.account for r in rows if r.rate_per_s > 0})
+        if rate_accounts:
+            self.buckets = {a: Bucket(float(tokens), float(updated)) for a, tokens, updated
+                            in await _locked_rows(conn, _BUCKETS, rate_accounts)
+                            if tokens is not None}
+        if subscribers:
+            self.floods = {s: FloodRun(int(n), float(last)) for s, n, last in await conn.fetch(
+                "SELECT recipient, count, last FROM floods WHERE recipient = ANY($1::text[])",
+                subscribers)}
+        self.waiting = await _waiting(conn, self.calls)
+
+    def decide(self) -> list[list[AcceptOutcome]]:
+        return [[self._one(row, now, owner) for row in messages]
+                for messages, now, owner in self.calls]
+
+    def _one(self, row: AcceptRow, now: float, owner: str | None) -> AcceptOutcome:
+        """One message's verdict; an accepted one's rows and consumed limits are kept, so
+        the run's later messages see it."""
+        account, recipient, tx = row.account, row.recipient, self.tx
+        digest = row.dup_digest if row.dup_window_s > 0 else None
+        n = len(row.parts)
+        verdict = accept_verdict(AcceptFacts(
+            keyed=self.keyed.get((account, row.idempotency_key)) if row.idempotency_key else None,
+            seen=self.seen.get((account, digest)) if digest is not None else None,
+            used=self.used.get(account, 0) + tx.delta.get(account, 0),
+            flood=self.floods.get(recipient) if row.flood_max > 0 else None,
+            bucket=self.buckets.get(account) if row.rate_per_s > 0 else None),
+            now=now, limits=AcceptLimits(window_s=row.dup_window_s, quota=row.quota, parts=n,
+                                         flood_max=row.flood_max,
+                                         flood_gap_s=row.flood_gap_s, rate=row.rate_per_s))
+        if verdict.status != "accepted":
+            return AcceptOutcome(verdict.earlier or row.id, verdict.status)
+        held = owner is not None and (owner, recipient) not in self.waiting
+        self._keep(row, now, digest, owner if held else None)
+        if verdict.flood is not None and row.flood_max > 0:
+            self.floods[recipient] = verdict.flood
+            self.changed_floods.add(recipient)
+            self.store._flood_gap = max(self.store._flood_gap, row.flood_gap_s)
+        if verdict.bucket is not None and row.rate_per_s > 0:
+            self.buckets[account] = verdict.bucket
+            self.changed_buckets.add(account)
+        tx.delta[account] = tx.delta.get(account, 0) + n
+        tx.event(row.id, now, row.state, accepted_detail(row.ingress, n, row.encoding))
+        return AcceptOutcome(row.id, "accepted", held)
+
+    def _keep(self, row: AcceptRow, now: float, digest: str | None, owner: str | None) -> None:
+        """An accepted message's rows, and what the run's later messages must see of it."""
+        self.inserts.append((
+            row.id, row.account, row.ingress, row.recipient, row.raw_recipient,
+            row.source_addr, row.source_ton, row.source_npi, row.dest_ton, row.dest_npi,
+            row.text, row.encoding, row.data_coding, row.esm_class, row.registered_delivery,
+            row.state, len(row.parts), row.created_at, now, row.send_at, row.expires_at,
+            row.idempotency_key, digest, now if digest is not None else None,
+            row.callback_url, row.meta_json, row.dsn_notify, delay_owed(row.dsn_notify),
+            row.report_mask, owner))
+        self.parts.extend((row.id, seq, total, short_message, tlvs_json, PartState.QUEUED.value)
+                          for seq, total, short_message, tlvs_json in row.parts)
+        self.routes.append((row.id, ",".join(row.routes)))
+        if row.idempotency_key is not None:
+            self.keyed[(row.account, row.idempotency_key)] = row.id
+        if digest is not None:
+            self.seen[(row.account, digest)] = (row.id, now)
+            self.store._dup_window = max(self.store._dup_window, row.dup_window_s)
+
+    async def write(self) -> None:
+        conn = self.tx.conn
+        if self.inserts:
+            await conn.execute(_INSERT_MESSAGES, *map(list, zip(*self.inserts)))
+            await conn.execute(_INSERT_PARTS, *map(list, zip(*self.parts)))
+            await conn.execute(_SET_ROUTES, *map(list, zip(*self.routes)))
+            if any(row[-1] is None for row in self.inserts):
+                self.tx.notify = True  # some wait to be claimed: wake the instances
+        if self.changed_floods:
+            runs = [(s, self.floods[s]) for s in sorted(self.changed_floods)]
+            await conn.execute(_SAVE_FLOODS, [s for s, _ in runs], [r.count for _, r in runs],
+                               [r.last for _, r in runs])
+        if self.changed_buckets:
+            kept = [(a, self.buckets[a]) for a in sorted(self.changed_buckets)]
+            await conn.execute(_SAVE_BUCKETS, [a for a, _ in kept], [b.tokens for _, b in kept],
+                               [b.updated for _, b in kept])
+        await self._prune(max(now for _, now, _ in self.calls))
+
+    async def _prune(self, now: float) -> None:
+        """Digests out of the window and flood runs that ended, every few seconds."""
+        store, conn = self.store, self.tx.conn
+        if now - store._digests_pruned_at < _DIGEST_PRUNE_S:
+            return
+        store._digests_pruned_at = now
+        if store._dup_window > 0:
+            await conn.execute(_PRUNE_DIGESTS, now - store._dup_window)
+        if store._flood_gap > 0:
+            await conn.execute("DELETE FROM floods WHERE last < $1", now - store._flood_gap)
+
+
 async def _waiting(conn: Any, calls: list[tuple[Any, ...]]) -> set[tuple[str, str]]:
-    """(owner, number) whose new messages must wait to be claimed: a pending message to that
-    number is not the owner's (order per number). Nothing is held without an owner. One
-    query per owner (a store process has one) for the whole run."""
+    """(owner, number) whose new messages must wait to be claimed: a message to that number
+    with a part not yet sent is not the owner's (order per number). Nothing is held without
+    an owner. One query per owner (a store process has one) for the whole run."""
     recipients: dict[str, set[str]] = {}
     for messages, _, owner in calls:
         if owner is not None:
@@ -677,40 +790,19 @@ async def _waiting(conn: Any, calls: list[tuple[Any, ...]]) -> set[tuple[str, st
     return waiting
 
 
-def _decide(store: PostgresStore, tx: _Tx, row: AcceptRow, now: float,
-            keyed: dict[tuple[str, str], str], seen: dict[tuple[str, str], tuple[str, float]],
-            used: dict[str, int], inserts: list[tuple[Any, ...]],
-            parts: list[tuple[Any, ...]]) -> AcceptOutcome:
-    """One message of an accept run: its verdict, and its rows when it is accepted (the maps
-    are updated, so later messages of the run see it)."""
-    (mid, account, ingress, recipient, raw_recipient, source_addr, source_ton, source_npi,
-     dest_ton, dest_npi, text, encoding, data_coding, esm_class, registered_delivery, state,
-     message_parts, created_at, send_at, expires_at, key, dup_digest, dup_window_s, quota,
-     callback_url, meta_json, dsn_notify, report_mask, _routes) = row
-    digest = dup_digest if dup_window_s > 0 else None
-    n = len(message_parts)
-    status, earlier = accept_verdict(
-        AcceptFacts(keyed=keyed.get((account, key)) if key is not None else None,
-                    seen=seen.get((account, digest)) if digest is not None else None,
-                    used=used.get(account, 0) + tx.delta.get(account, 0)),
-        now=now, window_s=dup_window_s, quota=quota, parts=n)
-    if status != "accepted":
-        return AcceptOutcome(earlier or mid, status)
-    inserts.append((mid, account, ingress, recipient, raw_recipient, source_addr, source_ton,
-                    source_npi, dest_ton, dest_npi, text, encoding, data_coding, esm_class,
-                    registered_delivery, state, n, created_at, now, send_at, expires_at, key,
-                    digest, now if digest is not None else None, callback_url, meta_json,
-                    dsn_notify, delay_owed(dsn_notify), report_mask))
-    parts.extend((mid, seq, total, short_message, tlvs_json, PartState.QUEUED.value)
-                 for seq, total, short_message, tlvs_json in message_parts)
-    if key is not None:
-        keyed[(account, key)] = mid
-    if digest is not None:
-        seen[(account, digest)] = (mid, now)
-        store._dup_window = max(store._dup_window, dup_window_s)
-    tx.delta[account] = tx.delta.get(account, 0) + n
-    tx.event(mid, now, state, accepted_detail(ingress, n, encoding))
-    return AcceptOutcome(mid, "accepted")
+async def _lock_all(conn: Any, keys: list[int]) -> None:
+    """Advisory transaction locks, taken in one order by every instance (no deadlock)."""
+    if keys:
+        await conn.execute("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k "
+                           "ORDER BY k", sorted(set(keys)))
+
+
+async def _locked_rows(conn: Any, table: tuple[str, str], accounts: list[str]) -> list[Any]:
+    """An account table's rows (made when missing), locked until the transaction ends. Two
+    statements: a row another instance just made is seen by the second one."""
+    insert, select = table
+    await conn.execute(insert, accounts)
+    return list(await conn.fetch(select, accounts))
 
 
 async def _accept(store: PostgresStore, tx: _Tx, messages: tuple[AcceptRow, ...],
@@ -1039,6 +1131,20 @@ async def _views(conn: Any, rows: Sequence[Any]) -> list[MessageView]:
     return out
 
 
+async def _limits_peek(conn: Any, account: str, recipients: tuple[str, ...], now: float,
+                       flood_max: int, flood_gap_s: float,
+                       rate_per_s: float) -> list[str | None]:
+    limits = AcceptLimits(window_s=0, quota=0, parts=1, flood_max=flood_max,
+                          flood_gap_s=flood_gap_s, rate=rate_per_s)
+    row = await conn.fetchrow("SELECT tokens, updated FROM buckets WHERE account = $1", account)
+    bucket = Bucket(float(row[0]), float(row[1])) if row is not None and row[0] is not None \
+        else None
+    floods = {s: FloodRun(int(n), float(last)) for s, n, last in await conn.fetch(
+        "SELECT recipient, count, last FROM floods WHERE recipient = ANY($1::text[])",
+        list(recipients))}
+    return [limits_verdict(floods.get(r), bucket, now=now, limits=limits) for r in recipients]
+
+
 async def _quota_used(conn: Any, account: str) -> int:
     used = await conn.fetchval("SELECT parts_used FROM account_usage WHERE account = $1", account)
     return int(used) if used is not None else 0
@@ -1240,6 +1346,7 @@ READS: dict[str, Callable[..., Any]] = {
     "list_messages": _list_messages, "timeline": _timeline, "counts_by_state": _counts_by_state,
     "last_message_to": _last_message_to, "callbacks_due": _callbacks_due,
     "mailbacks_due": _mailbacks_due, "instances": _instances, "pushes_due": _pushes_due,
+    "limits_peek": _limits_peek,
 }
 
 __all__ = ["PostgresStore", "READS", "WRITES", "lock_key", "safe_url"]

@@ -54,6 +54,9 @@ class AcceptRow(NamedTuple):
     dup_digest: str | None
     dup_window_s: float
     quota: int
+    flood_max: int
+    flood_gap_s: float
+    rate_per_s: float
     callback_url: str | None
     meta_json: str
     dsn_notify: str | None
@@ -68,7 +71,8 @@ def accept_rows(messages: Sequence[NewMessage]) -> tuple[AcceptRow, ...]:
         m.esm_class, m.registered_delivery, m.state.value,
         tuple([(p.seq, p.total, p.short_message, p.tlvs_json) for p in m.parts]),
         m.created_at, m.send_at, m.expires_at, m.idempotency_key, m.dup_digest, m.dup_window_s,
-        m.quota, m.callback_url, m.meta_json, m.dsn_notify,
+        m.quota, m.flood_max, m.flood_gap_s, m.rate_per_s, m.callback_url, m.meta_json,
+        m.dsn_notify,
         None if m.report_mask is None else int(m.report_mask), m.routes)
         for m in messages])
 
@@ -189,6 +193,13 @@ class CallsByName(Store):
 
     async def mailbacks_due(self, *, now: float, limit: int) -> list[DueMailback]:
         result: list[DueMailback] = await self._read("mailbacks_due", (now, limit))
+        return result
+
+    async def limits_peek(self, account: str, recipients: Sequence[str], *, now: float,
+                          flood_max: int, flood_gap_s: float,
+                          rate_per_s: float) -> list[str | None]:
+        result: list[str | None] = await self._read(
+            "limits_peek", (account, tuple(recipients), now, flood_max, flood_gap_s, rate_per_s))
         return result
 
     async def quota_used(self, account: str) -> int:

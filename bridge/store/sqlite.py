@@ -38,7 +38,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bridge.core.mailback import DELAYED
-from bridge.core.policy import AcceptFacts, accept_verdict
+from bridge.core.policy import (
+    AcceptFacts,
+    AcceptLimits,
+    Bucket,
+    FloodLedger,
+    FloodRun,
+    accept_verdict,
+    limits_verdict,
+)
 from bridge.core.model import Ingress
 from bridge.core.reports import BUFFERED, FINAL_EVENTS, ReportEvent
 from bridge.core.states import (
@@ -264,7 +272,7 @@ class _Tx:
     reads those tables, and by `finish()`."""
 
     __slots__ = ("conn", "messages", "parts", "smsc_keys", "events", "keys", "digests", "usage",
-                 "delta")
+                 "delta", "floods", "buckets", "now")
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
@@ -276,6 +284,10 @@ class _Tx:
         self.digests: dict[tuple[str, str], tuple[str, float]] = {}  # → (id, accepted at)
         self.usage: dict[str, int] = {}  # committed parts_used, read lazily
         self.delta: dict[str, int] = {}
+        # Limits consumed by this transaction's accepts: kept only once it commits.
+        self.floods: dict[str, tuple[FloodRun, float]] = {}  # → (run, its gap)
+        self.buckets: dict[str, Bucket] = {}
+        self.now = 0.0  # the latest accept's clock, for the flood ledger's expiry
 
     def used(self, account: str) -> int:
         base = self.usage.get(account)
@@ -350,6 +362,9 @@ class _Writer:
         # False only while orphan_receipts is known empty: then a submit need not look there.
         # Set on every orphan insert; a rolled-back batch sets it again (see run).
         self.orphans_maybe = bool(conn.execute(_ORPHANS_EXIST).fetchone()[0])
+        #: The flood and rate limits' state (core.policy); see `_flood`.
+        self.floods = FloodLedger()
+        self.buckets: dict[str, Bucket] = {}
         #: Told (operations, seconds from BEGIN to the end of COMMIT) after every commit.
         self.on_commit: Callable[[int, float], None] | None = None
         #: Failed writes as one log episode: a full disk fails every write, logged once.
@@ -433,6 +448,7 @@ class _Writer:
                 log.exception("store rollback failed")
             raise
         self.commits += 1
+        self.keep_limits(tx, tx.now)
         self.episode.succeeded()
         if self.on_commit is not None:
             try:
@@ -473,22 +489,32 @@ class _Writer:
     def accept(self, tx: _Tx, messages: tuple[AcceptRow, ...], now: float,
                owner: str | None = None) -> list[AcceptOutcome]:
         conn = tx.conn
+        tx.now = max(tx.now, now)
         out: list[AcceptOutcome] = []
         waiting: set[str] = set()  # numbers whose messages of this call wait to be claimed
         for (mid, account, ingress, recipient, raw_recipient, source_addr, source_ton, source_npi,
              dest_ton, dest_npi, text, encoding, data_coding, esm_class, registered_delivery,
              state, parts, created_at, send_at, expires_at, key, dup_digest, dup_window_s, quota,
-             callback_url, meta_json, dsn_notify, report_mask, routes) in messages:
+             flood_max, flood_gap_s, rate_per_s, callback_url, meta_json, dsn_notify,
+             report_mask, routes) in messages:
             digest = dup_digest if dup_window_s > 0 else None
             n = len(parts)
-            status, earlier = accept_verdict(
+            limits = AcceptLimits(window_s=dup_window_s, quota=quota, parts=n,
+                                  flood_max=flood_max, flood_gap_s=flood_gap_s, rate=rate_per_s)
+            verdict = accept_verdict(
                 AcceptFacts(keyed=self._keyed(tx, account, key),
                             seen=self._seen(tx, account, digest),
-                            used=tx.used(account) if quota > 0 else 0),
-                now=now, window_s=dup_window_s, quota=quota, parts=n)
-            if status != "accepted":
-                out.append(AcceptOutcome(earlier or mid, status))
+                            used=tx.used(account) if quota > 0 else 0,
+                            flood=self._flood(tx, recipient) if flood_max > 0 else None,
+                            bucket=self._bucket(tx, account) if rate_per_s > 0 else None),
+                now=now, limits=limits)
+            if verdict.status != "accepted":
+                out.append(AcceptOutcome(verdict.earlier or mid, verdict.status))
                 continue
+            if verdict.flood is not None and flood_max > 0:
+                tx.floods[recipient] = (verdict.flood, flood_gap_s)
+            if verdict.bucket is not None and rate_per_s > 0:
+                tx.buckets[account] = verdict.bucket
             if digest is not None and dup_window_s > self._dup_window:
                 self._dup_window = dup_window_s
             held = owner is not None and self._may_hold(tx, recipient, owner, waiting)
@@ -554,6 +580,31 @@ class _Writer:
         for chunk in _chunks(list(instances)):
             tx.conn.execute(f"UPDATE instances SET heartbeat_at = 0 WHERE id IN "
                             f"({_in(len(chunk))})", tuple(chunk))
+
+    def _flood(self, tx: _Tx, recipient: str) -> FloodRun | None:
+        """The subscriber's run: this transaction's, else kept (in memory: one process writes
+        this file, so its memory is every instance's; state made again after a restart)."""
+        staged = tx.floods.get(recipient)
+        return staged[0] if staged is not None else self.floods.get(recipient)
+
+    def _bucket(self, tx: _Tx, account: str) -> Bucket | None:
+        return tx.buckets.get(account) or self.buckets.get(account)
+
+    def keep_limits(self, tx: _Tx, now: float) -> None:
+        """After the commit: the limits the transaction consumed become the kept state (a
+        transaction that failed consumed nothing)."""
+        for recipient, (run, gap_s) in tx.floods.items():
+            self.floods.put(recipient, run, now=now, gap_s=gap_s)
+        self.buckets.update(tx.buckets)
+
+    def limits_peek(self, account: str, recipients: tuple[str, ...], now: float, flood_max: int,
+                    flood_gap_s: float, rate_per_s: float) -> list[str | None]:
+        """See Store.limits_peek: read from the writer's memory, consuming nothing."""
+        limits = AcceptLimits(window_s=0, quota=0, parts=1, flood_max=flood_max,
+                              flood_gap_s=flood_gap_s, rate=rate_per_s)
+        bucket = self.buckets.get(account)
+        return [limits_verdict(self.floods.get(r), bucket, now=now, limits=limits)
+                for r in recipients]
 
     @staticmethod
     def _keyed(tx: _Tx, account: str, key: str | None) -> str | None:
@@ -1222,7 +1273,11 @@ class SqliteStore(CallsByName):
 
     def read_request(self, method: str, args: tuple[Any, ...], request_id: int) -> bool:
         """Run the pipe's read `method` on a reader thread (WAL lets it go beside the writer);
-        its result goes to `answer` on the loop. False when `method` is not a read."""
+        its result goes to `answer` on the loop. False when `method` is not a read. The limits
+        live in the writer's memory, on this loop: answered at once."""
+        if method == "limits_peek" and self._writer is not None and self._answer is not None:
+            self._answer([(request_id, self._writer.limits_peek(*args), None)])
+            return True
         read = READS.get(method)
         if read is None:
             return False
@@ -1344,6 +1399,10 @@ class SqliteStore(CallsByName):
             raise StoreUnavailable(f"store read failed: {exc}") from exc
 
     async def _read(self, method: str, args: tuple[Any, ...]) -> Any:
+        if method == "limits_peek":
+            if self._writer is None or self._closing:
+                raise StoreUnavailable("the store is not open")
+            return self._writer.limits_peek(*args)
         return await asyncio.to_thread(self.read_sync, READS[method], args)
 
 # ---------------------------------------------------------------------------------- reads

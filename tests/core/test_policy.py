@@ -19,7 +19,10 @@ from bridge.core.policy import (
     duplicate_digester,
     flood_check,
     AcceptFacts,
+    AcceptLimits,
+    FloodLedger,
     accept_verdict,
+    limits_verdict,
     quota_allows,
     quota_left,
     refuse,
@@ -369,41 +372,97 @@ def test_doubling_delay_grows_and_stays_between_base_and_cap(step: int, base: fl
 
 # ------------------------------------------------------------------ the accept decision
 
-@pytest.mark.parametrize(("facts", "now", "window", "quota", "parts", "verdict"), [
-    (AcceptFacts(None, None, 0), 100.0, 60.0, 0, 1, ("accepted", None)),
-    # a key already used: the first id, before anything else, quota untouched
-    (AcceptFacts("m1", ("m2", 99.0), 10**6), 100.0, 60.0, 5, 1, ("idempotent", "m1")),
+def limits(window: float = 60.0, quota: int = 0, parts: int = 1, flood_max: int = 0,
+           gap: float = 30.0, rate: float = 0.0) -> AcceptLimits:
+    return AcceptLimits(window_s=window, quota=quota, parts=parts, flood_max=flood_max,
+                        flood_gap_s=gap, rate=rate)
+
+
+@pytest.mark.parametrize(("facts", "now", "rules", "status", "earlier"), [
+    (AcceptFacts(None, None, 0), 100.0, limits(), "accepted", None),
+    # a key already used: the first id, before anything else, nothing consumed
+    (AcceptFacts("m1", ("m2", 99.0), 10**6, FloodRun(9, 99.0), Bucket(0, 100.0)), 100.0,
+     limits(quota=5, flood_max=2, rate=1), "idempotent", "m1"),
     # the same request inside the window, outside it, and with the window off
-    (AcceptFacts(None, ("m2", 50.0), 0), 100.0, 60.0, 0, 1, ("duplicate", "m2")),
-    (AcceptFacts(None, ("m2", 40.0), 0), 100.0, 60.0, 0, 1, ("accepted", None)),
-    (AcceptFacts(None, ("m2", 99.0), 0), 100.0, 0.0, 0, 1, ("accepted", None)),
+    (AcceptFacts(None, ("m2", 50.0), 0), 100.0, limits(), "duplicate", "m2"),
+    (AcceptFacts(None, ("m2", 40.0), 0), 100.0, limits(), "accepted", None),
+    (AcceptFacts(None, ("m2", 99.0), 0), 100.0, limits(window=0.0), "accepted", None),
     # another instance's clock a little ahead: still inside the window
-    (AcceptFacts(None, ("m2", 101.0), 0), 100.0, 60.0, 0, 1, ("duplicate", "m2")),
-    # a duplicate is answered even when the quota is spent (it consumes nothing)
-    (AcceptFacts(None, ("m2", 99.0), 5), 100.0, 60.0, 5, 1, ("duplicate", "m2")),
+    (AcceptFacts(None, ("m2", 101.0), 0), 100.0, limits(), "duplicate", "m2"),
+    # a duplicate is answered even when every limit is spent (it consumes nothing)
+    (AcceptFacts(None, ("m2", 99.0), 5, FloodRun(2, 99.0), Bucket(0, 100.0)), 100.0,
+     limits(quota=5, flood_max=2, rate=1), "duplicate", "m2"),
+    # the subscriber's flood limit, before the account's rate, before its quota
+    (AcceptFacts(None, None, 5, FloodRun(2, 99.0), Bucket(0, 100.0)), 100.0,
+     limits(quota=5, flood_max=2, rate=1), "flood", None),
+    (AcceptFacts(None, None, 5, FloodRun(1, 99.0), Bucket(0, 100.0)), 100.0,
+     limits(quota=5, flood_max=2, rate=1), "over_limit", None),
+    (AcceptFacts(None, None, 5, FloodRun(1, 99.0), Bucket(1, 100.0)), 100.0,
+     limits(quota=5, flood_max=2, rate=1), "over_quota", None),
+    # a run that ended (gap passed) starts again
+    (AcceptFacts(None, None, 0, FloodRun(2, 60.0)), 100.0, limits(flood_max=2), "accepted",
+     None),
     # quota: all parts fit or none
-    (AcceptFacts(None, None, 3), 100.0, 60.0, 5, 2, ("accepted", None)),
-    (AcceptFacts(None, None, 4), 100.0, 60.0, 5, 2, ("over_quota", None)),
-    (AcceptFacts(None, None, 10**9), 100.0, 60.0, 0, 2, ("accepted", None)),
+    (AcceptFacts(None, None, 3), 100.0, limits(quota=5, parts=2), "accepted", None),
+    (AcceptFacts(None, None, 4), 100.0, limits(quota=5, parts=2), "over_quota", None),
+    (AcceptFacts(None, None, 10**9), 100.0, limits(parts=2), "accepted", None),
 ])
-def test_accept_verdict(facts: AcceptFacts, now: float, window: float, quota: int, parts: int,
-                        verdict: tuple[str, str | None]) -> None:
-    assert accept_verdict(facts, now=now, window_s=window, quota=quota, parts=parts) == verdict
+def test_accept_verdict(facts: AcceptFacts, now: float, rules: AcceptLimits, status: str,
+                        earlier: str | None) -> None:
+    verdict = accept_verdict(facts, now=now, limits=rules)
+    assert (verdict.status, verdict.earlier) == (status, earlier)
+    if status != "accepted":
+        assert verdict.flood is None and verdict.bucket is None  # nothing consumed
+
+
+def test_an_accepted_message_consumes_its_run_and_a_token() -> None:
+    verdict = accept_verdict(AcceptFacts(None, None, 0, FloodRun(1, 90.0), Bucket(2.0, 99.0)),
+                             now=100.0, limits=limits(flood_max=3, rate=2))
+    assert verdict.flood == FloodRun(2, 100.0)
+    assert verdict.bucket == Bucket(1.0, 100.0)  # refilled to the burst (2), one taken
+    # the same look, consuming nothing
+    assert limits_verdict(FloodRun(3, 90.0), None, now=100.0,
+                          limits=limits(flood_max=3)) == "flood"
+    assert limits_verdict(None, Bucket(0.0, 100.0), now=100.0, limits=limits(rate=1)) == \
+        "over_limit"
+    assert limits_verdict(FloodRun(1, 90.0), Bucket(1.0, 100.0), now=100.0,
+                          limits=limits(flood_max=3, rate=1)) is None
 
 
 @given(keyed=st.one_of(st.none(), st.just("k")), seen=st.one_of(st.none(), st.floats(0, 200)),
        used=st.integers(0, 20), quota=st.integers(0, 20), parts=st.integers(1, 10),
-       window=st.floats(0, 100))
-def test_accept_verdict_agrees_with_the_single_rules(keyed: str | None, seen: float | None,
-                                                     used: int, quota: int, parts: int,
-                                                     window: float) -> None:
-    status, earlier = accept_verdict(
-        AcceptFacts(keyed, None if seen is None else ("s", seen), used), now=100.0,
-        window_s=window, quota=quota, parts=parts)
+       window=st.floats(0, 100), run=st.one_of(st.none(), st.integers(1, 5)),
+       tokens=st.one_of(st.none(), st.floats(0, 3)))
+def test_accept_verdict_agrees_with_the_single_rules(
+        keyed: str | None, seen: float | None, used: int, quota: int, parts: int,
+        window: float, run: int | None, tokens: float | None) -> None:
+    flood = FloodRun(run, 95.0) if run is not None else None
+    bucket = Bucket(tokens, 100.0) if tokens is not None else None
+    rules = limits(window=window, quota=quota, parts=parts, flood_max=3, rate=2)
+    verdict = accept_verdict(AcceptFacts(keyed, None if seen is None else ("s", seen), used,
+                                         flood, bucket), now=100.0, limits=rules)
     if keyed is not None:
-        assert (status, earlier) == ("idempotent", "k")
+        assert (verdict.status, verdict.earlier) == ("idempotent", "k")
     elif within_window(seen, now=100.0, window_s=window):
-        assert (status, earlier) == ("duplicate", "s")
+        assert (verdict.status, verdict.earlier) == ("duplicate", "s")
+    elif not flood_check(flood, now=100.0, flood_max=3, gap_s=30.0)[0]:
+        assert verdict.status == "flood"
+    elif not take(bucket, now=100.0, rate=2, burst=2)[0]:
+        assert verdict.status == "over_limit"
     else:
-        assert status == ("accepted" if quota_allows(used, quota, parts) else "over_quota")
-        assert earlier is None
+        assert verdict.status == ("accepted" if quota_allows(used, quota, parts)
+                                  else "over_quota")
+
+
+# ------------------------------------------------------------------ the flood ledger
+
+def test_the_ledger_forgets_runs_that_ended_and_keeps_the_rest() -> None:
+    ledger = FloodLedger()
+    for i in range(5):
+        ledger.put(f"+44{i}", FloodRun(1, 100.0 + i), now=100.0 + i, gap_s=30.0)
+    ledger.put("+440", FloodRun(2, 110.0), now=110.0, gap_s=30.0)  # messaged again: newest
+    ledger.put("+449", FloodRun(1, 133.5), now=133.5, gap_s=30.0)
+    # runs last touched before 103.5 ended: +441, +442, +443; +440 was touched at 110
+    assert [s for s in ("+440", "+441", "+442", "+443", "+444", "+449")
+            if ledger.get(s) is not None] == ["+440", "+444", "+449"]
+    assert len(ledger) == 3

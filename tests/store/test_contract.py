@@ -5,6 +5,7 @@ in every order, the timeline, queries, closing."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import tempfile
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -777,3 +778,49 @@ async def test_release_and_heartbeats(store: Store) -> None:
     assert rows["B"].heartbeat_at == T0 + 6
     await store.retire(["B"])
     assert {r.id: r.heartbeat_at < T0 for r in await store.instances()} == {"A": True, "B": True}
+
+
+# ------------------------------------------------------------------ flood and rate limits
+
+def limited(mid: str, *, flood_max: int = 0, rate: float = 0.0, **kw: Any) -> NewMessage:
+    return dataclasses.replace(msg(mid, **kw), flood_max=flood_max, flood_gap_s=30.0,
+                               rate_per_s=rate)
+
+
+async def test_the_store_holds_the_subscriber_flood_limit(store: Store) -> None:
+    out = await store.accept([limited(f"f{i}", flood_max=2) for i in range(3)], now=T0)
+    assert [o.status for o in out] == ["accepted", "accepted", "flood"]
+    assert await store.limits_peek("acme", ["+447700900001", "+447700900002"], now=T0 + 1,
+                                   flood_max=2, flood_gap_s=30.0, rate_per_s=0) == ["flood", None]
+    [later] = await store.accept([limited("f9", flood_max=2, at=T0 + 31)], now=T0 + 31)
+    assert later.status == "accepted"  # a gap of flood_gap_s ends the run
+    # a refused message left nothing behind, and peeking consumed nothing
+    assert [v.id for v in await store.get_messages(["f2", "f9"])] == ["f9"]
+
+
+async def test_the_store_holds_the_account_rate(store: Store) -> None:
+    out = await store.accept([limited(f"r{i}", rate=2, recipient=f"+4477009001{i:02d}")
+                              for i in range(3)], now=T0)
+    assert [o.status for o in out] == ["accepted", "accepted", "over_limit"]
+    assert await store.limits_peek("acme", ["+447700900999"], now=T0, flood_max=0,
+                                   flood_gap_s=0, rate_per_s=2) == ["over_limit"]
+    [refilled] = await store.accept([limited("r9", rate=2, recipient="+447700900199")],
+                                    now=T0 + 0.5)
+    assert refilled.status == "accepted"  # half a second at 2/s: one token back
+    # a repeat is answered before the limits (it consumes nothing)
+    [again] = await store.accept([dataclasses.replace(limited("r10", rate=2), idempotency_key="K")],
+                                 now=T0 + 10)
+    [repeat] = await store.accept([dataclasses.replace(limited("r11", rate=2), idempotency_key="K")],
+                                  now=T0 + 10)
+    assert (again.status, repeat.status) == ("accepted", "idempotent")
+
+
+async def test_limits_consumed_by_a_failed_write_are_not_kept(store: Store) -> None:
+    """A batch that cannot commit consumed no allowance: the client retries in full."""
+    await store.accept([limited("ok1", flood_max=1)], now=T0)
+    # a message whose id exists fails the whole call (as a write that cannot commit would)
+    with pytest.raises(StoreUnavailable):
+        await store.accept([limited("x1", flood_max=1, recipient="+447700900555"),
+                            limited("ok1", flood_max=1, recipient="+447700900556")], now=T0)
+    out = await store.accept([limited("x2", flood_max=1, recipient="+447700900555")], now=T0)
+    assert out[0].status == "accepted"

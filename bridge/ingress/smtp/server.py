@@ -517,7 +517,7 @@ class BridgeSMTP(SMTP):
         if len(local) > 1 and local[0] == local[-1] == '"':
             local = local[1:-1]
         try:
-            destination = listener.service.check_recipient(txn.account, local)
+            destination = await listener.service.check_recipient(txn.account, local)
         except BridgeError as exc:
             listener.metrics.rejected("smtp", exc.name.value)
             await self.push(replies.error(exc))
