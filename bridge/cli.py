@@ -11,11 +11,14 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from bridge.config import (DEFAULT_CONFIG_PATH, Config, ConfigError, SimulatorConfig, load_config,
                            parse_simulator)
 from bridge.logs import setup_logging
+
+if TYPE_CHECKING:
+    from bridge.store.base import Store
 
 
 def _config(path: str) -> Config:
@@ -58,6 +61,9 @@ async def _status(config: Config, ids: Sequence[str]) -> int:
     store = open_store(config.store, config.base_dir)
     await store.open()
     try:
+        if not ids:
+            await _overview(store, config)
+            return 0
         views = {v.id: v for v in await store.get_messages(list(ids))}
         code = 0
         for message_id in ids:
@@ -76,6 +82,24 @@ async def _status(config: Config, ids: Sequence[str]) -> int:
         return code
     finally:
         await store.close()
+
+
+async def _overview(store: Store, config: Config) -> None:
+    """`status` without ids: the instances on this store (alive, binds, what each holds) and
+    the messages by state."""
+    from bridge.outbound.membership import views
+
+    now = time.time()
+    print("instances:")
+    shown = views(await store.instances(), now=now, lease_s=config.store.lease_s)
+    for view in shown:
+        print(f"  {'alive' if view.alive else 'dead '}  {view.id}  host {view.host or '-'}  "
+              f"binds {','.join(view.binds) or '-'}  holds {view.held}  "
+              f"heartbeat {view.heartbeat_age_s:.0f} s ago")
+    if not shown:
+        print("  none yet (an instance shows here once its outbound side has started)")
+    counts = await store.counts_by_state()
+    print("messages: " + ", ".join(f"{state} {n}" for state, n in counts.items() if n) or "none")
 
 
 async def _simulator(config: SimulatorConfig) -> int:
@@ -108,8 +132,9 @@ def _parser() -> argparse.ArgumentParser:
                             ("check-config", "validate a config; exit 1 on any problem")):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("-c", "--config", default=str(DEFAULT_CONFIG_PATH))
-    p = sub.add_parser("status", help="print the timeline of messages")
-    p.add_argument("ids", nargs="+")
+    p = sub.add_parser("status", help="print the timeline of messages; without ids, the "
+                                      "instances on the store and the messages by state")
+    p.add_argument("ids", nargs="*")
     p.add_argument("-c", "--config", default=str(DEFAULT_CONFIG_PATH))
     p = sub.add_parser("simulator", help="run a standalone SMSC simulator")
     p.add_argument("--host", default="127.0.0.1")

@@ -7,10 +7,23 @@ its own commits.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Protocol, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+
+class InstanceLike(Protocol):
+    """What the instance gauges read of an instance (bridge.outbound.membership.InstanceView)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def alive(self) -> bool: ...
+
+    @property
+    def held(self) -> int: ...
 
 
 class _Registry:
@@ -63,6 +76,12 @@ class OutboundMetrics(_Registry):
                                 ["smsc", "status"], registry=self.registry)
         self._binds_up = Gauge("sms_bridge_binds_up", "1 when the SMSC bind is up", ["smsc"],
                                registry=self.registry)
+        self._instance_up = Gauge("sms_bridge_instance_up",
+                                  "1 while an instance sharing the store heartbeats", ["instance"],
+                                  registry=self.registry)
+        self._instance_held = Gauge("sms_bridge_instance_held_messages",
+                                    "Messages an instance holds to send (its last heartbeat)",
+                                    ["instance"], registry=self.registry)
         self._receipts = Counter("sms_bridge_receipts", "Delivery receipts by outcome",
                                  ["state"], registry=self.registry)
         self._queue_depth = Gauge("sms_bridge_queue_depth", "Messages waiting for the upstream",
@@ -99,6 +118,15 @@ class OutboundMetrics(_Registry):
 
     def receipt(self, state: str) -> None:
         self._child(self._receipts, state).inc()
+
+    def set_instances(self, instances: Sequence[InstanceLike]) -> None:
+        """The instances sharing the store as this one last saw them: live or not, and what
+        each holds (read at scrape time; an instance gone from the store leaves the gauges)."""
+        self._instance_up.clear()
+        self._instance_held.clear()
+        for view in instances:
+            self._instance_up.labels(view.id).set(1 if view.alive else 0)
+            self._instance_held.labels(view.id).set(view.held)
 
     def set_binds_up(self, smsc: str, up: bool) -> None:
         self._child(self._binds_up, smsc).set(1 if up else 0)

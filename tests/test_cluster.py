@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import re
 import signal
 import smtplib
+import sys
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -23,7 +25,7 @@ from bridge.core.states import MessageState
 from bridge.intake.service import Recipient, SubmitRequest
 from bridge.outbound.dispatcher import worker_count
 from bridge.simulator import SmscSimulator
-from tests.conftest import child_pids, make_config, running_bridge, serve_command, wait_gone
+from tests.conftest import ROOT, child_pids, make_config, running_bridge, serve_command, wait_gone
 from tests.postgres import PgServer
 
 
@@ -171,6 +173,15 @@ async def test_two_instances_one_killed_mid_load_lose_nothing(tmp_path: Path,
             await asyncio.sleep(0.1)
         done_after = loop.time() - killed_at
         survivor = procs["b"]
+        await asyncio.sleep(LEASE_S / 3 + 0.5)  # one more heartbeat reads the picture
+        with urllib.request.urlopen(f"http://127.0.0.1:{survivor[2]}/healthz", timeout=10) as r:
+            health = json.loads(r.read())
+        with urllib.request.urlopen(f"http://127.0.0.1:{survivor[2]}/metrics", timeout=10) as r:
+            metrics = r.read().decode()
+        status = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bridge", "status", "-c", str(tmp_path / "b.toml"),
+            stdout=asyncio.subprocess.PIPE, cwd=str(ROOT), env={**os.environ, "PYTHONPATH": str(ROOT)})
+        status_out = (await status.communicate())[0].decode()
         delivered = await _delivered(pg_url, list(ids.values()), deadline=deadline + 10)
         states = await _states(pg_url, list(ids.values()))
     finally:
@@ -196,7 +207,14 @@ async def test_two_instances_one_killed_mid_load_lose_nothing(tmp_path: Path,
     assert not out_of_order, out_of_order[:5]
     assert done_after <= LEASE_S + 10
     assert delivered == total, states  # the dead one's receipts matched by the survivor
-    assert survivor is not None
+    # /healthz, /metrics and `sms-bridge status` show who is alive, its binds, what it holds
+    alive = {i["name"]: i["alive"] for i in health["instances"]}
+    assert alive == {"a": False, "b": True}, health["instances"]
+    assert health["instance"].startswith("b/")
+    assert [i["binds"] for i in health["instances"] if i["name"] == "b"] == [["sim"]]
+    assert f'sms_bridge_instance_up{{instance="{health["instance"]}"}} 1.0' in metrics
+    assert "alive  b/" in status_out and "dead   a/" in status_out, status_out
+    assert "binds sim" in status_out and "messages: delivered 360" in status_out
 
 
 async def _delivered(pg_url: str, ids: list[str], deadline: float) -> int:

@@ -28,9 +28,10 @@ import logging
 import os
 import socket
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from bridge.outbound.gate import RecordGate
-from bridge.store.base import OutboundMessage, Store, StoreUnavailable
+from bridge.store.base import InstanceRow, OutboundMessage, Store, StoreUnavailable
 
 log = logging.getLogger("bridge.dispatcher")
 
@@ -83,6 +84,8 @@ class Membership:
         self._tasks: list[asyncio.Task[None]] = []
         self.claimed = 0
         self.fenced = 0
+        #: Every instance's last heartbeat as read at this one's last (for /healthz, /metrics).
+        self.peers: list[InstanceView] = []
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -122,6 +125,10 @@ class Membership:
         previous = await self.store.heartbeat(self.id, at=now, info_json=json.dumps(
             {"name": self.name, "host": socket.gethostname(), "pid": os.getpid(),
              **self._info()}, sort_keys=True))
+        try:
+            self.peers = views(await self.store.instances(), now=now, lease_s=self.lease_s)
+        except StoreUnavailable:
+            pass  # the heartbeat itself went through; the picture waits for the next one
         if previous is not None and now - previous > self.lease_s:
             self.fenced += 1
             dropped = self._drop_unstarted()
@@ -194,6 +201,45 @@ class Membership:
             self.claimed += len(got)
             self._take(got)
         return len(got)
+
+
+@dataclass(frozen=True)
+class InstanceView:
+    """One instance as an operator sees it: alive or not, where, what it holds and binds."""
+
+    id: str
+    name: str
+    host: str
+    alive: bool
+    heartbeat_age_s: float
+    binds: tuple[str, ...]
+    held: int
+
+    def as_json(self) -> dict[str, object]:
+        return {"id": self.id, "name": self.name, "host": self.host, "alive": self.alive,
+                "heartbeat_age_s": round(self.heartbeat_age_s, 1), "binds": list(self.binds),
+                "held": self.held}
+
+
+def views(rows: Sequence[InstanceRow], *, now: float, lease_s: float) -> list[InstanceView]:
+    """The instances a store has seen, the live ones first (a retired or stopped one shows as
+    not alive until a retention sweep forgets it)."""
+    out = []
+    for row in rows:
+        try:
+            info = json.loads(row.info_json)
+        except ValueError:
+            info = {}
+        if not isinstance(info, dict):
+            info = {}
+        binds = info.get("binds")
+        held = info.get("queue_depth")
+        out.append(InstanceView(
+            id=row.id, name=str(info.get("name", "")), host=str(info.get("host", "")),
+            alive=row.heartbeat_at >= now - lease_s, heartbeat_age_s=max(0.0, now - row.heartbeat_at),
+            binds=tuple(str(b) for b in binds) if isinstance(binds, list) else (),
+            held=held if isinstance(held, int) else 0))
+    return sorted(out, key=lambda v: (not v.alive, v.name, v.id))
 
 
 def _running(pid: object) -> bool:

@@ -95,17 +95,20 @@ class Bridge:
         store = "ok" if self.store.healthy() else "unavailable"
         binds: dict[str, bool] = {}
         queue_depth = 0
+        instance, instances = "", []
         if store == "ok":
             try:
                 status = await asyncio.wait_for(self.store.outbound_status(), 5.0)
                 binds, queue_depth = status.binds, status.queue_depth
+                instance, instances = status.instance, list(status.instances)
                 if not status.store_writable:
                     store = "not writable"  # records fail: the outbound side is paused
             except Exception as exc:
                 log.error("health: the store process did not answer: %s", exc)
                 store = "unavailable"
         return {"status": "ok" if any(binds.values()) and store == "ok" else "degraded",
-                "binds": binds, "store": store, "queue_depth": queue_depth, "time": time.time()}
+                "binds": binds, "store": store, "queue_depth": queue_depth, "time": time.time(),
+                "instance": instance, "instances": instances}
 
     async def stop(self, drain_timeout: float = 10.0) -> None:
         """Graceful: stop intake, answer the requests already inside, then the store process

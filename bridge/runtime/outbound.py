@@ -52,6 +52,9 @@ class OutboundStatus:
     queue_depth: int
     #: False while the store cannot record what the SMSCs answer (the outbound side is paused).
     store_writable: bool = True
+    #: This instance's id, and every instance as this one last saw them.
+    instance: str = ""
+    instances: tuple[dict[str, object], ...] = ()
 
 
 def accepted_messages(rows: Sequence[AcceptRow],
@@ -112,8 +115,10 @@ class Outbound:
             self.dispatcher.enqueue(fresh)
 
     def status(self) -> OutboundStatus:
+        membership = self.dispatcher.membership
         return OutboundStatus({name: b.bound for name, b in self.pool.binds.items()},
-                              self.dispatcher.queue_depth, self.dispatcher.gate.is_open)
+                              self.dispatcher.queue_depth, self.dispatcher.gate.is_open,
+                              membership.id, tuple(v.as_json() for v in membership.peers))
 
     async def wait_bound(self, timeout: float) -> bool:
         return await self.pool.wait_bound(timeout)
@@ -122,6 +127,7 @@ class Outbound:
         """Bind states are read at scrape time, so the gauge is never stale."""
         for name, bind in self.pool.binds.items():
             self.metrics.set_binds_up(name, bind.bound)
+        self.metrics.set_instances(self.dispatcher.membership.peers)
         return self.metrics.render()[0]
 
     async def stop(self, drain_timeout: float) -> None:
