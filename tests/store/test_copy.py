@@ -5,12 +5,15 @@ idempotency keys, new rows after the copied ids). Refusals leave the target as i
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import io
+import re
 import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -211,3 +214,199 @@ async def test_sqlite_to_sqlite_and_the_source_file_is_not_written(
 def dump_of(path: Path) -> list[str]:
     with sqlite3.connect(path) as conn:
         return list(conn.iterdump())
+
+
+# ------------------------------------------------------------------ a target that holds rows
+
+async def add_extra(store: Store) -> None:
+    await store.accept([msg("extra", at=T0 + 500)], now=T0 + 500)
+
+
+async def ids_of(store: Store) -> list[str]:
+    return [r[0] for r in await query(store, "SELECT id FROM messages ORDER BY id")]
+
+
+async def test_a_target_that_holds_rows_is_refused_and_force_replaces_them(
+        sqlite_place: Place, pg_place: Place) -> None:
+    await using(sqlite_place, fill)
+    assert (await copy_store(sqlite_place.url, pg_place.url, out=io.StringIO())).ok
+    await using(pg_place, add_extra)
+    held = await using(pg_place, ids_of)
+
+    with pytest.raises(CopyError, match=r"is not empty \(.*messages 8.*\): nothing was "
+                                        r"copied; --force replaces what it holds"):
+        await copy_store(sqlite_place.url, pg_place.url, out=io.StringIO())
+    assert await using(pg_place, ids_of) == held
+
+    out = io.StringIO()
+    report = await copy_store(sqlite_place.url, pg_place.url, force=True, out=out)
+    assert report.ok and report.removed > 8
+    assert "--force: deleting what the target held (" in out.getvalue()
+    assert await using(pg_place, ids_of) == sorted(IDS)
+    assert await using(pg_place, snapshot) == await using(sqlite_place, snapshot)
+
+
+async def test_a_copy_that_fails_half_way_leaves_the_target_as_it_was(
+        sqlite_place: Place, pg_place: Place, tmp_path: Path) -> None:
+    await using(sqlite_place, fill)
+    assert (await copy_store(sqlite_place.url, pg_place.url, out=io.StringIO())).ok
+    await using(pg_place, add_extra)
+    held = await using(pg_place, snapshot)
+    # SQLite keeps what a column's type cannot: a value PostgreSQL's integer column refuses.
+    with sqlite3.connect(tmp_path / "site.db") as conn:
+        conn.execute("UPDATE parts SET attempts = 'lots' WHERE message_id = 'sent' AND seq = 2")
+
+    with pytest.raises(CopyError, match=r"copying parts failed: parts\.attempts: not an "
+                                        r"integer: 'lots'; nothing was committed"):
+        await copy_store(sqlite_place.url, pg_place.url, force=True, out=io.StringIO())
+    assert await using(pg_place, snapshot) == held
+    assert "extra" in await using(pg_place, ids_of)
+
+
+async def test_counts_that_differ_commit_nothing(sqlite_place: Place, tmp_path: Path) -> None:
+    await using(sqlite_place, fill)
+    target = tmp_path / "target.db"
+    await using(Place("", lambda: SqliteStore(target)), lambda store: store.flush())
+    with sqlite3.connect(target) as conn:  # the target adds a row of its own per instance
+        conn.execute("CREATE TRIGGER twin AFTER INSERT ON instances WHEN NEW.id NOT LIKE '%-twin' "
+                     "BEGIN INSERT INTO instances (id, heartbeat_at) "
+                     "VALUES (NEW.id || '-twin', 0); END")
+    out = io.StringIO()
+    report = await copy_store(sqlite_place.url, f"sqlite:///{target}", out=out)
+    assert not report.ok and counts_of(report)["instances"] == (1, 2)
+    assert "instances" in out.getvalue() and "MISMATCH" in out.getvalue()
+    assert out.getvalue().rstrip().endswith(
+        "counts differ: nothing was committed, the target is as it was")
+    with sqlite3.connect(target) as conn:
+        assert conn.execute("SELECT count(*) FROM messages").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM instances").fetchone() == (0,)
+
+
+# ------------------------------------------------------------------ refusals
+
+async def test_a_source_that_does_not_exist_or_holds_no_store_is_refused(
+        tmp_path: Path, pg_url: str) -> None:
+    missing = tmp_path / "nowhere" / "bridge.db"
+    with pytest.raises(CopyError, match=f"the source {missing} does not exist"):
+        await copy_store(f"sqlite:///{missing}", pg_url, out=io.StringIO())
+    assert not missing.parent.exists()
+    blank = tmp_path / "blank.db"
+    sqlite3.connect(blank).close()
+    with pytest.raises(CopyError, match="holds no bridge store"):
+        await copy_store(f"sqlite:///{blank}", pg_url, out=io.StringIO())
+    with pytest.raises(CopyError, match="holds no bridge store"):  # an empty database
+        await copy_store(pg_url, f"sqlite:///{tmp_path / 'x.db'}", out=io.StringIO())
+    assert not (tmp_path / "x.db").exists()
+    assert (await query(PostgresStore(pg_url),
+                        "SELECT count(*) FROM information_schema.tables "
+                        "WHERE table_schema = 'public'")) == [(0,)]
+    with pytest.raises(CopyError, match='unsupported store url "mysql://x"'):
+        await copy_store("mysql://x", pg_url, out=io.StringIO())
+
+
+async def test_a_store_of_a_newer_bridge_is_refused_and_left_alone(
+        sqlite_place: Place, tmp_path: Path) -> None:
+    await using(sqlite_place, fill)
+    newer = tmp_path / "newer.db"
+    await using(Place("", lambda: SqliteStore(newer)), lambda store: store.flush())
+    with sqlite3.connect(newer) as conn:
+        conn.execute("UPDATE schema_version SET version = ?", (LATEST_VERSION + 1,))
+    dump = dump_of(newer)
+    pattern = (f"the {{}} {newer} has schema version {LATEST_VERSION + 1}, newer than this "
+               f"bridge's \\({LATEST_VERSION}\\)")
+    with pytest.raises(CopyError, match=pattern.format("source")):
+        await copy_store(f"sqlite:///{newer}", f"sqlite:///{tmp_path / 'x.db'}",
+                         out=io.StringIO())
+    with pytest.raises(CopyError, match=pattern.format("target")):
+        await copy_store(sqlite_place.url, f"sqlite:///{newer}", out=io.StringIO())
+    assert dump_of(newer) == dump
+
+
+async def test_a_source_column_the_target_lacks_stops_the_copy(
+        sqlite_place: Place, pg_place: Place, tmp_path: Path) -> None:
+    await using(sqlite_place, fill)
+    with sqlite3.connect(tmp_path / "site.db") as conn:
+        conn.execute("ALTER TABLE messages ADD COLUMN colour TEXT")
+        conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY)")
+    with pytest.raises(CopyError, match=r"has no column messages\.colour, table notes: .*"
+                                        r"Nothing was copied"):
+        await copy_store(sqlite_place.url, pg_place.url, out=io.StringIO())
+
+
+async def test_a_copy_onto_itself_is_refused(sqlite_place: Place, pg_url: str,
+                                             tmp_path: Path) -> None:
+    await using(sqlite_place, fill)
+    (tmp_path / "link.db").symlink_to(tmp_path / "site.db")
+    with pytest.raises(CopyError, match="the source and the target are the same store"):
+        await copy_store(sqlite_place.url, f"sqlite:///{tmp_path / 'link.db'}", force=True,
+                         out=io.StringIO())
+    assert await using(sqlite_place, ids_of) == sorted(IDS)
+    await using(Place(pg_url, lambda: PostgresStore(pg_url)), fill)
+    with pytest.raises(CopyError, match="the source and the target are the same store"):
+        await copy_store(pg_url, pg_url.replace("127.0.0.1", "localhost"), force=True,
+                         out=io.StringIO())
+    assert len(await query(PostgresStore(pg_url), "SELECT id FROM messages")) == len(IDS)
+
+
+# ------------------------------------------------------------------ the command
+
+def with_password(url: str, ours: bool) -> tuple[str, str | None]:
+    """The URL with a password that must never be printed: the session's own server trusts
+    local connections and ignores it; an external server's URL keeps its own."""
+    parts = urlsplit(url)
+    if parts.password or not ours:
+        return url, parts.password
+    secret = "not-to-be-shown"
+    netloc = f"{parts.username}:{secret}@{parts.hostname}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc)), secret
+
+
+def test_the_command_end_to_end(tmp_path: Path, pg_url: str, pg_server: Any,
+                                monkeypatch: pytest.MonkeyPatch,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    asyncio.run(using(Place("", lambda: SqliteStore(tmp_path / "var" / "bridge.db")), fill))
+    target, secret = with_password(pg_url, pg_server.can_stop)
+    command = ["store", "copy", "--from", "sqlite:///var/bridge.db", "--to", target]
+
+    assert cli.main(command) == 0
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert lines[0].startswith(f"copying {tmp_path / 'var' / 'bridge.db'} to postgresql://")
+    assert any(re.fullmatch(r"messages: 7 rows in \d+\.\d s", line) for line in lines)
+    assert any(re.fullmatch(r"events\s+\d+\s+\d+", line) for line in lines)
+    assert re.fullmatch(r"copied \d+ rows in 11 tables in \d+\.\d s; every count matches",
+                        lines[-1])
+
+    assert cli.main(command) == 1
+    out, err = capsys.readouterr()
+    assert err.startswith("sms-bridge store copy: the target postgresql://") and (
+        "is not empty (" in err and "--force replaces what it holds" in err)
+    assert cli.main([*command, "--force"]) == 0
+    out2, err2 = capsys.readouterr()
+    assert "--force: deleting what the target held" in out2 and err2 == ""
+    assert cli.main(["store", "copy", "--from", "sqlite:///nowhere.db", "--to", target]) == 1
+    out3, err3 = capsys.readouterr()
+    assert err3 == (f"sms-bridge store copy: the source {tmp_path / 'nowhere.db'} does not "
+                    f"exist\n")
+    if secret:
+        assert secret not in out + err + out2 + err2 + out3 + err3
+
+    with pytest.raises(SystemExit) as usage:
+        cli.main(["store", "copy", "--from", "sqlite:///var/bridge.db"])
+    assert usage.value.code == 2
+    with pytest.raises(SystemExit):
+        cli.main(["store", "copy", "--help"])
+    help_text = capsys.readouterr().out
+    assert "--from URL" in help_text and "--force" in help_text and "PGPASSWORD" in help_text
+
+
+async def test_progress_is_shown_as_a_large_table_copies(
+        sqlite_place: Place, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    await using(sqlite_place, fill)
+    monkeypatch.setattr(store_copy, "PROGRESS_EVERY", 4)
+    out = io.StringIO()
+    assert (await copy_store(sqlite_place.url, f"sqlite:///{tmp_path / 'copy.db'}", out=out,
+                             batch=2)).ok
+    assert re.search(r"^  events: 4 rows, \d+\.\d s$", out.getvalue(), re.M)
+    assert re.search(r"^  events: 8 rows, \d+\.\d s$", out.getvalue(), re.M)
