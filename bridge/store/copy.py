@@ -405,7 +405,10 @@ async def schema_version(spec: StoreSpec) -> int | None:
     """The store's schema version, read without changing anything; None for a SQLite file
     that does not exist."""
     if spec.postgres_url is not None:
-        found, _ = await schema_of(spec.postgres_url, spec.password)
+        try:
+            found, _ = await schema_of(spec.postgres_url, spec.password)
+        except ValueError as exc:  # asyncpg cannot parse it (a port that is not a number…)
+            raise CopyError(f"cannot use {spec.label}: {exc}") from None
         return found
     assert spec.sqlite is not None
     if not spec.sqlite.is_file():

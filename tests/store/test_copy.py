@@ -23,6 +23,7 @@ from bridge.store import InboundMessage, NewMessage, PostgresStore, SqliteStore
 from bridge.store import copy as store_copy
 from bridge.store.base import Store
 from bridge.store.copy import CopyError, CopyReport, copy_store
+from bridge.store.postgres import safe_url
 from bridge.store.schema import LATEST_VERSION
 from tests.store.conftest import query
 from tests.store.test_contract import T0, msg, receipt, submit
@@ -410,3 +411,16 @@ async def test_progress_is_shown_as_a_large_table_copies(
                              batch=2)).ok
     assert re.search(r"^  events: 4 rows, \d+\.\d s$", out.getvalue(), re.M)
     assert re.search(r"^  events: 8 rows, \d+\.\d s$", out.getvalue(), re.M)
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("postgresql://bridge:pw@db:5432/site", "postgresql://bridge@db:5432/site"),
+    ("postgresql://bridge@db/site?password=pw", "postgresql://bridge@db/site"),
+    ("postgresql://bridge@db/site?sslmode=require&PASSWORD=pw&x=1",
+     "postgresql://bridge@db/site?sslmode=require&x=1"),
+    ("postgresql://bridge@db/site?sslmode=require&password=pw",
+     "postgresql://bridge@db/site?sslmode=require"),
+    ("postgresql://db/site", "postgresql://db/site"),
+])
+def test_urls_are_shown_without_their_password(url: str, shown: str) -> None:
+    assert safe_url(url) == shown
