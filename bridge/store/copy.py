@@ -423,7 +423,9 @@ async def schema_version(spec: StoreSpec) -> int | None:
 
 
 def latest_version(spec: StoreSpec) -> int:
-    return pg_schema.LATEST_VERSION if spec.postgres_url is not None else sqlite_schema.LATEST_VERSION
+    if spec.postgres_url is not None:
+        return pg_schema.LATEST_VERSION
+    return sqlite_schema.LATEST_VERSION
 
 
 async def check_versions(source: StoreSpec, target: StoreSpec) -> None:

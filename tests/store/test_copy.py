@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import pytest
 
 from bridge import cli
@@ -24,6 +25,7 @@ from bridge.store import copy as store_copy
 from bridge.store.base import Store
 from bridge.store.copy import CopyError, CopyReport, copy_store
 from bridge.store.postgres import safe_url
+from bridge.store.pg_schema import LATEST_VERSION as PG_LATEST
 from bridge.store.schema import LATEST_VERSION
 from tests.store.conftest import query
 from tests.store.test_contract import T0, msg, receipt, submit
@@ -321,6 +323,20 @@ async def test_a_store_of_a_newer_bridge_is_refused_and_left_alone(
     with pytest.raises(CopyError, match=pattern.format("target")):
         await copy_store(sqlite_place.url, f"sqlite:///{newer}", out=io.StringIO())
     assert dump_of(newer) == dump
+
+
+async def test_a_postgresql_store_of_a_newer_bridge_is_refused(pg_url: str,
+                                                              tmp_path: Path) -> None:
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        await conn.execute("INSERT INTO schema_version VALUES ($1)", PG_LATEST + 1)
+    finally:
+        await conn.close()
+    with pytest.raises(CopyError, match=f"the source {re.escape(safe_url(pg_url))} has schema "
+                                        f"version {PG_LATEST + 1}, newer than this bridge's"):
+        await copy_store(pg_url, f"sqlite:///{tmp_path / 'x.db'}", out=io.StringIO())
+    assert not (tmp_path / "x.db").exists()
 
 
 async def test_a_source_column_the_target_lacks_stops_the_copy(
