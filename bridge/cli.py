@@ -1,5 +1,5 @@
 """`sms-bridge` / `python -m bridge`: serve, check-config, status, simulator, passwd, wsdl,
-bench."""
+bench, store copy."""
 
 from __future__ import annotations
 
@@ -183,12 +183,30 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument("--check", action="store_true", default=True)
     group.add_argument("--write", action="store_true")
     p.add_argument("--dir", default="wsdl")
+    _store_parser(sub)
     p = sub.add_parser("bench", help="load generators; each prints a JSON summary")
     p.add_argument("what", choices=("smpp", "store", "soap", "smtp", "http", "all"))
     p.add_argument("options", nargs=argparse.REMAINDER,
                    help="passed to that benchmark, e.g. `bench soap --rounds 5` "
                         "(python -m bridge.bench.soap --help lists them)")
     return parser
+
+
+def _store_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`store copy --from URL --to URL [--force]`; its help is bridge.store.copy's."""
+    from bridge.store.copy import HELP
+
+    store = sub.add_parser("store", help="commands on a store: copy")
+    commands = store.add_subparsers(dest="store_command", required=True)
+    p = commands.add_parser("copy", help="move a site from one store to another "
+                                         "(SQLite to PostgreSQL)",
+                            description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--from", dest="source", required=True, metavar="URL",
+                   help="the store to copy, e.g. sqlite:///var/bridge.db (only read)")
+    p.add_argument("--to", dest="target", required=True, metavar="URL",
+                   help="the store to fill, e.g. postgresql://bridge@db.example:5432/bridge")
+    p.add_argument("--force", action="store_true",
+                   help="replace whatever the target holds (deleted in the copy's transaction)")
 
 
 def _bench(what: str, options: Sequence[str] = ()) -> int:
@@ -317,6 +335,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1 if problems else 0
         if args.command == "bench":
             return _bench(args.what, args.options)
+        if args.command == "store":
+            from bridge.store.copy import run
+
+            return asyncio.run(run(args.source, args.target, force=args.force))
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"config error: {problem}", file=sys.stderr)

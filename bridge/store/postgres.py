@@ -27,6 +27,7 @@ import collections
 import functools
 import hashlib
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -612,12 +613,13 @@ async def schema_of(url: str, password: str | None = None) -> tuple[int, int]:
 
 
 def safe_url(url: str) -> str:
-    """The URL without its password, for logs and messages."""
+    """The URL without its password, for logs and messages: neither the one after the user
+    name nor a `password=` parameter (asyncpg takes either)."""
     scheme, sep, rest = url.partition("://")
-    if "@" not in rest:
-        return url
-    credentials, _, host = rest.rpartition("@")
-    return f"{scheme}{sep}{credentials.split(':', 1)[0]}@{host}"
+    if "@" in rest:
+        credentials, _, host = rest.rpartition("@")
+        rest = f"{credentials.split(':', 1)[0]}@{host}"
+    return re.sub(r"(?i)(?<=[?&])password=[^&]*(&|$)", "", f"{scheme}{sep}{rest}").rstrip("?&")
 
 
 # ---------------------------------------------------------------------------------- writes
