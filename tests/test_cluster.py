@@ -325,3 +325,28 @@ async def test_two_instances_share_the_flood_and_rate_limits(pg_url: str) -> Non
     finally:
         await a.close()
         await b.close()
+
+
+def test_max_tps_is_shared_by_the_live_instances_bound_to_the_smsc() -> None:
+    """Each instance paces its bind at max_tps over the live instances bound to that SMSC
+    (as every instance reads them from the heartbeats); a dead one's share comes back."""
+    from bridge.config import SmscConfig
+    from bridge.outbound.membership import holders, views
+    from bridge.outbound.smpp.client import SmppBind
+    from bridge.store.base import InstanceRow
+
+    def row(name: str, at: float, binds: list[str]) -> InstanceRow:
+        return InstanceRow(f"{name}/1/x", at, json.dumps({"name": name, "binds": binds}))
+
+    peers = views([row("a", 100.0, ["sim", "other"]), row("b", 99.0, ["sim"]),
+                   row("c", 50.0, ["sim"])], now=101.0, lease_s=30.0)
+    assert holders(peers) == {"sim": 2, "other": 1}  # c is dead
+
+    async def noop(*args: object) -> None:
+        return None
+
+    bind = SmppBind(SmscConfig(name="sim", max_tps=100.0), on_receipt=noop, on_mo=noop)
+    bind.share_tps(2)
+    assert bind._interval == pytest.approx(0.02)  # 50 a second each: 100 together
+    bind.share_tps(1)
+    assert bind._interval == pytest.approx(0.01)

@@ -136,7 +136,7 @@ class Dispatcher:
             store, self.gate, name=config.store.instance or default_name(),
             lease_s=config.store.lease_s, exclusive=exclusive, clock=clock,
             bound_smscs=self._bound_smscs, take=self.enqueue, held=lambda: self.queue_depth,
-            drop_unstarted=self._drop_unstarted, info=self._info)
+            drop_unstarted=self._drop_unstarted, info=self._info, share=self._share_tps)
 
     def attach(self, pool: SmscPool) -> None:
         self.pool = pool
@@ -174,6 +174,12 @@ class Dispatcher:
 
     def _info(self) -> dict[str, object]:
         return {"queue_depth": self.queue_depth, "binds": self._bound_smscs()}
+
+    def _share_tps(self, holders: dict[str, int]) -> None:
+        """Each bind takes its share of its SMSC's max_tps among the live instances bound."""
+        if self.pool is not None:
+            for name, bind in self.pool.binds.items():
+                bind.share_tps(holders.get(name, 1))
 
     def _drop_unstarted(self) -> int:
         """Forget every held message no worker has begun (see bridge.outbound.membership)."""

@@ -62,7 +62,8 @@ class Membership:
                  bound_smscs: Callable[[], Sequence[str]],
                  take: Callable[[Sequence[OutboundMessage]], None],
                  held: Callable[[], int], drop_unstarted: Callable[[], int],
-                 info: Callable[[], dict[str, object]]) -> None:
+                 info: Callable[[], dict[str, object]],
+                 share: Callable[[dict[str, int]], None] = lambda holders: None) -> None:
         """`exclusive`: no other outbound side can run on this store (a SQLite file), so every
         other instance ever recorded is dead. `take` hands claimed messages to the
         dispatcher, `held` is how many it holds, `drop_unstarted` forgets those not begun."""
@@ -80,6 +81,7 @@ class Membership:
         self._held = held
         self._drop_unstarted = drop_unstarted
         self._info = info
+        self._share = share  # told how many live instances bind each SMSC, every heartbeat
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.claimed = 0
@@ -129,6 +131,8 @@ class Membership:
             self.peers = views(await self.store.instances(), now=now, lease_s=self.lease_s)
         except StoreUnavailable:
             pass  # the heartbeat itself went through; the picture waits for the next one
+        else:
+            self._share(holders(self.peers))
         if previous is not None and now - previous > self.lease_s:
             self.fenced += 1
             dropped = self._drop_unstarted()
@@ -240,6 +244,16 @@ def views(rows: Sequence[InstanceRow], *, now: float, lease_s: float) -> list[In
             binds=tuple(str(b) for b in binds) if isinstance(binds, list) else (),
             held=held if isinstance(held, int) else 0))
     return sorted(out, key=lambda v: (not v.alive, v.name, v.id))
+
+
+def holders(peers: Sequence[InstanceView]) -> dict[str, int]:
+    """How many live instances have each SMSC bound (what shares its max_tps)."""
+    counts: dict[str, int] = {}
+    for view in peers:
+        if view.alive:
+            for smsc in view.binds:
+                counts[smsc] = counts.get(smsc, 0) + 1
+    return counts
 
 
 def _running(pid: object) -> bool:

@@ -404,6 +404,7 @@ class SmppBind:
         self._links: dict[str, _Link | None] = dict.fromkeys(self._roles)
         self._window = asyncio.Semaphore(max(1, config.window))
         self._interval = 1.0 / config.max_tps if config.max_tps > 0 else 0.0
+        self.tps_share = 1  # instances binding this SMSC: max_tps is theirs together
         self._next_slot = 0.0
         self._stopping = False
         self._stopped = False
@@ -718,6 +719,14 @@ class SmppBind:
         """`n` of a link's submits went past `response_timeout_s` unanswered (their answers
         may still come)."""
         self.overdue += n
+
+    def share_tps(self, holders: int) -> None:
+        """`max_tps` is the limit of the whole cluster: with `holders` instances bound to this
+        SMSC, this one takes its share (each instance sees the same live holders, so the
+        shares add up to the limit, give or take a heartbeat while one joins or leaves)."""
+        self.tps_share = max(1, holders)
+        if self.config.max_tps > 0:
+            self._interval = self.tps_share / self.config.max_tps
 
     async def _pace(self) -> None:
         now = time.monotonic()
