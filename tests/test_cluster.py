@@ -350,3 +350,43 @@ def test_max_tps_is_shared_by_the_live_instances_bound_to_the_smsc() -> None:
     assert bind._interval == pytest.approx(0.02)  # 50 a second each: 100 together
     bind.share_tps(1)
     assert bind._interval == pytest.approx(0.01)
+
+
+async def test_parts_of_an_inbound_sms_through_two_instances_come_together(
+        tmp_path: Path, pg_url: str) -> None:
+    """An SMSC hands the parts of one concatenated reply to two binds (two instances): the
+    store puts it together once, whichever instance took which part."""
+    sim = SmscSimulator(SimulatorConfig(enabled=True, port=0, receipt_delay_s=0.01))
+    port = await sim.start()
+    smsc = [{"name": "sim", "port": port, "system_id": "bridge", "password": "secret",
+             "reconnect_min_s": 0.05, "reconnect_max_s": 0.2}]
+    configs = [make_config(tmp_path / name, store={"url": pg_url, "instance": name},
+                           simulator={"enabled": False}, smsc=smsc) for name in ("a", "b")]
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    try:
+        async with running_bridge(configs[0]) as first, running_bridge(configs[1]):
+            await sim.wait_for_binds(2)
+            sessions = [s for s in sim._sessions if s.can_receive]
+            assert len(sessions) == 2
+            bodies = sim.mo_bodies("+447400123456", "+447400000001", "",
+                                   parts_text=["one ", "two ", "three"])
+            for body, session in zip(bodies, (sessions[0], sessions[1], sessions[0])):
+                session.deliver(body)
+                session.flush()
+            conn = await asyncpg.connect(pg_url)
+            try:
+                for _ in range(100):
+                    rows = await conn.fetch("SELECT text FROM inbound")
+                    if rows:
+                        break
+                    await asyncio.sleep(0.05)
+                await asyncio.sleep(0.2)  # nothing more comes
+                assert [r[0] for r in await conn.fetch("SELECT text FROM inbound")] == \
+                    ["one two three"]
+                assert await conn.fetchval("SELECT count(*) FROM mo_parts") == 0
+            finally:
+                await conn.close()
+            assert first.store is not None
+    finally:
+        await sim.stop()

@@ -40,6 +40,7 @@ from bridge.outbound.gate import RecordGate
 from bridge.outbound.membership import HOLD_MAX, Membership, default_name
 from bridge.store.base import (
     InboundMessage,
+    MoPart,
     OutboundMessage,
     OutboundPart,
     ReceiptOutcome,
@@ -79,6 +80,9 @@ def decode_tlvs(tlvs_json: str) -> tuple[tuple[str, int | bytes], ...]:
 #: How long a starting dispatcher waits for its binds before it claims (it claims what they
 #: can send; later claims see binds that came up later).
 START_BIND_WAIT_S = 3.0
+#: How long the parts of a concatenated inbound SMS are waited for, and how often checked.
+MO_REASSEMBLY_S = 600.0
+MO_SWEEP_S = 30.0
 
 
 def worker_count(windows: Iterable[int]) -> int:
@@ -153,6 +157,7 @@ class Dispatcher:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._worker()) for _ in range(workers)]
         self._tasks.append(loop.create_task(self._scheduler()))
+        self._tasks.append(loop.create_task(self._mo_sweeps()))
         await self.pool.wait_bound(START_BIND_WAIT_S)  # claims take what the binds can send
         await self.membership.start()
         self.resubmitted_on_start = self.membership.claimed
@@ -504,27 +509,66 @@ class Dispatcher:
     async def on_mo(self, mo: MoMessage) -> None:
         """Store an SMS reply with the message it answers (the last one to that number inside
         the reply window); when that came by mail, the reply is queued to go back by mail in
-        the same transaction."""
-        now = self.clock()
-        source = mo.source.e164
-        smtp = self.config.smtp
-        previous = await self.store.last_message_to(source, since=now - smtp.mo_reply_window_s)
-        mail_reply = (previous is not None and previous.ingress is Ingress.SMTP
-                      and smtp.mail_back and smtp.mo_replies
-                      and bool(meta_strings(previous.meta_json).get("mail_from")))
-        owner = self.config.mo_owner(mo.destination.e164)
-        stored = self.store.record_inbound(InboundMessage(
-            id=new_message_id(), smsc=mo.smsc, source=source, destination=mo.destination.e164,
-            text=mo.text, received_at=mo.received_at,
-            reply_to_message_id=previous.id if previous else None, mail_reply=mail_reply,
-            account=owner.name if owner else None, push_url=owner.mo_url if owner else None))
+        the same transaction. A part of a concatenated SMS is kept by the store until its set
+        is complete (whichever instance the other parts came through)."""
+        inbound = await self._inbound(mo.smsc, mo.source.e164, mo.destination.e164, mo.text,
+                                      mo.received_at)
+        if mo.concat is None:
+            stored: Awaitable[object] = self.store.record_inbound(inbound)
+        else:
+            ref, total, seq = mo.concat
+            stored = self.store.record_mo_part(MoPart(
+                smsc=mo.smsc, source=inbound.source, destination=inbound.destination, ref=ref,
+                total=total, seq=seq, text=mo.text, received_at=mo.received_at), inbound)
         try:
-            await stored
+            complete = await stored
         except StoreRefused:
             raise
         except StoreUnavailable as exc:
             self.gate.failed(f"inbound SMS: {exc}")
             raise TryLater(str(exc)) from exc  # 0x64: the SMSC delivers it again later
-        log.info("mo from=%s stored reply_to=%s%s", source, previous.id if previous else "-",
-                 " (mailed back)" if mail_reply else "")
+        if mo.concat is None or complete:
+            self._log_mo(inbound)
 
+    async def _inbound(self, smsc: str, source: str, destination: str, text: str,
+                       received_at: float) -> InboundMessage:
+        """The inbound SMS to store: routed as a reply to the last message sent to `source`
+        inside the reply window (mailed back when that one came by mail), and pushed to the
+        mo_url of the account owning `destination`."""
+        smtp = self.config.smtp
+        previous = await self.store.last_message_to(
+            source, since=self.clock() - smtp.mo_reply_window_s)
+        mail_reply = (previous is not None and previous.ingress is Ingress.SMTP
+                      and smtp.mail_back and smtp.mo_replies
+                      and bool(meta_strings(previous.meta_json).get("mail_from")))
+        owner = self.config.mo_owner(destination)
+        return InboundMessage(
+            id=new_message_id(), smsc=smsc, source=source, destination=destination, text=text,
+            received_at=received_at, reply_to_message_id=previous.id if previous else None,
+            mail_reply=mail_reply, account=owner.name if owner else None,
+            push_url=owner.mo_url if owner else None)
+
+    @staticmethod
+    def _log_mo(inbound: InboundMessage) -> None:
+        log.info("mo from=%s stored reply_to=%s%s", inbound.source,
+                 inbound.reply_to_message_id or "-", " (mailed back)" if inbound.mail_reply else "")
+
+    async def _mo_sweeps(self) -> None:
+        """Concatenated SMS whose parts stopped coming: after MO_REASSEMBLY_S, what arrived is
+        stored with the gaps marked (each set by one instance)."""
+        while True:
+            await asyncio.sleep(MO_SWEEP_S)
+            try:
+                await self._give_up_stale_sets()
+            except StoreUnavailable as exc:
+                log.debug("mo sweep: %s", exc)
+
+    async def _give_up_stale_sets(self) -> None:
+        for mo_set in await self.store.stale_mo_sets(before=self.clock() - MO_REASSEMBLY_S,
+                                                     limit=100):
+            inbound = await self._inbound(mo_set.smsc, mo_set.source, mo_set.destination, "",
+                                          mo_set.first_at)
+            if await self.store.record_mo_partial(mo_set, inbound):
+                log.warning("mo from=%s ref=%d incomplete (%d of %d parts) after %.0f s: "
+                            "stored what arrived", mo_set.source, mo_set.ref,
+                            len(mo_set.texts), mo_set.total, MO_REASSEMBLY_S)

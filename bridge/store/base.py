@@ -172,6 +172,33 @@ class InboundMessage:
 
 
 @dataclass(frozen=True)
+class MoPart:
+    """One part of a concatenated inbound SMS, as an SMSC delivered it (numbers in E.164)."""
+
+    smsc: str
+    source: str
+    destination: str
+    ref: int
+    total: int
+    seq: int
+    text: str
+    received_at: float
+
+
+@dataclass(frozen=True)
+class MoSet:
+    """The parts of a concatenated inbound SMS received so far (`Store.stale_mo_sets`)."""
+
+    smsc: str
+    source: str
+    destination: str
+    ref: int
+    total: int
+    texts: tuple[tuple[int, str], ...]  # (part number, text)
+    first_at: float
+
+
+@dataclass(frozen=True)
 class DueCallback:
     """A delivery report whose time has come (`Store.callbacks_due`): the event that queued
     it, and what each dialect's report format needs of the message (bridge.core.reports)."""
@@ -465,6 +492,23 @@ class Store(abc.ABC):
     def record_inbound(self, message: InboundMessage) -> Awaitable[None]:
         """Store an MO message durably (the deliver_sm_resp waits for this), with its mail
         back and its push to mo_url when it asks for them."""
+
+    @abc.abstractmethod
+    def record_mo_part(self, part: MoPart, inbound: InboundMessage) -> Awaitable[bool]:
+        """Keep one part of a concatenated SMS (the same part again replaces it). When it
+        completes its set, store `inbound` with the whole text (core.reassembly.assemble) as
+        `record_inbound` would and forget the parts, in the same transaction: the parts may
+        come through any instance, in any order. True when it completed."""
+
+    @abc.abstractmethod
+    async def stale_mo_sets(self, *, before: float, limit: int) -> list[MoSet]:
+        """Sets whose first part came before `before` and never completed, oldest first."""
+
+    @abc.abstractmethod
+    def record_mo_partial(self, mo_set: MoSet, inbound: InboundMessage) -> Awaitable[bool]:
+        """Stop waiting for a set: store `inbound` with the parts that arrived
+        (core.reassembly.join_partial) and forget them, in one transaction. False, storing
+        nothing, when the set is gone already (completed, or given up by another instance)."""
 
     @abc.abstractmethod
     async def last_message_to(self, recipient: str, *, since: float) -> MessageView | None:

@@ -61,8 +61,9 @@ Rows are never merged: ids of two stores collide.
 
 Exit status: 0 copied and counted, 1 refused or failed (the target unchanged), 2 usage."""
 
-#: Tables that describe the database rather than the site: each store keeps its own.
-NOT_COPIED = frozenset({"schema_version"})
+#: Not moved: each store's own schema version, and the flood and rate limits' state, which only
+#: PostgreSQL keeps in tables (SQLite in its writer's memory) and which lasts seconds anyway.
+NOT_COPIED = frozenset({"schema_version", "floods", "buckets"})
 #: Rows read and written at a time.
 BATCH = 2000
 #: A line of progress each time a table has copied this many more rows.

@@ -37,7 +37,7 @@ class Migration:
 
 
 MIGRATIONS: tuple[Migration, ...] = (
-    Migration(1, "the SQLite store's tables at its version 10", (
+    Migration(1, "the SQLite store's tables at its version 11", (
         """
         CREATE TABLE messages (
             id TEXT PRIMARY KEY,
@@ -208,6 +208,20 @@ MIGRATIONS: tuple[Migration, ...] = (
         )
         """,
         "CREATE INDEX pushes_due ON pushes (next_at)",
+        """
+        CREATE TABLE mo_parts (
+            source TEXT NOT NULL,
+            destination TEXT NOT NULL,
+            ref INTEGER NOT NULL,
+            total INTEGER NOT NULL,
+            seq INTEGER NOT NULL,
+            smsc TEXT NOT NULL,
+            text TEXT NOT NULL,
+            received_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (source, destination, ref, total, seq)
+        )
+        """,
+        "CREATE INDEX mo_parts_received ON mo_parts (received_at)",
         # The flood and rate limits every instance holds alike (core.policy decides).
         """
         CREATE TABLE floods (

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -37,6 +38,7 @@ import asyncpg
 
 from bridge.core.mailback import DELAYED
 from bridge.core.model import Ingress
+from bridge.core.reassembly import assemble, join_partial
 from bridge.core.policy import (
     AcceptFacts,
     AcceptLimits,
@@ -63,6 +65,8 @@ from bridge.store.base import (
     InboundMessage,
     InstanceRow,
     MessageView,
+    MoPart,
+    MoSet,
     OutboundMessage,
     OutboundPart,
     ReceiptOutcome,
@@ -1051,6 +1055,45 @@ async def _inbound(store: PostgresStore, tx: _Tx, m: InboundMessage) -> None:
             "VALUES ('reply', $1, $2, $3, $3)", m.reply_to_message_id, m.id, m.received_at)
 
 
+_MO_SET = "source = $1 AND destination = $2 AND ref = $3 AND total = $4"
+
+
+async def _mo_part(store: PostgresStore, tx: _Tx, part: MoPart, inbound: InboundMessage) -> bool:
+    """See Store.record_mo_part: the set's advisory lock makes two instances that take its
+    last two parts at once do so one after the other, so one of them completes it."""
+    conn = tx.conn
+    key = (part.source, part.destination, part.ref, part.total)
+    await _lock_all(conn, [lock_key("mo", *map(str, key))])
+    await conn.execute(
+        "INSERT INTO mo_parts (source, destination, ref, total, seq, smsc, text, received_at) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (source, destination, ref, total, "
+        "seq) DO UPDATE SET smsc = excluded.smsc, text = excluded.text, "
+        "received_at = excluded.received_at", *key, part.seq, part.smsc, part.text,
+        part.received_at)
+    texts = {int(seq): text for seq, text in await conn.fetch(
+        f"SELECT seq, text FROM mo_parts WHERE {_MO_SET}", *key)}
+    text = assemble(part.total, texts)
+    if text is None:
+        return False
+    await _inbound(store, tx, dataclasses.replace(inbound, text=text))
+    await conn.execute(f"DELETE FROM mo_parts WHERE {_MO_SET}", *key)
+    return True
+
+
+async def _mo_partial(store: PostgresStore, tx: _Tx, mo_set: MoSet,
+                      inbound: InboundMessage) -> bool:
+    conn = tx.conn
+    key = (mo_set.source, mo_set.destination, mo_set.ref, mo_set.total)
+    await _lock_all(conn, [lock_key("mo", *map(str, key))])
+    texts = {int(seq): text for seq, text in await conn.fetch(
+        f"DELETE FROM mo_parts WHERE {_MO_SET} RETURNING seq, text", *key)}
+    if not texts:
+        return False
+    await _inbound(store, tx, dataclasses.replace(inbound, text=join_partial(mo_set.total,
+                                                                              texts)))
+    return True
+
+
 async def _heartbeat(store: PostgresStore, tx: _Tx, instance: str, at: float,
                      info_json: str) -> float | None:
     previous = await tx.conn.fetchval("SELECT heartbeat_at FROM instances WHERE id = $1",
@@ -1178,6 +1221,21 @@ async def _outbound(conn: Any, rows: Sequence[Any]) -> list[OutboundMessage]:
         state=MessageState(r[11]), created_at=float(r[12]),
         send_at=None if r[13] is None else float(r[13]), expires_at=float(r[14]),
         parts=tuple(parts.get(r[0], ())), routes=tuple(r[15])) for r in rows]
+
+
+async def _stale_mo_sets(conn: Any, before: float, limit: int) -> list[MoSet]:
+    sets = await conn.fetch(
+        "SELECT source, destination, ref, total, min(received_at), min(smsc) FROM mo_parts "
+        "GROUP BY source, destination, ref, total HAVING min(received_at) < $1 "
+        "ORDER BY 5 LIMIT $2", before, max(0, limit))
+    out = []
+    for source, destination, ref, total, first, smsc in sets:
+        texts = await conn.fetch(f"SELECT seq, text FROM mo_parts WHERE {_MO_SET} ORDER BY seq",
+                                 source, destination, ref, total)
+        out.append(MoSet(smsc=smsc, source=source, destination=destination, ref=int(ref),
+                         total=int(total), first_at=float(first),
+                         texts=tuple((int(s), x) for s, x in texts)))
+    return out
 
 
 async def _instances(conn: Any) -> list[InstanceRow]:
@@ -1340,6 +1398,7 @@ WRITES: dict[str, Callable[..., Any]] = {
     "queue_delay_dsns": _queue_delay_dsns, "heartbeat": _heartbeat, "claim": _claim,
     "release": _release, "retire": _retire, "claim_callbacks": _claim_callbacks,
     "claim_mailbacks": _claim_mailbacks, "claim_pushes": _claim_pushes, "record_push": _push,
+    "record_mo_part": _mo_part, "record_mo_partial": _mo_partial,
 }
 
 #: The Store's read calls by interface method name; positional arguments after the connection.
@@ -1348,7 +1407,7 @@ READS: dict[str, Callable[..., Any]] = {
     "list_messages": _list_messages, "timeline": _timeline, "counts_by_state": _counts_by_state,
     "last_message_to": _last_message_to, "callbacks_due": _callbacks_due,
     "mailbacks_due": _mailbacks_due, "instances": _instances, "pushes_due": _pushes_due,
-    "limits_peek": _limits_peek,
+    "limits_peek": _limits_peek, "stale_mo_sets": _stale_mo_sets,
 }
 
 __all__ = ["PostgresStore", "READS", "WRITES", "lock_key", "safe_url"]

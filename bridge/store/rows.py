@@ -18,6 +18,8 @@ from bridge.store.base import (
     InboundMessage,
     InstanceRow,
     MessageView,
+    MoPart,
+    MoSet,
     NewMessage,
     OutboundMessage,
     OutboundPart,
@@ -144,6 +146,16 @@ class CallsByName(Store):
 
     def record_inbound(self, message: InboundMessage) -> Awaitable[None]:
         return self._write("record_inbound", (message,))
+
+    def record_mo_part(self, part: MoPart, inbound: InboundMessage) -> Awaitable[bool]:
+        return self._write("record_mo_part", (part, inbound))
+
+    def record_mo_partial(self, mo_set: MoSet, inbound: InboundMessage) -> Awaitable[bool]:
+        return self._write("record_mo_partial", (mo_set, inbound))
+
+    async def stale_mo_sets(self, *, before: float, limit: int) -> list[MoSet]:
+        result: list[MoSet] = await self._read("stale_mo_sets", (before, limit))
+        return result
 
     def record_callback(self, callback_id: int, message_id: str, *, outcome: str, attempts: int,
                         next_at: float, at: float, detail: str) -> Awaitable[None]:

@@ -269,6 +269,24 @@ MIGRATIONS: tuple[Migration, ...] = (
         """,
         "CREATE INDEX pushes_due ON pushes (next_at)",
     )),
+    Migration(11, "parts of concatenated inbound SMS, put together by the store", (
+        # Kept until their set is complete (then one inbound row) or given up as partial:
+        # parts that come through different binds or instances, or across a restart, meet.
+        """
+        CREATE TABLE mo_parts (
+            source TEXT NOT NULL,
+            destination TEXT NOT NULL,
+            ref INTEGER NOT NULL,
+            total INTEGER NOT NULL,
+            seq INTEGER NOT NULL,
+            smsc TEXT NOT NULL,
+            text TEXT NOT NULL,
+            received_at REAL NOT NULL,
+            PRIMARY KEY (source, destination, ref, total, seq)
+        )
+        """,
+        "CREATE INDEX mo_parts_received ON mo_parts (received_at)",
+    )),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

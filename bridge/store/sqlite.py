@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import queue
 import sqlite3
@@ -48,6 +49,7 @@ from bridge.core.policy import (
     limits_verdict,
 )
 from bridge.core.model import Ingress
+from bridge.core.reassembly import assemble, join_partial
 from bridge.core.reports import BUFFERED, FINAL_EVENTS, ReportEvent
 from bridge.core.states import (
     FINAL_MESSAGE_STATES,
@@ -66,6 +68,8 @@ from bridge.store.base import (
     InboundMessage,
     InstanceRow,
     MessageView,
+    MoPart,
+    MoSet,
     OutboundMessage,
     OutboundPart,
     ReceiptOutcome,
@@ -216,6 +220,13 @@ WHERE id = ? AND callback_url IS NOT NULL
 DELAY_DUE = ("SELECT id, state FROM messages WHERE dsn_delay_owed IS NOT NULL "
              "AND created_at < ? ORDER BY created_at LIMIT ?")
 _ORPHANS_EXIST = "SELECT EXISTS (SELECT 1 FROM orphan_receipts)"
+_KEEP_MO_PART = """
+INSERT OR REPLACE INTO mo_parts (source, destination, ref, total, seq, smsc, text, received_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+"""
+_MO_SET = "source = ? AND destination = ? AND ref = ? AND total = ?"
+_MO_SET_TEXTS = f"SELECT seq, text FROM mo_parts WHERE {_MO_SET}"
+_FORGET_MO_SET = f"DELETE FROM mo_parts WHERE {_MO_SET}"
 _HEARTBEAT = """
 INSERT INTO instances (id, heartbeat_at, info_json) VALUES (?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, info_json = excluded.info_json
@@ -948,6 +959,28 @@ class _Writer:
         tx.conn.execute(_HEARTBEAT, (instance, at, info_json))
         return float(row[0]) if row is not None else None
 
+    def mo_part(self, tx: _Tx, part: MoPart, inbound: InboundMessage) -> bool:
+        conn = tx.conn
+        conn.execute(_KEEP_MO_PART, (part.source, part.destination, part.ref, part.total,
+                                     part.seq, part.smsc, part.text, part.received_at))
+        key = (part.source, part.destination, part.ref, part.total)
+        text = assemble(part.total, dict(conn.execute(_MO_SET_TEXTS, key).fetchall()))
+        if text is None:
+            return False
+        self.inbound(tx, dataclasses.replace(inbound, text=text))
+        conn.execute(_FORGET_MO_SET, key)
+        return True
+
+    def mo_partial(self, tx: _Tx, mo_set: MoSet, inbound: InboundMessage) -> bool:
+        conn = tx.conn
+        key = (mo_set.source, mo_set.destination, mo_set.ref, mo_set.total)
+        texts = dict(conn.execute(_MO_SET_TEXTS, key).fetchall())
+        if not texts:
+            return False
+        self.inbound(tx, dataclasses.replace(inbound, text=join_partial(mo_set.total, texts)))
+        conn.execute(_FORGET_MO_SET, key)
+        return True
+
     def inbound(self, tx: _Tx, m: InboundMessage) -> None:
         tx.conn.execute(
             "INSERT INTO inbound (id, smsc, source, destination, text, received_at, "
@@ -1158,6 +1191,7 @@ WRITES: dict[str, Callable[..., Any]] = {
     "heartbeat": _Writer.heartbeat, "claim": _Writer.claim, "release": _Writer.release,
     "retire": _Writer.retire, "claim_callbacks": _Writer.claim_callbacks,
     "claim_mailbacks": _Writer.claim_mailbacks, "claim_pushes": _Writer.claim_pushes,
+    "record_mo_part": _Writer.mo_part, "record_mo_partial": _Writer.mo_partial,
 }
 
 
@@ -1443,6 +1477,18 @@ def _outbound(conn: sqlite3.Connection, rows: Sequence[Any]) -> list[OutboundMes
         for r in rows]
 
 
+def _stale_mo_sets(conn: sqlite3.Connection, before: float, limit: int) -> list[MoSet]:
+    sets = conn.execute(
+        "SELECT source, destination, ref, total, min(received_at), min(smsc) FROM mo_parts "
+        "GROUP BY source, destination, ref, total HAVING min(received_at) < ? "
+        "ORDER BY 5 LIMIT ?", (before, max(0, limit))).fetchall()
+    return [MoSet(smsc=smsc, source=source, destination=destination, ref=int(ref),
+                  total=int(total), first_at=float(first),
+                  texts=tuple(conn.execute(_MO_SET_TEXTS + " ORDER BY seq",
+                                           (source, destination, ref, total)).fetchall()))
+            for source, destination, ref, total, first, smsc in sets]
+
+
 def _instances(conn: sqlite3.Connection) -> list[InstanceRow]:
     return [InstanceRow(r[0], float(r[1]), r[2]) for r in conn.execute(
         "SELECT id, heartbeat_at, info_json FROM instances ORDER BY heartbeat_at DESC, id")]
@@ -1563,4 +1609,5 @@ READS: dict[str, Callable[..., Any]] = {
     "list_messages": _list_messages, "timeline": _timeline, "counts_by_state": _counts_by_state,
     "last_message_to": _last_message_to, "callbacks_due": _callbacks_due,
     "mailbacks_due": _mailbacks_due, "instances": _instances, "pushes_due": _pushes_due,
+    "stale_mo_sets": _stale_mo_sets,
 }

@@ -94,14 +94,13 @@ async def harness() -> AsyncIterator[Harness]:
     started: list[tuple[SmscSimulator, SmppBind]] = []
 
     async def make(sim: SmscSimulator | None = None, *, bound: bool = True,
-                   ssl_context: ssl.SSLContext | None = None, mo_timeout: float = 600.0,
+                   ssl_context: ssl.SSLContext | None = None,
                    **smsc: Any) -> tuple[SmscSimulator, SmppBind, Recorder]:
         sim = sim or SmscSimulator(sim_config())
         port = await sim.start()
         recorder = Recorder()
         bind = SmppBind(smsc_config(port, **smsc), on_receipt=recorder.on_receipt,
-                        on_mo=recorder.on_mo, ssl_context=ssl_context,
-                        mo_reassembly_timeout_s=mo_timeout)
+                        on_mo=recorder.on_mo, ssl_context=ssl_context)
         started.append((sim, bind))
         await bind.start()
         if bound:
@@ -475,40 +474,48 @@ async def test_failing_receipt_handler_makes_the_smsc_redeliver(
 ])
 async def test_mo_single_and_concatenated(harness: Harness, text: str, encoding: str,
                                           concat: str, data_coding: int) -> None:
+    """Each deliver_sm is handed over as it came: a concatenated SMS part by part, with its
+    reference, count and number (the store puts them together)."""
     sim, _, rec = await harness()
     await sim.send_mo("+447400123456", "ACME", text, encoding=encoding,  # type: ignore[arg-type]
                       concat=concat)  # type: ignore[arg-type]
-    await until(lambda: len(rec.mos) == 1, "MO")
-    mo = rec.mos[0]
-    assert mo.text == text and mo.data_coding == data_coding
-    assert mo.source == HANDSET and mo.destination == SENDER and mo.smsc == "test"
+    await until(lambda: bool(rec.mos) and (rec.mos[0].concat is None
+                                           or len(rec.mos) == rec.mos[0].concat[1]), "MO")
+    assert all(mo.data_coding == data_coding and mo.source == HANDSET
+               and mo.destination == SENDER and mo.smsc == "test" for mo in rec.mos)
+    if rec.mos[0].concat is None:
+        assert [mo.text for mo in rec.mos] == [text]
+        return
+    refs = {mo.concat[0] for mo in rec.mos if mo.concat}
+    assert len(refs) == 1 and sorted(mo.concat[2] for mo in rec.mos if mo.concat) == \
+        list(range(1, len(rec.mos) + 1))
+    parts = sorted(rec.mos, key=lambda mo: mo.concat[2] if mo.concat else 0)
+    assert "".join(mo.text for mo in parts) == text
 
 
-async def test_mo_parts_out_of_order_and_failing_handler(harness: Harness) -> None:
+async def test_mo_part_refused_by_the_handler_comes_again(harness: Harness) -> None:
+    """A part the handler cannot store is answered 0x64 and delivered again by the SMSC;
+    the parts handed over before stay handed over."""
     sim, _, rec = await harness(SmscSimulator(sim_config(redeliver_s=0.05)))
     rec.fail_mos = 1
     await sim.send_mo("+447400123456", "ACME", "", parts_text=["first ", "second ", "third"])
-    await until(lambda: codec.ESME_RX_T_APPN in sim.deliver_sm_errors, "0x64 for the last part")
-    # the SMSC delivers the refused last part again; the others were kept
-    await until(lambda: len(rec.mos) == 1, "MO after redelivery")
-    assert rec.mos[0].text == "first second third"
+    await until(lambda: codec.ESME_RX_T_APPN in sim.deliver_sm_errors, "0x64 for one part")
+    await until(lambda: len(rec.mos) == 3, "every part, one of them redelivered")
+    assert sorted((mo.concat or (0, 0, 0))[2] for mo in rec.mos) == [1, 2, 3]
 
 
-async def test_incomplete_mo_is_delivered_as_partial_after_timeout() -> None:
-    udh = bytes([5, 0, 3, 0x33, 2, 1])
-    first = codec.encode_deliver(50, source=HANDSET, destination=SENDER, esm_class=0x40,
-                                 data_coding=0, short_message=udh + b"only part one")
-    raw = RawSmsc([first])
+async def test_impossible_part_numbers_are_a_message_by_themselves() -> None:
+    udh = bytes([5, 0, 3, 0x33, 2, 5])  # part 5 of 2
+    odd = codec.encode_deliver(50, source=HANDSET, destination=SENDER, esm_class=0x40,
+                               data_coding=0, short_message=udh + b"stray part")
+    raw = RawSmsc([odd])
     port = await raw.start()
     rec = Recorder()
-    bind = SmppBind(smsc_config(port), on_receipt=rec.on_receipt, on_mo=rec.on_mo,
-                    mo_reassembly_timeout_s=0.1)
+    bind = SmppBind(smsc_config(port), on_receipt=rec.on_receipt, on_mo=rec.on_mo)
     await bind.start()
     try:
-        await until(lambda: (codec.DELIVER_SM_RESP, 0, 50) in raw.received, "fragment acked")
-        await until(lambda: len(rec.mos) == 1, "partial MO after the timeout")
-        assert rec.mos[0].text == "only part one […]"
-        assert rec.mos[0].source == HANDSET and rec.mos[0].destination == SENDER
+        await until(lambda: (codec.DELIVER_SM_RESP, 0, 50) in raw.received, "acked")
+        assert [(mo.text, mo.concat) for mo in rec.mos] == [("stray part", None)]
     finally:
         await bind.stop(drain_timeout=1.0)
         await raw.stop()

@@ -25,7 +25,7 @@ from bridge.store import (
     SqliteStore,
     StoreUnavailable,
 )
-from bridge.store.base import Store
+from bridge.store.base import MoPart, Store
 from tests.store.conftest import another, hold_writer, query
 
 M = MessageState
@@ -824,3 +824,61 @@ async def test_limits_consumed_by_a_failed_write_are_not_kept(store: Store) -> N
                             limited("ok1", flood_max=1, recipient="+447700900556")], now=T0)
     out = await store.accept([limited("x2", flood_max=1, recipient="+447700900555")], now=T0)
     assert out[0].status == "accepted"
+
+
+# ------------------------------------------------------------------ concatenated inbound SMS
+
+def mo_part(seq: int, text: str, *, total: int = 3, ref: int = 7, at: float = T0,
+            source: str = "+447700900001") -> MoPart:
+    return MoPart(smsc="smsc1", source=source, destination="+447400000001", ref=ref,
+                  total=total, seq=seq, text=text, received_at=at)
+
+
+def mo_inbound(iid: str, *, source: str = "+447700900001", at: float = T0) -> InboundMessage:
+    return InboundMessage(iid, "smsc1", source, "+447400000001", "", at, None)
+
+
+async def test_parts_of_an_inbound_sms_come_together_in_any_order(store: Store) -> None:
+    assert await store.record_mo_part(mo_part(3, "C"), mo_inbound("i3")) is False
+    assert await store.record_mo_part(mo_part(1, "A"), mo_inbound("i1")) is False
+    assert await store.record_mo_part(mo_part(1, "A"), mo_inbound("i1b")) is False  # again
+    # another sender using the same reference is another set
+    assert await store.record_mo_part(mo_part(1, "x", source="+447700900002"),
+                                      mo_inbound("j1", source="+447700900002")) is False
+    assert await store.record_mo_part(mo_part(2, "B"), mo_inbound("i2")) is True
+    assert await query(store, "SELECT id, text FROM inbound") == [("i2", "ABC")]
+    stale = await store.stale_mo_sets(before=T0 + 1, limit=10)
+    assert [(s.source, s.texts) for s in stale] == [("+447700900002", ((1, "x"),))]
+
+
+async def test_a_set_that_never_completes_is_stored_with_its_gaps(store: Store) -> None:
+    await store.record_mo_part(mo_part(1, "A", at=T0), mo_inbound("p1"))
+    await store.record_mo_part(mo_part(3, "C", at=T0 + 5), mo_inbound("p3"))
+    assert await store.stale_mo_sets(before=T0, limit=10) == []  # not old enough yet
+    [stale] = await store.stale_mo_sets(before=T0 + 600, limit=10)
+    assert (stale.ref, stale.total, stale.first_at, stale.texts) == (
+        7, 3, T0, ((1, "A"), (3, "C")))
+    assert await store.record_mo_partial(stale, mo_inbound("partial")) is True
+    assert await store.record_mo_partial(stale, mo_inbound("again")) is False  # gone
+    assert await query(store, "SELECT id, text FROM inbound") == [("partial", "A […] C")]
+    assert await store.stale_mo_sets(before=T0 + 1e6, limit=10) == []
+
+
+async def test_parts_taken_by_two_instances_at_once_complete_once(store: Store) -> None:
+    """The last two parts of many sets arriving on two instances at the same moment: every
+    set is stored once, whole."""
+    other = another(store)
+    await other.open()
+    try:
+        for ref in range(20):
+            await store.record_mo_part(mo_part(1, f"{ref}a", total=3, ref=ref),
+                                       mo_inbound(f"x{ref}"))
+        done = await asyncio.gather(*[
+            s.record_mo_part(mo_part(seq, f"{ref}{'abc'[seq - 1]}", total=3, ref=ref),
+                             mo_inbound(f"{name}{ref}"))
+            for ref in range(20) for seq, s, name in ((2, store, "s"), (3, other, "o"))])
+        assert sum(done) == 20
+        rows = await query(store, "SELECT text FROM inbound ORDER BY text")
+        assert sorted(r[0] for r in rows) == sorted(f"{ref}a{ref}b{ref}c" for ref in range(20))
+    finally:
+        await other.close()

@@ -189,10 +189,11 @@ async def test_a_site_reads_the_same_after_the_copy_and_goes_on(
     counts = counts_of(report)
     assert set(counts) == {"messages", "parts", "smsc_keys", "events", "account_usage",
                            "orphan_receipts", "inbound", "callbacks", "mailbacks", "pushes",
-                           "instances"}
+                           "instances", "mo_parts"}
     assert counts["messages"] == (7, 7) and counts["parts"] == (10, 10)
     assert counts["orphan_receipts"] == (1, 1) and counts["pushes"] == (1, 1)
-    assert all(source_rows > 0 for source_rows, _ in counts.values()), counts
+    assert all(source_rows > 0 for table, (source_rows, _) in counts.items()
+               if table != "mo_parts"), counts
     assert await using(target, snapshot) == before
     assert await using(target, max_ids) == copied_ids
     text = out.getvalue()

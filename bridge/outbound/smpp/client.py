@@ -14,9 +14,8 @@ Guarantees the dispatcher relies on:
 - Receipts and MO are handed to the handlers and awaited *before* deliver_sm_resp is sent; a
   handler that raises makes the answer ESME_RX_T_APPN (0x64, "temporary application error",
   SMPP 3.4 §5.1.3, what Kannel answers when it cannot store), so the SMSC redelivers later.
-- Concatenated MO is reassembled in memory; each fragment is acknowledged as it arrives (a
-  restart loses incomplete sets). Sets still incomplete after `mo_reassembly_timeout_s` are
-  delivered as partial text with "[…]" where parts are missing.
+- Concatenated MO is handed over part by part (`MoMessage.concat`): the store reassembles it,
+  so parts arriving on different binds or instances, or across a restart, come together.
 
 Only this package imports smpplib (through `bridge.outbound.smpp.codec`).
 """
@@ -80,6 +79,8 @@ class MoMessage:
     text: str
     data_coding: int
     received_at: float  # wall clock (time.time())
+    #: (reference, total, part) when this is one part of a concatenated SMS; None otherwise.
+    concat: tuple[int, int, int] | None = None
 
 
 ReceiptHandler = Callable[[str, Receipt], Awaitable[None]]
@@ -105,7 +106,6 @@ _Deadline = tuple[float, int, "asyncio.Future[bytes]", float]
 _CMD_STATUS_SEQ = struct.Struct(">LLL")
 _CLOCK_RESOLUTION = time.get_clock_info("monotonic").resolution  # as asyncio's loop uses
 MAX_HANDLERS_PER_LINK = 64     # concurrent deliver_sm handlers before reading pauses
-MAX_MO_PENDING_SETS = 10_000   # incomplete concatenated MO sets kept per bind
 RECEIPT_ESM_MASK = 0x3C
 RECEIPT_ESM_TYPE = 0x04
 UDHI = 0x40
@@ -389,8 +389,7 @@ class SmppBind:
     """One logical upstream: a transceiver, or a transmitter + a receiver connection."""
 
     def __init__(self, config: SmscConfig, *, on_receipt: ReceiptHandler, on_mo: MoHandler,
-                 ssl_context: ssl.SSLContext | None = None,
-                 mo_reassembly_timeout_s: float = 600.0) -> None:
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.config = config
         self._on_receipt = on_receipt
         self._on_mo = on_mo
@@ -414,13 +413,9 @@ class SmppBind:
         self._idle.set()
         self._tasks: list[asyncio.Task[None]] = []
         self._last_bind_error: str | None = None
-        self._mo_pending: reassembly.Pending = reassembly.EMPTY
-        # Addresses and data_coding of incomplete sets (MoFragment keeps only the digits).
-        self._mo_meta: dict[reassembly.FragmentKey, tuple[Address, Address, int]] = {}
         self._warned_password = False
         self._handler_failures = Episode(log, f"smsc={config.name} deliver_sm handling "
                                               f"(answered 0x64, the SMSC delivers again)")
-        self._mo_timeout = mo_reassembly_timeout_s
         self.in_flight = 0
         # Answers after response_timeout_s: counted, taken, and logged as one episode.
         self._late = Episode(log, f"smsc={config.name} timely submit_sm_resp "
@@ -474,8 +469,6 @@ class SmppBind:
         for role in self._roles:
             self._tasks.append(loop.create_task(self._leg_loop(role),
                                                 name=f"smpp-{self.config.name}-{role}"))
-        self._tasks.append(loop.create_task(self._housekeeping(),
-                                            name=f"smpp-{self.config.name}-housekeeping"))
 
     async def stop(self, drain_timeout: float = 10.0) -> None:
         """Stop taking submits, wait for in-flight ones and running handlers, unbind, close."""
@@ -520,9 +513,6 @@ class SmppBind:
                     handling.cancel()
                 if link.transport is not None:
                     link.close("stopped", abort=True)
-        if self._mo_pending:
-            log.warning("smsc=%s stopped with %d incomplete concatenated MO set(s)", self.name,
-                        len(self._mo_pending))
 
     def _backoff(self, attempt: int) -> float:
         """Exponential from reconnect_min_s, capped at reconnect_max_s, with jitter: a uniform
@@ -637,17 +627,6 @@ class SmppBind:
                           "reconnecting", self.name, link.role, cfg.response_timeout_s)
                 link.close("dead peer", abort=True)
                 return
-
-    async def _housekeeping(self) -> None:
-        period = max(0.05, min(5.0, self._mo_timeout / 4))
-        while not self._stopping:
-            try:
-                await asyncio.wait_for(self._stop_event.wait(), period)
-            except TimeoutError:
-                pass
-            if self._stopping:
-                return
-            await self._expire_mo(time.monotonic())
 
     # ---------------------------------------------------------------- submit
 
@@ -812,11 +791,14 @@ class SmppBind:
             return body.decode("latin-1")
 
     async def _deliver_mo(self, pdu: codec.DeliverSm) -> None:
-        payload = pdu.payload
-        body = payload
+        """Hand an inbound SMS over, a part of a concatenated one as that part (`concat`):
+        the store puts the parts together, whichever bind or instance each came through, and
+        keeps them across a restart; the SMSC gets its deliver_sm_resp once the part is
+        stored."""
+        body = pdu.payload
         info: tuple[int, int, int] | None = None
         if pdu.esm_class & UDHI:
-            udh, body = reassembly.split_udh(payload)
+            udh, body = reassembly.split_udh(pdu.payload)
             info = reassembly.concat_info(udh)
         if info is None:
             ref = pdu.tlv_int("sar_msg_ref_num")
@@ -824,54 +806,11 @@ class SmppBind:
             part = pdu.tlv_int("sar_segment_seqnum")
             if ref is not None and total is not None and part is not None:
                 info = (ref, total, part)
-        now = time.monotonic()
-        frag = reassembly.MoFragment(
-            source=pdu.source.value, destination=pdu.destination.value,
-            ref=info[0] if info else None, total=info[1] if info else 1,
-            seq=info[2] if info else 1, text=self._decode(body, pdu.data_coding),
-            received_at=now)
-        earlier = self._mo_pending.get(frag.key, ())
-        self._mo_pending, text = reassembly.add(self._mo_pending, frag, now)
-        if text is None:
-            self._mo_meta[frag.key] = (pdu.source, pdu.destination, pdu.data_coding)
-            log.debug("smsc=%s MO part %d/%d ref=%s held", self.name, frag.seq, frag.total,
-                      frag.ref)
-            if len(self._mo_pending) > MAX_MO_PENDING_SETS:
-                self._mo_pending, evicted = reassembly.evict_oldest(self._mo_pending,
-                                                                    MAX_MO_PENDING_SETS)
-                await self._deliver_partial(evicted)
-            return
-        self._mo_meta.pop(frag.key, None)
-        message = MoMessage(smsc=self.name, source=pdu.source, destination=pdu.destination,
-                            text=text, data_coding=pdu.data_coding, received_at=time.time())
-        try:
-            await self._on_mo(message)
-        except Exception:
-            # Keep the other parts: the SMSC redelivers this one and completes the set again.
-            for other in earlier:
-                if other.seq != frag.seq:
-                    self._mo_pending, _ = reassembly.add(self._mo_pending, other, now)
-            raise
-        log.info("smsc=%s MO received (%d part(s), data_coding=0x%02X)", self.name,
-                 frag.total, pdu.data_coding)
-
-    async def _expire_mo(self, now: float) -> None:
-        if not self._mo_pending:
-            return
-        self._mo_pending, stale = reassembly.expire(self._mo_pending, now, self._mo_timeout)
-        await self._deliver_partial(stale)
-
-    async def _deliver_partial(self, sets: tuple[tuple[reassembly.MoFragment, ...], ...]) -> None:
-        for frags in sets:
-            first = frags[0]
-            source, destination, data_coding = self._mo_meta.pop(
-                first.key, (Address(first.source, 1, 1), Address(first.destination, 1, 1), 0))
-            log.warning("smsc=%s concatenated MO ref=%s incomplete (%d of %d parts); "
-                        "delivering what arrived", self.name, first.ref, len(frags), first.total)
-            message = MoMessage(smsc=self.name, source=source, destination=destination,
-                                text=reassembly.join_partial(frags), data_coding=data_coding,
-                                received_at=time.time())
-            try:
-                await self._on_mo(message)
-            except Exception:
-                log.exception("smsc=%s partial MO could not be stored; dropped", self.name)
+        if info is not None and not (info[1] > 1 and 1 <= info[2] <= info[1]):
+            info = None  # impossible numbering: a message by itself
+        await self._on_mo(MoMessage(
+            smsc=self.name, source=pdu.source, destination=pdu.destination,
+            text=self._decode(body, pdu.data_coding), data_coding=pdu.data_coding,
+            received_at=time.time(), concat=info))
+        log.info("smsc=%s MO received%s, data_coding=0x%02X", self.name,
+                 f" (part {info[2]}/{info[1]} ref={info[0]})" if info else "", pdu.data_coding)
