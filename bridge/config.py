@@ -165,6 +165,9 @@ class SmscConfig:
     concat: str = "udh8"  # udh8 | udh16 | sar | payload
     source_ton_short_code: int = 3
     source_npi_short_code: int = 0
+    # Binds the SMSC allows the whole cluster (0 = every instance binds): that many live
+    # instances hold it, and the bind moves when its holder dies (bridge.core.cluster).
+    cluster_binds: int = 0
 
 
 @dataclass(frozen=True)
@@ -628,6 +631,7 @@ def _smsc(r: _Reader, index: int) -> SmscConfig:
                                     _between(0, 6)),
         source_npi_short_code=r.get("source_npi_short_code", int, d.source_npi_short_code,
                                     _between(0, 18)),
+        cluster_binds=r.get("cluster_binds", int, d.cluster_binds, _between(0, 1000)),
     )
     r.finish()
     return cfg

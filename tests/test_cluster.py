@@ -58,7 +58,8 @@ NUMBERS = 30  # destinations; each gets messages through both instances, in a kn
 ROUNDS = 12  # messages per destination
 
 
-def cluster_config(tmp_path: Path, name: str, pg_url: str, smsc_port: int) -> Path:
+def cluster_config(tmp_path: Path, name: str, pg_url: str, smsc_port: int,
+                   smsc_extra: str = "") -> Path:
     """One instance's config: its own ports, the shared database and SMSC."""
     path = tmp_path / f"{name}.toml"
     path.write_text(f"""
@@ -78,6 +79,7 @@ password = "secret"
 window = {WINDOW}
 reconnect_min_s = 0.05
 reconnect_max_s = 0.5
+{smsc_extra}
 [policy]
 duplicate_window_s = 0
 flood_max = 0
@@ -390,3 +392,69 @@ async def test_parts_of_an_inbound_sms_through_two_instances_come_together(
             assert first.store is not None
     finally:
         await sim.stop()
+
+
+# ------------------------------------------------------------------ an SMSC allowing one bind
+
+def _health(port: int) -> dict[str, object]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as answer:
+        return json.loads(answer.read())  # type: ignore[no-any-return]
+
+
+async def _binds_seen(sim: SmscSimulator, seconds: float) -> set[int]:
+    """How many binds the SMSC has, sampled every 20 ms for `seconds`."""
+    seen = set()
+    for _ in range(int(seconds / 0.02)):
+        seen.add(len(sim.bound_sessions))
+        await asyncio.sleep(0.02)
+    return seen
+
+
+@pytest.mark.slow
+async def test_an_smsc_allowing_one_bind_is_held_by_one_instance_and_moves_when_it_dies(
+        tmp_path: Path, pg_url: str) -> None:
+    """`cluster_binds = 1`: of two instances only one binds; what the other accepts is sent
+    through the holder's bind; when the holder is killed the other binds within the lease
+    and sends what the dead one held and what comes next."""
+    sim = SmscSimulator(SimulatorConfig(enabled=True, port=0, receipt_delay_s=0.01))
+    smsc_port = await sim.start()
+    procs = {}
+    loop = asyncio.get_running_loop()
+    try:
+        for name in ("a", "b"):
+            procs[name] = await serve_command(cluster_config(
+                tmp_path, name, pg_url, smsc_port, smsc_extra="cluster_binds = 1"))
+        await sim.wait_for_binds(1)
+        settled = await _binds_seen(sim, LEASE_S)  # a heartbeat or two: one holder stays
+        assert await _binds_seen(sim, 1.0) == {1}, settled
+        holding = {name: _health(port)["instances"] for name, (_, _, port) in procs.items()}
+        [holder] = [i["name"] for i in holding["a"] if i["holding"] == ["sim"]]  # type: ignore
+        other = "b" if holder == "a" else "a"
+        assert _health(procs[other][2])["status"] == "ok"  # it sends through the holder
+        numbers = [f"+4474008{n:05d}" for n in range(10)]
+        ids = []
+        for name in (other, holder):
+            ids += await loop.run_in_executor(None, soap_send, procs[name][2], numbers, name)
+        assert await _delivered(pg_url, ids, deadline=loop.time() + 15) == len(ids)
+        victim = procs.pop(holder)[0]
+        for pid in child_pids(victim.pid) + [victim.pid]:
+            os.kill(pid, signal.SIGKILL)
+        await victim.wait()
+        killed_at = loop.time()
+        later = await loop.run_in_executor(None, soap_send, procs[other][2], numbers, "later")
+        await sim.wait_for_binds(1, timeout=LEASE_S + 10)
+        moved_after = loop.time() - killed_at
+        assert await _delivered(pg_url, later, deadline=loop.time() + 15) == len(later)
+        assert await _binds_seen(sim, 0.5) == {1}
+    finally:
+        for proc, _, _ in procs.values():
+            stores = child_pids(proc.pid)
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.wait(), 30)
+            await wait_gone(stores)
+        await sim.stop()
+    print(f"\ncluster_binds=1: bind moved {moved_after:.1f} s after the holder was killed "
+          f"(lease {LEASE_S:g} s); binds seen while settling {sorted(settled)}")
+    assert moved_after <= LEASE_S + 5
+    assert {f"+{s.destination} {s.text}" for s in sim.submits} >= \
+        {f"{n} {t}" for n in numbers for t in ("a", "b", "later")}

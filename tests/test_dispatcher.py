@@ -79,13 +79,14 @@ async def pipeline(tmp_path: Path, sim: SmscSimulator | None = None, *,
     dispatcher.attach(pool)
     real_accept = store.accept
 
-    def accept(messages: Sequence[NewMessage], *, now: float,
-               owner: str | None = None) -> Awaitable[list[AcceptOutcome]]:
+    def accept(messages: Sequence[NewMessage], *, now: float, owner: str | None = None,
+               able: Sequence[str] | None = None) -> Awaitable[list[AcceptOutcome]]:
         """As the store process does (bridge.runtime.child): committed messages the
         dispatcher holds go to it, here the test's own, whose clock the test controls."""
         rows = accept_rows(messages)
         committed = asyncio.ensure_future(real_accept(messages, now=now,
-                                                      owner=dispatcher.owner()))
+                                                      owner=dispatcher.owner(),
+                                                      able=dispatcher.able()))
 
         def hand_over(done: asyncio.Future[list[AcceptOutcome]]) -> None:
             if not done.cancelled() and done.exception() is None:

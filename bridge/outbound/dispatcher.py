@@ -37,7 +37,8 @@ from bridge.outbound.smpp.client import (
 )
 from bridge.outbound.smpp.pool import SmscPool, first_bound
 from bridge.outbound.gate import RecordGate
-from bridge.outbound.membership import HOLD_MAX, Membership, default_name
+from bridge.core.cluster import should_hold
+from bridge.outbound.membership import HOLD_MAX, InstanceView, Membership, default_name, holders
 from bridge.store.base import (
     InboundMessage,
     MoPart,
@@ -136,11 +137,12 @@ class Dispatcher:
         self.queue_depth = 0
         self.resubmitted_on_start = 0
         self.gate = RecordGate(self._heartbeat_once)
+        self._pausing: set[asyncio.Task[None]] = set()
         self.membership = Membership(
             store, self.gate, name=config.store.instance or default_name(),
             lease_s=config.store.lease_s, exclusive=exclusive, clock=clock,
             bound_smscs=self._bound_smscs, take=self.enqueue, held=lambda: self.queue_depth,
-            drop_unstarted=self._drop_unstarted, info=self._info, share=self._share_tps)
+            drop_unstarted=self._drop_unstarted, info=self._info, on_peers=self._on_peers)
 
     def attach(self, pool: SmscPool) -> None:
         self.pool = pool
@@ -158,6 +160,7 @@ class Dispatcher:
         self._tasks = [loop.create_task(self._worker()) for _ in range(workers)]
         self._tasks.append(loop.create_task(self._scheduler()))
         self._tasks.append(loop.create_task(self._mo_sweeps()))
+        await self.membership.join()  # a heartbeat, and which limited binds are this one's
         await self.pool.wait_bound(START_BIND_WAIT_S)  # claims take what the binds can send
         await self.membership.start()
         self.resubmitted_on_start = self.membership.claimed
@@ -173,18 +176,43 @@ class Dispatcher:
         """Who holds what this instance accepts: itself, while it can hold more."""
         return self.membership.id if self.queue_depth < HOLD_MAX else None
 
+    def able(self) -> tuple[str, ...] | None:
+        """The SMSCs this instance can send to now: what it accepts for the others waits to
+        be claimed by their holders (`[[smsc]] cluster_binds`). None: any."""
+        if self.pool is None:
+            return None
+        return tuple(name for name, bind in self.pool.binds.items() if bind.holding)
+
     def _bound_smscs(self) -> list[str]:
         return [name for name, bind in self.pool.binds.items() if bind.bound] \
             if self.pool is not None else []
 
     def _info(self) -> dict[str, object]:
-        return {"queue_depth": self.queue_depth, "binds": self._bound_smscs()}
+        holding = [name for name, bind in self.pool.binds.items() if bind.holding] \
+            if self.pool is not None else []
+        return {"queue_depth": self.queue_depth, "binds": self._bound_smscs(),
+                "holding": holding}
 
-    def _share_tps(self, holders: dict[str, int]) -> None:
-        """Each bind takes its share of its SMSC's max_tps among the live instances bound."""
-        if self.pool is not None:
-            for name, bind in self.pool.binds.items():
-                bind.share_tps(holders.get(name, 1))
+    def _on_peers(self, peers: Sequence[InstanceView]) -> None:
+        """Every heartbeat, with every instance's picture: each bind takes its share of its
+        SMSC's max_tps among the live instances bound, and an SMSC that allows fewer binds
+        than there are instances is held by the ones core.cluster.should_hold names."""
+        if self.pool is None:
+            return
+        bound = holders(peers)
+        live = [p.id for p in peers if p.alive]
+        for name, bind in self.pool.binds.items():
+            bind.share_tps(bound.get(name, 1))
+            limit = bind.config.cluster_binds
+            if limit <= 0:
+                continue
+            holding = [p.id for p in peers if p.alive and name in p.holding]
+            if should_hold(self.membership.id, limit=limit, live=live, holding=holding):
+                bind.resume()
+            elif bind.holding:
+                task = asyncio.get_running_loop().create_task(bind.pause())
+                self._pausing.add(task)
+                task.add_done_callback(self._pausing.discard)
 
     def _drop_unstarted(self) -> int:
         """Forget every held message no worker has begun (see bridge.outbound.membership)."""

@@ -63,7 +63,7 @@ class Membership:
                  take: Callable[[Sequence[OutboundMessage]], None],
                  held: Callable[[], int], drop_unstarted: Callable[[], int],
                  info: Callable[[], dict[str, object]],
-                 share: Callable[[dict[str, int]], None] = lambda holders: None) -> None:
+                 on_peers: Callable[[Sequence[InstanceView]], None] = lambda peers: None) -> None:
         """`exclusive`: no other outbound side can run on this store (a SQLite file), so every
         other instance ever recorded is dead. `take` hands claimed messages to the
         dispatcher, `held` is how many it holds, `drop_unstarted` forgets those not begun."""
@@ -81,7 +81,7 @@ class Membership:
         self._held = held
         self._drop_unstarted = drop_unstarted
         self._info = info
-        self._share = share  # told how many live instances bind each SMSC, every heartbeat
+        self._on_peers = on_peers  # shown every instance's picture, every heartbeat
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.claimed = 0
@@ -91,10 +91,14 @@ class Membership:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self) -> None:
-        """Say this instance is alive, retire the ones known dead, claim what waits."""
+    async def join(self) -> None:
+        """Say this instance is alive (its first heartbeat also tells it which limited binds
+        are its own) and retire the instances known dead."""
         await self.heartbeat_once()
         await self._retire_dead()
+
+    async def start(self) -> None:
+        """Claim what waits, then keep the heartbeat and the claims going."""
         self.store.watch_due(self.wake)
         while await self._claim_once() == CLAIM_BATCH and self._held() < HOLD_MAX:
             pass
@@ -132,7 +136,7 @@ class Membership:
         except StoreUnavailable:
             pass  # the heartbeat itself went through; the picture waits for the next one
         else:
-            self._share(holders(self.peers))
+            self._on_peers(self.peers)
         if previous is not None and now - previous > self.lease_s:
             self.fenced += 1
             dropped = self._drop_unstarted()
@@ -218,11 +222,13 @@ class InstanceView:
     heartbeat_age_s: float
     binds: tuple[str, ...]
     held: int
+    #: SMSCs whose bind this instance holds or is taking (`[[smsc]] cluster_binds`).
+    holding: tuple[str, ...] = ()
 
     def as_json(self) -> dict[str, object]:
         return {"id": self.id, "name": self.name, "host": self.host, "alive": self.alive,
                 "heartbeat_age_s": round(self.heartbeat_age_s, 1), "binds": list(self.binds),
-                "held": self.held}
+                "holding": list(self.holding), "held": self.held}
 
 
 def views(rows: Sequence[InstanceRow], *, now: float, lease_s: float) -> list[InstanceView]:
@@ -237,12 +243,14 @@ def views(rows: Sequence[InstanceRow], *, now: float, lease_s: float) -> list[In
         if not isinstance(info, dict):
             info = {}
         binds = info.get("binds")
+        holding = info.get("holding")
         held = info.get("queue_depth")
         out.append(InstanceView(
             id=row.id, name=str(info.get("name", "")), host=str(info.get("host", "")),
             alive=row.heartbeat_at >= now - lease_s, heartbeat_age_s=max(0.0, now - row.heartbeat_at),
             binds=tuple(str(b) for b in binds) if isinstance(binds, list) else (),
-            held=held if isinstance(held, int) else 0))
+            held=held if isinstance(held, int) else 0,
+            holding=tuple(str(h) for h in holding) if isinstance(holding, list) else ()))
     return sorted(out, key=lambda v: (not v.alive, v.name, v.id))
 
 

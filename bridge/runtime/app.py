@@ -106,7 +106,9 @@ class Bridge:
             except Exception as exc:
                 log.error("health: the store process did not answer: %s", exc)
                 store = "unavailable"
-        return {"status": "ok" if any(binds.values()) and store == "ok" else "degraded",
+        # A bind left to another live instance (cluster_binds) still sends what this accepts.
+        sending = any(binds.values()) or any(i.get("alive") and i.get("binds") for i in instances)
+        return {"status": "ok" if sending and store == "ok" else "degraded",
                 "binds": binds, "store": store, "queue_depth": queue_depth, "time": time.time(),
                 "instance": instance, "instances": instances}
 

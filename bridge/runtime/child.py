@@ -144,7 +144,8 @@ class _Server:
     def request(self, request_id: int, method: str, args: tuple[Any, ...]) -> None:
         if method == "accept" and self.outbound is not None:
             self.accepts[request_id] = args[0]
-            args = (args[0], args[1], self.outbound.dispatcher.owner())  # held by this one
+            dispatcher = self.outbound.dispatcher  # held by this instance if it can send them
+            args = (args[0], args[1], dispatcher.owner(), dispatcher.able())
         store = self.store
         assert store is not None
         if store.write_request(method, args, request_id) or \

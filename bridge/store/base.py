@@ -318,13 +318,14 @@ class Store(abc.ABC):
 
     # ---- ingress
     @abc.abstractmethod
-    def accept(self, messages: Sequence[NewMessage], *, now: float,
-               owner: str | None = None) -> Awaitable[list[AcceptOutcome]]:
+    def accept(self, messages: Sequence[NewMessage], *, now: float, owner: str | None = None,
+               able: Sequence[str] | None = None) -> Awaitable[list[AcceptOutcome]]:
         """Persist messages (one outcome per input, same order) in one durable transaction.
         With `owner` (an instance), each message accepted is held by it (`held`: its
         dispatcher sends it), unless its number has an earlier message with a part not yet
-        acknowledged that `owner` does not hold: then it waits to be claimed, so that order
-        per number holds."""
+        acknowledged that `owner` does not hold (then it waits to be claimed, so that order
+        per number holds), or none of its routes is among `able`, the SMSCs `owner` binds
+        (None: any)."""
 
     @abc.abstractmethod
     async def quota_used(self, account: str) -> int:

@@ -108,6 +108,12 @@ def interim(current: PartState, new: PartState, stat: str | None) -> bool:
     return new is current and current.value in NOT_FINAL_PARTS and is_buffered(stat)
 
 
+def sendable(routes: Sequence[str], able: Sequence[str] | None) -> bool:
+    """Whether an instance binding the SMSCs `able` (None: any) can send a message routed to
+    `routes` (none kept: any SMSC)."""
+    return able is None or not routes or not set(routes).isdisjoint(able)
+
+
 def keeps_why(target: MessageState) -> bool:
     """A final verdict other than delivered keeps why (error_detail); delivered clears it."""
     return target in FINAL_MESSAGE_STATES and target is not MessageState.DELIVERED

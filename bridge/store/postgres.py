@@ -93,6 +93,7 @@ from bridge.store.common import (
     receipt_change,
     receipt_detail,
     resolve,
+    sendable,
     state_detail,
     submit_details,
 )
@@ -656,7 +657,7 @@ class _AcceptRun:
         self.store = store
         self.tx = tx
         self.calls = calls
-        self.rows: list[AcceptRow] = [row for messages, _, _ in calls for row in messages]
+        self.rows: list[AcceptRow] = [row for messages, *_ in calls for row in messages]
         self.keyed: dict[tuple[str, str], str] = {}
         self.seen: dict[tuple[str, str], tuple[str, float]] = {}
         self.used: dict[str, int] = {}
@@ -700,10 +701,11 @@ class _AcceptRun:
         self.waiting = await _waiting(conn, self.calls)
 
     def decide(self) -> list[list[AcceptOutcome]]:
-        return [[self._one(row, now, owner) for row in messages]
-                for messages, now, owner in self.calls]
+        return [[self._one(row, now, owner, able) for row in messages]
+                for messages, now, owner, able in self.calls]
 
-    def _one(self, row: AcceptRow, now: float, owner: str | None) -> AcceptOutcome:
+    def _one(self, row: AcceptRow, now: float, owner: str | None,
+             able: tuple[str, ...] | None) -> AcceptOutcome:
         """One message's verdict; an accepted one's rows and consumed limits are kept, so
         the run's later messages see it."""
         account, recipient, tx = row.account, row.recipient, self.tx
@@ -720,7 +722,8 @@ class _AcceptRun:
                                          flood_gap_s=row.flood_gap_s, rate=row.rate_per_s))
         if verdict.status != "accepted":
             return AcceptOutcome(verdict.earlier or row.id, verdict.status)
-        held = owner is not None and (owner, recipient) not in self.waiting
+        held = owner is not None and (owner, recipient) not in self.waiting and \
+            sendable(row.routes, able)
         self._keep(row, now, digest, owner if held else None)
         if verdict.flood is not None and row.flood_max > 0:
             self.floods[recipient] = verdict.flood
@@ -768,7 +771,7 @@ class _AcceptRun:
             kept = [(a, self.buckets[a]) for a in sorted(self.changed_buckets)]
             await conn.execute(_SAVE_BUCKETS, [a for a, _ in kept], [b.tokens for _, b in kept],
                                [b.updated for _, b in kept])
-        await self._prune(max(now for _, now, _ in self.calls))
+        await self._prune(max(now for _, now, *_ in self.calls))
 
     async def _prune(self, now: float) -> None:
         """Digests out of the window and flood runs that ended, every few seconds."""
@@ -787,7 +790,7 @@ async def _waiting(conn: Any, calls: list[tuple[Any, ...]]) -> set[tuple[str, st
     with a part not yet sent is not the owner's (order per number). Nothing is held without
     an owner. One query per owner (a store process has one) for the whole run."""
     recipients: dict[str, set[str]] = {}
-    for messages, _, owner in calls:
+    for messages, _, owner, *_ in calls:
         if owner is not None:
             recipients.setdefault(owner, set()).update(row.recipient for row in messages)
     waiting: set[tuple[str, str]] = set()
@@ -812,8 +815,9 @@ async def _locked_rows(conn: Any, table: tuple[str, str], accounts: list[str]) -
 
 
 async def _accept(store: PostgresStore, tx: _Tx, messages: tuple[AcceptRow, ...],
-                  now: float, owner: str | None = None) -> list[AcceptOutcome]:
-    return (await _accept_run(store, tx, [(messages, now, owner)]))[0]
+                  now: float, owner: str | None = None,
+                  able: tuple[str, ...] | None = None) -> list[AcceptOutcome]:
+    return (await _accept_run(store, tx, [(messages, now, owner, able)]))[0]
 
 
 async def _claim(store: PostgresStore, tx: _Tx, owner: str, now: float, live_after: float,

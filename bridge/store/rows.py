@@ -109,9 +109,10 @@ class CallsByName(Store):
     async def flush(self) -> None:
         await self._write("flush", ())
 
-    def accept(self, messages: Sequence[NewMessage], *, now: float,
-               owner: str | None = None) -> Awaitable[list[AcceptOutcome]]:
-        return self._write("accept", (accept_rows(messages), now, owner))
+    def accept(self, messages: Sequence[NewMessage], *, now: float, owner: str | None = None,
+               able: Sequence[str] | None = None) -> Awaitable[list[AcceptOutcome]]:
+        return self._write("accept", (accept_rows(messages), now, owner,
+                                      None if able is None else tuple(able)))
 
     def claim(self, owner: str, *, now: float, live_after: float, smscs: Sequence[str],
               due_before: float, limit: int) -> Awaitable[list[OutboundMessage]]:

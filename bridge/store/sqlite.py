@@ -95,6 +95,7 @@ from bridge.store.common import (
     receipt_change,
     receipt_detail,
     resolve,
+    sendable,
     submit_details,
 )
 from bridge.store.rows import AcceptRow, CallsByName
@@ -498,7 +499,8 @@ class _Writer:
         return None
 
     def accept(self, tx: _Tx, messages: tuple[AcceptRow, ...], now: float,
-               owner: str | None = None) -> list[AcceptOutcome]:
+               owner: str | None = None,
+               able: tuple[str, ...] | None = None) -> list[AcceptOutcome]:
         conn = tx.conn
         tx.now = max(tx.now, now)
         out: list[AcceptOutcome] = []
@@ -528,7 +530,8 @@ class _Writer:
                 tx.buckets[account] = verdict.bucket
             if digest is not None and dup_window_s > self._dup_window:
                 self._dup_window = dup_window_s
-            held = owner is not None and self._may_hold(tx, recipient, owner, waiting)
+            held = owner is not None and sendable(routes, able) and \
+                self._may_hold(tx, recipient, owner, waiting)
             tx.messages.append((
                 mid, account, ingress, recipient, raw_recipient, source_addr, source_ton,
                 source_npi, dest_ton, dest_npi, text, encoding, data_coding, esm_class,

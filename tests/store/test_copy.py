@@ -393,7 +393,7 @@ def test_the_command_end_to_end(tmp_path: Path, pg_url: str, pg_server: Any,
     assert lines[0].startswith(f"copying {tmp_path / 'var' / 'bridge.db'} to postgresql://")
     assert any(re.fullmatch(r"messages: 7 rows in \d+\.\d s", line) for line in lines)
     assert any(re.fullmatch(r"events\s+\d+\s+\d+", line) for line in lines)
-    assert re.fullmatch(r"copied \d+ rows in 11 tables in \d+\.\d s; every count matches",
+    assert re.fullmatch(r"copied \d+ rows in 12 tables in \d+\.\d s; every count matches",
                         lines[-1])
 
     assert cli.main(command) == 1

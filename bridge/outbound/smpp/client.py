@@ -404,6 +404,10 @@ class SmppBind:
         self._window = asyncio.Semaphore(max(1, config.window))
         self._interval = 1.0 / config.max_tps if config.max_tps > 0 else 0.0
         self.tps_share = 1  # instances binding this SMSC: max_tps is theirs together
+        #: Clear while another instance holds this SMSC's bind (`[[smsc]] cluster_binds`).
+        self._active = asyncio.Event()
+        if config.cluster_binds <= 0:
+            self._active.set()
         self._next_slot = 0.0
         self._stopping = False
         self._stopped = False
@@ -434,7 +438,32 @@ class SmppBind:
     def bound(self) -> bool:
         """True when submits can be sent (the transmitting leg is bound)."""
         link = self._links[self._tx_role]
-        return not self._stopping and link is not None and link.bound
+        return not self._stopping and self._active.is_set() and link is not None and link.bound
+
+    @property
+    def holding(self) -> bool:
+        """This instance holds (or is taking) the SMSC's bind."""
+        return self._active.is_set()
+
+    def resume(self) -> None:
+        """Take the bind (this instance's turn under `cluster_binds`)."""
+        if not self._active.is_set():
+            log.info("smsc=%s this instance takes the bind", self.name)
+            self._active.set()
+
+    async def pause(self, drain_timeout: float = 10.0) -> None:
+        """Leave the bind to another instance: take no more submits, let those in flight
+        finish (bounded), unbind. Receipts then come through the holder's bind."""
+        if not self._active.is_set():
+            return
+        log.info("smsc=%s this instance leaves the bind to another", self.name)
+        self._active.clear()
+        self._all_bound.clear()
+        try:
+            await asyncio.wait_for(self._idle.wait(), drain_timeout)
+        except TimeoutError:
+            pass
+        await self._unbind_links()
 
     @property
     def fully_bound(self) -> bool:
@@ -491,19 +520,7 @@ class SmppBind:
         handlers = {t for link in self._links.values() if link for t in link.handlers}
         if handlers:
             await asyncio.wait(handlers, timeout=max(0.0, deadline - loop.time()))
-        for link in list(self._links.values()):
-            if link is None or link.transport is None:
-                continue
-            if link.bound:
-                seq = link.next_seq()
-                try:
-                    fut = link.send_request(seq, codec.encode_header_only(codec.UNBIND, seq),
-                                            self.config.response_timeout_s)
-                    await asyncio.wait_for(fut, 5.0)  # a stop does not wait long for the SMSC
-                except (_LinkLost, _ResponseTimeout, asyncio.TimeoutError):
-                    pass
-                log.info("smsc=%s leg=%s unbound", self.name, link.role)
-            link.close("stopped", abort=False)
+        await self._unbind_links()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -513,6 +530,22 @@ class SmppBind:
                     handling.cancel()
                 if link.transport is not None:
                     link.close("stopped", abort=True)
+
+    async def _unbind_links(self) -> None:
+        """unbind each bound leg (not waiting long for the SMSC's answer) and close it."""
+        for link in list(self._links.values()):
+            if link is None or link.transport is None:
+                continue
+            if link.bound:
+                seq = link.next_seq()
+                try:
+                    fut = link.send_request(seq, codec.encode_header_only(codec.UNBIND, seq),
+                                            self.config.response_timeout_s)
+                    await asyncio.wait_for(fut, 5.0)
+                except (_LinkLost, _ResponseTimeout, asyncio.TimeoutError):
+                    pass
+                log.info("smsc=%s leg=%s unbound", self.name, link.role)
+            link.close("unbound", abort=False)
 
     def _backoff(self, attempt: int) -> float:
         """Exponential from reconnect_min_s, capped at reconnect_max_s, with jitter: a uniform
@@ -524,6 +557,9 @@ class SmppBind:
     async def _leg_loop(self, role: str) -> None:
         attempt = 0
         while not self._stopping:
+            if not self._active.is_set():
+                await self._until_active()
+                continue
             link: _Link | None = None
             try:
                 link = await self._connect(role)
@@ -560,6 +596,16 @@ class SmppBind:
                 await asyncio.wait_for(self._stop_event.wait(), delay)
             except TimeoutError:
                 pass
+
+    async def _until_active(self) -> None:
+        """Wait for this instance's turn to hold the bind, or for the stop."""
+        waits = [asyncio.ensure_future(self._active.wait()),
+                 asyncio.ensure_future(self._stop_event.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
 
     async def _connect(self, role: str) -> _Link:
         cfg = self.config

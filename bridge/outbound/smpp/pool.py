@@ -87,7 +87,10 @@ class SmscPool:
             await bind.start()
 
     async def wait_bound(self, timeout: float) -> bool:
-        results = await asyncio.gather(*(b.wait_bound(timeout) for b in self.binds.values()))
+        """Wait until every bind this instance holds is up (one another instance holds under
+        `cluster_binds` is not waited for)."""
+        held = [b for b in self.binds.values() if b.holding]
+        results = await asyncio.gather(*(b.wait_bound(timeout) for b in held))
         return all(results)
 
     async def stop(self, drain_timeout: float = 10.0) -> None:
