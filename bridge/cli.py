@@ -7,13 +7,14 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
-from bridge.config import (DEFAULT_CONFIG_PATH, Config, ConfigError, SimulatorConfig, load_config,
+from bridge.config import (CONFIG_ENV, DEFAULT_CONFIG_PATH, default_config_path, Config, ConfigError, SimulatorConfig, load_config,
                            parse_simulator)
 from bridge.logs import setup_logging
 
@@ -125,56 +126,92 @@ def _command_status(text: str) -> int | str:
         return text
 
 
+#: `sms-bridge simulator`'s options: (flag, its [simulator] key, type, help). The options are
+#: checked as that table of a config is, and a problem names the flag.
+SIMULATOR_FLAGS: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
+    ("--host", "host", str, "address to listen on"),
+    ("--port", "port", int, "port to listen on (0: any free one, printed)"),
+    ("--system-id", "system_id", str, "system_id a bind must give"),
+    ("--password", "password", str, "password a bind must give"),
+    ("--no-receipts", "receipts", bool, "send no delivery receipts"),
+    ("--receipt-delay", "receipt_delay_s", float, "seconds from submit to its receipt"),
+    ("--id-format", "id_format", str, "message ids in submit_sm_resp: hex or dec"),
+    ("--receipt-id-format", "receipt_id_format", str,
+     "message ids in receipts: hex, dec or padded"),
+    ("--throttle-every", "throttle_every", int, "answer every Nth submit_sm with 0x58 (throttled)"),
+    ("--error-every", "error_every", int,
+     "answer every Nth submit_sm with --error-status and no message id"),
+    ("--error-status", "error_status", _command_status,
+     "command_status of those answers, hex (0x45) or decimal (8 = ESME_RSYSERR)"),
+    ("--silent-every", "silent_every", int,
+     "never answer every Nth submit_sm (the client must time out); 1 = no submit is "
+     "answered, enquire_link still is"),
+    ("--throttle-part", "throttle_part", int,
+     "answer part K of every concatenated message (UDH or SAR) with 0x58"),
+    ("--throttle-part-times", "throttle_part_times", int,
+     "throttle only the first T arrivals of that part per message, accept later ones "
+     "(0 = always)"),
+    ("--drop-between-parts", "drop_between_parts", int,
+     "close the connection right after answering part 1 of the Nth concatenated message, "
+     "before its other parts (once)"),
+    ("--fail-receipt-every", "fail_receipt_every", int, "every Nth receipt says UNDELIV"),
+    ("--drop-after", "drop_after", int, "close the connection after N submits (once)"),
+    ("--response-delay", "response_delay_s", float, "seconds before a submit_sm_resp"),
+    ("--delay-every", "delay_every", int,
+     "delay only every Nth submit_sm_resp by --response-delay (0 = every one)"),
+    ("--reply-every", "reply_every", int,
+     "the handset of every Nth message answers it with an SMS (MO)"),
+    ("--reply-text", "reply_text", str, "the text of those answers"),
+    ("--redeliver", "redeliver_s", float,
+     "a receipt or MO answered with an error status is delivered again after this many "
+     "seconds, as SMSCs do (0 = never)"),
+)
+
+
+def _simulator_config(args: argparse.Namespace) -> SimulatorConfig:
+    """The options as a [simulator] table, checked by parse_simulator; a problem with a key
+    is reported with the flag that set it."""
+    table: dict[str, object] = {"enabled": True}
+    table.update((key, getattr(args, key)) for _, key, _, _ in SIMULATOR_FLAGS)
+    try:
+        return parse_simulator(table)
+    except ConfigError as exc:
+        flags = {f"simulator.{key}": flag for flag, key, _, _ in SIMULATOR_FLAGS}
+        raise ConfigError([_flag_problem(problem, flags) for problem in exc.problems]) from None
+
+
+def _flag_problem(problem: str, flags: dict[str, str]) -> str:
+    key, sep, rest = problem.partition(":")
+    return f"{flags[key]}:{rest}" if sep and key in flags else problem
+
+
+def _config_option(parser: argparse.ArgumentParser) -> None:
+    default = default_config_path(os.environ)
+    parser.add_argument("-c", "--config", metavar="FILE", default=str(default),
+                        help=f"the config file (default: ${CONFIG_ENV} if set, else "
+                             f"{DEFAULT_CONFIG_PATH} in the working folder; now {default})")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sms-bridge", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("serve", "run SMTP, SOAP, dispatcher and the embedded simulator"),
                             ("check-config", "validate a config; exit 1 on any problem")):
-        p = sub.add_parser(name, help=help_text)
-        p.add_argument("-c", "--config", default=str(DEFAULT_CONFIG_PATH))
+        _config_option(sub.add_parser(name, help=help_text))
     p = sub.add_parser("status", help="print the timeline of messages; without ids, the "
                                       "instances on the store and the messages by state")
     p.add_argument("ids", nargs="*")
-    p.add_argument("-c", "--config", default=str(DEFAULT_CONFIG_PATH))
+    _config_option(p)
     p = sub.add_parser("simulator", help="run a standalone SMSC simulator")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=2775)
-    p.add_argument("--system-id", default="bridge")
-    p.add_argument("--password", default="secret")
-    p.add_argument("--receipt-delay", type=float, default=0.05)
-    p.add_argument("--no-receipts", action="store_true")
-    p.add_argument("--id-format", choices=("hex", "dec"), default="hex")
-    p.add_argument("--receipt-id-format", choices=("hex", "dec", "padded"), default="dec")
-    p.add_argument("--throttle-every", type=int, default=0)
-    p.add_argument("--error-every", type=int, default=0, metavar="N",
-                   help="answer every Nth submit_sm with --error-status and no message id")
-    p.add_argument("--error-status", type=_command_status, default=SimulatorConfig.error_status,
-                   metavar="STATUS",
-                   help="command_status of those answers, hex (0x45) or decimal "
-                        "(default 0x08 ESME_RSYSERR)")
-    p.add_argument("--silent-every", type=int, default=0, metavar="N",
-                   help="never answer every Nth submit_sm (the client must time out); "
-                        "1 = no submit is answered, enquire_link still is")
-    p.add_argument("--throttle-part", type=int, default=0, metavar="K",
-                   help="answer part K of every concatenated message (UDH or SAR) with 0x58")
-    p.add_argument("--throttle-part-times", type=int, default=0, metavar="T",
-                   help="throttle only the first T arrivals of that part per message, accept "
-                        "later ones (0 = always)")
-    p.add_argument("--drop-between-parts", type=int, default=0, metavar="N",
-                   help="close the connection right after answering part 1 of the Nth "
-                        "concatenated message, before its other parts (once)")
-    p.add_argument("--fail-receipt-every", type=int, default=0)
-    p.add_argument("--drop-after", type=int, default=0)
-    p.add_argument("--response-delay", type=float, default=0.0)
-    p.add_argument("--delay-every", type=int, default=0, metavar="N",
-                   help="delay only every Nth submit_sm_resp by --response-delay, answer the "
-                        "others at once (0 = delay every one)")
-    p.add_argument("--reply-every", type=int, default=0, metavar="N",
-                   help="the handset of every Nth message answers it with an SMS (MO)")
-    p.add_argument("--reply-text", default=SimulatorConfig.reply_text)
-    p.add_argument("--redeliver", type=float, default=SimulatorConfig.redeliver_s, metavar="S",
-                   help="a receipt or MO answered with an error status is delivered again "
-                        "after S seconds, as SMSCs do (0 = never)")
+    for flag, key, kind, help_text in SIMULATOR_FLAGS:
+        default = getattr(SimulatorConfig, key)
+        if kind is bool:
+            p.add_argument(flag, dest=key, action="store_false" if default else "store_true",
+                           help=help_text)
+        else:
+            p.add_argument(flag, dest=key, type=kind, default=default,
+                           help=f"{help_text} (default: {default})",
+                           metavar="N" if kind is int else "S" if kind is float else "TEXT")
     p = sub.add_parser("passwd", help="print a password_hash (or an api_tokens entry)")
     p.add_argument("--token", action="store_true",
                    help="make a new API token: print it, then its hash for api_tokens")
@@ -224,17 +261,32 @@ def _bench(what: str, options: Sequence[str] = ()) -> int:
     failed = False
     for index, target in enumerate(targets, 1):
         print(f"[{index}/{len(targets)}] bench {target} …", file=sys.stderr, flush=True)
+        # Standard error stays the terminal's: the bench's progress bar and its errors show.
         done = subprocess.run([sys.executable, "-m", f"bridge.bench.{target}", *options],
-                              capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            print(done.stderr[-2000:], file=sys.stderr)
+                              stdout=subprocess.PIPE, text=True, check=False)
+        summary = _json_summary(done.stdout)
+        if summary is None and what != "all":
+            print(done.stdout, end="")  # its --help, or whatever it said instead of a summary
+            return done.returncode
+        if done.returncode != 0 or summary is None:
             results[target] = {"error": f"exit {done.returncode}"}
             failed = True
             continue
-        text = done.stdout.strip()
-        results[target] = json.loads(text[text.index("{"):])
+        results[target] = summary
     print(json.dumps(results if what == "all" else results[what], indent=2))
     return 1 if failed else 0
+
+
+def _json_summary(text: str) -> object | None:
+    """The JSON document a bench printed last (after any lines of its own), or None."""
+    start = text.find("{")
+    if start < 0:
+        return None
+    try:
+        summary: object = json.loads(text[start:])
+        return summary
+    except ValueError:
+        return None
 
 
 async def _check(path: str, config: Config) -> int:
@@ -302,21 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_status(_config(args.config), args.ids))
         if args.command == "simulator":
             setup_logging("info")
-            # The options are checked as the [simulator] table of a config is.
-            sim = parse_simulator({
-                "enabled": True, "host": args.host, "port": args.port,
-                "system_id": args.system_id, "password": args.password,
-                "receipts": not args.no_receipts, "receipt_delay_s": args.receipt_delay,
-                "id_format": args.id_format, "receipt_id_format": args.receipt_id_format,
-                "throttle_every": args.throttle_every,
-                "error_every": args.error_every, "error_status": args.error_status,
-                "silent_every": args.silent_every, "delay_every": args.delay_every,
-                "fail_receipt_every": args.fail_receipt_every, "drop_after": args.drop_after,
-                "throttle_part": args.throttle_part,
-                "throttle_part_times": args.throttle_part_times,
-                "drop_between_parts": args.drop_between_parts,
-                "response_delay_s": args.response_delay, "reply_every": args.reply_every,
-                "reply_text": args.reply_text, "redeliver_s": args.redeliver})
+            sim = _simulator_config(args)
             return asyncio.run(_simulator(sim))
         if args.command == "passwd":
             return _passwd(args.token)

@@ -6,12 +6,14 @@ Secrets may be given as `{ env = "NAME" }` instead of a literal string; they are
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 from bridge.core.addresses import is_known_region, parse_sender
 from bridge.core.callbacks import callback_host_pattern_problem, callback_url_problem
@@ -21,6 +23,12 @@ from bridge.core.mailback import parse_notify
 T = TypeVar("T")
 
 DEFAULT_CONFIG_PATH = Path("conf/bridge.toml")
+#: Names the config file when no -c is given (a service, a shell profile).
+CONFIG_ENV = "SMS_BRIDGE_CONFIG"
+
+
+def default_config_path(env: Mapping[str, str]) -> Path:
+    return Path(env[CONFIG_ENV]) if env.get(CONFIG_ENV) else DEFAULT_CONFIG_PATH
 
 
 @dataclass(frozen=True)
@@ -360,12 +368,22 @@ class _Reader:
         if address is None:
             self.fail(name, f'must be "host:port" with a port 0..65535, got "{raw}"')
             return default_host, default_port
+        problem = host_problem(address[0])
+        if problem:
+            self.fail(name, f'{problem}, got "{raw}"')
+            return default_host, default_port
         return address[0] or "127.0.0.1", address[1]
 
     def finish(self) -> None:
         for name in self.table:
             if name not in self.used:
-                self.fail(name, "unknown key")
+                self.fail(name, "unknown key" + did_you_mean(name, self.used))
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """' (did you mean "x"?)' for the known name closest to a typo, or nothing."""
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.7)
+    return f' (did you mean "{close[0]}"?)' if close else ""
 
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:
@@ -460,6 +478,25 @@ def _smtp(r: _Reader) -> SmtpConfig:
         r.fail("mail_retry_max_s", "must not be less than mail_retry_base_s")
     r.finish()
     return cfg
+
+
+_HOST_NAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
+
+
+def host_problem(host: str) -> str | None:
+    """Why `host` is neither an IP address nor a host name (empty: all addresses), or None.
+    Dotted digits must be an IPv4 address: "999.1.1.1" is a typo, not a name to resolve."""
+    if not host:
+        return None
+    if ":" in host or re.fullmatch(r"[\d.]+", host):
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return "the host is not an IP address"
+        return None
+    if len(host) > 253 or not _HOST_NAME.fullmatch(host):
+        return "the host is not a host name"
+    return None
 
 
 def split_host_port(raw: str) -> tuple[str, int] | None:
@@ -795,7 +832,7 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path = Path("."),
     known = {"smtp", "soap", "http", "store", "smsc", "simulator", "policy", "account", "log"}
     for key in data:
         if key not in known:
-            problems.append(f"{key}: unknown section")
+            problems.append(f"{key}: unknown section" + did_you_mean(key, known))
     smtp = _smtp(_sub(data, "smtp", problems, env))
     soap = _soap(_sub(data, "soap", problems, env))
     http = _http(_sub(data, "http", problems, env), soap)
@@ -827,6 +864,9 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path = Path("."),
         if acct.default_sender is not None and acct.senders and \
                 acct.default_sender not in acct.senders:
             problems.append(f"account[{i}].default_sender: must be one of senders")
+    if not accounts:
+        problems.append("account: no [[account]]: nothing could be sent or received "
+                        "(conf/README.md shows one)")
     if not smscs and not simulator.enabled:
         problems.append("smsc: at least one [[smsc]] is required unless [simulator] is enabled")
     if problems:
@@ -841,7 +881,8 @@ def load_config(path: Path | str = DEFAULT_CONFIG_PATH,
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise ConfigError([f"{path}: cannot read ({exc.strerror})"]) from None
+        raise ConfigError([f"{path}: cannot read ({exc.strerror}); name the config with "
+                           f"-c FILE or {CONFIG_ENV}"]) from None
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

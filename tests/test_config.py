@@ -112,11 +112,47 @@ def test_shipped_config_is_valid_and_uses_the_simulator() -> None:
      "account[0].dlr_url: dlr_url must be an http(s) URL"),
     ({"account": [{"name": "a", "password": "p", "mo_url": "http://h/x y"}]},
      "account[0].mo_url: mo_url must not contain spaces"),
+    # A newcomer's typos: a dotted host that is no address, a name with a stray character,
+    # a key or a section one letter off.
+    ({"smtp": {"listen": "999.1.1.1:2536"}},
+     'smtp.listen: the host is not an IP address, got "999.1.1.1:2536"'),
+    ({"soap": {"listen": "[::zz]:80"}}, "soap.listen: the host is not an IP address"),
+    ({"soap": {"listen": "bad_host!:80"}}, "soap.listen: the host is not a host name"),
+    ({"smtp": {"max_recipents": 5}},
+     'smtp.max_recipents: unknown key (did you mean "max_recipients"?)'),
+    ({"simulater": {}}, 'simulater: unknown section (did you mean "simulator"?)'),
+    ({"smtp": {"zzz": 1}}, "smtp.zzz: unknown key"),
 ])
 def test_problems_name_their_key_path(data: dict[str, object], expected: str) -> None:
     merged = {**BASE, **data}
     found = problems(merged)
     assert any(p.startswith(expected) for p in found), found
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:0", "[::1]:2525", "0.0.0.0:25", ":25",
+                                    "localhost:25", "mx-1.example.org:25"])
+def test_listen_takes_addresses_and_host_names(listen: str) -> None:
+    assert parse_config({**BASE, "smtp": {"listen": listen}}).smtp.listen_port >= 0
+
+
+def test_a_config_without_any_account_is_refused() -> None:
+    assert problems({"simulator": {"enabled": True}}) == [
+        "account: no [[account]]: nothing could be sent or received (conf/README.md shows one)"]
+
+
+def test_the_config_path_comes_from_sms_bridge_config(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Without -c the config is $SMS_BRIDGE_CONFIG, else conf/bridge.toml of the working
+    folder; a missing one says how to name another."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SMS_BRIDGE_CONFIG", raising=False)
+    assert main(["check-config"]) == 1
+    assert "conf/bridge.toml: cannot read (No such file or directory); name the config with " \
+        "-c FILE or SMS_BRIDGE_CONFIG" in capsys.readouterr().err
+    monkeypatch.setenv("SMS_BRIDGE_CONFIG", str(ROOT / "conf" / "bridge.toml"))
+    assert main(["check-config"]) == 0
+    assert f"{ROOT / 'conf' / 'bridge.toml'}: ok" in capsys.readouterr().out
 
 
 def test_every_problem_is_reported_at_once() -> None:

@@ -281,18 +281,18 @@ def test_misbehaviour_options_reach_the_config(monkeypatch: pytest.MonkeyPatch) 
 
 
 @pytest.mark.parametrize(("argv", "problem"), [
-    (["--error-every", "-1"], "simulator.error_every: must be 0.."),
-    (["--error-status", "0"], "simulator.error_status: must be 0x1..0xFFFFFFFF"),
-    (["--error-status", "0x100000000"], "simulator.error_status: must be 0x1..0xFFFFFFFF"),
-    (["--error-status", "0xZZ"], "simulator.error_status: must be an integer, got str"),
-    (["--silent-every", "-2"], "simulator.silent_every: must be 0.."),
-    (["--response-delay", "3601"], "simulator.response_delay_s: must be 0..3600"),
-    (["--delay-every", "-1"], "simulator.delay_every: must be 0.."),
-    (["--throttle-part", "256"], "simulator.throttle_part: must be 0..255"),
-    (["--throttle-part-times", "-1"], "simulator.throttle_part_times: must be 0.."),
-    (["--drop-between-parts", "-1"], "simulator.drop_between_parts: must be 0.."),
+    (["--error-every", "-1"], "--error-every: must be 0.."),
+    (["--error-status", "0"], "--error-status: must be 0x1..0xFFFFFFFF"),
+    (["--error-status", "0x100000000"], "--error-status: must be 0x1..0xFFFFFFFF"),
+    (["--error-status", "0xZZ"], "--error-status: must be an integer, got str"),
+    (["--silent-every", "-2"], "--silent-every: must be 0.."),
+    (["--response-delay", "3601"], "--response-delay: must be 0..3600"),
+    (["--delay-every", "-1"], "--delay-every: must be 0.."),
+    (["--throttle-part", "256"], "--throttle-part: must be 0..255"),
+    (["--throttle-part-times", "-1"], "--throttle-part-times: must be 0.."),
+    (["--drop-between-parts", "-1"], "--drop-between-parts: must be 0.."),
 ])
-def test_bad_misbehaviour_options_are_refused_by_key(
+def test_bad_misbehaviour_options_are_refused_by_flag(
         argv: list[str], problem: str, capsys: pytest.CaptureFixture[str]) -> None:
     from bridge.cli import main
 

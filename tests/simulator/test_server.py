@@ -573,14 +573,14 @@ async def test_a_reply_text_beyond_gsm_goes_as_ucs2_even_without_receipts(
 
 
 @pytest.mark.parametrize(("argv", "problem"), [
-    (["--reply-every", "-1"], "simulator.reply_every: must be 0.."),
-    (["--reply-text", ""], "simulator.reply_text: must be 1..1000 characters"),
-    (["--throttle-every", "-3"], "simulator.throttle_every: must be 0.."),
-    (["--id-format", "hex", "--receipt-delay", "-1"], "simulator.receipt_delay_s: must be 0.."),
+    (["--reply-every", "-1"], "--reply-every: must be 0.."),
+    (["--reply-text", ""], "--reply-text: must be 1..1000 characters"),
+    (["--throttle-every", "-3"], "--throttle-every: must be 0.."),
+    (["--id-format", "hex", "--receipt-delay", "-1"], "--receipt-delay: must be 0.."),
 ])
 def test_the_command_line_is_checked_as_the_simulator_table_is(
         argv: list[str], problem: str, capsys: pytest.CaptureFixture[str]) -> None:
-    """The options go through the [simulator] table's checks: each refusal names its key, and
+    """The options go through the [simulator] table's checks: each refusal names the flag, and
     nothing starts."""
     from bridge.cli import main
 
