@@ -223,3 +223,39 @@ async def test_a_destination_read_at_rcpt_time_is_not_read_again(
     [result] = await service.submit(SubmitRequest(
         "demo", (Recipient(address.e164, destination=address),), "hi", Ingress.SMTP))
     assert result.status == "accepted" and store.messages[0].recipient == "+447400123456"
+
+
+async def test_the_request_line_says_what_the_request_came_to(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Accepted only when something new was taken on; all refused is `refused`; a repeat of
+    an idempotency key or a duplicate is `nothing new`, naming the ids it stands for. The
+    accepted counter counts only what is new."""
+    from bridge.intake.service import report_results
+    from bridge.metrics import Metrics
+
+    config = make_config(tmp_path, policy={"duplicate_window_s": 60})
+    metrics = Metrics()
+
+    async def send(numbers: tuple[str, ...], text: str, key: str | None = None) -> str:
+        caplog.clear()
+        results = await service.submit(SubmitRequest(
+            "demo", tuple(Recipient(n) for n in numbers), text, Ingress.SOAP, reference=key))
+        report_results(results, ingress=Ingress.SOAP, account="demo", metrics=metrics)
+        [line] = [r.getMessage() for r in caplog.records if r.name == "bridge.soap"
+                  and not r.getMessage().startswith("soap recipient refused")]
+        return line
+
+    async with opened(config) as store:
+        service = Service(config, store)
+        with caplog.at_level("INFO", logger="bridge.soap"):
+            first = await send(("+447400123490", "12"), "hello")
+            assert first.startswith("soap accepted account=demo ids=") and "refused=1" in first
+            [new_id] = first.split("ids=")[1].split()[0].split(",")
+            assert await send(("12", "+44"), "x") == "soap refused account=demo ids= refused=2"
+            assert await send(("+447400123490",), "hello") == \
+                f"soap nothing new account=demo ids= refused=0 duplicate_of={new_id}"
+            keyed = await send(("+447400123491",), "keyed", key="k-1")
+            [keyed_id] = keyed.split("ids=")[1].split()[0].split(",")
+            assert await send(("+447400123491",), "keyed", key="k-1") == \
+                f"soap nothing new account=demo ids= refused=0 repeated={keyed_id}"
+    assert 'sms_bridge_accepted_total{ingress="soap"} 2.0' in metrics.render()[0].decode()

@@ -100,6 +100,8 @@ class RecipientResult:
     parts: int
     encoding: str | None
     error: BridgeError | None = None
+    #: An idempotency key's repeat: the message was accepted by an earlier request.
+    repeat: bool = False
 
     @property
     def accepted(self) -> bool:
@@ -122,12 +124,14 @@ _INGRESS_LOGS = {ingress: logging.getLogger(f"bridge.{ingress.value}") for ingre
 def report_results(results: Sequence[RecipientResult], *, ingress: Ingress, account: str,
                    metrics: Metrics, peer: str = "") -> list[str]:
     """What every ingress does with a submit's results, in one place so they count and log
-    alike: `accepted` per message taken on, `rejected` per recipient error (a DUPLICATE too:
-    nothing new was queued), a line per recipient refused and one for the request. Returns
-    the ids the caller may rely on (new, repeated or the duplicate's first), in order."""
-    fresh = sum(1 for r in results if r.status == "accepted")
+    alike: `accepted` per message taken on now, `rejected` per recipient error (a DUPLICATE
+    too: nothing new was queued), a line per recipient refused and one for the request that
+    says what it came to (accepted, refused, or nothing new: repeats and duplicates, with the
+    ids they stand for). Returns the ids the caller may rely on (new, repeated or the
+    duplicate's first), in order."""
+    fresh = [r.message_id for r in results if r.message_id and r.error is None and not r.repeat]
     if fresh:
-        metrics.accepted(ingress.value, fresh)
+        metrics.accepted(ingress.value, len(fresh))
     log = _INGRESS_LOGS[ingress]
     for r in results:
         if r.error is None:
@@ -137,8 +141,13 @@ def report_results(results: Sequence[RecipientResult], *, ingress: Ingress, acco
             log.info("%s recipient refused account=%s rcpt=%s: %s", ingress.value, account,
                      r.recipient, r.error)
     ids = [r.message_id for r in results if r.message_id is not None]
-    log.info("%s accepted %saccount=%s ids=%s refused=%d", ingress.value, peer, account, ",".join(ids),
-             len(results) - len(ids))
+    refused = len(results) - len(ids)
+    repeated = [r.message_id for r in results if r.repeat and r.message_id]
+    duplicates = [r.message_id for r in results if r.error is not None and r.message_id]
+    verb = "accepted" if fresh else "refused" if not ids else "nothing new"
+    log.info("%s %s %saccount=%s ids=%s refused=%d%s%s", ingress.value, verb, peer, account,
+             ",".join(fresh), refused, f" repeated={','.join(repeated)}" if repeated else "",
+             f" duplicate_of={','.join(duplicates)}" if duplicates else "")
     return ids
 
 
@@ -424,7 +433,8 @@ class Service:
                 raw = req.recipients[index].raw
                 if outcome.status in ("accepted", "idempotent"):
                     results[index] = RecipientResult(raw, "accepted", outcome.message_id,
-                                                     billed_parts, plan.encoding.value)
+                                                     billed_parts, plan.encoding.value,
+                                                     repeat=outcome.status == "idempotent")
                 elif outcome.status == "duplicate":
                     error = BridgeError(ErrorName.DUPLICATE, "same message inside the duplicate window")
                     results[index] = RecipientResult(raw, ErrorName.DUPLICATE.value,
