@@ -27,10 +27,15 @@ def _config(path: str) -> Config:
 
 
 async def _serve(config: Config) -> int:
-    from bridge.runtime.app import Bridge, freeze_startup_heap
+    from bridge.runtime.app import Bridge, ListenError, freeze_startup_heap
 
     bridge = Bridge(config)
-    await bridge.start()
+    try:
+        await bridge.start()
+    except ListenError as exc:
+        print(f"sms-bridge: {exc}", file=sys.stderr, flush=True)
+        await bridge.stop(drain_timeout=1.0)
+        return 1
     freeze_startup_heap()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import os
 import pty
+import re
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -112,3 +115,72 @@ def test_the_config_option_is_explained_with_its_default(
     text = " ".join(capsys.readouterr().out.split())
     assert "-c FILE, --config FILE the config file (default: $SMS_BRIDGE_CONFIG if set, " \
         "else conf/bridge.toml in the working folder; now /etc/sms-bridge/bridge.toml)" in text
+
+
+# ------------------------------------------------------------------ serve, as a service runs it
+
+def serve_config(tmp_path: Path, **listen: str) -> Path:
+    """A loopback config file (ephemeral ports unless `listen` names one per section)."""
+    smtp, soap = listen.get("smtp", "127.0.0.1:0"), listen.get("soap", "127.0.0.1:0")
+    path = tmp_path / "conf" / "bridge.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"""
+[smtp]
+listen = "{smtp}"
+[soap]
+listen = "{soap}"
+[simulator]
+enabled = true
+port = 0
+[[account]]
+name = "demo"
+password = "demo-password"
+""")
+    return path
+
+
+@pytest.mark.parametrize(("section", "listener"), [("smtp", "SMTP ([smtp] listen)"),
+                                                   ("soap", "SOAP ([soap] listen)")])
+def test_serve_names_the_listener_whose_port_is_taken(tmp_path: Path, section: str,
+                                                      listener: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = serve_config(tmp_path, **{section: f"127.0.0.1:{port}"})
+        done = sms_bridge("serve", "-c", str(config))
+    assert done.returncode == 1
+    assert f"sms-bridge: cannot listen for {listener} on 127.0.0.1:{port}: " in done.stderr
+    assert "address already in use" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_serve_names_a_listen_host_that_does_not_resolve(tmp_path: Path) -> None:
+    done = sms_bridge("serve", "-c", str(serve_config(tmp_path, smtp="no-such-host.invalid:0")))
+    assert done.returncode == 1
+    assert "sms-bridge: cannot listen for SMTP ([smtp] listen) on no-such-host.invalid:0: " \
+        in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+async def test_the_exit_codes_the_systemd_unit_relies_on(tmp_path: Path) -> None:
+    """conf/sms-bridge.service: its commands exist; a stop (SIGTERM) after draining is 0 (not
+    restarted), a command-line mistake 2 (RestartPreventExitStatus), a bad config 1."""
+    unit = (ROOT / "conf" / "sms-bridge.service").read_text()
+    commands = re.findall(r"^Exec\w+=/opt/sms-bridge/\.venv/bin/sms-bridge (.+)$", unit, re.M)
+    assert commands == ["check-config", "serve"]
+    assert "Restart=on-failure" in unit and "RestartPreventExitStatus=2" in unit
+    config = serve_config(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SMS_BRIDGE_CONFIG": str(config)}
+    assert subprocess.run([sys.executable, "-m", "bridge", "check-config"], env=env, cwd=ROOT,
+                          capture_output=True, check=False).returncode == 0
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bridge", "serve", env=env, cwd=str(ROOT),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    assert proc.stdout is not None
+    assert b"SMTP on 127.0.0.1:" in await asyncio.wait_for(proc.stdout.readline(), 60)
+    proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(proc.wait(), 45) == 0
+    assert sms_bridge("serve", "--no-such-flag").returncode == 2
+    config.write_text(config.read_text().replace('name = "demo"', 'nmae = "demo"'))
+    assert sms_bridge("serve", "-c", str(config)).returncode == 1

@@ -5,10 +5,12 @@ SQLite store and the outbound side, SMPP binds and dispatcher (bridge.runtime.ou
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import ssl
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -29,6 +31,20 @@ from bridge.ingress.soap.app import create_soap_app
 from bridge.runtime import StoreProcess, open_store
 
 log = logging.getLogger("bridge.app")
+
+
+class ListenError(Exception):
+    """A listener could not open its port (in use, an address not on this host, a name that
+    does not resolve): `serve` names it and exits 1."""
+
+
+@contextlib.contextmanager
+def _opening(listener: str, host: str, port: int) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:  # socket.gaierror is one
+        reason = exc.strerror or str(exc)
+        raise ListenError(f"cannot listen for {listener} on {host}:{port}: {reason}") from None
 
 
 class Bridge:
@@ -54,7 +70,9 @@ class Bridge:
         smscs = effective_smscs(config)
         if config.simulator.enabled:
             self.simulator = SmscSimulator(config.simulator)
-            port = await self.simulator.start()
+            with _opening("the simulator ([simulator] port)", config.simulator.host,
+                          config.simulator.port):
+                port = await self.simulator.start()
             # Entries that point at the embedded simulator follow it to its real port.
             smscs = tuple(_follow_simulator(s, config, port) for s in smscs)
         store = self.store
@@ -64,7 +82,8 @@ class Bridge:
             exclusive=store.spec.sqlite is not None))
         concat = ConcatMode(smscs[0].concat)  # config guarantees one form for every route
         self.service = Service(config, store, routes=Routes(smscs).candidates, concat=concat)
-        self._smtp_server = await start_smtp(self.service, config, self.metrics)
+        with _opening("SMTP ([smtp] listen)", config.smtp.listen_host, config.smtp.listen_port):
+            self._smtp_server = await start_smtp(self.service, config, self.metrics)
         self.smtp_port = self._smtp_server.sockets[0].getsockname()[1]
         app = create_soap_app(self.service, config, self.metrics)
         add_ops_routes(app, self.metrics, self.health, store.outbound_metrics)
@@ -73,16 +92,19 @@ class Bridge:
             add_http_routes(app, self.service, config, self.metrics)
         soap_tls = server_context(config.base_dir, config.soap.tls_cert, config.soap.tls_key,
                                   section="soap")
-        self._soap_runner, self.soap_port = await _listen(
-            app, config.soap.listen_host, config.soap.listen_port, soap_tls,
-            max_line_size(config) if http.shared else DEFAULT_LINE)
+        with _opening("SOAP ([soap] listen)", config.soap.listen_host, config.soap.listen_port):
+            self._soap_runner, self.soap_port = await _listen(
+                app, config.soap.listen_host, config.soap.listen_port, soap_tls,
+                max_line_size(config) if http.shared else DEFAULT_LINE)
         self.http_port = self.soap_port
         if not http.shared:
             assert http.listen_host is not None
-            self._http_runner, self.http_port = await _listen(
-                create_http_app(self.service, config, self.metrics), http.listen_host,
-                http.listen_port, server_context(config.base_dir, http.tls_cert, http.tls_key,
-                                                 section="http"), max_line_size(config))
+            with _opening("HTTP ([http] listen)", http.listen_host, http.listen_port):
+                self._http_runner, self.http_port = await _listen(
+                    create_http_app(self.service, config, self.metrics), http.listen_host,
+                    http.listen_port, server_context(config.base_dir, http.tls_cert,
+                                                     http.tls_key, section="http"),
+                    max_line_size(config))
         log.info("serving smtp=%s:%d soap=%s:%d%s http=%s:%d", config.smtp.listen_host,
                  self.smtp_port, config.soap.listen_host, self.soap_port, config.soap.path,
                  http.listen_host or config.soap.listen_host, self.http_port)
