@@ -312,7 +312,8 @@ async def test_dead_peer_fails_in_flight_submits_as_unknown(harness: Harness) ->
                                  response_timeout_s=0.2)
     assert (await bind.submit(sm())).command_status == 0
     with pytest.raises(SubmitOutcomeUnknown):
-        await bind.submit(sm())
+        # The probe's own deadline comes first, not the overdue submit's (wait_ack_s, 60 s).
+        await asyncio.wait_for(bind.submit(sm()), 10)
     await until(lambda: sim.binds >= 2 and bind.bound, "replaced after the dead peer")
 
 

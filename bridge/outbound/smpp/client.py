@@ -319,7 +319,10 @@ class _Link(asyncio.Protocol):
         # Every request of a link has the bind's one response timeout: deadlines come in order.
         deadline = max(loop.time() + timeout, self.deadlines[-1][0] if self.deadlines else 0.0)
         self.deadlines.append((deadline, seq, fut, late_s))
-        if self.deadline_timer is None:
+        timer = self.deadline_timer
+        if timer is None or timer.when() > deadline:  # the timer may wait for a late one
+            if timer is not None:
+                timer.cancel()
             self.deadline_timer = loop.call_at(deadline, self._expire_due)
         self.write(raw)
         return fut
