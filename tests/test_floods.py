@@ -548,3 +548,22 @@ def fail2ban_regex_hits(lines: list[str], tmp_path: Path) -> int | None:
     found = re.search(r"^Failregex: (\d+) total", out, re.M)
     assert found is not None, out
     return int(found.group(1))
+
+
+async def test_the_dialects_own_listener_has_its_own_limits(tmp_path: Path) -> None:
+    """With [http] listen, [http]'s limits hold there and [soap]'s on the SOAP listener."""
+    config = make_config(tmp_path, http={"listen": "127.0.0.1:0", "header_timeout_s": 0.3,
+                                         "max_connections_per_client": 1})
+    async with running_bridge(config) as bridge:
+        assert bridge.http_port != bridge.soap_port
+        first = await Line.open(bridge.http_port)
+        second = await Line.open(bridge.http_port)
+        assert (await second.rest()).startswith(b"HTTP/1.1 503 ")
+        first.writer.write(b"GET /api/sms HTTP/1.1\r\n")
+        assert (await first.rest()).startswith(b"HTTP/1.1 408 ")
+        on_soap = [await Line.open(bridge.soap_port) for _ in range(2)]
+        for c in on_soap:
+            c.writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert (await c.line()).startswith("HTTP/1.1 ")
+        for c in (first, second, *on_soap):
+            c.close()
