@@ -95,6 +95,15 @@ def soap_call(port: int) -> float:
     return time.perf_counter() - start
 
 
+def metrics_page(port: int) -> str:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/metrics")
+        return conn.getresponse().read().decode()
+    finally:
+        conn.close()
+
+
 def measured(n: int, one: Callable[[int], float]) -> list[float]:
     return [one(i) for i in range(n)]
 
@@ -334,6 +343,11 @@ async def test_idle_sessions_from_a_relays_address_no_longer_lock_it_out(
             took = await asyncio.to_thread(relay_mail, bridge.smtp_port, 1)
             said = await asyncio.gather(*(c.said(0.2) for c in idle))
             assert [s[:9] for s in said if s] == ["421 4.4.2"]
+            metrics = await asyncio.to_thread(metrics_page, bridge.soap_port)
+            assert 'sms_bridge_connections_evicted_total{listener="smtp"} 1.0' in metrics
+            assert 'sms_bridge_connections_refused_total{listener="smtp"} 1.0' in metrics
+            assert re.search(r'^sms_bridge_connections\{listener="smtp"\} (19|20)\.0$',
+                             metrics, re.M)  # the relay's own may be gone already
         finally:
             for c in idle:
                 c.close()

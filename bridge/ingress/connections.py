@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from bridge.core.floods import ConnectionLimits, Room, pick_victim, room
 from bridge.logs import Episode
@@ -113,3 +116,26 @@ class ConnectionTable:
         if where is Room.ADDRESS_FULL:
             return f"the address holds its share ({self.limits.per_client})"
         return f"the listener is full ({self.limits.max_connections})"
+
+
+class TablesCollector(Collector):
+    """The listeners' sessions on /metrics (read when scraped, nothing counted twice)."""
+
+    def __init__(self, tables: Mapping[str, ConnectionTable]) -> None:
+        self.tables = tables
+
+    def collect(self) -> Iterator[Metric]:
+        held = GaugeMetricFamily("sms_bridge_connections", "Sessions a listener holds",
+                                 labels=["listener"])
+        refused = CounterMetricFamily("sms_bridge_connections_refused",
+                                      "Newcomers refused: their address held its share or "
+                                      "the listener was full, with no idle session to close",
+                                      labels=["listener"])
+        evicted = CounterMetricFamily("sms_bridge_connections_evicted",
+                                      "Idle sessions closed to make room for a newcomer",
+                                      labels=["listener"])
+        for name, table in self.tables.items():
+            held.add_metric([name], table.total)
+            refused.add_metric([name], table.refused)
+            evicted.add_metric([name], table.evicted)
+        yield from (held, refused, evicted)

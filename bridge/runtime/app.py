@@ -19,7 +19,7 @@ from bridge.intake.service import Service
 from bridge.simulator import SmscSimulator
 from bridge.outbound.smpp.pool import Routes
 from bridge.ingress.smtp.server import start_smtp
-from bridge.ingress.connections import ConnectionTable
+from bridge.ingress.connections import ConnectionTable, TablesCollector
 from bridge.ingress.http.app import DEFAULT_LINE, add_http_routes, create_http_app, max_line_size
 from bridge.ingress.listener import GuardedListener, raise_file_limit, serve
 from bridge.ingress.ops import add_ops_routes
@@ -93,6 +93,7 @@ class Bridge:
                 http.limits)
             self.http_port = self._http_listener.port
             self.connections["http"] = self._http_listener.table
+        self.metrics.registry.register(TablesCollector(self.connections))
         log.info("serving smtp=%s:%d soap=%s:%d%s http=%s:%d", config.smtp.listen_host,
                  self.smtp_port, config.soap.listen_host, self.soap_port, config.soap.path,
                  http.listen_host or config.soap.listen_host, self.http_port)
