@@ -273,12 +273,15 @@ async def test_a_working_relay_and_a_soap_client_keep_their_latency_in_a_flood(
     assert filled[0] >= 250 and filled[1] >= 150  # the flood really was there
     for name, (_, peak, evicted, refused) in tables.items():
         assert peak <= 300 and refused > 0 and evicted > 0, (name, tables[name])
-    assert set(http_flood.answers) <= {"503", "408"}  # turned away, or cut at the deadline
-    assert any(a.startswith("refused 421 4.3.2") for a in smtp_flood.answers)
-    assert any(a.startswith("held, then 421 4.4.2") for a in smtp_flood.answers)
+    # turned away, cut at the head deadline, or closed idle (before its first byte) for a
+    # newcomer from an address holding fewer
+    assert set(http_flood.answers) <= {"503", "408", "closed"}
+    assert set(smtp_flood.answers) <= {"refused 421 4.3.2", "refused 421 4.4.2",
+                                       "held, then 421 4.4.2"}
+    assert "refused 421 4.3.2" in smtp_flood.answers
     for before, during in ((smtp_before, smtp_during), (soap_before, soap_during)):
         assert statistics.median(during) < max(0.25, 10 * statistics.median(before))
-        assert p(during, 0.99) < max(1.0, 10 * p(before, 0.99))
+        assert p(during, 0.99) < max(2.0, 10 * p(before, 0.99))
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.CRITICAL]
 
 

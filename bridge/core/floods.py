@@ -4,17 +4,20 @@ Connections. A listener holds at most `max_connections` sessions, and one client
 most `per_client` of them (its share). A session is *working* while one of its commands is
 being handled or (SMTP) while it has a mail transaction open, or (HTTP) while one of its
 requests is being handled; otherwise it is *idle*, since the moment its last work ended (or it
-connected). A session idle for at least `idle_evict_s` may be closed to make room:
+connected). An idle session may be closed to make room for a newcomer:
 - a newcomer whose address already holds its share takes the slot of that address's longest
-  idle session, never another address's;
-- a newcomer to a full listener takes the slot of an idle session of its own address or of an
-  address that holds more sessions than the newcomer's does, the address holding the most
-  first, then the longest idle;
+  idle session, if idle for `idle_evict_s`; never another address's;
+- a newcomer to a full listener takes the slot of an idle session of an address holding at
+  least two sessions more than its own, however briefly idle; else, if idle for
+  `idle_evict_s`, of its own address, or (when its address holds none) of any address. The
+  address holding the most goes first, then the longest idle;
 - with no such session, the newcomer is refused.
 A working session is never closed for a newcomer, so a relay whose sessions work keeps them,
-and addresses that hold many idle sessions give them up first. Newcomers from addresses that
-hold as many as every other cannot take each other's slots, so a flood that keeps reconnecting
-settles instead of churning, while an address with few sessions still gets in.
+and addresses that hold many idle sessions give them up first, even those they just opened:
+a flood that keeps reconnecting cannot keep every idle session too young to close. Each such
+move leaves the shares more even, so a flood's own reconnects settle (refused) instead of
+churning, while an address with few sessions still gets in at once; `idle_evict_s` shields a
+new session from newcomers of addresses holding about as many.
 
 Authentication failures. Per listener, the failures of each client address and of each user
 name are counted over the last `window_s`:
@@ -78,14 +81,24 @@ def pick_victim(limits: ConnectionLimits, now: float, where: Room, address: str,
     best: tuple[int, float] | None = None
     chosen: K | None = None
     for key, owner, idle_since in sessions:
-        if idle_since is None or now - idle_since < limits.idle_evict_s:
+        if idle_since is None:
             continue
-        if owner != address and (where is Room.ADDRESS_FULL or count(owner) <= mine):
+        held, idle = count(owner), now - idle_since
+        if not _may_take(limits, where, owner == address, mine, held, idle):
             continue
-        rank = (count(owner), now - idle_since)
-        if best is None or rank > best:
-            best, chosen = rank, key
+        if best is None or (held, idle) > best:
+            best, chosen = (held, idle), key
     return chosen
+
+
+def _may_take(limits: ConnectionLimits, where: Room, own: bool, mine: int, held: int,
+              idle: float) -> bool:
+    """Whether a newcomer whose address holds `mine` may take the slot of a session idle for
+    `idle` whose address (its own when `own`) holds `held`."""
+    aged = idle >= limits.idle_evict_s
+    if own or where is Room.ADDRESS_FULL:
+        return own and aged
+    return held >= mine + 2 or (mine == 0 and aged)
 
 
 # ---------------------------------------------------------------- authentication

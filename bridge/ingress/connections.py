@@ -100,14 +100,14 @@ class ConnectionTable:
     def _candidates(self, newcomer: str, where: Room) -> Iterator[tuple[Slot, str,
                                                                         float | None]]:
         """The sessions pick_victim may choose from: the newcomer's address's, and when the
-        listener is full those of addresses holding more (the others are skipped whole, so
-        a flood of equal addresses costs a look at each address, not at each session)."""
+        listener is full those of addresses it may take from (the others are skipped whole,
+        so a flood of even addresses costs a look at each address, not at each session)."""
         mine = self.count(newcomer)
         if where is Room.ADDRESS_FULL:
             looked = [(newcomer, self._by_address.get(newcomer, {}))]
         else:
             looked = [(address, slots) for address, slots in self._by_address.items()
-                      if address == newcomer or len(slots) > mine]
+                      if address == newcomer or mine == 0 or len(slots) >= mine + 2]
         for address, slots in looked:
             for slot in slots:
                 yield slot, address, slot.idle_since()

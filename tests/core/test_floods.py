@@ -58,15 +58,26 @@ WORKING = None
     (Room.LISTENER_FULL, "r", [("a1", "a", IDLE), ("b1", "b", NOW - 6), ("b2", "b", NOW - 7)],
      "b2"),
     (Room.LISTENER_FULL, "r", [("a1", "a", NOW - 30), ("b1", "b", WORKING), ("b2", "b", FRESH)],
-     "a1"),
+     "b2"),  # b holds more: even its fresh idle session goes before a's old one
+    (Room.LISTENER_FULL, "a", [("a1", "a", WORKING), ("b1", "b", WORKING), ("b2", "b", FRESH),
+                               ("c1", "c", NOW - 30)], None),
     # a working session is never taken, however many its address holds
     (Room.LISTENER_FULL, "r", [("b1", "b", WORKING), ("b2", "b", WORKING)], None),
     # a newcomer takes no slot of an address holding no more than its own
     (Room.LISTENER_FULL, "a", [("a1", "a", WORKING), ("b1", "b", IDLE)], None),
     (Room.LISTENER_FULL, "a", [("a1", "a", WORKING), ("b1", "b", IDLE), ("b2", "b", WORKING)],
+     None),  # one more: no better shared after the move
+    (Room.LISTENER_FULL, "a", [("a1", "a", WORKING), ("b1", "b", IDLE), ("b2", "b", WORKING),
+                               ("b3", "b", WORKING)], "b1"),
+    # two more: even a fresh one; holding none: any address's, idle for idle_evict_s
+    (Room.LISTENER_FULL, "r", [("b1", "b", FRESH)], None),
+    (Room.LISTENER_FULL, "r", [("b1", "b", IDLE)], "b1"),
+    (Room.LISTENER_FULL, "r", [("b1", "b", FRESH), ("b2", "b", WORKING)], "b1"),
+    (Room.LISTENER_FULL, "r", [("b1", "b", FRESH), ("b2", "b", FRESH), ("a1", "a", IDLE)],
      "b1"),
-    # ... but its own idle session, yes
+    # ... and its own idle session, when idle long enough
     (Room.LISTENER_FULL, "a", [("a1", "a", IDLE), ("b1", "b", WORKING)], "a1"),
+    (Room.LISTENER_FULL, "a", [("a1", "a", FRESH), ("b1", "b", WORKING)], None),
 ])
 def test_victims(where: Room, newcomer: str, sessions: list[tuple[str, str, float | None]],
                  expected: str | None) -> None:
@@ -88,15 +99,22 @@ def test_a_victim_is_idle_long_enough_and_fair(raw: list[tuple[str, float | None
     if chosen is None:
         return
     _, owner, since = next(s for s in sessions if s[0] == chosen)
-    assert since is not None and NOW - since >= LIMITS.idle_evict_s
-    if where is Room.ADDRESS_FULL:
-        assert owner == newcomer
-    else:
-        assert owner == newcomer or counts[owner] > counts[newcomer]
-        # no idle-enough session of a richer address was passed over
-        richer = [c for _, o, s in sessions if s is not None and NOW - s >= 5
-                  and (o == newcomer or counts[o] > counts[newcomer]) for c in [counts[o]]]
-        assert counts[owner] == max(richer)
+    assert since is not None
+    mine = counts[newcomer]
+
+    def may(o: str, s: float | None) -> bool:
+        """The rule, stated once more: working never; own (or a full share) only after
+        idle_evict_s; two more at once; an address holding none, any after idle_evict_s."""
+        if s is None:
+            return False
+        aged = NOW - s >= LIMITS.idle_evict_s
+        if o == newcomer or where is Room.ADDRESS_FULL:
+            return o == newcomer and aged
+        return counts[o] >= mine + 2 or (mine == 0 and aged)
+
+    assert may(owner, since)
+    best = max((counts[o], NOW - s) for _, o, s in sessions if may(o, s) and s is not None)
+    assert (counts[owner], NOW - since) == best  # the richest, then the longest idle
 
 
 # ---------------------------------------------------------------- authentication
