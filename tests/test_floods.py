@@ -223,6 +223,16 @@ async def slow_header(port: int, address: str, flood: Flood) -> None:
         await flood.pause(0.5)
 
 
+async def established(smtp_flood: Flood, http_flood: Flood) -> tuple[int, int]:
+    """Once both listeners hold the flood (at most ten seconds): what each one holds."""
+    for _ in range(100):
+        await asyncio.sleep(0.1)
+        if smtp_flood.held >= 250 and http_flood.held >= 250:
+            break
+    await asyncio.sleep(0.5)  # the reconnects of those turned away have begun
+    return smtp_flood.held, http_flood.held
+
+
 def flood_config(tmp_path: Path) -> Config:
     """Caps below the flood (500 each), so that they are what holds it; short idle and head
     limits so that the test sees them work within seconds."""
@@ -252,8 +262,7 @@ async def test_a_working_relay_and_a_soap_client_keep_their_latency_in_a_flood(
         workers += [asyncio.ensure_future(slow_header(bridge.soap_port, a, http_flood))
                     for a in HTTP_FLOOD for _ in range(PER_ADDRESS)]
         try:
-            await asyncio.sleep(1.5)  # the flood fills both listeners
-            filled = (smtp_flood.held, http_flood.held)
+            filled = await established(smtp_flood, http_flood)
             smtp_during, soap_during = await latencies(bridge, 30, first=100)
             tables = {name: (t.total, t.peak, t.evicted, t.refused)
                       for name, t in bridge.connections.items()}
