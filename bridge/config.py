@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable, Mapping, TypeVar
 from bridge.core.addresses import is_known_region, parse_sender
 from bridge.core.callbacks import callback_host_pattern_problem, callback_url_problem
 from bridge.core.errors import BridgeError
+from bridge.core.floods import AuthRule, ConnectionLimits
 from bridge.core.mailback import parse_notify
 
 T = TypeVar("T")
@@ -47,8 +48,11 @@ class SmtpConfig:
     subject: str = "prepend"  # prepend | ignore | only-if-body-empty
     too_long: str = "reject"  # reject | truncate
     hostname: str = "sms-bridge.localhost"
-    max_connections_per_client: int = 20
+    max_connections: int = 500  # sessions on the listener, every address together
+    max_connections_per_client: int = 20  # an address's share of them
+    idle_evict_s: float = 5.0  # idle this long: closed when a newcomer needs the slot
     command_timeout_s: float = 300.0
+    auth: AuthRule = AuthRule()
     # Mail back to email senders (bridge.outbound.notify.mailback): DSNs and SMS replies go to this relay,
     # "host:port"; empty = no mail goes back.
     smarthost: str = ""
@@ -71,6 +75,11 @@ class SmtpConfig:
         return bool(self.smarthost)
 
     @property
+    def connection_limits(self) -> ConnectionLimits:
+        return ConnectionLimits(self.max_connections, self.max_connections_per_client,
+                                self.idle_evict_s)
+
+    @property
     def smarthost_address(self) -> tuple[str, int]:
         """(host, port) of `smarthost`, which the config has checked."""
         address = split_host_port(self.smarthost)
@@ -83,6 +92,22 @@ class SmtpConfig:
 
 
 @dataclass(frozen=True)
+class HttpLimits:
+    """What an HTTP listener (aiohttp: [soap]'s, or [http]'s own) allows a connection."""
+
+    max_connections: int = 1000
+    max_connections_per_client: int = 100
+    idle_evict_s: float = 5.0
+    header_timeout_s: float = 10.0  # from a request's first byte to the end of its head
+    idle_timeout_s: float = 30.0  # without a byte, between requests or before the first
+
+    @property
+    def connections(self) -> ConnectionLimits:
+        return ConnectionLimits(self.max_connections, self.max_connections_per_client,
+                                self.idle_evict_s)
+
+
+@dataclass(frozen=True)
 class SoapConfig:
     listen_host: str = "127.0.0.1"
     listen_port: int = 8080
@@ -91,6 +116,8 @@ class SoapConfig:
     tls_key: str | None = None
     max_request_bytes: int = 1_048_576
     max_recipients: int = 1000
+    limits: HttpLimits = HttpLimits()
+    auth: AuthRule = AuthRule()
     # SendSms callback_url: POSTed once the message is final (bridge.outbound.notify.callbacks)
     callbacks: bool = True
     callback_timeout_s: float = 10.0
@@ -111,6 +138,9 @@ class HttpConfig:
     require_tls: bool = False
     max_recipients: int = 1000
     max_request_bytes: int = 262_144
+    #: The connection limits of its own listener (with `listen`; else [soap]'s apply).
+    limits: HttpLimits = HttpLimits()
+    auth: AuthRule = AuthRule()
     bulksms_path: str = "/bulksms/bulksms"
     json_path: str = "/api/sms"
     kannel_path: str = "/cgi-bin/sendsms"
@@ -433,10 +463,14 @@ def _smtp(r: _Reader) -> SmtpConfig:
         subject=r.get("subject", str, d.subject, _one_of("prepend", "ignore", "only-if-body-empty")),
         too_long=r.get("too_long", str, d.too_long, _one_of("reject", "truncate")),
         hostname=r.get("hostname", str, d.hostname),
+        max_connections=r.get("max_connections", int, d.max_connections,
+                              _between(1, 100_000)),
         max_connections_per_client=r.get("max_connections_per_client", int,
                                          d.max_connections_per_client, _between(1, 10_000)),
+        idle_evict_s=r.get("idle_evict_s", float, d.idle_evict_s, _between(0, 3600)),
         command_timeout_s=r.get("command_timeout_s", float, d.command_timeout_s,
                                 _between(1, 3600)),
+        auth=_auth_rule(r),
         smarthost=r.get("smarthost", str, d.smarthost, _smarthost_problem),
         smarthost_tls=r.get("smarthost_tls", str, d.smarthost_tls,
                             _one_of("none", "starttls", "tls")),
@@ -464,6 +498,8 @@ def _smtp(r: _Reader) -> SmtpConfig:
     )
     if not cfg.domains:
         r.fail("domains", "must name at least one domain")
+    if cfg.max_connections_per_client > cfg.max_connections:
+        r.fail("max_connections_per_client", "must not be more than max_connections")
     if (cfg.tls_cert is None) != (cfg.tls_key is None):
         r.fail("tls_key", "tls_cert and tls_key go together")
     if cfg.require_tls and cfg.tls_cert is None:
@@ -546,6 +582,8 @@ def _soap(r: _Reader) -> SoapConfig:
         max_request_bytes=r.get("max_request_bytes", int, d.max_request_bytes,
                                 _between(1024, 64 * 1024 * 1024)),
         max_recipients=r.get("max_recipients", int, d.max_recipients, _between(1, 100_000)),
+        limits=_http_limits(r),
+        auth=_auth_rule(r),
         callbacks=r.get("callbacks", bool, d.callbacks),
         callback_timeout_s=r.get("callback_timeout_s", float, d.callback_timeout_s,
                                  _between(0.1, 300)),
@@ -562,6 +600,44 @@ def _soap(r: _Reader) -> SoapConfig:
         r.fail("callback_retry_max_s", "must not be less than callback_retry_base_s")
     r.finish()
     return cfg
+
+
+_LIMIT_KEYS = ("max_connections", "max_connections_per_client", "idle_evict_s",
+               "header_timeout_s", "idle_timeout_s")
+
+
+def _http_limits(r: _Reader) -> HttpLimits:
+    """An aiohttp listener's connection limits ([soap], or [http] with its own listener)."""
+    d = HttpLimits()
+    limits = HttpLimits(
+        max_connections=r.get("max_connections", int, d.max_connections, _between(1, 100_000)),
+        max_connections_per_client=r.get("max_connections_per_client", int,
+                                         d.max_connections_per_client, _between(1, 100_000)),
+        idle_evict_s=r.get("idle_evict_s", float, d.idle_evict_s, _between(0, 3600)),
+        header_timeout_s=r.get("header_timeout_s", float, d.header_timeout_s,
+                               _between(0.1, 3600)),
+        idle_timeout_s=r.get("idle_timeout_s", float, d.idle_timeout_s, _between(0.1, 86400)),
+    )
+    if limits.max_connections_per_client > limits.max_connections:
+        r.fail("max_connections_per_client", "must not be more than max_connections")
+    return limits
+
+
+def _auth_rule(r: _Reader) -> AuthRule:
+    """How a listener slows and refuses authentication failures (bridge.core.floods)."""
+    d = AuthRule()
+    rule = AuthRule(
+        window_s=r.get("auth_window_s", float, d.window_s, _between(1, 86400)),
+        free_failures=r.get("auth_free_failures", int, d.free_failures, _between(0, 1000)),
+        delay_s=r.get("auth_delay_s", float, d.delay_s, _between(0, 60)),
+        delay_max_s=r.get("auth_delay_max_s", float, d.delay_max_s, _between(0, 60)),
+        max_failures=r.get("auth_max_failures", int, d.max_failures, _between(1, 100_000)),
+        max_failures_per_user=r.get("auth_max_failures_per_user", int,
+                                    d.max_failures_per_user, _between(1, 100_000)),
+    )
+    if rule.delay_max_s < rule.delay_s:
+        r.fail("auth_delay_max_s", "must not be less than auth_delay_s")
+    return rule
 
 
 def _path_problem(value: str) -> str | None:
@@ -583,6 +659,8 @@ def _http(r: _Reader, soap: SoapConfig) -> HttpConfig:
         max_recipients=r.get("max_recipients", int, d.max_recipients, _between(1, 100_000)),
         max_request_bytes=r.get("max_request_bytes", int, d.max_request_bytes,
                                 _between(1024, 64 * 1024 * 1024)),
+        limits=_http_limits(r),
+        auth=_auth_rule(r),
         reports=r.get("reports", bool, d.reports),
         report_timeout_s=r.get("report_timeout_s", float, d.report_timeout_s, _between(0.1, 300)),
         report_max_attempts=r.get("report_max_attempts", int, d.report_max_attempts,
@@ -597,6 +675,9 @@ def _http(r: _Reader, soap: SoapConfig) -> HttpConfig:
         r.fail("tls_key", "tls_cert and tls_key go together")
     if cfg.tls_cert is not None and not own:
         r.fail("tls_cert", "needs listen: on the [soap] listener the [soap] certificate serves")
+    for key in _LIMIT_KEYS:
+        if key in r.table and not own:
+            r.fail(key, "needs listen: on the [soap] listener the [soap] limits apply")
     if cfg.require_tls and (cfg.tls_cert if own else soap.tls_cert) is None:
         r.fail("require_tls", "needs tls_cert and tls_key" if own else
                "needs [soap] tls_cert and tls_key (the dialects are on the SOAP listener)")

@@ -95,3 +95,40 @@ def test_passwd_prints_a_hash_and_makes_tokens(monkeypatch: pytest.MonkeyPatch,
     assert len(token) >= 32 and hash_matches(hashed, token)
     monkeypatch.setattr("sys.stdin", io.StringIO("\n"))
     assert main(["passwd"]) == 1
+
+
+# ---------------------------------------------------------------- the throttled guard
+
+
+async def test_the_guard_holds_failures_refuses_and_logs_one_line_each(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Failures held by the rule's delays, then refused unchecked; one line each with the
+    address and the quoted user, never the password; a success answered at once."""
+    from bridge.core.floods import AuthRule
+    from bridge.intake.credentials import AuthGuard
+
+    clock = Clock()
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    guard = AuthGuard(Credentials([AccountConfig("demo", password="pw")]),
+                      AuthRule(window_s=60, free_failures=1, delay_s=1, delay_max_s=4,
+                               max_failures=4), "smtp", clock=clock, sleep=sleep)
+    caplog.set_level("INFO", logger="bridge.auth")
+    name = 'demo" ip=203.0.113.9 x="\n'  # a user name that tries to forge a field
+    for _ in range(5):
+        outcome = await guard.password(name, "secret-guess", "192.0.2.1")
+        assert outcome.account is None
+    assert outcome.refused and outcome.retry_after_s == 60
+    assert slept == [1, 2, 4, 4]  # the first failure free; the refusal held the longest
+    assert (await guard.password("demo", "pw", "192.0.2.2")).account is not None
+    assert slept == [1, 2, 4, 4]
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 5 and all("secret-guess" not in line for line in lines)
+    assert lines[0] == ('auth failed ingress=smtp ip=192.0.2.1 user="demo\\" ip=203.0.113.9 '
+                        'x=\\"\\n" failures=1 delay_s=0.00 reason="bad password"')
+    assert lines[-1].startswith("auth refused ingress=smtp ip=192.0.2.1 user=")
+    clock.now += 61
+    assert (await guard.password("demo", "pw", "192.0.2.1")).account is not None

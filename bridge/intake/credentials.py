@@ -10,6 +10,10 @@ hash once per `ttl_s`. A bearer token names no account, so finding its account m
 every account's token hashes: those checks run one at a time, and a token that matched none
 is remembered as wrong for a short while, so a client repeating a bad token cannot make the
 bridge hash for every request.
+
+`AuthGuard` is how a listener checks: the same checks, slowed and refused per client address
+and per user by bridge.core.floods's rule, each failure logged on one line of a fixed form
+that fail2ban can match (conf/README.md has the filter).
 """
 
 from __future__ import annotations
@@ -17,11 +21,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import json
+import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 
 from bridge.config import AccountConfig
+from bridge.core.floods import USER_KEPT, AuthRule, AuthThrottle
 
 HASH_SCHEME = "pbkdf2_sha256"
 
@@ -146,3 +154,101 @@ class Credentials:
             if hash_matches(stored, token) and owner is None:
                 owner = name
         return owner
+
+
+# ---------------------------------------------------------------- throttled checks
+
+auth_log = logging.getLogger("bridge.auth")
+
+#: What a check gives: the account, or why it failed ("bad password").
+Check = Callable[[], Awaitable["AccountConfig | str"]]
+
+
+@dataclass(frozen=True)
+class AuthOutcome:
+    account: AccountConfig | None
+    #: Not checked: too many failures from this address (or for this user) lately.
+    refused: bool = False
+    retry_after_s: float = 0.0
+
+
+def quoted_user(user: str | None) -> str:
+    """A user name as the log shows it: JSON-quoted, ASCII, so no name can end the field or
+    forge another one; "-" when there is none (a bearer token)."""
+    return "-" if user is None else json.dumps(user[:USER_KEPT], ensure_ascii=True)
+
+
+class AuthGuard:
+    """The credential checks of one listener (`ingress` names it in the log), throttled:
+    a failure's answer is held by the rule's delay, an address or user over its limit is
+    refused without a check (its answer held by the longest delay, so that knocking on a
+    lock costs a connection's time too), a success is answered at once.
+
+    One line per failure and per refusal, at warning, in this form (fail2ban's filter in
+    conf/README.md matches it; the address comes before anything the client chose):
+
+        auth failed ingress=smtp ip=192.0.2.7 user="demo" failures=4 delay_s=0.50 reason=...
+        auth refused ingress=smtp ip=192.0.2.7 user="demo" retry_after_s=42 why=address
+    """
+
+    def __init__(self, credentials: Credentials, rule: AuthRule, ingress: str, *,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        self.credentials = credentials
+        self.rule = rule
+        self.ingress = ingress
+        self.throttle = AuthThrottle(rule)
+        self.clock = clock
+        self.sleep = sleep
+        #: One check at a time per address, each failure counted before the next verdict:
+        #: concurrent guesses (a hashed password is checked in a thread) cannot overrun
+        #: the limit. With the number of attempts using it, to drop it after the last.
+        self._turns: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    async def password(self, name: str, password: str, peer: str) -> AuthOutcome:
+        async def check() -> AccountConfig | str:
+            return await self.credentials.password(name, password) or "bad password"
+        return await self.attempt(peer, name, check)
+
+    async def token(self, token: str, peer: str) -> AuthOutcome:
+        async def check() -> AccountConfig | str:
+            return await self.credentials.token(token) or "bad token"
+        return await self.attempt(peer, None, check)
+
+    async def attempt(self, peer: str, user: str | None, check: Check) -> AuthOutcome:
+        """`check` unless `peer` or `user` is refused; a failure's answer held as the rule
+        says. `user` None: the credential names nobody (a bearer token)."""
+        lock, users = self._turns.get(peer) or (asyncio.Lock(), 0)
+        self._turns[peer] = (lock, users + 1)
+        try:
+            async with lock:
+                outcome, hold = await self._checked(peer, user, check)
+        finally:
+            lock, users = self._turns[peer]
+            if users > 1:
+                self._turns[peer] = (lock, users - 1)
+            else:
+                del self._turns[peer]
+        if hold > 0:
+            await self.sleep(hold)
+        return outcome
+
+    async def _checked(self, peer: str, user: str | None, check: Check
+                       ) -> tuple[AuthOutcome, float]:
+        """The outcome, and how long its answer is held."""
+        verdict = self.throttle.verdict(peer, user, self.clock())
+        if verdict.refused:
+            auth_log.warning("auth refused ingress=%s ip=%s user=%s retry_after_s=%.0f why=%s",
+                             self.ingress, peer, quoted_user(user),
+                             max(1.0, verdict.retry_after_s), verdict.why)
+            return (AuthOutcome(None, refused=True, retry_after_s=verdict.retry_after_s),
+                    self.rule.delay_max_s)
+        result = await check()
+        if isinstance(result, AccountConfig):
+            self.throttle.succeeded(peer, user, self.clock())
+            return AuthOutcome(result), 0.0
+        failures, delay = self.throttle.failed(peer, user, self.clock())
+        auth_log.warning("auth failed ingress=%s ip=%s user=%s failures=%d delay_s=%.2f "
+                         "reason=%s", self.ingress, peer, quoted_user(user), failures, delay,
+                         json.dumps(result))
+        return AuthOutcome(None), delay

@@ -8,13 +8,10 @@ import asyncio
 import contextlib
 import gc
 import logging
-import ssl
 import time
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
-
-from aiohttp import web
 
 from bridge.config import Config, SmscConfig, effective_smscs
 from bridge.core.segmentation import ConcatMode
@@ -24,7 +21,9 @@ from bridge.intake.service import Service
 from bridge.simulator import SmscSimulator
 from bridge.outbound.smpp.pool import Routes
 from bridge.ingress.smtp.server import start_smtp
+from bridge.ingress.connections import ConnectionTable, TablesCollector
 from bridge.ingress.http.app import DEFAULT_LINE, add_http_routes, create_http_app, max_line_size
+from bridge.ingress.listener import GuardedListener, raise_file_limit, serve
 from bridge.ingress.ops import add_ops_routes
 from bridge.ingress.tls import server_context
 from bridge.ingress.soap.app import create_soap_app
@@ -58,8 +57,10 @@ class Bridge:
         self.soap_port = 0
         self.http_port = 0  # the SOAP port when [http] has no listener of its own
         self._smtp_server: asyncio.Server | None = None
-        self._soap_runner: web.AppRunner | None = None
-        self._http_runner: web.AppRunner | None = None
+        #: Each listener's sessions ("smtp", "soap", "http" when it has its own listener).
+        self.connections: dict[str, ConnectionTable] = {}
+        self._soap_listener: GuardedListener | None = None
+        self._http_listener: GuardedListener | None = None
         self.store: StoreProcess = open_store(config.store, config.base_dir)
         self.service: Service | None = None
         #: Set when the bridge cannot go on (its store is lost); `serve` then stops, exit 1.
@@ -82,29 +83,38 @@ class Bridge:
             exclusive=store.spec.sqlite is not None))
         concat = ConcatMode(smscs[0].concat)  # config guarantees one form for every route
         self.service = Service(config, store, routes=Routes(smscs).candidates, concat=concat)
+        http = config.http
+        raise_file_limit(256 + config.smtp.max_connections + config.soap.limits.max_connections
+                         + (0 if http.shared else http.limits.max_connections))
+        self.connections["smtp"] = ConnectionTable("smtp", config.smtp.connection_limits,
+                                                   log=logging.getLogger("bridge.smtp"))
         with _opening("SMTP ([smtp] listen)", config.smtp.listen_host, config.smtp.listen_port):
-            self._smtp_server = await start_smtp(self.service, config, self.metrics)
+            self._smtp_server = await start_smtp(self.service, config, self.metrics,
+                                                 connections=self.connections["smtp"])
         self.smtp_port = self._smtp_server.sockets[0].getsockname()[1]
         app = create_soap_app(self.service, config, self.metrics)
         add_ops_routes(app, self.metrics, self.health, store.outbound_metrics)
-        http = config.http
         if http.shared:
             add_http_routes(app, self.service, config, self.metrics)
         soap_tls = server_context(config.base_dir, config.soap.tls_cert, config.soap.tls_key,
                                   section="soap")
         with _opening("SOAP ([soap] listen)", config.soap.listen_host, config.soap.listen_port):
-            self._soap_runner, self.soap_port = await _listen(
-                app, config.soap.listen_host, config.soap.listen_port, soap_tls,
-                max_line_size(config) if http.shared else DEFAULT_LINE)
-        self.http_port = self.soap_port
+            self._soap_listener = await serve(
+                "soap", app, config.soap.listen_host, config.soap.listen_port, soap_tls,
+                max_line_size(config) if http.shared else DEFAULT_LINE, config.soap.limits)
+        self.soap_port = self.http_port = self._soap_listener.port
+        self.connections["soap"] = self._soap_listener.table
         if not http.shared:
             assert http.listen_host is not None
             with _opening("HTTP ([http] listen)", http.listen_host, http.listen_port):
-                self._http_runner, self.http_port = await _listen(
-                    create_http_app(self.service, config, self.metrics), http.listen_host,
-                    http.listen_port, server_context(config.base_dir, http.tls_cert,
-                                                     http.tls_key, section="http"),
-                    max_line_size(config))
+                self._http_listener = await serve(
+                    "http", create_http_app(self.service, config, self.metrics),
+                    http.listen_host, http.listen_port,
+                    server_context(config.base_dir, http.tls_cert, http.tls_key,
+                                   section="http"), max_line_size(config), http.limits)
+            self.http_port = self._http_listener.port
+            self.connections["http"] = self._http_listener.table
+        self.metrics.registry.register(TablesCollector(self.connections))
         log.info("serving smtp=%s:%d soap=%s:%d%s http=%s:%d", config.smtp.listen_host,
                  self.smtp_port, config.soap.listen_host, self.soap_port, config.soap.path,
                  http.listen_host or config.soap.listen_host, self.http_port)
@@ -139,9 +149,9 @@ class Bridge:
         drains in-flight submits, unbinds and closes the store."""
         if self._smtp_server is not None:
             self._smtp_server.close()
-        for runner in (self._soap_runner, self._http_runner):
-            if runner is not None:
-                await runner.cleanup()
+        for listener in (self._soap_listener, self._http_listener):
+            if listener is not None:
+                await listener.stop()
         if self.service is not None and not await self.service.drained(drain_timeout):
             log.warning("stop: requests still in flight after %.0f s; closing anyway "
                         "(their clients get no acceptance, so they retry)", drain_timeout)
@@ -150,19 +160,6 @@ class Bridge:
         await self.store.close(drain_timeout=drain_timeout)
         if self.simulator is not None:
             await self.simulator.stop()
-
-
-async def _listen(app: web.Application, host: str, port: int, tls: ssl.SSLContext | None,
-                  line: int) -> tuple[web.AppRunner, int]:
-    """Serve `app` on host:port (TLS when given, request lines up to `line` octets); the
-    runner and the port it got."""
-    runner = web.AppRunner(app, access_log=None, max_line_size=line)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=tls, reuse_address=True)
-    await site.start()
-    server = site._server  # aiohttp keeps the asyncio server here
-    assert server is not None
-    return runner, int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
 
 
 def freeze_startup_heap() -> None:

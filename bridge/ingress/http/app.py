@@ -10,26 +10,29 @@ from bridge.ingress.http.bulksms import BulkSms
 from bridge.ingress.http.jasmin import JasminSend
 from bridge.ingress.http.jsonapi import JsonApi
 from bridge.ingress.http.kannel import KannelSendsms
+from bridge.intake.credentials import AuthGuard
 from bridge.intake.service import Service
 from bridge.metrics import Metrics
 
 
 def add_http_routes(app: web.Application, service: Service, config: Config,
                     metrics: Metrics) -> None:
-    """Each dialect whose path is set, on `app`."""
+    """Each dialect whose path is set, on `app`; they share one throttle of authentication
+    failures ([http] auth_*), wherever they are served."""
     http = config.http
+    auth = AuthGuard(service.credentials, http.auth, "http")
     if http.bulksms_path:
-        app.router.add_route("*", http.bulksms_path, BulkSms(service, config, metrics).handle)
+        app.router.add_route("*", http.bulksms_path, BulkSms(service, config, metrics, auth).handle)
     if http.json_path:
-        api = JsonApi(service, config, metrics)
+        api = JsonApi(service, config, metrics, auth)
         base = http.json_path.rstrip("/")
         app.router.add_route("*", base, api.collection)
         app.router.add_route("*", base + "/{id}", api.item)
     if http.kannel_path:
         app.router.add_route("*", http.kannel_path,
-                             KannelSendsms(service, config, metrics).handle)
+                             KannelSendsms(service, config, metrics, auth).handle)
     if http.jasmin_path:
-        app.router.add_route("*", http.jasmin_path, JasminSend(service, config, metrics).handle)
+        app.router.add_route("*", http.jasmin_path, JasminSend(service, config, metrics, auth).handle)
 
 
 def create_http_app(service: Service, config: Config, metrics: Metrics) -> web.Application:

@@ -25,6 +25,7 @@ from bridge.core.model import Ingress
 from bridge.core.reports import FINAL_EVENTS
 from bridge.ingress.http.common import (BadInput, Params, TooLarge, log, read_params,
                                         refused, submit)
+from bridge.intake.credentials import AuthGuard
 from bridge.intake.service import Recipient, RecipientResult, Service, SubmitRequest
 from bridge.metrics import Metrics
 
@@ -43,17 +44,19 @@ def answer(name: ErrorName, status: int = 200) -> web.Response:
 
 
 class BulkSms:
-    def __init__(self, service: Service, config: Config, metrics: Metrics) -> None:
+    def __init__(self, service: Service, config: Config, metrics: Metrics,
+                 auth: AuthGuard) -> None:
         self.service = service
         self.http = config.http
         self.metrics = metrics
+        self.auth = auth  # the listener's throttled credential check
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         if request.method not in ("GET", "POST"):
             return answer(ErrorName.INVALID_PARAMETER, 405)
         try:
             params = await read_params(request, self.http.max_request_bytes)
-            return await self._send(params)
+            return await self._send(params, request.remote or "unknown")
         except TooLarge:
             refused(self.metrics, ErrorName.INVALID_PARAMETER, "too large")
             return answer(ErrorName.INVALID_PARAMETER, 413)
@@ -68,13 +71,13 @@ class BulkSms:
             log.exception("bulksms request failed")
             return answer(ErrorName.INTERNAL_ERROR)
 
-    async def _send(self, params: Params) -> web.Response:
+    async def _send(self, params: Params, peer: str) -> web.Response:
         username, password = params.text("username"), params.text("password")
         destinations, message = params.text("destination"), params.text("message")
         if not username or password is None or not destinations or message is None:
             refused(self.metrics, ErrorName.INVALID_PARAMETER, "a required parameter is missing")
             return answer(ErrorName.INVALID_PARAMETER)
-        account = await self.service.credentials.password(username, password)
+        account = (await self.auth.password(username, password, peer)).account
         if account is None:
             refused(self.metrics, ErrorName.AUTH_FAILED, "bad credentials", username)
             return answer(ErrorName.AUTH_FAILED)

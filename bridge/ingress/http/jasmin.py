@@ -39,6 +39,7 @@ from bridge.core.model import Ingress
 from bridge.core.reports import ALL_EVENTS, ReportEvent
 from bridge.ingress.http.common import (BadInput, TooLarge, log, read_body,
                                         read_params, refused, submit)
+from bridge.intake.credentials import AuthGuard
 from bridge.intake.service import Recipient, Service, SubmitRequest, is_unroutable
 from bridge.metrics import Metrics
 
@@ -199,15 +200,17 @@ def _content(args: Mapping[str, str], raw: bytes | None) -> tuple[str, Encoding 
 
 
 class JasminSend:
-    def __init__(self, service: Service, config: Config, metrics: Metrics) -> None:
+    def __init__(self, service: Service, config: Config, metrics: Metrics,
+                 auth: AuthGuard) -> None:
         self.service = service
         self.http = config.http
         self.metrics = metrics
+        self.auth = auth  # the listener's throttled credential check
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         try:
             args, content = await self._args(request)
-            return await self._send(args, content)
+            return await self._send(args, content, request.remote or "unknown")
         except TooLarge:
             refused(self.metrics, _N.INVALID_PARAMETER, "too large")
             return reply(413, 'Error "Request too large."')
@@ -236,10 +239,11 @@ class JasminSend:
                 for name in params.names()}
         return with_defaults(args), params.one("content")
 
-    async def _send(self, args: dict[str, str], content: bytes | None) -> web.Response:
+    async def _send(self, args: dict[str, str], content: bytes | None,
+                    peer: str) -> web.Response:
         validate(args)
         text, encoding = _content(args, content)
-        account = await self.service.credentials.password(args["username"], args["password"])
+        account = (await self.auth.password(args["username"], args["password"], peer)).account
         if account is None:
             raise _answer(_N.AUTH_FAILED, args["username"])
         try:

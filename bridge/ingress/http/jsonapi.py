@@ -34,6 +34,7 @@ from bridge.core.meta import MetaKey
 from bridge.core.model import Ingress
 from bridge.core.reports import FINAL_EVENTS
 from bridge.ingress.http.common import TooLarge, log, read_body, refused, sole_error, submit
+from bridge.intake.credentials import AuthGuard
 from bridge.intake.service import Recipient, RecipientResult, Service, SubmitRequest
 from bridge.metrics import Metrics
 from bridge.store.base import MessageView
@@ -125,16 +126,18 @@ def _submission(result: RecipientResult) -> dict[str, Any]:
 
 
 class JsonApi:
-    def __init__(self, service: Service, config: Config, metrics: Metrics) -> None:
+    def __init__(self, service: Service, config: Config, metrics: Metrics,
+                 auth: AuthGuard) -> None:
         self.service = service
         self.http = config.http
         self.metrics = metrics
+        self.auth = auth  # the listener's throttled credential check
 
     async def _account(self, request: web.Request) -> AccountConfig | None:
         scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             return None
-        return await self.service.credentials.token(token.strip())
+        return (await self.auth.token(token.strip(), request.remote or "unknown")).account
 
     async def collection(self, request: web.Request) -> web.StreamResponse:
         """POST: send; GET: list."""

@@ -36,6 +36,7 @@ from bridge.core.model import Ingress
 from bridge.core.reports import ALL_EVENTS, ReportEvent
 from bridge.ingress.http.common import (Params, TooLarge, log, parse_urlencoded, raw_query,
                                         read_body, refused, submit)
+from bridge.intake.credentials import AuthGuard
 from bridge.intake.service import Recipient, Service, SubmitRequest, is_unroutable
 from bridge.metrics import Metrics
 
@@ -152,10 +153,12 @@ def _text(raw: bytes, coding: int | None, charset: str | None) -> tuple[str, Enc
 
 
 class KannelSendsms:
-    def __init__(self, service: Service, config: Config, metrics: Metrics) -> None:
+    def __init__(self, service: Service, config: Config, metrics: Metrics,
+                 auth: AuthGuard) -> None:
         self.service = service
         self.http = config.http
         self.metrics = metrics
+        self.auth = auth  # the listener's throttled credential check
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -196,17 +199,17 @@ class KannelSendsms:
             params.add("charset", request.charset.encode())
         return params
 
-    async def _account(self, params: Params) -> AccountConfig:
+    async def _account(self, params: Params, peer: str) -> AccountConfig:
         user = params.raw("username") or params.raw("user") or b""
         password = params.raw("password") or params.raw("pass") or b""
-        account = await self.service.credentials.password(
-            user.decode("utf-8", "replace"), password.decode("utf-8", "replace"))
+        account = (await self.auth.password(
+            user.decode("utf-8", "replace"), password.decode("utf-8", "replace"), peer)).account
         if account is None:
             raise Refusal(_N.AUTH_FAILED)
         return account
 
     async def _send(self, request: web.Request, params: Params) -> web.Response:
-        account = await self._account(params)
+        account = await self._account(params, request.remote or "unknown")
         to = params.raw("to")
         if to is None:
             raise Refusal(_N.INVALID_PARAMETER, "Missing receiver number")

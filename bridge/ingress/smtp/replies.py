@@ -17,11 +17,15 @@ from bridge.core.errors import ERROR_TABLE, MESSAGE_TOO_BIG, BridgeError, ErrorN
 # --- greeting, connection
 TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections from your address, try again later"
 TOO_MANY_AUTH_FAILURES = "421 4.7.0 Too many authentication failures, closing connection"
+LISTENER_FULL = "421 4.3.2 Too many connections, try again later"
+IDLE_CLOSED = "421 4.4.2 Idle too long while others wait, closing connection"
 
 # --- who may send
 AUTH_REQUIRED = "530 5.7.0 Authentication required"
 AUTH_OK = "235 2.7.0 Authentication successful"
 AUTH_FAILED = ERROR_TABLE[ErrorName.AUTH_FAILED].smtp.render()  # 535 5.7.8
+# RFC 4954's temporary failure: too many failures from this address lately, not checked.
+AUTH_TEMPORARILY_REFUSED = "454 4.7.0 Too many authentication failures, try again later"
 AUTH_DURING_MAIL = "503 5.5.1 AUTH not permitted during a mail transaction"
 AUTH_BAD_BASE64 = "501 5.5.2 Cannot decode base64"
 AUTH_BAD_PLAIN = "501 5.5.2 Cannot split PLAIN response"

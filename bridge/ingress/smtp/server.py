@@ -9,29 +9,40 @@ thread). What aiosmtpd does not do the way a gateway needs, this module does its
 - DATA is read in bulk, replies `250` only after `Service.submit` returned (durably stored),
   and in LMTP mode answers once per accepted recipient (RFC 2033);
 - EHLO advertises what is really supported, PIPELINING included;
-- connections per client address are limited; AUTH is checked off the loop.
+- connections are limited per listener and per client address (bridge.ingress.connections):
+  a session is idle while it has no mail transaction open and no command being handled,
+  counted from its connection, its TLS handshake, its AUTH success or the end of its last
+  transaction (other commands, NOOP, RSET, EHLO, a refused MAIL, do not make it work); an
+  idle session is closed with 421 when a newcomer needs its slot (bridge.core.floods);
+- AUTH is checked off the loop, and slowed and refused per address and per user
+  (bridge.intake.credentials.AuthGuard).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import re
 import ssl
+import time
 from base64 import b64decode
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Session, syntax
 
 from bridge.config import AccountConfig, Config, is_loopback
 from bridge.core.errors import BridgeError, ErrorName
+from bridge.core.floods import Room
 from bridge.core.mailback import answers_an_sms, dsn_conditions, parse_notify
 from bridge.core.meta import MetaKey
 from bridge.core.model import Address, Ingress
 from bridge.metrics import Metrics
+from bridge.intake.credentials import AuthGuard
 from bridge.intake.service import Recipient, RecipientResult, Service, SubmitRequest, report_results
+from bridge.ingress.connections import ConnectionTable
 from bridge.ingress.smtp import replies
 from bridge.ingress.smtp.text import parse_mail
 from bridge.ingress.tls import server_context
@@ -137,7 +148,8 @@ class _Listener:
     #: [smtp] notify_default, parsed once; None when no DSN goes back (no smarthost, dsn off).
     notify_default: frozenset[str] | None
     delay_notices: bool  # NOTIFY=DELAY is honoured ([smtp] dsn_delay_after_s > 0)
-    connections: dict[str, int] = field(default_factory=dict)
+    connections: ConnectionTable
+    auth: AuthGuard
     tasks: set[asyncio.Future[Any]] = field(default_factory=set)
 
     def finished(self, task: asyncio.Future[Any]) -> None:
@@ -212,42 +224,58 @@ class BridgeSMTP(SMTP):
         self._listener = listener
         self._txn: _Txn | None = None
         self._ip: str | None = None
-        self._over_limit = False
+        self._counted = False
+        self._busy = 0  # commands being handled (an LMTP greeting runs EHLO's inside)
+        self._worked_at = time.monotonic()  # see idle_since
         self._auth_failures = 0
         self._out: list[bytes] = []  # replies held back while pipelined commands wait
         self._plain_replies = False  # HELO/EHLO/LHLO lines carry no enhanced status code
 
     # ---- connection accounting
 
+    @property
+    def address(self) -> str:
+        return self._ip or "unknown"
+
+    def idle_since(self) -> float | None:
+        """None while a command is handled or a mail transaction is open; else when the
+        session last worked (connected, finished TLS, authenticated, ended a transaction)."""
+        if self._busy or self._txn is not None:
+            return None
+        return self._worked_at
+
+    def evict(self) -> None:
+        """Closed for a newcomer: idle, so no reply is pending and the 421 goes out alone."""
+        transport = self.transport
+        if isinstance(transport, asyncio.WriteTransport):
+            transport.write(replies.IDLE_CLOSED.encode() + b"\r\n")
+        if transport is not None:
+            transport.close()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _track_commands(cls, own_only=True)
+
+    def _work_state(self) -> tuple[bool, bool]:
+        """(a transaction is open, authenticated): a command that changes either worked."""
+        session = self.session
+        return self._txn is not None, bool(session is not None and session.authenticated)
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """The first time from _Gate, which made room for it: it takes its slot."""
         first = self.transport is None
         super().connection_made(transport)
+        self._worked_at = time.monotonic()  # connected, or TLS set up after STARTTLS
         if first:
-            peer = transport.get_extra_info("peername")
-            self._ip = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
-            count = self._listener.connections.get(self._ip, 0) + 1
-            self._listener.connections[self._ip] = count
-            self._over_limit = count > self._listener.config.smtp.max_connections_per_client
+            self._ip = _peer_address(transport)
+            self._listener.connections.add(self)
+            self._counted = True
 
     def connection_lost(self, error: Exception | None) -> None:
-        if self._ip is not None:
-            left = self._listener.connections.get(self._ip, 1) - 1
-            if left > 0:
-                self._listener.connections[self._ip] = left
-            else:
-                self._listener.connections.pop(self._ip, None)
-            self._ip = None
+        if self._counted:
+            self._listener.connections.release(self)
+            self._counted = False
         super().connection_lost(error)
-
-    async def _handle_client(self) -> None:
-        if self._over_limit:
-            log.warning("smtp refused ip=%s: more than %d connections", self._ip,
-                        self._listener.config.smtp.max_connections_per_client)
-            await self.push(replies.TOO_MANY_CONNECTIONS)
-            assert self.transport is not None
-            self.transport.close()
-            return
-        await super()._handle_client()
 
     async def push(self, status: str | bytes) -> None:
         """Replies to pipelined commands are sent together (RFC 2920 §3.2): a reply waits while
@@ -350,18 +378,21 @@ class BridgeSMTP(SMTP):
 
     async def _check_credentials(self, login: bytes, password: bytes) -> AuthResult:
         name = login.decode("utf-8", "replace")
-        account = await self._listener.service.credentials.password(
-            name, password.decode("utf-8", "replace"))
-        if account is None:
+        outcome = await self._listener.auth.password(
+            name, password.decode("utf-8", "replace"), self.address)
+        if outcome.account is None:  # logged by the guard, with the address and the user
             self._auth_failures += 1
             self._listener.metrics.rejected("smtp", ErrorName.AUTH_FAILED.value)
-            log.warning("smtp auth failed ip=%s user=%r", self._ip, name[:64])
             if self._auth_failures >= _MAX_AUTH_FAILURES:
                 await self.push(replies.TOO_MANY_AUTH_FAILURES)
                 assert self.transport is not None
                 self.transport.close()
                 return AuthResult(success=False, handled=True)
+            if outcome.refused:
+                await self.push(replies.AUTH_TEMPORARILY_REFUSED)
+                return AuthResult(success=False, handled=True)
             return AuthResult(success=False, handled=False, message=replies.AUTH_FAILED)
+        account = outcome.account
         log.info("smtp auth ok ip=%s account=%s", self._ip, account.name)
         return AuthResult(success=True, auth_data=account, message=replies.AUTH_OK)
 
@@ -688,6 +719,63 @@ class BridgeSMTP(SMTP):
         return [replies.error(first or BridgeError(ErrorName.INTERNAL_ERROR))]
 
 
+def _track_commands(cls: type[BridgeSMTP], *, own_only: bool) -> None:
+    """Every smtp_* command of `cls` (or only those it defines) marks its session busy while
+    it runs, and working when it opens or ends a transaction or authenticates. Done once
+    per class: aiosmtpd then finds the tracked methods as it finds any command."""
+    names = [n for n in (vars(cls) if own_only else dir(cls)) if n.startswith("smtp_")]
+    for name in names:
+        setattr(cls, name, _tracked(getattr(cls, name)))
+
+
+Command = Callable[[Any, "str | None"], Awaitable[None]]
+
+
+def _tracked(method: Command) -> Command:
+    @functools.wraps(method)  # keeps @syntax's attributes for HELP
+    async def run(self: BridgeSMTP, arg: str | None) -> None:
+        before = self._work_state()
+        self._busy += 1
+        try:
+            await method(self, arg)
+        finally:
+            self._busy -= 1
+            if self._work_state() != before:
+                self._worked_at = time.monotonic()
+    return run
+
+
+_track_commands(BridgeSMTP, own_only=False)
+
+
+def _peer_address(transport: asyncio.BaseTransport) -> str:
+    peer = transport.get_extra_info("peername")
+    return str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+
+
+class _Gate(asyncio.Protocol):
+    """A connection's first protocol: it asks the listener's table for a slot before the
+    session exists (an aiosmtpd session costs far more to build than a refusal), then hands
+    the transport to the session, or answers 421 and closes."""
+
+    def __init__(self, connections: ConnectionTable, session: Callable[[], BridgeSMTP]
+                 ) -> None:
+        self._connections = connections
+        self._session = session
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        where = self._connections.make_room(_peer_address(transport))
+        if where is not Room.FREE:
+            transport.write((replies.TOO_MANY_CONNECTIONS if where is Room.ADDRESS_FULL
+                             else replies.LISTENER_FULL).encode() + b"\r\n")
+            transport.close()
+            return
+        session = self._session()
+        transport.set_protocol(session)
+        session.connection_made(transport)
+
+
 class BridgeLMTP(BridgeSMTP):
     """RFC 2033: LHLO instead of HELO/EHLO, one reply per recipient after DATA."""
 
@@ -708,8 +796,10 @@ class BridgeLMTP(BridgeSMTP):
 # ---------------------------------------------------------------- listener
 
 
-async def start_smtp(service: Service, config: Config, metrics: Metrics) -> asyncio.Server:
-    """Listen on [smtp] listen on the running loop; returns the asyncio server."""
+async def start_smtp(service: Service, config: Config, metrics: Metrics, *,
+                     connections: ConnectionTable | None = None) -> asyncio.Server:
+    """Listen on [smtp] listen on the running loop; returns the asyncio server.
+    `connections`: the listener's table of sessions, when the caller wants to see it."""
     smtp = config.smtp
     # aiosmtpd logs every command line at INFO ("AUTH PLAIN <credentials>" included).
     logging.getLogger("mail.log").setLevel(logging.WARNING)
@@ -719,12 +809,16 @@ async def start_smtp(service: Service, config: Config, metrics: Metrics) -> asyn
     listener = _Listener(service, config, metrics, frozenset(smtp.domains),
                          parse_notify(smtp.notify_default)
                          if smtp.mail_back and smtp.dsn else None,
-                         smtp.dsn_delay_after_s > 0)
+                         smtp.dsn_delay_after_s > 0,
+                         connections or ConnectionTable("smtp", smtp.connection_limits,
+                                                        log=log),
+                         AuthGuard(service.credentials, smtp.auth, "smtp"))
     cls = BridgeLMTP if smtp.lmtp else BridgeSMTP
     ident = "sms-bridge LMTP" if smtp.lmtp else "sms-bridge ESMTP"
     server = await loop.create_server(
-        lambda: cls(listener, tls_context=tls, auth_require_tls=auth_require_tls, ident=ident),
-        smtp.listen_host, smtp.listen_port)
+        lambda: _Gate(listener.connections, lambda: cls(
+            listener, tls_context=tls, auth_require_tls=auth_require_tls, ident=ident)),
+        smtp.listen_host, smtp.listen_port, backlog=511)
     log.info("smtp listening on %s:%d (%s, tls=%s)", smtp.listen_host,
              server.sockets[0].getsockname()[1], "lmtp" if smtp.lmtp else "smtp", tls is not None)
     return server

@@ -29,7 +29,11 @@ calls per second than the same no-op on stock aiohttp-spyne; see `python -m brid
 
 Authentication failures, missing or invalid, are HTTP 401 with
 `WWW-Authenticate: Basic realm="sms-bridge"` and an AUTH_FAILED (1703) SOAP fault body, so
-both HTTP-level clients and SOAP toolkits (which read the fault) see the reason.
+both HTTP-level clients and SOAP toolkits (which read the fault) see the reason. Checks go
+through the listener's AuthGuard ([soap] auth_*): a failure's answer is held longer as
+failures pile up, and an address (or user) with too many is answered 401 with Retry-After
+without a check; each failure is logged with the client address and the user. Missing
+credentials are not a failure (clients commonly try without, then answer the challenge).
 """
 
 from __future__ import annotations
@@ -46,12 +50,14 @@ from aiohttp_spyne.aio_method_ctx import AioMethodContext
 from bridge.config import AccountConfig, Config
 from bridge.core.errors import BridgeError, ErrorName
 from bridge.metrics import Metrics
+from bridge.intake.credentials import AuthGuard, Check
 from bridge.intake.service import Service
 from bridge.ingress.soap.faults import SOAP_FAULTS, SoapVersion, render_fault
 from bridge.ingress.soap.security import (
     REALM,
     AuthError,
     NonceCache,
+    UsernameToken,
     XmlRejected,
     check_freshness,
     digest_matches,
@@ -92,6 +98,7 @@ class SoapEndpoint:
         self.wss_skew_s = wss_skew_s
         self.services = tuple(services)
         self.nonces = NonceCache(ttl_s=wss_window_s + wss_skew_s)
+        self.auth = AuthGuard(service.credentials, self.soap.auth, "soap")
         self.parser = make_parser()
         # aiohttp-spyne's server base per SOAP version: Spyne on the loop, no thread pool.
         self.transports: dict[SoapVersion, Any] = {
@@ -139,10 +146,7 @@ class SoapEndpoint:
         try:
             account = await self._authenticate(request, root, version)
         except AuthError as exc:
-            self.metrics.rejected("soap", ErrorName.AUTH_FAILED.value)
-            log.info("soap authentication refused: %s", exc.reason)
-            return self._fault(version, ErrorName.AUTH_FAILED,
-                               "credentials required" if exc.missing else "bad credentials")
+            return self._auth_refused(request, version, exc)
         return await self._dispatch(request, version, root, account)
 
     async def _dispatch(self, request: web.Request, version: SoapVersion, root: Any,
@@ -200,33 +204,79 @@ class SoapEndpoint:
 
     async def _authenticate(self, request: web.Request, root: Any,
                             version: SoapVersion) -> AccountConfig:
-        basic = parse_basic(request.headers.get("Authorization"))
-        if basic is not None:
-            return await self._check_password(basic.username, basic.password)
-        token = find_username_token(root, version.envelope_ns)
-        if token is None:
-            raise AuthError("no credentials", missing=True)
-        now = self.clock()
-        check_freshness(token, now=now, window_s=self.wss_window_s, skew_s=self.wss_skew_s)
-        if token.digest:
-            found = self.service.credentials.account(token.username)
-            secret = found.password if found is not None else None
-            # Compare even for unknown accounts so names cannot be probed by timing.
-            ok = digest_matches(token, secret if secret is not None else "\0")
-            if found is None or secret is None or not ok:
-                raise AuthError("bad PasswordDigest")
-            account = found
-        else:
-            account = await self._check_password(token.username, token.password)
-        if token.nonce is not None and not self.nonces.add(token.username, token.nonce, now=now):
-            raise AuthError("UsernameToken nonce already used")
-        return account
+        """The account of the request's Basic credentials, else of its UsernameToken, through
+        the listener's AuthGuard; AuthError otherwise."""
+        user: str | None
+        try:
+            basic = parse_basic(request.headers.get("Authorization"))
+            if basic is not None:
+                user = basic.username
+                check = self._password_check(basic.username, basic.password)
+            else:
+                token = find_username_token(root, version.envelope_ns)
+                if token is None:
+                    raise AuthError("no credentials", missing=True)
+                user, check = token.username, self._token_check(token)
+        except AuthError as exc:
+            if exc.missing:
+                raise
+            user, check = None, _failing(exc.reason)  # malformed: a failure all the same
+        outcome = await self.auth.attempt(request.remote or "unknown", user, check)
+        if outcome.refused:
+            raise AuthError("too many authentication failures",
+                            retry_after_s=max(1.0, outcome.retry_after_s))
+        if outcome.account is None:
+            raise AuthError("bad credentials")
+        return outcome.account
 
-    async def _check_password(self, username: str, password: str) -> AccountConfig:
-        account = await self.service.credentials.password(username, password)
-        if account is None:
-            raise AuthError("bad password")
-        return account
+    def _password_check(self, username: str, password: str) -> Check:
+        async def check() -> AccountConfig | str:
+            return await self.service.credentials.password(username, password) \
+                or "bad password"
+        return check
+
+    def _token_check(self, token: UsernameToken) -> Check:
+        """A UsernameToken's check: its freshness, its password or digest, its nonce; the
+        reason of a failure for the log."""
+        async def check() -> AccountConfig | str:
+            now = self.clock()
+            try:
+                check_freshness(token, now=now, window_s=self.wss_window_s,
+                                skew_s=self.wss_skew_s)
+            except AuthError as exc:
+                return exc.reason
+            if token.digest:
+                found = self.service.credentials.account(token.username)
+                secret = found.password if found is not None else None
+                # Compare even for unknown accounts so names cannot be probed by timing.
+                ok = digest_matches(token, secret if secret is not None else "\0")
+                if found is None or secret is None or not ok:
+                    return "bad PasswordDigest"
+                account = found
+            else:
+                checked = await self.service.credentials.password(token.username,
+                                                                  token.password)
+                if checked is None:
+                    return "bad password"
+                account = checked
+            if token.nonce is not None and not self.nonces.add(token.username, token.nonce,
+                                                               now=now):
+                return "UsernameToken nonce already used"
+            return account
+        return check
+
+    def _auth_refused(self, request: web.Request, version: SoapVersion,
+                      exc: AuthError) -> web.Response:
+        """401 with an AUTH_FAILED fault; the guard has logged a failure with its address."""
+        self.metrics.rejected("soap", ErrorName.AUTH_FAILED.value)
+        if exc.missing:
+            log.info("soap credentials missing ip=%s", request.remote)
+            return self._fault(version, ErrorName.AUTH_FAILED, "credentials required")
+        if exc.retry_after_s:
+            return self._fault(version, ErrorName.AUTH_FAILED,
+                               "too many authentication failures, try again later",
+                               headers={"Retry-After": f"{exc.retry_after_s:.0f}"})
+        return self._fault(version, ErrorName.AUTH_FAILED, "bad credentials")
 
     # ------------------------------------------------------------------ GET
 
@@ -248,6 +298,12 @@ class SoapEndpoint:
             if len(self._wsdl) < _WSDL_CACHE_MAX:
                 self._wsdl[key] = document
         return web.Response(body=document, headers={"Content-Type": "text/xml; charset=utf-8"})
+
+
+def _failing(reason: str) -> Check:
+    async def check() -> AccountConfig | str:
+        return reason
+    return check
 
 
 async def _settle(pending: Any) -> Any:

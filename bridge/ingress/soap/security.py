@@ -75,12 +75,15 @@ def _first_line(text: str) -> str:
 
 
 class AuthError(Exception):
-    """Authentication refused. `missing` = no credentials at all (HTTP 401 challenge)."""
+    """Authentication refused. `missing` = no credentials at all (HTTP 401 challenge);
+    `retry_after_s` > 0: not checked, too many failures lately (try again after it)."""
 
-    def __init__(self, reason: str, *, missing: bool = False) -> None:
+    def __init__(self, reason: str, *, missing: bool = False,
+                 retry_after_s: float = 0.0) -> None:
         super().__init__(reason)
         self.reason = reason
         self.missing = missing
+        self.retry_after_s = retry_after_s
 
 
 @dataclass(frozen=True, slots=True)
