@@ -16,6 +16,9 @@ thread). What aiosmtpd does not do the way a gateway needs, this module does its
   idle session is closed with 421 when a newcomer needs its slot (bridge.core.floods);
 - AUTH is checked off the loop, and slowed and refused per address and per user
   (bridge.intake.credentials.AuthGuard).
+Where aiosmtpd has a hook (EHLO, HELO, RSET, AUTH) the hook is used; of its internals only its
+stream reader and writer and its idle timer are touched (DATA read in bulk, pipelined replies
+sent together), which tests/smtp/test_paths.py holds to.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from base64 import b64decode
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
-from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Session, syntax
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session, syntax
 
 from bridge.config import AccountConfig, Config, is_loopback
 from bridge.core.errors import BridgeError, ErrorName
@@ -44,6 +47,7 @@ from bridge.intake.credentials import AuthGuard
 from bridge.intake.service import Recipient, RecipientResult, Service, SubmitRequest, report_results
 from bridge.ingress.connections import ConnectionTable
 from bridge.ingress.smtp import replies
+from bridge.ingress.smtp.paths import split_path, strip_keyword
 from bridge.ingress.smtp.text import parse_mail
 from bridge.ingress.tls import server_context
 
@@ -54,11 +58,6 @@ _OFFLOAD_BYTES = 256 * 1024  # mails larger than this are parsed in a worker thr
 _MAX_AUTH_FAILURES = 3
 # Replies after which the client must act or the connection changes: never held back.
 _FLUSH_NOW = frozenset({b"220", b"221", b"334", b"354", b"421"})
-# `<dot-atom@domain> params`: what nearly every client sends; anything else goes to aiosmtpd's
-# full RFC 5322 parser (quoted local parts, source routes, literals, UTF-8…).
-_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_SIMPLE_PATH = re.compile(rf"\s*<({_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>"
-                          r"(?=\s|$)(.*)\Z", re.S)
 
 
 # ---------------------------------------------------------------- parameters (RFC 3461 etc.)
@@ -184,6 +183,8 @@ class _Handler:
 
     async def handle_EHLO(self, server: SMTP, session: Session, envelope: Any, hostname: str,
                           responses: list[str]) -> list[str]:
+        assert isinstance(server, BridgeSMTP)
+        server.end_transaction()  # EHLO resets the session too
         session.host_name = hostname
         lines = [r[4:] for r in responses if not r[4:].startswith("HELP")]
         head, rest = lines[0], lines[1:]
@@ -192,6 +193,18 @@ class _Handler:
         out = [f"250-{head}"] + [f"250-{line}" for line in rest]
         out[-1] = "250 " + out[-1][4:]
         return out
+
+    async def handle_HELO(self, server: SMTP, session: Session, envelope: Any,
+                          hostname: str) -> str:
+        assert isinstance(server, BridgeSMTP)
+        server.end_transaction()  # HELO resets the session (RFC 5321 §4.1.4)
+        session.host_name = hostname
+        return f"250 {server.hostname}"
+
+    async def handle_RSET(self, server: SMTP, session: Session, envelope: Any) -> str:
+        assert isinstance(server, BridgeSMTP)
+        server.end_transaction()
+        return "250 OK"
 
     async def handle_exception(self, error: Exception) -> str:
         log.error("smtp session error: %r", error, exc_info=error)
@@ -315,18 +328,9 @@ class BridgeSMTP(SMTP):
         finally:
             self._plain_replies = False
 
-    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
-        m = _SIMPLE_PATH.match(arg)
-        if m is not None:
-            return m.group(1), m.group(2)
-        try:
-            address, rest = super()._getaddr(arg)
-        except IndexError:  # the stdlib's get_angle_addr on a bare "<" or "<@"
-            return None, None
-        return address, rest
-
-    def _set_post_data_state(self) -> None:
-        super()._set_post_data_state()  # type: ignore[no-untyped-call]
+    def end_transaction(self) -> None:
+        """After DATA, RSET, HELO or EHLO: no mail transaction (aiosmtpd's envelope anew)."""
+        self.envelope = Envelope()
         self._txn = None
 
     # ---- who may send
@@ -398,18 +402,17 @@ class BridgeSMTP(SMTP):
 
     # ---- envelope
 
-    @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
     async def _path(self, rest: str, malformed: str, syntax: str) -> tuple[str, str] | None:
         """`<address> params` of MAIL or RCPT, or None once the refusal has been sent."""
-        address, params_text = self._getaddr(rest)
-        if address is None:
-            await self.push(malformed)
-            return None
-        if not address or params_text is None:
+        if not rest:
             await self.push(syntax)
             return None
-        return address, params_text
+        path = split_path(rest)
+        if path is None:
+            await self.push(malformed)
+        return path
 
+    @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
     async def smtp_MAIL(self, arg: str | None) -> None:
         if await self.check_helo_needed():
             return
@@ -421,7 +424,7 @@ class BridgeSMTP(SMTP):
             log.info("smtp refused ip=%s: not authenticated, not a relay network", self._ip)
             await self.push(replies.AUTH_REQUIRED)
             return
-        rest = self._strip_command_keyword("FROM:", arg or "")
+        rest = strip_keyword("FROM:", arg or "")
         if rest is None:
             await self.push(replies.MAIL_SYNTAX)
             return
@@ -503,7 +506,7 @@ class BridgeSMTP(SMTP):
         if txn is None:
             return
         listener = self._listener
-        rest = self._strip_command_keyword("TO:", arg or "")
+        rest = strip_keyword("TO:", arg or "")
         if rest is None:
             await self.push(replies.RCPT_SYNTAX)
             return
@@ -543,6 +546,8 @@ class BridgeSMTP(SMTP):
         limit = listener.config.smtp.max_recipients
         if len(txn.rcpts) >= limit:
             listener.metrics.rejected("smtp", ErrorName.TOO_MANY_RECIPIENTS.value)
+            log.info("smtp recipient refused ip=%s account=%s rcpt=%s: more than %d in one "
+                     "mail", self._ip, txn.account.name, local[:64], limit)
             await self.push(replies.too_many_recipients(limit))
             return
         if len(local) > 1 and local[0] == local[-1] == '"':
@@ -551,6 +556,8 @@ class BridgeSMTP(SMTP):
             destination = await listener.service.check_recipient(txn.account, local)
         except BridgeError as exc:
             listener.metrics.rejected("smtp", exc.name.value)
+            log.info("smtp recipient refused ip=%s account=%s rcpt=%s: %s", self._ip,
+                     txn.account.name, local[:64], exc)
             await self.push(replies.error(exc))
             return
         txn.rcpts.append(_Rcpt(address, destination, notify, words, orcpt))
@@ -559,6 +566,10 @@ class BridgeSMTP(SMTP):
         await self.push(replies.RCPT_OK)
 
     # ---- data
+
+    @syntax("VRFY <address>")
+    async def smtp_VRFY(self, arg: str | None) -> None:
+        await self.push(replies.VRFY_NEVER if arg else replies.VRFY_SYNTAX)
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str | None) -> None:
@@ -573,7 +584,7 @@ class BridgeSMTP(SMTP):
             return
         await self.push(replies.DATA_START)
         content = await self._read_data()
-        self._set_post_data_state()
+        self.end_transaction()
         if content is None:
             limit = self._listener.config.smtp.max_message_bytes
             self._listener.metrics.rejected("smtp", ErrorName.INVALID_MESSAGE.value,
