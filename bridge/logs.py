@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import queue
 import sys
+import threading
 import time
 from collections.abc import Callable
+from typing import TextIO
 
 
 class KeyValueFormatter(logging.Formatter):
@@ -26,11 +29,69 @@ class KeyValueFormatter(logging.Formatter):
         return line
 
 
-def setup_logging(level: str | int) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(KeyValueFormatter())
+class LineWriter(logging.Handler):
+    """Writes log lines off the event loop: `emit` only queues the record; a thread formats
+    what has queued up and writes it with one write and one flush. Under load that is one
+    system call for many lines, where a StreamHandler makes two per line; idle, each line goes
+    at once. The arguments of a record are formatted late, in the thread: log immutable
+    values (as the bridge does)."""
+
+    _STOP = None
+
+    def __init__(self, stream: TextIO, formatter: logging.Formatter) -> None:
+        super().__init__()
+        self.setFormatter(formatter)
+        self._stream = stream
+        self._queue: queue.SimpleQueue[logging.LogRecord | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
+        self._thread.start()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._queue.put(record)
+
+    def _run(self) -> None:
+        get, get_nowait = self._queue.get, self._queue.get_nowait
+        while True:
+            batch = [get()]
+            while batch[-1] is not self._STOP and len(batch) < 10_000:
+                try:
+                    batch.append(get_nowait())
+                except queue.Empty:
+                    break
+            records = [r for r in batch if r is not self._STOP]
+            lines = [line for line in map(self._line, records) if line is not None]
+            if lines:
+                try:
+                    self._stream.write("\n".join(lines) + "\n")
+                    self._stream.flush()
+                except Exception:  # a closed or full stream: the bridge goes on without logs
+                    self.handleError(records[0])
+            if len(records) < len(batch):
+                return
+
+    def _line(self, record: logging.LogRecord) -> str | None:
+        try:
+            return self.format(record)
+        except Exception:
+            self.handleError(record)
+            return None
+
+    def close(self) -> None:
+        """What was logged is written before the process ends (logging.shutdown at exit)."""
+        if self._thread.is_alive():
+            self._queue.put(self._STOP)
+            self._thread.join(5.0)
+        super().close()
+
+
+def setup_logging(level: str | int, stream: TextIO | None = None) -> None:
+    """The bridge's one log format on standard error (or `stream`), written off the loop."""
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    for old in root.handlers:
+        if isinstance(old, LineWriter):
+            old.close()
+    root.handlers[:] = [LineWriter(stream if stream is not None else sys.stderr,
+                                   KeyValueFormatter())]
     root.setLevel(level.upper() if isinstance(level, str) else level)
 
 

@@ -158,6 +158,9 @@ def _root_logging_restored() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     yield
+    for added in root.handlers:
+        if added not in handlers:
+            added.close()  # a LineWriter writes what it holds and ends its thread
     root.handlers[:] = handlers
     root.setLevel(level)
 

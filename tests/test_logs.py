@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import logging
 import re
 import signal
@@ -129,3 +130,37 @@ def test_an_episode_logs_its_start_summaries_and_end_not_each_failure(
                                    "156.0 s (last: disk full 2999)")
     assert len(messages) == 4
     assert [r.levelname for r in caplog.records] == ["ERROR", "ERROR", "ERROR", "WARNING"]
+
+
+class CountingStream(io.StringIO):
+    writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+def test_log_lines_are_written_off_the_caller_in_order_and_in_few_writes() -> None:
+    """The caller only queues a record; the writer thread writes what queued up together
+    (one write for many lines under load), in order, and everything by close()."""
+    from bridge.logs import KeyValueFormatter, LineWriter
+
+    stream = CountingStream()
+    writer = LineWriter(stream, KeyValueFormatter())
+    log = logging.getLogger("test.linewriter")
+    log.propagate = False
+    log.addHandler(writer)
+    log.setLevel(logging.INFO)
+    try:
+        for i in range(5000):
+            log.info("line %d of %s", i, "many")
+        log.info("bad %d", "not a number")  # a record that cannot be formatted is skipped
+        log.info("last")
+    finally:
+        log.removeHandler(writer)
+        writer.close()
+    lines = stream.getvalue().splitlines()
+    assert [line.split(" ", 3)[3] for line in lines] == \
+        [f"line {i} of many" for i in range(5000)] + ["last"]
+    assert all(line.split(" ")[1:3] == ["info", "test.linewriter"] for line in lines)
+    assert stream.writes < len(lines) / 10, stream.writes
