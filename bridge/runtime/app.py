@@ -20,7 +20,7 @@ from bridge.metrics import Metrics
 from bridge.runtime.outbound import OutboundSetup
 from bridge.intake.service import Service
 from bridge.simulator import SmscSimulator
-from bridge.outbound.smpp.pool import Routes
+from bridge.outbound.smpp.pool import routes_of
 from bridge.ingress.smtp.server import start_smtp
 from bridge.ingress.http.app import DEFAULT_LINE, add_http_routes, create_http_app, max_line_size
 from bridge.ingress.ops import add_ops_routes
@@ -63,7 +63,7 @@ class Bridge:
             config, tuple(smscs), logging.getLogger().getEffectiveLevel(),
             exclusive=store.spec.sqlite is not None))
         concat = ConcatMode(smscs[0].concat)  # config guarantees one form for every route
-        self.service = Service(config, store, routes=Routes(smscs).candidates, concat=concat)
+        self.service = Service(config, store, routes=routes_of(smscs, config.accounts).candidates, concat=concat)
         self._smtp_server = await start_smtp(self.service, config, self.metrics)
         self.smtp_port = self._smtp_server.sockets[0].getsockname()[1]
         app = create_soap_app(self.service, config, self.metrics)

@@ -86,7 +86,8 @@ class Outbound:
         self.pool = SmscPool(setup.smscs, on_receipt=self.dispatcher.on_receipt,
                              on_mo=self.dispatcher.on_mo,
                              ssl_context_factory=lambda smsc: smpp_tls(base_dir, smsc,
-                                                                       index[smsc.name]))
+                                                                       index[smsc.name]),
+                             accounts=setup.config.accounts)
         self.dispatcher.attach(self.pool)
         config = setup.config
         owner = self.dispatcher.instance
