@@ -94,20 +94,24 @@ class Bridge:
     async def health(self) -> dict[str, Any]:
         store = "ok" if self.store.healthy() else "unavailable"
         binds: dict[str, bool] = {}
+        health: dict[str, str] = {}
         queue_depth = 0
         instance, instances = "", []
         if store == "ok":
             try:
                 status = await asyncio.wait_for(self.store.outbound_status(), 5.0)
-                binds, queue_depth = status.binds, status.queue_depth
+                binds, queue_depth, health = status.binds, status.queue_depth, status.health
                 instance, instances = status.instance, list(status.instances)
                 if not status.store_writable:
                     store = "not writable"  # records fail: the outbound side is paused
             except Exception as exc:
                 log.error("health: the store process did not answer: %s", exc)
                 store = "unavailable"
-        return {"status": "ok" if any(binds.values()) and store == "ok" else "degraded",
-                "binds": binds, "store": store, "queue_depth": queue_depth, "time": time.time(),
+        # Ok while some SMSC can take traffic: bound, and not out of routing (its health).
+        usable = any(up and health.get(name) != "open" for name, up in binds.items())
+        return {"status": "ok" if usable and store == "ok" else "degraded",
+                "binds": binds, "smsc_health": health, "store": store,
+                "queue_depth": queue_depth, "time": time.time(),
                 "instance": instance, "instances": instances}
 
     async def stop(self, drain_timeout: float = 10.0) -> None:

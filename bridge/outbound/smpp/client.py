@@ -38,12 +38,14 @@ from typing import Awaitable, Callable
 from bridge.config import SmscConfig
 from bridge.core import reassembly
 from bridge.core.encoding import decode_text
+from bridge.core.health import TIMEOUT_FAULT, submit_fault
 from bridge.core.model import Address
 from bridge.core.policy import doubling_delay
 from bridge.core.receipts import Receipt, parse_receipt
 from bridge.logs import Episode
 from bridge.outbound.smpp import codec
 from bridge.outbound.smpp.codec import SubmitSm, command_status_name
+from bridge.outbound.smpp.health import LinkHealth, breaker_rule
 
 __all__ = [
     "MoHandler", "MoMessage", "NotBound", "ReceiptHandler", "SmppBind", "SubmitOutcomeUnknown",
@@ -428,6 +430,10 @@ class SmppBind:
         self.overdue = 0  # submits past response_timeout_s
         self.late_answers = 0  # ... that were answered after all
         self.timeouts = 0  # ... that were not, within wait_ack_s
+        #: Every submit's outcome goes here once: an answer in time by whose fault its status
+        #: is, a submit past response_timeout_s as a timeout (its late answer is not counted
+        #: again). The dispatcher routes by it.
+        self.health = LinkHealth(config.name, breaker_rule(config))
 
     # ---------------------------------------------------------------- state
 
@@ -667,9 +673,9 @@ class SmppBind:
             seq = link.next_seq()
             raw = codec.encode_submit(seq, sm)  # ValueError: nothing sent
             cfg = self.config
+            late_s = max(0.0, cfg.wait_ack_s - cfg.response_timeout_s)
             try:
-                fut = link.send_request(seq, raw, cfg.response_timeout_s,
-                                        max(0.0, cfg.wait_ack_s - cfg.response_timeout_s))
+                fut = link.send_request(seq, raw, cfg.response_timeout_s, late_s)
             except _LinkLost:
                 raise NotBound(f"smsc={self.name} not bound") from None
             self.in_flight += 1
@@ -681,6 +687,8 @@ class SmppBind:
             except _ResponseTimeout:
                 link.suspect()
                 self.timeouts += 1
+                if not late_s:  # else counted when it went overdue
+                    self.health.record(TIMEOUT_FAULT)
                 raise SubmitOutcomeUnknown(
                     f"smsc={self.name} no submit_sm_resp within "
                     f"{max(cfg.wait_ack_s, cfg.response_timeout_s):g}s (seq {seq})") from None
@@ -692,33 +700,41 @@ class SmppBind:
                 self.in_flight -= 1
                 if self.in_flight == 0:
                     self._idle.set()
-        self._answered_after(link.loop.time() - sent)
+        in_time = self._answered_after(link.loop.time() - sent)
         command_id = int.from_bytes(frame[4:8], "big")
         if command_id == codec.GENERIC_NACK:
             status = int.from_bytes(frame[8:12], "big")
             log.warning("smsc=%s generic_nack 0x%08X %s for submit_sm seq=%d", self.name,
                         status, command_status_name(status), seq)
-            return SubmitResult(status, None)
+            return self._result(status, None, in_time)
         try:
             status, message_id = codec.decode_submit_resp(frame)
         except codec.CodecError as exc:
             raise SubmitOutcomeUnknown(f"smsc={self.name} undecodable submit_sm_resp: {exc}") \
                 from None
+        return self._result(status, message_id, in_time)
+
+    def _result(self, status: int, message_id: str | None, in_time: bool) -> SubmitResult:
+        if in_time:  # a late one was counted as a timeout when it went overdue
+            self.health.record(submit_fault(status))
         return SubmitResult(status, message_id)
 
-    def _answered_after(self, seconds: float) -> None:
+    def _answered_after(self, seconds: float) -> bool:
         """A submit_sm_resp came: one later than `response_timeout_s` is still the answer
-        (taken, counted, logged once per episode of late answers)."""
+        (taken, counted, logged once per episode of late answers). True when in time."""
         if seconds > self.config.response_timeout_s:
             self.late_answers += 1
             self._late.failed(f"a submit_sm_resp came after {seconds:.1f} s; taken")
-        elif self._late.active:
+            return False
+        if self._late.active:
             self._late.succeeded()
+        return True
 
     def _overdue(self, n: int) -> None:
         """`n` of a link's submits went past `response_timeout_s` unanswered (their answers
-        may still come)."""
+        may still come): for the link's health, each is a timeout."""
         self.overdue += n
+        self.health.record(TIMEOUT_FAULT, n)
 
     def share_tps(self, holders: int) -> None:
         """`max_tps` is the limit of the whole cluster: with `holders` instances bound to this
