@@ -322,6 +322,20 @@ def concat_of(short_message: bytes, esm_class: int, tlvs: Tlvs) -> ConcatMode | 
     return None
 
 
+def reference_of(short_message: bytes, esm_class: int, tlvs: Tlvs) -> int | None:
+    """The concatenation reference a stored part carries (UDH element or SAR), or None."""
+    for name, value in tlvs:
+        if name == "sar_msg_ref_num" and isinstance(value, int):
+            return value
+    if esm_class & UDHI:
+        for iei, at, length in _ies(short_message):
+            if iei == _IEI_CONCAT8 and length == 3:
+                return short_message[at]
+            if iei == _IEI_CONCAT16 and length == 4:
+                return int.from_bytes(short_message[at:at + 2], "big")
+    return None
+
+
 def is_wap_push(short_message: bytes, esm_class: int) -> bool:
     """A part with 16-bit application ports in its UDH (bridge.core.wap). Its PDU is not kept,
     so it is never planned again; its UDH carries it through an SMSC of any form."""

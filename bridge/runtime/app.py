@@ -15,7 +15,6 @@ from typing import Any
 from aiohttp import web
 
 from bridge.config import Config, SmscConfig, effective_smscs
-from bridge.core.segmentation import ConcatMode
 from bridge.metrics import Metrics
 from bridge.runtime.outbound import OutboundSetup
 from bridge.intake.service import Service
@@ -62,8 +61,8 @@ class Bridge:
         await store.open(outbound=OutboundSetup(
             config, tuple(smscs), logging.getLogger().getEffectiveLevel(),
             exclusive=store.spec.sqlite is not None))
-        concat = ConcatMode(smscs[0].concat)  # config guarantees one form for every route
-        self.service = Service(config, store, routes=routes_of(smscs, config.accounts).candidates, concat=concat)
+        # Each recipient's message is planned for its first route's form (bridge.core.routing).
+        self.service = Service(config, store, routes=routes_of(smscs, config.accounts))
         self._smtp_server = await start_smtp(self.service, config, self.metrics)
         self.smtp_port = self._smtp_server.sockets[0].getsockname()[1]
         app = create_soap_app(self.service, config, self.metrics)

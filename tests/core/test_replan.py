@@ -23,6 +23,7 @@ from bridge.core.segmentation import (
     plan_message,
     plan_wap_push,
     reference_max,
+    reference_of,
     with_reference,
 )
 from tests.core.test_segmentation import TEXTS
@@ -56,6 +57,7 @@ def test_a_new_reference_changes_only_the_reference(text: str, mode: ConcatMode,
     assert rewritten == stored(again)
     for sm, tlvs in stored(plan):
         assert concat_of(sm, plan.esm_class, tlvs) is (mode if plan.parts > 1 else None)
+        assert reference_of(sm, plan.esm_class, tlvs) == (first if plan.parts > 1 else None)
 
 
 @given(st.sampled_from(CUT), st.integers(0, 255), st.integers(0, 255))

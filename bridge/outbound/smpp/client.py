@@ -49,7 +49,7 @@ from bridge.outbound.smpp.health import LinkHealth, breaker_rule
 
 __all__ = [
     "MoHandler", "MoMessage", "NotBound", "ReceiptHandler", "SmppBind", "SubmitOutcomeUnknown",
-    "SubmitResult", "SubmitSm", "TryLater", "command_status_name",
+    "SubmitResult", "SubmitSm", "TooLate", "TryLater", "command_status_name",
 ]
 
 log = logging.getLogger("bridge.smpp")
@@ -67,6 +67,11 @@ class SubmitOutcomeUnknown(Exception):
 
 class NotBound(Exception):
     """No bound transmitter (or the bind is stopping): nothing was sent."""
+
+
+class TooLate(NotBound):
+    """The submit could not leave within the time it was given (the window or max_tps held
+    it): nothing was sent."""
 
 
 class TryLater(Exception):
@@ -430,9 +435,9 @@ class SmppBind:
         self.overdue = 0  # submits past response_timeout_s
         self.late_answers = 0  # ... that were answered after all
         self.timeouts = 0  # ... that were not, within wait_ack_s
-        #: Every submit's outcome goes here once: an answer in time by whose fault its status
-        #: is, a submit past response_timeout_s as a timeout (its late answer is not counted
-        #: again). The dispatcher routes by it.
+        #: Every submit's outcome goes here once it is known: an answer (a late one too: it
+        #: is the answer) by whose fault its status is; no answer within wait_ack_s as a
+        #: timeout. The dispatcher routes by it.
         self.health = LinkHealth(config.name, breaker_rule(config))
 
     # ---------------------------------------------------------------- state
@@ -657,12 +662,18 @@ class SmppBind:
 
     # ---------------------------------------------------------------- submit
 
-    async def submit(self, sm: SubmitSm) -> SubmitResult:
+    async def submit(self, sm: SubmitSm, *, within_s: float | None = None) -> SubmitResult:
+        """`within_s`: the submit must leave within this many seconds (the other parts of
+        its message went earlier, SPEC's part deadline), else TooLate and nothing is sent."""
         if not self.bound:
             raise NotBound(f"smsc={self.name} not bound")
+        send_by = None if within_s is None else time.monotonic() + within_s
         async with self._window:
             if self._interval:
                 await self._pace()
+            if send_by is not None and time.monotonic() > send_by:
+                raise TooLate(f"smsc={self.name} window or max_tps held the submit past "
+                              f"its deadline")
             link = self._links[self._tx_role]
             if self._stopping or link is None or not link.bound:
                 raise NotBound(f"smsc={self.name} not bound")
@@ -687,8 +698,7 @@ class SmppBind:
             except _ResponseTimeout:
                 link.suspect()
                 self.timeouts += 1
-                if not late_s:  # else counted when it went overdue
-                    self.health.record(TIMEOUT_FAULT)
+                self.health.record(TIMEOUT_FAULT)
                 raise SubmitOutcomeUnknown(
                     f"smsc={self.name} no submit_sm_resp within "
                     f"{max(cfg.wait_ack_s, cfg.response_timeout_s):g}s (seq {seq})") from None
@@ -700,41 +710,37 @@ class SmppBind:
                 self.in_flight -= 1
                 if self.in_flight == 0:
                     self._idle.set()
-        in_time = self._answered_after(link.loop.time() - sent)
+        self._answered_after(link.loop.time() - sent)
         command_id = int.from_bytes(frame[4:8], "big")
         if command_id == codec.GENERIC_NACK:
             status = int.from_bytes(frame[8:12], "big")
             log.warning("smsc=%s generic_nack 0x%08X %s for submit_sm seq=%d", self.name,
                         status, command_status_name(status), seq)
-            return self._result(status, None, in_time)
+            return self._result(status, None)
         try:
             status, message_id = codec.decode_submit_resp(frame)
         except codec.CodecError as exc:
             raise SubmitOutcomeUnknown(f"smsc={self.name} undecodable submit_sm_resp: {exc}") \
                 from None
-        return self._result(status, message_id, in_time)
+        return self._result(status, message_id)
 
-    def _result(self, status: int, message_id: str | None, in_time: bool) -> SubmitResult:
-        if in_time:  # a late one was counted as a timeout when it went overdue
-            self.health.record(submit_fault(status))
+    def _result(self, status: int, message_id: str | None) -> SubmitResult:
+        self.health.record(submit_fault(status))
         return SubmitResult(status, message_id)
 
-    def _answered_after(self, seconds: float) -> bool:
+    def _answered_after(self, seconds: float) -> None:
         """A submit_sm_resp came: one later than `response_timeout_s` is still the answer
-        (taken, counted, logged once per episode of late answers). True when in time."""
+        (taken, counted, logged once per episode of late answers)."""
         if seconds > self.config.response_timeout_s:
             self.late_answers += 1
             self._late.failed(f"a submit_sm_resp came after {seconds:.1f} s; taken")
-            return False
-        if self._late.active:
+        elif self._late.active:
             self._late.succeeded()
-        return True
 
     def _overdue(self, n: int) -> None:
         """`n` of a link's submits went past `response_timeout_s` unanswered (their answers
-        may still come): for the link's health, each is a timeout."""
+        may still come)."""
         self.overdue += n
-        self.health.record(TIMEOUT_FAULT, n)
 
     def share_tps(self, holders: int) -> None:
         """`max_tps` is the limit of the whole cluster: with `holders` instances bound to this
