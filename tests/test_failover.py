@@ -11,21 +11,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from bridge.config import SimulatorConfig
 from bridge.core.health import Circuit
+from bridge.core.model import Ingress
+from bridge.intake.service import Recipient, SubmitRequest
 from bridge.core.states import MessageState
 from bridge.outbound.dispatcher import worker_count
 from bridge.simulator import SmscSimulator
 from bridge.simulator.server import ReceivedMessage
-from tests.conftest import DEMO_PASSWORD
+from tests.conftest import DEMO_PASSWORD, make_config, running_bridge
 from tests.test_dispatcher import Pipeline, pipeline
 
 DEADLINE_S = 1.0
-#: Quick to trip and quick to cool down, for tests: three link faults in three outcomes.
+#: Quick to trip, for tests: three link faults in three outcomes. 16-bit references: the
+#: simulator tells messages apart by reference, and 8-bit ones drawn at random for a dozen
+#: messages to three numbers collide now and then.
 BREAKER = {"breaker_min_submits": 3, "breaker_failure_rate": 0.5, "breaker_window_s": 10,
-           "breaker_cooldown_s": 30}
+           "breaker_cooldown_s": 30, "concat": "udh16"}
 POLICY = {"part_deadline_s": DEADLINE_S, "retry_base_s": 0.02, "retry_max_s": 0.1,
           "retry_max": 6}
 
@@ -190,7 +195,7 @@ async def test_a_second_part_throttled_past_the_deadline_goes_again_whole(tmp_pa
 async def test_a_throttled_part_that_passes_in_time_stays_on_its_bind(tmp_path: Path) -> None:
     """Part 2 throttled twice only: the retries fit the deadline, the message completes on
     the one SMSC it started on, nothing goes again."""
-    async with pipeline(tmp_path, sim(throttle_part=2, throttle_part_times=2),
+    async with pipeline(tmp_path, sim(throttle_part=2, throttle_part_times=2), smsc=BREAKER,
                         policy=POLICY) as p:
         sent = await send_all(p, 3, NUMBERS[:1])
         await delivered(p, sent)
@@ -201,7 +206,7 @@ async def test_a_throttled_part_that_passes_in_time_stays_on_its_bind(tmp_path: 
 async def test_sent_again_whole_at_most_retry_max_times_then_failed(tmp_path: Path) -> None:
     """One SMSC that always throttles part 2: the message goes again whole retry_max times,
     then fails with INTERNAL_ERROR; nothing incomplete is ever complete at the SMSC."""
-    async with pipeline(tmp_path, sim(throttle_part=2),
+    async with pipeline(tmp_path, sim(throttle_part=2), smsc=BREAKER,
                         policy={**POLICY, "retry_max": 2, "retry_base_s": 0.05,
                                 "retry_max_s": 0.1}) as p:
         [mid] = await p.send(NUMBERS[0], text=long_text(1))
@@ -244,9 +249,10 @@ async def test_a_reroute_to_an_smsc_of_another_form_plans_the_message_again(
     no Latin-1: a Latin-1 text planned for the first at acceptance goes to the second as
     SAR parts in UCS2, complete and with the same text."""
     text = "Garçon, où est la gare? " * 8  # Latin-1 is its cheapest exact encoding
-    async with pipeline(tmp_path, sim(error_every=1), smsc={"name": "udh", **BREAKER},
-                        more=[(sim(), {"name": "sar", "concat": "sar",
-                                       "encodings": ["gsm7", "ucs2"], **BREAKER})],
+    async with pipeline(tmp_path, sim(error_every=1),
+                        smsc={"name": "udh", **BREAKER, "concat": "udh8"},
+                        more=[(sim(), {**BREAKER, "name": "sar", "concat": "sar",
+                                       "encodings": ["gsm7", "ucs2"]})],
                         policy=POLICY) as p:
         [mid] = await p.send(NUMBERS[0], text=text)
         await p.wait_state(mid, MessageState.DELIVERED)
@@ -267,7 +273,7 @@ def account(**extra: Any) -> list[dict[str, Any]]:
 async def test_an_accounts_own_routes_and_its_form_at_acceptance(tmp_path: Path) -> None:
     """An account whose smscs list names only the second (SAR) SMSC: its messages go there
     though the first covers the number too, planned in SAR when accepted (not again)."""
-    async with pipeline(tmp_path, smsc={"prefixes": ["+44"]},
+    async with pipeline(tmp_path, smsc={"prefixes": ["+44"], "concat": "udh16"},
                         more=[(sim(), {"name": "own", "concat": "sar"})],
                         account=account(smscs=["own"]), policy=POLICY) as p:
         sent = await send_all(p, 3, NUMBERS)
@@ -286,3 +292,38 @@ async def test_weights_spread_a_prefix_over_two_smscs(tmp_path: Path) -> None:
         per_smsc = check_at_the_simulators(p, sent)
         assert per_smsc.get("sim", 0) >= 5 and per_smsc.get("other", 0) >= 5
         assert "standby" not in per_smsc  # fail-over only
+
+
+async def test_healthz_and_metrics_show_an_smsc_out_of_routing(tmp_path: Path) -> None:
+    """A whole bridge (store process, outbound side) on two simulators, the first failing
+    every submit: /healthz says which SMSC is out of routing and stays "ok" while the other
+    takes the traffic; /metrics has the circuit of each."""
+    bad, good = sim(error_every=1), sim()
+    tables = [{"name": name, "port": await each.start(), "system_id": "bridge",
+               "password": "secret", "reconnect_min_s": 0.05, **BREAKER}
+              for name, each in (("bad", bad), ("good", good))]
+    config = make_config(tmp_path, simulator={"enabled": False}, smsc=tables, policy=POLICY)
+    try:
+        async with running_bridge(config) as bridge:
+            assert bridge.service is not None
+            results = await bridge.service.submit(SubmitRequest(
+                account="demo", recipients=tuple(Recipient(f"+4474003000{i:02d}")
+                                                 for i in range(6)),
+                text="hello", ingress=Ingress.SOAP))
+            assert all(r.status == "accepted" for r in results), results
+            await good.wait_for_submits(6)
+            async with aiohttp.ClientSession() as http:
+                base = f"http://127.0.0.1:{bridge.soap_port}"
+                async with http.get(f"{base}/healthz") as response:
+                    health_json = await response.json()
+                    assert response.status == 200
+                async with http.get(f"{base}/metrics") as response:
+                    metrics = await response.text()
+    finally:
+        await bad.stop()
+        await good.stop()
+    assert health_json["smsc_health"] == {"bad": "open", "good": "closed"}
+    assert health_json["binds"] == {"bad": True, "good": True}
+    assert 'sms_bridge_smsc_health{smsc="bad",state="open"} 1.0' in metrics
+    assert 'sms_bridge_smsc_health{smsc="good",state="closed"} 1.0' in metrics
+    assert 'sms_bridge_smsc_out_of_routing{smsc="bad"} 1.0' in metrics

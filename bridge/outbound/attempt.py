@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -39,7 +39,8 @@ class Delivery:
     and the records of it not yet known durable."""
 
     __slots__ = ("message", "source", "destination", "bind", "routes", "avoided", "unfit",
-                 "records", "first_at", "acked", "sent_ids", "restarts", "restart_reason")
+                 "records", "first_at", "acked", "sent_ids", "restarts", "restart_reason",
+                 "_shape")
 
     def __init__(self, message: OutboundMessage) -> None:
         self.message = message
@@ -56,6 +57,14 @@ class Delivery:
         self.sent_ids: list[str] = []  # their SMSC ids, for the timeline of a restart
         self.restarts = 0
         self.restart_reason: str | None = None  # set: the next route gets fresh parts
+        self._shape: Shape | None = None
+
+    @property
+    def shape(self) -> Shape:
+        """What its stored parts were planned as (read once per set of parts)."""
+        if self._shape is None:
+            self._shape = shape_of(self.message)
+        return self._shape
 
     @property
     def pinned(self) -> bool:
@@ -78,7 +87,7 @@ class Delivery:
         self.acked.add(seq)
         self.sent_ids.append(smsc_id)
 
-    def resume(self, binds: dict[str, SmppBind], now: float) -> None:
+    def resume(self, binds: Mapping[str, SmppBind], now: float) -> None:
         """A message claimed half sent (a previous run acknowledged some parts): pinned to
         their SMSC, its deadline counted from their first submit; sent again whole when
         that SMSC is gone from the config."""
@@ -94,18 +103,17 @@ class Delivery:
                             default=now)
         self.sent_ids = [p.smsc_id for p in acked if p.smsc_id is not None]
 
-    def abandon(self, reason: str) -> list[str]:
-        """This attempt is given up: the next route chosen gets fresh parts. The SMSC ids it
-        leaves behind."""
-        left = self.sent_ids
+    def abandon(self, reason: str) -> None:
+        """This attempt is given up: the next route chosen gets fresh parts (the timeline
+        will say why, and which SMSC ids were left behind)."""
+        left = ",".join(self.sent_ids)
         if self.bind is not None:
             self.avoid(self.bind)
         self.first_at = None
         self.acked = set()
         self.sent_ids = []
         self.restarts += 1
-        self.restart_reason = reason
-        return left
+        self.restart_reason = f"{reason}; abandoned smsc ids {left}" if left else reason
 
     def take_parts(self, parts: Sequence[NewPart], *, data_coding: int, esm_class: int) -> None:
         """The store holds these parts now: the message's attempt starts afresh with them."""
@@ -115,6 +123,7 @@ class Delivery:
                                                         None) for p in parts))
         self.acked = set()
         self.restart_reason = None
+        self._shape = None
 
 
 @dataclass(frozen=True)

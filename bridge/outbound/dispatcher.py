@@ -44,7 +44,6 @@ from bridge.outbound.attempt import (
     new_reference,
     replanned,
     rereferenced,
-    shape_of,
 )
 from bridge.outbound.smpp.pool import SmscPool
 from bridge.outbound.gate import RecordGate
@@ -272,7 +271,7 @@ class Dispatcher:
                                 "validity ended before submission")
                 return
             assert self.pool is not None
-            delivery.resume(dict(self.pool.binds), self.clock())
+            delivery.resume(self.pool.binds, self.clock())
             while True:
                 reason = await self._attempt(delivery)
                 if reason is None or not await self._restart(delivery, reason):
@@ -304,11 +303,9 @@ class Dispatcher:
             await self._end(delivery, MessageState.FAILED, ErrorName.INTERNAL_ERROR,
                             f"{reason}; sent again whole {limit} time(s), given up")
             return False
-        left = delivery.abandon(reason)
-        log.warning("restart id=%s (%d/%d): %s; abandoned smsc ids %s", message.id,
-                    delivery.restarts, limit, reason, ",".join(left) or "-")
-        if left:
-            delivery.restart_reason = f"{reason}; abandoned smsc ids {','.join(left)}"
+        delivery.abandon(reason)
+        log.warning("restart id=%s (%d/%d): %s", message.id, delivery.restarts, limit,
+                    delivery.restart_reason)
         if self._other_route(delivery, None) is None:
             await asyncio.sleep(self._backoff(delivery.restarts))
         return True
@@ -504,7 +501,7 @@ class Dispatcher:
         message = delivery.message
         assert self.pool is not None
         form = self.pool.routes.form(bind.name)
-        shape = shape_of(message)
+        shape = delivery.shape
         same = shape.wap or plan_fits(shape.concat, shape.encoding, form)
         if same and delivery.restart_reason is None:
             return None
