@@ -33,6 +33,7 @@ from bridge.ids import new_message_id
 from bridge.outbound.smpp.client import (
     MoMessage,
     NotBound,
+    OutOfRouting,
     SmppBind,
     SubmitOutcomeUnknown,
     SubmitSm,
@@ -330,7 +331,8 @@ class Dispatcher:
                 if delivery.pinned:
                     return f"part {part.seq}/{part.total} not sent on smsc={chosen.name}: {exc}"
                 delivery.bind = None
-                await asyncio.sleep(0.05)
+                if not isinstance(exc, OutOfRouting):  # else another route takes it at once
+                    await asyncio.sleep(0.05)
                 continue
             except SubmitOutcomeUnknown as exc:
                 attempt += 1

@@ -38,7 +38,7 @@ from typing import Awaitable, Callable
 from bridge.config import SmscConfig
 from bridge.core import reassembly
 from bridge.core.encoding import decode_text
-from bridge.core.health import TIMEOUT_FAULT, submit_fault
+from bridge.core.health import TIMEOUT_FAULT, Circuit, submit_fault
 from bridge.core.model import Address
 from bridge.core.policy import doubling_delay
 from bridge.core.receipts import Receipt, parse_receipt
@@ -48,7 +48,8 @@ from bridge.outbound.smpp.codec import SubmitSm, command_status_name
 from bridge.outbound.smpp.health import LinkHealth, breaker_rule
 
 __all__ = [
-    "MoHandler", "MoMessage", "NotBound", "ReceiptHandler", "SmppBind", "SubmitOutcomeUnknown",
+    "MoHandler", "MoMessage", "NotBound", "OutOfRouting", "ReceiptHandler", "SmppBind",
+    "SubmitOutcomeUnknown",
     "SubmitResult", "SubmitSm", "TooLate", "TryLater", "command_status_name",
 ]
 
@@ -67,6 +68,11 @@ class SubmitOutcomeUnknown(Exception):
 
 class NotBound(Exception):
     """No bound transmitter (or the bind is stopping): nothing was sent."""
+
+
+class OutOfRouting(NotBound):
+    """The link was taken out of routing (its health) while the submit waited for the
+    window: nothing was sent, another route should take it."""
 
 
 class TooLate(NotBound):
@@ -674,6 +680,8 @@ class SmppBind:
             if send_by is not None and time.monotonic() > send_by:
                 raise TooLate(f"smsc={self.name} window or max_tps held the submit past "
                               f"its deadline")
+            if self.health.circuit is Circuit.OPEN:  # tripped while this one waited
+                raise OutOfRouting(f"smsc={self.name} out of routing")
             link = self._links[self._tx_role]
             if self._stopping or link is None or not link.bound:
                 raise NotBound(f"smsc={self.name} not bound")
