@@ -90,13 +90,15 @@ class Delivery:
     def resume(self, binds: Mapping[str, SmppBind], now: float) -> None:
         """A message claimed half sent (a previous run acknowledged some parts): pinned to
         their SMSC, its deadline counted from their first submit; sent again whole when
-        that SMSC is gone from the config."""
+        that SMSC is gone from the config (or they went to several)."""
         acked = [p for p in self.message.parts if p.smsc_id is not None]
         if not acked or len(acked) == len(self.message.parts):
             return
-        bind = binds.get(acked[0].smsc or "")
+        smscs = {p.smsc for p in acked}
+        bind = binds.get(acked[0].smsc or "") if len(smscs) == 1 else None
         if bind is None:
-            self.restart_reason = f"its SMSC {acked[0].smsc} is not configured any more"
+            self.restart_reason = f"its parts went to {', '.join(sorted(map(str, smscs)))}, " \
+                                  f"not one configured SMSC"
             return
         self.bind = bind
         self.first_at = min((p.submitted_at for p in acked if p.submitted_at is not None),

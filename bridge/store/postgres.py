@@ -918,21 +918,21 @@ async def _receipt(store: PostgresStore, tx: _Tx, smsc: str, id_keys: tuple[str,
 async def _restart(store: PostgresStore, tx: _Tx, message_id: str,
                    parts: tuple[tuple[int, int, bytes, str], ...], data_coding: int,
                    esm_class: int, encoding: str, at: float, detail: str) -> bool:
-    """See Store.restart_message. The old keys' advisory locks are taken first, so a receipt
-    for one of them on another instance is applied wholly before (and reset here) or wholly
-    after (an orphan): never to a part of the new attempt."""
+    """See Store.restart_message. The old keys' advisory locks are taken first (before the
+    message's row, in the order a receipt takes them), so a receipt for one of them on
+    another instance is applied wholly before (and reset here) or wholly after (an orphan):
+    never to a part of the new attempt. The keys cannot grow meanwhile: the instance that
+    restarts the message is the one that submits its parts."""
     conn = tx.conn
+    keys = await conn.fetch("SELECT smsc, key FROM smsc_keys WHERE message_id = $1",
+                            message_id)
+    await conn.execute("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k "
+                       "ORDER BY k", sorted({lock_key("smsc-key", smsc, key)
+                                             for smsc, key in keys}))
     state = await conn.fetchval("SELECT state FROM messages WHERE id = $1 FOR UPDATE",
                                 message_id)
     if state not in RESTARTABLE:
         return False
-    keys: dict[str, list[str]] = {}
-    for smsc, key in await conn.fetch("SELECT smsc, key FROM smsc_keys WHERE message_id = $1",
-                                      message_id):
-        keys.setdefault(smsc, []).append(key)
-    await conn.execute("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k "
-                       "ORDER BY k", sorted({lock_key("smsc-key", smsc, key)
-                                             for smsc, ks in keys.items() for key in ks}))
     await conn.execute("DELETE FROM smsc_keys WHERE message_id = $1", message_id)
     await conn.execute("DELETE FROM parts WHERE message_id = $1", message_id)
     n = len(parts)
