@@ -6,6 +6,7 @@ part deadline, none lost, duplicates within the bound, order per destination kep
 from __future__ import annotations
 
 import collections
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -327,3 +328,26 @@ async def test_healthz_and_metrics_show_an_smsc_out_of_routing(tmp_path: Path) -
     assert 'sms_bridge_smsc_health{smsc="bad",state="open"} 1.0' in metrics
     assert 'sms_bridge_smsc_health{smsc="good",state="closed"} 1.0' in metrics
     assert 'sms_bridge_smsc_out_of_routing{smsc="bad"} 1.0' in metrics
+
+
+@pytest.mark.parametrize(("deadline_s", "sent_ago_s"), [(30.0, 0.0), (2.0, 120.0)])
+async def test_a_message_resumed_half_sent(tmp_path: Path, deadline_s: float,
+                                           sent_ago_s: float) -> None:
+    """A previous run had part 1 acknowledged, then stopped. Resumed within the deadline,
+    only part 2 goes, on the same SMSC; resumed after it, the message goes again whole
+    with a new reference."""
+    policy = {**POLICY, "part_deadline_s": deadline_s}
+    async with pipeline(tmp_path, smsc=BREAKER, policy=policy) as p:
+        await p.dispatcher.stop()
+        [mid] = await p.send(NUMBERS[0], text=long_text(7))
+        await p.store.record_submitted(mid, 1, smsc="sim", smsc_id="ab12", id_keys=["hex:ab12"],
+                                       at=time.time() - sent_ago_s)
+    async with pipeline(tmp_path, smsc=BREAKER, policy=policy) as p:
+        await p.wait_state(mid, MessageState.SUBMITTED, MessageState.DELIVERED)
+        restarted = [e for e in await p.store.timeline(mid) if e.state == "restarted"]
+        if sent_ago_s < deadline_s:
+            assert [s.concat.seq for s in p.sim.submits if s.concat] == [2] and not restarted
+        else:
+            [message] = p.sim.messages()
+            assert message.complete and message.text == long_text(7)
+            assert len(restarted) == 1 and "abandoned smsc ids ab12" in restarted[0].detail
