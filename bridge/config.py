@@ -201,11 +201,23 @@ class SmscConfig:
     prefixes: tuple[str, ...] = ()  # empty = catch-all
     id_format: str = "auto"  # auto | hex | dec
     concat: str = "udh8"  # udh8 | udh16 | sar | payload
+    # The encodings this SMSC takes for text (bridge.core.segmentation.RouteForm); a message
+    # in another is planned again for it.
+    encodings: tuple[str, ...] = ("gsm7", "latin1", "ucs2")
+    # Share of its routing tier's traffic (bridge.core.routing); 0 = fail-over only.
+    weight: int = 0
     source_ton_short_code: int = 3
     source_npi_short_code: int = 0
     # Binds the SMSC allows the whole cluster (0 = every instance binds): that many live
     # instances hold it, and the bind moves when its holder dies (bridge.core.cluster).
     cluster_binds: int = 0
+    # Health (bridge.core.health): out of routing for breaker_cooldown_s once at least
+    # breaker_min_submits outcomes within breaker_window_s were breaker_failure_rate link
+    # faults (system errors, failed submits, timeouts); 0 = never.
+    breaker_failure_rate: float = 0.5
+    breaker_min_submits: int = 10
+    breaker_window_s: float = 30.0
+    breaker_cooldown_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -273,6 +285,9 @@ class AccountConfig:
     dlr_url: str | None = None
     #: Where inbound SMS to this account's numbers (its numeric `senders`) are POSTed, as JSON.
     mo_url: str | None = None
+    #: The SMSCs this account sends through, in fail-over order (bridge.core.routing); () =
+    #: the prefix routes.
+    smscs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -745,12 +760,24 @@ def _smsc(r: _Reader, index: int) -> SmscConfig:
                            else 'must be "+" followed by digits'),
         id_format=r.get("id_format", str, d.id_format, _one_of("auto", "hex", "dec")),
         concat=r.get("concat", str, d.concat, _one_of("udh8", "udh16", "sar", "payload")),
+        encodings=r.strings("encodings", d.encodings, _one_of("gsm7", "latin1", "ucs2")),
+        weight=r.get("weight", int, d.weight, _between(0, 1_000_000)),
         source_ton_short_code=r.get("source_ton_short_code", int, d.source_ton_short_code,
                                     _between(0, 6)),
         source_npi_short_code=r.get("source_npi_short_code", int, d.source_npi_short_code,
                                     _between(0, 18)),
         cluster_binds=r.get("cluster_binds", int, d.cluster_binds, _between(0, 1000)),
+        breaker_failure_rate=r.get("breaker_failure_rate", float, d.breaker_failure_rate,
+                                   _between(0, 1)),
+        breaker_min_submits=r.get("breaker_min_submits", int, d.breaker_min_submits,
+                                  _between(1, 1_000_000)),
+        breaker_window_s=r.get("breaker_window_s", float, d.breaker_window_s,
+                               _between(0.1, 86400)),
+        breaker_cooldown_s=r.get("breaker_cooldown_s", float, d.breaker_cooldown_s,
+                                 _between(0.01, 86400)),
     )
+    if "ucs2" not in cfg.encodings:
+        r.fail("encodings", 'must include "ucs2" so every text has an encoding this SMSC takes')
     r.finish()
     return cfg
 
@@ -879,6 +906,7 @@ def _account(r: _Reader, index: int) -> AccountConfig:
         api_tokens=r.strings("api_tokens", (), _hash_problem),
         dlr_url=r.get("dlr_url", str, None, lambda v: callback_url_problem(v, "dlr_url")),
         mo_url=r.get("mo_url", str, None, lambda v: callback_url_problem(v, "mo_url")),
+        smscs=r.strings("smscs"),
     )
     if cfg.callback_secret is not None and len(cfg.callback_secret) < 16:
         r.fail("callback_secret", "must be at least 16 characters")
@@ -934,12 +962,11 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path = Path("."),
             if name in seen:
                 problems.append(f"{label}[{i}].name: duplicate name \"{name}\"")
             seen.add(name)
-    for i, smsc in enumerate(smscs[1:], 1):
-        if smsc.concat != smscs[0].concat:
-            # Messages are split once, before routing, so every route must take the same form.
-            problems.append(f"smsc[{i}].concat: must equal smsc[0].concat "
-                            f"(\"{smscs[0].concat}\"): messages are split before routing")
+    routable = {s.name for s in smscs} or ({"simulator"} if simulator.enabled else set())
     for i, acct in enumerate(accounts):
+        for name in acct.smscs:
+            if name not in routable:
+                problems.append(f"account[{i}].smscs: no [[smsc]] named \"{name}\"")
         if acct.password is None and acct.password_hash is None and not acct.relay_networks:
             problems.append(f"account[{i}]: needs password, password_hash or relay_networks")
         if acct.default_sender is not None and acct.senders and \

@@ -76,6 +76,13 @@ class OutboundMetrics(_Registry):
                                 ["smsc", "status"], registry=self.registry)
         self._binds_up = Gauge("sms_bridge_binds_up", "1 when the SMSC bind is up", ["smsc"],
                                registry=self.registry)
+        self._smsc_health = Gauge(
+            "sms_bridge_smsc_health", "1 for the circuit an SMSC's link is in: closed (in "
+            "routing), open (out of routing for a cool-down), half_open (a probe decides)",
+            ["smsc", "state"], registry=self.registry)
+        self._out_of_routing = Gauge(
+            "sms_bridge_smsc_out_of_routing", "Times an SMSC's link was taken out of routing "
+            "since start", ["smsc"], registry=self.registry)
         self._instance_up = Gauge("sms_bridge_instance_up",
                                   "1 while an instance sharing the store heartbeats", ["instance"],
                                   registry=self.registry)
@@ -127,6 +134,13 @@ class OutboundMetrics(_Registry):
         for view in instances:
             self._instance_up.labels(view.id).set(1 if view.alive else 0)
             self._instance_held.labels(view.id).set(view.held)
+
+    def set_smsc_health(self, smsc: str, circuit: str, states: Sequence[str],
+                        opened: int) -> None:
+        """The circuit `smsc` is in now, one of `states` (read at scrape time)."""
+        for state in states:
+            self._child(self._smsc_health, smsc, state).set(1 if state == circuit else 0)
+        self._child(self._out_of_routing, smsc).set(opened)
 
     def set_binds_up(self, smsc: str, up: bool) -> None:
         self._child(self._binds_up, smsc).set(1 if up else 0)

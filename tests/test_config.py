@@ -88,8 +88,15 @@ def test_shipped_config_is_valid_and_uses_the_simulator() -> None:
      'account[1].name: duplicate name "a"'),
     ({"smtp": {"colour": "red"}}, "smtp.colour: unknown key"),
     ({"store": {"commit_interval_ms": 2}}, "store.commit_interval_ms: unknown key"),
-    ({"smsc": [{"name": "x"}, {"name": "y", "concat": "sar"}]},
-     'smsc[1].concat: must equal smsc[0].concat ("udh8")'),
+    ({"smsc": [{"name": "x", "encodings": ["gsm7"]}]},
+     'smsc[0].encodings: must include "ucs2"'),
+    ({"smsc": [{"name": "x", "encodings": ["gsm7", "ucs2", "utf8"]}]},
+     'smsc[0].encodings[2]: must be one of'),
+    ({"smsc": [{"name": "x", "weight": -1}]}, "smsc[0].weight: must be 0.."),
+    ({"smsc": [{"name": "x", "breaker_failure_rate": 1.5}]},
+     "smsc[0].breaker_failure_rate: must be 0..1"),
+    ({"smsc": [{"name": "x"}], "account": [{"name": "a", "password": "p", "smscs": ["y"]}]},
+     'account[0].smscs: no [[smsc]] named "y"'),
     ({"bogus": {}}, "bogus: unknown section"),
     ({"http": {"listen": "x"}}, 'http.listen: must be "host:port"'),
     ({"http": {"json_path": "api"}}, 'http.json_path: must be "" (off) or a path'),
@@ -153,6 +160,18 @@ def test_the_config_path_comes_from_sms_bridge_config(
     monkeypatch.setenv("SMS_BRIDGE_CONFIG", str(ROOT / "conf" / "bridge.toml"))
     assert main(["check-config"]) == 0
     assert f"{ROOT / 'conf' / 'bridge.toml'}: ok" in capsys.readouterr().out
+def test_smscs_of_different_forms_and_accounts_with_their_own_routes() -> None:
+    config = parse_config({**BASE, "smsc": [
+        {"name": "udh", "prefixes": ["+44"], "weight": 2},
+        {"name": "sar", "concat": "sar", "encodings": ["gsm7", "ucs2"], "weight": 1,
+         "breaker_failure_rate": 0, "breaker_cooldown_s": 5}],
+        "account": [{"name": "a", "password": "p", "smscs": ["sar", "udh"]}]})
+    udh, sar = config.smsc
+    assert (udh.concat, sar.concat, sar.encodings) == ("udh8", "sar", ("gsm7", "ucs2"))
+    assert (udh.weight, sar.weight, sar.breaker_failure_rate, sar.breaker_cooldown_s) == \
+        (2, 1, 0.0, 5.0)
+    assert udh.encodings == ("gsm7", "latin1", "ucs2") and udh.breaker_min_submits == 10
+    assert config.accounts[0].smscs == ("sar", "udh")
 
 
 def test_every_problem_is_reported_at_once() -> None:

@@ -40,6 +40,8 @@ class Pipeline:
     service: Service
     dispatcher: Dispatcher
     config: Config
+    #: Every simulator by the name of its [[smsc]] ("sim" is the first).
+    sims: dict[str, SmscSimulator]
 
     async def send(self, *numbers: str, text: str = "hello", **kw: Any) -> list[str]:
         results = await self.service.submit(SubmitRequest(
@@ -63,19 +65,27 @@ class Pipeline:
 async def pipeline(tmp_path: Path, sim: SmscSimulator | None = None, *,
                    clock: Callable[[], float] = time.time,
                    dispatcher_clock: Callable[[], float] | None = None, smsc: dict[str, Any] | None = None,
+                   more: Sequence[tuple[SmscSimulator, dict[str, Any]]] = (),
                    **sections: Any) -> AsyncIterator[Pipeline]:
+    """One simulator as [[smsc]] "sim" (its table overridden by `smsc`), and each of `more`
+    as another [[smsc]] after it (its table: at least a name)."""
     sim = sim or SmscSimulator(SimulatorConfig(enabled=True, port=0, receipt_delay_s=0.01))
-    port = await sim.start()
-    smsc_table = {"name": "sim", "port": port, "system_id": "bridge", "password": "secret",
-                  "window": 10, "reconnect_min_s": 0.05, "reconnect_max_s": 0.2,
-                  "response_timeout_s": 1.0, **(smsc or {})}
+    tables: list[dict[str, Any]] = []
+    sims: dict[str, SmscSimulator] = {}
+    for each, overrides in ((sim, {"name": "sim", **(smsc or {})}), *more):
+        port = await each.start()
+        tables.append({"port": port, "system_id": "bridge", "password": "secret",
+                       "window": 10, "reconnect_min_s": 0.05, "reconnect_max_s": 0.2,
+                       "response_timeout_s": 1.0, **overrides})
+        sims[overrides["name"]] = each
     sections.setdefault("policy", {})
     sections["policy"] = {"retry_base_s": 0.01, "retry_max_s": 0.05, **sections["policy"]}
-    config = make_config(tmp_path, simulator={"enabled": False}, smsc=[smsc_table], **sections)
+    config = make_config(tmp_path, simulator={"enabled": False}, smsc=tables, **sections)
     store = open_store(config.store, tmp_path)
     await store.open()
     dispatcher = Dispatcher(config, store, metrics=OutboundMetrics(), clock=dispatcher_clock or clock)
-    pool = SmscPool(config.smsc, on_receipt=dispatcher.on_receipt, on_mo=dispatcher.on_mo)
+    pool = SmscPool(config.smsc, on_receipt=dispatcher.on_receipt, on_mo=dispatcher.on_mo,
+                    accounts=config.accounts)
     dispatcher.attach(pool)
     real_accept = store.accept
 
@@ -95,17 +105,18 @@ async def pipeline(tmp_path: Path, sim: SmscSimulator | None = None, *,
         return committed
 
     store.accept = accept  # type: ignore[method-assign]
-    service = Service(config, store, routes=pool.routes.candidates, clock=clock)
+    service = Service(config, store, routes=pool.routes, clock=clock)
     await pool.start()
     await pool.wait_bound(5)
     await dispatcher.start()
     try:
-        yield Pipeline(sim, store, service, dispatcher, config)
+        yield Pipeline(sim, store, service, dispatcher, config, sims)
     finally:
         await dispatcher.stop()
         await pool.stop()
         await store.close()
-        await sim.stop()
+        for each in sims.values():
+            await each.stop()
 
 
 async def test_message_is_submitted_and_delivered_with_a_timeline(tmp_path: Path) -> None:

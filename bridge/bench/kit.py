@@ -5,6 +5,7 @@ A child announces itself with one JSON line on stdout (its ports) and serves unt
 closes, so it never outlives the parent, however the parent ends.
 
     python -m bridge.bench.kit simulator [--no-receipts] [--receipt-delay S] [--system-id ID]
+        [--error-every N [--error-status 0x08]]
 """
 
 from __future__ import annotations
@@ -384,7 +385,9 @@ async def _serve_simulator(args: argparse.Namespace) -> None:
 
     sim = SmscSimulator(SimulatorConfig(enabled=True, port=0, system_id=args.system_id,
                                         password=args.password, receipts=not args.no_receipts,
-                                        receipt_delay_s=args.receipt_delay))
+                                        receipt_delay_s=args.receipt_delay,
+                                        error_every=args.error_every,
+                                        error_status=args.error_status))
     port = await sim.start()
     try:
         await announce_and_wait({"port": port, "pid": os.getpid()})
@@ -400,6 +403,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     sim.add_argument("--password", default="secret")
     sim.add_argument("--no-receipts", action="store_true")
     sim.add_argument("--receipt-delay", type=float, default=0.01)
+    sim.add_argument("--error-every", type=int, default=0,
+                     help="answer every Nth submit_sm with --error-status (0x08 by default)")
+    sim.add_argument("--error-status", type=lambda v: int(v, 0), default=0x08)
     args = parser.parse_args(argv)
     asyncio.run(_serve_simulator(args))
 

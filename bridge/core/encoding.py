@@ -223,6 +223,27 @@ def data_coding_for(enc: Encoding, flash: bool, message_class: int | None = None
     return _CLASS_ALPHABET[enc] | message_class
 
 
+
+def encoding_of(data_coding: int) -> Encoding:
+    """The encoding a data_coding made by `data_coding_for` carries (the inverse, for a plan
+    read back from the store): 0x03 Latin-1, 0x08 UCS2, 0x04 8-bit, 0x00 GSM, and with a
+    class (0x10..0x1F) the alphabet in bits 3..2."""
+    if data_coding == 0x03:
+        return Encoding.LATIN1
+    if data_coding in (0x02, 0x04):
+        return Encoding.BINARY
+    if data_coding == 0x08:
+        return Encoding.UCS2
+    if 0x10 <= data_coding <= 0x3F:
+        return (Encoding.GSM7, Encoding.BINARY, Encoding.UCS2, Encoding.GSM7)[
+            (data_coding >> 2) & 0x03]
+    return Encoding.GSM7
+
+
+def class_of(data_coding: int) -> int | None:
+    """The message class `data_coding_for` put in a data_coding (flash is 0), or None."""
+    return data_coding & 0x03 if 0x10 <= data_coding <= 0x1F else None
+
 # SMPP 3.4 §5.2.19 data_coding 0x00..0x0F: the alphabet for each value, as a Python codec
 # ("gsm7" for our decoder). Values with no clear codec (JIS, pictograms, Kanji, KS C 5601)
 # fall back to Latin-1, which at least keeps every octet.

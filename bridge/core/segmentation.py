@@ -15,6 +15,7 @@ randomness and the same input always gives the same plan.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -256,3 +257,135 @@ def truncate_to_fit(text: str, fits: Callable[[str], bool], marker: str = "…")
         else:
             hi = mid
     return text[:lo].rstrip() + marker
+
+
+# ---------------------------------------------------------------- plans per route, restarts
+
+#: A part's optional parameters as smpplib names them.
+Tlvs = tuple[tuple[str, int | bytes], ...]
+
+_IEI_CONCAT8, _IEI_CONCAT16, _IEI_PORTS16 = 0x00, 0x08, 0x05
+
+
+def encode_tlvs(tlvs: Tlvs) -> str:
+    """A part's TLVs as the store keeps them: JSON pairs, bytes as {"hex": …}."""
+    if not tlvs:
+        return "[]"  # the usual case (UDH concatenation, no flash subunit)
+    return json.dumps([[name, {"hex": value.hex()} if isinstance(value, bytes) else value]
+                       for name, value in tlvs])
+
+
+def decode_tlvs(stored: str) -> Tlvs:
+    if stored == "[]":  # the common case: skip the JSON parser per submit
+        return ()
+    return tuple((name, bytes.fromhex(value["hex"]) if isinstance(value, dict) else int(value))
+                 for name, value in json.loads(stored))
+
+
+@dataclass(frozen=True)
+class RouteForm:
+    """How one SMSC takes a long message and which encodings it takes ([[smsc]] concat and
+    encodings): a message is planned for the route it goes on."""
+
+    concat: ConcatMode = ConcatMode.UDH8
+    encodings: tuple[Encoding, ...] = (Encoding.GSM7, Encoding.LATIN1, Encoding.UCS2)
+
+    def takes(self, encoding: Encoding) -> bool:
+        """8-bit data (a binary message, a WAP Push) is data, not text: every SMSC takes it."""
+        return encoding is Encoding.BINARY or encoding in self.encodings
+
+
+def _ies(short_message: bytes) -> list[tuple[int, int, int]]:
+    """(IEI, offset of its data in short_message, its length) of each UDH element."""
+    end = 1 + short_message[0] if short_message else 0
+    found, i = [], 1
+    while i + 2 <= end and i + 2 + short_message[i + 1] <= end:
+        found.append((short_message[i], i + 2, short_message[i + 1]))
+        i += 2 + short_message[i + 1]
+    return found
+
+
+def concat_of(short_message: bytes, esm_class: int, tlvs: Tlvs) -> ConcatMode | None:
+    """How a stored part ties to its message: its concatenation form, PAYLOAD for a text in
+    message_payload, None for a lone part in short_message (it fits any form)."""
+    names = {name for name, _ in tlvs}
+    if "message_payload" in names:
+        return ConcatMode.PAYLOAD
+    if "sar_msg_ref_num" in names:
+        return ConcatMode.SAR
+    if esm_class & UDHI:
+        for iei, _, length in _ies(short_message):
+            if iei == _IEI_CONCAT8 and length == 3:
+                return ConcatMode.UDH8
+            if iei == _IEI_CONCAT16 and length == 4:
+                return ConcatMode.UDH16
+    return None
+
+
+def reference_of(short_message: bytes, esm_class: int, tlvs: Tlvs) -> int | None:
+    """The concatenation reference a stored part carries (UDH element or SAR), or None."""
+    for name, value in tlvs:
+        if name == "sar_msg_ref_num" and isinstance(value, int):
+            return value
+    if esm_class & UDHI:
+        for iei, at, length in _ies(short_message):
+            if iei == _IEI_CONCAT8 and length == 3:
+                return short_message[at]
+            if iei == _IEI_CONCAT16 and length == 4:
+                return int.from_bytes(short_message[at:at + 2], "big")
+    return None
+
+
+def is_wap_push(short_message: bytes, esm_class: int) -> bool:
+    """A part with 16-bit application ports in its UDH (bridge.core.wap). Its PDU is not kept,
+    so it is never planned again; its UDH carries it through an SMSC of any form."""
+    return bool(esm_class & UDHI) and any(iei == _IEI_PORTS16
+                                          for iei, _, _ in _ies(short_message))
+
+
+def with_reference(short_message: bytes, esm_class: int, tlvs: Tlvs,
+                   reference: int) -> tuple[bytes, Tlvs]:
+    """A stored part with another concatenation reference, and nothing else changed: the
+    UDH element's reference (8- or 16-bit) or sar_msg_ref_num. A message sent again whole
+    gets a new one, so a handset never joins its parts with the abandoned attempt's."""
+    out = bytearray(short_message)
+    if esm_class & UDHI:
+        for iei, at, length in _ies(short_message):
+            if iei == _IEI_CONCAT8 and length == 3:
+                out[at] = reference & 0xFF
+            elif iei == _IEI_CONCAT16 and length == 4:
+                out[at:at + 2] = (reference & 0xFFFF).to_bytes(2, "big")
+    new_tlvs = tuple((name, reference if name == "sar_msg_ref_num" else value)
+                     for name, value in tlvs)
+    return bytes(out), new_tlvs
+
+
+def plan_fits(stored: ConcatMode | None, encoding: Encoding, route: RouteForm) -> bool:
+    """Whether parts planned in the `stored` form and `encoding` can go on `route` as they
+    are: the same form (a lone short_message part fits all) in an encoding it takes."""
+    return route.takes(encoding) and (stored is None or stored is route.concat)
+
+
+def plan_for_route(text: str, route: RouteForm, *, auto: tuple[Encoding, ...],
+                   type_code: int | None = None, flash: bool = False,
+                   encoding: Encoding | None = None, message_class: int | None = None,
+                   url: str | None = None, max_parts: int = 10,
+                   reference: int = 0) -> SegmentPlan:
+    """`plan_message` for an SMSC of form `route`: its concatenation, and an encoding it
+    takes. An encoding the request fixed (type code or coding) is kept when the SMSC takes
+    it; otherwise the cheapest exact one among the `auto` candidates the SMSC takes (flash
+    and class are kept). The reference is taken modulo the form's range."""
+    wap = type_code == WAP_PUSH_TYPE
+    fixed = encoding if encoding is not None else \
+        resolve_type(type_code, flash).encoding if type_code is not None and not wap else None
+    if fixed is not None and not route.takes(fixed):
+        flash = resolve_type(type_code, flash).flash if type_code is not None else flash
+        type_code, encoding = None, None
+    candidates = tuple(e for e in auto if route.takes(e))
+    if not candidates:
+        raise BridgeError(ErrorName.INVALID_MESSAGE, "the SMSC takes none of the encodings")
+    return plan_message(text, type_code=type_code, flash=flash, concat=route.concat,
+                        max_parts=max_parts,
+                        reference=reference % (reference_max(route.concat) + 1),
+                        candidates=candidates, encoding=encoding, message_class=message_class,
+                        url=url)

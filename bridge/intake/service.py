@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import ipaddress
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -25,12 +24,14 @@ from bridge.core.errors import BridgeError, ErrorName
 from bridge.core.meta import Meta, MetaKey, meta_json
 from bridge.core.model import Address, Ingress
 from bridge.core.policy import duplicate_digester, quota_left
+from bridge.core.routing import Routes
 from bridge.core.segmentation import (
     ConcatMode,
+    RouteForm,
     SegmentPlan,
+    encode_tlvs,
     max_text_chars,
-    plan_message,
-    reference_max,
+    plan_for_route,
     truncate_to_fit,
 )
 from bridge.core.states import MessageState
@@ -159,13 +160,9 @@ class Page:
     messages: tuple[MessageView, ...]
 
 
-def _tlvs_json(plan: SegmentPlan, seq: int) -> str:
-    seg = plan.segments[seq - 1]
-    tlvs = plan.tlvs(seg)
-    if not tlvs:
-        return "[]"  # the usual case (UDH concatenation, no flash subunit)
-    return json.dumps([[name, {"hex": value.hex()} if isinstance(value, bytes) else value]
-                       for name, value in tlvs])
+def _new_parts(plan: SegmentPlan) -> tuple[NewPart, ...]:
+    return tuple(NewPart(seg.seq, seg.total, seg.short_message, encode_tlvs(plan.tlvs(seg)))
+                 for seg in plan.segments)
 
 
 def _content(req: SubmitRequest) -> str:
@@ -196,7 +193,7 @@ class Service:
         config: Config,
         store: Store,
         *,
-        routes: Callable[[str], Sequence[str]] | None = None,
+        routes: Routes | None = None,
         clock: Callable[[], float] = time.time,
         new_id: Callable[[], str] = new_message_id,
         new_reference: Callable[[], int] = random_reference,
@@ -204,19 +201,23 @@ class Service:
     ) -> None:
         self.config = config
         self.store = store
-        #: The SMSCs that may send to a number, in fail-over order (bridge.outbound.smpp.pool's
-        #: rule); none: not routable. None: every number, by any SMSC (tests).
+        #: Which SMSCs may send to a number for an account, in fail-over order, and the form
+        #: each wants (bridge.core.routing); none: not routable. None: every number, by any
+        #: SMSC, planned in `concat` (tests).
         self.routes = routes
         self.clock = clock
         self.new_id = new_id
         self.new_reference = new_reference
-        self.concat = concat
+        # A request is planned for the first SMSC's form; a recipient whose first route
+        # takes another is planned again for it (the dispatcher plans again on a re-route).
+        self._default_form = routes.form(routes.names[0]) if routes is not None and \
+            routes.names else RouteForm(concat)
         self._accounts = {a.name: a for a in config.accounts}
         self.credentials = Credentials(config.accounts, clock=clock)
         self._encodings = tuple(Encoding(e) for e in config.policy.auto_encodings)
-        # Fixed by the config: the cheap length bound and the UDH reference range.
-        self._max_chars = max_text_chars(config.policy.max_parts, concat)
-        self._reference_modulus = reference_max(concat) + 1
+        # Fixed by the config: the cheap length bound (the loosest form's, with routes).
+        self._max_chars = max_text_chars(config.policy.max_parts,
+                                         concat if routes is None else ConcatMode.UDH8)
         # Each ingress has its own limit; SMTP also applies it per RCPT, as the protocol wants.
         self._recipient_limits = {Ingress.SMTP: config.smtp.max_recipients,
                                   Ingress.SOAP: config.soap.max_recipients,
@@ -289,7 +290,7 @@ class Service:
     def _destination(self, account: AccountConfig, raw: str) -> Address:
         address = normalise_recipient(raw, default_region=account.default_region,
                                       mobile_only=account.mobile_only)
-        if self.routes is not None and not self.routes(address.e164):
+        if self.routes is not None and not self.routes.routable(address.e164, account.name):
             raise BridgeError(ErrorName.INVALID_DESTINATION, f"{address.e164} {_NOT_ROUTABLE}")
         return address
 
@@ -307,14 +308,10 @@ class Service:
             text = text[:self._max_chars + 1]  # the cheap bound first: the search plans often
         sender_raw = req.sender if req.sender not in (None, "") else account.default_sender
         source = (parse_sender(sender_raw, allowed=account.senders) if sender_raw else None)
-        reference = self.new_reference() % self._reference_modulus
+        reference = self.new_reference()
 
         def planned(candidate: str) -> SegmentPlan:
-            return plan_message(candidate, type_code=req.type_code, flash=req.flash,
-                                concat=self.concat, max_parts=self.config.policy.max_parts,
-                                reference=reference, candidates=self._encodings,
-                                encoding=req.encoding, message_class=req.message_class,
-                                url=req.url)
+            return self._plan_text(candidate, req, self._default_form, reference)
 
         try:
             return planned(text), source, text
@@ -335,6 +332,30 @@ class Service:
         ucs2 = choose_encoding(text, self._encodings) is Encoding.UCS2
         text = truncate_to_fit(text, fits, "…" if ucs2 else "...")
         return planned(text), source, text
+
+    def _plan_text(self, text: str, req: SubmitRequest, form: RouteForm,
+                   reference: int) -> SegmentPlan:
+        return plan_for_route(text, form, auto=self._encodings, type_code=req.type_code,
+                              flash=req.flash, encoding=req.encoding,
+                              message_class=req.message_class, url=req.url,
+                              max_parts=self.config.policy.max_parts, reference=reference)
+
+    def _routed_plan(self, plans: dict[RouteForm, tuple[SegmentPlan, tuple[NewPart, ...]]],
+                     routes: tuple[str, ...], text: str,
+                     req: SubmitRequest) -> tuple[SegmentPlan, tuple[NewPart, ...]]:
+        """The plan for a recipient's first route, made once per form in a request. One
+        its form cannot carry keeps the request's plan: the dispatcher plans again for the
+        route it takes, or fails the message when none can carry it."""
+        form = self.routes.form(routes[0]) if self.routes is not None and routes \
+            else self._default_form
+        found = plans.get(form)
+        if found is None:
+            try:
+                plan = self._plan_text(text, req, form, self.new_reference())
+                found = plans[form] = (plan, _new_parts(plan))
+            except BridgeError:
+                found = plans[form] = plans[self._default_form]
+        return found
 
     # ------------------------------------------------------------------ submit
 
@@ -375,9 +396,8 @@ class Service:
         validity_s = 60.0 * (req.validity_minutes or policy.validity_default_minutes)
         scheduled = req.send_at is not None and req.send_at > now + 1.0
         start = req.send_at if scheduled and req.send_at is not None else now
-        parts = tuple(NewPart(seg.seq, seg.total, seg.short_message, _tlvs_json(plan, seg.seq))
-                      for seg in plan.segments)
-        billed_parts = plan.air_parts  # in message_payload mode the SMSC splits it
+        plans = {self._default_form: (plan, _new_parts(plan))}
+        planned: dict[int, SegmentPlan] = {}
         # Everything below is the same for every recipient of the request: worked out once.
         source_addr, source_ton, source_npi = \
             (source.value, source.ton, source.npi) if source else (None, 0, 0)
@@ -408,12 +428,16 @@ class Service:
             stored_meta = meta_json(request_meta, recipient.meta) if recipient.meta \
                 else request_meta_json
             destinations[index] = destination
+            routes = tuple(self.routes.candidates(e164, account.name)) \
+                if self.routes is not None else ()
+            routed, parts = self._routed_plan(plans, routes, text, req)
+            planned[index] = routed
             pending.append((index, NewMessage(
                 id=self.new_id(), account=account.name, ingress=req.ingress, recipient=e164,
                 raw_recipient=recipient.raw, source_addr=source_addr, source_ton=source_ton,
                 source_npi=source_npi, dest_ton=destination.ton, dest_npi=destination.npi,
-                text=text, encoding=plan.encoding.value, data_coding=plan.data_coding,
-                esm_class=plan.esm_class, registered_delivery=registered_delivery,
+                text=text, encoding=routed.encoding.value, data_coding=routed.data_coding,
+                esm_class=routed.esm_class, registered_delivery=registered_delivery,
                 parts=parts, state=state, created_at=now, send_at=send_at,
                 expires_at=expires_at, idempotency_key=key,
                 dup_digest=digest(e164) if digest is not None else None,
@@ -422,7 +446,7 @@ class Service:
                 rate_per_s=account.rate_per_s,
                 callback_url=req.callback_url, meta_json=stored_meta,
                 dsn_notify=recipient.dsn_notify, report_mask=req.report_mask,
-                routes=tuple(self.routes(e164)) if self.routes is not None else ())))
+                routes=routes)))
         if pending:
             try:
                 outcomes = await self.store.accept([m for _, m in pending], now=now)
@@ -431,15 +455,16 @@ class Service:
                     from exc
             for (index, _), outcome in zip(pending, outcomes):
                 raw = req.recipients[index].raw
+                # in message_payload mode the SMSC splits it: billed as it will
+                billed, encoding = planned[index].air_parts, planned[index].encoding.value
                 if outcome.status in ("accepted", "idempotent"):
                     results[index] = RecipientResult(raw, "accepted", outcome.message_id,
-                                                     billed_parts, plan.encoding.value,
+                                                     billed, encoding,
                                                      repeat=outcome.status == "idempotent")
                 elif outcome.status == "duplicate":
                     error = BridgeError(ErrorName.DUPLICATE, "same message inside the duplicate window")
                     results[index] = RecipientResult(raw, ErrorName.DUPLICATE.value,
-                                                     outcome.message_id, billed_parts,
-                                                     plan.encoding.value, error)
+                                                     outcome.message_id, billed, encoding, error)
                 else:
                     error = _LIMIT_ERRORS[outcome.status](account, destinations[index])
                     results[index] = RecipientResult(raw, error.name.value, None, 0, None, error)

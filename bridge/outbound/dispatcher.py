@@ -11,37 +11,49 @@ from __future__ import annotations
 import asyncio
 import functools
 import heapq
-import json
 import logging
 import random
 import time
 from collections import deque
 from dataclasses import replace
+from enum import Enum
 from typing import Any, Awaitable, Callable, Iterable, Sequence
 
 from bridge.config import Config
-from bridge.core.errors import ErrorName
-from bridge.core.model import Address, Ingress, meta_strings
+from bridge.core.encoding import Encoding
+from bridge.core.errors import BridgeError, ErrorName
+from bridge.core.health import Fault, submit_fault
+from bridge.core.model import Ingress, meta_strings
 from bridge.core.policy import doubling_delay
 from bridge.core.receipts import Receipt, smsc_id_keys
+from bridge.core.segmentation import SegmentPlan, decode_tlvs, plan_fits, plan_for_route
 from bridge.core.states import MessageState, Retry, receipt_part_state, upstream_verdict
 from bridge.metrics import OutboundMetrics
 from bridge.ids import new_message_id
 from bridge.outbound.smpp.client import (
     MoMessage,
     NotBound,
+    OutOfRouting,
     SmppBind,
     SubmitOutcomeUnknown,
     SubmitSm,
     TryLater,
 )
-from bridge.outbound.smpp.pool import SmscPool, first_bound
+from bridge.outbound.attempt import (
+    Delivery,
+    Shape,
+    new_reference,
+    replanned,
+    rereferenced,
+)
+from bridge.outbound.smpp.pool import SmscPool
 from bridge.outbound.gate import RecordGate
 from bridge.core.cluster import should_hold
 from bridge.outbound.membership import HOLD_MAX, InstanceView, Membership, default_name, holders
 from bridge.store.base import (
     InboundMessage,
     MoPart,
+    NewPart,
     OutboundMessage,
     OutboundPart,
     ReceiptOutcome,
@@ -69,15 +81,6 @@ def _relative_validity(total: int) -> str:
     return f"{min(years, 99):02d}{months:02d}{days:02d}{hours:02d}{minutes:02d}{secs:02d}000R"
 
 
-def decode_tlvs(tlvs_json: str) -> tuple[tuple[str, int | bytes], ...]:
-    if tlvs_json == "[]":  # the common single-part case: skip the JSON parser per submit
-        return ()
-    out: list[tuple[str, int | bytes]] = []
-    for name, value in json.loads(tlvs_json):
-        out.append((name, bytes.fromhex(value["hex"]) if isinstance(value, dict) else int(value)))
-    return tuple(out)
-
-
 #: How long a starting dispatcher waits for its binds before it claims (it claims what they
 #: can send; later claims see binds that came up later).
 START_BIND_WAIT_S = 3.0
@@ -92,30 +95,17 @@ def worker_count(windows: Iterable[int]) -> int:
     return max(16, 2 * sum(windows))
 
 
-_WAIT = object()  # `_bind_for`: routes exist, none is bound right now
+_WAIT = object()  # `_bind_for`: routes exist, none is bound and in routing right now
 
 
-class _Delivery:
-    """One worker's hold on one message: the bind its parts go on, the routes it may take,
-    and the records of what the SMSC acknowledged, not yet known durable."""
+class _Step(Enum):
+    SENT = "sent"  # the part is with the SMSC
+    DONE = "done"  # every part is, or the message ended (recorded)
 
-    __slots__ = ("message", "source", "destination", "bind", "routes", "avoided", "records")
 
-    def __init__(self, message: OutboundMessage) -> None:
-        self.message = message
-        self.source = Address(message.source_addr or "", message.source_ton, message.source_npi)
-        self.destination = Address(message.recipient.lstrip("+"), message.dest_ton,
-                                   message.dest_npi)
-        self.bind: SmppBind | None = None
-        self.routes: list[SmppBind] | None = None  # looked up once per message
-        self.avoided: set[str] = set()
-        self.records: list[tuple[asyncio.Future[Any],
-                                 Callable[[], Awaitable[object]]]] = []
-
-    def avoid(self, bind: SmppBind) -> None:
-        """Its outcome on `bind` is unknown (timeout, lost connection): prefer another route."""
-        self.avoided.add(bind.config.name)
-        self.bind = None
+def _first_admitted(binds: list[SmppBind]) -> SmppBind | None:
+    """The fail-over rule: the first bind that is up and that its health lets through."""
+    return next((b for b in binds if b.bound and b.health.admit()), None)
 
 
 class Dispatcher:
@@ -136,6 +126,7 @@ class Dispatcher:
         self._stopping = False
         self.queue_depth = 0
         self.resubmitted_on_start = 0
+        self._encodings = tuple(Encoding(e) for e in config.policy.auto_encodings)
         self.gate = RecordGate(self._heartbeat_once)
         self._pausing: set[asyncio.Task[None]] = set()
         self.membership = Membership(
@@ -304,16 +295,20 @@ class Dispatcher:
     # ------------------------------------------------------------------ delivery
 
     async def _deliver(self, message: OutboundMessage) -> None:
-        """Every part not yet acknowledged, in order, on one bind while it stays up; then
-        the records of what the SMSC acknowledged, durable before the worker moves on."""
-        delivery = _Delivery(message)
+        """Every part not yet acknowledged, in order, on one bind within the part deadline;
+        the message again whole when that cannot hold; then the records of what the SMSC
+        acknowledged, durable before the worker moves on."""
+        delivery = Delivery(message)
         try:
             if self.clock() >= message.expires_at:
                 await self._end(delivery, MessageState.EXPIRED, None,
                                 "validity ended before submission")
                 return
-            for part in message.parts:
-                if part.smsc_id is None and not await self._send_part(delivery, part):
+            assert self.pool is not None
+            delivery.resume(self.pool.binds, self.clock())
+            while True:
+                reason = await self._attempt(delivery)
+                if reason is None or not await self._restart(delivery, reason):
                     return
         finally:
             # The worker takes its next message only once this one's acknowledgements are
@@ -321,88 +316,287 @@ class Dispatcher:
             # flight, or acknowledged but not yet on disk.
             await self._settle(delivery)
 
-    async def _send_part(self, delivery: _Delivery, part: OutboundPart) -> bool:
-        """Submit one part until the SMSC takes it (True) or the message ends (False: failed,
-        expired or unroutable, recorded). Throttling and unknown outcomes back off and retry."""
+    async def _attempt(self, delivery: Delivery) -> str | None:
+        """The parts of one attempt, in order: None when every one is acknowledged or the
+        message ended (recorded); else why it must go again whole."""
+        while delivery.next_part() is not None:
+            outcome = await self._send_next(delivery)
+            if outcome is _Step.DONE:
+                return None
+            if isinstance(outcome, str):
+                return outcome
+        return None
+
+    async def _restart(self, delivery: Delivery, reason: str) -> bool:
+        """Abandon the attempt: the message goes again whole on the next route chosen (new
+        parts, stored before they go), or fails once it has been sent again retry_max
+        times. False when it ended."""
         message = delivery.message
+        limit = self.config.policy.retry_max
+        if delivery.restarts >= limit:
+            await self._end(delivery, MessageState.FAILED, ErrorName.INTERNAL_ERROR,
+                            f"{reason}; sent again whole {limit} time(s), given up")
+            return False
+        delivery.abandon(reason)
+        log.warning("restart id=%s (%d/%d): %s", message.id, delivery.restarts, limit,
+                    delivery.restart_reason)
+        if self._other_route(delivery, None) is None:
+            await asyncio.sleep(self._backoff(delivery.restarts))
+        return True
+
+    async def _send_next(self, delivery: Delivery) -> _Step | str:
+        """Submit the next part until the SMSC takes it (SENT); DONE once the message ended
+        (recorded); why it must go again whole. Throttling and unknown outcomes back off."""
         attempt = 0
+        outcome: _Step | str | None
+        while True:
+            chosen = await self._bind_for_part(delivery)
+            if not isinstance(chosen, SmppBind):
+                return chosen
+            part = delivery.next_part()
+            assert part is not None
+            await self.gate.wait_open()  # nothing goes out that the store cannot record
+            now, started = self.clock(), time.monotonic()
+            try:
+                result = await chosen.submit(self._submit_sm(delivery, part, now),
+                                             within_s=self._time_left(delivery, now))
+            except NotBound as exc:
+                if delivery.pinned:
+                    return f"part {part.seq}/{part.total} not sent on smsc={chosen.name}: {exc}"
+                delivery.bind = None
+                if not isinstance(exc, OutOfRouting):  # else another route takes it at once
+                    await asyncio.sleep(0.05)
+                continue
+            except SubmitOutcomeUnknown as exc:
+                attempt += 1
+                outcome = await self._unknown(delivery, part, chosen, exc, attempt)
+            else:
+                status = result.command_status
+                self.metrics.submit_result(chosen.name, f"0x{status:02X}",
+                                           time.monotonic() - started)
+                if status == 0 and result.message_id:
+                    self._record_submit(delivery, part, chosen, result.message_id)
+                    delivery.acknowledged(chosen, part.seq, result.message_id, now)
+                    return _Step.SENT
+                attempt += 1
+                outcome = await self._refused(delivery, part, chosen, status, attempt)
+            if outcome is not None:
+                return outcome
+
+    async def _bind_for_part(self, delivery: Delivery) -> SmppBind | _Step | str:
+        """The bind the next part goes on: the pinned one while it can still take it in
+        time; else a route in routing, the message planned for it when needed. DONE when
+        the message ended (expired, unroutable; recorded), or why it goes again whole."""
+        message = delivery.message
         while True:
             now = self.clock()
             if now >= message.expires_at:
-                await self._end(delivery, MessageState.EXPIRED, None,
-                                f"validity ended at part {part.seq}/{part.total}")
-                return False
+                part = delivery.next_part()
+                await self._end(delivery, MessageState.EXPIRED, None, "validity ended at part "
+                                f"{part.seq if part else '-'}/{len(message.parts)}")
+                return _Step.DONE
+            if delivery.pinned:
+                return self._pinned_bind(delivery, now)
             bind = self._bind_for(delivery)
             if bind is None:
-                await self._end(delivery, MessageState.FAILED, ErrorName.INVALID_DESTINATION,
-                                "no SMSC route for this number")
-                return False
-            if bind is _WAIT:  # routes exist but none is bound: wait, keep order
+                routed = bool(delivery.routes)
+                await self._end(delivery, MessageState.FAILED,
+                                ErrorName.INVALID_MESSAGE if routed
+                                else ErrorName.INVALID_DESTINATION,
+                                "no route can carry this message" if routed
+                                else "no SMSC route for this number")
+                return _Step.DONE
+            if bind is _WAIT:  # routes exist but none is bound and in routing: wait, keep order
                 await asyncio.sleep(0.2)
                 continue
             assert isinstance(bind, SmppBind)
-            await self.gate.wait_open()  # nothing goes out that the store cannot record
-            started = time.monotonic()
-            try:
-                result = await bind.submit(self._submit_sm(delivery, part, now))
-            except NotBound:
-                delivery.bind = None
-                await asyncio.sleep(0.05)
-                continue
-            except SubmitOutcomeUnknown as exc:
-                # The SMSC may have it; resubmitting risks a duplicate but never a loss. Not
-                # on the same bind at once: another route first, if one is up.
-                attempt += 1
-                self._event(message.id, "retry", f"part {part.seq}/{part.total}: {exc}")
-                log.warning("retry id=%s part=%d/%d smsc=%s: %s", message.id, part.seq,
-                            part.total, bind.config.name, exc)
-                delivery.avoid(bind)
-                await asyncio.sleep(self._backoff(attempt))
-                continue
-            status = result.command_status
-            self.metrics.submit_result(bind.config.name, f"0x{status:02X}",
-                                       time.monotonic() - started)
-            if status == 0 and result.message_id:
-                self._record_submit(delivery, part, bind, result.message_id)
-                return True
-            attempt += 1
-            if not await self._refused(delivery, part, bind, status, attempt):
-                return False
+            fitted = await self._fit(delivery, bind)
+            if fitted is not None:
+                return fitted
+            if delivery.bind is bind:
+                return bind
 
-    async def _refused(self, delivery: _Delivery, part: OutboundPart, bind: SmppBind,
-                       status: int, attempt: int) -> bool:
-        """A submit_sm_resp with an error: True after the backoff when it is worth another
-        try, False once the message has failed with its §5 error (recorded)."""
+    def _pinned_bind(self, delivery: Delivery, now: float) -> SmppBind | str:
+        """The bind this attempt's parts went on, or why the message must go again whole."""
+        bind = delivery.bind
+        assert bind is not None and delivery.first_at is not None
+        part = delivery.next_part()
+        where = f"part {part.seq}/{part.total}" if part else "a part"
+        deadline = self.config.policy.part_deadline_s
+        if now - delivery.first_at >= deadline:
+            return f"{where} could not go within part_deadline_s ({deadline:g} s) of part 1"
+        if not bind.bound:
+            return f"{where}: smsc={bind.name} lost between parts"
+        if not bind.health.available():
+            return f"{where}: smsc={bind.name} taken out of routing between parts"
+        return bind
+
+    def _time_left(self, delivery: Delivery, now: float) -> float | None:
+        if delivery.first_at is None:
+            return None
+        return delivery.first_at + self.config.policy.part_deadline_s - now
+
+    def _past_deadline(self, delivery: Delivery, delay: float) -> bool:
+        """A pinned attempt whose next part, after `delay`, would miss the part deadline."""
+        left = self._time_left(delivery, self.clock())
+        return left is not None and delay >= left
+
+    async def _unknown(self, delivery: Delivery, part: OutboundPart, bind: SmppBind,
+                       exc: SubmitOutcomeUnknown, attempt: int) -> str | None:
+        """No answer in time, or the connection went with the submit: the SMSC may have it;
+        sending it again risks a duplicate but never a loss. Unpinned, another route first;
+        pinned, the same bind within the deadline, else the message again whole."""
         message = delivery.message
-        verdict = upstream_verdict(status if status else 0xFF)
-        if verdict.retry is Retry.BACKOFF and attempt <= self.config.policy.retry_max:
-            self._event(message.id, "throttled", f"part {part.seq}/{part.total} status "
-                                                 f"0x{status:08X}, retry {attempt}")
-            log.info("throttled id=%s part=%d/%d smsc=%s status=0x%08X retry=%d",
-                     message.id, part.seq, part.total, bind.config.name, status, attempt)
-            await asyncio.sleep(self._backoff(attempt))
-            return True
-        await self._end(delivery, MessageState.FAILED, verdict.error,
-                        f"part {part.seq}/{part.total}: submit_sm_resp 0x{status:08X} "
-                        f"after {attempt} attempt(s)", smsc=bind.config.name)
-        return False
+        self._event(message.id, "retry", f"part {part.seq}/{part.total}: {exc}")
+        log.warning("retry id=%s part=%d/%d smsc=%s: %s", message.id, part.seq, part.total,
+                    bind.name, exc)
+        delay = self._backoff(attempt)
+        if delivery.pinned:
+            if attempt > self.config.policy.retry_max or self._past_deadline(delivery, delay):
+                return f"part {part.seq}/{part.total}: {exc}"
+        else:
+            delivery.avoid(bind)
+        await asyncio.sleep(delay)
+        return None
 
-    def _bind_for(self, delivery: _Delivery) -> SmppBind | None | object:
-        """The bind this message goes on: the one its earlier parts took while it is up, else
-        the first bound route it has not just timed out on (else any bound route); None when
-        no SMSC routes the number, `_WAIT` while routes exist but none is bound."""
-        if delivery.bind is not None and delivery.bind.bound:
-            return delivery.bind
+    async def _refused(self, delivery: Delivery, part: OutboundPart, bind: SmppBind,
+                       status: int, attempt: int) -> _Step | str | None:
+        """A submit_sm_resp with an error. The link's fault (core.health) with another route
+        in routing: that route takes the message (again whole once a part went). Else
+        upstream_verdict: None after the backoff of a transient error, the message again
+        whole when that backoff would miss the part deadline, DONE once it failed
+        (recorded)."""
+        message = delivery.message
+        known = status or 0xFF  # OK without a message id: the SMSC cannot say
+        where = f"part {part.seq}/{part.total}"
+        if submit_fault(known) is Fault.LINK and self._other_route(delivery, bind):
+            self._event(message.id, "retry", f"{where} status 0x{status:08X}: "
+                                             f"smsc={bind.name}'s fault, next route")
+            if delivery.pinned:
+                return f"{where}: smsc={bind.name} answered 0x{status:08X}"
+            delivery.avoid(bind)
+            return None
+        verdict = upstream_verdict(known)
+        retries_left = attempt <= self.config.policy.retry_max
+        if verdict.retry is Retry.BACKOFF and delivery.pinned:
+            delay = self._backoff(attempt)
+            if not retries_left:
+                return f"{where} throttled (0x{status:08X}) {attempt} times"
+            if self._past_deadline(delivery, delay):
+                return f"{where} throttled (0x{status:08X}) past part_deadline_s"
+        if verdict.retry is Retry.BACKOFF and retries_left:
+            delay = self._backoff(attempt)
+            self._event(message.id, "throttled", f"{where} status 0x{status:08X}, "
+                                                 f"retry {attempt}")
+            log.info("throttled id=%s part=%d/%d smsc=%s status=0x%08X retry=%d", message.id,
+                     part.seq, part.total, bind.name, status, attempt)
+            await asyncio.sleep(delay)
+            return None
+        await self._end(delivery, MessageState.FAILED, verdict.error,
+                        f"{where}: submit_sm_resp 0x{status:08X} after {attempt} attempt(s)",
+                        smsc=bind.name)
+        return _Step.DONE
+
+    def _bind_for(self, delivery: Delivery) -> SmppBind | None | object:
+        """The route this message takes: the one chosen for it while it stays bound and in
+        routing, else the first of its routes (fail-over order, weights drawn once per
+        message) that is bound and admitted by its health (a cooled link's probe included),
+        preferring those it has not just failed on. None when no SMSC routes the number or
+        none can carry the message; `_WAIT` while routes exist but none can take it now."""
+        bind = delivery.bind
+        if bind is not None and bind.bound and bind.health.available():
+            return bind
         assert self.pool is not None
         if delivery.routes is None:
-            delivery.routes = self.pool.candidates(delivery.message.recipient)
-        if not delivery.routes:
+            message = delivery.message
+            delivery.routes = self.pool.ordered(message.recipient, message.account,
+                                                random.random())  # noqa: S311 - spreading
+        usable = [b for b in delivery.routes if b.name not in delivery.unfit]
+        if not usable:
             return None
-        fresh = [bind for bind in delivery.routes if bind.config.name not in delivery.avoided]
-        delivery.bind = first_bound(fresh) or first_bound(delivery.routes)
+        fresh = [b for b in usable if b.name not in delivery.avoided]
+        delivery.bind = _first_admitted(fresh) or _first_admitted(usable)
         return delivery.bind if delivery.bind is not None else _WAIT
 
-    def _record_submit(self, delivery: _Delivery, part: OutboundPart, bind: SmppBind,
+    def _other_route(self, delivery: Delivery, bind: SmppBind | None) -> SmppBind | None:
+        """A route of this message other than `bind` that could take it now."""
+        assert self.pool is not None
+        routes = delivery.routes if delivery.routes is not None else self.pool.candidates(
+            delivery.message.recipient, delivery.message.account)
+        return next((b for b in routes if b is not bind and b.name not in delivery.avoided
+                     and b.name not in delivery.unfit and b.bound and b.health.available()),
+                    None)
+
+    async def _fit(self, delivery: Delivery, bind: SmppBind) -> _Step | None:
+        """Parts for `bind`: as stored when they fit its form and encodings (and no restart
+        is pending), else stored anew before they go: the same with a new concatenation
+        reference, or planned for its form. None when the parts are ready (the route stays
+        chosen unless it cannot carry the message: then it is marked unfit); DONE when the
+        message is no longer pending."""
+        message = delivery.message
+        assert self.pool is not None
+        form = self.pool.routes.form(bind.name)
+        shape = delivery.shape
+        same = shape.wap or plan_fits(shape.concat, shape.encoding, form)
+        if same and delivery.restart_reason is None:
+            return None
+        if same:
+            reference = new_reference(shape.reference, shape.concat)
+            parts = rereferenced(message, reference)
+            data_coding, esm_class, encoding = message.data_coding, message.esm_class, \
+                shape.encoding.value
+            how = f"sent again whole on smsc={bind.name} with reference {reference}"
+        else:
+            plan = await self._plan_for(delivery, bind, shape)
+            if plan is None:
+                return None
+            parts = replanned(plan)
+            data_coding, esm_class, encoding = plan.data_coding, plan.esm_class, \
+                plan.encoding.value
+            how = f"planned for smsc={bind.name} ({form.concat.value}, {encoding}, " \
+                  f"{len(parts)} part(s))"
+        why = delivery.restart_reason
+        return await self._store_parts(delivery, parts, data_coding, esm_class, encoding,
+                                       f"{why}: {how}" if why else how)
+
+    async def _plan_for(self, delivery: Delivery, bind: SmppBind,
+                        shape: Shape) -> SegmentPlan | None:
+        """The message planned anew for `bind`'s form from its stored text (read now, not
+        with every message); None, with the route marked unfit, when it cannot carry it."""
+        message = delivery.message
+        assert self.pool is not None
+        text = await self.gate.record(functools.partial(self.store.message_text, message.id))
+        try:
+            if text is None:
+                raise BridgeError(ErrorName.INVALID_MESSAGE, "its text is gone")
+            return plan_for_route(
+                text, self.pool.routes.form(bind.name), auto=self._encodings,
+                encoding=shape.encoding, flash=shape.flash, message_class=shape.message_class,
+                max_parts=self.config.policy.max_parts,
+                reference=new_reference(shape.reference, None))
+        except BridgeError as exc:
+            log.warning("id=%s cannot go on smsc=%s: %s", message.id, bind.name, exc.detail)
+            delivery.unfit.add(bind.name)
+            delivery.bind = None
+            return None
+
+    async def _store_parts(self, delivery: Delivery, parts: tuple[NewPart, ...],
+                           data_coding: int, esm_class: int, encoding: str,
+                           detail: str) -> _Step | None:
+        """The new parts durable (after the abandoned attempt's records) before any goes."""
+        message = delivery.message
+        await self._settle(delivery)
+        restarted = await self.gate.record(functools.partial(
+            self.store.restart_message, message.id, parts, data_coding=data_coding,
+            esm_class=esm_class, encoding=encoding, at=self.clock(), detail=detail))
+        if not restarted:
+            log.info("id=%s not sent again: it is no longer pending", message.id)
+            return _Step.DONE
+        log.info("restarted id=%s: %s", message.id, detail)
+        delivery.take_parts(parts, data_coding=data_coding, esm_class=esm_class)
+        return None
+
+    def _record_submit(self, delivery: Delivery, part: OutboundPart, bind: SmppBind,
                        smsc_id: str) -> None:
         """Record the acknowledgement without waiting (parts go back to back); `_settle` makes
         sure it is durable. A failure closes the gate at once, not when it is awaited."""
@@ -424,7 +618,7 @@ class Dispatcher:
         if isinstance(exc, StoreUnavailable) and not isinstance(exc, StoreRefused):
             self.gate.failed(str(exc))
 
-    async def _settle(self, delivery: _Delivery) -> None:
+    async def _settle(self, delivery: Delivery) -> None:
         """Every record of this message durable: one that failed is made again, in order,
         until the store takes it (the SMSC has that part: dropping the record would send it
         twice after a restart). One the store refuses for good is logged and left."""
@@ -441,7 +635,7 @@ class Dispatcher:
                               exc)
         delivery.records.clear()
 
-    async def _end(self, delivery: _Delivery, state: MessageState, error: ErrorName | None,
+    async def _end(self, delivery: Delivery, state: MessageState, error: ErrorName | None,
                    detail: str, *, smsc: str = "") -> None:
         """The message failed or expired: recorded durably before the worker moves on."""
         message = delivery.message
@@ -470,7 +664,7 @@ class Dispatcher:
                                  max_s=policy.retry_max_s)
         return ceiling / 2 + random.random() * ceiling / 2  # noqa: S311 - jitter, not crypto
 
-    def _submit_sm(self, delivery: _Delivery, part: OutboundPart, now: float) -> SubmitSm:
+    def _submit_sm(self, delivery: Delivery, part: OutboundPart, now: float) -> SubmitSm:
         message = delivery.message
         return SubmitSm(
             source=delivery.source,

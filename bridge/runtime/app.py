@@ -14,12 +14,11 @@ from dataclasses import replace
 from typing import Any
 
 from bridge.config import Config, SmscConfig, effective_smscs
-from bridge.core.segmentation import ConcatMode
 from bridge.metrics import Metrics
 from bridge.runtime.outbound import OutboundSetup
 from bridge.intake.service import Service
 from bridge.simulator import SmscSimulator
-from bridge.outbound.smpp.pool import Routes
+from bridge.outbound.smpp.pool import routes_of
 from bridge.ingress.smtp.server import start_smtp
 from bridge.ingress.connections import ConnectionTable, TablesCollector
 from bridge.ingress.http.app import DEFAULT_LINE, add_http_routes, create_http_app, max_line_size
@@ -81,8 +80,8 @@ class Bridge:
         await store.open(outbound=OutboundSetup(
             config, tuple(smscs), logging.getLogger().getEffectiveLevel(),
             exclusive=store.spec.sqlite is not None))
-        concat = ConcatMode(smscs[0].concat)  # config guarantees one form for every route
-        self.service = Service(config, store, routes=Routes(smscs).candidates, concat=concat)
+        # Each recipient's message is planned for its first route's form (bridge.core.routing).
+        self.service = Service(config, store, routes=routes_of(smscs, config.accounts))
         http = config.http
         raise_file_limit(256 + config.smtp.max_connections + config.soap.limits.max_connections
                          + (0 if http.shared else http.limits.max_connections))
@@ -126,22 +125,26 @@ class Bridge:
     async def health(self) -> dict[str, Any]:
         store = "ok" if self.store.healthy() else "unavailable"
         binds: dict[str, bool] = {}
+        health: dict[str, str] = {}
         queue_depth = 0
         instance, instances = "", []
         if store == "ok":
             try:
                 status = await asyncio.wait_for(self.store.outbound_status(), 5.0)
-                binds, queue_depth = status.binds, status.queue_depth
+                binds, queue_depth, health = status.binds, status.queue_depth, status.health
                 instance, instances = status.instance, list(status.instances)
                 if not status.store_writable:
                     store = "not writable"  # records fail: the outbound side is paused
             except Exception as exc:
                 log.error("health: the store process did not answer: %s", exc)
                 store = "unavailable"
-        # A bind left to another live instance (cluster_binds) still sends what this accepts.
-        sending = any(binds.values()) or any(i.get("alive") and i.get("binds") for i in instances)
+        # Ok while some SMSC can take traffic: bound and in routing (its health), or bound
+        # by another live instance (cluster_binds) that sends what this one accepts.
+        usable = any(up and health.get(name) != "open" for name, up in binds.items())
+        sending = usable or any(i.get("alive") and i.get("binds") for i in instances)
         return {"status": "ok" if sending and store == "ok" else "degraded",
-                "binds": binds, "store": store, "queue_depth": queue_depth, "time": time.time(),
+                "binds": binds, "smsc_health": health, "store": store,
+                "queue_depth": queue_depth, "time": time.time(),
                 "instance": instance, "instances": instances}
 
     async def stop(self, drain_timeout: float = 10.0) -> None:

@@ -17,12 +17,13 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bridge.outbound.notify.callbacks import DRAIN_S as CALLBACK_DRAIN_S
 from bridge.outbound.notify.callbacks import CallbackSender
 from bridge.config import Config, SmscConfig
+from bridge.core.health import Circuit
 from bridge.outbound.dispatcher import Dispatcher
 from bridge.ingress.tls import client_context
 from bridge.outbound.notify.mailback import DRAIN_S as MAIL_DRAIN_S
@@ -55,6 +56,8 @@ class OutboundStatus:
     #: This instance's id, and every instance as this one last saw them.
     instance: str = ""
     instances: tuple[dict[str, object], ...] = ()
+    #: Each SMSC's circuit (bridge.core.health): "closed" in routing, "open" out of it.
+    health: dict[str, str] = field(default_factory=dict)
 
 
 def accepted_messages(rows: Sequence[AcceptRow],
@@ -86,7 +89,8 @@ class Outbound:
         self.pool = SmscPool(setup.smscs, on_receipt=self.dispatcher.on_receipt,
                              on_mo=self.dispatcher.on_mo,
                              ssl_context_factory=lambda smsc: smpp_tls(base_dir, smsc,
-                                                                       index[smsc.name]))
+                                                                       index[smsc.name]),
+                             accounts=setup.config.accounts)
         self.dispatcher.attach(self.pool)
         config = setup.config
         owner = self.dispatcher.instance
@@ -116,17 +120,22 @@ class Outbound:
 
     def status(self) -> OutboundStatus:
         membership = self.dispatcher.membership
-        return OutboundStatus({name: b.bound for name, b in self.pool.binds.items()},
+        binds = self.pool.binds
+        return OutboundStatus({name: b.bound for name, b in binds.items()},
                               self.dispatcher.queue_depth, self.dispatcher.gate.is_open,
-                              membership.id, tuple(v.as_json() for v in membership.peers))
+                              membership.id, tuple(v.as_json() for v in membership.peers),
+                              {name: b.health.circuit.value for name, b in binds.items()})
 
     async def wait_bound(self, timeout: float) -> bool:
         return await self.pool.wait_bound(timeout)
 
     def metrics_text(self) -> bytes:
         """Bind states are read at scrape time, so the gauge is never stale."""
+        states = [c.value for c in Circuit]
         for name, bind in self.pool.binds.items():
             self.metrics.set_binds_up(name, bind.bound)
+            self.metrics.set_smsc_health(name, bind.health.circuit.value, states,
+                                         bind.health.opened)
         self.metrics.set_instances(self.dispatcher.membership.peers)
         return self.metrics.render()[0]
 

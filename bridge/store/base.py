@@ -92,6 +92,9 @@ class OutboundPart:
     state: PartState
     smsc: str | None
     smsc_id: str | None
+    #: When its submit_sm_resp OK was recorded (None: not yet): the dispatcher resuming a
+    #: message half sent keeps its parts within the deadline of the first.
+    submitted_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -364,6 +367,25 @@ class Store(abc.ABC):
                          id_keys: Sequence[str], at: float) -> Awaitable[ReceiptOutcome | None]:
         """A part got submit_sm_resp OK. Applies any orphan receipt with a matching key and
         returns its outcome (None when there was none)."""
+
+    @abc.abstractmethod
+    def restart_message(self, message_id: str, parts: Sequence[NewPart], *, data_coding: int,
+                        esm_class: int, encoding: str, at: float,
+                        detail: str) -> Awaitable[bool]:
+        """The message goes again whole (its parts could not all go within the deadline on
+        one bind) or is planned again for another route: its parts are replaced by `parts`
+        (none submitted), its plan's fields set, and it is queued again with a "restarted"
+        event saying why (`detail`). The SMSC id keys of the parts it replaces are deleted,
+        so a receipt that still comes for them matches nothing of the new attempt: it is
+        kept as an orphan like any receipt nobody knows, and can only ever match a later
+        submit the same SMSC gives the very same id. False, with nothing changed, when the
+        message is no longer queued or submitted (a receipt made it final): then it is not
+        sent again."""
+
+    @abc.abstractmethod
+    async def message_text(self, message_id: str) -> str | None:
+        """The text a message was planned from (None: no such message), read only when the
+        dispatcher plans it again for another route, never on the way of every message."""
 
     @abc.abstractmethod
     def record_state(self, message_id: str, state: MessageState, *, at: float,

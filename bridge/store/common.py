@@ -21,6 +21,9 @@ from bridge.core.states import (
 PENDING_STATES = (MessageState.QUEUED.value, MessageState.SCHEDULED.value,
                   MessageState.SUBMITTED.value)
 NOT_FINAL_PARTS = (PartState.QUEUED.value, PartState.SUBMITTED.value)
+#: The states a message may be sent again whole from (Store.restart_message), and its event.
+RESTARTABLE = (MessageState.QUEUED.value, MessageState.SUBMITTED.value)
+RESTARTED = "restarted"
 FINAL_VALUES = frozenset(s.value for s in FINAL_MESSAGE_STATES)
 #: The states a delay notice waits in (a scheduled message waits by design).
 DELAYED_STATES = (MessageState.QUEUED.value, MessageState.SUBMITTED.value)

@@ -80,6 +80,8 @@ from bridge.store.common import (
     MAIL_EVENTS,
     NOT_FINAL_PARTS,
     PENDING_STATES,
+    RESTARTABLE,
+    RESTARTED,
     Op,
     Result,
     accepted_detail,
@@ -921,6 +923,38 @@ async def _receipt(store: PostgresStore, tx: _Tx, smsc: str, id_keys: tuple[str,
     return ReceiptOutcome(True, message_id, state)
 
 
+async def _restart(store: PostgresStore, tx: _Tx, message_id: str,
+                   parts: tuple[tuple[int, int, bytes, str], ...], data_coding: int,
+                   esm_class: int, encoding: str, at: float, detail: str) -> bool:
+    """See Store.restart_message. The old keys' advisory locks are taken first (before the
+    message's row, in the order a receipt takes them), so a receipt for one of them on
+    another instance is applied wholly before (and reset here) or wholly after (an orphan):
+    never to a part of the new attempt. The keys cannot grow meanwhile: the instance that
+    restarts the message is the one that submits its parts."""
+    conn = tx.conn
+    keys = await conn.fetch("SELECT smsc, key FROM smsc_keys WHERE message_id = $1",
+                            message_id)
+    await conn.execute("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k "
+                       "ORDER BY k", sorted({lock_key("smsc-key", smsc, key)
+                                             for smsc, key in keys}))
+    state = await conn.fetchval("SELECT state FROM messages WHERE id = $1 FOR UPDATE",
+                                message_id)
+    if state not in RESTARTABLE:
+        return False
+    await conn.execute("DELETE FROM smsc_keys WHERE message_id = $1", message_id)
+    await conn.execute("DELETE FROM parts WHERE message_id = $1", message_id)
+    n = len(parts)
+    await conn.execute(_INSERT_PARTS, [message_id] * n, [p[0] for p in parts],
+                       [p[1] for p in parts], [p[2] for p in parts], [p[3] for p in parts],
+                       [PartState.QUEUED.value] * n)
+    await conn.execute("UPDATE messages SET state = $1, updated_at = $2, parts = $3, "
+                       "data_coding = $4, esm_class = $5, encoding = $6 WHERE id = $7",
+                       MessageState.QUEUED.value, at, n, data_coding, esm_class, encoding,
+                       message_id)
+    tx.event(message_id, at, RESTARTED, detail)
+    return True
+
+
 async def _state(store: PostgresStore, tx: _Tx, message_id: str, state: MessageState, at: float,
                  error: str | None, detail: str) -> None:
     conn = tx.conn
@@ -1212,12 +1246,13 @@ async def _outbound(conn: Any, rows: Sequence[Any]) -> list[OutboundMessage]:
     parts: dict[str, list[OutboundPart]] = {}
     if rows:
         for p in await conn.fetch(
-                "SELECT message_id, seq, total, short_message, tlvs_json, state, smsc, smsc_id "
-                "FROM parts WHERE message_id = ANY($1::text[]) ORDER BY message_id, seq",
-                [r[0] for r in rows]):
+                "SELECT message_id, seq, total, short_message, tlvs_json, state, smsc, smsc_id, "
+                "submitted_at FROM parts WHERE message_id = ANY($1::text[]) "
+                "ORDER BY message_id, seq", [r[0] for r in rows]):
             parts.setdefault(p[0], []).append(OutboundPart(
                 seq=int(p[1]), total=int(p[2]), short_message=bytes(p[3]), tlvs_json=p[4],
-                state=PartState(p[5]), smsc=p[6], smsc_id=p[7]))
+                state=PartState(p[5]), smsc=p[6], smsc_id=p[7],
+                submitted_at=None if p[8] is None else float(p[8])))
     return [OutboundMessage(
         id=r[0], account=r[1], recipient=r[2], source_addr=r[3], source_ton=int(r[4]),
         source_npi=int(r[5]), dest_ton=int(r[6]), dest_npi=int(r[7]),
@@ -1240,6 +1275,9 @@ async def _stale_mo_sets(conn: Any, before: float, limit: int) -> list[MoSet]:
                          total=int(total), first_at=float(first),
                          texts=tuple((int(s), x) for s, x in texts)))
     return out
+async def _message_text(conn: Any, message_id: str) -> str | None:
+    text = await conn.fetchval("SELECT text FROM messages WHERE id = $1", message_id)
+    return None if text is None else str(text)
 
 
 async def _instances(conn: Any) -> list[InstanceRow]:
@@ -1403,6 +1441,7 @@ WRITES: dict[str, Callable[..., Any]] = {
     "release": _release, "retire": _retire, "claim_callbacks": _claim_callbacks,
     "claim_mailbacks": _claim_mailbacks, "claim_pushes": _claim_pushes, "record_push": _push,
     "record_mo_part": _mo_part, "record_mo_partial": _mo_partial,
+    "restart_message": _restart,
 }
 
 #: The Store's read calls by interface method name; positional arguments after the connection.
@@ -1411,7 +1450,7 @@ READS: dict[str, Callable[..., Any]] = {
     "list_messages": _list_messages, "timeline": _timeline, "counts_by_state": _counts_by_state,
     "last_message_to": _last_message_to, "callbacks_due": _callbacks_due,
     "mailbacks_due": _mailbacks_due, "instances": _instances, "pushes_due": _pushes_due,
-    "limits_peek": _limits_peek, "stale_mo_sets": _stale_mo_sets,
+    "limits_peek": _limits_peek, "stale_mo_sets": _stale_mo_sets, "message_text": _message_text,
 }
 
 __all__ = ["PostgresStore", "READS", "WRITES", "lock_key", "safe_url"]

@@ -21,6 +21,7 @@ from bridge.store.base import (
     MoPart,
     MoSet,
     NewMessage,
+    NewPart,
     OutboundMessage,
     OutboundPart,
     ReceiptOutcome,
@@ -132,6 +133,17 @@ class CallsByName(Store):
                          id_keys: Sequence[str], at: float) -> Awaitable[ReceiptOutcome | None]:
         return self._write("record_submitted",
                            (message_id, seq, smsc, smsc_id, tuple(id_keys), at))
+
+    def restart_message(self, message_id: str, parts: Sequence[NewPart], *, data_coding: int,
+                        esm_class: int, encoding: str, at: float,
+                        detail: str) -> Awaitable[bool]:
+        return self._write("restart_message", (
+            message_id, tuple((p.seq, p.total, p.short_message, p.tlvs_json) for p in parts),
+            data_coding, esm_class, encoding, at, detail))
+
+    async def message_text(self, message_id: str) -> str | None:
+        result: str | None = await self._read("message_text", (message_id,))
+        return result
 
     def record_state(self, message_id: str, state: MessageState, *, at: float,
                      error: str | None = None, detail: str = "") -> Awaitable[None]:

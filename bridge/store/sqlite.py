@@ -84,6 +84,8 @@ from bridge.store.common import (
     MAIL_EVENTS,
     NOT_FINAL_PARTS,
     PENDING_STATES,
+    RESTARTABLE,
+    RESTARTED,
     Op,
     Result,
     accepted_detail,
@@ -815,6 +817,31 @@ class _Writer:
             tx.conn.executemany(_MOVE_MESSAGE[target], params)
         return out
 
+    def restart(self, tx: _Tx, message_id: str, parts: tuple[tuple[int, int, bytes, str], ...],
+                data_coding: int, esm_class: int, encoding: str, at: float,
+                detail: str) -> bool:
+        """See Store.restart_message: the old parts, their keys and receipts go; the new
+        parts come in queued, in the same transaction."""
+        tx.flush()
+        tx.flush_smsc_keys()
+        conn = tx.conn
+        row = conn.execute(_MESSAGE_STATE, (message_id,)).fetchone()
+        if row is None or row[0] not in RESTARTABLE:
+            return False
+        conn.execute("DELETE FROM smsc_keys WHERE message_id = ?", (message_id,))
+        conn.execute("DELETE FROM parts WHERE message_id = ?", (message_id,))
+        conn.executemany(
+            "INSERT INTO parts (message_id, seq, total, short_message, tlvs_json, state) "
+            "VALUES (?, ?, ?, ?, ?, ?)", [(message_id, seq, total, short_message, tlvs,
+                                           PartState.QUEUED.value)
+                                          for seq, total, short_message, tlvs in parts])
+        conn.execute("UPDATE messages SET state = ?, updated_at = ?, parts = ?, data_coding = ?, "
+                     "esm_class = ?, encoding = ? WHERE id = ?",
+                     (MessageState.QUEUED.value, at, len(parts), data_coding, esm_class,
+                      encoding, message_id))
+        tx.event(message_id, at, RESTARTED, detail)
+        return True
+
     def state(self, tx: _Tx, message_id: str, state: MessageState, at: float,
               error: str | None, detail: str) -> None:
         tx.flush()
@@ -1195,6 +1222,7 @@ WRITES: dict[str, Callable[..., Any]] = {
     "retire": _Writer.retire, "claim_callbacks": _Writer.claim_callbacks,
     "claim_mailbacks": _Writer.claim_mailbacks, "claim_pushes": _Writer.claim_pushes,
     "record_mo_part": _Writer.mo_part, "record_mo_partial": _Writer.mo_partial,
+    "restart_message": _Writer.restart,
 }
 
 
@@ -1465,11 +1493,12 @@ def _outbound(conn: sqlite3.Connection, rows: Sequence[Any]) -> list[OutboundMes
     for chunk in _chunks([r[0] for r in rows]):
         for p in conn.execute(
                 f"SELECT message_id, seq, total, short_message, tlvs_json, state, smsc, "
-                f"smsc_id FROM parts WHERE message_id IN ({_in(len(chunk))}) "
+                f"smsc_id, submitted_at FROM parts WHERE message_id IN ({_in(len(chunk))}) "
                 f"ORDER BY message_id, seq", tuple(chunk)):
             parts.setdefault(p[0], []).append(OutboundPart(
                 seq=int(p[1]), total=int(p[2]), short_message=bytes(p[3]),
-                tlvs_json=p[4], state=PartState(p[5]), smsc=p[6], smsc_id=p[7]))
+                tlvs_json=p[4], state=PartState(p[5]), smsc=p[6], smsc_id=p[7],
+                submitted_at=None if p[8] is None else float(p[8])))
     return [OutboundMessage(
         id=r[0], account=r[1], recipient=r[2], source_addr=r[3], source_ton=int(r[4]),
         source_npi=int(r[5]), dest_ton=int(r[6]), dest_npi=int(r[7]),
@@ -1490,6 +1519,9 @@ def _stale_mo_sets(conn: sqlite3.Connection, before: float, limit: int) -> list[
                   texts=tuple(conn.execute(_MO_SET_TEXTS + " ORDER BY seq",
                                            (source, destination, ref, total)).fetchall()))
             for source, destination, ref, total, first, smsc in sets]
+def _message_text(conn: sqlite3.Connection, message_id: str) -> str | None:
+    row = conn.execute("SELECT text FROM messages WHERE id = ?", (message_id,)).fetchone()
+    return None if row is None else str(row[0])
 
 
 def _instances(conn: sqlite3.Connection) -> list[InstanceRow]:
@@ -1613,4 +1645,5 @@ READS: dict[str, Callable[..., Any]] = {
     "last_message_to": _last_message_to, "callbacks_due": _callbacks_due,
     "mailbacks_due": _mailbacks_due, "instances": _instances, "pushes_due": _pushes_due,
     "stale_mo_sets": _stale_mo_sets,
+    "message_text": _message_text,
 }

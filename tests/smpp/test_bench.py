@@ -21,3 +21,15 @@ def test_window_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     result = json.loads(capsys.readouterr().out)
     assert set(result["windows"]) == {"1", "10"}
     assert all(w["submits"] == 200 and w["failed"] == 0 for w in result["windows"].values())
+
+
+def test_failover_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    from bridge.bench import failover
+
+    failover.main(["--count", "200", "--rounds", "1", "--receipt-delay", "0.01"])
+    result = json.loads(capsys.readouterr().out)
+    [healthy], [failing] = result["healthy"], result["one_failing"]
+    assert result["lost"] == result["duplicated"] == 0
+    assert healthy["submits_refused"] == 0 and failing["submits_refused"] > 0
+    assert failing["health"] == {"first": "open", "second": "closed"}
+    assert result["ratio"] > 0

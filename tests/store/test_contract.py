@@ -473,6 +473,60 @@ async def test_load_pending_after_a_crash(store: Store) -> None:
         await after.close()
 
 
+# ------------------------------------------------------------------ a message sent again whole
+
+async def test_restart_replaces_the_parts_and_forgets_the_abandoned_keys(store: Store) -> None:
+    """Part 1 of 2 went to smsc1, then the message is sent again whole (here planned again
+    into three parts): it is queued with the new parts, none submitted; a receipt for the
+    abandoned part matches nothing of the new attempt (an orphan), so it can never mark the
+    new attempt delivered; the new attempt's own receipts do."""
+    await store.accept([msg("r1", parts=2)], now=T0)
+    await submit(store, "r1", 1, "A1", at=T0 + 1)
+    [pending] = await store.load_pending()
+    assert pending.parts[0].submitted_at == T0 + 1 and pending.parts[1].submitted_at is None
+    new = tuple(NewPart(i, 3, f"new/{i}".encode(), "[]") for i in (1, 2, 3))
+    assert await store.restart_message("r1", new, data_coding=8, esm_class=0x40,
+                                       encoding="ucs2", at=T0 + 2,
+                                       detail="part 2/2 not sent within 60 s")
+    [again] = await store.load_pending()
+    assert [(p.seq, p.total, p.short_message, p.state, p.smsc_id, p.submitted_at)
+            for p in again.parts] == [(i, 3, f"new/{i}".encode(), P.QUEUED, None, None)
+                                      for i in (1, 2, 3)]
+    assert (again.data_coding, again.esm_class, again.state) == (8, 0x40, M.QUEUED)
+    [view] = await store.get_messages(["r1"])
+    assert (view.parts, view.encoding, view.smsc_ids) == (3, "ucs2", ())
+    events = [(e.state, e.detail) for e in await store.timeline("r1")]
+    assert ("restarted", "part 2/2 not sent within 60 s") in events
+    late = await receipt(store, str(0xA1), P.DELIVERED, at=T0 + 3)  # the abandoned part's
+    assert late == ReceiptOutcome(False, None, None)
+    for seq, smsc_id in ((1, "B1"), (2, "B2"), (3, "B3")):
+        await submit(store, "r1", seq, smsc_id, at=T0 + 4)
+    assert (await store.get_messages(["r1"]))[0].state is M.SUBMITTED
+    for smsc_id in ("B1", "B2", "B3"):
+        await receipt(store, str(int(smsc_id, 16)), P.DELIVERED, at=T0 + 5)
+    assert (await store.get_messages(["r1"]))[0].state is M.DELIVERED
+
+
+async def test_restart_of_a_final_message_changes_nothing(store: Store) -> None:
+    await store.accept([msg("r2", parts=2)], now=T0)
+    await submit(store, "r2", 1, "C1")
+    await receipt(store, str(0xC1), P.UNDELIVERABLE, stat="UNDELIV")
+    assert (await store.get_messages(["r2"]))[0].state is M.UNDELIVERABLE
+    new = tuple(NewPart(i, 2, b"x", "[]") for i in (1, 2))
+    assert not await store.restart_message("r2", new, data_coding=0, esm_class=0x40,
+                                           encoding="gsm7", at=T0 + 5, detail="again")
+    [view] = await store.get_messages(["r2"])
+    assert (view.state, view.smsc_ids) == (M.UNDELIVERABLE, ("C1",))
+    assert not await store.restart_message("nope", new, data_coding=0, esm_class=0x40,
+                                           encoding="gsm7", at=T0 + 5, detail="again")
+
+
+async def test_message_text_is_read_only_when_asked(store: Store) -> None:
+    await store.accept([msg("t1")], now=T0)
+    assert await store.message_text("t1") == "hello t1"
+    assert await store.message_text("nope") is None
+
+
 async def test_timeline_in_time_order(store: Store) -> None:
     await store.accept([msg("t1")], now=T0)
     store.record_event("t1", "retry", at=T0 + 5, detail="b")

@@ -53,7 +53,7 @@ from bridge.core.dialect_reports import (
 )
 from bridge.core.meta import MetaKey, read_meta
 from bridge.outbound.notify.duework import DueWork
-from bridge.outbound.smpp.pool import Routes
+from bridge.outbound.smpp.pool import routes_of
 from bridge.metrics import OutboundMetrics
 from bridge.store.base import DueCallback, DuePush, Store
 
@@ -108,7 +108,7 @@ class CallbackSender:
         self.soap_timeout = aiohttp.ClientTimeout(total=soap.callback_timeout_s)
         self.http_timeout = aiohttp.ClientTimeout(total=http.report_timeout_s)
         self.smscs = {s.name: s for s in smscs}
-        self.routes = Routes(smscs)
+        self.routes = routes_of(smscs, config.accounts)
         self.hold_s = HOLD_S + max(soap.callback_timeout_s, http.report_timeout_s)
         self._session: aiohttp.ClientSession | None = None
         self._work = DueWork[DueCallback](
@@ -181,7 +181,7 @@ class CallbackSender:
         its route names (the one the dispatcher tries first)."""
         if callback.smsc is not None:
             return self.smscs.get(callback.smsc)
-        candidates = self.routes.candidates(callback.recipient)
+        candidates = self.routes.candidates(callback.recipient, callback.account)
         return self.smscs.get(candidates[0]) if candidates else None
 
     def _facts(self, callback: DueCallback, meta: Mapping[MetaKey, str],

@@ -37,16 +37,19 @@ from typing import Awaitable, Callable
 from bridge.config import SmscConfig
 from bridge.core import reassembly
 from bridge.core.encoding import decode_text
+from bridge.core.health import TIMEOUT_FAULT, Circuit, submit_fault
 from bridge.core.model import Address
 from bridge.core.policy import doubling_delay
 from bridge.core.receipts import Receipt, parse_receipt
 from bridge.logs import Episode
 from bridge.outbound.smpp import codec
 from bridge.outbound.smpp.codec import SubmitSm, command_status_name
+from bridge.outbound.smpp.health import LinkHealth, breaker_rule
 
 __all__ = [
-    "MoHandler", "MoMessage", "NotBound", "ReceiptHandler", "SmppBind", "SubmitOutcomeUnknown",
-    "SubmitResult", "SubmitSm", "TryLater", "command_status_name",
+    "MoHandler", "MoMessage", "NotBound", "OutOfRouting", "ReceiptHandler", "SmppBind",
+    "SubmitOutcomeUnknown",
+    "SubmitResult", "SubmitSm", "TooLate", "TryLater", "command_status_name",
 ]
 
 log = logging.getLogger("bridge.smpp")
@@ -64,6 +67,16 @@ class SubmitOutcomeUnknown(Exception):
 
 class NotBound(Exception):
     """No bound transmitter (or the bind is stopping): nothing was sent."""
+
+
+class OutOfRouting(NotBound):
+    """The link was taken out of routing (its health) while the submit waited for the
+    window: nothing was sent, another route should take it."""
+
+
+class TooLate(NotBound):
+    """The submit could not leave within the time it was given (the window or max_tps held
+    it): nothing was sent."""
 
 
 class TryLater(Exception):
@@ -430,6 +443,10 @@ class SmppBind:
         self.overdue = 0  # submits past response_timeout_s
         self.late_answers = 0  # ... that were answered after all
         self.timeouts = 0  # ... that were not, within wait_ack_s
+        #: Every submit's outcome goes here once it is known: an answer (a late one too: it
+        #: is the answer) by whose fault its status is; no answer within wait_ack_s as a
+        #: timeout. The dispatcher routes by it.
+        self.health = LinkHealth(config.name, breaker_rule(config))
 
     # ---------------------------------------------------------------- state
 
@@ -679,12 +696,20 @@ class SmppBind:
 
     # ---------------------------------------------------------------- submit
 
-    async def submit(self, sm: SubmitSm) -> SubmitResult:
+    async def submit(self, sm: SubmitSm, *, within_s: float | None = None) -> SubmitResult:
+        """`within_s`: the submit must leave within this many seconds (the other parts of
+        its message went earlier, SPEC's part deadline), else TooLate and nothing is sent."""
         if not self.bound:
             raise NotBound(f"smsc={self.name} not bound")
+        send_by = None if within_s is None else time.monotonic() + within_s
         async with self._window:
             if self._interval:
                 await self._pace()
+            if send_by is not None and time.monotonic() > send_by:
+                raise TooLate(f"smsc={self.name} window or max_tps held the submit past "
+                              f"its deadline")
+            if self.health.circuit is Circuit.OPEN:  # tripped while this one waited
+                raise OutOfRouting(f"smsc={self.name} out of routing")
             link = self._links[self._tx_role]
             if self._stopping or link is None or not link.bound:
                 raise NotBound(f"smsc={self.name} not bound")
@@ -695,9 +720,9 @@ class SmppBind:
             seq = link.next_seq()
             raw = codec.encode_submit(seq, sm)  # ValueError: nothing sent
             cfg = self.config
+            late_s = max(0.0, cfg.wait_ack_s - cfg.response_timeout_s)
             try:
-                fut = link.send_request(seq, raw, cfg.response_timeout_s,
-                                        max(0.0, cfg.wait_ack_s - cfg.response_timeout_s))
+                fut = link.send_request(seq, raw, cfg.response_timeout_s, late_s)
             except _LinkLost:
                 raise NotBound(f"smsc={self.name} not bound") from None
             self.in_flight += 1
@@ -709,6 +734,7 @@ class SmppBind:
             except _ResponseTimeout:
                 link.suspect()
                 self.timeouts += 1
+                self.health.record(TIMEOUT_FAULT)
                 raise SubmitOutcomeUnknown(
                     f"smsc={self.name} no submit_sm_resp within "
                     f"{max(cfg.wait_ack_s, cfg.response_timeout_s):g}s (seq {seq})") from None
@@ -726,12 +752,16 @@ class SmppBind:
             status = int.from_bytes(frame[8:12], "big")
             log.warning("smsc=%s generic_nack 0x%08X %s for submit_sm seq=%d", self.name,
                         status, command_status_name(status), seq)
-            return SubmitResult(status, None)
+            return self._result(status, None)
         try:
             status, message_id = codec.decode_submit_resp(frame)
         except codec.CodecError as exc:
             raise SubmitOutcomeUnknown(f"smsc={self.name} undecodable submit_sm_resp: {exc}") \
                 from None
+        return self._result(status, message_id)
+
+    def _result(self, status: int, message_id: str | None) -> SubmitResult:
+        self.health.record(submit_fault(status))
         return SubmitResult(status, message_id)
 
     def _answered_after(self, seconds: float) -> None:

@@ -1,11 +1,8 @@
-"""All configured SMSCs, and prefix routing with fail-over between them.
+"""All configured SMSCs, and routing with fail-over between them.
 
-Routing: an SMSC whose `prefixes` include a prefix of the E.164 number is a candidate; longer
-(more specific) prefixes come first, ties in config order; SMSCs with no prefixes are
-catch-alls and come last, in config order. `route` picks the first *bound* candidate.
-
-`candidates(e164) == []` means "not routable" (INVALID_DESTINATION, permanent);
-`candidates` non-empty but `route(e164) is None` means "routable, but no route bound right
+Routing is bridge.core.routing's rule (prefix tiers, accounts' own lists, weights), over the
+[[smsc]] configs: `candidates(e164) == []` means "not routable" (INVALID_DESTINATION,
+permanent); candidates but `route(e164) is None` means "routable, but no route bound right
 now" (wait and retry). `Routes.routable(e164)` states the first case directly.
 """
 
@@ -17,52 +14,36 @@ import ssl
 from types import MappingProxyType
 from typing import Callable, Mapping, Sequence
 
-from bridge.config import SmscConfig
+from bridge.config import AccountConfig, SmscConfig
+from bridge.core.encoding import Encoding
+from bridge.core.routing import Routes, RouteSpec
+from bridge.core.segmentation import ConcatMode, RouteForm
 from bridge.outbound.smpp.client import MoHandler, ReceiptHandler, SmppBind
+
+__all__ = ["Routes", "SmscPool", "first_bound", "route_form", "routes_of"]
 
 log = logging.getLogger("bridge.smpp")
 
 SslContextFactory = Callable[[SmscConfig], "ssl.SSLContext | None"]
 
 
-def _normalise(e164: str) -> str:
-    number = e164.strip()
-    return number if number.startswith("+") else "+" + number
+def route_form(config: SmscConfig) -> RouteForm:
+    """How messages to this SMSC are planned: its concat and the encodings it takes."""
+    return RouteForm(ConcatMode(config.concat), tuple(Encoding(e) for e in config.encodings))
 
 
-class Routes:
-    """The routing rule over the SMSC configs, by name: also usable where no bind runs (the
-    ingress process checks routability at RCPT / SendSms time)."""
-
-    def __init__(self, configs: Sequence[SmscConfig]) -> None:
-        order = {config.name: i for i, config in enumerate(configs)}
-        # (prefix, name) for every configured prefix, most specific first.
-        self._prefixed: list[tuple[str, str]] = sorted(
-            ((_normalise(prefix), config.name) for config in configs
-             for prefix in config.prefixes),
-            key=lambda item: (-len(item[0]), order[item[1]]))
-        self._catch_all = [config.name for config in configs if not config.prefixes]
-
-    def candidates(self, e164: str) -> list[str]:
-        """SMSC names whose prefix matches, longest prefix first, then catch-alls; [] = no
-        route."""
-        number = _normalise(e164)
-        out: list[str] = []
-        for prefix, name in self._prefixed:
-            if number.startswith(prefix) and name not in out:
-                out.append(name)
-        for name in self._catch_all:
-            if name not in out:
-                out.append(name)
-        return out
-
-    def routable(self, e164: str) -> bool:
-        return bool(self.candidates(e164))
+def routes_of(configs: Sequence[SmscConfig],
+              accounts: Sequence[AccountConfig] = ()) -> Routes:
+    """The routing rule over these SMSCs and the accounts' own lists (the ingress process
+    checks routability with it too, where no bind runs)."""
+    return Routes([RouteSpec(c.name, c.prefixes, c.weight, route_form(c)) for c in configs],
+                  {a.name: a.smscs for a in accounts if a.smscs})
 
 
 class SmscPool:
     def __init__(self, configs: Sequence[SmscConfig], *, on_receipt: ReceiptHandler,
-                 on_mo: MoHandler, ssl_context_factory: SslContextFactory | None = None) -> None:
+                 on_mo: MoHandler, ssl_context_factory: SslContextFactory | None = None,
+                 accounts: Sequence[AccountConfig] = ()) -> None:
         binds: dict[str, SmppBind] = {}
         for config in configs:
             if config.name in binds:
@@ -71,11 +52,15 @@ class SmscPool:
             binds[config.name] = SmppBind(config, on_receipt=on_receipt, on_mo=on_mo,
                                           ssl_context=context)
         self.binds: Mapping[str, SmppBind] = MappingProxyType(binds)
-        self.routes = Routes(configs)
+        self.routes = routes_of(configs, accounts)
 
-    def candidates(self, e164: str) -> list[SmppBind]:
+    def candidates(self, e164: str, account: str | None = None) -> list[SmppBind]:
         """Binds in `Routes.candidates` order; [] = no route."""
-        return [self.binds[name] for name in self.routes.candidates(e164)]
+        return [self.binds[name] for name in self.routes.candidates(e164, account)]
+
+    def ordered(self, e164: str, account: str | None, draw: float) -> list[SmppBind]:
+        """Binds in fail-over order with each tier's first drawn by weight (`Routes.ordered`)."""
+        return [self.binds[name] for name in self.routes.ordered(e164, account, draw)]
 
     def route(self, e164: str) -> SmppBind | None:
         """The first bound candidate (fail-over), or None: check `routes.routable` to tell
