@@ -193,6 +193,21 @@ UPDATE parts SET state = CASE WHEN state = 'queued' THEN 'submitted' ELSE state 
     smsc = $1, smsc_id = $2, submitted_at = $3, attempts = attempts + 1
 WHERE message_id = $4 AND seq = $5 RETURNING total, state
 """
+#: For runs of submits (`_submitted_together`): every part of the run's messages, whether an
+#: orphan receipt waits for any of the run's (smsc, key) pairs, all the parts' updates.
+_PARTS_OF = "SELECT message_id, seq, total FROM parts WHERE message_id = ANY($1::text[])"
+_ORPHANS_WAIT = """
+SELECT EXISTS (SELECT 1 FROM orphan_receipts o
+               JOIN unnest($1::text[], $2::text[]) AS u(smsc, key)
+                 ON o.smsc = u.smsc AND o.key = u.key)
+"""
+_SUBMIT_PARTS = """
+UPDATE parts p SET state = CASE WHEN p.state = 'queued' THEN 'submitted' ELSE p.state END,
+    smsc = u.smsc, smsc_id = u.smsc_id, submitted_at = u.at, attempts = p.attempts + 1
+FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::float8[])
+    AS u(message_id, seq, smsc, smsc_id, at)
+WHERE p.message_id = u.message_id AND p.seq = u.seq RETURNING p.message_id, p.state
+"""
 _RECEIPT_PART = """
 UPDATE parts SET state = $1, receipt_stat = $2, receipt_err = $3,
     delivered_at = CASE WHEN $1 = 'delivered' THEN coalesce(delivered_at, $4) ELSE delivered_at END
@@ -241,6 +256,23 @@ def _move_sql(target: MessageState) -> str:
 
 
 _MOVE = {target: _move_sql(target) for target in MessageState}
+
+
+def _moves_sql(target: MessageState) -> str:
+    """`_move_sql` for many messages at once: ids, times and details as arrays; RETURNING
+    the ids that moved."""
+    columns = "state = $1, updated_at = u.at"
+    if target is MessageState.DELIVERED:
+        columns += ", error = NULL, error_detail = NULL"
+    elif keeps_why(target):
+        columns += ", error_detail = u.detail"
+    sources = ", ".join(f"'{v}'" for v in move_sources(target)) or "NULL"
+    return (f"UPDATE messages m SET {columns} "
+            f"FROM unnest($2::text[], $3::float8[], $4::text[]) AS u(id, at, detail) "
+            f"WHERE m.id = u.id AND m.state IN ({sources}) RETURNING m.id")
+
+
+_MOVES = {target: _moves_sql(target) for target in MessageState}
 
 
 def lock_key(*parts: str) -> int:
@@ -546,18 +578,24 @@ class PostgresStore(CallsByName):
 
     async def _apply(self, tx: _Tx, batch: list[Op]) -> list[Any]:
         """The operations in order; a run of consecutive accepts is decided and written
-        together (`_accept_run`)."""
+        together (`_accept_run`), and so is a run of submits or receipts when its form
+        together applies (`_TOGETHER`; else its operations go one by one)."""
         values: list[Any] = []
         i = 0
         while i < len(batch):
             fn = batch[i].fn
             j = i + 1
-            if fn is _accept:
-                while j < len(batch) and batch[j].fn is _accept:
+            if fn is _accept or fn in _TOGETHER:
+                while j < len(batch) and batch[j].fn is fn:
                     j += 1
-                values.extend(await _accept_run(self, tx, [op.args for op in batch[i:j]]))
+            run = [op.args for op in batch[i:j]]
+            if fn is _accept:
+                values.extend(await _accept_run(self, tx, run))
+            elif j - i > 1 and (together := await _TOGETHER[fn](self, tx, run)) is not None:
+                values.extend(together)
             else:
-                values.append(await fn(self, tx, *batch[i].args))
+                for args in run:
+                    values.append(await fn(self, tx, *args))
             i = j
         return values
 
@@ -791,6 +829,71 @@ async def _lock_keys(conn: Any, smsc: str, keys: Sequence[str]) -> None:
     makes one wait for the other's commit."""
     await conn.execute("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k "
                        "ORDER BY k", sorted({lock_key("smsc-key", smsc, key) for key in keys}))
+
+
+async def _submitted_together(store: PostgresStore, tx: _Tx,
+                              run: list[tuple[Any, ...]]) -> list[None] | None:
+    """`_submitted` for a run, when every op submits the only part of a different message
+    and no orphan receipt waits for its keys (what a draining batch is made of): the same
+    rows, events and locks, in the same order, from a few statements with arrays whatever
+    the run's length. None, with nothing written, for any other run (its ops then go one by
+    one; the key locks taken here are held to the commit either way)."""
+    conn = tx.conn
+    ids = [args[0] for args in run]
+    if len(set(ids)) != len(ids):
+        return None
+    keyed = [(args, list(dict.fromkeys(args[4]))) for args in run]
+    pairs = sorted({(args[2], key) for args, keys in keyed for key in keys})
+    if pairs:
+        await _lock_pairs(conn, pairs)
+    # (seq, total) by message; a multi-part message shows total > 1 whichever part is kept.
+    found = {r[0]: (int(r[1]), int(r[2])) for r in await conn.fetch(_PARTS_OF, ids)}
+    if any(found.get(args[0]) != (args[1], 1) for args in run):
+        return None  # a part missing or a multi-part message
+    if pairs and await conn.fetchval(_ORPHANS_WAIT, [p[0] for p in pairs],
+                                     [p[1] for p in pairs]):
+        return None
+    rows = await conn.fetch(_SUBMIT_PARTS, ids, [args[1] for args in run],
+                            [args[2] for args in run], [args[3] for args in run],
+                            [args[5] for args in run])
+    if len(rows) != len(ids):
+        raise LookupError("a part of the run vanished while it was written")
+    states = {r[0]: PartState(r[1]) for r in rows}
+    new_keys = [(smsc, key, mid, seq) for (mid, seq, smsc, *_), keys in keyed for key in keys]
+    if new_keys:
+        await conn.execute(_INSERT_KEYS, *map(list, zip(*new_keys)))
+    moves: dict[MessageState, list[tuple[str, float, str]]] = {}
+    for mid, seq, smsc, smsc_id, _, at in run:
+        target = aggregate((states[mid],))
+        moves.setdefault(target, []).append((mid, at, submit_details(seq, 1, smsc, smsc_id)[1]))
+    moved = await _move_together(conn, moves)
+    for mid, seq, smsc, smsc_id, _, at in run:
+        part_detail, detail, all_submitted = submit_details(seq, 1, smsc, smsc_id)
+        tx.event(mid, at, "part_submitted", part_detail)
+        moved_to = moved.get(mid)
+        if moved_to is not None:
+            tx.event(mid, at, moved_to.value,
+                     all_submitted if moved_to is MessageState.SUBMITTED else detail)
+    return [None] * len(run)
+
+
+async def _lock_pairs(conn: Any, pairs: Sequence[tuple[str, str]]) -> None:
+    """`_lock_keys` for (smsc, key) pairs of several SMSCs at once (sorted: no deadlock)."""
+    await conn.execute("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k "
+                       "ORDER BY k", sorted({lock_key("smsc-key", smsc, key)
+                                             for smsc, key in pairs}))
+
+
+async def _move_together(conn: Any, moves: dict[MessageState, list[tuple[str, float, str]]]
+                         ) -> dict[str, MessageState]:
+    """Each message to its target (`_MOVES`: one statement per target), as `_reaggregate`
+    moves one; the messages that moved, with their new state."""
+    moved: dict[str, MessageState] = {}
+    for target, rows in moves.items():
+        ids, ats, details = (list(column) for column in zip(*rows))
+        for r in await conn.fetch(_MOVES[target], target.value, ids, ats, details):
+            moved[r[0]] = target
+    return moved
 
 
 async def _receipt(store: PostgresStore, tx: _Tx, smsc: str, id_keys: tuple[str, ...],
@@ -1222,6 +1325,11 @@ async def _claim_mailbacks(store: PostgresStore, tx: _Tx, owner: str, now: float
         _MAILBACKS + "WHERE b.id = ANY($1::bigint[]) ORDER BY b.next_at, b.id", ids)] \
         if ids else []
 
+
+#: Operations whose runs have a form that writes the run together (`PostgresStore._apply`).
+_TOGETHER: dict[Callable[..., Any], Callable[..., Any]] = {
+    _submitted: _submitted_together,
+}
 
 #: The Store's write calls as writer operations, by interface method name (as WRITES in
 #: bridge.store.sqlite: the store process's pipe sends these names).
