@@ -131,11 +131,18 @@ FROM unnest($1::text[], $2::text[]) AS r(id, routes) WHERE m.id = r.id AND r.rou
 """
 _PENDING_SQL = ", ".join(f"'{v}'" for v in PENDING_STATES)
 _LIVE = "SELECT id FROM instances WHERE heartbeat_at >= $2"
+# Lookups of many keys at once go through unnest with a LATERAL subquery per key (its LIMIT
+# or OFFSET 0 keeps it a subquery, probed with each key): the plan cached for `col =
+# ANY($1)`, made while the tables were small (a new database), scanned the whole table on each
+# call until autovacuum's next ANALYZE, a cost that grew with every row written.
 #: Numbers with a pending message the owner ($1) does not hold.
 _UNSENT = "EXISTS (SELECT 1 FROM parts p WHERE p.message_id = {m}.id AND p.smsc_id IS NULL)"
 _NOT_MINE = f"""
-SELECT DISTINCT recipient FROM messages m WHERE recipient = ANY($2::text[])
-AND state IN ({_PENDING_SQL}) AND lease_owner IS DISTINCT FROM $1 AND {_UNSENT.format(m="m")}
+SELECT u.recipient FROM unnest($2::text[]) AS u(recipient)
+CROSS JOIN LATERAL (SELECT 1 FROM messages m WHERE m.recipient = u.recipient
+    AND m.state IN ({_PENDING_SQL}) AND m.lease_owner IS DISTINCT FROM $1
+    AND EXISTS (SELECT 1 FROM parts p WHERE p.message_id = m.id AND p.smsc_id IS NULL OFFSET 0)
+    LIMIT 1) AS pending
 """
 _CLAIM = f"""
 WITH live AS ({_LIVE}),
@@ -175,15 +182,15 @@ WITH new AS (INSERT INTO account_usage (account, parts_used)
 SELECT account, parts_used FROM account_usage WHERE account = ANY($1) ORDER BY account FOR UPDATE
 """
 _FIND_KEYS = """
-SELECT m.account, m.idempotency_key, m.id FROM messages m
-JOIN unnest($1::text[], $2::text[]) AS u(account, key)
-  ON m.account = u.account AND m.idempotency_key = u.key
+SELECT u.account, u.key, m.id FROM unnest($1::text[], $2::text[]) AS u(account, key)
+CROSS JOIN LATERAL (SELECT id FROM messages WHERE account = u.account
+                    AND idempotency_key = u.key OFFSET 0) AS m
 """
+#: The newest message of each (account, digest); the pairs come distinct.
 _FIND_DIGESTS = """
-SELECT DISTINCT ON (m.account, m.dup_digest) m.account, m.dup_digest, m.id, m.dup_at
-FROM messages m JOIN unnest($1::text[], $2::text[]) AS u(account, digest)
-  ON m.account = u.account AND m.dup_digest = u.digest
-ORDER BY m.account, m.dup_digest, m.dup_at DESC
+SELECT u.account, u.digest, m.id, m.dup_at FROM unnest($1::text[], $2::text[]) AS u(account, digest)
+CROSS JOIN LATERAL (SELECT id, dup_at FROM messages WHERE account = u.account
+                    AND dup_digest = u.digest ORDER BY dup_at DESC LIMIT 1) AS m
 """
 _PRUNE_DIGESTS = """
 UPDATE messages SET dup_digest = NULL, dup_at = NULL WHERE dup_digest IS NOT NULL AND dup_at < $1
@@ -195,11 +202,14 @@ WHERE message_id = $4 AND seq = $5 RETURNING total, state
 """
 #: For runs of submits (`_submitted_together`): every part of the run's messages, whether an
 #: orphan receipt waits for any of the run's (smsc, key) pairs, all the parts' updates.
-_PARTS_OF = "SELECT message_id, seq, total FROM parts WHERE message_id = ANY($1::text[])"
+_PARTS_OF = """
+SELECT p.message_id, p.seq, p.total FROM unnest($1::text[]) AS u(id)
+CROSS JOIN LATERAL (SELECT message_id, seq, total FROM parts WHERE message_id = u.id OFFSET 0) AS p
+"""
 _ORPHANS_WAIT = """
-SELECT EXISTS (SELECT 1 FROM orphan_receipts o
-               JOIN unnest($1::text[], $2::text[]) AS u(smsc, key)
-                 ON o.smsc = u.smsc AND o.key = u.key)
+SELECT EXISTS (SELECT 1 FROM unnest($1::text[], $2::text[]) AS u(smsc, key)
+               CROSS JOIN LATERAL (SELECT 1 FROM orphan_receipts WHERE smsc = u.smsc
+                                   AND key = u.key LIMIT 1) AS o)
 """
 _SUBMIT_PARTS = """
 UPDATE parts p SET state = CASE WHEN p.state = 'queued' THEN 'submitted' ELSE p.state END,
@@ -213,12 +223,14 @@ UPDATE parts SET state = $1, receipt_stat = $2, receipt_err = $3,
     delivered_at = CASE WHEN $1 = 'delivered' THEN coalesce(delivered_at, $4) ELSE delivered_at END
 WHERE message_id = $5 AND seq = $6
 """
+#: The submits a receipt's keys match, each key probed on both columns of smsc_keys_lookup
+#: (the plan cached for `smsc = $1 AND key = ANY($2)` scanned every key of the SMSC).
 _RECEIPT_MATCHES = """
 SELECT k.key, k.message_id, k.seq, k.id, p.state, p.total, p.receipt_stat, p.receipt_err, m.state
-FROM smsc_keys k
+FROM unnest($2::text[]) AS u(key)
+JOIN LATERAL (SELECT * FROM smsc_keys s WHERE s.smsc = $1 AND s.key = u.key OFFSET 0) AS k ON true
 JOIN parts p ON p.message_id = k.message_id AND p.seq = k.seq
 JOIN messages m ON m.id = k.message_id
-WHERE k.smsc = $1 AND k.key = ANY($2::text[])
 """
 _PART_AND_MESSAGE = """
 SELECT p.state, p.total, p.receipt_stat, p.receipt_err, m.state
