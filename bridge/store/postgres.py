@@ -29,7 +29,7 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -200,23 +200,30 @@ UPDATE parts SET state = CASE WHEN state = 'queued' THEN 'submitted' ELSE state 
     smsc = $1, smsc_id = $2, submitted_at = $3, attempts = attempts + 1
 WHERE message_id = $4 AND seq = $5 RETURNING total, state
 """
-#: For runs of submits (`_submitted_together`): every part of the run's messages, whether an
-#: orphan receipt waits for any of the run's (smsc, key) pairs, all the parts' updates.
-_PARTS_OF = """
-SELECT p.message_id, p.seq, p.total FROM unnest($1::text[]) AS u(id)
-CROSS JOIN LATERAL (SELECT message_id, seq, total FROM parts WHERE message_id = u.id OFFSET 0) AS p
+#: For runs written together (`_submitted_together`, `_receipts_together`): the parts of
+#: these messages with their message's state, locked as the one-by-one UPDATEs lock them, so
+#: what is decided from them holds until the commit whatever other instances do.
+_LOCK_PARTS = """
+SELECT p.message_id, p.seq, p.total, p.state, p.receipt_stat, p.receipt_err, m.state
+FROM unnest($1::text[]) AS u(id)
+CROSS JOIN LATERAL (SELECT message_id, seq, total, state, receipt_stat, receipt_err FROM parts
+                    WHERE message_id = u.id FOR NO KEY UPDATE) AS p
+CROSS JOIN LATERAL (SELECT state FROM messages WHERE id = u.id FOR NO KEY UPDATE) AS m
 """
-_ORPHANS_WAIT = """
-SELECT EXISTS (SELECT 1 FROM unnest($1::text[], $2::text[]) AS u(smsc, key)
-               CROSS JOIN LATERAL (SELECT 1 FROM orphan_receipts WHERE smsc = u.smsc
-                                   AND key = u.key LIMIT 1) AS o)
+#: Which of these (smsc, key) pairs an orphan receipt waits for.
+_ORPHAN_PAIRS = """
+SELECT u.smsc, u.key FROM unnest($1::text[], $2::text[]) AS u(smsc, key)
+WHERE EXISTS (SELECT 1 FROM orphan_receipts WHERE smsc = u.smsc AND key = u.key OFFSET 0)
 """
-_SUBMIT_PARTS = """
-UPDATE parts p SET state = CASE WHEN p.state = 'queued' THEN 'submitted' ELSE p.state END,
-    smsc = u.smsc, smsc_id = u.smsc_id, submitted_at = u.at, attempts = p.attempts + 1
-FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::float8[])
-    AS u(message_id, seq, smsc, smsc_id, at)
-WHERE p.message_id = u.message_id AND p.seq = u.seq RETURNING p.message_id, p.state
+#: `_RECEIPT_MATCHES` for the keys of several SMSCs at once (the SMSC first).
+_RUN_MATCHES = """
+SELECT u.smsc, k.key, k.message_id, k.seq, k.id, p.state, p.total, p.receipt_stat,
+    p.receipt_err, m.state
+FROM unnest($1::text[], $2::text[]) AS u(smsc, key)
+CROSS JOIN LATERAL (SELECT * FROM smsc_keys s WHERE s.smsc = u.smsc AND s.key = u.key
+                    OFFSET 0) AS k
+JOIN parts p ON p.message_id = k.message_id AND p.seq = k.seq
+JOIN messages m ON m.id = k.message_id
 """
 _RECEIPT_PART = """
 UPDATE parts SET state = $1, receipt_stat = $2, receipt_err = $3,
@@ -269,22 +276,8 @@ def _move_sql(target: MessageState) -> str:
 
 _MOVE = {target: _move_sql(target) for target in MessageState}
 
-
-def _moves_sql(target: MessageState) -> str:
-    """`_move_sql` for many messages at once: ids, times and details as arrays; RETURNING
-    the ids that moved."""
-    columns = "state = $1, updated_at = u.at"
-    if target is MessageState.DELIVERED:
-        columns += ", error = NULL, error_detail = NULL"
-    elif keeps_why(target):
-        columns += ", error_detail = u.detail"
-    sources = ", ".join(f"'{v}'" for v in move_sources(target)) or "NULL"
-    return (f"UPDATE messages m SET {columns} "
-            f"FROM unnest($2::text[], $3::float8[], $4::text[]) AS u(id, at, detail) "
-            f"WHERE m.id = u.id AND m.state IN ({sources}) RETURNING m.id")
-
-
-_MOVES = {target: _moves_sql(target) for target in MessageState}
+#: The states `_MOVE[target]` moves a message from.
+_SOURCES = {target: frozenset(move_sources(target)) for target in MessageState}
 
 
 def lock_key(*parts: str) -> int:
@@ -844,49 +837,182 @@ async def _lock_keys(conn: Any, smsc: str, keys: Sequence[str]) -> None:
 
 
 async def _submitted_together(store: PostgresStore, tx: _Tx,
-                              run: list[tuple[Any, ...]]) -> list[None] | None:
-    """`_submitted` for a run, when every op submits the only part of a different message
-    and no orphan receipt waits for its keys (what a draining batch is made of): the same
-    rows, events and locks, in the same order, from a few statements with arrays whatever
-    the run's length. None, with nothing written, for any other run (its ops then go one by
-    one; the key locks taken here are held to the commit either way)."""
-    conn = tx.conn
+                              run: list[tuple[Any, ...]]) -> list[Any] | None:
+    """`_submitted` for a run (what a draining batch is made of): the ops that submit the
+    only part of a different message, with no orphan receipt waiting for their keys, are
+    written together, a few statements whatever their number (`_submit_segment`); any other
+    op goes one by one in its place, so rows, events and their order are those of one by
+    one. None, with nothing written, when a message comes twice or no op can go together
+    (the key and row locks taken here are held to the commit, as one by one takes them)."""
     ids = [args[0] for args in run]
     if len(set(ids)) != len(ids):
         return None
-    keyed = [(args, list(dict.fromkeys(args[4]))) for args in run]
-    pairs = sorted({(args[2], key) for args, keys in keyed for key in keys})
+    conn = tx.conn
+    keyed = [list(dict.fromkeys(args[4])) for args in run]
+    pairs = sorted({(args[2], key) for args, keys in zip(run, keyed) for key in keys})
     if pairs:
         await _lock_pairs(conn, pairs)
-    # (seq, total) by message; a multi-part message shows total > 1 whichever part is kept.
-    found = {r[0]: (int(r[1]), int(r[2])) for r in await conn.fetch(_PARTS_OF, ids)}
-    if any(found.get(args[0]) != (args[1], 1) for args in run):
-        return None  # a part missing or a multi-part message
-    if pairs and await conn.fetchval(_ORPHANS_WAIT, [p[0] for p in pairs],
-                                     [p[1] for p in pairs]):
+    found = await _locked_parts(conn, ids)
+    waiting = {(r[0], r[1]) for r in await conn.fetch(
+        _ORPHAN_PAIRS, [p[0] for p in pairs], [p[1] for p in pairs])} if pairs else set()
+    rows = [_only_part(found, args[0], args[1]) for args in run]
+    together = [row is not None and not any((args[2], key) in waiting for key in keys)
+                for args, keys, row in zip(run, keyed, rows)]
+    if not any(together):
         return None
-    rows = await conn.fetch(_SUBMIT_PARTS, ids, [args[1] for args in run],
-                            [args[2] for args in run], [args[3] for args in run],
-                            [args[5] for args in run])
-    if len(rows) != len(ids):
-        raise LookupError("a part of the run vanished while it was written")
-    states = {r[0]: PartState(r[1]) for r in rows}
-    new_keys = [(smsc, key, mid, seq) for (mid, seq, smsc, *_), keys in keyed for key in keys]
+
+    async def apart(i: int) -> Any:
+        return await _submitted(store, tx, *run[i])
+
+    async def joint(span: range) -> list[Any]:
+        return await _submit_segment(tx, [run[i] for i in span], [rows[i] for i in span])
+    return await _in_segments(together, joint, apart)
+
+
+async def _submit_segment(tx: _Tx, ops: list[tuple[Any, ...]],
+                          rows: list[Any]) -> list[None]:
+    """Submits of single parts, their rows locked (`_LOCK_PARTS`): the one-by-one statements
+    pipelined (executemany), each move decided from the locked message state as the
+    conditional UPDATE would decide it, the events in op order."""
+    conn = tx.conn
+    await conn.executemany(_SUBMIT_PART, [(smsc, smsc_id, at, mid, seq)
+                                          for mid, seq, smsc, smsc_id, _, at in ops])
+    new_keys = [(smsc, key, mid, seq) for mid, seq, smsc, _, keys, _ in ops
+                for key in dict.fromkeys(keys)]
     if new_keys:
         await conn.execute(_INSERT_KEYS, *map(list, zip(*new_keys)))
-    moves: dict[MessageState, list[tuple[str, float, str]]] = {}
-    for mid, seq, smsc, smsc_id, _, at in run:
-        target = aggregate((states[mid],))
-        moves.setdefault(target, []).append((mid, at, submit_details(seq, 1, smsc, smsc_id)[1]))
-    moved = await _move_together(conn, moves)
-    for mid, seq, smsc, smsc_id, _, at in run:
+    moves: dict[MessageState, list[tuple[Any, ...]]] = {}
+    events: list[tuple[str, float, str, str]] = []
+    for (mid, seq, smsc, smsc_id, _, at), row in zip(ops, rows):
+        part = PartState(row[3])
+        target = aggregate((PartState.SUBMITTED if part is PartState.QUEUED else part,))
         part_detail, detail, all_submitted = submit_details(seq, 1, smsc, smsc_id)
-        tx.event(mid, at, "part_submitted", part_detail)
-        moved_to = moved.get(mid)
-        if moved_to is not None:
-            tx.event(mid, at, moved_to.value,
-                     all_submitted if moved_to is MessageState.SUBMITTED else detail)
-    return [None] * len(run)
+        events.append((mid, at, "part_submitted", part_detail))
+        if row[6] in _SOURCES[target]:
+            moves.setdefault(target, []).append(_move_params(target, at, detail, mid))
+            events.append((mid, at, target.value,
+                           all_submitted if target is MessageState.SUBMITTED else detail))
+    await _moves(conn, moves)
+    tx.events.extend(events)
+    return [None] * len(ops)
+
+
+async def _receipts_together(store: PostgresStore, tx: _Tx,
+                             run: list[tuple[Any, ...]]) -> list[Any] | None:
+    """`_receipt` for a run: the receipts that match a submit (by `_receipt`'s ranking) of
+    the only part of a message no earlier receipt of the run touched are applied together
+    (`_receipt_segment`); any other (an orphan, a part of a multi-part message, a part
+    again) goes one by one in its place. None, with nothing written, when none can go
+    together."""
+    conn = tx.conn
+    keyed = [list(dict.fromkeys(args[1])) for args in run]
+    pairs = sorted({(args[0], key) for args, keys in zip(run, keyed) for key in keys})
+    if not pairs:
+        return None
+    await _lock_pairs(conn, pairs)
+    best = await _run_matches(conn, run, keyed, pairs)
+    seen: set[tuple[str, int]] = set()
+    together: list[bool] = []
+    for match in best:
+        part = (match[1], int(match[2])) if match is not None else None
+        together.append(match is not None and int(match[5]) == 1 and part not in seen)
+        if part is not None:
+            seen.add(part)
+    if not any(together):
+        return None
+    found = await _locked_parts(conn, [m[1] for m, t in zip(best, together) if m and t])
+    rows = [_only_part(found, m[1], int(m[2])) if m and t else None
+            for m, t in zip(best, together)]
+    together = [row is not None for row in rows]  # as locked (a part may have gone since)
+
+    async def apart(i: int) -> Any:
+        return await _receipt(store, tx, *run[i])
+
+    async def joint(span: range) -> list[Any]:
+        return await _receipt_segment(tx, [run[i] for i in span], [rows[i] for i in span])
+    return await _in_segments(together, joint, apart)
+
+
+async def _run_matches(conn: Any, run: list[tuple[Any, ...]], keyed: list[list[str]],
+                       pairs: list[tuple[str, str]]) -> list[tuple[Any, ...] | None]:
+    """Each receipt's best match (`best_match` over its keys, as `_receipt` ranks them),
+    from one lookup of every (smsc, key) of the run."""
+    by_smsc: dict[str, list[tuple[Any, ...]]] = {}
+    for r in await conn.fetch(_RUN_MATCHES, [p[0] for p in pairs], [p[1] for p in pairs]):
+        by_smsc.setdefault(r[0], []).append(tuple(r[1:]))
+    matches = {smsc: by_key(rows) for smsc, rows in by_smsc.items()}
+    return [best_match(keys, matches.get(args[0], {})) if keys else None
+            for args, keys in zip(run, keyed)]
+
+
+async def _receipt_segment(tx: _Tx, ops: list[tuple[Any, ...]],
+                           rows: list[Any]) -> list[ReceiptOutcome]:
+    """Receipts for single parts of different messages, their rows locked: the part updates
+    and moves of `_apply_receipt`, pipelined, each decided from the locked row."""
+    updates: list[tuple[Any, ...]] = []
+    buffered: list[tuple[Any, ...]] = []
+    moves: dict[MessageState, list[tuple[Any, ...]]] = {}
+    events: list[tuple[str, float, str, str]] = []
+    out: list[ReceiptOutcome] = []
+    for (_, _, part_state, stat, err, at), row in zip(ops, rows):
+        mid, seq, current, message = row[0], int(row[1]), PartState(row[3]), MessageState(row[6])
+        new = receipt_change(current, row[4], row[5], part_state, stat, err)
+        if new is None:
+            out.append(ReceiptOutcome(True, mid, message))
+            continue
+        updates.append((new.value, stat or "", err, at, mid, seq))
+        if interim(current, new, stat):
+            buffered.append((at, stat, mid))
+        detail = receipt_detail(seq, 1, stat, err)
+        events.append((mid, at, "receipt", detail))
+        target = aggregate((new,))
+        if new is not current and message.value in _SOURCES[target]:
+            moves.setdefault(target, []).append(_move_params(target, at, detail, mid))
+            events.append((mid, at, target.value, detail))
+            message = target
+        out.append(ReceiptOutcome(True, mid, message))
+    conn = tx.conn
+    if updates:
+        await conn.executemany(_RECEIPT_PART, updates)
+    if buffered:
+        await conn.executemany(_QUEUE_BUFFERED, buffered)
+    await _moves(conn, moves)
+    tx.events.extend(events)
+    return out
+
+
+async def _in_segments(together: list[bool],
+                       joint: Callable[[range], Awaitable[list[Any]]],
+                       apart: Callable[[int], Awaitable[Any]]) -> list[Any]:
+    """A run's ops in order: each span of ops that go together by `joint`, the others one
+    by one by `apart`."""
+    out: list[Any] = []
+    i = 0
+    while i < len(together):
+        j = i + 1
+        if together[i]:
+            while j < len(together) and together[j]:
+                j += 1
+            out.extend(await joint(range(i, j)))
+        else:
+            out.append(await apart(i))
+        i = j
+    return out
+
+
+async def _locked_parts(conn: Any, ids: list[str]) -> dict[str, list[Any]]:
+    """The parts of these messages with their message's state, locked (`_LOCK_PARTS`; ids
+    sorted, so two instances lock in one order), by message."""
+    found: dict[str, list[Any]] = {}
+    for r in await conn.fetch(_LOCK_PARTS, sorted(set(ids))):
+        found.setdefault(r[0], []).append(r)
+    return found
+
+
+def _only_part(found: dict[str, list[Any]], message_id: str, seq: int) -> Any:
+    """The locked row of the message's part `seq` when it is its only part, else None."""
+    rows = found.get(message_id, [])
+    return rows[0] if len(rows) == 1 and rows[0][1] == seq and rows[0][2] == 1 else None
 
 
 async def _lock_pairs(conn: Any, pairs: Sequence[tuple[str, str]]) -> None:
@@ -896,16 +1022,18 @@ async def _lock_pairs(conn: Any, pairs: Sequence[tuple[str, str]]) -> None:
                                              for smsc, key in pairs}))
 
 
-async def _move_together(conn: Any, moves: dict[MessageState, list[tuple[str, float, str]]]
-                         ) -> dict[str, MessageState]:
-    """Each message to its target (`_MOVES`: one statement per target), as `_reaggregate`
-    moves one; the messages that moved, with their new state."""
-    moved: dict[str, MessageState] = {}
-    for target, rows in moves.items():
-        ids, ats, details = (list(column) for column in zip(*rows))
-        for r in await conn.fetch(_MOVES[target], target.value, ids, ats, details):
-            moved[r[0]] = target
-    return moved
+def _move_params(target: MessageState, at: float, detail: str,
+                 message_id: str) -> tuple[Any, ...]:
+    """`_MOVE[target]`'s parameters, as `_reaggregate` passes them."""
+    params: tuple[Any, ...] = (target.value, at, message_id)
+    return params + (detail,) if keeps_why(target) else params
+
+
+async def _moves(conn: Any, moves: dict[MessageState, list[tuple[Any, ...]]]) -> None:
+    """The conditional moves (`_MOVE`), pipelined per target state; the rows are locked and
+    their states checked against `_SOURCES` already, so each one moves."""
+    for target, params in moves.items():
+        await conn.executemany(_MOVE[target], params)
 
 
 async def _receipt(store: PostgresStore, tx: _Tx, smsc: str, id_keys: tuple[str, ...],
@@ -1341,6 +1469,7 @@ async def _claim_mailbacks(store: PostgresStore, tx: _Tx, owner: str, now: float
 #: Operations whose runs have a form that writes the run together (`PostgresStore._apply`).
 _TOGETHER: dict[Callable[..., Any], Callable[..., Any]] = {
     _submitted: _submitted_together,
+    _receipt: _receipts_together,
 }
 
 #: The Store's write calls as writer operations, by interface method name (as WRITES in
