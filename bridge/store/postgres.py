@@ -124,11 +124,10 @@ def _unnest_insert(table: str, columns: Sequence[str], types: Sequence[str]) -> 
 
 
 _INSERT_MESSAGES = _unnest_insert("messages", _MESSAGE_COLUMNS, _MESSAGE_TYPES)
-# routes are an array per message: unnest cannot take an array of arrays, so they follow.
-_SET_ROUTES = """
-UPDATE messages m SET routes = string_to_array(r.routes, ',')
-FROM unnest($1::text[], $2::text[]) AS r(id, routes) WHERE m.id = r.id AND r.routes <> ''
-"""
+# routes are an array per message: unnest cannot take an array of arrays, so they follow,
+# one UPDATE by primary key per routed message, pipelined (an UPDATE ... FROM unnest's plan,
+# planned on an empty database, hash-joined a sequential scan of messages).
+_SET_ROUTES = "UPDATE messages SET routes = string_to_array($2, ',') WHERE id = $1"
 _PENDING_SQL = ", ".join(f"'{v}'" for v in PENDING_STATES)
 _LIVE = "SELECT id FROM instances WHERE heartbeat_at >= $2"
 # Lookups of many keys at once go through unnest with a LATERAL subquery per key (its LIMIT
@@ -186,11 +185,13 @@ SELECT u.account, u.key, m.id FROM unnest($1::text[], $2::text[]) AS u(account, 
 CROSS JOIN LATERAL (SELECT id FROM messages WHERE account = u.account
                     AND idempotency_key = u.key OFFSET 0) AS m
 """
-#: The newest message of each (account, digest); the pairs come distinct.
+#: The messages of each (account, digest) still carrying it (`_newest` keeps the newest: an
+#: ORDER BY dup_at LIMIT 1 here let a cached plan walk messages_dup_at from the newest row
+#: down, every row, for each digest not found).
 _FIND_DIGESTS = """
 SELECT u.account, u.digest, m.id, m.dup_at FROM unnest($1::text[], $2::text[]) AS u(account, digest)
 CROSS JOIN LATERAL (SELECT id, dup_at FROM messages WHERE account = u.account
-                    AND dup_digest = u.digest ORDER BY dup_at DESC LIMIT 1) AS m
+                    AND dup_digest = u.digest OFFSET 0) AS m
 """
 _PRUNE_DIGESTS = """
 UPDATE messages SET dup_digest = NULL, dup_at = NULL WHERE dup_digest IS NOT NULL AND dup_at < $1
@@ -209,6 +210,13 @@ FROM unnest($1::text[]) AS u(id)
 CROSS JOIN LATERAL (SELECT message_id, seq, total, state, receipt_stat, receipt_err FROM parts
                     WHERE message_id = u.id FOR NO KEY UPDATE) AS p
 CROSS JOIN LATERAL (SELECT state FROM messages WHERE id = u.id FOR NO KEY UPDATE) AS m
+"""
+#: The orphan receipts waiting for an SMSC's keys, locked, oldest first.
+_ORPHANS_OF = """
+SELECT o.receipt, o.part_state, o.stat, o.err, o.at FROM unnest($2::text[]) AS u(key)
+CROSS JOIN LATERAL (SELECT id, receipt, part_state, stat, err, at FROM orphan_receipts
+                    WHERE smsc = $1 AND key = u.key FOR UPDATE) AS o
+ORDER BY o.id
 """
 #: Which of these (smsc, key) pairs an orphan receipt waits for.
 _ORPHAN_PAIRS = """
@@ -271,7 +279,11 @@ def _move_sql(target: MessageState) -> str:
     elif keeps_why(target):
         columns += ", error_detail = $4"
     sources = ", ".join(f"'{v}'" for v in move_sources(target)) or "NULL"
-    return f"UPDATE messages SET {columns} WHERE id = $3 AND state IN ({sources}) RETURNING 1"
+    # `state || ''`: the condition must not reach for messages_state. A plan cached while few
+    # messages were queued found the row through `state = 'queued'` and filtered on id,
+    # reading the whole backlog for each submit; the primary key is the one way in.
+    return (f"UPDATE messages SET {columns} WHERE id = $3 AND state || '' IN ({sources}) "
+            f"RETURNING 1")
 
 
 _MOVE = {target: _move_sql(target) for target in MessageState}
@@ -671,8 +683,7 @@ async def _accept_run(store: PostgresStore, tx: _Tx,
     seen: dict[tuple[str, str], tuple[str, float]] = {}
     if digests:
         accounts, names = zip(*digests)
-        seen = {(a, d): (i, float(at)) for a, d, i, at in
-                await conn.fetch(_FIND_DIGESTS, list(accounts), list(names))}
+        seen = _newest(await conn.fetch(_FIND_DIGESTS, list(accounts), list(names)))
     quota_accounts = sorted({r[1] for r, _ in rows if r[23] > 0})
     used: dict[str, int] = {}
     if quota_accounts:
@@ -696,13 +707,25 @@ async def _accept_run(store: PostgresStore, tx: _Tx,
     if inserts:
         await conn.execute(_INSERT_MESSAGES, *map(list, zip(*inserts)))
         await conn.execute(_INSERT_PARTS, *map(list, zip(*parts)))
-        await conn.execute(_SET_ROUTES, *map(list, zip(*routes)))
+        routed = [(mid, names) for mid, names in routes if names]
+        if routed:
+            await conn.executemany(_SET_ROUTES, routed)
         if any(row[-1] is None for row in inserts):
             tx.notify = True  # some wait to be claimed: wake the instances
     now = max(now for _, now, _ in calls)
     if store._dup_window > 0 and now - store._digests_pruned_at >= _DIGEST_PRUNE_S:
         store._digests_pruned_at = now
         await conn.execute(_PRUNE_DIGESTS, now - store._dup_window)
+    return out
+
+
+def _newest(rows: Sequence[Any]) -> dict[tuple[str, str], tuple[str, float]]:
+    """The newest message (id, dup_at) of each (account, digest) among `rows`."""
+    out: dict[tuple[str, str], tuple[str, float]] = {}
+    for account, digest, message_id, at in rows:
+        kept = out.get((account, digest))
+        if kept is None or float(at) > kept[1]:
+            out[(account, digest)] = (message_id, float(at))
     return out
 
 
@@ -808,8 +831,7 @@ async def _submitted(store: PostgresStore, tx: _Tx, message_id: str, seq: int, s
     if not keys:
         return None
     orphans = await conn.fetch(
-        "SELECT receipt, part_state, stat, err, at FROM orphan_receipts "
-        "WHERE smsc = $1 AND key = ANY($2::text[]) ORDER BY id FOR UPDATE", smsc, keys)
+        _ORPHANS_OF, smsc, keys)
     outcome: ReceiptOutcome | None = None
     applied: set[str] = set()
     for receipt, orphan_state, stat, err, receipt_at in orphans:
@@ -822,8 +844,8 @@ async def _submitted(store: PostgresStore, tx: _Tx, message_id: str, seq: int, s
                                      err, max(at, float(receipt_at)), orphan=True)
         outcome = ReceiptOutcome(True, message_id, state)
     if applied:
-        await conn.execute("DELETE FROM orphan_receipts WHERE receipt = ANY($1::text[])",
-                           list(applied))
+        await conn.executemany("DELETE FROM orphan_receipts WHERE receipt = $1",
+                               [(receipt,) for receipt in applied])
     return outcome
 
 
