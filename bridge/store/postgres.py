@@ -103,6 +103,10 @@ DUE_CHANNEL = "sms_bridge_due"
 _DOWN_MIN_S = 0.1
 _DOWN_MAX_S = 2.0
 _DIGEST_PRUNE_S = 10.0
+#: Accepted messages after which the tables are analyzed (`PostgresStore._grew`), then ten
+#: times as many, and so on.
+_ANALYZE_FIRST = 1000
+_ANALYZED = "messages, parts, smsc_keys, events, orphan_receipts"
 _ORPHAN_PRUNE_S = 60.0
 
 _MESSAGE_COLUMNS = (
@@ -353,6 +357,9 @@ class PostgresStore(CallsByName):
         self._dup_window = 0.0
         self._digests_pruned_at = float("-inf")
         self._orphans_pruned_at = float("-inf")
+        self._accepted = 0
+        self._analyze_at = _ANALYZE_FIRST
+        self._analyzer: asyncio.Task[None] | None = None
         self.episode = Episode(log, "store writes")
         self.on_commit: Callable[[int, float], None] | None = None
         self.counters = {"commits": 0, "ops": 0, "failed_batches": 0, "failed_ops": 0,
@@ -459,6 +466,8 @@ class PostgresStore(CallsByName):
             self._listener.cancel()
             await asyncio.gather(self._listener, return_exceptions=True)
             self._listener = None
+        if self._analyzer is not None:
+            await asyncio.gather(self._analyzer, return_exceptions=True)
         self._closing = True
         self._queue.append(None)
         assert self._wake is not None and self._task is not None
@@ -616,6 +625,30 @@ class PostgresStore(CallsByName):
             i = j
         return values
 
+    def _grew(self, accepted: int) -> None:
+        """Count accepted messages; at 1,000, 10,000, 100,000… since the store opened, ANALYZE
+        the tables in the background. Why: a new database has no statistics until
+        autovacuum's first ANALYZE of each table (a minute or more), and the plan a prepared
+        statement settles on meanwhile (at its sixth execution, the tables nearly empty)
+        stays cached until then: the digest and idempotency lookups went through
+        messages_account_created, reading every message of the account for each digest.
+        Statistics invalidate those plans and every connection plans again."""
+        self._accepted += accepted
+        if self._accepted >= self._analyze_at and self._analyzer is None and not self._closing:
+            while self._analyze_at <= self._accepted:
+                self._analyze_at *= 10
+            self._analyzer = asyncio.get_running_loop().create_task(self._analyze())
+
+    async def _analyze(self) -> None:
+        try:
+            async with self._pool.acquire() as conn:
+                await conn.execute(f"ANALYZE {_ANALYZED}")
+        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError,
+                asyncpg.InterfaceError) as exc:
+            log.info("store %s: ANALYZE skipped (%s)", safe_url(self.url), exc)
+        finally:
+            self._analyzer = None
+
     # -------------------------------------------------------------- reads
 
     async def _read(self, method: str, args: tuple[Any, ...]) -> Any:
@@ -712,6 +745,7 @@ async def _accept_run(store: PostgresStore, tx: _Tx,
             await conn.executemany(_SET_ROUTES, routed)
         if any(row[-1] is None for row in inserts):
             tx.notify = True  # some wait to be claimed: wake the instances
+        store._grew(len(inserts))
     now = max(now for _, now, _ in calls)
     if store._dup_window > 0 and now - store._digests_pruned_at >= _DIGEST_PRUNE_S:
         store._digests_pruned_at = now
