@@ -127,11 +127,22 @@ def _unnest_insert(table: str, columns: Sequence[str], types: Sequence[str]) -> 
     return f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({params})"
 
 
-_INSERT_MESSAGES = _unnest_insert("messages", _MESSAGE_COLUMNS, _MESSAGE_TYPES)
-# routes are an array per message: unnest cannot take an array of arrays, so they follow,
-# one UPDATE by primary key per routed message, pipelined (an UPDATE ... FROM unnest's plan,
-# planned on an empty database, hash-joined a sequential scan of messages).
-_SET_ROUTES = "UPDATE messages SET routes = string_to_array($2, ',') WHERE id = $1"
+
+
+def _insert_messages() -> str:
+    """`_unnest_insert` for messages, with their routes: unnest cannot take an array of
+    arrays, so each message's routes come comma-joined ("" for none) and are split here,
+    in the INSERT (an UPDATE after it wrote every routed row twice)."""
+    names = [f"c{i}" for i in range(len(_MESSAGE_COLUMNS))]
+    params = ", ".join(f"${i}::{kind}[]" for i, kind in enumerate(_MESSAGE_TYPES, 1))
+    return (f"INSERT INTO messages ({', '.join(_MESSAGE_COLUMNS)}, routes) "
+            f"SELECT {', '.join(names)}, CASE WHEN r = '' THEN '{{}}'::text[] "
+            f"ELSE string_to_array(r, ',') END "
+            f"FROM unnest({params}, ${len(_MESSAGE_TYPES) + 1}::text[]) "
+            f"AS u({', '.join(names)}, r)")
+
+
+_INSERT_MESSAGES = _insert_messages()
 _PENDING_SQL = ", ".join(f"'{v}'" for v in PENDING_STATES)
 _LIVE = "SELECT id FROM instances WHERE heartbeat_at >= $2"
 # Lookups of many keys at once go through unnest with a LATERAL subquery per key (its LIMIT
@@ -738,11 +749,9 @@ async def _accept_run(store: PostgresStore, tx: _Tx,
             outcomes.append(outcome)
         out.append(outcomes)
     if inserts:
-        await conn.execute(_INSERT_MESSAGES, *map(list, zip(*inserts)))
+        await conn.execute(_INSERT_MESSAGES, *map(list, zip(*inserts)),
+                           [names for _, names in routes])
         await conn.execute(_INSERT_PARTS, *map(list, zip(*parts)))
-        routed = [(mid, names) for mid, names in routes if names]
-        if routed:
-            await conn.executemany(_SET_ROUTES, routed)
         if any(row[-1] is None for row in inserts):
             tx.notify = True  # some wait to be claimed: wake the instances
         store._grew(len(inserts))
