@@ -159,7 +159,7 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument("--write", action="store_true")
     p.add_argument("--dir", default="wsdl")
     p = sub.add_parser("bench", help="load generators; each prints a JSON summary")
-    p.add_argument("what", choices=("smpp", "store", "soap", "smtp", "http", "all"))
+    p.add_argument("what", choices=("smpp", "store", "soap", "smtp", "http", "cluster", "all"))
     p.add_argument("options", nargs=argparse.REMAINDER,
                    help="passed to that benchmark, e.g. `bench soap --rounds 5` "
                         "(python -m bridge.bench.soap --help lists them)")
