@@ -227,7 +227,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", default="wsdl")
     _store_parser(sub)
     p = sub.add_parser("bench", help="load generators; each prints a JSON summary")
-    p.add_argument("what", choices=("smpp", "store", "soap", "smtp", "http", "failover", "all"))
+    p.add_argument("what", choices=("smpp", "store", "soap", "smtp", "http", "failover",
+                                    "cluster", "all"))
     p.add_argument("options", nargs=argparse.REMAINDER,
                    help="passed to that benchmark, e.g. `bench soap --rounds 5` "
                         "(python -m bridge.bench.soap --help lists them)")

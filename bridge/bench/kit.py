@@ -68,18 +68,26 @@ def process_cpu_s(pid: int) -> float:
 class CpuMeter:
     """CPU of named processes, this one ("load") included, between a reading and now, as µs
     per message: steadier than rates on a noisy 2-core machine, and it says which process a
-    figure is bound by."""
+    figure is bound by. `extra` names other readers of CPU seconds, such as a PostgreSQL
+    server's processes (bridge.bench.pg); one that cannot tell (None) is left out."""
 
-    def __init__(self, pids: Mapping[str, int]) -> None:
+    def __init__(self, pids: Mapping[str, int],
+                 extra: Mapping[str, Callable[[], float | None]] | None = None) -> None:
         self.pids = {"load": os.getpid(), **pids}
+        self.extra = dict(extra or {})
 
     def read(self) -> dict[str, float]:
-        return {name: process_cpu_s(pid) for name, pid in self.pids.items()}
+        out = {name: process_cpu_s(pid) for name, pid in self.pids.items()}
+        for name, reader in self.extra.items():
+            value = reader()
+            if value is not None:
+                out[name] = value
+        return out
 
     def us_per_message(self, before: Mapping[str, float], messages: int) -> dict[str, float]:
         after = self.read()
         out = {name: round((after[name] - before[name]) / max(1, messages) * 1e6, 1)
-               for name in self.pids}
+               for name in after if name in before}
         out["total"] = round(sum(out.values()), 1)
         return out
 

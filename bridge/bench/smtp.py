@@ -25,6 +25,12 @@ is what 0.70 of the no-op rate would keep busy at that cost. `store_per_mail` gi
 whole bridge's store transactions (one fsync each) and write operations per mail, read from its
 /metrics. Prints one JSON object.
 
+On PostgreSQL or both (`--store postgresql|both`, `--compare`, `--url URL`; see
+bridge.bench.stores): accept_only and the bridge run on each chosen store, each on a fresh
+store of its own, the no-op once per round and the stores in turn within it; the JSON then
+has the no-op's figures, a summary per store and `postgresql_vs_sqlite` (the median of the
+rounds' own ratios). CPU of a PostgreSQL server counts under "postgres".
+
 Against a running bridge instead (`--target HOST:PORT --to "+4474001{n:05d}"`): only the load
 generator runs, and the JSON gives every answer by reply code ("250 2.0.0", "451 4.7.1" for a
 rate limit, …), accepted and answered mails per second, the time from a mail's last octet to its
@@ -58,6 +64,8 @@ from bridge.bench.kit import (CpuMeter, Progress, SubmitWatch, announce_and_wait
                               child_process, client_tls, delivery_check, delivery_total,
                               latency_ms, median_by_key, number_template_problem,
                               store_commits, target_options)
+from bridge.bench.stores import (POSTGRESQL, SQLITE, Stores, add_store_options, chosen_kinds,
+                                 stores)
 from bridge.config import Config, parse_config
 
 _MAIL_FROM = "monitor@acme.example"
@@ -121,12 +129,13 @@ async def _serve_noop() -> None:
     server.close()
 
 
-def _bridge_config(smsc_port: int, directory: str) -> Config:
-    """The shipped defaults except: an SMSC at `smsc_port`, an account without a rate limit."""
+def _bridge_config(smsc_port: int, directory: str, store_url: str = "") -> Config:
+    """The shipped defaults except: an SMSC at `smsc_port`, an account without a rate limit,
+    the store `store_url` names (default: SQLite in `directory`)."""
     return parse_config({
         "smtp": {"listen": "127.0.0.1:0", "domains": ["sms.localhost"]},
         "soap": {"listen": "127.0.0.1:0"},
-        "store": {"url": f"sqlite:///{Path(directory) / 'bench.db'}"},
+        "store": {"url": store_url or f"sqlite:///{Path(directory) / 'bench.db'}"},
         "smsc": [{"name": "sim", "host": "127.0.0.1", "port": smsc_port or 2775,
                   "system_id": "bridge", "password": "secret", "window": 50}],
         "account": [{"name": "bench", "password": "bench-password", "senders": ["ACME"],
@@ -135,10 +144,10 @@ def _bridge_config(smsc_port: int, directory: str) -> Config:
     }, base_dir=Path(directory))
 
 
-async def _serve_bridge(smsc_port: int, directory: str) -> None:
+async def _serve_bridge(smsc_port: int, directory: str, store_url: str) -> None:
     from bridge.runtime.app import Bridge, freeze_startup_heap
 
-    bridge = Bridge(_bridge_config(smsc_port, directory))
+    bridge = Bridge(_bridge_config(smsc_port, directory, store_url))
     await bridge.start()
     await bridge.wait_bound(10.0)
     freeze_startup_heap()  # as `sms-bridge serve` does
@@ -148,7 +157,7 @@ async def _serve_bridge(smsc_port: int, directory: str) -> None:
     await bridge.stop()
 
 
-async def _serve_accept_only(directory: str) -> None:
+async def _serve_accept_only(directory: str, store_url: str) -> None:
     """SMTP → text → Service → durable SQLite, without the dispatcher and SMPP: where the
     end-to-end time goes, by subtraction."""
     from bridge.metrics import Metrics
@@ -156,7 +165,7 @@ async def _serve_accept_only(directory: str) -> None:
     from bridge.ingress.smtp.server import start_smtp
     from bridge.runtime import open_store
 
-    config = _bridge_config(0, directory)
+    config = _bridge_config(0, directory, store_url)
     store = open_store(config.store, config.base_dir)
     await store.open()
     server = await start_smtp(Service(config, store), config, Metrics())
@@ -358,85 +367,95 @@ async def _load(port: int, *, tag: str, first: int, count: int, connections: int
     return seconds
 
 
-async def _run(args: argparse.Namespace) -> dict[str, Any]:
-    from bridge.config import SimulatorConfig
-    from bridge.simulator import SmscSimulator
+@dataclasses.dataclass
+class _StoreServers:
+    """One store kind's two servers (accept_only, the whole bridge) and their rounds."""
 
-    n, conns, per = args.mails, args.connections, args.per_session
-    result: dict[str, Any] = {"mails_per_round": n, "rounds": args.rounds, "connections": conns,
-                              "mails_per_session": per, "recipients_per_mail": 1,
-                              "warmup_mails": args.warmup, "cpus": os.cpu_count(),
-                              "receipts": not args.no_receipts}
-    samples: dict[str, list[float]] = {"noop": [], "accept_only": [], "bridge_accepted": [],
-                                       "bridge_end_to_end": []}
-    sim = SmscSimulator(SimulatorConfig(enabled=True, port=0, receipts=not args.no_receipts,
-                                        receipt_delay_s=0.05), history=None)
-    sim_port = await sim.start()
+    kind: str
+    accept: dict[str, Any]
+    bridge: dict[str, Any]
+    meters: dict[str, CpuMeter]
+    samples: dict[str, list[float]] = dataclasses.field(default_factory=lambda: {
+        "accept_only": [], "bridge_accepted": [], "bridge_end_to_end": []})
+    cpu: dict[str, list[dict[str, float]]] = dataclasses.field(
+        default_factory=lambda: {"accept_only": [], "bridge": []})
+    deliveries: list[dict[str, int]] = dataclasses.field(default_factory=list)
+    commits: list[dict[str, float]] = dataclasses.field(default_factory=list)
+
+    @property
+    def tag(self) -> str:
+        """The event tag of its bridge's mails (letters only), as before for SQLite."""
+        return "bridge" if self.kind == SQLITE else f"bridge{self.kind}"
+
+
+async def _start_servers(children: contextlib.AsyncExitStack, made: Stores, kind: str,
+                         sim_port: int) -> _StoreServers:
     me = ("-m", "bridge.bench.smtp", "--child")
-    cpu: dict[str, list[dict[str, float]]] = {"noop": [], "accept_only": [], "bridge": []}
-    deliveries: list[dict[str, int]] = []  # one per round of the whole bridge
-    commits: list[dict[str, float]] = []  # the bridge's store transactions per mail, by round
-    with tempfile.TemporaryDirectory(prefix="smtp-bench-") as directory:
-        try:
-            async with contextlib.AsyncExitStack() as children:
-                noop = await children.enter_async_context(child_process(*me, "noop"))
-                accept = await children.enter_async_context(child_process(
-                    *me, "accept", "--dir", str(Path(directory) / "accept")))
-                bridge = await children.enter_async_context(child_process(
-                    *me, "bridge", "--smsc-port", str(sim_port),
-                    "--dir", str(Path(directory) / "bridge")))
-                for child in (noop, accept, bridge):
-                    await _load(child["port"], tag="warm", first=0, count=args.warmup,
-                                connections=conns, per_session=per)
-                await sim.wait_for_submits(args.warmup, timeout=60)
-                meters = {name: CpuMeter(child["pids"]) for name, child in
-                          (("noop", noop), ("accept_only", accept), ("bridge", bridge))}
-                # Rounds alternate the three servers, so that noise from the machine (2 cores,
-                # other work) falls on all of them alike; the medians are reported.
-                for r in range(args.rounds):
-                    first = (r + 1) * n
-                    for name, child in (("noop", noop), ("accept_only", accept)):
-                        before = meters[name].read()
-                        seconds = await _load(
-                            child["port"], tag=name, first=first, count=n, connections=conns,
-                            per_session=per, progress=Progress(n, f"round {r + 1} {name}"))
-                        samples[name].append(n / seconds)
-                        cpu[name].append(meters[name].us_per_message(before, n))
-                    base = len(sim.submits)
-                    commits_before = await store_commits(bridge["metrics"])
-                    before = meters["bridge"].read()
-                    start = time.perf_counter()
-                    seconds = await _load(
-                        bridge["port"], tag="bridge", first=first, count=n, connections=conns,
-                        per_session=per, progress=Progress(n, f"round {r + 1} bridge"))
-                    await sim.wait_for_submits(base + n, timeout=120)
-                    samples["bridge_accepted"].append(n / seconds)
-                    samples["bridge_end_to_end"].append(n / (time.perf_counter() - start))
-                    if not args.no_receipts:  # let the bridge finish the DLRs before the next
-                        await sim.wait_until(lambda: sim.receipts_sent >= len(sim.submits)
-                                             and sim.unacked_deliveries == 0, timeout=60)
-                    cpu["bridge"].append(meters["bridge"].us_per_message(before, n))
-                    commits_after = await store_commits(bridge["metrics"])
-                    commits.append({key: round((commits_after[key] - commits_before[key]) / n, 2)
-                                    for key in commits_before})
-                    deliveries.append(delivery_check(
-                        (_event(s.text) for s in sim.submits[base:]),
-                        {f"bridge-{i}" for i in range(first, first + n)}))
-                    await asyncio.sleep(0.2)
-        finally:
-            await sim.stop()
-    for name, values in samples.items():
+    folder = Path(made.directory) / kind
+    accept = await children.enter_async_context(child_process(
+        *me, "accept", "--dir", str(folder / "accept"),
+        "--store-url", await made.fresh(kind, "smtp_accept")))
+    bridge = await children.enter_async_context(child_process(
+        *me, "bridge", "--smsc-port", str(sim_port), "--dir", str(folder / "bridge"),
+        "--store-url", await made.fresh(kind, "smtp_bridge")))
+    extra = made.cpu(kind)
+    return _StoreServers(kind, accept, bridge, {
+        "accept_only": CpuMeter(accept["pids"], extra),
+        "bridge": CpuMeter(bridge["pids"], extra)})
+
+
+async def _accept_round(servers: _StoreServers, args: argparse.Namespace, r: int,
+                        first: int) -> None:
+    n = args.mails
+    before = servers.meters["accept_only"].read()
+    seconds = await _load(servers.accept["port"], tag=f"accept{servers.kind}", first=first,
+                          count=n, connections=args.connections, per_session=args.per_session,
+                          progress=Progress(n, f"round {r + 1} accept_only {servers.kind}"))
+    servers.samples["accept_only"].append(n / seconds)
+    servers.cpu["accept_only"].append(servers.meters["accept_only"].us_per_message(before, n))
+
+
+async def _bridge_round(servers: _StoreServers, sim: Any, args: argparse.Namespace, r: int,
+                        first: int) -> None:
+    """One load of the whole bridge: until the simulator has every submit (end to end) and,
+    with receipts, until the bridge has recorded them; what it delivered, checked."""
+    n, bridge = args.mails, servers.bridge
+    base = len(sim.submits)
+    commits_before = await store_commits(bridge["metrics"])
+    before = servers.meters["bridge"].read()
+    start = time.perf_counter()
+    seconds = await _load(bridge["port"], tag=servers.tag, first=first, count=n,
+                          connections=args.connections, per_session=args.per_session,
+                          progress=Progress(n, f"round {r + 1} bridge {servers.kind}"))
+    await sim.wait_for_submits(base + n, timeout=120)
+    servers.samples["bridge_accepted"].append(n / seconds)
+    servers.samples["bridge_end_to_end"].append(n / (time.perf_counter() - start))
+    if not args.no_receipts:  # let the bridge finish the DLRs before the next load
+        await sim.wait_until(lambda: sim.receipts_sent >= len(sim.submits)
+                             and sim.unacked_deliveries == 0, timeout=60)
+    servers.cpu["bridge"].append(servers.meters["bridge"].us_per_message(before, n))
+    commits_after = await store_commits(bridge["metrics"])
+    servers.commits.append({key: round((commits_after[key] - commits_before[key]) / n, 2)
+                            for key in commits_before})
+    servers.deliveries.append(delivery_check(
+        (_event(s.text) for s in sim.submits[base:]),
+        {f"{servers.tag}-{i}" for i in range(first, first + n)}))
+    await asyncio.sleep(0.2)
+
+
+def _store_summary(servers: _StoreServers, noop_rate: float) -> dict[str, Any]:
+    """One store kind's figures: medians over the rounds, ratios against the no-op."""
+    result: dict[str, Any] = {}
+    for name, values in servers.samples.items():
         result[f"{name}_msgs_per_s"] = round(statistics.median(values), 1)
         result[f"{name}_samples"] = [round(v, 1) for v in values]
     # CPU µs per mail by process (load = this process, with the simulator), medians over the
     # rounds; the bridge's counts until its receipts are recorded too.
-    result["cpu_us_per_mail"] = {name: median_by_key(values) for name, values in cpu.items()}
+    result["cpu_us_per_mail"] = {name: median_by_key(values)
+                                 for name, values in servers.cpu.items()}
     # Store transactions (each one fsync) and write operations per mail in the whole bridge.
-    result["store_per_mail"] = median_by_key(commits)
-    result["submits_at_simulator"] = len(sim.submits)
-    result["delivery"] = delivery_total(deliveries)
-    result["receipts_sent"] = sim.receipts_sent
-    noop_rate = result["noop_msgs_per_s"]
+    result["store_per_mail"] = median_by_key(servers.commits)
+    result["delivery"] = delivery_total(servers.deliveries)
     result["ratio_accept_only_vs_noop"] = round(result["accept_only_msgs_per_s"] / noop_rate, 3)
     result["ratio_end_to_end_vs_noop"] = round(result["bridge_end_to_end_msgs_per_s"]
                                                / noop_rate, 3)
@@ -447,6 +466,78 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     bridge_cpu = result["cpu_us_per_mail"].get("bridge", {}).get("total", 0.0)
     result["cores_busy_at_target"] = round(0.7 * noop_rate * bridge_cpu / 1e6, 2)
     return result
+
+
+async def _run(args: argparse.Namespace) -> dict[str, Any]:
+    from bridge.config import SimulatorConfig
+    from bridge.simulator import SmscSimulator
+
+    kinds = chosen_kinds(args)
+    n, conns, per = args.mails, args.connections, args.per_session
+    result: dict[str, Any] = {"mails_per_round": n, "rounds": args.rounds, "connections": conns,
+                              "mails_per_session": per, "recipients_per_mail": 1,
+                              "warmup_mails": args.warmup, "cpus": os.cpu_count(),
+                              "receipts": not args.no_receipts}
+    noop_samples: list[float] = []
+    noop_cpu: list[dict[str, float]] = []
+    sim = SmscSimulator(SimulatorConfig(enabled=True, port=0, receipts=not args.no_receipts,
+                                        receipt_delay_s=0.05), history=None)
+    sim_port = await sim.start()
+    with tempfile.TemporaryDirectory(prefix="smtp-bench-") as directory:
+        try:
+            async with stores(kinds, Path(directory), args.url) as made, \
+                    contextlib.AsyncExitStack() as children:
+                noop = await children.enter_async_context(child_process(
+                    "-m", "bridge.bench.smtp", "--child", "noop"))
+                servers = [await _start_servers(children, made, kind, sim_port)
+                           for kind in kinds]
+                for child in [noop] + [c for s in servers for c in (s.accept, s.bridge)]:
+                    await _load(child["port"], tag="warm", first=0, count=args.warmup,
+                                connections=conns, per_session=per)
+                await sim.wait_for_submits(args.warmup * len(servers), timeout=60)
+                noop_meter = CpuMeter(noop["pids"])
+                # Rounds alternate the servers (and the stores), so that noise from the
+                # machine (2 cores, other work) falls on all of them alike; medians reported.
+                for r in range(args.rounds):
+                    first = (r + 1) * n
+                    before = noop_meter.read()
+                    seconds = await _load(noop["port"], tag="noop", first=first, count=n,
+                                          connections=conns, per_session=per,
+                                          progress=Progress(n, f"round {r + 1} noop"))
+                    noop_samples.append(n / seconds)
+                    noop_cpu.append(noop_meter.us_per_message(before, n))
+                    for each in servers:
+                        await _accept_round(each, args, r, first)
+                        await _bridge_round(each, sim, args, r, first)
+                described = made.describe()
+        finally:
+            await sim.stop()
+    result["noop_msgs_per_s"] = round(statistics.median(noop_samples), 1)
+    result["noop_samples"] = [round(v, 1) for v in noop_samples]
+    result["submits_at_simulator"] = len(sim.submits)
+    result["receipts_sent"] = sim.receipts_sent
+    summaries = {s.kind: _store_summary(s, result["noop_msgs_per_s"]) for s in servers}
+    if len(kinds) == 1:
+        flat = summaries[kinds[0]]
+        flat["cpu_us_per_mail"] = {"noop": median_by_key(noop_cpu), **flat["cpu_us_per_mail"]}
+        return {**result, **flat, "store": kinds[0], **described}
+    result["cpu_us_per_mail_noop"] = median_by_key(noop_cpu)
+    return {**result, **described, **summaries, **_compared(servers)}
+
+
+def _compared(servers: list[_StoreServers]) -> dict[str, Any]:
+    """PostgreSQL over SQLite from the same rounds (the median of the rounds' own ratios);
+    exactly once on both."""
+    by_kind = {s.kind: s for s in servers}
+    pg, lite = by_kind[POSTGRESQL].samples, by_kind[SQLITE].samples
+
+    def ratio(name: str) -> float:
+        return round(statistics.median(a / b for a, b in zip(pg[name], lite[name])), 3)
+    once = all(delivery_total(s.deliveries)["exactly_once"] for s in servers)
+    return {"postgresql_vs_sqlite": {"end_to_end": ratio("bridge_end_to_end"),
+                                     "accepted": ratio("bridge_accepted"),
+                                     "accept_only": ratio("accept_only")},
+            "targets": {"exactly_once": once}}
 
 
 def _letters(n: int) -> str:
@@ -502,6 +593,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-receipts", action="store_true")
+    add_store_options(parser)
     target = target_options(parser, metavar="HOST:PORT", target_help="its SMTP listener",
                             unit="mails", tls="STARTTLS")
     target.add_argument("--domain", default="sms.localhost")
@@ -511,6 +603,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--child", choices=("noop", "accept", "bridge"), help=argparse.SUPPRESS)
     parser.add_argument("--smsc-port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--dir", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--store-url", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if not 1 <= args.mails <= 1_000_000 or not 1 <= args.connections <= 1000 \
             or args.per_session < 1 or args.warmup < 0 or not 1 <= args.rounds <= 20:
@@ -532,9 +625,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.child == "noop":
         asyncio.run(_serve_noop())
     elif args.child == "accept":
-        asyncio.run(_serve_accept_only(args.dir))
+        asyncio.run(_serve_accept_only(args.dir, args.store_url))
     elif args.child == "bridge":
-        asyncio.run(_serve_bridge(args.smsc_port, args.dir))
+        asyncio.run(_serve_bridge(args.smsc_port, args.dir, args.store_url))
     else:
         print(json.dumps(asyncio.run(_run(args)), indent=2))
 

@@ -17,6 +17,13 @@ Measured in one run:
   recipient is a number of its own, and `delivery` checks that the simulator received each
   exactly once (`targets.exactly_once`).
 
+On PostgreSQL or both (`--store postgresql|both`, `--compare`, `--url URL`; see
+bridge.bench.stores): a bench bridge per store, each in its own child process on a store of
+its own, the same loads in the same rounds (the stores alternate within a round); the JSON
+then has a summary per store, `postgresql_vs_sqlite` (end to end, the median of the rounds'
+own ratios) and the target for 100-recipient batches (0.7). `cpu_us` of a PostgreSQL bridge
+includes the server's processes ("postgres").
+
 The four loads run in `rounds` alternating rounds (default 3); each figure is its median round
 (all rounds listed under "rounds"), and each ratio the median of the rounds' own ratios.
 Ratios compare SendSms messages/s with the no-op calls/s. `cpu_us` gives each load's CPU per
@@ -40,6 +47,7 @@ import argparse
 import asyncio
 import base64
 import collections
+import contextlib
 import json
 import os
 import re
@@ -49,7 +57,7 @@ import tempfile
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Mapping, Sequence
 from xml.sax.saxutils import escape as xml_escape
 
 from aiohttp import web
@@ -58,6 +66,8 @@ from bridge.bench.kit import (CpuMeter, Progress, SubmitWatch, announce_and_wait
                               child_process, client_tls, delivery_check, delivery_total,
                               http_load, latency_ms, median_by_key, number_template_problem,
                               target_options)
+from bridge.bench.stores import (POSTGRESQL, SQLITE, Stores, add_store_options, chosen_kinds,
+                                 stores)
 from bridge.config import SimulatorConfig
 from bridge.simulator import SmscSimulator
 
@@ -66,13 +76,19 @@ PASSWORD = "bench-password"
 _ENV11 = "http://schemas.xmlsoap.org/soap/envelope/"
 
 
-def bench_config(directory: Path, smsc_port: int) -> Any:
+def bench_config(directory: Path, smsc_port: int, store_url: str = "",
+                 instance: str = "") -> Any:
+    """The bench bridge's config: SQLite in `directory` unless `store_url` names a store;
+    `instance` names it among others on one PostgreSQL database (bridge.bench.cluster)."""
     from bridge.config import parse_config
 
+    store: dict[str, Any] = {"url": store_url or f"sqlite:///{directory / 'bench.db'}"}
+    if instance:
+        store["instance"] = instance
     return parse_config({
         "smtp": {"listen": "127.0.0.1:0"},
         "soap": {"listen": "127.0.0.1:0", "path": "/soap"},
-        "store": {"url": f"sqlite:///{directory / 'bench.db'}"},
+        "store": store,
         "smsc": [{"name": "sim", "host": "127.0.0.1", "port": smsc_port,
                   "system_id": "bridge", "password": "secret", "window": 50}],
         "account": [{"name": ACCOUNT, "password": PASSWORD, "senders": ["BENCH"],
@@ -83,7 +99,8 @@ def bench_config(directory: Path, smsc_port: int) -> Any:
 # ------------------------------------------------------------------------------ server side
 
 
-async def _serve(directory: Path, smsc_port: int) -> None:
+async def _serve(directory: Path, smsc_port: int, store_url: str = "",
+                 instance: str = "") -> None:
     """Child process: the bridge plus a side app (stock no-op, bridge-stack no-op).
     Prints one JSON line with the ports, runs until stdin closes."""
     from aiohttp_spyne import AIOSpyne  # type: ignore[attr-defined]
@@ -98,7 +115,7 @@ async def _serve(directory: Path, smsc_port: int) -> None:
         build_application,
     )
 
-    config = bench_config(directory, smsc_port)
+    config = bench_config(directory, smsc_port, store_url, instance)
     bridge = Bridge(config)
     await bridge.start()
     runner: web.AppRunner | None = None
@@ -256,38 +273,44 @@ def _median_run(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
     return {**ordered[len(ordered) // 2], "rounds": [r[key] for r in runs]}
 
 
-async def _bench_against(sim: SmscSimulator, sim_port: int, *, calls: int, batch_calls: int,
-                         batch_size: int, noop_calls: int, concurrency: int,
-                         rounds: int) -> dict[str, Any]:
-    """Rounds alternate the four loads, so that noise from the machine (2 cores, other work)
-    falls on all of them alike; each figure is its median round, each ratio the median of the
-    rounds' own ratios."""
-    runs: dict[str, list[dict[str, Any]]] = {"noop_stock": [], "noop_bridge": [],
-                                             "send_1": [], "send_100": []}
-    with tempfile.TemporaryDirectory(prefix="soap-bench-") as tmp:
-        async with child_process("-m", "bridge.bench.soap", "--serve", tmp,
-                                 "--smsc-port", str(sim_port)) as ports:
-            soap = ("127.0.0.1", int(ports["soap_port"]))
-            meter = CpuMeter(ports["pids"])
-            side = ("127.0.0.1", int(ports["side_port"]))
-            auth = "Basic " + base64.b64encode(f"{ACCOUNT}:{PASSWORD}".encode()).decode()
-            headers = {"Content-Type": "text/xml; charset=utf-8", "Authorization": auth}
-            run = f"{os.getpid()}-{int(time.time())}"
-            await _send(soap, sim, 200, 1, concurrency, headers, run=run + "w",
-                        first_number=90_000_000, meter=meter)  # warm-up
-            for r in range(rounds):
-                runs["noop_stock"].append(await _noop(
-                    side, "/stock", noop_calls, concurrency,
-                    {"Content-Type": "text/xml; charset=utf-8"}, meter))
-                runs["noop_bridge"].append(await _noop(side, "/soap", noop_calls, concurrency,
-                                                       headers, meter))
-                runs["send_1"].append(await _send(
-                    soap, sim, calls, 1, concurrency, headers, run=run,
-                    first_number=10_000_000 + r * calls, meter=meter))
-                runs["send_100"].append(await _send(
-                    soap, sim, batch_calls, batch_size, concurrency, headers,
-                    run=run, first_number=20_000_000 + r * batch_calls * batch_size,
-                    meter=meter))
+class _StoreRuns:
+    """One bench bridge (a child process on one store) and its rounds' results by load."""
+
+    def __init__(self, kind: str, index: int, ports: dict[str, Any],
+                 extra_cpu: Mapping[str, Callable[[], float | None]]) -> None:
+        self.kind = kind
+        self.index = index  # its numbers are apart from every other store's
+        self.soap = ("127.0.0.1", int(ports["soap_port"]))
+        self.side = ("127.0.0.1", int(ports["side_port"]))
+        self.meter = CpuMeter(ports["pids"], extra_cpu)
+        self.runs: dict[str, list[dict[str, Any]]] = {"noop_stock": [], "noop_bridge": [],
+                                                      "send_1": [], "send_100": []}
+
+    def first_number(self, base: int) -> int:
+        return base + self.index * 40_000_000
+
+
+async def _round(child: _StoreRuns, sim: SmscSimulator, r: int, *, calls: int,
+                 batch_calls: int, batch_size: int, noop_calls: int, concurrency: int,
+                 headers: dict[str, str], run: str) -> None:
+    """One round of the four loads on one bench bridge."""
+    plain = {"Content-Type": "text/xml; charset=utf-8"}
+    child.runs["noop_stock"].append(await _noop(child.side, "/stock", noop_calls, concurrency,
+                                                plain, child.meter))
+    child.runs["noop_bridge"].append(await _noop(child.side, "/soap", noop_calls, concurrency,
+                                                 headers, child.meter))
+    child.runs["send_1"].append(await _send(
+        child.soap, sim, calls, 1, concurrency, headers, run=run,
+        first_number=child.first_number(10_000_000 + r * calls), meter=child.meter))
+    child.runs["send_100"].append(await _send(
+        child.soap, sim, batch_calls, batch_size, concurrency, headers, run=run,
+        first_number=child.first_number(20_000_000 + r * batch_calls * batch_size),
+        meter=child.meter))
+
+
+def _summary(runs: dict[str, list[dict[str, Any]]], concurrency: int,
+             rounds: int) -> dict[str, Any]:
+    """One bench bridge's figures: each load's median round, CPU by process, the ratios."""
     result: dict[str, Any] = {"concurrency": concurrency, "rounds": rounds}
     for name in ("noop_stock", "noop_bridge"):
         result[name] = _median_run(runs[name], "calls_per_s")
@@ -300,9 +323,7 @@ async def _bench_against(sim: SmscSimulator, sim_port: int, *, calls: int, batch
                         for name, rounds in runs.items()}
 
     def ratio(num: str, num_key: str, den: str) -> float:
-        values = sorted(float(a[num_key]) / float(b["calls_per_s"])
-                        for a, b in zip(runs[num], runs[den]))
-        return round(values[len(values) // 2], 3)
+        return _median_ratio(runs[num], runs[den], num_key, "calls_per_s")
 
     result["delivery"] = delivery_total(r["delivery"] for name in ("send_1", "send_100")
                                         for r in runs[name])
@@ -312,27 +333,90 @@ async def _bench_against(sim: SmscSimulator, sim_port: int, *, calls: int, batch
         "send_1_http_vs_noop_stock": ratio("send_1", "http_msgs_per_s", "noop_stock"),
         "send_100_e2e_msgs_per_s": result["send_100"]["e2e_msgs_per_s"],
     }
+    result["targets"] = {
+        "send_1_vs_noop_0.70": result["ratios"]["send_1_e2e_vs_noop_stock"] >= 0.7,
+        "send_100_5000_msgs_per_s": result["send_100"]["e2e_msgs_per_s"] >= 5000,
+        "exactly_once": result["delivery"]["exactly_once"]}
     return result
+
+
+def _median_ratio(nums: Sequence[Mapping[str, Any]], dens: Sequence[Mapping[str, Any]],
+                  num_key: str, den_key: str) -> float:
+    """The median of the rounds' own ratios (each round's two figures share a machine state)."""
+    values = sorted(float(a[num_key]) / float(b[den_key]) for a, b in zip(nums, dens))
+    return round(values[len(values) // 2], 3)
+
+
+async def _bench_against(sim: SmscSimulator, sim_port: int, made: Stores, *, calls: int,
+                         batch_calls: int, batch_size: int, noop_calls: int, concurrency: int,
+                         rounds: int) -> dict[str, _StoreRuns]:
+    """A bench bridge per store kind, all started first; rounds alternate the four loads and,
+    within a round, the stores, so that noise from the machine (2 cores, other work) falls on
+    all of them alike."""
+    children: dict[str, _StoreRuns] = {}
+    async with contextlib.AsyncExitStack() as stack:
+        for index, kind in enumerate(made.kinds):
+            directory = made.directory / f"bridge-{kind}"
+            directory.mkdir()
+            ports = await stack.enter_async_context(child_process(
+                "-m", "bridge.bench.soap", "--serve", str(directory), "--smsc-port",
+                str(sim_port), "--store-url", await made.fresh(kind, "soap")))
+            children[kind] = _StoreRuns(kind, index, ports, made.cpu(kind))
+        auth = "Basic " + base64.b64encode(f"{ACCOUNT}:{PASSWORD}".encode()).decode()
+        headers = {"Content-Type": "text/xml; charset=utf-8", "Authorization": auth}
+        run = f"{os.getpid()}-{int(time.time())}"
+        for child in children.values():
+            await _send(child.soap, sim, 200, 1, concurrency, headers, run=run + "w",
+                        first_number=child.first_number(90_000_000),
+                        meter=child.meter)  # warm-up
+        for r in range(rounds):
+            for child in children.values():
+                await _round(child, sim, r, calls=calls, batch_calls=batch_calls,
+                             batch_size=batch_size, noop_calls=noop_calls,
+                             concurrency=concurrency, headers=headers, run=run)
+    return children
 
 
 async def bench_soap(*, calls: int = 3000, batch_calls: int = 100, batch_size: int = 100,
-                     noop_calls: int = 3000, concurrency: int = 16,
-                     rounds: int = 3) -> dict[str, Any]:
-    """Start the bridge in a child process, load it, return the summary (see module doc)."""
+                     noop_calls: int = 3000, concurrency: int = 16, rounds: int = 3,
+                     kinds: Sequence[str] = (SQLITE,), url: str | None = None
+                     ) -> dict[str, Any]:
+    """Start a bench bridge per store kind in child processes, load them, return the summary
+    (see module doc)."""
     calls, batch_calls = min(calls, 100_000), min(batch_calls, 10_000)
     batch_size, noop_calls = min(batch_size, 1000), min(noop_calls, 100_000)
+    rounds = max(1, min(rounds, 9))
     sim = SmscSimulator(SimulatorConfig(enabled=True, port=0, receipt_delay_s=0.05))
     sim_port = await sim.start()
     try:
-        result = await _bench_against(sim, sim_port, calls=calls, batch_calls=batch_calls,
-                                      batch_size=batch_size, noop_calls=noop_calls,
-                                      concurrency=concurrency, rounds=max(1, min(rounds, 9)))
+        with tempfile.TemporaryDirectory(prefix="soap-bench-") as tmp:
+            async with stores(kinds, Path(tmp), url) as made:
+                children = await _bench_against(
+                    sim, sim_port, made, calls=calls, batch_calls=batch_calls,
+                    batch_size=batch_size, noop_calls=noop_calls, concurrency=concurrency,
+                    rounds=rounds)
+                described = made.describe()
     finally:
         await sim.stop()
-    result["targets"] = {"send_1_vs_noop_0.70": result["ratios"]["send_1_e2e_vs_noop_stock"] >= 0.7,
-                         "send_100_5000_msgs_per_s": result["send_100"]["e2e_msgs_per_s"] >= 5000,
-                         "exactly_once": result["delivery"]["exactly_once"]}
-    return result
+    results = {kind: _summary(child.runs, concurrency, rounds)
+               for kind, child in children.items()}
+    if len(kinds) == 1:
+        return {**results[kinds[0]], "store": kinds[0], **described}
+    return {**described, **results, **_compared(children)}
+
+
+def _compared(children: Mapping[str, _StoreRuns]) -> dict[str, Any]:
+    """PostgreSQL over SQLite, end to end, from the same rounds; issue 17's target for
+    100-recipient batches (0.7) and exactly once on both."""
+    pg, lite = children[POSTGRESQL].runs, children[SQLITE].runs
+    ratios = {f"{name}_e2e": _median_ratio(pg[name], lite[name], "e2e_msgs_per_s",
+                                           "e2e_msgs_per_s") for name in ("send_100", "send_1")}
+    once = all(r["delivery"] is not None and r["delivery"]["missing"] == 0
+               and r["delivery"]["duplicated"] == 0 for child in children.values()
+               for name in ("send_1", "send_100") for r in child.runs[name])
+    return {"postgresql_vs_sqlite": ratios,
+            "targets": {"send_100_postgresql_vs_sqlite_0.70": ratios["send_100_e2e"] >= 0.7,
+                        "exactly_once": once}}
 
 
 async def _against(args: argparse.Namespace) -> dict[str, Any]:
@@ -388,15 +472,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--noop-calls", type=int, default=3000, help="no-op calls per baseline")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (medians)")
+    add_store_options(parser)
     target = target_options(parser, metavar="URL", unit="calls", tls="https",
                             target_help="its SOAP endpoint, e.g. http://127.0.0.1:8080/soap")
     target.add_argument("--recipients", type=int, default=1, help="recipients per call")
     target.add_argument("--user", default="demo", help="HTTP Basic user")
     parser.add_argument("--serve", metavar="DIR", help=argparse.SUPPRESS)
     parser.add_argument("--smsc-port", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--store-url", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--instance", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
-        asyncio.run(_serve(Path(args.serve), args.smsc_port))
+        asyncio.run(_serve(Path(args.serve), args.smsc_port, args.store_url, args.instance))
         return 0
     if args.target:
         url = urllib.parse.urlsplit(args.target)
@@ -413,7 +500,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     result = asyncio.run(bench_soap(calls=args.calls, batch_calls=args.batch_calls,
                                     batch_size=args.batch_size, noop_calls=args.noop_calls,
-                                    concurrency=args.concurrency, rounds=args.rounds))
+                                    concurrency=args.concurrency, rounds=args.rounds,
+                                    kinds=chosen_kinds(args), url=args.url))
     print(json.dumps(result, indent=2))
     return 0
 

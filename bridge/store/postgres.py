@@ -31,7 +31,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -118,6 +118,10 @@ DUE_CHANNEL = "sms_bridge_due"
 _DOWN_MIN_S = 0.1
 _DOWN_MAX_S = 2.0
 _DIGEST_PRUNE_S = 10.0
+#: Accepted messages after which the tables are analyzed (`PostgresStore._grew`), then ten
+#: times as many, and so on.
+_ANALYZE_FIRST = 1000
+_ANALYZED = "messages, parts, smsc_keys, events, orphan_receipts"
 _ORPHAN_PRUNE_S = 60.0
 
 _MESSAGE_COLUMNS = (
@@ -138,19 +142,34 @@ def _unnest_insert(table: str, columns: Sequence[str], types: Sequence[str]) -> 
     return f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({params})"
 
 
-_INSERT_MESSAGES = _unnest_insert("messages", _MESSAGE_COLUMNS, _MESSAGE_TYPES)
-# routes are an array per message: unnest cannot take an array of arrays, so they follow.
-_SET_ROUTES = """
-UPDATE messages m SET routes = string_to_array(r.routes, ',')
-FROM unnest($1::text[], $2::text[]) AS r(id, routes) WHERE m.id = r.id AND r.routes <> ''
-"""
+def _insert_messages() -> str:
+    """`_unnest_insert` for messages, with their routes: unnest cannot take an array of
+    arrays, so each message's routes come comma-joined ("" for none) and are split here,
+    in the INSERT (an UPDATE after it wrote every routed row twice)."""
+    names = [f"c{i}" for i in range(len(_MESSAGE_COLUMNS))]
+    params = ", ".join(f"${i}::{kind}[]" for i, kind in enumerate(_MESSAGE_TYPES, 1))
+    return (f"INSERT INTO messages ({', '.join(_MESSAGE_COLUMNS)}, routes) "
+            f"SELECT {', '.join(names)}, CASE WHEN r = '' THEN '{{}}'::text[] "
+            f"ELSE string_to_array(r, ',') END "
+            f"FROM unnest({params}, ${len(_MESSAGE_TYPES) + 1}::text[]) "
+            f"AS u({', '.join(names)}, r)")
+
+
+_INSERT_MESSAGES = _insert_messages()
 _PENDING_SQL = ", ".join(f"'{v}'" for v in PENDING_STATES)
 _LIVE = "SELECT id FROM instances WHERE heartbeat_at >= $2"
+# Lookups of many keys at once go through unnest with a LATERAL subquery per key (its LIMIT
+# or OFFSET 0 keeps it a subquery, probed with each key): the plan cached for `col =
+# ANY($1)`, made while the tables were small (a new database), scanned the whole table on each
+# call until autovacuum's next ANALYZE, a cost that grew with every row written.
 #: Numbers with a pending message the owner ($1) does not hold.
 _UNSENT = "EXISTS (SELECT 1 FROM parts p WHERE p.message_id = {m}.id AND p.smsc_id IS NULL)"
 _NOT_MINE = f"""
-SELECT DISTINCT recipient FROM messages m WHERE recipient = ANY($2::text[])
-AND state IN ({_PENDING_SQL}) AND lease_owner IS DISTINCT FROM $1 AND {_UNSENT.format(m="m")}
+SELECT u.recipient FROM unnest($2::text[]) AS u(recipient)
+CROSS JOIN LATERAL (SELECT 1 FROM messages m WHERE m.recipient = u.recipient
+    AND m.state IN ({_PENDING_SQL}) AND m.lease_owner IS DISTINCT FROM $1
+    AND EXISTS (SELECT 1 FROM parts p WHERE p.message_id = m.id AND p.smsc_id IS NULL OFFSET 0)
+    LIMIT 1) AS pending
 """
 _CLAIM = f"""
 WITH live AS ({_LIVE}),
@@ -204,15 +223,17 @@ FROM unnest($1::text[], $2::float8[], $3::float8[]) AS s(account, tokens, update
 WHERE b.account = s.account
 """
 _FIND_KEYS = """
-SELECT m.account, m.idempotency_key, m.id FROM messages m
-JOIN unnest($1::text[], $2::text[]) AS u(account, key)
-  ON m.account = u.account AND m.idempotency_key = u.key
+SELECT u.account, u.key, m.id FROM unnest($1::text[], $2::text[]) AS u(account, key)
+CROSS JOIN LATERAL (SELECT id FROM messages WHERE account = u.account
+                    AND idempotency_key = u.key OFFSET 0) AS m
 """
+#: The messages of each (account, digest) still carrying it (`_newest` keeps the newest: an
+#: ORDER BY dup_at LIMIT 1 here let a cached plan walk messages_dup_at from the newest row
+#: down, every row, for each digest not found).
 _FIND_DIGESTS = """
-SELECT DISTINCT ON (m.account, m.dup_digest) m.account, m.dup_digest, m.id, m.dup_at
-FROM messages m JOIN unnest($1::text[], $2::text[]) AS u(account, digest)
-  ON m.account = u.account AND m.dup_digest = u.digest
-ORDER BY m.account, m.dup_digest, m.dup_at DESC
+SELECT u.account, u.digest, m.id, m.dup_at FROM unnest($1::text[], $2::text[]) AS u(account, digest)
+CROSS JOIN LATERAL (SELECT id, dup_at FROM messages WHERE account = u.account
+                    AND dup_digest = u.digest OFFSET 0) AS m
 """
 _PRUNE_DIGESTS = """
 UPDATE messages SET dup_digest = NULL, dup_at = NULL WHERE dup_digest IS NOT NULL AND dup_at < $1
@@ -222,17 +243,51 @@ UPDATE parts SET state = CASE WHEN state = 'queued' THEN 'submitted' ELSE state 
     smsc = $1, smsc_id = $2, submitted_at = $3, attempts = attempts + 1
 WHERE message_id = $4 AND seq = $5 RETURNING total, state
 """
+#: For runs written together (`_submitted_together`, `_receipts_together`): the parts of
+#: these messages with their message's state, locked as the one-by-one UPDATEs lock them, so
+#: what is decided from them holds until the commit whatever other instances do.
+_LOCK_PARTS = """
+SELECT p.message_id, p.seq, p.total, p.state, p.receipt_stat, p.receipt_err, m.state
+FROM unnest($1::text[]) AS u(id)
+CROSS JOIN LATERAL (SELECT message_id, seq, total, state, receipt_stat, receipt_err FROM parts
+                    WHERE message_id = u.id FOR NO KEY UPDATE) AS p
+CROSS JOIN LATERAL (SELECT state FROM messages WHERE id = u.id FOR NO KEY UPDATE) AS m
+"""
+#: The orphan receipts waiting for an SMSC's keys, locked, oldest first.
+_ORPHANS_OF = """
+SELECT o.receipt, o.part_state, o.stat, o.err, o.at FROM unnest($2::text[]) AS u(key)
+CROSS JOIN LATERAL (SELECT id, receipt, part_state, stat, err, at FROM orphan_receipts
+                    WHERE smsc = $1 AND key = u.key FOR UPDATE) AS o
+ORDER BY o.id
+"""
+#: Which of these (smsc, key) pairs an orphan receipt waits for.
+_ORPHAN_PAIRS = """
+SELECT u.smsc, u.key FROM unnest($1::text[], $2::text[]) AS u(smsc, key)
+WHERE EXISTS (SELECT 1 FROM orphan_receipts WHERE smsc = u.smsc AND key = u.key OFFSET 0)
+"""
+#: `_RECEIPT_MATCHES` for the keys of several SMSCs at once (the SMSC first).
+_RUN_MATCHES = """
+SELECT u.smsc, k.key, k.message_id, k.seq, k.id, p.state, p.total, p.receipt_stat,
+    p.receipt_err, m.state
+FROM unnest($1::text[], $2::text[]) AS u(smsc, key)
+CROSS JOIN LATERAL (SELECT * FROM smsc_keys s WHERE s.smsc = u.smsc AND s.key = u.key
+                    OFFSET 0) AS k
+JOIN parts p ON p.message_id = k.message_id AND p.seq = k.seq
+JOIN messages m ON m.id = k.message_id
+"""
 _RECEIPT_PART = """
 UPDATE parts SET state = $1, receipt_stat = $2, receipt_err = $3,
     delivered_at = CASE WHEN $1 = 'delivered' THEN coalesce(delivered_at, $4) ELSE delivered_at END
 WHERE message_id = $5 AND seq = $6
 """
+#: The submits a receipt's keys match, each key probed on both columns of smsc_keys_lookup
+#: (the plan cached for `smsc = $1 AND key = ANY($2)` scanned every key of the SMSC).
 _RECEIPT_MATCHES = """
 SELECT k.key, k.message_id, k.seq, k.id, p.state, p.total, p.receipt_stat, p.receipt_err, m.state
-FROM smsc_keys k
+FROM unnest($2::text[]) AS u(key)
+JOIN LATERAL (SELECT * FROM smsc_keys s WHERE s.smsc = $1 AND s.key = u.key OFFSET 0) AS k ON true
 JOIN parts p ON p.message_id = k.message_id AND p.seq = k.seq
 JOIN messages m ON m.id = k.message_id
-WHERE k.smsc = $1 AND k.key = ANY($2::text[])
 """
 _PART_AND_MESSAGE = """
 SELECT p.state, p.total, p.receipt_stat, p.receipt_err, m.state
@@ -266,10 +321,17 @@ def _move_sql(target: MessageState) -> str:
     elif keeps_why(target):
         columns += ", error_detail = $4"
     sources = ", ".join(f"'{v}'" for v in move_sources(target)) or "NULL"
-    return f"UPDATE messages SET {columns} WHERE id = $3 AND state IN ({sources}) RETURNING 1"
+    # `state || ''`: the condition must not reach for messages_state. A plan cached while few
+    # messages were queued found the row through `state = 'queued'` and filtered on id,
+    # reading the whole backlog for each submit; the primary key is the one way in.
+    return (f"UPDATE messages SET {columns} WHERE id = $3 AND state || '' IN ({sources}) "
+            f"RETURNING 1")
 
 
 _MOVE = {target: _move_sql(target) for target in MessageState}
+
+#: The states `_MOVE[target]` moves a message from.
+_SOURCES = {target: frozenset(move_sources(target)) for target in MessageState}
 
 
 def lock_key(*parts: str) -> int:
@@ -334,6 +396,9 @@ class PostgresStore(CallsByName):
         self._flood_gap = 0.0  # the widest flood gap seen, for pruning ended runs
         self._digests_pruned_at = float("-inf")
         self._orphans_pruned_at = float("-inf")
+        self._accepted = 0
+        self._analyze_at = _ANALYZE_FIRST
+        self._analyzer: asyncio.Task[None] | None = None
         self.episode = Episode(log, "store writes")
         self.on_commit: Callable[[int, float], None] | None = None
         self.counters = {"commits": 0, "ops": 0, "failed_batches": 0, "failed_ops": 0,
@@ -440,6 +505,8 @@ class PostgresStore(CallsByName):
             self._listener.cancel()
             await asyncio.gather(self._listener, return_exceptions=True)
             self._listener = None
+        if self._analyzer is not None:
+            await asyncio.gather(self._analyzer, return_exceptions=True)
         self._closing = True
         self._queue.append(None)
         assert self._wake is not None and self._task is not None
@@ -576,20 +643,50 @@ class PostgresStore(CallsByName):
 
     async def _apply(self, tx: _Tx, batch: list[Op]) -> list[Any]:
         """The operations in order; a run of consecutive accepts is decided and written
-        together (`_accept_run`)."""
+        together (`_accept_run`), and so is a run of submits or receipts when its form
+        together applies (`_TOGETHER`; else its operations go one by one)."""
         values: list[Any] = []
         i = 0
         while i < len(batch):
             fn = batch[i].fn
             j = i + 1
-            if fn is _accept:
-                while j < len(batch) and batch[j].fn is _accept:
+            if fn is _accept or fn in _TOGETHER:
+                while j < len(batch) and batch[j].fn is fn:
                     j += 1
-                values.extend(await _accept_run(self, tx, [op.args for op in batch[i:j]]))
+            run = [op.args for op in batch[i:j]]
+            if fn is _accept:
+                values.extend(await _accept_run(self, tx, run))
+            elif j - i > 1 and (together := await _TOGETHER[fn](self, tx, run)) is not None:
+                values.extend(together)
             else:
-                values.append(await fn(self, tx, *batch[i].args))
+                for args in run:
+                    values.append(await fn(self, tx, *args))
             i = j
         return values
+
+    def _grew(self, accepted: int) -> None:
+        """Count accepted messages; at 1,000, 10,000, 100,000… since the store opened, ANALYZE
+        the tables in the background. Why: a new database has no statistics until
+        autovacuum's first ANALYZE of each table (a minute or more), and the plan a prepared
+        statement settles on meanwhile (at its sixth execution, the tables nearly empty)
+        stays cached until then: the digest and idempotency lookups went through
+        messages_account_created, reading every message of the account for each digest.
+        Statistics invalidate those plans and every connection plans again."""
+        self._accepted += accepted
+        if self._accepted >= self._analyze_at and self._analyzer is None and not self._closing:
+            while self._analyze_at <= self._accepted:
+                self._analyze_at *= 10
+            self._analyzer = asyncio.get_running_loop().create_task(self._analyze())
+
+    async def _analyze(self) -> None:
+        try:
+            async with self._pool.acquire() as conn:
+                await conn.execute(f"ANALYZE {_ANALYZED}")
+        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError,
+                asyncpg.InterfaceError) as exc:
+            log.info("store %s: ANALYZE skipped (%s)", safe_url(self.url), exc)
+        finally:
+            self._analyzer = None
 
     # -------------------------------------------------------------- reads
 
@@ -686,8 +783,8 @@ class _AcceptRun:
             self.keyed = {(a, k): i for a, k, i in await conn.fetch(
                 _FIND_KEYS, [a for a, _ in keys], [k for _, k in keys])}
         if digests:
-            self.seen = {(a, d): (i, float(at)) for a, d, i, at in await conn.fetch(
-                _FIND_DIGESTS, [a for a, _ in digests], [d for _, d in digests])}
+            self.seen = _newest(await conn.fetch(
+                _FIND_DIGESTS, [a for a, _ in digests], [d for _, d in digests]))
         quota_accounts = sorted({r.account for r in rows if r.quota > 0})
         if quota_accounts:
             self.used = {a: int(n) for a, n in await _locked_rows(conn, _USAGE, quota_accounts)}
@@ -760,11 +857,12 @@ class _AcceptRun:
     async def write(self) -> None:
         conn = self.tx.conn
         if self.inserts:
-            await conn.execute(_INSERT_MESSAGES, *map(list, zip(*self.inserts)))
+            await conn.execute(_INSERT_MESSAGES, *map(list, zip(*self.inserts)),
+                               [names for _, names in self.routes])
             await conn.execute(_INSERT_PARTS, *map(list, zip(*self.parts)))
-            await conn.execute(_SET_ROUTES, *map(list, zip(*self.routes)))
             if any(row[-1] is None for row in self.inserts):
                 self.tx.notify = True  # some wait to be claimed: wake the instances
+            self.store._grew(len(self.inserts))
         if self.changed_floods:
             runs = [(s, self.floods[s]) for s in sorted(self.changed_floods)]
             await conn.execute(_SAVE_FLOODS, [s for s, _ in runs], [r.count for _, r in runs],
@@ -785,6 +883,16 @@ class _AcceptRun:
             await conn.execute(_PRUNE_DIGESTS, now - store._dup_window)
         if store._flood_gap > 0:
             await conn.execute("DELETE FROM floods WHERE last < $1", now - store._flood_gap)
+
+
+def _newest(rows: Sequence[Any]) -> dict[tuple[str, str], tuple[str, float]]:
+    """The newest message (id, dup_at) of each (account, digest) among `rows`."""
+    out: dict[tuple[str, str], tuple[str, float]] = {}
+    for account, digest, message_id, at in rows:
+        kept = out.get((account, digest))
+        if kept is None or float(at) > kept[1]:
+            out[(account, digest)] = (message_id, float(at))
+    return out
 
 
 async def _waiting(conn: Any, calls: list[tuple[Any, ...]]) -> set[tuple[str, str]]:
@@ -869,8 +977,7 @@ async def _submitted(store: PostgresStore, tx: _Tx, message_id: str, seq: int, s
     if not keys:
         return None
     orphans = await conn.fetch(
-        "SELECT receipt, part_state, stat, err, at FROM orphan_receipts "
-        "WHERE smsc = $1 AND key = ANY($2::text[]) ORDER BY id FOR UPDATE", smsc, keys)
+        _ORPHANS_OF, smsc, keys)
     outcome: ReceiptOutcome | None = None
     applied: set[str] = set()
     for receipt, orphan_state, stat, err, receipt_at in orphans:
@@ -883,8 +990,8 @@ async def _submitted(store: PostgresStore, tx: _Tx, message_id: str, seq: int, s
                                      err, max(at, float(receipt_at)), orphan=True)
         outcome = ReceiptOutcome(True, message_id, state)
     if applied:
-        await conn.execute("DELETE FROM orphan_receipts WHERE receipt = ANY($1::text[])",
-                           list(applied))
+        await conn.executemany("DELETE FROM orphan_receipts WHERE receipt = $1",
+                               [(receipt,) for receipt in applied])
     return outcome
 
 
@@ -895,6 +1002,206 @@ async def _lock_keys(conn: Any, smsc: str, keys: Sequence[str]) -> None:
     makes one wait for the other's commit."""
     await conn.execute("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k "
                        "ORDER BY k", sorted({lock_key("smsc-key", smsc, key) for key in keys}))
+
+
+async def _submitted_together(store: PostgresStore, tx: _Tx,
+                              run: list[tuple[Any, ...]]) -> list[Any] | None:
+    """`_submitted` for a run (what a draining batch is made of): the ops that submit the
+    only part of a different message, with no orphan receipt waiting for their keys, are
+    written together, a few statements whatever their number (`_submit_segment`); any other
+    op goes one by one in its place, so rows, events and their order are those of one by
+    one. None, with nothing written, when a message comes twice or no op can go together
+    (the key and row locks taken here are held to the commit, as one by one takes them)."""
+    ids = [args[0] for args in run]
+    if len(set(ids)) != len(ids):
+        return None
+    conn = tx.conn
+    keyed = [list(dict.fromkeys(args[4])) for args in run]
+    pairs = sorted({(args[2], key) for args, keys in zip(run, keyed) for key in keys})
+    if pairs:
+        await _lock_pairs(conn, pairs)
+    found = await _locked_parts(conn, ids)
+    waiting = {(r[0], r[1]) for r in await conn.fetch(
+        _ORPHAN_PAIRS, [p[0] for p in pairs], [p[1] for p in pairs])} if pairs else set()
+    rows = [_only_part(found, args[0], args[1]) for args in run]
+    together = [row is not None and not any((args[2], key) in waiting for key in keys)
+                for args, keys, row in zip(run, keyed, rows)]
+    if not any(together):
+        return None
+
+    async def apart(i: int) -> Any:
+        return await _submitted(store, tx, *run[i])
+
+    async def joint(span: range) -> list[Any]:
+        return await _submit_segment(tx, [run[i] for i in span], [rows[i] for i in span])
+    return await _in_segments(together, joint, apart)
+
+
+async def _submit_segment(tx: _Tx, ops: list[tuple[Any, ...]],
+                          rows: list[Any]) -> list[None]:
+    """Submits of single parts, their rows locked (`_LOCK_PARTS`): the one-by-one statements
+    pipelined (executemany), each move decided from the locked message state as the
+    conditional UPDATE would decide it, the events in op order."""
+    conn = tx.conn
+    await conn.executemany(_SUBMIT_PART, [(smsc, smsc_id, at, mid, seq)
+                                          for mid, seq, smsc, smsc_id, _, at in ops])
+    new_keys = [(smsc, key, mid, seq) for mid, seq, smsc, _, keys, _ in ops
+                for key in dict.fromkeys(keys)]
+    if new_keys:
+        await conn.execute(_INSERT_KEYS, *map(list, zip(*new_keys)))
+    moves: dict[MessageState, list[tuple[Any, ...]]] = {}
+    events: list[tuple[str, float, str, str]] = []
+    for (mid, seq, smsc, smsc_id, _, at), row in zip(ops, rows):
+        part = PartState(row[3])
+        target = aggregate((PartState.SUBMITTED if part is PartState.QUEUED else part,))
+        part_detail, detail, all_submitted = submit_details(seq, 1, smsc, smsc_id)
+        events.append((mid, at, "part_submitted", part_detail))
+        if row[6] in _SOURCES[target]:
+            moves.setdefault(target, []).append(_move_params(target, at, detail, mid))
+            events.append((mid, at, target.value,
+                           all_submitted if target is MessageState.SUBMITTED else detail))
+    await _moves(conn, moves)
+    tx.events.extend(events)
+    return [None] * len(ops)
+
+
+async def _receipts_together(store: PostgresStore, tx: _Tx,
+                             run: list[tuple[Any, ...]]) -> list[Any] | None:
+    """`_receipt` for a run: the receipts that match a submit (by `_receipt`'s ranking) of
+    the only part of a message no earlier receipt of the run touched are applied together
+    (`_receipt_segment`); any other (an orphan, a part of a multi-part message, a part
+    again) goes one by one in its place. None, with nothing written, when none can go
+    together."""
+    conn = tx.conn
+    keyed = [list(dict.fromkeys(args[1])) for args in run]
+    pairs = sorted({(args[0], key) for args, keys in zip(run, keyed) for key in keys})
+    if not pairs:
+        return None
+    await _lock_pairs(conn, pairs)
+    best = await _run_matches(conn, run, keyed, pairs)
+    seen: set[tuple[str, int]] = set()
+    together: list[bool] = []
+    for match in best:
+        part = (match[1], int(match[2])) if match is not None else None
+        together.append(match is not None and int(match[5]) == 1 and part not in seen)
+        if part is not None:
+            seen.add(part)
+    if not any(together):
+        return None
+    found = await _locked_parts(conn, [m[1] for m, t in zip(best, together) if m and t])
+    rows = [_only_part(found, m[1], int(m[2])) if m and t else None
+            for m, t in zip(best, together)]
+    together = [row is not None for row in rows]  # as locked (a part may have gone since)
+
+    async def apart(i: int) -> Any:
+        return await _receipt(store, tx, *run[i])
+
+    async def joint(span: range) -> list[Any]:
+        return await _receipt_segment(tx, [run[i] for i in span], [rows[i] for i in span])
+    return await _in_segments(together, joint, apart)
+
+
+async def _run_matches(conn: Any, run: list[tuple[Any, ...]], keyed: list[list[str]],
+                       pairs: list[tuple[str, str]]) -> list[tuple[Any, ...] | None]:
+    """Each receipt's best match (`best_match` over its keys, as `_receipt` ranks them),
+    from one lookup of every (smsc, key) of the run."""
+    by_smsc: dict[str, list[tuple[Any, ...]]] = {}
+    for r in await conn.fetch(_RUN_MATCHES, [p[0] for p in pairs], [p[1] for p in pairs]):
+        by_smsc.setdefault(r[0], []).append(tuple(r[1:]))
+    matches = {smsc: by_key(rows) for smsc, rows in by_smsc.items()}
+    return [best_match(keys, matches.get(args[0], {})) if keys else None
+            for args, keys in zip(run, keyed)]
+
+
+async def _receipt_segment(tx: _Tx, ops: list[tuple[Any, ...]],
+                           rows: list[Any]) -> list[ReceiptOutcome]:
+    """Receipts for single parts of different messages, their rows locked: the part updates
+    and moves of `_apply_receipt`, pipelined, each decided from the locked row."""
+    updates: list[tuple[Any, ...]] = []
+    buffered: list[tuple[Any, ...]] = []
+    moves: dict[MessageState, list[tuple[Any, ...]]] = {}
+    events: list[tuple[str, float, str, str]] = []
+    out: list[ReceiptOutcome] = []
+    for (_, _, part_state, stat, err, at), row in zip(ops, rows):
+        mid, seq, current, message = row[0], int(row[1]), PartState(row[3]), MessageState(row[6])
+        new = receipt_change(current, row[4], row[5], part_state, stat, err)
+        if new is None:
+            out.append(ReceiptOutcome(True, mid, message))
+            continue
+        updates.append((new.value, stat or "", err, at, mid, seq))
+        if interim(current, new, stat):
+            buffered.append((at, stat, mid))
+        detail = receipt_detail(seq, 1, stat, err)
+        events.append((mid, at, "receipt", detail))
+        target = aggregate((new,))
+        if new is not current and message.value in _SOURCES[target]:
+            moves.setdefault(target, []).append(_move_params(target, at, detail, mid))
+            events.append((mid, at, target.value, detail))
+            message = target
+        out.append(ReceiptOutcome(True, mid, message))
+    conn = tx.conn
+    if updates:
+        await conn.executemany(_RECEIPT_PART, updates)
+    if buffered:
+        await conn.executemany(_QUEUE_BUFFERED, buffered)
+    await _moves(conn, moves)
+    tx.events.extend(events)
+    return out
+
+
+async def _in_segments(together: list[bool],
+                       joint: Callable[[range], Awaitable[list[Any]]],
+                       apart: Callable[[int], Awaitable[Any]]) -> list[Any]:
+    """A run's ops in order: each span of ops that go together by `joint`, the others one
+    by one by `apart`."""
+    out: list[Any] = []
+    i = 0
+    while i < len(together):
+        j = i + 1
+        if together[i]:
+            while j < len(together) and together[j]:
+                j += 1
+            out.extend(await joint(range(i, j)))
+        else:
+            out.append(await apart(i))
+        i = j
+    return out
+
+
+async def _locked_parts(conn: Any, ids: list[str]) -> dict[str, list[Any]]:
+    """The parts of these messages with their message's state, locked (`_LOCK_PARTS`; ids
+    sorted, so two instances lock in one order), by message."""
+    found: dict[str, list[Any]] = {}
+    for r in await conn.fetch(_LOCK_PARTS, sorted(set(ids))):
+        found.setdefault(r[0], []).append(r)
+    return found
+
+
+def _only_part(found: dict[str, list[Any]], message_id: str, seq: int) -> Any:
+    """The locked row of the message's part `seq` when it is its only part, else None."""
+    rows = found.get(message_id, [])
+    return rows[0] if len(rows) == 1 and rows[0][1] == seq and rows[0][2] == 1 else None
+
+
+async def _lock_pairs(conn: Any, pairs: Sequence[tuple[str, str]]) -> None:
+    """`_lock_keys` for (smsc, key) pairs of several SMSCs at once (sorted: no deadlock)."""
+    await conn.execute("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k "
+                       "ORDER BY k", sorted({lock_key("smsc-key", smsc, key)
+                                             for smsc, key in pairs}))
+
+
+def _move_params(target: MessageState, at: float, detail: str,
+                 message_id: str) -> tuple[Any, ...]:
+    """`_MOVE[target]`'s parameters, as `_reaggregate` passes them."""
+    params: tuple[Any, ...] = (target.value, at, message_id)
+    return params + (detail,) if keeps_why(target) else params
+
+
+async def _moves(conn: Any, moves: dict[MessageState, list[tuple[Any, ...]]]) -> None:
+    """The conditional moves (`_MOVE`), pipelined per target state; the rows are locked and
+    their states checked against `_SOURCES` already, so each one moves."""
+    for target, params in moves.items():
+        await conn.executemany(_MOVE[target], params)
 
 
 async def _receipt(store: PostgresStore, tx: _Tx, smsc: str, id_keys: tuple[str, ...],
@@ -1430,6 +1737,12 @@ async def _claim_mailbacks(store: PostgresStore, tx: _Tx, owner: str, now: float
         _MAILBACKS + "WHERE b.id = ANY($1::bigint[]) ORDER BY b.next_at, b.id", ids)] \
         if ids else []
 
+
+#: Operations whose runs have a form that writes the run together (`PostgresStore._apply`).
+_TOGETHER: dict[Callable[..., Any], Callable[..., Any]] = {
+    _submitted: _submitted_together,
+    _receipt: _receipts_together,
+}
 
 #: The Store's write calls as writer operations, by interface method name (as WRITES in
 #: bridge.store.sqlite: the store process's pipe sends these names).

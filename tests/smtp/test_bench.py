@@ -40,6 +40,25 @@ def test_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     assert 0 < store["commits"] <= store["writes"]
 
 
+def test_bench_compares_sqlite_and_postgresql_in_one_run(
+        pg_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--compare`: the no-op once, accept_only and the whole bridge on each store in the same
+    rounds, each store's mails at the simulator exactly once, PostgreSQL's CPU counted."""
+    bench.main(["--compare", "--url", pg_url, "--mails", "30", "--rounds", "1", "--warmup",
+                "6", "--connections", "3", "--per-session", "5"])
+    result = json.loads(capsys.readouterr().out)
+    assert result["stores"] == ["sqlite", "postgresql"]
+    assert result["submits_at_simulator"] == 2 * (6 + 30)
+    for kind in ("sqlite", "postgresql"):
+        assert result[kind]["delivery"]["exactly_once"] is True
+        assert result[kind]["delivery"]["expected"] == 30
+        assert result[kind]["bridge_end_to_end_msgs_per_s"] > 0
+    assert result["postgresql"]["cpu_us_per_mail"]["bridge"]["postgres"] > 0
+    assert "postgres" not in result["sqlite"]["cpu_us_per_mail"]["bridge"]
+    assert result["postgresql_vs_sqlite"]["end_to_end"] > 0
+    assert result["targets"]["exactly_once"] is True
+
+
 # ---------------------------------------------------------------- against a running bridge
 
 def run_against(port: int, *options: str) -> dict[str, Any]:

@@ -38,6 +38,26 @@ def test_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
         sum(v for k, v in cpu["send_1"].items() if k != "total"), abs=0.5)
 
 
+def test_bench_compares_sqlite_and_postgresql_in_one_run(
+        pg_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--compare`: a bench bridge per store, the same loads in the same rounds, each
+    recipient at the simulator exactly once, PostgreSQL's server CPU counted."""
+    bench.main(["--compare", "--url", pg_url, "--calls", "20", "--batch-calls", "2",
+                "--batch-size", "10", "--noop-calls", "20", "--concurrency", "4",
+                "--rounds", "1"])
+    result = json.loads(capsys.readouterr().out)
+    assert result["stores"] == ["sqlite", "postgresql"]
+    for kind in ("sqlite", "postgresql"):
+        assert result[kind]["send_1"]["messages_at_simulator"] == 20
+        assert result[kind]["send_100"]["messages_at_simulator"] == 20
+        assert result[kind]["delivery"]["exactly_once"] is True
+    assert result["postgresql"]["cpu_us"]["send_100"]["postgres"] > 0
+    assert "postgres" not in result["sqlite"]["cpu_us"]["send_100"]
+    assert result["postgresql_vs_sqlite"]["send_100_e2e"] > 0
+    assert result["targets"]["exactly_once"] is True
+    assert "send_100_postgresql_vs_sqlite_0.70" in result["targets"]
+
+
 def test_cli_passes_options_to_the_named_bench(capsys: pytest.CaptureFixture[str]) -> None:
     from bridge.cli import main
 
