@@ -350,13 +350,14 @@ class _Tx:
     to wake the instances (one NOTIFY per commit at most: NOTIFY takes a lock at commit that
     every notifying transaction of the database waits for)."""
 
-    __slots__ = ("conn", "events", "delta", "notify")
+    __slots__ = ("conn", "events", "delta", "notify", "accepted")
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
         self.events: list[tuple[str, float, str, str]] = []
         self.delta: dict[str, int] = {}
         self.notify = False
+        self.accepted = 0  # messages inserted: counted by PostgresStore._grew once committed
 
     def event(self, message_id: str, at: float, state: str, detail: str) -> None:
         self.events.append((message_id, at, state, detail))
@@ -634,6 +635,7 @@ class PostgresStore(CallsByName):
                 values = await self._apply(tx, batch)
                 await tx.finish()
         self.counters["commits"] += 1
+        self._grew(tx.accepted)
         if self.on_commit is not None:
             try:
                 self.on_commit(len(batch), time.perf_counter() - started)
@@ -671,7 +673,9 @@ class PostgresStore(CallsByName):
         statement settles on meanwhile (at its sixth execution, the tables nearly empty)
         stays cached until then: the digest and idempotency lookups went through
         messages_account_created, reading every message of the account for each digest.
-        Statistics invalidate those plans and every connection plans again."""
+        Statistics invalidate those plans and every connection plans again. Counted after
+        the commit: an ANALYZE inside the first transaction's life saw an empty table, and
+        plans made from "no rows" read every message for each digest until the next one."""
         self._accepted += accepted
         if self._accepted >= self._analyze_at and self._analyzer is None and not self._closing:
             while self._analyze_at <= self._accepted:
@@ -862,7 +866,7 @@ class _AcceptRun:
             await conn.execute(_INSERT_PARTS, *map(list, zip(*self.parts)))
             if any(row[-1] is None for row in self.inserts):
                 self.tx.notify = True  # some wait to be claimed: wake the instances
-            self.store._grew(len(self.inserts))
+            self.tx.accepted += len(self.inserts)
         if self.changed_floods:
             runs = [(s, self.floods[s]) for s in sorted(self.changed_floods)]
             await conn.execute(_SAVE_FLOODS, [s for s, _ in runs], [r.count for _, r in runs],
