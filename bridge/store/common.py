@@ -52,6 +52,46 @@ class Op:
 Result = tuple[Any, Any, BaseException | None]  # (token, value, error)
 
 
+def receipts_after_submits(batch: Sequence[Op], submitted: Callable[..., Any],
+                           receipt: Callable[..., Any]) -> list[Op]:
+    """One batch (one transaction) in the order a writer applies it: as queued, except that in
+    each stretch of consecutive submit records and receipts the receipts go after the
+    submits. Why: the SMSC sends a receipt right behind the submit_sm_resp, and the receipt
+    reaches the writer before the record of the submit (that waits for the worker that sent
+    it). In queue order it is stored as an orphan that the submit then looks up, applies and
+    deletes, one by one and statements more each: on PostgreSQL, round trips that made
+    draining a queue several times slower. Applied after its submit it matches at once and
+    leaves what it would have left (a receipt for an older submit of a reused SMSC id can
+    match the newer one, as it can when it arrives a moment later). A receipt moved behind
+    submits is timed no earlier than they are (`at`, the last argument of both, as an
+    orphan applied by its submit is), so the timeline keeps submit before receipt. Taken
+    before the transaction, so that a batch retried one by one goes in the same order."""
+    out: list[Op] = []
+    i, n = 0, len(batch)
+    while i < n:
+        j = i
+        while j < n and batch[j].fn in (submitted, receipt):
+            j += 1
+        if j == i:
+            out.append(batch[i])
+            i += 1
+            continue
+        submits = [op for op in batch[i:j] if op.fn is submitted]
+        out.extend(submits)
+        later = float("-inf")  # the latest submit queued after each receipt, from the end
+        moved: list[Op] = []
+        for op in reversed(batch[i:j]):
+            if op.fn is submitted:
+                later = max(later, op.args[-1])
+            elif op.args[-1] < later:
+                moved.append(Op(op.fn, op.args[:-1] + (later,), op.token, op.weight))
+            else:
+                moved.append(op)
+        out.extend(reversed(moved))
+        i = j
+    return out
+
+
 def resolve(results: list[Result]) -> None:
     """Runs on the event loop: complete the futures of one committed batch."""
     for future, value, exc in results:

@@ -74,6 +74,7 @@ from bridge.store.base import (
     StoreUnavailable,
 )
 from bridge.store.common import (
+    receipts_after_submits,
     CALLBACK_EVENTS,
     DELAYED_STATES,
     FINAL_VALUES,
@@ -575,7 +576,9 @@ class PostgresStore(CallsByName):
             resolve(awaited)
 
     async def _run(self, batch: list[Op]) -> list[Result]:
-        """One transaction for the batch; (token, value, error) per operation, in order."""
+        """One transaction for the batch; (token, value, error) per operation, in the order
+        applied (receipts after the submits beside them: `receipts_after_submits`)."""
+        batch = receipts_after_submits(batch, _submitted, _receipt)
         counters = self.counters
         counters["ops"] += len(batch)
         counters["largest_batch"] = max(counters["largest_batch"], len(batch))

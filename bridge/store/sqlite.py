@@ -78,6 +78,7 @@ from bridge.store.base import (
 )
 from bridge.logs import Episode
 from bridge.store.common import (
+    receipts_after_submits,
     CALLBACK_EVENTS,
     DELAYED_STATES,
     FINAL_VALUES,
@@ -398,6 +399,8 @@ class _Writer:
             return [self._failure(op, exc) for op in batch]
 
     def _run_batch(self, batch: list[Op]) -> list[Result]:
+        # in the order applied: receipts after the submits beside them
+        batch = receipts_after_submits(batch, _Writer.submitted, _Writer.receipt)
         try:
             values = self._transaction(batch)
             results: list[Result] = [(op.token, value, None)

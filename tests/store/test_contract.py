@@ -315,6 +315,35 @@ async def test_a_receipt_in_the_same_batch_as_its_submit_matches(store: Store) -
     assert store.stats()["largest_batch"] >= 3
 
 
+async def test_a_receipt_queued_before_its_submit_in_one_batch_matches(store: Store) -> None:
+    """The SMSC sends the receipt right behind the submit_sm_resp, and it may reach the store
+    before the record of the submit: in one batch it is applied after the submits beside it
+    (no orphan to store, look up and delete), its outcome names the message, and the
+    timeline keeps submit before receipt. Another write between them keeps its place."""
+    await store.accept([msg("rb1"), msg("rb2"), msg("rb3")], now=T0)
+    gate = hold_writer(store)
+    early = store.record_receipt(smsc="smsc1", id_keys=smsc_id_keys("2A", "hex"),
+                                 part_state=P.DELIVERED, stat="DELIVRD", err="000", at=T0 + 1)
+    submitted = store.record_submitted("rb1", 1, smsc="smsc1", smsc_id="2A",
+                                       id_keys=smsc_id_keys("2A", "hex"), at=T0 + 1.1)
+    orphan = store.record_receipt(smsc="smsc1", id_keys=smsc_id_keys("2B", "hex"),
+                                  part_state=P.DELIVERED, stat="DELIVRD", err="000", at=T0 + 1.2)
+    state = store.record_state("rb3", M.FAILED, at=T0 + 1.3, error="REJECTED", detail="test")
+    later = store.record_submitted("rb2", 1, smsc="smsc1", smsc_id="2B",
+                                   id_keys=smsc_id_keys("2B", "hex"), at=T0 + 1.4)
+    gate.set()
+    assert await early == ReceiptOutcome(True, "rb1", M.DELIVERED)
+    assert await submitted is None and await state is None
+    assert await orphan == ReceiptOutcome(False, None, None)  # its submit came after a state
+    assert await later == ReceiptOutcome(True, "rb2", M.DELIVERED)  # found it waiting
+    events = [(e.state, e.detail) for e in await store.timeline("rb1")]
+    assert [name for name, _ in events][-4:] == [
+        "part_submitted", "submitted", "receipt", "delivered"], events
+    assert not any("arrived before" in detail for _, detail in events)
+    assert any("arrived before" in e.detail for e in await store.timeline("rb2"))
+    assert await query(store, "SELECT count(*) FROM orphan_receipts") == [(0,)]
+
+
 async def test_auto_keys_prefer_the_strongest_key(store: Store) -> None:
     # "22" read as hex is 34; "16" read as hex is 22: a decimal receipt "22" shares a key
     # with both; the raw key of "22" ranks first.

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from bridge.core.receipts import smsc_id_keys
 from bridge.core.states import RECEIPT_STAT
 from bridge.store import sqlite as S
+from bridge.store.common import receipts_after_submits
 from bridge.store.rows import accept_rows
 from bridge.store.schema import migrate
 
@@ -139,9 +140,10 @@ def test_runs_written_together_equal_one_by_one(case: Any) -> None:
             break
         batches.append(ops[start:start + size])
         start += size
-    # One by one: a no-op between every two operations leaves no run to write together.
-    apart = [[x for op in batch for x in (op, S.Op(S._Writer.noop, (), "noop"))]
-             for batch in batches]
+    # One by one: a no-op between every two operations leaves no run to write together (the
+    # batch taken in the order the writer applies it: receipts after the submits beside them).
+    apart = [[x for op in receipts_after_submits(batch, S._Writer.submitted, S._Writer.receipt)
+              for x in (op, S.Op(S._Writer.noop, (), "noop"))] for batch in batches]
     together_results, together_dump = _play(parts, batches)
     apart_results, apart_dump = _play(parts, apart)
     assert together_results == [r for r in apart_results if r[0] != "noop"]
@@ -179,3 +181,35 @@ def test_a_draining_batch_is_written_together() -> None:
     assert [e[3] for e in dump["events"] if e[1] == "m0"] == [
         "queued", "part_submitted", "submitted", "receipt", "delivered"]
     assert all(error is None for _, _, error in results)
+
+
+_KINDS = st.lists(st.tuples(st.sampled_from(["submit", "receipt", "other"]),
+                            st.floats(0, 10, allow_nan=False)), max_size=30)
+
+
+@given(_KINDS)
+def test_receipts_go_after_the_submits_beside_them(kinds: list[tuple[str, float]]) -> None:
+    """The writer's order: every op once; submits and the other writes in their queue order;
+    in each stretch without another write, receipts after submits, in their own order, timed
+    no earlier than the submits they were moved behind."""
+    fns = {"submit": S._Writer.submitted, "receipt": S._Writer.receipt, "other": S._Writer.noop}
+    batch = [S.Op(fns[kind], (kind, at), i) for i, (kind, at) in enumerate(kinds)]
+    out = receipts_after_submits(batch, S._Writer.submitted, S._Writer.receipt)
+    assert sorted(op.token for op in out) == list(range(len(batch)))
+    assert [op.token for op in out if op.fn is not S._Writer.receipt] == \
+        [op.token for op in batch if op.fn is not S._Writer.receipt]
+    stretch: list[S.Op] = []
+    for op in out + [S.Op(S._Writer.noop, ("other", 0.0), -1)]:
+        if op.fn is S._Writer.noop:
+            kinds_in = [o.fn is S._Writer.receipt for o in stretch]
+            assert kinds_in == sorted(kinds_in)  # all submits, then all receipts
+            tokens = [o.token for o in stretch if o.fn is S._Writer.receipt]
+            assert tokens == sorted(tokens)
+            for o in stretch:
+                if o.fn is S._Writer.receipt:
+                    jumped = [b.args[-1] for b in batch[o.token:] if b.token in
+                              {s.token for s in stretch if s.fn is S._Writer.submitted}]
+                    assert o.args[-1] == max([batch[o.token].args[-1], *jumped])
+            stretch = []
+        else:
+            stretch.append(op)
