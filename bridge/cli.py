@@ -61,7 +61,7 @@ async def _serve(config: Config) -> int:
     return 1 if bridge.failed.is_set() else 0
 
 
-async def _status(config: Config, ids: Sequence[str]) -> int:
+async def _status(config: Config, ids: Sequence[str], *, text: bool = False) -> int:
     from bridge.runtime import open_store
 
     store = open_store(config.store, config.base_dir)
@@ -81,6 +81,9 @@ async def _status(config: Config, ids: Sequence[str]) -> int:
             print(f"{view.id}  {view.state.value}  to {view.recipient}  account {view.account}  "
                   f"via {view.ingress.value}  {view.parts} part(s), {view.parts_delivered} delivered  "
                   f"{view.encoding}" + (f"  error {view.error}" if view.error else ""))
+            if text:
+                # As a JSON string: the phone's text exactly, control characters escaped.
+                print(f"  text {json.dumps(await store.message_text(message_id), ensure_ascii=False)}")
             for event in await store.timeline(message_id):
                 stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(event.at))
                 print(f"  {stamp}.{int(event.at * 1000) % 1000:03d}Z  {event.state:<14} "
@@ -206,6 +209,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="print the timeline of messages; without ids, the "
                                       "instances on the store and the messages by state")
     p.add_argument("ids", nargs="*")
+    p.add_argument("--text", action="store_true",
+                   help="also print each message's text, as the phone gets it")
     _config_option(p)
     p = sub.add_parser("simulator", help="run a standalone SMSC simulator")
     for flag, key, kind, help_text in SIMULATOR_FLAGS:
@@ -357,7 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             setup_logging(config.log.level)
             return asyncio.run(_serve(config))
         if args.command == "status":
-            return asyncio.run(_status(_config(args.config), args.ids))
+            return asyncio.run(_status(_config(args.config), args.ids, text=args.text))
         if args.command == "simulator":
             setup_logging("info")
             sim = _simulator_config(args)

@@ -44,8 +44,10 @@ def test_the_readme_shows_the_first_calls() -> None:
 
 
 async def test_every_first_call_of_the_readme_works(tmp_path: Path) -> None:
-    proc, smtp_port, soap_port = await serve_command(shipped_config(tmp_path))
+    config = shipped_config(tmp_path)
+    proc, smtp_port, soap_port = await serve_command(config)
     outputs = {}
+    status = ""
     try:
         for call in first_calls():
             if call.startswith("swaks") and shutil.which("swaks") is None:
@@ -59,6 +61,14 @@ async def test_every_first_call_of_the_readme_works(tmp_path: Path) -> None:
             assert done.returncode == 0, (call, done.stdout, done.stderr)
             assert "Traceback" not in done.stderr, (call, done.stderr)
             outputs[call] = done.stdout
+        # "status --text ID shows the text as the phone got it": the mail's subject, then body
+        mailed = re.search(r"^2\.0\.0 Accepted (\w+)$", "\n".join(outputs.values()), re.M)
+        assert mailed is not None, outputs
+        done = await asyncio.to_thread(
+            subprocess.run, [".venv/bin/sms-bridge", "status", "--text", "-c", str(config),
+                             mailed[1]], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, (done.stdout, done.stderr)
+        status = done.stdout
     finally:
         stores = child_pids(proc.pid)
         proc.send_signal(signal.SIGTERM)
@@ -72,3 +82,5 @@ async def test_every_first_call_of_the_readme_works(tmp_path: Path) -> None:
     assert '"status": "submitted"' in said or '"status":"submitted"' in said
     assert "0: Accepted for delivery" in said  # Kannel's sendsms
     assert 'Success "' in said  # Jasmin's /send
+    assert '\n  text "hi\\nhello"\n' in status, status
+    assert '`text "hi\\nhello"`' in (ROOT / "README.md").read_text()

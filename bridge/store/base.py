@@ -385,7 +385,8 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def message_text(self, message_id: str) -> str | None:
         """The text a message was planned from (None: no such message), read only when the
-        dispatcher plans it again for another route, never on the way of every message."""
+        dispatcher plans it again for another route, and by `sms-bridge status --text`; never
+        on the way of every message."""
 
     @abc.abstractmethod
     def record_state(self, message_id: str, state: MessageState, *, at: float,
