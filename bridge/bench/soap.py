@@ -103,17 +103,8 @@ async def _serve(directory: Path, smsc_port: int, store_url: str = "",
                  instance: str = "") -> None:
     """Child process: the bridge plus a side app (stock no-op, bridge-stack no-op).
     Prints one JSON line with the ports, runs until stdin closes."""
-    from aiohttp_spyne import AIOSpyne  # type: ignore[attr-defined]
-
+    from bridge.bench.ping import bridge_with_ping, stock_ping
     from bridge.runtime.app import Bridge, freeze_startup_heap
-    from bridge.ingress.soap.app import create_soap_app
-    from bridge.ingress.soap.faults import SoapVersion
-    from bridge.ingress.soap.service import (
-        PingService,
-        SmsBridgeService,
-        SyncPingService,
-        build_application,
-    )
 
     config = bench_config(directory, smsc_port, store_url, instance)
     bridge = Bridge(config)
@@ -122,11 +113,8 @@ async def _serve(directory: Path, smsc_port: int, store_url: str = "",
     try:
         assert bridge.service is not None
         await bridge.wait_bound(10.0)
-        side = create_soap_app(bridge.service, config, bridge.metrics,
-                               services=(SmsBridgeService, PingService))
-        stock = AIOSpyne(build_application(SoapVersion.V11, (SyncPingService,), preparsed=False),
-                         threads=None)
-        side.router.add_post("/stock", stock.post)
+        side = bridge_with_ping(bridge.service, config, bridge.metrics)
+        side.router.add_post("/stock", stock_ping().post)
         runner = web.AppRunner(side, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)

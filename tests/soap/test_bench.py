@@ -27,6 +27,8 @@ def test_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
                                   "unchecked": 0, "exactly_once": True}
     assert result["targets"]["exactly_once"] is True
     assert len(result["noop_stock"]["rounds"]) == len(result["send_1"]["rounds"]) == 2
+    # Ping (bridge.bench.ping) is answered on both stacks, the bridge's own and stock Spyne's.
+    assert result["noop_bridge"]["statuses"] == result["noop_stock"]["statuses"] == {"200": 30}
     for key in ("send_1_e2e_vs_noop_stock", "send_1_e2e_vs_noop_bridge",
                 "send_100_e2e_msgs_per_s"):
         assert result["ratios"][key] > 0, key
