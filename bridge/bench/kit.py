@@ -23,7 +23,12 @@ import time
 from typing import (Any, AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence,
                     TextIO)
 
-import httptools
+try:
+    import httptools
+except ImportError:  # the bench extra (pyproject.toml), not a dependency of the product
+    print("bridge.bench: the benches need httptools, not installed: "
+          ".venv/bin/pip install -e '.[bench]'", file=sys.stderr)
+    raise SystemExit(2) from None
 
 
 async def announce_and_wait(info: Mapping[str, Any]) -> None:
