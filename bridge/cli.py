@@ -257,12 +257,22 @@ def _store_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
                    help="replace whatever the target holds (deleted in the copy's transaction)")
 
 
+#: What `sms-bridge bench` says when the bench extra is missing (README: make builds .venv).
+BENCH_EXTRA = "the benches need httptools, not installed: .venv/bin/pip install -e '.[bench]'"
+
+
 def _bench(what: str, options: Sequence[str] = ()) -> int:
     """Each benchmark is a module that prints one JSON document; run them one after another
     (never concurrently: the machine has two cores) and print them together. `options` go to
     the one benchmark named (each has its own)."""
+    import importlib
     import subprocess
 
+    try:  # the load generators' HTTP parser: the bench extra, not a dependency of the product
+        importlib.import_module("httptools")
+    except ImportError:
+        print(f"sms-bridge bench: {BENCH_EXTRA}", file=sys.stderr)
+        return 2
     if options and what == "all":
         print("sms-bridge bench: options need one benchmark (smpp, store, soap, smtp or http)",
               file=sys.stderr)

@@ -1,16 +1,17 @@
-"""The benches' delivery check (what it counts as lost, duplicated and unchecked) and their
-progress bar."""
+"""The benches' delivery check (what it counts as lost, duplicated and unchecked), their
+progress bar and their bridges' log files."""
 
 from __future__ import annotations
 
 import io
 from collections.abc import Mapping
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.bench.kit import Progress, delivery_check, delivery_total
+from bridge.bench.kit import Progress, child_process, delivery_check, delivery_total, log_lines
 
 
 @pytest.mark.parametrize(("received", "expected", "missing", "duplicated"), [
@@ -77,3 +78,18 @@ def test_progress_is_silent_off_a_terminal() -> None:
     progress.advance(2)
     progress.close()
     assert log.getvalue() == "" and progress.done == 2
+
+
+async def test_a_child_logs_into_its_file_which_says_why_it_died(tmp_path: Path) -> None:
+    """A bench server logs (bridge.logs' format, at the level asked) into its file, and so does
+    what it prints on standard error; when it ends before it is ready, the error says why."""
+    log = tmp_path / "bridge" / "bridge.log"
+    code = ("import logging; from pathlib import Path; from bridge.bench.kit import log_to_file; "
+            f"log_to_file(Path({str(log)!r}), 'info'); "
+            "logging.getLogger('bridge.bench').debug('not at info'); "
+            "logging.getLogger('bridge.bench').info('starting'); raise SystemExit('no SMSC')")
+    with pytest.raises(RuntimeError, match=r"exited before it was ready \(exit 1\)") as caught:
+        async with child_process("-c", code, log=log):
+            pass
+    assert " info bridge.bench starting" in str(caught.value) and "no SMSC" in str(caught.value)
+    assert log_lines([log, tmp_path / "none.log"]) == 2

@@ -44,6 +44,23 @@ def test_a_bench_option_it_does_not_know_is_its_usage_error() -> None:
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize("module", ["bridge", "bridge.bench.soap"])
+def test_a_bench_without_the_bench_extra_says_how_to_install_it(module: str) -> None:
+    """httptools is the bench extra, not a dependency of the product: without it, `sms-bridge
+    bench soap` (and `python -m bridge.bench.soap`) say what to install in one line, exit 2."""
+    args = ["bench", "soap"] if module == "bridge" else []
+    hide = ("import runpy, sys; sys.modules['httptools'] = None; "  # `import httptools` fails
+            f"sys.argv = ['{module}', *{args!r}]; "
+            f"runpy.run_module('{module}', run_name='__main__', alter_sys=True)")
+    done = subprocess.run([sys.executable, "-c", hide], capture_output=True, text=True,
+                          cwd=ROOT, timeout=60, check=False,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert "httptools" in done.stderr and "pip install -e '.[bench]'" in done.stderr
+
+
 async def test_bench_draws_its_progress_bar_on_the_terminal(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`sms-bridge bench soap --target …` in a terminal: the bench's own progress bar reaches

@@ -5,11 +5,15 @@ TYPE_CHECKING, so a rule cannot be dodged by a late import."""
 from __future__ import annotations
 
 import ast
+import re
+import tomllib
+from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import pytest
 
 BRIDGE = Path(__file__).resolve().parent.parent / "bridge"
+PYPROJECT = BRIDGE.parent / "pyproject.toml"
 
 #: Modules that do I/O, keep time or draw randomness: none of them in the sans-I/O core.
 IO_MODULES = {"asyncio", "socket", "ssl", "selectors", "sqlite3", "asyncpg", "aiosmtpd", "spyne",
@@ -101,6 +105,68 @@ def test_bench_is_imported_only_by_the_cli_bench_command() -> None:
              if not module_name(p).startswith("bridge.bench")
              for m in imported_modules(p) if m == "bridge.bench" or m.startswith("bridge.bench.")]
     assert users == []  # the CLI runs benches as `python -m bridge.bench.X`, never imports them
+
+
+def _bench_module_names(path: Path) -> list[ast.Constant]:
+    """The string literals in the code (docstrings aside) that start with a bench module's
+    name: what `importlib.import_module`, `runpy` or `python -m` would be given."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef,
+                                       ast.AsyncFunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr)
+                  and isinstance(node.body[0].value, ast.Constant)}
+    return [node for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)
+            and id(node) not in docstrings and node.value.startswith("bridge.bench")]
+
+
+def test_only_the_cli_names_a_bench_and_only_to_run_it_as_a_child_process() -> None:
+    """No late import by name either: outside bridge/bench, a bench module is named only by
+    bridge/cli.py, as the module of a `python -m` child process (`[sys.executable, "-m",
+    f"bridge.bench.{name}", …]`)."""
+    named = {module_name(p): _bench_module_names(p) for p in sorted(BRIDGE.rglob("*.py"))
+             if not module_name(p).startswith("bridge.bench")}
+    assert [m for m, found in named.items() if found and m != "bridge.cli"] == []
+    cli = ast.parse((BRIDGE / "cli.py").read_text())
+    as_child = set()
+    for node in ast.walk(cli):
+        if isinstance(node, ast.List):
+            items = node.elts
+            for flag, module in zip(items, items[1:]):
+                if isinstance(flag, ast.Constant) and flag.value == "-m":
+                    as_child.update((n.lineno, n.col_offset) for n in ast.walk(module)
+                                    if isinstance(n, ast.Constant))
+    assert named["bridge.cli"], "the CLI runs the benches: the rule would guard nothing"
+    assert all((node.lineno, node.col_offset) in as_child for node in named["bridge.cli"])
+
+
+def _distribution(requirement: str) -> str:
+    return re.split(r"[\s<>=!~;\[]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def _third_party(package: str, *, inside: bool) -> set[str]:
+    """The distributions whose modules `package` (inside=True) or the rest of bridge/ imports."""
+    paths = [p for p in sorted(BRIDGE.rglob("*.py"))
+             if module_name(p).startswith(package) == inside]
+    top = {m.split(".")[0] for p in paths for m in imported_modules(p)}
+    found = packages_distributions()
+    return {_distribution(d) for m in top - {"bridge"} for d in found.get(m, ())}
+
+
+def test_the_runtime_dependencies_are_what_the_product_imports() -> None:
+    """pyproject's `dependencies` are what `serve` needs: each is imported by the product (not
+    only by the benches), and the benches' own needs (httptools) are the `bench` extra, which
+    `test` includes for the bench tests."""
+    project = tomllib.loads(PYPROJECT.read_text())["project"]
+    runtime = {_distribution(r) for r in project["dependencies"]}
+    extras = {name: {_distribution(r) for r in reqs}
+              for name, reqs in project["optional-dependencies"].items()}
+    assert "httptools" not in runtime
+    assert "httptools" in extras["bench"] and extras["bench"] <= extras["test"]
+    product = _third_party("bridge.bench", inside=False)
+    assert runtime - product == set(), "a runtime dependency only the benches import"
+    assert _third_party("bridge.bench", inside=True) <= runtime | extras["bench"]
 
 
 def test_the_checker_catches_each_kind_of_import(tmp_path: Path) -> None:

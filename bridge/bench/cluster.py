@@ -35,9 +35,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from bridge.bench.kit import (CpuMeter, child_process, delivery_check, delivery_total,
-                              http_load, median_by_key)
-from bridge.bench.soap import ACCOUNT, PASSWORD, _number, _requests, send_envelopes
+from bridge.bench.kit import (CpuMeter, add_log_option, child_process, delivery_check,
+                              delivery_total, http_load, median_by_key)
+from bridge.bench.soap import ACCOUNT, LOG, PASSWORD, _number, _requests, send_envelopes
 from bridge.bench.stores import POSTGRESQL, Stores, stores
 from bridge.config import SimulatorConfig
 from bridge.simulator import SmscSimulator
@@ -59,8 +59,8 @@ class _Cluster:
         self.runs: list[dict[str, Any]] = []
 
 
-async def _start(stack: contextlib.AsyncExitStack, made: Stores, sim_port: int
-                 ) -> dict[str, _Cluster]:
+async def _start(stack: contextlib.AsyncExitStack, made: Stores, sim_port: int,
+                 log_level: str) -> dict[str, _Cluster]:
     clusters = {}
     for name, instances in CLUSTERS.items():
         url = await made.fresh(POSTGRESQL, f"cluster_{name}")
@@ -70,7 +70,8 @@ async def _start(stack: contextlib.AsyncExitStack, made: Stores, sim_port: int
             folder.mkdir()
             ready[instance] = await stack.enter_async_context(child_process(
                 "-m", "bridge.bench.soap", "--serve", str(folder), "--smsc-port",
-                str(sim_port), "--store-url", url, "--instance", instance))
+                str(sim_port), "--store-url", url, "--instance", instance,
+                "--log-level", log_level, log=folder / LOG))
         clusters[name] = _Cluster(name, ready, made.cpu(POSTGRESQL))
     return clusters
 
@@ -169,7 +170,8 @@ def _sum_statuses(runs: Sequence[Mapping[str, Any]]) -> dict[int, int]:
 
 
 async def bench_cluster(*, calls: int = 60, recipients: int = 100, concurrency: int = 16,
-                        rounds: int = 3, url: str | None = None) -> dict[str, Any]:
+                        rounds: int = 3, url: str | None = None,
+                        log_level: str = "info") -> dict[str, Any]:
     """Run the clusters (see the module docstring) and return the summary."""
     calls, recipients = max(1, min(calls, 10_000)), max(1, min(recipients, 1000))
     rounds = max(1, min(rounds, 9))
@@ -179,14 +181,14 @@ async def bench_cluster(*, calls: int = 60, recipients: int = 100, concurrency: 
         with tempfile.TemporaryDirectory(prefix="cluster-bench-") as tmp:
             async with stores((POSTGRESQL,), Path(tmp), url) as made, \
                     contextlib.AsyncExitStack() as stack:
-                clusters = await _start(stack, made, sim_port)
+                clusters = await _start(stack, made, sim_port, log_level)
                 await _rounds(clusters, sim, calls=calls, recipients=recipients,
                               concurrency=concurrency, rounds=rounds)
                 described = made.describe()
     finally:
         await sim.stop()
-    return _result(clusters, described, calls=calls, recipients=recipients,
-                   concurrency=concurrency, rounds=rounds)
+    return {**_result(clusters, described, calls=calls, recipients=recipients,
+                      concurrency=concurrency, rounds=rounds), "log_level": log_level}
 
 
 async def _rounds(clusters: Mapping[str, _Cluster], sim: SmscSimulator, *, calls: int,
@@ -229,10 +231,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--url", default=None, metavar="POSTGRESQL_URL",
                         help="a PostgreSQL server on which the bench may create and drop "
                              "databases (else $SMS_BRIDGE_BENCH_PG, else a throwaway cluster)")
+    add_log_option(parser)
     args = parser.parse_args(argv)
     print(json.dumps(asyncio.run(bench_cluster(
         calls=args.calls, recipients=args.recipients, concurrency=args.concurrency,
-        rounds=args.rounds, url=args.url)), indent=2))
+        rounds=args.rounds, url=args.url, log_level=args.log_level)), indent=2))
     return 0
 
 

@@ -36,9 +36,10 @@ from typing import Any
 from urllib.parse import quote
 
 from bridge.bench.kannel import Kannel, installed, kannel
-from bridge.bench.kit import (CpuMeter, Progress, child_process, delivery_check,
-                              delivery_total, http_load, latency_ms, median_by_key)
-from bridge.bench.soap import ACCOUNT, PASSWORD, send_envelopes
+from bridge.bench.kit import (CpuMeter, Progress, add_log_option, child_process,
+                              delivery_check, delivery_total, http_load, latency_ms,
+                              median_by_key)
+from bridge.bench.soap import ACCOUNT, LOG, PASSWORD, send_envelopes
 from bridge.config import SimulatorConfig
 from bridge.simulator import SmscSimulator
 
@@ -116,7 +117,7 @@ def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def bench_http(*, requests: int = 3000, concurrency: int = 16,
-                     rounds: int = 3) -> dict[str, Any]:
+                     rounds: int = 3, log_level: str = "info") -> dict[str, Any]:
     """The loads in alternating rounds; the summary (see the module doc)."""
     ours = SmscSimulator(SimulatorConfig(enabled=True, port=0, receipt_delay_s=0.05))
     theirs = SmscSimulator(SimulatorConfig(enabled=True, port=0, receipt_delay_s=0.05))
@@ -125,7 +126,8 @@ async def bench_http(*, requests: int = 3000, concurrency: int = 16,
     try:
         with tempfile.TemporaryDirectory(prefix="http-bench-") as tmp:
             async with child_process("-m", "bridge.bench.soap", "--serve", tmp,
-                                     "--smsc-port", str(ours_port)) as child, \
+                                     "--smsc-port", str(ours_port), "--log-level", log_level,
+                                     log=Path(tmp) / LOG) as child, \
                     _kannel(Path(tmp), theirs_port) as peer:
                 port = int(child["soap_port"])
                 pids = dict(child["pids"], **(peer.pids if peer else {}))
@@ -147,7 +149,7 @@ async def bench_http(*, requests: int = 3000, concurrency: int = 16,
     finally:
         await ours.stop()
         await theirs.stop()
-    return _summary(runs, concurrency, rounds)
+    return {**_summary(runs, concurrency, rounds), "log_level": log_level}
 
 
 def _loads(port: int, peer: Kannel | None, ours: SmscSimulator,
@@ -196,12 +198,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=3000, help="requests per load a round")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (medians)")
+    add_log_option(parser)
     args = parser.parse_args(argv)
     if not 1 <= args.requests <= 100_000 or not 1 <= args.concurrency <= 1000 \
             or not 1 <= args.rounds <= 9:
         parser.error("out of range")
     result = asyncio.run(bench_http(requests=args.requests, concurrency=args.concurrency,
-                                    rounds=args.rounds))
+                                    rounds=args.rounds, log_level=args.log_level))
     print(json.dumps(result, indent=2))
     return 0
 

@@ -20,10 +20,16 @@ import ssl
 import statistics
 import sys
 import time
+from pathlib import Path
 from typing import (Any, AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence,
                     TextIO)
 
-import httptools
+try:
+    import httptools
+except ImportError:  # the bench extra (pyproject.toml), not a dependency of the product
+    print("bridge.bench: the benches need httptools, not installed: "
+          ".venv/bin/pip install -e '.[bench]'", file=sys.stderr)
+    raise SystemExit(2) from None
 
 
 async def announce_and_wait(info: Mapping[str, Any]) -> None:
@@ -32,11 +38,57 @@ async def announce_and_wait(info: Mapping[str, Any]) -> None:
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
 
 
+def add_log_option(parser: argparse.ArgumentParser) -> None:
+    """`--log-level`: the level the bench's bridges log at, by default the one the bridge ships
+    with ([log] level), so that the figures are those of a bridge as it is run."""
+    from bridge.config import LogConfig
+
+    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                        default=LogConfig().level,
+                        help="the bench bridges' log level, as [log] level (default: the "
+                             "shipped %(default)s); the log goes to a file in the bench's "
+                             "temporary folder")
+
+
+def log_to_file(path: Path, level: str) -> None:
+    """Child side, before the bridge starts: its processes log as `sms-bridge serve` does
+    (bridge.logs: one line per event, written off the event loop) at `level`, into `path`, not
+    onto the terminal the bench draws its progress on. Standard error becomes that file, so
+    the store process the bridge starts (which inherits it) logs there too."""
+    from bridge.logs import setup_logging
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 2)
+    os.close(fd)
+    setup_logging(level)
+
+
+def log_lines(paths: Iterable[Path]) -> int:
+    """How many lines the bench bridges logged (after they stopped)."""
+    total = 0
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError), path.open("rb") as f:
+            total += sum(1 for _ in f)
+    return total
+
+
+def _tail(path: Path | None, lines: int = 5) -> str:
+    if path is None:
+        return ""
+    try:
+        last = path.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return ""
+    return "".join(f"\n  {line}" for line in last)
+
+
 @contextlib.asynccontextmanager
-async def child_process(*args: str, ready_timeout: float = 60.0,
-                        stop_timeout: float = 30.0) -> AsyncIterator[dict[str, Any]]:
+async def child_process(*args: str, ready_timeout: float = 60.0, stop_timeout: float = 30.0,
+                        log: Path | None = None) -> AsyncIterator[dict[str, Any]]:
     """Parent side: run `python ARGS`, yield its ready line; on exit close its stdin and wait
-    (killing it only when it does not stop by itself)."""
+    (killing it only when it does not stop by itself). `log`: the child's log file
+    (`log_to_file`), whose last lines say why when it ends before it is ready."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
     assert proc.stdin is not None and proc.stdout is not None
@@ -45,7 +97,7 @@ async def child_process(*args: str, ready_timeout: float = 60.0,
         if not line:
             await proc.wait()
             raise RuntimeError(f"{' '.join(args)}: exited before it was ready "
-                               f"(exit {proc.returncode})")
+                               f"(exit {proc.returncode}){_tail(log)}")
         yield json.loads(line)
     finally:
         proc.stdin.close()

@@ -25,6 +25,11 @@ is what 0.70 of the no-op rate would keep busy at that cost. `store_per_mail` gi
 whole bridge's store transactions (one fsync each) and write operations per mail, read from its
 /metrics. Prints one JSON object.
 
+accept_only and the bridge log as `sms-bridge serve` does, at the shipped level unless
+`--log-level` says otherwise, each into a file in the bench's temporary folder (not onto the
+terminal); the JSON gives `log_level` and the lines they logged (`log_lines`, warm-up
+included).
+
 On PostgreSQL or both (`--store postgresql|both`, `--compare`, `--url URL`; see
 bridge.bench.stores): accept_only and the bridge run on each chosen store, each on a fresh
 store of its own, the no-op once per round and the stores in turn within it; the JSON then
@@ -60,15 +65,17 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from bridge.bench.kit import (CpuMeter, Progress, SubmitWatch, announce_and_wait,
-                              child_process, client_tls, delivery_check, delivery_total,
-                              latency_ms, median_by_key, number_template_problem,
-                              store_commits, target_options)
+from bridge.bench.kit import (CpuMeter, Progress, SubmitWatch, add_log_option,
+                              announce_and_wait, child_process, client_tls, delivery_check,
+                              delivery_total, latency_ms, log_lines, log_to_file,
+                              median_by_key, number_template_problem, store_commits,
+                              target_options)
 from bridge.bench.stores import (POSTGRESQL, SQLITE, Stores, add_store_options, chosen_kinds,
                                  stores)
 from bridge.config import Config, parse_config
 
 _MAIL_FROM = "monitor@acme.example"
+LOG = "bridge.log"  # a bench server's log, in its folder
 
 
 _EVENT = re.compile(r"\(event ([a-z]+-[0-9]+)\)")
@@ -144,9 +151,10 @@ def _bridge_config(smsc_port: int, directory: str, store_url: str = "") -> Confi
     }, base_dir=Path(directory))
 
 
-async def _serve_bridge(smsc_port: int, directory: str, store_url: str) -> None:
+async def _serve_bridge(smsc_port: int, directory: str, store_url: str, log_level: str) -> None:
     from bridge.runtime.app import Bridge, freeze_startup_heap
 
+    log_to_file(Path(directory) / LOG, log_level)
     bridge = Bridge(_bridge_config(smsc_port, directory, store_url))
     await bridge.start()
     await bridge.wait_bound(10.0)
@@ -157,7 +165,7 @@ async def _serve_bridge(smsc_port: int, directory: str, store_url: str) -> None:
     await bridge.stop()
 
 
-async def _serve_accept_only(directory: str, store_url: str) -> None:
+async def _serve_accept_only(directory: str, store_url: str, log_level: str) -> None:
     """SMTP → text → Service → durable SQLite, without the dispatcher and SMPP: where the
     end-to-end time goes, by subtraction."""
     from bridge.metrics import Metrics
@@ -166,6 +174,7 @@ async def _serve_accept_only(directory: str, store_url: str) -> None:
     from bridge.runtime import open_store
 
     config = _bridge_config(0, directory, store_url)
+    log_to_file(Path(directory) / LOG, log_level)
     store = open_store(config.store, config.base_dir)
     await store.open()
     server = await start_smtp(Service(config, store), config, Metrics())
@@ -388,16 +397,23 @@ class _StoreServers:
         return "bridge" if self.kind == SQLITE else f"bridge{self.kind}"
 
 
-async def _start_servers(children: contextlib.AsyncExitStack, made: Stores, kind: str,
-                         sim_port: int) -> _StoreServers:
-    me = ("-m", "bridge.bench.smtp", "--child")
+def _logs(made: Stores, kind: str) -> list[Path]:
+    """The log files of one store kind's two servers (accept_only, the whole bridge)."""
     folder = Path(made.directory) / kind
+    return [folder / "accept" / LOG, folder / "bridge" / LOG]
+
+
+async def _start_servers(children: contextlib.AsyncExitStack, made: Stores, kind: str,
+                         sim_port: int, log_level: str) -> _StoreServers:
+    me = ("-m", "bridge.bench.smtp", "--log-level", log_level, "--child")
+    folder = Path(made.directory) / kind
+    accept_log, bridge_log = _logs(made, kind)
     accept = await children.enter_async_context(child_process(
         *me, "accept", "--dir", str(folder / "accept"),
-        "--store-url", await made.fresh(kind, "smtp_accept")))
+        "--store-url", await made.fresh(kind, "smtp_accept"), log=accept_log))
     bridge = await children.enter_async_context(child_process(
         *me, "bridge", "--smsc-port", str(sim_port), "--dir", str(folder / "bridge"),
-        "--store-url", await made.fresh(kind, "smtp_bridge")))
+        "--store-url", await made.fresh(kind, "smtp_bridge"), log=bridge_log))
     extra = made.cpu(kind)
     return _StoreServers(kind, accept, bridge, {
         "accept_only": CpuMeter(accept["pids"], extra),
@@ -477,7 +493,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"mails_per_round": n, "rounds": args.rounds, "connections": conns,
                               "mails_per_session": per, "recipients_per_mail": 1,
                               "warmup_mails": args.warmup, "cpus": os.cpu_count(),
-                              "receipts": not args.no_receipts}
+                              "receipts": not args.no_receipts, "log_level": args.log_level}
     noop_samples: list[float] = []
     noop_cpu: list[dict[str, float]] = []
     sim = SmscSimulator(SimulatorConfig(enabled=True, port=0, receipts=not args.no_receipts,
@@ -489,8 +505,8 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                     contextlib.AsyncExitStack() as children:
                 noop = await children.enter_async_context(child_process(
                     "-m", "bridge.bench.smtp", "--child", "noop"))
-                servers = [await _start_servers(children, made, kind, sim_port)
-                           for kind in kinds]
+                servers = [await _start_servers(children, made, kind, sim_port,
+                                                args.log_level) for kind in kinds]
                 for child in [noop] + [c for s in servers for c in (s.accept, s.bridge)]:
                     await _load(child["port"], tag="warm", first=0, count=args.warmup,
                                 connections=conns, per_session=per)
@@ -510,6 +526,8 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                         await _accept_round(each, args, r, first)
                         await _bridge_round(each, sim, args, r, first)
                 described = made.describe()
+            # The servers have stopped: every line they logged is in their files.
+            result["log_lines"] = log_lines(p for kind in kinds for p in _logs(made, kind))
         finally:
             await sim.stop()
     result["noop_msgs_per_s"] = round(statistics.median(noop_samples), 1)
@@ -594,6 +612,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-receipts", action="store_true")
     add_store_options(parser)
+    add_log_option(parser)
     target = target_options(parser, metavar="HOST:PORT", target_help="its SMTP listener",
                             unit="mails", tls="STARTTLS")
     target.add_argument("--domain", default="sms.localhost")
@@ -625,9 +644,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.child == "noop":
         asyncio.run(_serve_noop())
     elif args.child == "accept":
-        asyncio.run(_serve_accept_only(args.dir, args.store_url))
+        asyncio.run(_serve_accept_only(args.dir, args.store_url, args.log_level))
     elif args.child == "bridge":
-        asyncio.run(_serve_bridge(args.smsc_port, args.dir, args.store_url))
+        asyncio.run(_serve_bridge(args.smsc_port, args.dir, args.store_url, args.log_level))
     else:
         print(json.dumps(asyncio.run(_run(args)), indent=2))
 

@@ -24,6 +24,10 @@ then has a summary per store, `postgresql_vs_sqlite` (end to end, the median of 
 own ratios) and the target for 100-recipient batches (0.7). `cpu_us` of a PostgreSQL bridge
 includes the server's processes ("postgres").
 
+A bench bridge logs as `sms-bridge serve` does, at the shipped level unless `--log-level`
+says otherwise, into a file in the bench's temporary folder (not onto the terminal); the JSON
+gives `log_level` and the lines logged (`log_lines`, warm-up included).
+
 The four loads run in `rounds` alternating rounds (default 3); each figure is its median round
 (all rounds listed under "rounds"), and each ratio the median of the rounds' own ratios.
 Ratios compare SendSms messages/s with the no-op calls/s. `cpu_us` gives each load's CPU per
@@ -62,10 +66,10 @@ from xml.sax.saxutils import escape as xml_escape
 
 from aiohttp import web
 
-from bridge.bench.kit import (CpuMeter, Progress, SubmitWatch, announce_and_wait,
-                              child_process, client_tls, delivery_check, delivery_total,
-                              http_load, latency_ms, median_by_key, number_template_problem,
-                              target_options)
+from bridge.bench.kit import (CpuMeter, Progress, SubmitWatch, add_log_option,
+                              announce_and_wait, child_process, client_tls, delivery_check,
+                              delivery_total, http_load, latency_ms, log_lines, log_to_file,
+                              median_by_key, number_template_problem, target_options)
 from bridge.bench.stores import (POSTGRESQL, SQLITE, Stores, add_store_options, chosen_kinds,
                                  stores)
 from bridge.config import SimulatorConfig
@@ -99,34 +103,27 @@ def bench_config(directory: Path, smsc_port: int, store_url: str = "",
 # ------------------------------------------------------------------------------ server side
 
 
-async def _serve(directory: Path, smsc_port: int, store_url: str = "",
-                 instance: str = "") -> None:
-    """Child process: the bridge plus a side app (stock no-op, bridge-stack no-op).
-    Prints one JSON line with the ports, runs until stdin closes."""
-    from aiohttp_spyne import AIOSpyne  # type: ignore[attr-defined]
+LOG = "bridge.log"  # a bench bridge's log, in its folder
 
+
+async def _serve(directory: Path, smsc_port: int, store_url: str = "",
+                 instance: str = "", log_level: str = "info") -> None:
+    """Child process: the bridge plus a side app (stock no-op, bridge-stack no-op), logging
+    at `log_level` into `directory`/bridge.log. Prints one JSON line with the ports, runs
+    until stdin closes."""
+    from bridge.bench.ping import bridge_with_ping, stock_ping
     from bridge.runtime.app import Bridge, freeze_startup_heap
-    from bridge.ingress.soap.app import create_soap_app
-    from bridge.ingress.soap.faults import SoapVersion
-    from bridge.ingress.soap.service import (
-        PingService,
-        SmsBridgeService,
-        SyncPingService,
-        build_application,
-    )
 
     config = bench_config(directory, smsc_port, store_url, instance)
+    log_to_file(directory / LOG, log_level)
     bridge = Bridge(config)
     await bridge.start()
     runner: web.AppRunner | None = None
     try:
         assert bridge.service is not None
         await bridge.wait_bound(10.0)
-        side = create_soap_app(bridge.service, config, bridge.metrics,
-                               services=(SmsBridgeService, PingService))
-        stock = AIOSpyne(build_application(SoapVersion.V11, (SyncPingService,), preparsed=False),
-                         threads=None)
-        side.router.add_post("/stock", stock.post)
+        side = bridge_with_ping(bridge.service, config, bridge.metrics)
+        side.router.add_post("/stock", stock_ping().post)
         runner = web.AppRunner(side, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -349,7 +346,7 @@ def _median_ratio(nums: Sequence[Mapping[str, Any]], dens: Sequence[Mapping[str,
 
 async def _bench_against(sim: SmscSimulator, sim_port: int, made: Stores, *, calls: int,
                          batch_calls: int, batch_size: int, noop_calls: int, concurrency: int,
-                         rounds: int) -> dict[str, _StoreRuns]:
+                         rounds: int, log_level: str) -> dict[str, _StoreRuns]:
     """A bench bridge per store kind, all started first; rounds alternate the four loads and,
     within a round, the stores, so that noise from the machine (2 cores, other work) falls on
     all of them alike."""
@@ -360,7 +357,8 @@ async def _bench_against(sim: SmscSimulator, sim_port: int, made: Stores, *, cal
             directory.mkdir()
             ports = await stack.enter_async_context(child_process(
                 "-m", "bridge.bench.soap", "--serve", str(directory), "--smsc-port",
-                str(sim_port), "--store-url", await made.fresh(kind, "soap")))
+                str(sim_port), "--store-url", await made.fresh(kind, "soap"),
+                "--log-level", log_level, log=directory / LOG))
             children[kind] = _StoreRuns(kind, index, ports, made.cpu(kind))
         auth = "Basic " + base64.b64encode(f"{ACCOUNT}:{PASSWORD}".encode()).decode()
         headers = {"Content-Type": "text/xml; charset=utf-8", "Authorization": auth}
@@ -379,8 +377,8 @@ async def _bench_against(sim: SmscSimulator, sim_port: int, made: Stores, *, cal
 
 async def bench_soap(*, calls: int = 3000, batch_calls: int = 100, batch_size: int = 100,
                      noop_calls: int = 3000, concurrency: int = 16, rounds: int = 3,
-                     kinds: Sequence[str] = (SQLITE,), url: str | None = None
-                     ) -> dict[str, Any]:
+                     kinds: Sequence[str] = (SQLITE,), url: str | None = None,
+                     log_level: str = "info") -> dict[str, Any]:
     """Start a bench bridge per store kind in child processes, load them, return the summary
     (see module doc)."""
     calls, batch_calls = min(calls, 100_000), min(batch_calls, 10_000)
@@ -394,15 +392,18 @@ async def bench_soap(*, calls: int = 3000, batch_calls: int = 100, batch_size: i
                 children = await _bench_against(
                     sim, sim_port, made, calls=calls, batch_calls=batch_calls,
                     batch_size=batch_size, noop_calls=noop_calls, concurrency=concurrency,
-                    rounds=rounds)
+                    rounds=rounds, log_level=log_level)
                 described = made.describe()
+                # The bridges have stopped: every line they logged is in their files.
+                log = {"log_level": log_level, "log_lines": log_lines(
+                    made.directory / f"bridge-{kind}" / LOG for kind in made.kinds)}
     finally:
         await sim.stop()
     results = {kind: _summary(child.runs, concurrency, rounds)
                for kind, child in children.items()}
     if len(kinds) == 1:
-        return {**results[kinds[0]], "store": kinds[0], **described}
-    return {**described, **results, **_compared(children)}
+        return {**results[kinds[0]], "store": kinds[0], **described, **log}
+    return {**described, **log, **results, **_compared(children)}
 
 
 def _compared(children: Mapping[str, _StoreRuns]) -> dict[str, Any]:
@@ -473,6 +474,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (medians)")
     add_store_options(parser)
+    add_log_option(parser)
     target = target_options(parser, metavar="URL", unit="calls", tls="https",
                             target_help="its SOAP endpoint, e.g. http://127.0.0.1:8080/soap")
     target.add_argument("--recipients", type=int, default=1, help="recipients per call")
@@ -483,7 +485,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--instance", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
-        asyncio.run(_serve(Path(args.serve), args.smsc_port, args.store_url, args.instance))
+        asyncio.run(_serve(Path(args.serve), args.smsc_port, args.store_url, args.instance,
+                           args.log_level))
         return 0
     if args.target:
         url = urllib.parse.urlsplit(args.target)
@@ -501,7 +504,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = asyncio.run(bench_soap(calls=args.calls, batch_calls=args.batch_calls,
                                     batch_size=args.batch_size, noop_calls=args.noop_calls,
                                     concurrency=args.concurrency, rounds=args.rounds,
-                                    kinds=chosen_kinds(args), url=args.url))
+                                    kinds=chosen_kinds(args), url=args.url,
+                                    log_level=args.log_level))
     print(json.dumps(result, indent=2))
     return 0
 

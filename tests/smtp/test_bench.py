@@ -17,10 +17,14 @@ from tests.conftest import DEMO_PASSWORD, make_config, running_bridge
 from tests.smtp.test_server import tls_config
 
 
-def test_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+def test_bench_smoke(capfd: pytest.CaptureFixture[str]) -> None:
     bench.main(["--mails", "40", "--rounds", "1", "--warmup", "8", "--connections", "4",
                 "--per-session", "7"])
-    result = json.loads(capsys.readouterr().out)
+    out, err = capfd.readouterr()
+    result = json.loads(out)
+    # The bench's bridges log at the shipped level, into their files, not onto the terminal.
+    assert result["log_level"] == "info" and result["log_lines"] >= 2 * (8 + 40)
+    assert " info bridge" not in err
     assert result["submits_at_simulator"] == 8 + 40
     assert result["delivery"] == {"expected": 40, "missing": 0, "duplicated": 0, "unchecked": 0,
                                   "exactly_once": True}
@@ -38,6 +42,15 @@ def test_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     store = result["store_per_mail"]
     assert store["writes"] >= 3
     assert 0 < store["commits"] <= store["writes"]
+
+
+def test_bench_runs_its_bridges_at_the_log_level_asked(capsys: pytest.CaptureFixture[str]
+                                                       ) -> None:
+    bench.main(["--mails", "10", "--rounds", "1", "--warmup", "2", "--connections", "2",
+                "--per-session", "5", "--log-level", "warning"])
+    result = json.loads(capsys.readouterr().out)
+    assert result["log_level"] == "warning" and result["log_lines"] == 0
+    assert result["delivery"]["exactly_once"] is True
 
 
 def test_bench_compares_sqlite_and_postgresql_in_one_run(

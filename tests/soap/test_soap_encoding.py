@@ -11,12 +11,12 @@ from aiohttp.test_utils import make_mocked_request
 from aiohttp_spyne.aio_base import AioBase
 from aiohttp_spyne.aio_method_ctx import AioMethodContext
 
+from bridge.bench.ping import PingService
 from bridge.ingress.soap.faults import TNS, SoapVersion
 from bridge.ingress.soap.security import make_parser, parse_xml
 from bridge.ingress.soap.service import (
     MessageStatus,
     PageInfo,
-    PingService,
     SmsBridgeService,
     StatusRow,
     Submission,

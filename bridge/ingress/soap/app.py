@@ -41,7 +41,7 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from typing import Any, Awaitable, Callable, Mapping, Sequence
+from typing import Any, Awaitable, Callable, Mapping
 
 from aiohttp import web
 from aiohttp_spyne.aio_base import AioBase
@@ -68,7 +68,6 @@ from bridge.ingress.soap.security import (
 )
 from bridge.ingress.soap.service import (
     Operations,
-    SmsBridgeService,
     build_application,
     encode_response,
     quiet_events,
@@ -85,7 +84,6 @@ class SoapEndpoint:
     """Request handling for every route of the SOAP app."""
 
     def __init__(self, service: Service, config: Config, metrics: Metrics, *,
-                 services: Sequence[Any] = (SmsBridgeService,),
                  clock: Callable[[], float] = time.time,
                  wss_window_s: float = WSS_WINDOW_S, wss_skew_s: float = WSS_SKEW_S) -> None:
         self.service = service
@@ -96,13 +94,12 @@ class SoapEndpoint:
         self.clock = clock
         self.wss_window_s = wss_window_s
         self.wss_skew_s = wss_skew_s
-        self.services = tuple(services)
         self.nonces = NonceCache(ttl_s=wss_window_s + wss_skew_s)
         self.auth = AuthGuard(service.credentials, self.soap.auth, "soap")
         self.parser = make_parser()
         # aiohttp-spyne's server base per SOAP version: Spyne on the loop, no thread pool.
         self.transports: dict[SoapVersion, Any] = {
-            v: AioBase(build_application(v, self.services), threads=None) for v in SoapVersion}
+            v: AioBase(build_application(v), threads=None) for v in SoapVersion}
         quiet_events(*self.transports.values())
         self._wsdl: dict[tuple[SoapVersion, str], bytes] = {}
 
@@ -347,16 +344,14 @@ SOAP_ENDPOINT = web.AppKey("soap_endpoint", SoapEndpoint)
 
 
 def create_soap_app(service: Service, config: Config, metrics: Metrics, *,
-                    services: Sequence[Any] = (SmsBridgeService,),
                     clock: Callable[[], float] = time.time) -> web.Application:
     """The SOAP endpoint's aiohttp application (bridge.runtime.app runs it on the SOAP listener,
     with bridge.ingress.ops's routes and, unless [http] has a listener of its own, the HTTP
     dialects).
-    `services` lets the benchmark add its hidden no-op operation; `clock` is for WS-Security
-    timestamps."""
+    `clock` is for WS-Security timestamps."""
     # Spyne logs every client fault with a traceback; the adapter logs one line itself.
     logging.getLogger("spyne").setLevel(logging.CRITICAL)
-    endpoint = SoapEndpoint(service, config, metrics, services=services, clock=clock)
+    endpoint = SoapEndpoint(service, config, metrics, clock=clock)
     app = web.Application(client_max_size=config.soap.max_request_bytes)
     path = endpoint.path
     app.router.add_post(path, endpoint.post)

@@ -160,24 +160,6 @@ class SmsBridgeService(ServiceBase):  # type: ignore[misc]
         return await ops.get_account()
 
 
-class PingService(ServiceBase):  # type: ignore[misc]
-    """Not part of the product: a no-op operation for `bridge.bench.soap` to measure the stack."""
-
-    @rpc(_returns=Unicode)  # type: ignore[untyped-decorator]
-    async def Ping(ctx: Any) -> str:
-        """No-op (benchmark only)."""
-        return "pong"
-
-
-class SyncPingService(ServiceBase):  # type: ignore[misc]
-    """The same no-op, synchronous, for stock aiohttp-spyne (which cannot await)."""
-
-    @rpc(_returns=Unicode)  # type: ignore[untyped-decorator]
-    def Ping(ctx: Any) -> str:
-        """No-op (benchmark only)."""
-        return "pong"
-
-
 class _PreparsedMixin:
     """The body was already parsed (hardened) by the transport: use that document, without
     SOAP-encoding href resolution (an amplification vector, and not needed by doc/literal),
@@ -229,19 +211,15 @@ class _Soap12(_PreparsedMixin, Soap12):  # type: ignore[misc]
 
 
 def build_application(version: SoapVersion, services: Sequence[Any] = (SmsBridgeService,),
-                      *, validate: bool = True, preparsed: bool = True) -> Any:
-    """One Spyne Application per SOAP version (the in/out protocol decides the binding).
-    `preparsed=False` gives stock protocols (for the stock aiohttp-spyne bench baseline)."""
-    if preparsed:
-        proto: Any = _Soap11 if version is SoapVersion.V11 else _Soap12
-    else:
-        proto = Soap11 if version is SoapVersion.V11 else Soap12
+                      *, validate: bool = True) -> Any:
+    """One Spyne Application per SOAP version (the in/out protocol decides the binding), on
+    the protocols that take the transport's pre-parsed document."""
+    proto: Any = _Soap11 if version is SoapVersion.V11 else _Soap12
     app = Application(list(services), tns=TNS, name=APP_NAME,
                       in_protocol=proto(validator="lxml" if validate else None),
                       out_protocol=proto())
     app.transport = HTTP_TRANSPORT
-    if preparsed:
-        quiet_events(app, app.in_protocol, app.out_protocol, app.interface, *services)
+    quiet_events(app, app.in_protocol, app.out_protocol, app.interface, *services)
     return app
 
 
