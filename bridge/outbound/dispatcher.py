@@ -4,6 +4,12 @@ Order is kept per destination: each destination is a lane that one worker at a t
 throttled or retried part delays only later messages to the same number. All parts of a message
 go back to back on the same bind. Anything the store holds as unacknowledged is resubmitted on
 start (at-least-once); a graceful stop finishes the messages in flight and leaves the rest queued.
+
+An operator may cancel a message at any time (bridge.core.operator). Before the first part of
+a message goes to an SMSC, its worker takes the store's fence (`Store.begin_submit`): in the
+store's transaction either the cancel came first, and nothing of the message is sent, or the
+fence did, and the cancel is refused. A submit the SMSC did not take (throttled, refused, no
+bind) lets the fence go (`end_submit`) while no part is acknowledged; an outcome unknown keeps it.
 """
 
 from __future__ import annotations
@@ -99,7 +105,8 @@ class _Delivery:
     """One worker's hold on one message: the bind its parts go on, the routes it may take,
     and the records of what the SMSC acknowledged, not yet known durable."""
 
-    __slots__ = ("message", "source", "destination", "bind", "routes", "avoided", "records")
+    __slots__ = ("message", "source", "destination", "bind", "routes", "avoided", "records",
+                 "fenced")
 
     def __init__(self, message: OutboundMessage) -> None:
         self.message = message
@@ -111,6 +118,8 @@ class _Delivery:
         self.avoided: set[str] = set()
         self.records: list[tuple[asyncio.Future[Any],
                                  Callable[[], Awaitable[object]]]] = []
+        #: Cancel cannot take it: the store's fence is ours, or an SMSC has a part already.
+        self.fenced = any(part.smsc_id is not None for part in message.parts)
 
     def avoid(self, bind: SmppBind) -> None:
         """Its outcome on `bind` is unknown (timeout, lost connection): prefer another route."""
@@ -342,10 +351,16 @@ class Dispatcher:
                 continue
             assert isinstance(bind, SmppBind)
             await self.gate.wait_open()  # nothing goes out that the store cannot record
+            fence = await self._fence(delivery)
+            if fence is None:
+                continue  # the store could not say: the gate is closed, wait for it
+            if not fence:
+                return False  # cancelled (or final) before anything went: nothing is sent
             started = time.monotonic()
             try:
                 result = await bind.submit(self._submit_sm(delivery, part, now))
             except NotBound:
+                self._unfence(delivery)
                 delivery.bind = None
                 await asyncio.sleep(0.05)
                 continue
@@ -366,8 +381,38 @@ class Dispatcher:
                 self._record_submit(delivery, part, bind, result.message_id)
                 return True
             attempt += 1
+            self._unfence(delivery)
             if not await self._refused(delivery, part, bind, status, attempt):
                 return False
+
+    async def _fence(self, delivery: _Delivery) -> bool | None:
+        """Take the store's fence before a part goes (module docstring): True when it is ours
+        (or not needed), False when the message may not be sent any more, None when the
+        store could not answer (the gate closes)."""
+        if delivery.fenced:
+            return True
+        message = delivery.message
+        try:
+            ok = await self.store.begin_submit(message.id, self.membership.id)
+        except StoreRefused as exc:
+            log.error("id=%s fence refused by the store: %s", message.id, exc)
+            return False
+        except StoreUnavailable as exc:
+            self.gate.failed(f"begin submit: {exc}")
+            return None
+        if not ok:
+            log.info("not sent id=%s: cancelled (or ended) before any part went", message.id)
+            return False
+        delivery.fenced = True
+        return True
+
+    def _unfence(self, delivery: _Delivery) -> None:
+        """The SMSC did not take the submit: while no part is acknowledged, let the fence go
+        (written in order before the next take; a lost one only keeps cancel refusing)."""
+        if delivery.fenced and not delivery.records and \
+                all(part.smsc_id is None for part in delivery.message.parts):
+            delivery.fenced = False
+            self.store.end_submit(delivery.message.id, self.membership.id)
 
     async def _refused(self, delivery: _Delivery, part: OutboundPart, bind: SmppBind,
                        status: int, attempt: int) -> bool:
@@ -413,6 +458,9 @@ class Dispatcher:
             at=self.clock())
         future = asyncio.ensure_future(write())
         future.add_done_callback(self._record_done)
+        if not delivery.records and all(p.smsc_id is None for p in message.parts):
+            due = max(message.created_at, message.send_at or message.created_at)
+            self.metrics.latency("accept_to_submit", self.clock() - due)
         delivery.records.append((future, write))
         log.info("submitted id=%s part=%d/%d smsc=%s smsc_id=%s", message.id, part.seq,
                  part.total, bind.config.name, smsc_id)
@@ -521,6 +569,8 @@ class Dispatcher:
         try:
             self.metrics.receipt(state)
             outcome = stored.result()
+            if outcome.submitted_at is not None and state != "interim":
+                self.metrics.latency("submit_to_receipt", self.clock() - outcome.submitted_at)
             if outcome.matched:
                 log.info("receipt id=%s smsc=%s smsc_id=%s stat=%s part=%s message=%s",
                          outcome.message_id, smsc, smsc_id, receipt.stat or "-", state,

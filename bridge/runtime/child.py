@@ -40,6 +40,7 @@ from bridge.store.base import StoreUnavailable
 from bridge.runtime.process import (
     CLOSE,
     OUTBOUND_METRICS,
+    OUTBOUND_PICTURE,
     OUTBOUND_STATUS,
     WAIT_BOUND,
     FrameBuffer,
@@ -158,6 +159,8 @@ class _Server:
             self.outbox.put((request_id, True, outbound.status()))
         elif method == OUTBOUND_METRICS:
             self.outbox.put((request_id, True, outbound.metrics_text()))
+        elif method == OUTBOUND_PICTURE:
+            self.outbox.put((request_id, True, outbound.picture()))
         elif method == WAIT_BOUND:
             future = asyncio.ensure_future(outbound.wait_bound(*args))
             self.calls.add(future)

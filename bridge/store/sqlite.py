@@ -901,6 +901,22 @@ class _Writer:
         tx.flush()
         return tx.conn.execute(_BEGIN_SUBMIT, (owner, message_id, *PENDING_STATES)).rowcount == 1
 
+    def _begin_submits_together(self, tx: _Tx, run: list[tuple[Any, ...]]) -> list[bool]:
+        """`begin_submit` for a run (workers taking their next messages in one loop turn):
+        one UPDATE per owner, the same rows and answers."""
+        tx.flush()
+        taken: set[tuple[str, str]] = set()
+        by_owner: dict[str, list[str]] = {}
+        for message_id, owner in run:
+            by_owner.setdefault(owner, []).append(message_id)
+        for owner, ids in by_owner.items():
+            for chunk in _chunks(ids, _CHUNK - len(PENDING_STATES) - 1):
+                taken.update((row[0], owner) for row in tx.conn.execute(
+                    f"UPDATE messages SET sending_by = ? WHERE id IN ({_in(len(chunk))}) "
+                    f"AND state IN ({_in(len(PENDING_STATES))}) RETURNING id",
+                    (owner, *chunk, *PENDING_STATES)))
+        return [(message_id, owner) in taken for message_id, owner in run]
+
     def end_submit(self, tx: _Tx, message_id: str, owner: str) -> None:
         tx.conn.execute(_END_SUBMIT, (message_id, owner, message_id))
 
@@ -1180,6 +1196,7 @@ def _attempted(tx: _Tx, table: str, events: dict[str, str], row_id: int, message
 _TOGETHER: dict[Callable[..., Any], Callable[..., list[Any] | None]] = {
     _Writer.submitted: _Writer._submitted_together,
     _Writer.receipt: _Writer._receipts_together,
+    _Writer.begin_submit: _Writer._begin_submits_together,
 }
 
 

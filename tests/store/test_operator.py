@@ -9,7 +9,7 @@ import dataclasses
 
 from bridge.core.states import MessageState
 from bridge.store.base import Store
-from tests.store.conftest import another, parts_used, query
+from tests.store.conftest import another, hold_writer, parts_used, query
 from tests.store.test_contract import T0, M, P, msg, receipt, submit
 
 OWNER = "inst-a/1/aa"
@@ -192,3 +192,16 @@ async def test_every_account_s_messages_newest_first(store: Store) -> None:
     total, page = await store.list_messages(None, offset=0, limit=10, state=M.QUEUED,
                                             since=T0 + 1)
     assert total == 1 and [v.id for v in page] == ["b1"]
+
+
+async def test_submits_begun_together_answer_each_message(store: Store) -> None:
+    """Workers taking their next messages in one loop turn: one transaction, each answered."""
+    await store.accept([msg(f"g{i}", recipient=f"+4477009300{i:02d}") for i in range(3)],
+                       now=T0, owner=OWNER)
+    await store.cancel(["g1"], at=T0 + 1, actor="cli:ops")
+    gate = hold_writer(store)
+    begun = [store.begin_submit(f"g{i}", OWNER) for i in range(3)]
+    gate.set()
+    assert [await b for b in begun] == [True, False, True]
+    assert [o.done for o in await store.cancel(["g0", "g2"], at=T0 + 2, actor="x")] == [
+        False, False]
