@@ -1,5 +1,5 @@
-"""`sms-bridge` / `python -m bridge`: serve, check-config, status, simulator, passwd, wsdl,
-bench, store copy."""
+"""`sms-bridge` / `python -m bridge`: serve, check-config, status, messages, accounts,
+simulator, passwd, wsdl, bench, store copy."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
+from bridge import __version__, cli_admin
 from bridge.config import (DEFAULT_CONFIG_PATH, Config, ConfigError, SimulatorConfig, load_config,
                            parse_simulator)
 from bridge.logs import setup_logging
@@ -127,6 +128,7 @@ def _command_status(text: str) -> int | str:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sms-bridge", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"sms-bridge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("serve", "run SMTP, SOAP, dispatcher and the embedded simulator"),
                             ("check-config", "validate a config; exit 1 on any problem")):
@@ -183,6 +185,7 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument("--check", action="store_true", default=True)
     group.add_argument("--write", action="store_true")
     p.add_argument("--dir", default="wsdl")
+    cli_admin.add_parsers(sub)
     _store_parser(sub)
     p = sub.add_parser("bench", help="load generators; each prints a JSON summary")
     p.add_argument("what", choices=("smpp", "store", "soap", "smtp", "http", "all"))
@@ -300,6 +303,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_serve(config))
         if args.command == "status":
             return asyncio.run(_status(_config(args.config), args.ids))
+        if args.command in ("messages", "accounts"):
+            config = _config(getattr(args, "config", str(DEFAULT_CONFIG_PATH)))
+            return asyncio.run(cli_admin.run(config, args))
         if args.command == "simulator":
             setup_logging("info")
             # The options are checked as the [simulator] table of a config is.

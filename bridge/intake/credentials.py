@@ -19,7 +19,7 @@ import hashlib
 import hmac
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from bridge.config import AccountConfig
 
@@ -146,3 +146,36 @@ class Credentials:
             if hash_matches(stored, token) and owner is None:
                 owner = name
         return owner
+
+
+class PasswordBook:
+    """Names with their `password_hash`es and nothing else (the console's `[admin] users`):
+    `Credentials.password`'s check, with its cache of successes and its equal time for an
+    unknown name, for people who are not accounts."""
+
+    def __init__(self, hashes: Mapping[str, str], *, clock: Callable[[], float] = time.time,
+                 ttl_s: float = 300.0) -> None:
+        self._hashes = dict(hashes)
+        self.clock = clock
+        self._passwords = _Remembered(ttl_s)
+
+    def __bool__(self) -> bool:
+        return bool(self._hashes)
+
+    async def check(self, name: str, password: str, peer: str = "") -> bool:
+        """Whether `password` is `name`'s (`peer`, the client's address, is for a guard that
+        wraps this check; the check itself does not need it)."""
+        stored = self._hashes.get(name)
+        if stored is None:
+            # As long as a real check, so that names cannot be told apart by timing.
+            for decoy in list(self._hashes.values())[:1]:
+                await asyncio.to_thread(hash_matches, decoy, password)
+            return False
+        key = _digest(name, password, stored)
+        now = self.clock()
+        if self._passwords.get(key, now)[0]:
+            return True
+        if not await asyncio.to_thread(hash_matches, stored, password):
+            return False
+        self._passwords.put(key, name, now)
+        return True

@@ -23,7 +23,12 @@ from bridge.simulator import SmscSimulator
 from bridge.outbound.smpp.pool import Routes
 from bridge.ingress.smtp.server import start_smtp
 from bridge.ingress.http.app import DEFAULT_LINE, add_http_routes, create_http_app, max_line_size
+from bridge import __version__
+from bridge.ingress.console import Console, add_console_routes
+from bridge.ingress.console.app import MAX_BODY as CONSOLE_MAX_BODY
 from bridge.ingress.ops import add_ops_routes
+from bridge.intake.admin import Admin
+from bridge.intake.credentials import PasswordBook
 from bridge.ingress.tls import server_context
 from bridge.ingress.soap.app import create_soap_app
 from bridge.runtime import StoreProcess, open_store
@@ -41,9 +46,11 @@ class Bridge:
         self.smtp_port = 0
         self.soap_port = 0
         self.http_port = 0  # the SOAP port when [http] has no listener of its own
+        self.admin_port = 0  # the status page's: the SOAP port unless [admin] listen
         self._smtp_server: asyncio.Server | None = None
         self._soap_runner: web.AppRunner | None = None
         self._http_runner: web.AppRunner | None = None
+        self._admin_runner: web.AppRunner | None = None
         self.store: StoreProcess = open_store(config.store, config.base_dir)
         self.service: Service | None = None
         #: Set when the bridge cannot go on (its store is lost); `serve` then stops, exit 1.
@@ -68,6 +75,10 @@ class Bridge:
         self.smtp_port = self._smtp_server.sockets[0].getsockname()[1]
         app = create_soap_app(self.service, config, self.metrics)
         add_ops_routes(app, self.metrics, self.health, store.outbound_metrics)
+        console = self._console()
+        admin = config.admin
+        if admin.listen_host is None:
+            add_console_routes(app, console)
         http = config.http
         if http.shared:
             add_http_routes(app, self.service, config, self.metrics)
@@ -76,7 +87,14 @@ class Bridge:
         self._soap_runner, self.soap_port = await _listen(
             app, config.soap.listen_host, config.soap.listen_port, soap_tls,
             max_line_size(config) if http.shared else DEFAULT_LINE)
-        self.http_port = self.soap_port
+        self.http_port = self.admin_port = self.soap_port
+        if admin.listen_host is not None:
+            console_app = web.Application(client_max_size=CONSOLE_MAX_BODY)
+            add_console_routes(console_app, console)
+            self._admin_runner, self.admin_port = await _listen(
+                console_app, admin.listen_host, admin.listen_port,
+                server_context(config.base_dir, admin.tls_cert, admin.tls_key,
+                               section="admin"), DEFAULT_LINE)
         if not http.shared:
             assert http.listen_host is not None
             self._http_runner, self.http_port = await _listen(
@@ -86,6 +104,13 @@ class Bridge:
         log.info("serving smtp=%s:%d soap=%s:%d%s http=%s:%d", config.smtp.listen_host,
                  self.smtp_port, config.soap.listen_host, self.soap_port, config.soap.path,
                  http.listen_host or config.soap.listen_host, self.http_port)
+
+    def _console(self) -> Console:
+        """The status page and admin API over this bridge's store, metrics and outbound side
+        (each instance's own plots; the queue and the messages are the store's)."""
+        passwords = PasswordBook(self.config.admin.password_hashes())
+        return Console(Admin(self.config, self.store), self.metrics, self.store.outbound_picture,
+                       users=bool(passwords), check=passwords.check, version=__version__)
 
     async def wait_bound(self, timeout: float) -> bool:
         """True once every SMSC bind is up (tests and benchmarks start sending after this)."""
@@ -117,7 +142,7 @@ class Bridge:
         drains in-flight submits, unbinds and closes the store."""
         if self._smtp_server is not None:
             self._smtp_server.close()
-        for runner in (self._soap_runner, self._http_runner):
+        for runner in (self._soap_runner, self._http_runner, self._admin_runner):
             if runner is not None:
                 await runner.cleanup()
         if self.service is not None and not await self.service.drained(drain_timeout):
