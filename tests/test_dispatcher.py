@@ -326,3 +326,12 @@ async def test_a_message_whose_submit_is_in_flight_cannot_be_cancelled(tmp_path:
         [refused] = await p.store.cancel([mid], at=time.time(), actor="test")
         assert not refused.done and "too late" in refused.detail
         await p.wait_state(mid, MessageState.DELIVERED)
+
+
+async def test_stop_right_after_a_scheduled_message_came_does_not_hang(tmp_path: Path) -> None:
+    """The scheduler is woken and cancelled in one loop iteration: Python 3.11's wait_for
+    then returns the wake-up and drops the cancel, so the scheduler must see the stop."""
+    async def run() -> None:
+        async with pipeline(tmp_path) as p:
+            await p.send("+447400123475", send_at=time.time() + 60)
+    await asyncio.wait_for(run(), 15)

@@ -267,7 +267,9 @@ class Dispatcher:
                 lane.append(message)
 
     async def _scheduler(self) -> None:
-        while True:
+        # Not `while True`: woken (a scheduled message came) and cancelled by stop() in one
+        # iteration, Python 3.11's wait_for returns the wake-up and the cancel is lost.
+        while not self._stopping:
             self._schedule_changed.clear()
             now = self.clock()
             due: list[OutboundMessage] = []
