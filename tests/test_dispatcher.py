@@ -328,6 +328,15 @@ async def test_a_message_whose_submit_is_in_flight_cannot_be_cancelled(tmp_path:
         await p.wait_state(mid, MessageState.DELIVERED)
 
 
+async def test_cancelled_messages_leave_what_the_dispatcher_holds(tmp_path: Path) -> None:
+    async with pipeline(tmp_path) as p:
+        [later_one, other] = await p.send("+447400123473", "+447400123474",
+                                          send_at=time.time() + 60)
+        assert p.dispatcher.queue_depth == 2
+        assert p.dispatcher.forget([later_one, "unknown"]) == 1
+        assert p.dispatcher.queue_depth == 1 and p.dispatcher.forget([later_one]) == 0
+
+
 async def test_stop_right_after_a_scheduled_message_came_does_not_hang(tmp_path: Path) -> None:
     """The scheduler is woken and cancelled in one loop iteration: Python 3.11's wait_for
     then returns the wake-up and drops the cancel, so the scheduler must see the stop."""

@@ -232,6 +232,26 @@ class Dispatcher:
         self.queue_depth -= dropped
         return dropped
 
+    def forget(self, ids: Sequence[str]) -> int:
+        """Messages an operator cancelled through this instance: out of the lanes and the
+        schedule now, so that what this dispatcher holds counts them no more (a worker that
+        has one already finds the store's fence closed). How many were dropped."""
+        gone = set(ids)
+        dropped = 0
+        for lane in self._lanes.values():
+            kept = [m for m in lane if m.id not in gone]
+            dropped += len(lane) - len(kept)
+            if len(kept) != len(lane):
+                lane.clear()
+                lane.extend(kept)
+        scheduled = [entry for entry in self._scheduled if entry[1] not in gone]
+        dropped += len(self._scheduled) - len(scheduled)
+        if len(scheduled) != len(self._scheduled):
+            heapq.heapify(scheduled)
+            self._scheduled[:] = scheduled
+        self.queue_depth -= dropped
+        return dropped
+
     async def stop(self, drain_timeout: float = 10.0) -> None:
         """Stop taking new messages; let the ones being sent finish (bounded), then stop."""
         self._stopping = True
