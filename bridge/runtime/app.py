@@ -104,6 +104,13 @@ class Bridge:
         log.info("serving smtp=%s:%d soap=%s:%d%s http=%s:%d", config.smtp.listen_host,
                  self.smtp_port, config.soap.listen_host, self.soap_port, config.soap.path,
                  http.listen_host or config.soap.listen_host, self.http_port)
+        admin_tls = admin.tls_cert if admin.listen_host is not None else config.soap.tls_cert
+        if admin.users:
+            log.info("status page on http%s://%s:%d/ for %d admin user(s)",
+                     "s" if admin_tls else "", admin.listen_host or config.soap.listen_host,
+                     self.admin_port, len(admin.users))
+        else:
+            log.info("no status page: no [admin] users (README.md, \"The status page\")")
 
     def _console(self) -> Console:
         """The status page and admin API over this bridge's store, metrics and outbound side

@@ -61,7 +61,9 @@ _STATIC = {"console.js": "text/javascript", "console.css": "text/css"}
 _PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
                                "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
-    "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer", "Cache-Control": "no-store",
+    # same-origin, not no-referrer: with no-referrer a browser's form POST says "Origin: null",
+    # which the check of the origin must refuse (a sandboxed frame of another site says so too).
+    "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin", "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff"}
 
 
@@ -203,7 +205,7 @@ class Console:
                          status=401)
         session = self.sessions.start(name, self.metrics.clock())
         log.info("admin login user=%r ip=%s", name[:64], request.remote)
-        response = web.HTTPSeeOther("/")
+        response = _see_other("/")
         response.set_cookie(COOKIE, session.token, httponly=True, samesite="Strict", path="/",
                             secure=request.secure)
         return response
@@ -221,7 +223,7 @@ class Console:
                 return _html(page.login_page(problem="Log out from the page itself."),
                              status=403)
             self.sessions.end(session.token)
-        response = web.HTTPSeeOther("/admin/login")
+        response = _see_other("/admin/login")
         response.del_cookie(COOKIE, path="/")
         return response
 
@@ -305,6 +307,12 @@ async def _body(request: web.Request) -> bytes:
     if len(body) > MAX_BODY:
         raise _Refused(413, f"the body is larger than {MAX_BODY} bytes")
     return body
+
+
+def _see_other(location: str) -> web.Response:
+    """A redirect that sets or clears the cookie (aiohttp no longer wants an HTTPException
+    returned, and one raised would lose the cookie)."""
+    return web.Response(status=303, headers={"Location": location, "Cache-Control": "no-store"})
 
 
 def _html(text: str, *, status: int = 200) -> web.Response:

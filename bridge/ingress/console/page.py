@@ -105,7 +105,8 @@ def _queue(status: ConsoleStatus) -> str:
                     f'<td class="n">{n}</td></tr>' for state, n in status.queue.items())
     return (f'<section id="queue"><h2>Messages by state <small>(every instance)</small></h2>'
             f'<table><tbody>{cells}</tbody></table>'
-            f'<p class="muted">held by this instance\'s dispatcher: {status.queue_depth}</p>'
+            f'<p class="muted" data-held="{status.queue_depth}">held by this instance\'s '
+            f'dispatcher: {status.queue_depth}</p>'
             f'</section>')
 
 
@@ -126,7 +127,9 @@ def plot(name: str, what: str, counts: Sequence[int]) -> str:
             f'aria-label="{_e(name)} per second"><title>{_e(name)}: {total} in '
             f'{HISTORY_S // 60} min, peak {peak}/s</title>'
             f'<line x1="0" y1="{_H}" x2="{_W}" y2="{_H}" class="axis"/>'
-            f'<polyline points="{points}" class="line {_e(name)}"/></svg></figure>')
+            f'<polyline points="{points}" class="line {_e(name)}"/></svg>'
+            f'<div class="ticks"><span>{round(len(counts) / 60) or 1} min ago</span>'
+            f'<span>now</span></div></figure>')
 
 
 def _latency(status: ConsoleStatus) -> str:

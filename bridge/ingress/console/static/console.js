@@ -34,15 +34,17 @@
       .then(function (html) {
         if (html === null) return;
         live.innerHTML = html;
-        say("updated " + new Date().toLocaleTimeString(), false);
+        // UTC, as the page's timelines are
+        say("updated " + new Date().toISOString().slice(11, 19) + "Z", false);
       })
       .catch(function (error) { say("refresh failed: " + error.message, true); })
       .then(function () { busy = false; });
   }
 
+  // The message's panel, fetched and put in place; a promise that settles once it is there.
   function show(id) {
-    if (!id) return;
-    fetch("/admin/found?id=" + encodeURIComponent(id), {credentials: "same-origin"})
+    if (!id) return Promise.resolve();
+    return fetch("/admin/found?id=" + encodeURIComponent(id), {credentials: "same-origin"})
       .then(function (response) {
         if (loggedOut(response)) return null;
         return response.text();
@@ -72,11 +74,10 @@
         if (answer === null) return;
         var outcome = answer.results ? answer.results[0] : null;
         var text = outcome ? outcome.detail : (answer.error || "no answer");
-        show(id);
-        window.setTimeout(function () {
+        show(id).then(function () {
           var note = document.getElementById("action-result");
           if (note) note.textContent = text;
-        }, 300);
+        });
         refresh();
       })
       .catch(function (error) { button.disabled = false; say(action + " failed: " + error.message, true); });
