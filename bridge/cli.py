@@ -1,5 +1,5 @@
-"""`sms-bridge` / `python -m bridge`: serve, check-config, status, simulator, passwd, wsdl,
-bench, store copy."""
+"""`sms-bridge` / `python -m bridge`: serve, check-config, status, messages, accounts,
+simulator, passwd, wsdl, bench, store copy."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
+from bridge import __version__, cli_admin
 from bridge.config import (CONFIG_ENV, DEFAULT_CONFIG_PATH, default_config_path, Config, ConfigError, SimulatorConfig, load_config,
                            parse_simulator)
 from bridge.logs import setup_logging
@@ -202,6 +203,7 @@ def _config_option(parser: argparse.ArgumentParser) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sms-bridge", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"sms-bridge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("serve", "run SMTP, SOAP, dispatcher and the embedded simulator"),
                             ("check-config", "validate a config; exit 1 on any problem")):
@@ -230,6 +232,7 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument("--check", action="store_true", default=True)
     group.add_argument("--write", action="store_true")
     p.add_argument("--dir", default="wsdl")
+    cli_admin.add_parsers(sub)
     _store_parser(sub)
     p = sub.add_parser("bench", help="load generators; each prints a JSON summary")
     p.add_argument("what", choices=("smpp", "store", "soap", "smtp", "http", "failover",
@@ -373,6 +376,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_serve(config))
         if args.command == "status":
             return asyncio.run(_status(_config(args.config), args.ids, text=args.text))
+        if args.command in ("messages", "accounts"):
+            path = getattr(args, "config", None) or str(default_config_path(os.environ))
+            return asyncio.run(cli_admin.run(_config(path), args))
         if args.command == "simulator":
             setup_logging("info")
             sim = _simulator_config(args)

@@ -296,6 +296,28 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class AdminUser:
+    name: str
+    password_hash: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    """The operator's console (bridge.ingress.console): who may log in, whether it shows
+    phone numbers whole, and where it listens (None: on the [soap] listener)."""
+
+    users: tuple[AdminUser, ...] = ()
+    show_numbers: bool = False
+    listen_host: str | None = None
+    listen_port: int = 0
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+    def password_hashes(self) -> dict[str, str]:
+        return {user.name: user.password_hash for user in self.users}
+
+
+@dataclass(frozen=True)
 class Config:
     smtp: SmtpConfig = SmtpConfig()
     soap: SoapConfig = SoapConfig()
@@ -306,6 +328,7 @@ class Config:
     policy: PolicyConfig = PolicyConfig()
     accounts: tuple[AccountConfig, ...] = ()
     log: LogConfig = LogConfig()
+    admin: AdminConfig = AdminConfig()
     base_dir: Path = Path(".")
 
     def account(self, name: str) -> AccountConfig | None:
@@ -914,6 +937,45 @@ def _account(r: _Reader, index: int) -> AccountConfig:
     return cfg
 
 
+def _admin(r: _Reader, env: Mapping[str, str]) -> AdminConfig:
+    own = "listen" in r.table
+    host, port = r.listen("listen", "127.0.0.1", 0) if own else (None, 0)
+    r.used.add("users")
+    raw = r.table.get("users", [])
+    if isinstance(raw, dict):
+        raw = [raw]
+    users: list[AdminUser] = []
+    if not isinstance(raw, list) or not all(isinstance(u, dict) for u in raw):
+        r.fail("users", 'must be a list of tables like { name = "ops", password_hash = "…" }')
+        raw = []
+    for i, table in enumerate(raw):
+        user = _Reader(table, f"{r.key('users')}[{i}]", r.problems, env)
+        name = user.get("name", str, "", lambda v: None if 0 < len(v) <= 64 and ":" not in v
+                        else 'must be 1..64 characters, without ":"')
+        secret = user.secret("password_hash")
+        if "name" not in table:
+            user.fail("name", "is required")
+        if "password_hash" not in table:
+            user.fail("password_hash", "is required (sms-bridge passwd makes one)")
+        elif secret is not None and _hash_problem(secret):
+            user.fail("password_hash", "must be a hash from sms-bridge passwd "
+                                       "(pbkdf2_sha256$iterations$salt_hex$hash_hex)")
+        user.finish()
+        if name and secret:
+            users.append(AdminUser(name, secret))
+    if len({u.name for u in users}) != len(users):
+        r.fail("users", "each user needs a name of its own")
+    cfg = AdminConfig(users=tuple(users), show_numbers=r.get("show_numbers", bool, False),
+                      listen_host=host, listen_port=port,
+                      tls_cert=r.get("tls_cert", str, None), tls_key=r.get("tls_key", str, None))
+    if (cfg.tls_cert is None) != (cfg.tls_key is None):
+        r.fail("tls_key", "tls_cert and tls_key go together")
+    if cfg.tls_cert is not None and not own:
+        r.fail("tls_cert", "needs listen: on the [soap] listener the [soap] certificate serves")
+    r.finish()
+    return cfg
+
+
 def _hash_problem(stored: str) -> str | None:
     """An `api_tokens` entry must be a hash in `password_hash`'s form, never a token."""
     fields = stored.split("$")
@@ -938,7 +1000,8 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path = Path("."),
     """Validate a parsed TOML document; raise ConfigError listing every problem."""
     env = os.environ if env is None else env
     problems: list[str] = []
-    known = {"smtp", "soap", "http", "store", "smsc", "simulator", "policy", "account", "log"}
+    known = {"smtp", "soap", "http", "store", "smsc", "simulator", "policy", "account", "log",
+             "admin"}
     for key in data:
         if key not in known:
             problems.append(f"{key}: unknown section" + did_you_mean(key, known))
@@ -948,6 +1011,7 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path = Path("."),
     store = _store(_sub(data, "store", problems, env))
     simulator = _simulator(_sub(data, "simulator", problems, env))
     policy = _policy(_sub(data, "policy", problems, env))
+    admin = _admin(_sub(data, "admin", problems, env), env)
     log_reader = _sub(data, "log", problems, env)
     log = LogConfig(level=log_reader.get("level", str, "info",
                                          _one_of("debug", "info", "warning", "error")))
@@ -980,7 +1044,7 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path = Path("."),
     if problems:
         raise ConfigError(problems)
     return Config(smtp=smtp, soap=soap, http=http, store=store, smsc=smscs, simulator=simulator,
-                  policy=policy, accounts=accounts, log=log, base_dir=base_dir)
+                  policy=policy, accounts=accounts, log=log, admin=admin, base_dir=base_dir)
 
 
 def load_config(path: Path | str = DEFAULT_CONFIG_PATH,

@@ -3,14 +3,21 @@
 Two sets, one per process: the ingress process counts what SMTP and SOAP accepted and refused;
 the store process, which runs the outbound side, counts submits, receipts, binds, the queue and
 its own commits.
-/metrics shows the first followed by the second, so no metric family appears twice."""
+/metrics shows the first followed by the second, so no metric family appears twice.
+
+What each counts also goes, per second, into its `history` (bridge.core.console.PerSecond):
+the status page's plots are these counts, in the process that sees the events, so they never
+disagree with /metrics."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol, Sequence
+import time
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from bridge.core.console import HISTORY_S, PerSecond, Samples, percentiles
 
 
 class InstanceLike(Protocol):
@@ -27,9 +34,12 @@ class InstanceLike(Protocol):
 
 
 class _Registry:
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.registry = CollectorRegistry()
         self._children: dict[tuple[str, tuple[str, ...]], Any] = {}
+        self.clock = clock
+        #: The last minutes per second, for the status page (bridge.ingress.console).
+        self.history = PerSecond(HISTORY_S)
 
     def _child(self, metric: Any, *labels: str) -> Any:
         """`metric.labels(...)`, remembered: prometheus_client validates and locks on every
@@ -44,11 +54,15 @@ class _Registry:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
+#: The status label of a submit_sm_resp the SMSC took (command_status 0).
+SUBMIT_OK = "0x00"
+
+
 class Metrics(_Registry):
     """The ingress side: messages accepted and recipients refused, by ingress."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        super().__init__(clock)
         self._accepted = Counter("sms_bridge_accepted", "Messages accepted, by ingress",
                                  ["ingress"], registry=self.registry)
         self._rejected = Counter(
@@ -58,16 +72,23 @@ class Metrics(_Registry):
 
     def accepted(self, ingress: str, n: int = 1) -> None:
         self._child(self._accepted, ingress).inc(n)
+        self.history.add("accepted", n, self.clock())
 
     def rejected(self, ingress: str, error: str, n: int = 1) -> None:
         self._child(self._rejected, ingress, error).inc(n)
+        now = self.clock()
+        self.history.add("refused", n, now)
+        self.history.add(f"refused:{error}", n, now)
 
 
 class OutboundMetrics(_Registry):
     """The outbound side: submit results and latency, receipts, binds up, queue depth."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        super().__init__(clock)
+        #: Seconds from acceptance (or send_at) to a message's first part taken by an SMSC,
+        #: and from a part's submit to its final receipt, for the status page's percentiles.
+        self._latencies = {"accept_to_submit": Samples(), "submit_to_receipt": Samples()}
         self._submit_latency = Histogram(
             "sms_bridge_submit_latency_seconds", "submit_sm to submit_sm_resp",
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
@@ -112,6 +133,19 @@ class OutboundMetrics(_Registry):
     def submit_result(self, smsc: str, status: str, latency_s: float) -> None:
         self._child(self._submits, smsc, status).inc()
         self._submit_latency.observe(latency_s)
+        if status == SUBMIT_OK:
+            now = self.clock()
+            self.history.add("submitted", 1, now)
+            self.history.add(f"submitted:{smsc}", 1, now)
+
+    def latency(self, kind: str, seconds: float) -> None:
+        """A latency of `kind` ("accept_to_submit", "submit_to_receipt") just measured."""
+        self._latencies[kind].add(max(0.0, seconds), self.clock())
+
+    def latencies(self, now: float) -> dict[str, Mapping[str, float | None]]:
+        """Each kind's percentiles over the history."""
+        return {kind: percentiles(samples.recent(now, HISTORY_S))
+                for kind, samples in self._latencies.items()}
 
     def store_commit(self, writes: int, seconds: float) -> None:
         self._store_writes.inc(writes)
@@ -125,6 +159,8 @@ class OutboundMetrics(_Registry):
 
     def receipt(self, state: str) -> None:
         self._child(self._receipts, state).inc()
+        if state == "delivered":
+            self.history.add("delivered", 1, self.clock())
 
     def set_instances(self, instances: Sequence[InstanceLike]) -> None:
         """The instances sharing the store as this one last saw them: live or not, and what

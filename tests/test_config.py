@@ -219,6 +219,35 @@ def test_http_keys() -> None:
                                                  "http://127.0.0.1:9/mo")
 
 
+def test_admin_keys() -> None:
+    from bridge.intake.credentials import hash_password
+
+    assert parse_config(BASE).admin.users == ()  # no console unless someone may log in
+    stored = hash_password("pw", iterations=1000)
+    config = parse_config({**BASE, "admin": {
+        "users": [{"name": "ops", "password_hash": {"env": "OPS_HASH"}}],
+        "show_numbers": True, "listen": "127.0.0.1:8090"}}, env={"OPS_HASH": stored})
+    admin = config.admin
+    assert admin.password_hashes() == {"ops": stored} and stored not in repr(config)
+    assert (admin.show_numbers, admin.listen_host, admin.listen_port) == (True, "127.0.0.1", 8090)
+    found = problems({**BASE, "admin": {
+        "users": [{"name": "ops"}, {"name": "ops:x", "password_hash": "hunter2"},
+                  {"name": "b", "password_hash": stored, "role": "root"}],
+        "show_numbers": "yes", "tls_cert": "c.pem"}})
+    assert found == [
+        "admin.users[0].password_hash: is required (sms-bridge passwd makes one)",
+        'admin.users[1].name: must be 1..64 characters, without ":"',
+        "admin.users[1].password_hash: must be a hash from sms-bridge passwd "
+        "(pbkdf2_sha256$iterations$salt_hex$hash_hex)",
+        "admin.users[2].role: unknown key",
+        "admin.show_numbers: must be a boolean, got str",
+        "admin.tls_key: tls_cert and tls_key go together",
+        "admin.tls_cert: needs listen: on the [soap] listener the [soap] certificate serves"]
+    assert "hunter2" not in "".join(found)
+    assert problems({**BASE, "admin": {"users": "ops"}}) == [
+        'admin.users: must be a list of tables like { name = "ops", password_hash = "…" }']
+
+
 def test_no_upstream_at_all_is_refused() -> None:
     found = problems({"account": [{"name": "a", "password": "p"}]})
     assert found == ["smsc: at least one [[smsc]] is required unless [simulator] is enabled"]

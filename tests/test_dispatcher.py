@@ -287,3 +287,71 @@ async def test_a_submit_never_answered_goes_again_once_wait_ack_ends(tmp_path: P
         retried = [mid for mid in ids if "retry" in
                    [e.state for e in await p.store.timeline(mid)]]
         assert len(retried) == 2
+
+
+# ------------------------------------------------------------------ an operator's cancel
+
+async def test_a_cancelled_message_in_the_dispatcher_s_hands_is_never_sent(
+        tmp_path: Path) -> None:
+    """Cancelled while the dispatcher holds it (scheduled, due in a moment): when it comes
+    due the worker's fence is refused and nothing goes to the SMSC."""
+    async with pipeline(tmp_path) as p:
+        [mid] = await p.send("+447400123470", send_at=time.time() + 0.8)
+        [done] = await p.store.cancel([mid], at=time.time(), actor="test")
+        assert done.done and done.state is MessageState.CANCELLED
+        await asyncio.sleep(1.5)
+        assert not p.sim.submits
+        [view] = await p.store.get_messages([mid])
+        assert view.state is MessageState.CANCELLED
+
+
+async def test_cancel_between_throttled_attempts_stops_the_next(tmp_path: Path) -> None:
+    """Throttled, the SMSC did not take it: the fence is let go, cancel wins, and the next
+    attempt sends nothing."""
+    sim = SmscSimulator(SimulatorConfig(enabled=True, port=0, throttle_every=1))
+    async with pipeline(tmp_path, sim, policy={"retry_base_s": 0.4, "retry_max_s": 0.4,
+                                               "retry_max": 50}) as p:
+        [mid] = await p.send("+447400123471")
+        deadline = time.monotonic() + 5
+        outcome = None
+        while time.monotonic() < deadline:
+            if sim.throttled:
+                [outcome] = await p.store.cancel([mid], at=time.time(), actor="test")
+                if outcome.done:
+                    break
+            await asyncio.sleep(0.02)
+        assert outcome is not None and outcome.done, outcome
+        attempts = sim.throttled
+        await asyncio.sleep(1.0)
+        assert sim.throttled == attempts and not sim.submits
+        names = [e.state for e in await p.store.timeline(mid)]
+        assert names[-1] == "cancelled" and "part_submitted" not in names
+
+
+async def test_a_message_whose_submit_is_in_flight_cannot_be_cancelled(tmp_path: Path) -> None:
+    sim = SmscSimulator(SimulatorConfig(enabled=True, port=0, receipt_delay_s=0.01,
+                                        response_delay_s=0.5))
+    async with pipeline(tmp_path, sim, smsc={"response_timeout_s": 5.0}) as p:
+        [mid] = await p.send("+447400123472")
+        await sim.wait_for_submits(1)
+        [refused] = await p.store.cancel([mid], at=time.time(), actor="test")
+        assert not refused.done and "too late" in refused.detail
+        await p.wait_state(mid, MessageState.DELIVERED)
+
+
+async def test_cancelled_messages_leave_what_the_dispatcher_holds(tmp_path: Path) -> None:
+    async with pipeline(tmp_path) as p:
+        [later_one, other] = await p.send("+447400123473", "+447400123474",
+                                          send_at=time.time() + 60)
+        assert p.dispatcher.queue_depth == 2
+        assert p.dispatcher.forget([later_one, "unknown"]) == 1
+        assert p.dispatcher.queue_depth == 1 and p.dispatcher.forget([later_one]) == 0
+
+
+async def test_stop_right_after_a_scheduled_message_came_does_not_hang(tmp_path: Path) -> None:
+    """The scheduler is woken and cancelled in one loop iteration: Python 3.11's wait_for
+    then returns the wake-up and drops the cancel, so the scheduler must see the stop."""
+    async def run() -> None:
+        async with pipeline(tmp_path) as p:
+            await p.send("+447400123475", send_at=time.time() + 60)
+    await asyncio.wait_for(run(), 15)

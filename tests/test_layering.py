@@ -42,6 +42,11 @@ RULES: list[tuple[str, tuple[str, ...], str]] = [
         "bridge.store.sqlite", "bridge.store.postgres"),
        "an ingress adapter calls the intake; it imports no other adapter and no outbound side")
       for adapter in ADAPTERS],
+    ("bridge.ingress.console", ADAPTERS + ("bridge.outbound", "bridge.runtime", "bridge.bench",
+                                           "bridge.simulator", "bridge.store.sqlite",
+                                           "bridge.store.postgres"),
+     "the console reads the Store contract, the metrics and the status callable the "
+     "composition root passes; it imports no adapter, no outbound side, no store"),
 ]
 
 

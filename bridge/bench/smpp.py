@@ -203,7 +203,7 @@ class InstantStore(CallsByName):
     calls of one iteration together, like the process store's answer frames). Counts what it
     got; `done` is set once `expect_submitted` submits and `expect_receipts` receipts arrived."""
 
-    _READS: dict[str, Any] = {"quota_used": 0, "load_pending": [], "get_messages": [],
+    _READS: dict[str, Any] = {"usage": [], "load_pending": [], "get_messages": [],
                               "list_messages": (0, []), "timeline": [], "counts_by_state": {},
                               "last_message_to": None, "callbacks_due": [], "instances": []}
 
@@ -232,7 +232,9 @@ class InstantStore(CallsByName):
                                    message_state=MessageState.DELIVERED)
         elif method == "claim":
             value = []
-        elif method not in ("flush", "heartbeat", "release"):
+        elif method == "begin_submit":
+            value = True  # no operator cancels here
+        elif method not in ("flush", "heartbeat", "release", "end_submit"):
             self.other.append(f"{method} {args}")
         if self.submitted >= self.expect_submitted and self.receipts >= self.expect_receipts:
             self.done.set()

@@ -19,7 +19,7 @@ __all__ = [
     "Bucket", "take", "retry_after",
     "FloodRun", "flood_check",
     "duplicate_digest", "duplicate_digester", "within_window",
-    "quota_allows", "quota_left",
+    "quota_allows", "quota_left", "credit_after", "CREDIT_MAX",
     "AcceptFacts", "AcceptLimits", "AcceptVerdict", "FloodLedger", "accept_verdict",
     "limits_verdict",
     "refuse",
@@ -189,19 +189,41 @@ def within_window(first_seen: float | None, *, now: float, window_s: float) -> b
 # ---------------------------------------------------------------------------------------------
 # Quota
 
-def quota_allows(used: int, quota: int, n: int) -> bool:
-    """True when `n` more messages fit in the quota; quota 0 = unlimited. All or nothing: a
-    request that does not fit entirely is refused (INSUFFICIENT_CREDIT), never half sent."""
+def quota_allows(used: int, quota: int, n: int, credit: int = 0) -> bool:
+    """True when `n` more parts fit in the quota and the credit topped up beside it; quota 0 =
+    unlimited. All or nothing: a request that does not fit entirely is refused
+    (INSUFFICIENT_CREDIT), never half sent."""
     if quota < 0:
         raise ValueError(f"quota {quota} must not be negative (0 = unlimited)")
-    return quota == 0 or used + n <= quota
+    return quota == 0 or used + n <= quota + credit
 
 
-def quota_left(used: int, quota: int) -> int | None:
-    """Messages left (never negative), or None when unlimited (GetAccount shows it so)."""
+def quota_left(used: int, quota: int, credit: int = 0) -> int | None:
+    """Parts left (never negative), or None when unlimited (GetAccount shows it so)."""
     if quota < 0:
         raise ValueError(f"quota {quota} must not be negative (0 = unlimited)")
-    return None if quota == 0 else max(0, quota - used)
+    return None if quota == 0 else max(0, quota + credit - used)
+
+
+#: The most credit an account may hold beyond its quota, in parts.
+CREDIT_MAX = 10**15
+
+
+def credit_after(quota: int, credit: int, change: int) -> int:
+    """An account's credit after an operator's top-up of `change` parts (negative: taking
+    back). ValueError, with words for the operator, when it cannot be: an unlimited account
+    (quota 0) has nothing to top up, and what the account may send in all (quota + credit)
+    never goes below zero."""
+    if quota == 0:
+        raise ValueError("the account is unlimited (quota = 0): give it a quota in its "
+                         "[[account]] to make it count credit")
+    after = credit + change
+    if quota + after < 0:
+        raise ValueError(f"it would leave the account {quota + after} parts in all "
+                         f"(quota {quota}, credit {credit}): at most -{quota + credit}")
+    if after > CREDIT_MAX:
+        raise ValueError(f"credit would exceed {CREDIT_MAX} parts")
+    return after
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,6 +260,8 @@ class AcceptFacts:
     #: The subscriber's current run of messages, and the account's tokens (None: none yet).
     flood: FloodRun | None = None
     bucket: Bucket | None = None
+    #: Parts an operator topped up beside the quota (`credit_after`).
+    credit: int = 0
 
 
 @dataclass(frozen=True)
@@ -256,7 +280,7 @@ def accept_verdict(facts: AcceptFacts, *, now: float, limits: AcceptLimits) -> A
     """The one decision on a new message, every store asks it, so the rules cannot differ
     between them. In this order: a repeat (same key, or the same request inside the window)
     is answered with the first id and consumes nothing; then the subscriber's flood limit,
-    the account's rate, its quota. Nothing is consumed unless all of them pass."""
+    the account's rate, its quota with its credit. Nothing is consumed unless all of them pass."""
     if facts.keyed is not None:
         return AcceptVerdict("idempotent", facts.keyed)
     if facts.seen is not None and within_window(facts.seen[1], now=now,
@@ -269,7 +293,7 @@ def accept_verdict(facts: AcceptFacts, *, now: float, limits: AcceptLimits) -> A
     ok, bucket = take(facts.bucket, now=now, rate=limits.rate, burst=limits.burst)
     if not ok:
         return AcceptVerdict("over_limit")
-    if not quota_allows(facts.used, limits.quota, limits.parts):
+    if not quota_allows(facts.used, limits.quota, limits.parts, facts.credit):
         return AcceptVerdict("over_quota")
     return AcceptVerdict("accepted", None, flood, bucket)
 

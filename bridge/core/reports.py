@@ -22,7 +22,8 @@ class ReportEvent(IntFlag):
     UNDELIVERED = 2  # final: undeliverable or expired (a receipt said so, or validity ran out)
     BUFFERED = 4  # an interim receipt (ACCEPTD, ENROUTE…): the SMSC holds it for the handset
     SUBMITTED = 8  # every part accepted by the SMSC (submit_sm_resp OK)
-    FAILED = 16  # final: the SMSC refused it, or the bridge could not send it at all
+    FAILED = 16  # final: the SMSC refused it, the bridge could not send it, or an operator
+    #              cancelled it before it went (Kannel's "SMSC reject": it never left)
 
 
 #: What a callback without a mask reports (a SOAP callback_url): the final states.
@@ -40,6 +41,7 @@ EVENT_OF: Mapping[str, ReportEvent] = MappingProxyType({
     MessageState.UNDELIVERABLE.value: ReportEvent.UNDELIVERED,
     MessageState.EXPIRED.value: ReportEvent.UNDELIVERED,
     MessageState.FAILED.value: ReportEvent.FAILED,
+    MessageState.CANCELLED.value: ReportEvent.FAILED,
     MessageState.SUBMITTED.value: ReportEvent.SUBMITTED,
     BUFFERED: ReportEvent.BUFFERED,
 })

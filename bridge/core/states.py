@@ -22,6 +22,7 @@ class MessageState(str, Enum):
     UNDELIVERABLE = "undeliverable"
     EXPIRED = "expired"
     FAILED = "failed"
+    CANCELLED = "cancelled"  # by an operator, before any part went to an SMSC
 
 
 class PartState(str, Enum):
@@ -31,15 +32,19 @@ class PartState(str, Enum):
     UNDELIVERABLE = "undeliverable"
     EXPIRED = "expired"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 FINAL_MESSAGE_STATES = frozenset(
-    {MessageState.DELIVERED, MessageState.UNDELIVERABLE, MessageState.EXPIRED, MessageState.FAILED}
+    {MessageState.DELIVERED, MessageState.UNDELIVERABLE, MessageState.EXPIRED, MessageState.FAILED,
+     MessageState.CANCELLED}
 )
 
 _S = MessageState
 # Allowed transitions. A final state is left only towards a more precise final verdict that a
 # late receipt can bring (e.g. an SMSC that reports EXPIRED then DELIVRD for a retried part).
+# An operator's moves (cancel, retry) are not here: bridge.core.operator has them, so that no
+# receipt or dispatcher record can ever make them.
 MESSAGE_TRANSITIONS: Mapping[MessageState, frozenset[MessageState]] = MappingProxyType({
     _S.SCHEDULED: frozenset({_S.QUEUED, _S.EXPIRED, _S.FAILED}),
     _S.QUEUED: frozenset({_S.SUBMITTED, _S.DELIVERED, _S.UNDELIVERABLE, _S.EXPIRED, _S.FAILED}),
@@ -48,6 +53,7 @@ MESSAGE_TRANSITIONS: Mapping[MessageState, frozenset[MessageState]] = MappingPro
     _S.UNDELIVERABLE: frozenset({_S.DELIVERED}),
     _S.EXPIRED: frozenset({_S.DELIVERED, _S.UNDELIVERABLE}),
     _S.FAILED: frozenset(),
+    _S.CANCELLED: frozenset(),
 })
 
 
@@ -105,6 +111,8 @@ def _aggregate(states: list[PartState]) -> MessageState:
         return MessageState.UNDELIVERABLE
     if any(s is PartState.EXPIRED for s in states):
         return MessageState.EXPIRED
+    if any(s is PartState.CANCELLED for s in states):
+        return MessageState.CANCELLED
     if any(s is PartState.QUEUED for s in states):
         return MessageState.QUEUED
     return MessageState.SUBMITTED

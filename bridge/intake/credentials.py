@@ -25,7 +25,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from bridge.config import AccountConfig
@@ -160,8 +160,9 @@ class Credentials:
 
 auth_log = logging.getLogger("bridge.auth")
 
-#: What a check gives: the account, or why it failed ("bad password").
-Check = Callable[[], Awaitable["AccountConfig | str"]]
+#: What a check gives: the account (True: a person who is not an account, an admin user), or
+#: why it failed ("bad password").
+Check = Callable[[], Awaitable["AccountConfig | bool | str"]]
 
 
 @dataclass(frozen=True)
@@ -170,6 +171,8 @@ class AuthOutcome:
     #: Not checked: too many failures from this address (or for this user) lately.
     refused: bool = False
     retry_after_s: float = 0.0
+    #: The credentials matched (an account's, or an admin user's: account None).
+    passed: bool = False
 
 
 def quoted_user(user: str | None) -> str:
@@ -244,11 +247,45 @@ class AuthGuard:
             return (AuthOutcome(None, refused=True, retry_after_s=verdict.retry_after_s),
                     self.rule.delay_max_s)
         result = await check()
-        if isinstance(result, AccountConfig):
+        if not isinstance(result, str):
             self.throttle.succeeded(peer, user, self.clock())
-            return AuthOutcome(result), 0.0
+            return AuthOutcome(result if isinstance(result, AccountConfig) else None,
+                               passed=True), 0.0
         failures, delay = self.throttle.failed(peer, user, self.clock())
         auth_log.warning("auth failed ingress=%s ip=%s user=%s failures=%d delay_s=%.2f "
                          "reason=%s", self.ingress, peer, quoted_user(user), failures, delay,
                          json.dumps(result))
         return AuthOutcome(None), delay
+
+
+class PasswordBook:
+    """Names with their `password_hash`es and nothing else (the console's `[admin] users`):
+    `Credentials.password`'s check, with its cache of successes and its equal time for an
+    unknown name, for people who are not accounts."""
+
+    def __init__(self, hashes: Mapping[str, str], *, clock: Callable[[], float] = time.time,
+                 ttl_s: float = 300.0) -> None:
+        self._hashes = dict(hashes)
+        self.clock = clock
+        self._passwords = _Remembered(ttl_s)
+
+    def __bool__(self) -> bool:
+        return bool(self._hashes)
+
+    async def check(self, name: str, password: str, peer: str = "") -> bool:
+        """Whether `password` is `name`'s (`peer`, the client's address, is for a guard that
+        wraps this check; the check itself does not need it)."""
+        stored = self._hashes.get(name)
+        if stored is None:
+            # As long as a real check, so that names cannot be told apart by timing.
+            for decoy in list(self._hashes.values())[:1]:
+                await asyncio.to_thread(hash_matches, decoy, password)
+            return False
+        key = _digest(name, password, stored)
+        now = self.clock()
+        if self._passwords.get(key, now)[0]:
+            return True
+        if not await asyncio.to_thread(hash_matches, stored, password):
+            return False
+        self._passwords.put(key, name, now)
+        return True

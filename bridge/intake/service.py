@@ -114,8 +114,9 @@ class RecipientResult:
 class AccountInfo:
     name: str
     quota: int
-    quota_left: int | None  # None = unlimited
+    quota_left: int | None  # None = unlimited; counts the credit
     rate_per_s: float
+    credit: int = 0  # parts an operator topped up beside the quota
 
 
 #: Each ingress's logger, looked up once rather than per request (getLogger takes a lock).
@@ -264,9 +265,10 @@ class Service:
         return any(fnmatch.fnmatchcase(address, pattern) for pattern in account.smtp_from)
 
     async def account_info(self, account: AccountConfig) -> AccountInfo:
-        used = await self.store.quota_used(account.name)
-        return AccountInfo(account.name, account.quota, quota_left(used, account.quota),
-                           account.rate_per_s)
+        [usage] = await self.store.usage([account.name])
+        return AccountInfo(account.name, account.quota,
+                           quota_left(usage.used, account.quota, usage.credit),
+                           account.rate_per_s, usage.credit)
 
     # ------------------------------------------------------------------ validation
 

@@ -40,7 +40,7 @@ class Delivery:
 
     __slots__ = ("message", "source", "destination", "bind", "routes", "avoided", "unfit",
                  "records", "first_at", "acked", "sent_ids", "restarts", "restart_reason",
-                 "_shape")
+                 "fenced", "_shape")
 
     def __init__(self, message: OutboundMessage) -> None:
         self.message = message
@@ -57,6 +57,9 @@ class Delivery:
         self.sent_ids: list[str] = []  # their SMSC ids, for the timeline of a restart
         self.restarts = 0
         self.restart_reason: str | None = None  # set: the next route gets fresh parts
+        #: An operator's cancel cannot take it: the store's fence is ours (Store.begin_submit),
+        #: or an SMSC has a part already.
+        self.fenced = any(part.smsc_id is not None for part in message.parts)
         self._shape: Shape | None = None
 
     @property

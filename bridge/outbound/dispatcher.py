@@ -4,6 +4,12 @@ Order is kept per destination: each destination is a lane that one worker at a t
 throttled or retried part delays only later messages to the same number. All parts of a message
 go back to back on the same bind. Anything the store holds as unacknowledged is resubmitted on
 start (at-least-once); a graceful stop finishes the messages in flight and leaves the rest queued.
+
+An operator may cancel a message at any time (bridge.core.operator). Before the first part of
+a message goes to an SMSC, its worker takes the store's fence (`Store.begin_submit`): in the
+store's transaction either the cancel came first, and nothing of the message is sent, or the
+fence did, and the cancel is refused. A submit the SMSC did not take (throttled, refused, no
+bind) lets the fence go (`end_submit`) while no part is acknowledged; an outcome unknown keeps it.
 """
 
 from __future__ import annotations
@@ -214,6 +220,26 @@ class Dispatcher:
         self.queue_depth -= dropped
         return dropped
 
+    def forget(self, ids: Sequence[str]) -> int:
+        """Messages an operator cancelled through this instance: out of the lanes and the
+        schedule now, so that what this dispatcher holds counts them no more (a worker that
+        has one already finds the store's fence closed). How many were dropped."""
+        gone = set(ids)
+        dropped = 0
+        for lane in self._lanes.values():
+            kept = [m for m in lane if m.id not in gone]
+            dropped += len(lane) - len(kept)
+            if len(kept) != len(lane):
+                lane.clear()
+                lane.extend(kept)
+        scheduled = [entry for entry in self._scheduled if entry[1] not in gone]
+        dropped += len(self._scheduled) - len(scheduled)
+        if len(scheduled) != len(self._scheduled):
+            heapq.heapify(scheduled)
+            self._scheduled[:] = scheduled
+        self.queue_depth -= dropped
+        return dropped
+
     async def stop(self, drain_timeout: float = 10.0) -> None:
         """Stop taking new messages; let the ones being sent finish (bounded), then stop."""
         self._stopping = True
@@ -249,7 +275,9 @@ class Dispatcher:
                 lane.append(message)
 
     async def _scheduler(self) -> None:
-        while True:
+        # Not `while True`: woken (a scheduled message came) and cancelled by stop() in one
+        # iteration, Python 3.11's wait_for returns the wake-up and the cancel is lost.
+        while not self._stopping:
             self._schedule_changed.clear()
             now = self.clock()
             due: list[OutboundMessage] = []
@@ -356,11 +384,17 @@ class Dispatcher:
             part = delivery.next_part()
             assert part is not None
             await self.gate.wait_open()  # nothing goes out that the store cannot record
+            fence = await self._fence(delivery)
+            if fence is None:
+                continue  # the store could not say: the gate is closed, wait for it
+            if not fence:
+                return _Step.DONE  # cancelled (or ended) before anything went: nothing sent
             now, started = self.clock(), time.monotonic()
             try:
                 result = await chosen.submit(self._submit_sm(delivery, part, now),
                                              within_s=self._time_left(delivery, now))
             except NotBound as exc:
+                self._unfence(delivery)
                 if delivery.pinned:
                     return f"part {part.seq}/{part.total} not sent on smsc={chosen.name}: {exc}"
                 delivery.bind = None
@@ -379,6 +413,7 @@ class Dispatcher:
                     delivery.acknowledged(chosen, part.seq, result.message_id, now)
                     return _Step.SENT
                 attempt += 1
+                self._unfence(delivery)
                 outcome = await self._refused(delivery, part, chosen, status, attempt)
             if outcome is not None:
                 return outcome
@@ -440,6 +475,36 @@ class Dispatcher:
         """A pinned attempt whose next part, after `delay`, would miss the part deadline."""
         left = self._time_left(delivery, self.clock())
         return left is not None and delay >= left
+
+    async def _fence(self, delivery: Delivery) -> bool | None:
+        """Take the store's fence before a part goes (module docstring): True when it is ours
+        (or not needed), False when the message may not be sent any more, None when the
+        store could not answer (the gate closes)."""
+        if delivery.fenced:
+            return True
+        message = delivery.message
+        try:
+            ok = await self.store.begin_submit(message.id, self.membership.id)
+        except StoreRefused as exc:
+            log.error("id=%s fence refused by the store: %s", message.id, exc)
+            return False
+        except StoreUnavailable as exc:
+            self.gate.failed(f"begin submit: {exc}")
+            return None
+        if not ok:
+            log.info("not sent id=%s: cancelled (or ended) before any part went", message.id)
+            return False
+        delivery.fenced = True
+        return True
+
+    def _unfence(self, delivery: Delivery) -> None:
+        """The SMSC did not take the submit: while no part is acknowledged, let the fence go
+        (written in order before the next take; a lost one only keeps cancel refusing)."""
+        if delivery.fenced and not delivery.records and not delivery.sent_ids and \
+                delivery.restarts == 0 and \
+                all(part.smsc_id is None for part in delivery.message.parts):
+            delivery.fenced = False
+            self.store.end_submit(delivery.message.id, self.membership.id)
 
     async def _unknown(self, delivery: Delivery, part: OutboundPart, bind: SmppBind,
                        exc: SubmitOutcomeUnknown, attempt: int) -> str | None:
@@ -607,6 +672,9 @@ class Dispatcher:
             at=self.clock())
         future = asyncio.ensure_future(write())
         future.add_done_callback(self._record_done)
+        if not delivery.records and all(p.smsc_id is None for p in message.parts):
+            due = max(message.created_at, message.send_at or message.created_at)
+            self.metrics.latency("accept_to_submit", self.clock() - due)
         delivery.records.append((future, write))
         log.info("submitted id=%s part=%d/%d smsc=%s smsc_id=%s", message.id, part.seq,
                  part.total, bind.config.name, smsc_id)
@@ -715,6 +783,8 @@ class Dispatcher:
         try:
             self.metrics.receipt(state)
             outcome = stored.result()
+            if outcome.submitted_at is not None and state != "interim":
+                self.metrics.latency("submit_to_receipt", self.clock() - outcome.submitted_at)
             if outcome.matched:
                 log.info("receipt id=%s smsc=%s smsc_id=%s stat=%s part=%s message=%s",
                          outcome.message_id, smsc, smsc_id, receipt.stat or "-", state,

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
+from aiohttp import web
+
 from bridge.config import Config, SmscConfig, effective_smscs
 from bridge.metrics import Metrics
 from bridge.runtime.outbound import OutboundSetup
@@ -23,7 +25,12 @@ from bridge.ingress.smtp.server import start_smtp
 from bridge.ingress.connections import ConnectionTable, TablesCollector
 from bridge.ingress.http.app import DEFAULT_LINE, add_http_routes, create_http_app, max_line_size
 from bridge.ingress.listener import GuardedListener, raise_file_limit, serve
+from bridge import __version__
+from bridge.ingress.console import Console, add_console_routes
+from bridge.ingress.console.app import MAX_BODY as CONSOLE_MAX_BODY
 from bridge.ingress.ops import add_ops_routes
+from bridge.intake.admin import Admin
+from bridge.intake.credentials import AuthGuard, PasswordBook
 from bridge.ingress.tls import server_context
 from bridge.ingress.soap.app import create_soap_app
 from bridge.runtime import StoreProcess, open_store
@@ -55,11 +62,13 @@ class Bridge:
         self.smtp_port = 0
         self.soap_port = 0
         self.http_port = 0  # the SOAP port when [http] has no listener of its own
+        self.admin_port = 0  # the status page's: the SOAP port unless [admin] listen
         self._smtp_server: asyncio.Server | None = None
         #: Each listener's sessions ("smtp", "soap", "http" when it has its own listener).
         self.connections: dict[str, ConnectionTable] = {}
         self._soap_listener: GuardedListener | None = None
         self._http_listener: GuardedListener | None = None
+        self._admin_listener: GuardedListener | None = None
         self.store: StoreProcess = open_store(config.store, config.base_dir)
         self.service: Service | None = None
         #: Set when the bridge cannot go on (its store is lost); `serve` then stops, exit 1.
@@ -93,6 +102,10 @@ class Bridge:
         self.smtp_port = self._smtp_server.sockets[0].getsockname()[1]
         app = create_soap_app(self.service, config, self.metrics)
         add_ops_routes(app, self.metrics, self.health, store.outbound_metrics)
+        console = self._console()
+        admin = config.admin
+        if admin.listen_host is None:
+            add_console_routes(app, console)
         if http.shared:
             add_http_routes(app, self.service, config, self.metrics)
         soap_tls = server_context(config.base_dir, config.soap.tls_cert, config.soap.tls_key,
@@ -103,6 +116,18 @@ class Bridge:
                 max_line_size(config) if http.shared else DEFAULT_LINE, config.soap.limits)
         self.soap_port = self.http_port = self._soap_listener.port
         self.connections["soap"] = self._soap_listener.table
+        self.admin_port = self.soap_port
+        if admin.listen_host is not None:
+            console_app = web.Application(client_max_size=CONSOLE_MAX_BODY)
+            add_console_routes(console_app, console)
+            with _opening("the status page ([admin] listen)", admin.listen_host,
+                          admin.listen_port):
+                self._admin_listener = await serve(
+                    "admin", console_app, admin.listen_host, admin.listen_port,
+                    server_context(config.base_dir, admin.tls_cert, admin.tls_key,
+                                   section="admin"), DEFAULT_LINE, config.soap.limits)
+            self.admin_port = self._admin_listener.port
+            self.connections["admin"] = self._admin_listener.table
         if not http.shared:
             assert http.listen_host is not None
             with _opening("HTTP ([http] listen)", http.listen_host, http.listen_port):
@@ -117,6 +142,28 @@ class Bridge:
         log.info("serving smtp=%s:%d soap=%s:%d%s http=%s:%d", config.smtp.listen_host,
                  self.smtp_port, config.soap.listen_host, self.soap_port, config.soap.path,
                  http.listen_host or config.soap.listen_host, self.http_port)
+        admin_tls = admin.tls_cert if admin.listen_host is not None else config.soap.tls_cert
+        if admin.users:
+            log.info("status page on http%s://%s:%d/ for %d admin user(s)",
+                     "s" if admin_tls else "", admin.listen_host or config.soap.listen_host,
+                     self.admin_port, len(admin.users))
+        else:
+            log.info("no status page: no [admin] users (README.md, \"The status page\")")
+
+    def _console(self) -> Console:
+        """The status page and admin API over this bridge's store, metrics and outbound side
+        (each instance's own plots; the queue and the messages are the store's)."""
+        passwords = PasswordBook(self.config.admin.password_hashes())
+        assert self.service is not None
+        # Throttled and logged as every listener's checks are (fail2ban reads the lines).
+        guard = AuthGuard(self.service.credentials, self.config.soap.auth, "console")
+
+        async def check(name: str, password: str, peer: str) -> bool:
+            async def attempt() -> bool | str:
+                return await passwords.check(name, password) or "bad password"
+            return (await guard.attempt(peer, name, attempt)).passed
+        return Console(Admin(self.config, self.store), self.metrics, self.store.outbound_picture,
+                       users=bool(passwords), check=check, version=__version__)
 
     async def wait_bound(self, timeout: float) -> bool:
         """True once every SMSC bind is up (tests and benchmarks start sending after this)."""
@@ -152,7 +199,7 @@ class Bridge:
         drains in-flight submits, unbinds and closes the store."""
         if self._smtp_server is not None:
             self._smtp_server.close()
-        for listener in (self._soap_listener, self._http_listener):
+        for listener in (self._soap_listener, self._http_listener, self._admin_listener):
             if listener is not None:
                 await listener.stop()
         if self.service is not None and not await self.service.drained(drain_timeout):

@@ -40,6 +40,7 @@ from bridge.store.base import StoreUnavailable
 from bridge.runtime.process import (
     CLOSE,
     OUTBOUND_METRICS,
+    OUTBOUND_PICTURE,
     OUTBOUND_STATUS,
     WAIT_BOUND,
     FrameBuffer,
@@ -88,6 +89,8 @@ class _Server:
         self.calls: set[asyncio.Future[Any]] = set()
         #: Accept requests waiting for their commit: their messages go to the dispatcher then.
         self.accepts: dict[int, tuple[AcceptRow, ...]] = {}
+        #: Cancel requests waiting for their commit: the dispatcher forgets what they cancelled.
+        self.cancels: set[int] = set()
         self.ended: asyncio.Future[float] = self.loop.create_future()
 
     def first(self) -> tuple[Any, list[tuple[Any, ...]]]:
@@ -117,6 +120,20 @@ class _Server:
                         self.outbound.accepted(rows, value)
         except Exception:
             log.exception("accepted messages could not reach the dispatcher; a restart sends them")
+        if self.cancels:
+            self._forget_cancelled(results)
+
+    def _forget_cancelled(self, results: list[_Result]) -> None:
+        """Committed cancels: their messages leave the dispatcher's lanes and schedule (its
+        workers would find the fence closed anyway; this keeps what it holds honest)."""
+        try:
+            for request_id, value, exc in results:
+                if request_id in self.cancels:
+                    self.cancels.discard(request_id)
+                    if exc is None and self.outbound is not None:
+                        self.outbound.dispatcher.forget([o.message_id for o in value if o.done])
+        except Exception:  # the cancels are committed; the fence keeps them from being sent
+            log.exception("cancelled messages could not leave the dispatcher's queue")
 
     def readable(self) -> None:
         try:
@@ -139,9 +156,12 @@ class _Server:
                 self.request(request_id, method, args)
             except Exception as exc:
                 self.accepts.pop(request_id, None)
+                self.cancels.discard(request_id)
                 self.outbox.put((request_id, False, _failure(exc)))
 
     def request(self, request_id: int, method: str, args: tuple[Any, ...]) -> None:
+        if method == "cancel":
+            self.cancels.add(request_id)
         if method == "accept" and self.outbound is not None:
             self.accepts[request_id] = args[0]
             dispatcher = self.outbound.dispatcher  # held by this instance if it can send them
@@ -158,6 +178,8 @@ class _Server:
             self.outbox.put((request_id, True, outbound.status()))
         elif method == OUTBOUND_METRICS:
             self.outbox.put((request_id, True, outbound.metrics_text()))
+        elif method == OUTBOUND_PICTURE:
+            self.outbox.put((request_id, True, outbound.picture()))
         elif method == WAIT_BOUND:
             future = asyncio.ensure_future(outbound.wait_bound(*args))
             self.calls.add(future)

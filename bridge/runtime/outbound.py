@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bridge.core.console import BindPicture, OutboundPicture
 from bridge.outbound.notify.callbacks import DRAIN_S as CALLBACK_DRAIN_S
 from bridge.outbound.notify.callbacks import CallbackSender
 from bridge.config import Config, SmscConfig
@@ -33,6 +34,10 @@ from bridge.outbound.retention import Retention
 from bridge.outbound.smpp.pool import SmscPool
 from bridge.store.base import AcceptOutcome, OutboundMessage, Store
 from bridge.store.rows import AcceptRow, outbound_message
+
+
+#: The seconds a bind's submits a second are averaged over, on the status page.
+TPS_S = 10
 
 
 @dataclass(frozen=True)
@@ -128,6 +133,21 @@ class Outbound:
 
     async def wait_bound(self, timeout: float) -> bool:
         return await self.pool.wait_bound(timeout)
+
+    def picture(self) -> OutboundPicture:
+        """What the status page shows of this side (bridge.ingress.console): each bind, its
+        window in use and its submits a second lately, the per-second series, latencies."""
+        metrics = self.metrics
+        now = metrics.clock()
+        binds = tuple(BindPicture(
+            name=name, up=bind.bound, in_flight=bind.in_flight, window=bind.config.window,
+            tps=metrics.history.total(f"submitted:{name}", now, TPS_S) / TPS_S,
+            max_tps=bind.config.max_tps / bind.tps_share) for name, bind in self.pool.binds.items())
+        return OutboundPicture(
+            at=now, binds=binds, latency=metrics.latencies(now),
+            series={name: tuple(metrics.history.window(name, now))
+                    for name in ("submitted", "delivered")},
+            queue_depth=self.dispatcher.queue_depth, instance=self.dispatcher.membership.id)
 
     def metrics_text(self) -> bytes:
         """Bind states are read at scrape time, so the gauge is never stale."""

@@ -39,6 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bridge.core.console import OutboundPicture
 from bridge.store import StoreSpec
 from bridge.store.base import StoreUnavailable
 from bridge.store.rows import CallsByName
@@ -53,6 +54,7 @@ CLOSE = "__close__"
 #: Calls the child answers from the outbound side (bridge.runtime.outbound) when it runs one.
 OUTBOUND_STATUS = "__outbound_status__"
 OUTBOUND_METRICS = "__outbound_metrics__"
+OUTBOUND_PICTURE = "__outbound_picture__"
 WAIT_BOUND = "__wait_bound__"
 
 Refuse = Callable[[tuple[Any, ...], Exception], "tuple[Any, ...] | None"]
@@ -302,6 +304,11 @@ class StoreProcess(CallsByName):
 
     async def wait_bound(self, timeout: float) -> bool:
         result: bool = await self._call(WAIT_BOUND, timeout)
+        return result
+
+    async def outbound_picture(self) -> OutboundPicture:
+        """The outbound side as the status page shows it (bridge.ingress.console)."""
+        result: OutboundPicture = await self._call(OUTBOUND_PICTURE)
         return result
 
     # -------------------------------------------------------------- the Store interface

@@ -154,6 +154,38 @@ class ReceiptOutcome:
     matched: bool  # False: stored as an orphan, applied when the submit_sm_resp is recorded
     message_id: str | None
     message_state: MessageState | None  # the message's aggregate state after the receipt
+    #: When the matched part was submitted (the console's submit-to-receipt latency).
+    submitted_at: float | None = None
+
+
+@dataclass(frozen=True)
+class ActionOutcome:
+    """What an operator's cancel or retry (bridge.core.operator) did to one message."""
+
+    message_id: str
+    done: bool
+    state: MessageState | None  # the message's state afterwards; None: no such message
+    detail: str  # what was done, or why not
+
+
+@dataclass(frozen=True)
+class AccountUsage:
+    """An account's parts accepted so far and the credit topped up beside its quota."""
+
+    account: str
+    used: int
+    credit: int
+
+
+@dataclass(frozen=True)
+class CreditChange:
+    """One top-up (or correction) of an account's credit, as the store keeps them."""
+
+    account: str
+    change: int
+    credit: int  # the credit after it
+    at: float
+    actor: str
 
 
 @dataclass(frozen=True)
@@ -331,8 +363,9 @@ class Store(abc.ABC):
         (None: any)."""
 
     @abc.abstractmethod
-    async def quota_used(self, account: str) -> int:
-        """Parts accepted so far for the account."""
+    async def usage(self, accounts: Sequence[str]) -> list[AccountUsage]:
+        """Each account's parts accepted so far and its credit, in the order asked (an
+        account that never sent: zeros)."""
 
     @abc.abstractmethod
     async def limits_peek(self, account: str, recipients: Sequence[str], *, now: float,
@@ -402,6 +435,45 @@ class Store(abc.ABC):
                        stat: str | None, err: str | None, at: float) -> Awaitable[ReceiptOutcome]:
         """Apply a delivery receipt to the part whose SMSC id shares a key, aggregate the
         message (bridge.core.states.aggregate), or keep it as an orphan when no part matches."""
+
+    # ---- operators (bridge.core.operator's rules, decided in the store's transaction)
+    @abc.abstractmethod
+    def begin_submit(self, message_id: str, owner: str) -> Awaitable[bool]:
+        """`owner`'s dispatcher is about to hand a part of the message to an SMSC: from this
+        commit on `cancel` refuses it, until `end_submit`. False when the message is no longer
+        pending (cancelled, or final): then nothing of it may be sent. With `cancel`, one
+        transaction or the other comes first, so a message is never cancelled yet sent."""
+
+    @abc.abstractmethod
+    def end_submit(self, message_id: str, owner: str) -> Awaitable[None]:
+        """The submit `owner` began did not reach the SMSC (refused, throttled, no bind up)
+        and no part of the message is acknowledged: it may be cancelled again."""
+
+    @abc.abstractmethod
+    def cancel(self, ids: Sequence[str], *, at: float,
+               actor: str) -> Awaitable[list[ActionOutcome]]:
+        """Cancel each message the rule allows (queued or scheduled, no submit begun, no part
+        acknowledged): state `cancelled`, a final state, so its callback and DSN are queued as
+        for any; the others are left as they are. One outcome per id, in order."""
+
+    @abc.abstractmethod
+    def retry(self, ids: Sequence[str], *, at: float,
+              actor: str) -> Awaitable[list[ActionOutcome]]:
+        """Queue each failed or expired message again, whole (every part sent anew, its old
+        SMSC ids forgotten), valid again from `at` for as long as it was at first, held by no
+        instance (the first that can send it claims it)."""
+
+    @abc.abstractmethod
+    def add_credit(self, account: str, change: int, *, quota: int, at: float,
+                   actor: str) -> Awaitable[tuple[int, str | None]]:
+        """Top up (or with a negative `change`, take back) the account's credit beside its
+        `quota`, as core.policy.credit_after allows, in the transaction that accepts decide
+        in; kept in the account's history. (credit after, None) or (credit unchanged, why
+        not)."""
+
+    @abc.abstractmethod
+    async def credit_changes(self, account: str, *, limit: int) -> list[CreditChange]:
+        """The account's latest credit changes, newest first."""
 
     # ---- delivery reports (queued by the store itself, in the same transaction, when a
     #      message with a callback_url reaches a state its report_mask asks for, or gets an
@@ -498,10 +570,10 @@ class Store(abc.ABC):
         """Views in the order asked; unknown ids are left out."""
 
     @abc.abstractmethod
-    async def list_messages(self, account: str, *, offset: int, limit: int,
+    async def list_messages(self, account: str | None, *, offset: int, limit: int,
                             state: MessageState | None = None,
                             since: float | None = None) -> tuple[int, list[MessageView]]:
-        """(total matching, one page) newest first."""
+        """(total matching, one page) newest first; `account` None: every account's."""
 
     @abc.abstractmethod
     async def timeline(self, message_id: str) -> list[Event]:

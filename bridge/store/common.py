@@ -6,9 +6,11 @@ stores cannot drift apart; the contract suite (tests/store/test_contract.py) pro
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from bridge.core.operator import OPERATOR_MOVES, Action
 from bridge.core.reports import is_buffered
 from bridge.core.states import (
     FINAL_MESSAGE_STATES,
@@ -187,6 +189,14 @@ def ignored_detail(state: MessageState, current: MessageState, error: str | None
     """The event of a state change the transition table does not allow."""
     return (f"{state.value} ignored: message is {current.value}"
             + (f" ({error}: {detail})" if error else f" ({detail})" if detail else ""))
+
+
+def action_detail(action: Action, actor: str, expires_at: float | None = None) -> str:
+    """The timeline's words for an operator's cancel or retry."""
+    said = f"{OPERATOR_MOVES[action].done} by {actor}"
+    if expires_at is None:
+        return said
+    return said + time.strftime(", valid until %Y-%m-%d %H:%M:%SZ", time.gmtime(expires_at))
 
 
 def plural(n: int, word: str) -> str:

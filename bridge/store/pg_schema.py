@@ -37,7 +37,7 @@ class Migration:
 
 
 MIGRATIONS: tuple[Migration, ...] = (
-    Migration(1, "the SQLite store's tables at its version 11", (
+    Migration(1, "the SQLite store's tables at its version 12", (
         """
         CREATE TABLE messages (
             id TEXT PRIMARY KEY,
@@ -72,7 +72,8 @@ MIGRATIONS: tuple[Migration, ...] = (
             dsn_delay_owed INTEGER,
             lease_owner TEXT,
             routes TEXT[] NOT NULL DEFAULT '{}',
-            report_mask INTEGER
+            report_mask INTEGER,
+            sending_by TEXT
         )
         """,
         "CREATE INDEX messages_held ON messages (lease_owner) WHERE lease_owner IS NOT NULL",
@@ -84,6 +85,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "CREATE INDEX messages_account_created ON messages (account, created_at)",
         "CREATE INDEX messages_state ON messages (state)",
         "CREATE INDEX messages_recipient_created ON messages (recipient, created_at)",
+        "CREATE INDEX messages_created ON messages (created_at)",
         "CREATE INDEX messages_dsn_delay ON messages (created_at) WHERE dsn_delay_owed IS NOT NULL",
         # Messages not yet final, in the order they came: what the dispatchers take from.
         f"CREATE INDEX messages_pending ON messages (created_at) WHERE state IN ({_PENDING})",
@@ -130,9 +132,21 @@ MIGRATIONS: tuple[Migration, ...] = (
         """
         CREATE TABLE account_usage (
             account TEXT PRIMARY KEY,
-            parts_used BIGINT NOT NULL
+            parts_used BIGINT NOT NULL,
+            credit BIGINT NOT NULL DEFAULT 0
         )
         """,
+        """
+        CREATE TABLE credits (
+            id BIGSERIAL PRIMARY KEY,
+            account TEXT NOT NULL,
+            change BIGINT NOT NULL,
+            credit BIGINT NOT NULL,
+            at DOUBLE PRECISION NOT NULL,
+            actor TEXT NOT NULL
+        )
+        """,
+        "CREATE INDEX credits_account ON credits (account, at)",
         """
         CREATE TABLE orphan_receipts (
             id BIGSERIAL PRIMARY KEY,

@@ -37,6 +37,7 @@ from typing import Any
 import asyncpg
 
 from bridge.core.mailback import DELAYED
+from bridge.core.operator import OPERATOR_MOVES, Action, action_refusal, renewed_expiry
 from bridge.core.model import Ingress
 from bridge.core.reassembly import assemble, join_partial
 from bridge.core.policy import (
@@ -45,6 +46,7 @@ from bridge.core.policy import (
     Bucket,
     FloodRun,
     accept_verdict,
+    credit_after,
     limits_verdict,
 )
 from bridge.core.reports import BUFFERED, FINAL_EVENTS, ReportEvent
@@ -58,6 +60,9 @@ from bridge.core.states import (
 from bridge.logs import Episode
 from bridge.store.base import (
     AcceptOutcome,
+    AccountUsage,
+    ActionOutcome,
+    CreditChange,
     DueCallback,
     DueMailback,
     DuePush,
@@ -86,6 +91,7 @@ from bridge.store.common import (
     Op,
     Result,
     accepted_detail,
+    action_detail,
     best_match,
     by_key,
     delay_owed,
@@ -207,7 +213,7 @@ ON CONFLICT (account) DO UPDATE SET parts_used = account_usage.parts_used + excl
 #: (make missing rows, read them locked) for quota usage and for rate buckets.
 _USAGE = ("INSERT INTO account_usage (account, parts_used) SELECT unnest($1::text[]), 0 "
           "ON CONFLICT (account) DO NOTHING",
-          "SELECT account, parts_used FROM account_usage WHERE account = ANY($1::text[]) "
+          "SELECT account, parts_used, credit FROM account_usage WHERE account = ANY($1::text[]) "
           "ORDER BY account FOR UPDATE")
 _BUCKETS = ("INSERT INTO buckets (account) SELECT unnest($1::text[]) "
             "ON CONFLICT (account) DO NOTHING",
@@ -248,9 +254,11 @@ WHERE message_id = $4 AND seq = $5 RETURNING total, state
 #: these messages with their message's state, locked as the one-by-one UPDATEs lock them, so
 #: what is decided from them holds until the commit whatever other instances do.
 _LOCK_PARTS = """
-SELECT p.message_id, p.seq, p.total, p.state, p.receipt_stat, p.receipt_err, m.state
+SELECT p.message_id, p.seq, p.total, p.state, p.receipt_stat, p.receipt_err, m.state,
+    p.submitted_at
 FROM unnest($1::text[]) AS u(id)
-CROSS JOIN LATERAL (SELECT message_id, seq, total, state, receipt_stat, receipt_err FROM parts
+CROSS JOIN LATERAL (SELECT message_id, seq, total, state, receipt_stat, receipt_err,
+                           submitted_at FROM parts
                     WHERE message_id = u.id FOR NO KEY UPDATE) AS p
 CROSS JOIN LATERAL (SELECT state FROM messages WHERE id = u.id FOR NO KEY UPDATE) AS m
 """
@@ -284,7 +292,8 @@ WHERE message_id = $5 AND seq = $6
 #: The submits a receipt's keys match, each key probed on both columns of smsc_keys_lookup
 #: (the plan cached for `smsc = $1 AND key = ANY($2)` scanned every key of the SMSC).
 _RECEIPT_MATCHES = """
-SELECT k.key, k.message_id, k.seq, k.id, p.state, p.total, p.receipt_stat, p.receipt_err, m.state
+SELECT k.key, k.message_id, k.seq, k.id, p.state, p.total, p.receipt_stat, p.receipt_err, m.state,
+    p.submitted_at
 FROM unnest($2::text[]) AS u(key)
 JOIN LATERAL (SELECT * FROM smsc_keys s WHERE s.smsc = $1 AND s.key = u.key OFFSET 0) AS k ON true
 JOIN parts p ON p.message_id = k.message_id AND p.seq = k.seq
@@ -767,6 +776,7 @@ class _AcceptRun:
         self.keyed: dict[tuple[str, str], str] = {}
         self.seen: dict[tuple[str, str], tuple[str, float]] = {}
         self.used: dict[str, int] = {}
+        self.credit: dict[str, int] = {}
         self.floods: dict[str, FloodRun] = {}
         self.buckets: dict[str, Bucket] = {}
         self.changed_floods: set[str] = set()
@@ -794,7 +804,8 @@ class _AcceptRun:
                 _FIND_DIGESTS, [a for a, _ in digests], [d for _, d in digests]))
         quota_accounts = sorted({r.account for r in rows if r.quota > 0})
         if quota_accounts:
-            self.used = {a: int(n) for a, n in await _locked_rows(conn, _USAGE, quota_accounts)}
+            for account, used, credit in await _locked_rows(conn, _USAGE, quota_accounts):
+                self.used[account], self.credit[account] = int(used), int(credit)
         rate_accounts = sorted({r.account for r in rows if r.rate_per_s > 0})
         if rate_accounts:
             self.buckets = {a: Bucket(float(tokens), float(updated)) for a, tokens, updated
@@ -821,6 +832,7 @@ class _AcceptRun:
             keyed=self.keyed.get((account, row.idempotency_key)) if row.idempotency_key else None,
             seen=self.seen.get((account, digest)) if digest is not None else None,
             used=self.used.get(account, 0) + tx.delta.get(account, 0),
+            credit=self.credit.get(account, 0),
             flood=self.floods.get(recipient) if row.flood_max > 0 else None,
             bucket=self.buckets.get(account) if row.rate_per_s > 0 else None),
             now=now, limits=AcceptLimits(window_s=row.dup_window_s, quota=row.quota, parts=n,
@@ -995,7 +1007,7 @@ async def _submitted(store: PostgresStore, tx: _Tx, message_id: str, seq: int, s
         state = await _apply_receipt(tx, message_id, seq,
                                      PartState(orphan_state) if orphan_state else None, stat,
                                      err, max(at, float(receipt_at)), orphan=True)
-        outcome = ReceiptOutcome(True, message_id, state)
+        outcome = ReceiptOutcome(True, message_id, state, at)
     if applied:
         await conn.executemany("DELETE FROM orphan_receipts WHERE receipt = $1",
                                [(receipt,) for receipt in applied])
@@ -1131,9 +1143,10 @@ async def _receipt_segment(tx: _Tx, ops: list[tuple[Any, ...]],
     out: list[ReceiptOutcome] = []
     for (_, _, part_state, stat, err, at), row in zip(ops, rows):
         mid, seq, current, message = row[0], int(row[1]), PartState(row[3]), MessageState(row[6])
+        sent = None if row[7] is None else float(row[7])
         new = receipt_change(current, row[4], row[5], part_state, stat, err)
         if new is None:
-            out.append(ReceiptOutcome(True, mid, message))
+            out.append(ReceiptOutcome(True, mid, message, sent))
             continue
         updates.append((new.value, stat or "", err, at, mid, seq))
         if interim(current, new, stat):
@@ -1145,7 +1158,7 @@ async def _receipt_segment(tx: _Tx, ops: list[tuple[Any, ...]],
             moves.setdefault(target, []).append(_move_params(target, at, detail, mid))
             events.append((mid, at, target.value, detail))
             message = target
-        out.append(ReceiptOutcome(True, mid, message))
+        out.append(ReceiptOutcome(True, mid, message, sent))
     conn = tx.conn
     if updates:
         await conn.executemany(_RECEIPT_PART, updates)
@@ -1234,7 +1247,8 @@ async def _receipt(store: PostgresStore, tx: _Tx, smsc: str, id_keys: tuple[str,
     message_id, seq = best[1], best[2]
     state = await _apply_receipt(tx, message_id, seq, part_state, stat, err, at, orphan=False,
                                  row=tuple(best[4:]))
-    return ReceiptOutcome(True, message_id, state)
+    return ReceiptOutcome(True, message_id, state,
+                          None if best[9] is None else float(best[9]))
 
 
 async def _restart(store: PostgresStore, tx: _Tx, message_id: str,
@@ -1297,6 +1311,95 @@ async def _state(store: PostgresStore, tx: _Tx, message_id: str, state: MessageS
             state.value, at if state is MessageState.DELIVERED else None, message_id,
             list(NOT_FINAL_PARTS))
     tx.event(message_id, at, state.value, state_detail(error, detail))
+
+
+async def _begin_submit(store: PostgresStore, tx: _Tx, message_id: str, owner: str) -> bool:
+    """See Store.begin_submit: the UPDATE waits for a cancel holding the row and then reads
+    its outcome, so one of the two sees the other."""
+    return await tx.conn.fetchval(
+        f"UPDATE messages SET sending_by = $1 WHERE id = $2 AND state IN ({_PENDING_SQL}) "
+        f"RETURNING 1", owner, message_id) is not None
+
+
+async def _end_submit(store: PostgresStore, tx: _Tx, message_id: str, owner: str) -> None:
+    await tx.conn.execute(
+        "UPDATE messages SET sending_by = NULL WHERE id = $1 AND sending_by = $2 "
+        "AND NOT EXISTS (SELECT 1 FROM parts WHERE message_id = $1 AND smsc_id IS NOT NULL)",
+        message_id, owner)
+
+
+async def _cancel(store: PostgresStore, tx: _Tx, ids: tuple[str, ...], at: float,
+                  actor: str) -> list[ActionOutcome]:
+    conn = tx.conn
+    target = OPERATOR_MOVES[Action.CANCEL].target
+    out = []
+    for message_id in ids:
+        row = await conn.fetchrow(
+            "SELECT state, sending_by IS NOT NULL OR EXISTS (SELECT 1 FROM parts p "
+            "WHERE p.message_id = m.id AND p.smsc_id IS NOT NULL) FROM messages m "
+            "WHERE id = $1 FOR UPDATE", message_id)
+        state = MessageState(row[0]) if row is not None else None
+        refusal = action_refusal(Action.CANCEL, state, sending=row is not None and bool(row[1]))
+        if refusal is not None:
+            out.append(ActionOutcome(message_id, False, state, refusal))
+            continue
+        detail = action_detail(Action.CANCEL, actor)
+        await conn.execute(
+            "UPDATE messages SET state = $1, updated_at = $2, error_detail = $3, "
+            "lease_owner = NULL, dsn_delay_owed = NULL WHERE id = $4",
+            target.value, at, detail, message_id)
+        await conn.execute("UPDATE parts SET state = $1 WHERE message_id = $2 "
+                           "AND state = ANY($3::text[])", target.value, message_id,
+                           list(NOT_FINAL_PARTS))
+        tx.event(message_id, at, target.value, detail)
+        out.append(ActionOutcome(message_id, True, target, detail))
+    return out
+
+
+async def _retry(store: PostgresStore, tx: _Tx, ids: tuple[str, ...], at: float,
+                 actor: str) -> list[ActionOutcome]:
+    conn = tx.conn
+    out = []
+    for message_id in ids:
+        row = await conn.fetchrow("SELECT state, created_at, send_at, expires_at FROM messages "
+                                  "WHERE id = $1 FOR UPDATE", message_id)
+        state = MessageState(row[0]) if row is not None else None
+        refusal = action_refusal(Action.RETRY, state, sending=False)
+        if refusal is not None or row is None:
+            out.append(ActionOutcome(message_id, False, state, refusal or ""))
+            continue
+        expires_at = renewed_expiry(created_at=float(row[1]), send_at=row[2],
+                                    expires_at=float(row[3]), now=at)
+        detail = action_detail(Action.RETRY, actor, expires_at)
+        await conn.execute(
+            "UPDATE messages SET state = 'queued', updated_at = $1, expires_at = $2, "
+            "error = NULL, error_detail = NULL, lease_owner = NULL, sending_by = NULL "
+            "WHERE id = $3", at, expires_at, message_id)
+        await conn.execute(
+            "UPDATE parts SET state = 'queued', smsc = NULL, smsc_id = NULL, "
+            "submitted_at = NULL, delivered_at = NULL, receipt_stat = NULL, receipt_err = NULL "
+            "WHERE message_id = $1", message_id)
+        await conn.execute("DELETE FROM smsc_keys WHERE message_id = $1", message_id)
+        tx.event(message_id, at, MessageState.QUEUED.value, detail)
+        tx.notify = True  # unheld: the instances claim it
+        out.append(ActionOutcome(message_id, True, MessageState.QUEUED, detail))
+    return out
+
+
+async def _add_credit(store: PostgresStore, tx: _Tx, account: str, change: int, quota: int,
+                      at: float, actor: str) -> tuple[int, str | None]:
+    """See Store.add_credit: the account's usage row is locked as an accept locks it, so a
+    top-up and the accepts of every instance decide one after the other."""
+    [(_, _, credit)] = await _locked_rows(tx.conn, _USAGE, [account])
+    try:
+        after = credit_after(quota, int(credit), change)
+    except ValueError as exc:
+        return int(credit), str(exc)
+    await tx.conn.execute("UPDATE account_usage SET credit = $2 WHERE account = $1",
+                          account, after)
+    await tx.conn.execute("INSERT INTO credits (account, change, credit, at, actor) "
+                          "VALUES ($1, $2, $3, $4, $5)", account, change, after, at, actor)
+    return after, None
 
 
 async def _event(store: PostgresStore, tx: _Tx, message_id: str, name: str, at: float,
@@ -1542,9 +1645,17 @@ async def _limits_peek(conn: Any, account: str, recipients: tuple[str, ...], now
     return [limits_verdict(floods.get(r), bucket, now=now, limits=limits) for r in recipients]
 
 
-async def _quota_used(conn: Any, account: str) -> int:
-    used = await conn.fetchval("SELECT parts_used FROM account_usage WHERE account = $1", account)
-    return int(used) if used is not None else 0
+async def _usage(conn: Any, accounts: tuple[str, ...]) -> list[AccountUsage]:
+    found = {r[0]: (int(r[1]), int(r[2])) for r in await conn.fetch(
+        "SELECT account, parts_used, credit FROM account_usage WHERE account = ANY($1::text[])",
+        list(accounts))}
+    return [AccountUsage(a, *found.get(a, (0, 0))) for a in accounts]
+
+
+async def _credit_changes(conn: Any, account: str, limit: int) -> list[CreditChange]:
+    return [CreditChange(r[0], int(r[1]), int(r[2]), float(r[3]), r[4]) for r in await conn.fetch(
+        "SELECT account, change, credit, at, actor FROM credits WHERE account = $1 "
+        "ORDER BY at DESC, id DESC LIMIT $2", account, max(0, limit))]
 
 
 async def _load_pending(conn: Any, limit: int) -> list[OutboundMessage]:
@@ -1606,11 +1717,14 @@ async def _get_messages(conn: Any, wanted: tuple[str, ...]) -> list[MessageView]
     return [by_id[i] for i in wanted if i in by_id]
 
 
-async def _list_messages(conn: Any, account: str, offset: int, limit: int,
+async def _list_messages(conn: Any, account: str | None, offset: int, limit: int,
                          state: MessageState | None,
                          since: float | None) -> tuple[int, list[MessageView]]:
-    where = "account = $1"
-    params: list[Any] = [account]
+    where = "TRUE"
+    params: list[Any] = []
+    if account is not None:
+        params.append(account)
+        where += f" AND account = ${len(params)}"
     if state is not None:
         params.append(MessageState(state).value)
         where += f" AND state = ${len(params)}"
@@ -1762,11 +1876,14 @@ WRITES: dict[str, Callable[..., Any]] = {
     "claim_mailbacks": _claim_mailbacks, "claim_pushes": _claim_pushes, "record_push": _push,
     "record_mo_part": _mo_part, "record_mo_partial": _mo_partial,
     "restart_message": _restart,
+    "begin_submit": _begin_submit, "end_submit": _end_submit, "cancel": _cancel,
+    "retry": _retry, "add_credit": _add_credit,
 }
 
 #: The Store's read calls by interface method name; positional arguments after the connection.
 READS: dict[str, Callable[..., Any]] = {
-    "quota_used": _quota_used, "load_pending": _load_pending, "get_messages": _get_messages,
+    "usage": _usage, "credit_changes": _credit_changes, "load_pending": _load_pending,
+    "get_messages": _get_messages,
     "list_messages": _list_messages, "timeline": _timeline, "counts_by_state": _counts_by_state,
     "last_message_to": _last_message_to, "callbacks_due": _callbacks_due,
     "mailbacks_due": _mailbacks_due, "instances": _instances, "pushes_due": _pushes_due,

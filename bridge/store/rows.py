@@ -11,6 +11,9 @@ from typing import Any, NamedTuple
 from bridge.core.states import MessageState, PartState
 from bridge.store.base import (
     AcceptOutcome,
+    AccountUsage,
+    ActionOutcome,
+    CreditChange,
     DueCallback,
     DueMailback,
     DuePush,
@@ -227,8 +230,30 @@ class CallsByName(Store):
             "limits_peek", (account, tuple(recipients), now, flood_max, flood_gap_s, rate_per_s))
         return result
 
-    async def quota_used(self, account: str) -> int:
-        result: int = await self._read("quota_used", (account,))
+    async def usage(self, accounts: Sequence[str]) -> list[AccountUsage]:
+        result: list[AccountUsage] = await self._read("usage", (tuple(accounts),))
+        return result
+
+    def begin_submit(self, message_id: str, owner: str) -> Awaitable[bool]:
+        return self._write("begin_submit", (message_id, owner))
+
+    def end_submit(self, message_id: str, owner: str) -> Awaitable[None]:
+        return self._write("end_submit", (message_id, owner))
+
+    def cancel(self, ids: Sequence[str], *, at: float,
+               actor: str) -> Awaitable[list[ActionOutcome]]:
+        return self._write("cancel", (tuple(ids), at, actor))
+
+    def retry(self, ids: Sequence[str], *, at: float,
+              actor: str) -> Awaitable[list[ActionOutcome]]:
+        return self._write("retry", (tuple(ids), at, actor))
+
+    def add_credit(self, account: str, change: int, *, quota: int, at: float,
+                   actor: str) -> Awaitable[tuple[int, str | None]]:
+        return self._write("add_credit", (account, change, quota, at, actor))
+
+    async def credit_changes(self, account: str, *, limit: int) -> list[CreditChange]:
+        result: list[CreditChange] = await self._read("credit_changes", (account, limit))
         return result
 
     async def load_pending(self, *, limit: int = 1_000_000) -> list[OutboundMessage]:
@@ -239,7 +264,7 @@ class CallsByName(Store):
         result: list[MessageView] = await self._read("get_messages", (tuple(ids),))
         return result
 
-    async def list_messages(self, account: str, *, offset: int, limit: int,
+    async def list_messages(self, account: str | None, *, offset: int, limit: int,
                             state: MessageState | None = None,
                             since: float | None = None) -> tuple[int, list[MessageView]]:
         result: tuple[int, list[MessageView]] = await self._read(

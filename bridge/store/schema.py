@@ -287,6 +287,53 @@ MIGRATIONS: tuple[Migration, ...] = (
         """,
         "CREATE INDEX mo_parts_received ON mo_parts (received_at)",
     )),
+    Migration(12, "operators: cancel and retry, credit topped up, the console's newest messages", (
+        # The instance whose dispatcher began handing the message to an SMSC (Store.begin_submit):
+        # cancel refuses it from then on, so a message is never cancelled yet sent.
+        "ALTER TABLE messages ADD COLUMN sending_by TEXT",
+        # Parts an operator topped up beside the account's quota, and every change of it.
+        "ALTER TABLE account_usage ADD COLUMN credit INTEGER NOT NULL DEFAULT 0",
+        """
+        CREATE TABLE credits (
+            id INTEGER PRIMARY KEY,
+            account TEXT NOT NULL,
+            change INTEGER NOT NULL,
+            credit INTEGER NOT NULL,
+            at REAL NOT NULL,
+            actor TEXT NOT NULL
+        )
+        """,
+        "CREATE INDEX credits_account ON credits (account, at)",
+        # The newest messages of every account (the console, `messages list`).
+        "CREATE INDEX messages_created ON messages (created_at)",
+        # Migration 10's and 4's triggers, with `cancelled`: a final state, reported as the
+        # failed ones are (bridge.core.reports.EVENT_OF) and mailed back as a FAILURE.
+        "DROP TRIGGER messages_report_callback",
+        """
+        CREATE TRIGGER messages_report_callback AFTER UPDATE OF state ON messages
+        FOR EACH ROW WHEN NEW.callback_url IS NOT NULL AND NEW.state IS NOT OLD.state
+            AND (coalesce(NEW.report_mask, 19) & CASE NEW.state
+                 WHEN 'delivered' THEN 1 WHEN 'undeliverable' THEN 2 WHEN 'expired' THEN 2
+                 WHEN 'failed' THEN 16 WHEN 'cancelled' THEN 16 WHEN 'submitted' THEN 8
+                 ELSE 0 END) != 0
+        BEGIN
+            INSERT INTO callbacks (message_id, url, state, at, next_at)
+            VALUES (NEW.id, NEW.callback_url, NEW.state, NEW.updated_at, NEW.updated_at);
+        END
+        """,
+        "DROP TRIGGER messages_final_dsn",
+        """
+        CREATE TRIGGER messages_final_dsn AFTER UPDATE OF state ON messages
+        FOR EACH ROW WHEN NEW.dsn_notify IS NOT NULL AND NEW.state IS NOT OLD.state
+            AND ((NEW.state = 'delivered' AND instr(NEW.dsn_notify, 'SUCCESS') > 0)
+                 OR (NEW.state IN ('undeliverable', 'expired', 'failed', 'cancelled')
+                     AND instr(NEW.dsn_notify, 'FAILURE') > 0))
+        BEGIN
+            INSERT INTO mailbacks (kind, message_id, state, at, next_at)
+            VALUES ('dsn', NEW.id, NEW.state, NEW.updated_at, NEW.updated_at);
+        END
+        """,
+    )),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

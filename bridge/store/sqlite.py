@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bridge.core.mailback import DELAYED
+from bridge.core.operator import OPERATOR_MOVES, Action, action_refusal, renewed_expiry
 from bridge.core.policy import (
     AcceptFacts,
     AcceptLimits,
@@ -46,6 +47,7 @@ from bridge.core.policy import (
     FloodLedger,
     FloodRun,
     accept_verdict,
+    credit_after,
     limits_verdict,
 )
 from bridge.core.model import Ingress
@@ -61,6 +63,9 @@ from bridge.core.states import (
 )
 from bridge.store.base import (
     AcceptOutcome,
+    AccountUsage,
+    ActionOutcome,
+    CreditChange,
     DueCallback,
     DueMailback,
     DuePush,
@@ -90,6 +95,7 @@ from bridge.store.common import (
     Op,
     Result,
     accepted_detail,
+    action_detail,
     best_match,
     by_key,
     delay_owed,
@@ -157,7 +163,7 @@ _ADD_USAGE = """
 INSERT INTO account_usage (account, parts_used) VALUES (?, ?)
 ON CONFLICT (account) DO UPDATE SET parts_used = parts_used + excluded.parts_used
 """
-_GET_USAGE = "SELECT parts_used FROM account_usage WHERE account = ?"
+_GET_USAGE = "SELECT parts_used, credit FROM account_usage WHERE account = ?"
 _FIND_IDEMPOTENT = "SELECT id FROM messages WHERE account = ? AND idempotency_key = ?"
 _FIND_DUPLICATE = """
 SELECT id, dup_at FROM messages
@@ -190,7 +196,8 @@ FROM parts p JOIN messages m ON m.id = p.message_id
 WHERE p.message_id = ? AND p.seq = ?
 """
 _RECEIPT_SELECT = """
-SELECT k.key, k.message_id, k.seq, k.id, p.state, p.total, p.receipt_stat, p.receipt_err, m.state
+SELECT k.key, k.message_id, k.seq, k.id, p.state, p.total, p.receipt_stat, p.receipt_err, m.state,
+    p.submitted_at
 FROM smsc_keys k
 JOIN parts p ON p.message_id = k.message_id AND p.seq = k.seq
 JOIN messages m ON m.id = k.message_id
@@ -237,6 +244,29 @@ ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, info_json =
 """
 
 
+#: Store.begin_submit / end_submit: who is handing the message to an SMSC (cancel refuses it).
+_BEGIN_SUBMIT = (f"UPDATE messages SET sending_by = ? WHERE id = ? "
+                 f"AND state IN ({', '.join('?' * len(PENDING_STATES))})")
+_END_SUBMIT = ("UPDATE messages SET sending_by = NULL WHERE id = ? AND sending_by = ? "
+               "AND NOT EXISTS (SELECT 1 FROM parts WHERE message_id = ? "
+               "AND smsc_id IS NOT NULL)")
+#: What cancel's rule needs: the state, whether a submit has begun or a part is acknowledged.
+_CANCEL_FACTS = ("SELECT state, sending_by, EXISTS (SELECT 1 FROM parts p WHERE "
+                 "p.message_id = m.id AND p.smsc_id IS NOT NULL) FROM messages m WHERE id = ?")
+_CANCEL = ("UPDATE messages SET state = ?, updated_at = ?, error_detail = ?, "
+           "lease_owner = NULL, dsn_delay_owed = NULL WHERE id = ?")
+_RETRY_FACTS = "SELECT state, created_at, send_at, expires_at FROM messages WHERE id = ?"
+_RETRY = ("UPDATE messages SET state = 'queued', updated_at = ?, expires_at = ?, error = NULL, "
+          "error_detail = NULL, lease_owner = NULL, sending_by = NULL WHERE id = ?")
+_RETRY_PARTS = ("UPDATE parts SET state = 'queued', smsc = NULL, smsc_id = NULL, "
+                "submitted_at = NULL, delivered_at = NULL, receipt_stat = NULL, "
+                "receipt_err = NULL WHERE message_id = ?")
+_SET_CREDIT = """
+INSERT INTO account_usage (account, parts_used, credit) VALUES (?, 0, ?)
+ON CONFLICT (account) DO UPDATE SET credit = excluded.credit
+"""
+
+
 def _move_message_sql(target: MessageState) -> str:
     """One conditional UPDATE that moves a message to `target` only from a state the transition
     table allows (rowcount 0: it stays where it is)."""
@@ -270,6 +300,10 @@ _OUTBOUND_COLUMNS = """id, account, recipient, source_addr, source_ton, source_n
     expires_at"""
 
 
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
 def _in(n: int) -> str:
     return ",".join("?" * n)
 
@@ -297,19 +331,26 @@ class _Tx:
         self.events: list[tuple[str, float, str, str]] = []
         self.keys: dict[tuple[str, str], str] = {}  # (account, idempotency key) → id, unflushed
         self.digests: dict[tuple[str, str], tuple[str, float]] = {}  # → (id, accepted at)
-        self.usage: dict[str, int] = {}  # committed parts_used, read lazily
+        self.usage: dict[str, tuple[int, int]] = {}  # committed (parts_used, credit), lazily
         self.delta: dict[str, int] = {}
         # Limits consumed by this transaction's accepts: kept only once it commits.
         self.floods: dict[str, tuple[FloodRun, float]] = {}  # → (run, its gap)
         self.buckets: dict[str, Bucket] = {}
         self.now = 0.0  # the latest accept's clock, for the flood ledger's expiry
 
-    def used(self, account: str) -> int:
-        base = self.usage.get(account)
-        if base is None:
+    def _usage(self, account: str) -> tuple[int, int]:
+        kept = self.usage.get(account)
+        if kept is None:
             row = self.conn.execute(_GET_USAGE, (account,)).fetchone()
-            base = self.usage[account] = int(row[0]) if row is not None else 0
-        return base + self.delta.get(account, 0)
+            kept = self.usage[account] = (int(row[0]), int(row[1])) if row is not None \
+                else (0, 0)
+        return kept
+
+    def used(self, account: str) -> int:
+        return self._usage(account)[0] + self.delta.get(account, 0)
+
+    def credit(self, account: str) -> int:
+        return self._usage(account)[1]
 
     def event(self, message_id: str, at: float, state: str, detail: str) -> None:
         self.events.append((message_id, at, state, detail))
@@ -523,6 +564,7 @@ class _Writer:
                 AcceptFacts(keyed=self._keyed(tx, account, key),
                             seen=self._seen(tx, account, digest),
                             used=tx.used(account) if quota > 0 else 0,
+                            credit=tx.credit(account) if quota > 0 else 0,
                             flood=self._flood(tx, recipient) if flood_max > 0 else None,
                             bucket=self._bucket(tx, account) if rate_per_s > 0 else None),
                 now=now, limits=limits)
@@ -678,7 +720,7 @@ class _Writer:
                                         PartState(part_state) if part_state else None,
                                         stat, err, max(at, float(receipt_at)), orphan=True)
             conn.execute("DELETE FROM orphan_receipts WHERE receipt = ?", (receipt,))
-            outcome = ReceiptOutcome(True, message_id, state)
+            outcome = ReceiptOutcome(True, message_id, state, at)
         if applied:
             self.orphans_maybe = bool(conn.execute(_ORPHANS_EXIST).fetchone()[0])
         return outcome
@@ -711,7 +753,7 @@ class _Writer:
         message_id, seq = best[1], best[2]
         state = self._apply_receipt(tx, message_id, seq, part_state, stat, err, at, orphan=False,
                                     row=best[4:])
-        return ReceiptOutcome(True, message_id, state)
+        return ReceiptOutcome(True, message_id, state, _float_or_none(best[9]))
 
     def _submitted_together(self, tx: _Tx, run: list[tuple[Any, ...]]) -> list[None] | None:
         """`submitted` for a run, when every op submits the only part of a different message
@@ -795,12 +837,12 @@ class _Writer:
         buffered: list[tuple[Any, ...]] = []
         moves: dict[MessageState, list[tuple[Any, ...]]] = {}
         for (_, _, part_state, stat, err, at), row in zip(run, found):
-            _, mid, seq, _, current_value, total, old_stat, old_err, message_value = row
+            _, mid, seq, _, current_value, total, old_stat, old_err, message_value, sent = row
             current = PartState(current_value)
             message = MessageState(message_value)
             new = receipt_change(current, old_stat, old_err, part_state, stat, err)
             if new is None:
-                out.append(ReceiptOutcome(True, mid, message))
+                out.append(ReceiptOutcome(True, mid, message, _float_or_none(sent)))
                 continue
             updates.append((new.value, stat or "", err, new.value, at, mid, seq))
             if interim(current, new, stat):
@@ -812,7 +854,7 @@ class _Writer:
                 moves.setdefault(target, []).append(_move_params(target, at, detail, mid))
                 tx.event(mid, at, target.value, detail)
                 message = target
-            out.append(ReceiptOutcome(True, mid, message))
+            out.append(ReceiptOutcome(True, mid, message, _float_or_none(sent)))
         tx.conn.executemany(_RECEIPT_PART, updates)
         if buffered:
             tx.conn.executemany(_QUEUE_BUFFERED, buffered)
@@ -881,6 +923,92 @@ class _Writer:
     def event(self, tx: _Tx, message_id: str, name: str, at: float, detail: str) -> None:
         tx.flush()
         tx.event(message_id, at, name, detail)
+
+    def begin_submit(self, tx: _Tx, message_id: str, owner: str) -> bool:
+        """See Store.begin_submit: one conditional UPDATE, which `cancel`'s transaction
+        either precedes (then the message is no longer pending) or follows (then it sees
+        `sending_by`)."""
+        tx.flush()
+        return tx.conn.execute(_BEGIN_SUBMIT, (owner, message_id, *PENDING_STATES)).rowcount == 1
+
+    def _begin_submits_together(self, tx: _Tx, run: list[tuple[Any, ...]]) -> list[bool]:
+        """`begin_submit` for a run (workers taking their next messages in one loop turn):
+        one UPDATE per owner, the same rows and answers."""
+        tx.flush()
+        taken: set[tuple[str, str]] = set()
+        by_owner: dict[str, list[str]] = {}
+        for message_id, owner in run:
+            by_owner.setdefault(owner, []).append(message_id)
+        for owner, ids in by_owner.items():
+            for chunk in _chunks(ids, _CHUNK - len(PENDING_STATES) - 1):
+                taken.update((row[0], owner) for row in tx.conn.execute(
+                    f"UPDATE messages SET sending_by = ? WHERE id IN ({_in(len(chunk))}) "
+                    f"AND state IN ({_in(len(PENDING_STATES))}) RETURNING id",
+                    (owner, *chunk, *PENDING_STATES)))
+        return [(message_id, owner) in taken for message_id, owner in run]
+
+    def end_submit(self, tx: _Tx, message_id: str, owner: str) -> None:
+        tx.conn.execute(_END_SUBMIT, (message_id, owner, message_id))
+
+    def cancel(self, tx: _Tx, ids: tuple[str, ...], at: float,
+               actor: str) -> list[ActionOutcome]:
+        tx.flush()
+        conn = tx.conn
+        out = []
+        target = OPERATOR_MOVES[Action.CANCEL].target
+        for message_id in ids:
+            row = conn.execute(_CANCEL_FACTS, (message_id,)).fetchone()
+            state = MessageState(row[0]) if row is not None else None
+            refusal = action_refusal(Action.CANCEL, state,
+                                     sending=row is not None and bool(row[1] or row[2]))
+            if refusal is not None:
+                out.append(ActionOutcome(message_id, False, state, refusal))
+                continue
+            detail = action_detail(Action.CANCEL, actor)
+            conn.execute(_CANCEL, (target.value, at, detail, message_id))
+            conn.execute(f"UPDATE parts SET state = ? WHERE message_id = ? "
+                         f"AND state IN ({_in(len(NOT_FINAL_PARTS))})",
+                         (target.value, message_id, *NOT_FINAL_PARTS))
+            tx.event(message_id, at, target.value, detail)
+            out.append(ActionOutcome(message_id, True, target, detail))
+        return out
+
+    def retry(self, tx: _Tx, ids: tuple[str, ...], at: float,
+              actor: str) -> list[ActionOutcome]:
+        tx.flush()
+        conn = tx.conn
+        out = []
+        for message_id in ids:
+            row = conn.execute(_RETRY_FACTS, (message_id,)).fetchone()
+            state = MessageState(row[0]) if row is not None else None
+            refusal = action_refusal(Action.RETRY, state, sending=False)
+            if refusal is not None or row is None:
+                out.append(ActionOutcome(message_id, False, state, refusal or ""))
+                continue
+            expires_at = renewed_expiry(created_at=float(row[1]), send_at=row[2],
+                                        expires_at=float(row[3]), now=at)
+            detail = action_detail(Action.RETRY, actor, expires_at)
+            conn.execute(_RETRY, (at, expires_at, message_id))
+            conn.execute(_RETRY_PARTS, (message_id,))
+            conn.execute("DELETE FROM smsc_keys WHERE message_id = ?", (message_id,))
+            tx.event(message_id, at, MessageState.QUEUED.value, detail)
+            out.append(ActionOutcome(message_id, True, MessageState.QUEUED, detail))
+        return out
+
+    def add_credit(self, tx: _Tx, account: str, change: int, quota: int, at: float,
+                   actor: str) -> tuple[int, str | None]:
+        """See Store.add_credit; in the writer's transaction, as accepts decide."""
+        tx.flush()
+        credit = tx.credit(account)
+        try:
+            after = credit_after(quota, credit, change)
+        except ValueError as exc:
+            return credit, str(exc)
+        tx.conn.execute(_SET_CREDIT, (account, after))
+        tx.conn.execute("INSERT INTO credits (account, change, credit, at, actor) "
+                        "VALUES (?, ?, ?, ?, ?)", (account, change, after, at, actor))
+        tx.usage.pop(account, None)  # read again by the transaction's later accepts
+        return after, None
 
     def claim_callbacks(self, tx: _Tx, owner: str, now: float, hold_until: float,
                         limit: int) -> list[DueCallback]:
@@ -1098,6 +1226,7 @@ def _attempted(tx: _Tx, table: str, events: dict[str, str], row_id: int, message
 _TOGETHER: dict[Callable[..., Any], Callable[..., list[Any] | None]] = {
     _Writer.submitted: _Writer._submitted_together,
     _Writer.receipt: _Writer._receipts_together,
+    _Writer.begin_submit: _Writer._begin_submits_together,
 }
 
 
@@ -1226,6 +1355,8 @@ WRITES: dict[str, Callable[..., Any]] = {
     "claim_mailbacks": _Writer.claim_mailbacks, "claim_pushes": _Writer.claim_pushes,
     "record_mo_part": _Writer.mo_part, "record_mo_partial": _Writer.mo_partial,
     "restart_message": _Writer.restart,
+    "begin_submit": _Writer.begin_submit, "end_submit": _Writer.end_submit,
+    "cancel": _Writer.cancel, "retry": _Writer.retry, "add_credit": _Writer.add_credit,
 }
 
 
@@ -1476,9 +1607,19 @@ class SqliteStore(CallsByName):
 # ---------------------------------------------------------------------------------- reads
 # Each runs on a reader connection inside one snapshot (SqliteStore._read_sync).
 
-def _quota_used(conn: sqlite3.Connection, account: str) -> int:
-    row = conn.execute(_GET_USAGE, (account,)).fetchone()
-    return int(row[0]) if row is not None else 0
+def _usage(conn: sqlite3.Connection, accounts: tuple[str, ...]) -> list[AccountUsage]:
+    out = []
+    for account in accounts:
+        row = conn.execute(_GET_USAGE, (account,)).fetchone()
+        out.append(AccountUsage(account, *((int(row[0]), int(row[1])) if row is not None
+                                           else (0, 0))))
+    return out
+
+
+def _credit_changes(conn: sqlite3.Connection, account: str, limit: int) -> list[CreditChange]:
+    return [CreditChange(r[0], int(r[1]), int(r[2]), float(r[3]), r[4]) for r in conn.execute(
+        "SELECT account, change, credit, at, actor FROM credits WHERE account = ? "
+        "ORDER BY at DESC, id DESC LIMIT ?", (account, max(0, limit)))]
 
 
 def _load_pending(conn: sqlite3.Connection, limit: int) -> list[OutboundMessage]:
@@ -1542,11 +1683,14 @@ def _get_messages(conn: sqlite3.Connection, wanted: tuple[str, ...]) -> list[Mes
     return [by_id[i] for i in wanted if i in by_id]
 
 
-def _list_messages(conn: sqlite3.Connection, account: str, offset: int, limit: int,
+def _list_messages(conn: sqlite3.Connection, account: str | None, offset: int, limit: int,
                    state: MessageState | None,
                    since: float | None) -> tuple[int, list[MessageView]]:
-    where = "account = ?"
-    params: list[Any] = [account]
+    where = "1 = 1"
+    params: list[Any] = []
+    if account is not None:
+        where += " AND account = ?"
+        params.append(account)
     if state is not None:
         where += " AND state = ?"
         params.append(MessageState(state).value)
@@ -1643,7 +1787,8 @@ def _mailbacks_due(conn: sqlite3.Connection, now: float, limit: int) -> list[Due
 #: The Store's read calls by interface method name; positional arguments as SqliteStore passes
 #: them (after the connection).
 READS: dict[str, Callable[..., Any]] = {
-    "quota_used": _quota_used, "load_pending": _load_pending, "get_messages": _get_messages,
+    "usage": _usage, "credit_changes": _credit_changes, "load_pending": _load_pending,
+    "get_messages": _get_messages,
     "list_messages": _list_messages, "timeline": _timeline, "counts_by_state": _counts_by_state,
     "last_message_to": _last_message_to, "callbacks_due": _callbacks_due,
     "mailbacks_due": _mailbacks_due, "instances": _instances, "pushes_due": _pushes_due,

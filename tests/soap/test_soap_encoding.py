@@ -73,8 +73,8 @@ RESPONSES: list[tuple[str, Any]] = [
                             updated=datetime(2024, 1, 1), smsc_ids=[])]]),
     ("ListMessages", (PageInfo(count=2, number=1, total=30), [_status(created=WHEN)])),
     ("ListMessages", (PageInfo(count=1, number=1, total=0), [])),
-    ("GetAccount", ("demo", 0, None, 15.0)),
-    ("GetAccount", ("acme", 1000, 999, 0.5)),
+    ("GetAccount", ("demo", 0, None, 15.0, 0)),
+    ("GetAccount", ("acme", 1000, 1049, 0.5, 50)),
     ("Ping", ["pong"]),
 ]
 

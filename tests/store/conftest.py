@@ -85,3 +85,9 @@ def hold_writer(store: Store) -> Gate:
     assert store._wake is not None
     store._wake.set()
     return loop_gate
+
+
+async def parts_used(store: Store, account: str) -> int:
+    """Parts the account has had accepted so far (Store.usage)."""
+    [usage] = await store.usage([account])
+    return usage.used

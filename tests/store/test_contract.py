@@ -26,7 +26,7 @@ from bridge.store import (
     StoreUnavailable,
 )
 from bridge.store.base import MoPart, Store
-from tests.store.conftest import another, hold_writer, query
+from tests.store.conftest import another, hold_writer, query, parts_used
 
 M = MessageState
 P = PartState
@@ -93,8 +93,8 @@ async def test_accept_survives_close_and_reopen(store: Store) -> None:
             (1, 2, b"m2/1\x00\xff", '[["sar_msg_ref_num", 7]]', P.QUEUED, None),
             (2, 2, b"m2/2\x00\xff", '[["sar_msg_ref_num", 7]]', P.QUEUED, None)]
         assert pending[2].send_at == T0 + 3600
-        assert await second.quota_used("acme") == 4
-        assert await second.quota_used("other") == 0
+        assert await parts_used(second, "acme") == 4
+        assert await parts_used(second, "other") == 0
         counts = await second.counts_by_state()
         assert counts["queued"] == 2 and counts["scheduled"] == 1 and counts["delivered"] == 0
         events = await second.timeline("m2")
@@ -126,7 +126,7 @@ async def test_idempotency_key_returns_the_first_id(store: Store) -> None:
     assert [(o.message_id, o.status) for o in out] == [
         ("b1", "accepted"), ("b1", "idempotent"), ("c1", "accepted")]
     assert await store.get_messages(["a2", "b2"]) == []
-    assert await store.quota_used("acme") == 2  # repeats consume nothing
+    assert await parts_used(store, "acme") == 2  # repeats consume nothing
 
 
 async def test_duplicate_digest_inside_and_outside_the_window(store: Store) -> None:
@@ -166,7 +166,7 @@ async def test_quota_is_atomic_under_concurrent_accepts(store: Store) -> None:
     used = sum(1 + int(o.message_id[1:]) % 2 for o in accepted)
     assert len(accepted) + len(refused) == 40
     assert used <= 25 and used >= 24  # a 2-part message may not fit in the last part
-    assert await store.quota_used("acme") == used
+    assert await parts_used(store, "acme") == used
     assert len(await store.get_messages([o.message_id for o in refused])) == 0
     # one call: outcomes in input order; a later smaller message may still fit
     out = await store.accept([msg("a", account="q2", parts=2, quota=3),
@@ -174,7 +174,7 @@ async def test_quota_is_atomic_under_concurrent_accepts(store: Store) -> None:
                               msg("c", account="q2", parts=1, quota=3)], now=T0)
     assert [(o.message_id, o.status) for o in out] == [
         ("a", "accepted"), ("b", "over_quota"), ("c", "accepted")]
-    assert await store.quota_used("q2") == 3
+    assert await parts_used(store, "q2") == 3
 
 
 async def test_two_instances_never_both_accept_a_key(store: Store) -> None:
@@ -189,7 +189,7 @@ async def test_two_instances_never_both_accept_a_key(store: Store) -> None:
         statuses = [r[0].status for r in results]
         assert statuses.count("accepted") == 15
         assert statuses.count("idempotent") + statuses.count("over_quota") == 25
-        assert await a.quota_used("acme") == 15 == await b.quota_used("acme")
+        assert await parts_used(a, "acme") == 15 == await parts_used(b, "acme")
     finally:
         await b.close()
 
@@ -239,7 +239,7 @@ async def test_a_failing_operation_fails_only_itself(store: Store) -> None:
     assert sorted(views) == ["f1", "f2", "f4"]  # f3 went with its failed call
     assert views["f1"].state is M.FAILED and views["f1"].error == "INVALID_DESTINATION"
     assert store.stats()["failed_ops"] == 3
-    assert await store.quota_used("acme") == 3
+    assert await parts_used(store, "acme") == 3
 
 
 
@@ -285,7 +285,7 @@ async def test_submit_then_receipt_with_hex_and_decimal_ids(store: Store) -> Non
     other = await receipt(store, "6699", P.DELIVERED, smsc="smsc2")
     assert other == ReceiptOutcome(False, None, None)
     out = await receipt(store, "6699", P.DELIVERED, fmt="dec")  # 0x1A2B == 6699
-    assert out == ReceiptOutcome(True, "r1", M.DELIVERED)
+    assert out == ReceiptOutcome(True, "r1", M.DELIVERED, T0 + 1)  # when its part went
     [view] = await store.get_messages(["r1"])
     assert (view.state, view.parts_delivered, view.updated_at) == (M.DELIVERED, 1, T0 + 2)
     events = [(e.state, e.detail) for e in await store.timeline("r1")]
@@ -310,8 +310,9 @@ async def test_a_receipt_in_the_same_batch_as_its_submit_matches(store: Store) -
                                     id_keys=smsc_id_keys("20", "hex"), at=T0 + 1)
     gate.set()
     assert await first is None and await second is None
-    assert await delivered == ReceiptOutcome(True, "sb1", M.DELIVERED)
-    assert await receipt(store, "32", P.DELIVERED) == ReceiptOutcome(True, "sb2", M.DELIVERED)
+    assert await delivered == ReceiptOutcome(True, "sb1", M.DELIVERED, T0 + 1)
+    assert await receipt(store, "32", P.DELIVERED) == ReceiptOutcome(True, "sb2", M.DELIVERED,
+                                                                      T0 + 1)
     assert store.stats()["largest_batch"] >= 3
 
 
@@ -332,10 +333,10 @@ async def test_a_receipt_queued_before_its_submit_in_one_batch_matches(store: St
     later = store.record_submitted("rb2", 1, smsc="smsc1", smsc_id="2B",
                                    id_keys=smsc_id_keys("2B", "hex"), at=T0 + 1.4)
     gate.set()
-    assert await early == ReceiptOutcome(True, "rb1", M.DELIVERED)
+    assert await early == ReceiptOutcome(True, "rb1", M.DELIVERED, T0 + 1.1)
     assert await submitted is None and await state is None
     assert await orphan == ReceiptOutcome(False, None, None)  # its submit came after a state
-    assert await later == ReceiptOutcome(True, "rb2", M.DELIVERED)  # found it waiting
+    assert await later == ReceiptOutcome(True, "rb2", M.DELIVERED, T0 + 1.4)  # found it waiting
     events = [(e.state, e.detail) for e in await store.timeline("rb1")]
     assert [name for name, _ in events][-4:] == [
         "part_submitted", "submitted", "receipt", "delivered"], events
@@ -359,7 +360,7 @@ async def test_a_reused_smsc_id_goes_to_the_most_recent_submit(store: Store) -> 
     await submit(store, "u1", 1, "77", fmt="auto")
     await submit(store, "u2", 1, "77", fmt="auto")  # the SMSC's ids wrapped around
     out = await receipt(store, "77", P.DELIVERED, fmt="auto")
-    assert out == ReceiptOutcome(True, "u2", M.DELIVERED)
+    assert out == ReceiptOutcome(True, "u2", M.DELIVERED, T0 + 1)
 
 
 async def test_weaker_keys_rank_before_recency(store: Store) -> None:
@@ -369,7 +370,7 @@ async def test_weaker_keys_rank_before_recency(store: Store) -> None:
     await submit(store, "w1", 1, "16", fmt="auto")
     await submit(store, "w2", 1, "34", fmt="auto")  # more recent, weaker key
     out = await receipt(store, "22", P.DELIVERED, fmt="auto")
-    assert out == ReceiptOutcome(True, "w1", M.DELIVERED)
+    assert out == ReceiptOutcome(True, "w1", M.DELIVERED, T0 + 1)
 
 
 async def test_receipt_before_submit_is_kept_and_applied(store: Store) -> None:
@@ -380,7 +381,7 @@ async def test_receipt_before_submit_is_kept_and_applied(store: Store) -> None:
     [view] = await store.get_messages(["or1"])
     assert view.state is M.QUEUED and view.parts_delivered == 0
     applied = await submit(store, "or1", 2, "FF02", at=T0 + 1.6)
-    assert applied == ReceiptOutcome(True, "or1", M.SUBMITTED)  # part 1 still waits
+    assert applied == ReceiptOutcome(True, "or1", M.SUBMITTED, T0 + 1.6)  # part 1 still waits
     [view] = await store.get_messages(["or1"])
     assert (view.state, view.parts_delivered) == (M.SUBMITTED, 1)
     assert [(e.at, e.state, e.detail) for e in await store.timeline("or1")][-3:] == [
@@ -390,9 +391,9 @@ async def test_receipt_before_submit_is_kept_and_applied(store: Store) -> None:
     assert await query(store, "SELECT count(*) FROM orphan_receipts") == [(0,)]
     # the same receipt again, now matched: harmless
     again = await receipt(store, str(0xFF02), P.DELIVERED, at=T0 + 3)
-    assert again == ReceiptOutcome(True, "or1", M.SUBMITTED)
+    assert again == ReceiptOutcome(True, "or1", M.SUBMITTED, T0 + 1.6)
     done = await receipt(store, str(0xFF01), P.DELIVERED, at=T0 + 4)
-    assert done == ReceiptOutcome(True, "or1", M.DELIVERED)
+    assert done == ReceiptOutcome(True, "or1", M.DELIVERED, T0 + 1)
 
 
 async def test_duplicate_receipt_is_harmless(store: Store) -> None:
@@ -401,7 +402,7 @@ async def test_duplicate_receipt_is_harmless(store: Store) -> None:
     first = await receipt(store, "10", P.DELIVERED, at=T0 + 2)
     events_before = await store.timeline("dr")
     second = await receipt(store, "10", P.DELIVERED, at=T0 + 9)
-    assert first == second == ReceiptOutcome(True, "dr", M.DELIVERED)
+    assert first == second == ReceiptOutcome(True, "dr", M.DELIVERED, T0 + 1)
     assert await store.timeline("dr") == events_before
     [view] = await store.get_messages(["dr"])
     assert (view.updated_at, view.parts_delivered) == (T0 + 2, 1)
@@ -414,13 +415,13 @@ async def test_two_parts_delivered_only_when_both_are(store: Store) -> None:
     await submit(store, "two", 2, "101")
     assert (await store.get_messages(["two"]))[0].state is M.SUBMITTED
     interim = await receipt(store, str(0x100), None, stat="ENROUTE")
-    assert interim == ReceiptOutcome(True, "two", M.SUBMITTED)
+    assert interim == ReceiptOutcome(True, "two", M.SUBMITTED, T0 + 1)
     one = await receipt(store, str(0x100), P.DELIVERED)
-    assert one == ReceiptOutcome(True, "two", M.SUBMITTED)
+    assert one == ReceiptOutcome(True, "two", M.SUBMITTED, T0 + 1)
     [view] = await store.get_messages(["two"])
     assert (view.parts_delivered, view.smsc_ids) == (1, ("100", "101"))
     both = await receipt(store, str(0x101), P.DELIVERED)
-    assert both == ReceiptOutcome(True, "two", M.DELIVERED)
+    assert both == ReceiptOutcome(True, "two", M.DELIVERED, T0 + 1)
     assert (await store.get_messages(["two"]))[0].parts_delivered == 2
 
 
@@ -428,7 +429,7 @@ async def test_undeliverable_then_refined(store: Store) -> None:
     await store.accept([msg("u1")], now=T0)
     await submit(store, "u1", 1, "7")
     out = await receipt(store, "7", P.UNDELIVERABLE, stat="UNDELIV", err="012")
-    assert out == ReceiptOutcome(True, "u1", M.UNDELIVERABLE)
+    assert out == ReceiptOutcome(True, "u1", M.UNDELIVERABLE, T0 + 1)
     [view] = await store.get_messages(["u1"])
     assert view.error_detail == "part 1/1 stat=UNDELIV err=012"
     # an SMSC that retried and then delivered: the more precise verdict wins
@@ -715,14 +716,15 @@ def test_any_interleaving_ends_in_the_predicted_aggregate(case: Any) -> None:
                     submitted.add(op[1])
                     applied = model.submit(op[1])
                     out = await submit(store, "h", op[1], smsc_id, at=T0 + i)
-                    assert out == (ReceiptOutcome(True, "h", model.message) if applied else None)
+                    assert out == (ReceiptOutcome(True, "h", model.message, T0 + i) if applied
+                                   else None)
                 else:
                     stat = "DELIVRD" if op[2] is P.DELIVERED else (op[2] or "ENROUTE")
                     matched = model.receipt(op[1], op[2], submitted)
                     out = await receipt(store, str(int(smsc_id, 16)), op[2], stat=str(stat),
                                         err=str(i), at=T0 + i)
-                    assert out == (ReceiptOutcome(True, "h", model.message) if matched
-                                   else ReceiptOutcome(False, None, None))
+                    assert (out.matched, out.message_id, out.message_state) == (
+                        (True, "h", model.message) if matched else (False, None, None))
             [view] = await store.get_messages(["h"])
             assert view.state is model.message
             assert view.parts_delivered == sum(1 for s in model.parts.values() if s is P.DELIVERED)

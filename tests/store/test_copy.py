@@ -27,7 +27,7 @@ from bridge.store.copy import CopyError, CopyReport, copy_store
 from bridge.store.postgres import safe_url
 from bridge.store.pg_schema import LATEST_VERSION as PG_LATEST
 from bridge.store.schema import LATEST_VERSION
-from tests.store.conftest import query
+from tests.store.conftest import query, parts_used
 from tests.store.test_contract import T0, msg, receipt, submit
 
 M = MessageState
@@ -82,6 +82,7 @@ async def fill(store: Store) -> None:
     await store.record_callback(callback.id, callback.message_id, outcome="retry", attempts=1,
                                 next_at=T0 + 100, at=T0 + 40, detail="HTTP 500")
     await store.heartbeat("inst-a", at=T0 + 50, info_json='{"host": "old"}')
+    assert await store.add_credit("acme", 40, quota=100, at=T0 + 55, actor="cli:ops") == (40, None)
 
 
 async def snapshot(store: Store) -> dict[str, Any]:
@@ -93,7 +94,8 @@ async def snapshot(store: Store) -> dict[str, Any]:
         "callbacks": await store.callbacks_due(now=LATER, limit=100),
         "mailbacks": sorted(await store.mailbacks_due(now=LATER, limit=100), key=lambda m: m.id),
         "pushes": await store.pushes_due(now=LATER, limit=100),
-        "quota": {a: await store.quota_used(a) for a in ("acme", "other")},
+        "usage": await store.usage(["acme", "other"]),
+        "credit_changes": await store.credit_changes("acme", limit=10),
         "counts": await store.counts_by_state(),
         "instances": await store.instances(),
         "listed": await store.list_messages("acme", offset=0, limit=100),
@@ -102,14 +104,15 @@ async def snapshot(store: Store) -> dict[str, Any]:
 
 
 async def max_ids(store: Store) -> dict[str, int]:
-    tables = ("events", "smsc_keys", "callbacks", "mailbacks", "pushes", "orphan_receipts")
+    tables = ("events", "smsc_keys", "callbacks", "mailbacks", "pushes", "orphan_receipts",
+              "credits")
     return {t: (await query(store, f"SELECT max(id) FROM {t}"))[0][0] for t in tables}
 
 
 async def goes_on(store: Store, copied_ids: dict[str, int]) -> None:
     """The copied site works: receipts for copied submits and orphans still match, keys still
     answer, and every new row gets an id past the copied ones."""
-    used = await store.quota_used("acme")
+    used = await parts_used(store, "acme")
     [dup] = await store.accept([msg("dup", digest="D1", account="other")], now=T0 + 30)
     assert (dup.message_id, dup.status) == ("keyed", "duplicate")
     outcome = await receipt(store, dec(SENT_ID), P.DELIVERED, at=T0 + 60)
@@ -128,9 +131,10 @@ async def goes_on(store: Store, copied_ids: dict[str, int]) -> None:
     await store.record_inbound(InboundMessage(
         "mo2", "smsc1", "+447700900001", "+447400000001", "again", T0 + 68, None,
         account="acme", push_url="http://127.0.0.1:9/mo"))
+    assert (await store.add_credit("acme", 5, quota=100, at=T0 + 69, actor="api:ops"))[1] is None
     now_ids = await max_ids(store)
     assert all(now_ids[t] > copied_ids[t] for t in copied_ids), (copied_ids, now_ids)
-    assert await store.quota_used("acme") == used + 1
+    assert await parts_used(store, "acme") == used + 1
 
 
 def submit_keys(smsc_id: str) -> tuple[str, ...]:
@@ -189,7 +193,7 @@ async def test_a_site_reads_the_same_after_the_copy_and_goes_on(
     counts = counts_of(report)
     assert set(counts) == {"messages", "parts", "smsc_keys", "events", "account_usage",
                            "orphan_receipts", "inbound", "callbacks", "mailbacks", "pushes",
-                           "instances", "mo_parts"}
+                           "instances", "mo_parts", "credits"}
     assert counts["messages"] == (7, 7) and counts["parts"] == (10, 10)
     assert counts["orphan_receipts"] == (1, 1) and counts["pushes"] == (1, 1)
     assert all(source_rows > 0 for table, (source_rows, _) in counts.items()
@@ -393,7 +397,7 @@ def test_the_command_end_to_end(tmp_path: Path, pg_url: str, pg_server: Any,
     assert lines[0].startswith(f"copying {tmp_path / 'var' / 'bridge.db'} to postgresql://")
     assert any(re.fullmatch(r"messages: 7 rows in \d+\.\d s", line) for line in lines)
     assert any(re.fullmatch(r"events\s+\d+\s+\d+", line) for line in lines)
-    assert re.fullmatch(r"copied \d+ rows in 12 tables in \d+\.\d s; every count matches",
+    assert re.fullmatch(r"copied \d+ rows in 13 tables in \d+\.\d s; every count matches",
                         lines[-1])
 
     assert cli.main(command) == 1

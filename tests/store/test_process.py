@@ -13,6 +13,7 @@ import pytest
 from bridge.core.receipts import smsc_id_keys
 from bridge.store import SqliteStore, StoreSpec, StoreUnavailable
 from bridge.runtime import StoreProcess
+from tests.store.conftest import parts_used
 from tests.store.test_contract import T0, M, P, msg
 
 
@@ -158,7 +159,7 @@ async def test_writes_in_one_frame_keep_their_order_and_fail_alone(store: StoreP
     timeline = [e.state for e in await store.timeline("o1")]
     assert timeline == ["queued"] + [f"e{i}" for i in range(30)] + ["failed"]
     assert sorted(v.id for v in await store.get_messages(["o1", "o2", "o3"])) == ["o1", "o3"]
-    assert await store.quota_used("acme") == 2
+    assert await parts_used(store, "acme") == 2
 
 
 async def test_a_batch_larger_than_the_bound_commits_in_order(tmp_path: Path) -> None:
@@ -308,6 +309,6 @@ async def test_the_store_process_serves_postgresql(pg_url: str) -> None:
         [view] = await store.get_messages(["pg1"])
         assert view.state is M.QUEUED
         assert [e.state for e in await store.timeline("pg1")] == ["queued", "note"]
-        assert await store.quota_used("acme") == 3
+        assert await parts_used(store, "acme") == 3
     finally:
         await store.close()

@@ -156,7 +156,11 @@ async def test_each_store_queues_a_state_exactly_when_the_core_says(store: Store
     await store.accept([reported(f"t{n}", mask, recipient=f"+4477009002{n:02d}")
                         for n, mask in enumerate(masks)], now=T0)
     for n in range(len(masks)):
-        await store.record_state(f"t{n}", MessageState(state), at=T0 + 1, detail="test")
+        if state == MessageState.CANCELLED.value:  # only an operator cancels
+            [done] = await store.cancel([f"t{n}"], at=T0 + 1, actor="test")
+            assert done.done
+        else:
+            await store.record_state(f"t{n}", MessageState(state), at=T0 + 1, detail="test")
     queued = {d.message_id for d in await store.callbacks_due(now=T0 + 10, limit=50)}
     for n, mask in enumerate(masks):
         wanted = (FINAL_EVENTS if mask is None else mask) & event

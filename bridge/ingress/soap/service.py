@@ -151,11 +151,12 @@ class SmsBridgeService(ServiceBase):  # type: ignore[misc]
         return await ops.list_messages(page or 1, state, since)
 
     @rpc(_returns=(_required(Unicode), _required(Integer), _optional(Integer),  # type: ignore[untyped-decorator]
-                   _required(Double)),
-         _out_variable_names=("name", "quota", "quota_left", "rate_per_s"))
-    async def GetAccount(ctx: Any) -> tuple[str, int, int | None, float]:
-        """The calling account: name, quota in parts (0 = unlimited), quota left (absent when
-        unlimited) and rate limit in messages per second."""
+                   _required(Double), _optional(Integer)),
+         _out_variable_names=("name", "quota", "quota_left", "rate_per_s", "credit"))
+    async def GetAccount(ctx: Any) -> tuple[str, int, int | None, float, int]:
+        """The calling account: name, quota in parts (0 = unlimited), parts left (absent when
+        unlimited; the credit counts), rate limit in messages per second, and the credit in
+        parts an operator topped up beside the quota."""
         ops: Operations = ctx.udc
         return await ops.get_account()
 
@@ -532,6 +533,6 @@ class Operations:
         info = PageInfo(count=result.count, number=result.number, total=result.total)
         return info, [_status_of(v) for v in result.messages]
 
-    async def get_account(self) -> tuple[str, int, int | None, float]:
+    async def get_account(self) -> tuple[str, int, int | None, float, int]:
         info = await self.service.account_info(self.account)
-        return info.name, info.quota, info.quota_left, info.rate_per_s
+        return info.name, info.quota, info.quota_left, info.rate_per_s, info.credit
