@@ -33,6 +33,8 @@ def _config(tmp_path: Path) -> Path:
 enabled = true
 port = 0
 receipt_delay_s = 0.01
+id_format = "hex"
+receipt_id_format = "dec"
 [log]
 level = "info"
 [[account]]
@@ -88,10 +90,15 @@ async def test_serve_logs_every_event_with_the_message_id(tmp_path: Path) -> Non
     text = log_path.read_text()
     assert f"soap accepted account=logs ids={soap_id} refused=0" in text
     for message_id in (smtp_id, soap_id):
-        assert re.search(rf"info bridge\.dispatcher submitted id={message_id} part=1/1 "
-                         rf"smsc=simulator smsc_id=\w+", text), text
+        submitted = re.search(rf"info bridge\.dispatcher submitted id={message_id} part=1/1 "
+                              rf"smsc=simulator smsc_id=(\w+)", text)
+        assert submitted, text
+        # The SMSC acks in hex and reports in decimal: the receipt line names the SMSC id as
+        # the submit line did, and the receipt's own form beside it.
+        smsc_id = submitted[1]
         assert re.search(rf"info bridge\.dispatcher receipt id={message_id} smsc=simulator "
-                         rf"smsc_id=\w+ stat=DELIVRD part=delivered message=delivered", text), text
+                         rf"smsc_id={smsc_id} receipt_id={int(smsc_id, 16)} stat=DELIVRD "
+                         rf"part=delivered message=delivered", text), text
     lines = text.splitlines()
     assert lines and all(LINE.match(line) for line in lines), text
     for secret in (SMTP_TEXT, SOAP_TEXT, PASSWORD):

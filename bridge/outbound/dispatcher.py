@@ -786,8 +786,13 @@ class Dispatcher:
             if outcome.submitted_at is not None and state != "interim":
                 self.metrics.latency("submit_to_receipt", self.clock() - outcome.submitted_at)
             if outcome.matched:
-                log.info("receipt id=%s smsc=%s smsc_id=%s stat=%s part=%s message=%s",
-                         outcome.message_id, smsc, smsc_id, receipt.stat or "-", state,
+                # The SMSC id as the submit line gave it (a receipt may write it in decimal
+                # where the submit_sm_resp had hex); the receipt's own form beside it then.
+                known = outcome.smsc_id or smsc_id
+                log.info("receipt id=%s smsc=%s smsc_id=%s%s stat=%s part=%s message=%s",
+                         outcome.message_id, smsc, known,
+                         "" if known == smsc_id else f" receipt_id={smsc_id}",
+                         receipt.stat or "-", state,
                          outcome.message_state.value if outcome.message_state is not None
                          else "-")
             else:

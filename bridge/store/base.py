@@ -156,6 +156,9 @@ class ReceiptOutcome:
     message_state: MessageState | None  # the message's aggregate state after the receipt
     #: When the matched part was submitted (the console's submit-to-receipt latency).
     submitted_at: float | None = None
+    #: The matched part's SMSC id as its submit_sm_resp gave it: the log names a message's
+    #: SMSC id in one form at submit and at receipt (a receipt may write it in another).
+    smsc_id: str | None = None
 
 
 @dataclass(frozen=True)

@@ -255,10 +255,10 @@ WHERE message_id = $4 AND seq = $5 RETURNING total, state
 #: what is decided from them holds until the commit whatever other instances do.
 _LOCK_PARTS = """
 SELECT p.message_id, p.seq, p.total, p.state, p.receipt_stat, p.receipt_err, m.state,
-    p.submitted_at
+    p.submitted_at, p.smsc_id
 FROM unnest($1::text[]) AS u(id)
 CROSS JOIN LATERAL (SELECT message_id, seq, total, state, receipt_stat, receipt_err,
-                           submitted_at FROM parts
+                           submitted_at, smsc_id FROM parts
                     WHERE message_id = u.id FOR NO KEY UPDATE) AS p
 CROSS JOIN LATERAL (SELECT state FROM messages WHERE id = u.id FOR NO KEY UPDATE) AS m
 """
@@ -293,7 +293,7 @@ WHERE message_id = $5 AND seq = $6
 #: (the plan cached for `smsc = $1 AND key = ANY($2)` scanned every key of the SMSC).
 _RECEIPT_MATCHES = """
 SELECT k.key, k.message_id, k.seq, k.id, p.state, p.total, p.receipt_stat, p.receipt_err, m.state,
-    p.submitted_at
+    p.submitted_at, p.smsc_id
 FROM unnest($2::text[]) AS u(key)
 JOIN LATERAL (SELECT * FROM smsc_keys s WHERE s.smsc = $1 AND s.key = u.key OFFSET 0) AS k ON true
 JOIN parts p ON p.message_id = k.message_id AND p.seq = k.seq
@@ -1007,7 +1007,7 @@ async def _submitted(store: PostgresStore, tx: _Tx, message_id: str, seq: int, s
         state = await _apply_receipt(tx, message_id, seq,
                                      PartState(orphan_state) if orphan_state else None, stat,
                                      err, max(at, float(receipt_at)), orphan=True)
-        outcome = ReceiptOutcome(True, message_id, state, at)
+        outcome = ReceiptOutcome(True, message_id, state, at, smsc_id)
     if applied:
         await conn.executemany("DELETE FROM orphan_receipts WHERE receipt = $1",
                                [(receipt,) for receipt in applied])
@@ -1143,10 +1143,10 @@ async def _receipt_segment(tx: _Tx, ops: list[tuple[Any, ...]],
     out: list[ReceiptOutcome] = []
     for (_, _, part_state, stat, err, at), row in zip(ops, rows):
         mid, seq, current, message = row[0], int(row[1]), PartState(row[3]), MessageState(row[6])
-        sent = None if row[7] is None else float(row[7])
+        sent, sent_id = (None if row[7] is None else float(row[7])), row[8]
         new = receipt_change(current, row[4], row[5], part_state, stat, err)
         if new is None:
-            out.append(ReceiptOutcome(True, mid, message, sent))
+            out.append(ReceiptOutcome(True, mid, message, sent, sent_id))
             continue
         updates.append((new.value, stat or "", err, at, mid, seq))
         if interim(current, new, stat):
@@ -1158,7 +1158,7 @@ async def _receipt_segment(tx: _Tx, ops: list[tuple[Any, ...]],
             moves.setdefault(target, []).append(_move_params(target, at, detail, mid))
             events.append((mid, at, target.value, detail))
             message = target
-        out.append(ReceiptOutcome(True, mid, message, sent))
+        out.append(ReceiptOutcome(True, mid, message, sent, sent_id))
     conn = tx.conn
     if updates:
         await conn.executemany(_RECEIPT_PART, updates)
@@ -1248,7 +1248,7 @@ async def _receipt(store: PostgresStore, tx: _Tx, smsc: str, id_keys: tuple[str,
     state = await _apply_receipt(tx, message_id, seq, part_state, stat, err, at, orphan=False,
                                  row=tuple(best[4:]))
     return ReceiptOutcome(True, message_id, state,
-                          None if best[9] is None else float(best[9]))
+                          None if best[9] is None else float(best[9]), best[10])
 
 
 async def _restart(store: PostgresStore, tx: _Tx, message_id: str,

@@ -197,7 +197,7 @@ WHERE p.message_id = ? AND p.seq = ?
 """
 _RECEIPT_SELECT = """
 SELECT k.key, k.message_id, k.seq, k.id, p.state, p.total, p.receipt_stat, p.receipt_err, m.state,
-    p.submitted_at
+    p.submitted_at, p.smsc_id
 FROM smsc_keys k
 JOIN parts p ON p.message_id = k.message_id AND p.seq = k.seq
 JOIN messages m ON m.id = k.message_id
@@ -720,7 +720,7 @@ class _Writer:
                                         PartState(part_state) if part_state else None,
                                         stat, err, max(at, float(receipt_at)), orphan=True)
             conn.execute("DELETE FROM orphan_receipts WHERE receipt = ?", (receipt,))
-            outcome = ReceiptOutcome(True, message_id, state, at)
+            outcome = ReceiptOutcome(True, message_id, state, at, smsc_id)
         if applied:
             self.orphans_maybe = bool(conn.execute(_ORPHANS_EXIST).fetchone()[0])
         return outcome
@@ -753,7 +753,7 @@ class _Writer:
         message_id, seq = best[1], best[2]
         state = self._apply_receipt(tx, message_id, seq, part_state, stat, err, at, orphan=False,
                                     row=best[4:])
-        return ReceiptOutcome(True, message_id, state, _float_or_none(best[9]))
+        return ReceiptOutcome(True, message_id, state, _float_or_none(best[9]), best[10])
 
     def _submitted_together(self, tx: _Tx, run: list[tuple[Any, ...]]) -> list[None] | None:
         """`submitted` for a run, when every op submits the only part of a different message
@@ -837,12 +837,13 @@ class _Writer:
         buffered: list[tuple[Any, ...]] = []
         moves: dict[MessageState, list[tuple[Any, ...]]] = {}
         for (_, _, part_state, stat, err, at), row in zip(run, found):
-            _, mid, seq, _, current_value, total, old_stat, old_err, message_value, sent = row
+            _, mid, seq, _, current_value, total, old_stat, old_err, message_value, sent, \
+                sent_id = row
             current = PartState(current_value)
             message = MessageState(message_value)
             new = receipt_change(current, old_stat, old_err, part_state, stat, err)
             if new is None:
-                out.append(ReceiptOutcome(True, mid, message, _float_or_none(sent)))
+                out.append(ReceiptOutcome(True, mid, message, _float_or_none(sent), sent_id))
                 continue
             updates.append((new.value, stat or "", err, new.value, at, mid, seq))
             if interim(current, new, stat):
@@ -854,7 +855,7 @@ class _Writer:
                 moves.setdefault(target, []).append(_move_params(target, at, detail, mid))
                 tx.event(mid, at, target.value, detail)
                 message = target
-            out.append(ReceiptOutcome(True, mid, message, _float_or_none(sent)))
+            out.append(ReceiptOutcome(True, mid, message, _float_or_none(sent), sent_id))
         tx.conn.executemany(_RECEIPT_PART, updates)
         if buffered:
             tx.conn.executemany(_QUEUE_BUFFERED, buffered)

@@ -285,7 +285,7 @@ async def test_submit_then_receipt_with_hex_and_decimal_ids(store: Store) -> Non
     other = await receipt(store, "6699", P.DELIVERED, smsc="smsc2")
     assert other == ReceiptOutcome(False, None, None)
     out = await receipt(store, "6699", P.DELIVERED, fmt="dec")  # 0x1A2B == 6699
-    assert out == ReceiptOutcome(True, "r1", M.DELIVERED, T0 + 1)  # when its part went
+    assert out == ReceiptOutcome(True, "r1", M.DELIVERED, T0 + 1, "1A2B")  # its part's
     [view] = await store.get_messages(["r1"])
     assert (view.state, view.parts_delivered, view.updated_at) == (M.DELIVERED, 1, T0 + 2)
     events = [(e.state, e.detail) for e in await store.timeline("r1")]
@@ -310,9 +310,9 @@ async def test_a_receipt_in_the_same_batch_as_its_submit_matches(store: Store) -
                                     id_keys=smsc_id_keys("20", "hex"), at=T0 + 1)
     gate.set()
     assert await first is None and await second is None
-    assert await delivered == ReceiptOutcome(True, "sb1", M.DELIVERED, T0 + 1)
+    assert await delivered == ReceiptOutcome(True, "sb1", M.DELIVERED, T0 + 1, "1F")
     assert await receipt(store, "32", P.DELIVERED) == ReceiptOutcome(True, "sb2", M.DELIVERED,
-                                                                      T0 + 1)
+                                                                      T0 + 1, "20")
     assert store.stats()["largest_batch"] >= 3
 
 
@@ -333,10 +333,10 @@ async def test_a_receipt_queued_before_its_submit_in_one_batch_matches(store: St
     later = store.record_submitted("rb2", 1, smsc="smsc1", smsc_id="2B",
                                    id_keys=smsc_id_keys("2B", "hex"), at=T0 + 1.4)
     gate.set()
-    assert await early == ReceiptOutcome(True, "rb1", M.DELIVERED, T0 + 1.1)
+    assert await early == ReceiptOutcome(True, "rb1", M.DELIVERED, T0 + 1.1, "2A")
     assert await submitted is None and await state is None
     assert await orphan == ReceiptOutcome(False, None, None)  # its submit came after a state
-    assert await later == ReceiptOutcome(True, "rb2", M.DELIVERED, T0 + 1.4)  # found it waiting
+    assert await later == ReceiptOutcome(True, "rb2", M.DELIVERED, T0 + 1.4, "2B")  # found it waiting
     events = [(e.state, e.detail) for e in await store.timeline("rb1")]
     assert [name for name, _ in events][-4:] == [
         "part_submitted", "submitted", "receipt", "delivered"], events
@@ -360,7 +360,7 @@ async def test_a_reused_smsc_id_goes_to_the_most_recent_submit(store: Store) -> 
     await submit(store, "u1", 1, "77", fmt="auto")
     await submit(store, "u2", 1, "77", fmt="auto")  # the SMSC's ids wrapped around
     out = await receipt(store, "77", P.DELIVERED, fmt="auto")
-    assert out == ReceiptOutcome(True, "u2", M.DELIVERED, T0 + 1)
+    assert out == ReceiptOutcome(True, "u2", M.DELIVERED, T0 + 1, "77")
 
 
 async def test_weaker_keys_rank_before_recency(store: Store) -> None:
@@ -370,7 +370,7 @@ async def test_weaker_keys_rank_before_recency(store: Store) -> None:
     await submit(store, "w1", 1, "16", fmt="auto")
     await submit(store, "w2", 1, "34", fmt="auto")  # more recent, weaker key
     out = await receipt(store, "22", P.DELIVERED, fmt="auto")
-    assert out == ReceiptOutcome(True, "w1", M.DELIVERED, T0 + 1)
+    assert out == ReceiptOutcome(True, "w1", M.DELIVERED, T0 + 1, "16")
 
 
 async def test_receipt_before_submit_is_kept_and_applied(store: Store) -> None:
@@ -381,7 +381,7 @@ async def test_receipt_before_submit_is_kept_and_applied(store: Store) -> None:
     [view] = await store.get_messages(["or1"])
     assert view.state is M.QUEUED and view.parts_delivered == 0
     applied = await submit(store, "or1", 2, "FF02", at=T0 + 1.6)
-    assert applied == ReceiptOutcome(True, "or1", M.SUBMITTED, T0 + 1.6)  # part 1 still waits
+    assert applied == ReceiptOutcome(True, "or1", M.SUBMITTED, T0 + 1.6, "FF02")  # part 1 still waits
     [view] = await store.get_messages(["or1"])
     assert (view.state, view.parts_delivered) == (M.SUBMITTED, 1)
     assert [(e.at, e.state, e.detail) for e in await store.timeline("or1")][-3:] == [
@@ -391,9 +391,9 @@ async def test_receipt_before_submit_is_kept_and_applied(store: Store) -> None:
     assert await query(store, "SELECT count(*) FROM orphan_receipts") == [(0,)]
     # the same receipt again, now matched: harmless
     again = await receipt(store, str(0xFF02), P.DELIVERED, at=T0 + 3)
-    assert again == ReceiptOutcome(True, "or1", M.SUBMITTED, T0 + 1.6)
+    assert again == ReceiptOutcome(True, "or1", M.SUBMITTED, T0 + 1.6, "FF02")
     done = await receipt(store, str(0xFF01), P.DELIVERED, at=T0 + 4)
-    assert done == ReceiptOutcome(True, "or1", M.DELIVERED, T0 + 1)
+    assert done == ReceiptOutcome(True, "or1", M.DELIVERED, T0 + 1, "ff01")
 
 
 async def test_duplicate_receipt_is_harmless(store: Store) -> None:
@@ -402,7 +402,7 @@ async def test_duplicate_receipt_is_harmless(store: Store) -> None:
     first = await receipt(store, "10", P.DELIVERED, at=T0 + 2)
     events_before = await store.timeline("dr")
     second = await receipt(store, "10", P.DELIVERED, at=T0 + 9)
-    assert first == second == ReceiptOutcome(True, "dr", M.DELIVERED, T0 + 1)
+    assert first == second == ReceiptOutcome(True, "dr", M.DELIVERED, T0 + 1, "0A")
     assert await store.timeline("dr") == events_before
     [view] = await store.get_messages(["dr"])
     assert (view.updated_at, view.parts_delivered) == (T0 + 2, 1)
@@ -415,13 +415,13 @@ async def test_two_parts_delivered_only_when_both_are(store: Store) -> None:
     await submit(store, "two", 2, "101")
     assert (await store.get_messages(["two"]))[0].state is M.SUBMITTED
     interim = await receipt(store, str(0x100), None, stat="ENROUTE")
-    assert interim == ReceiptOutcome(True, "two", M.SUBMITTED, T0 + 1)
+    assert interim == ReceiptOutcome(True, "two", M.SUBMITTED, T0 + 1, "100")
     one = await receipt(store, str(0x100), P.DELIVERED)
-    assert one == ReceiptOutcome(True, "two", M.SUBMITTED, T0 + 1)
+    assert one == ReceiptOutcome(True, "two", M.SUBMITTED, T0 + 1, "100")
     [view] = await store.get_messages(["two"])
     assert (view.parts_delivered, view.smsc_ids) == (1, ("100", "101"))
     both = await receipt(store, str(0x101), P.DELIVERED)
-    assert both == ReceiptOutcome(True, "two", M.DELIVERED, T0 + 1)
+    assert both == ReceiptOutcome(True, "two", M.DELIVERED, T0 + 1, "101")
     assert (await store.get_messages(["two"]))[0].parts_delivered == 2
 
 
@@ -429,7 +429,7 @@ async def test_undeliverable_then_refined(store: Store) -> None:
     await store.accept([msg("u1")], now=T0)
     await submit(store, "u1", 1, "7")
     out = await receipt(store, "7", P.UNDELIVERABLE, stat="UNDELIV", err="012")
-    assert out == ReceiptOutcome(True, "u1", M.UNDELIVERABLE, T0 + 1)
+    assert out == ReceiptOutcome(True, "u1", M.UNDELIVERABLE, T0 + 1, "7")
     [view] = await store.get_messages(["u1"])
     assert view.error_detail == "part 1/1 stat=UNDELIV err=012"
     # an SMSC that retried and then delivered: the more precise verdict wins
@@ -716,7 +716,7 @@ def test_any_interleaving_ends_in_the_predicted_aggregate(case: Any) -> None:
                     submitted.add(op[1])
                     applied = model.submit(op[1])
                     out = await submit(store, "h", op[1], smsc_id, at=T0 + i)
-                    assert out == (ReceiptOutcome(True, "h", model.message, T0 + i) if applied
+                    assert out == (ReceiptOutcome(True, "h", model.message, T0 + i, smsc_id) if applied
                                    else None)
                 else:
                     stat = "DELIVRD" if op[2] is P.DELIVERED else (op[2] or "ENROUTE")
