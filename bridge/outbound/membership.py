@@ -84,6 +84,10 @@ class Membership:
         self._on_peers = on_peers  # shown every instance's picture, every heartbeat
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        #: Set by stop() before it cancels the loops, which also end on it: woken and
+        #: cancelled in one iteration, Python 3.11's wait_for returns the wake-up and drops
+        #: the cancel.
+        self._stopping = False
         self.claimed = 0
         self.fenced = 0
         #: Every instance's last heartbeat as read at this one's last (for /healthz, /metrics).
@@ -107,6 +111,7 @@ class Membership:
 
     async def stop(self) -> None:
         """Stop claiming and let go of what is still held (the dispatcher has drained)."""
+        self._stopping = True
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -148,7 +153,7 @@ class Membership:
             self.wake()
 
     async def _heartbeats(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self.heartbeat_s)
             try:
                 await self.heartbeat_once()
@@ -182,7 +187,7 @@ class Membership:
     # ------------------------------------------------------------------ claims
 
     async def _claims(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await asyncio.wait_for(self._wake.wait(), CLAIM_POLL_S)
             except asyncio.TimeoutError:
