@@ -1321,6 +1321,29 @@ async def _begin_submit(store: PostgresStore, tx: _Tx, message_id: str, owner: s
         f"RETURNING 1", owner, message_id) is not None
 
 
+#: The pending messages among these ids, locked in the ids' order (sorted: instances lock in
+#: one order), as `_begin_submit`'s UPDATE locks its row.
+_LOCK_PENDING = f"""
+SELECT m.id FROM unnest($1::text[]) AS u(id)
+CROSS JOIN LATERAL (SELECT id FROM messages WHERE id = u.id AND state IN ({_PENDING_SQL})
+                    FOR NO KEY UPDATE) AS m
+"""
+
+
+async def _begin_submits_together(store: PostgresStore, tx: _Tx,
+                                  run: list[tuple[Any, ...]]) -> list[bool]:
+    """`_begin_submit` for a run (workers taking their next messages in one loop turn): the
+    rows locked by one statement, the fences set pipelined, the same rows and answers. One
+    by one, each fence is a round trip inside the transaction that every worker's next
+    submit waits for."""
+    conn = tx.conn
+    pending = {r[0] for r in await conn.fetch(_LOCK_PENDING, sorted({args[0] for args in run}))}
+    taken = [(owner, message_id) for message_id, owner in run if message_id in pending]
+    if taken:
+        await conn.executemany("UPDATE messages SET sending_by = $1 WHERE id = $2", taken)
+    return [message_id in pending for message_id, _ in run]
+
+
 async def _end_submit(store: PostgresStore, tx: _Tx, message_id: str, owner: str) -> None:
     await tx.conn.execute(
         "UPDATE messages SET sending_by = NULL WHERE id = $1 AND sending_by = $2 "
@@ -1863,6 +1886,7 @@ async def _claim_mailbacks(store: PostgresStore, tx: _Tx, owner: str, now: float
 _TOGETHER: dict[Callable[..., Any], Callable[..., Any]] = {
     _submitted: _submitted_together,
     _receipt: _receipts_together,
+    _begin_submit: _begin_submits_together,
 }
 
 #: The Store's write calls as writer operations, by interface method name (as WRITES in
