@@ -1019,8 +1019,7 @@ async def _lock_keys(conn: Any, smsc: str, keys: Sequence[str]) -> None:
     miss each other (the receipt stored as an orphan after the submit looked for orphans,
     the submit's keys stored after the receipt looked for them): the key's advisory lock
     makes one wait for the other's commit."""
-    await conn.execute("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k "
-                       "ORDER BY k", sorted({lock_key("smsc-key", smsc, key) for key in keys}))
+    await _lock_pairs(conn, [(smsc, key) for key in keys])
 
 
 async def _submitted_together(store: PostgresStore, tx: _Tx,
@@ -1205,9 +1204,7 @@ def _only_part(found: dict[str, list[Any]], message_id: str, seq: int) -> Any:
 
 async def _lock_pairs(conn: Any, pairs: Sequence[tuple[str, str]]) -> None:
     """`_lock_keys` for (smsc, key) pairs of several SMSCs at once (sorted: no deadlock)."""
-    await conn.execute("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k "
-                       "ORDER BY k", sorted({lock_key("smsc-key", smsc, key)
-                                             for smsc, key in pairs}))
+    await _lock_all(conn, [lock_key("smsc-key", smsc, key) for smsc, key in pairs])
 
 
 def _move_params(target: MessageState, at: float, detail: str,
@@ -1262,9 +1259,7 @@ async def _restart(store: PostgresStore, tx: _Tx, message_id: str,
     conn = tx.conn
     keys = await conn.fetch("SELECT smsc, key FROM smsc_keys WHERE message_id = $1",
                             message_id)
-    await conn.execute("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k "
-                       "ORDER BY k", sorted({lock_key("smsc-key", smsc, key)
-                                             for smsc, key in keys}))
+    await _lock_pairs(conn, [(smsc, key) for smsc, key in keys])
     state = await conn.fetchval("SELECT state FROM messages WHERE id = $1 FOR UPDATE",
                                 message_id)
     if state not in RESTARTABLE:
