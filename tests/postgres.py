@@ -26,13 +26,11 @@ import os
 import pwd
 import re
 import shutil
-import socket
 import stat
 import subprocess
 import tempfile
 import uuid
 from collections import Counter
-from glob import glob
 from pathlib import Path
 from typing import Any, Coroutine, Iterable, Literal, NoReturn, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -40,9 +38,11 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
+from bridge.bench import pg as bench_pg
+
 EXTERNAL_ENV = "SMS_BRIDGE_TEST_PG"
 REQUIRE_ENV = "SMS_BRIDGE_REQUIRE_PG"
-BIN_ENV = "SMS_BRIDGE_PG_BIN"
+BIN_ENV = bench_pg.BIN_ENV
 SKIP_PREFIX = "PostgreSQL unavailable: "
 SUPERUSER = "postgres"  # initdb -U: the same role name whichever OS account runs the server
 
@@ -68,8 +68,8 @@ CONNECT_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.
                   ValueError)
 
 
-class PgUnavailable(Exception):
-    """No PostgreSQL server can be started or reached; str() is the reason, one line."""
+#: No PostgreSQL server can be started or reached; str() is the reason, one line.
+PgUnavailable = bench_pg.PgUnavailable
 
 
 def required() -> bool:
@@ -222,52 +222,8 @@ class PgServer:
 
 
 def find_bindir() -> Path:
-    """The directory with initdb and pg_ctl: SMS_BRIDGE_PG_BIN alone when set, else the one of
-    `initdb` on PATH, else /usr/lib/postgresql/<version>/bin, newest version first."""
-    override = os.environ.get(BIN_ENV)
-    if override is not None:
-        candidates = [Path(override)]
-    else:
-        candidates = []
-        on_path = shutil.which("initdb")
-        if on_path:
-            candidates.append(Path(on_path).parent)
-
-        def version(bindir: str) -> tuple[int, ...]:
-            return tuple(int(n) for n in re.findall(r"\d+", Path(bindir).parent.name))
-        candidates += [Path(d) for d in sorted(glob("/usr/lib/postgresql/*/bin"), key=version,
-                                               reverse=True)]
-    for bindir in candidates:
-        if all(os.access(bindir / tool, os.X_OK) for tool in ("initdb", "pg_ctl")):
-            return bindir
-    if override is not None:
-        raise PgUnavailable(f"no initdb and pg_ctl in {BIN_ENV}={override}")
-    raise PgUnavailable("no initdb and pg_ctl found (PATH, /usr/lib/postgresql/*/bin): install "
-                        "PostgreSQL's server (Debian: apt-get install postgresql), or set "
-                        f"{EXTERNAL_ENV} to a server's URL")
-
-
-def server_account() -> pwd.struct_passwd | None:
-    """The account PostgreSQL runs as: None (ourselves) unless we are root, then `postgres`
-    or else `nobody`, whichever exists first and is not uid 0."""
-    if os.geteuid() != 0:
-        return None
-    for name in ("postgres", "nobody"):
-        try:
-            account = pwd.getpwnam(name)
-        except KeyError:
-            continue
-        if account.pw_uid != 0:
-            return account
-    raise PgUnavailable("running as root, and PostgreSQL refuses root, but there is no "
-                        "'postgres' or 'nobody' account to run it as")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """The directory with initdb and pg_ctl, found as the benches find it."""
+    return bench_pg.find_bindir(f"set {EXTERNAL_ENV} to a server's URL")
 
 
 def _traversable_by_others(path: str) -> bool:
@@ -291,7 +247,7 @@ class _Cluster:
     @classmethod
     def create(cls) -> _Cluster:
         bindir = find_bindir()
-        account = server_account()
+        account = bench_pg.server_account()
         base = tempfile.gettempdir()
         if account is not None and not _traversable_by_others(base):
             base = next((d for d in ("/tmp", "/dev/shm") if _traversable_by_others(d)), base)
@@ -341,7 +297,7 @@ class _Cluster:
             return
         for attempt in range(3 if first else 1):
             if first:
-                self.port = free_port()
+                self.port = bench_pg.free_port()
             log_start = self.log.stat().st_size if self.log.exists() else 0
             done = self._run("pg_ctl", "start", "-D", str(self.data), "-l", str(self.log),
                              "-w", "-t", "60", "-o", f"-p {self.port}")

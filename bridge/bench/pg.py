@@ -145,8 +145,8 @@ class Postgres:
 
     @classmethod
     def throwaway(cls) -> Postgres:
-        bindir = _bindir()
-        account = _account()
+        bindir = find_bindir(f"name a server with --url or ${ENV}")
+        account = server_account()
         root = Path(tempfile.mkdtemp(prefix="sms-bridge-bench-pg-", dir="/tmp"))
         os.chmod(root, 0o755)
         if account is not None:
@@ -154,7 +154,7 @@ class Postgres:
         server = cls("", root, account, bindir)
         try:
             server._initdb()
-            port = _free_port()
+            port = free_port()
             server._pg_ctl("start", "-l", str(root / "postgresql.log"), "-w", "-t", "60",
                            "-o", f"-p {port}")
         except BaseException:
@@ -231,10 +231,16 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _bindir() -> Path:
+def find_bindir(elsewhere: str) -> Path:
+    """The directory with initdb and pg_ctl: $SMS_BRIDGE_PG_BIN alone when set, else the one
+    of `initdb` on PATH, else /usr/lib/postgresql/<version>/bin, newest version first. The
+    tests' harness (tests/postgres.py) finds it here too; `elsewhere` ends the message of a
+    failure: how its caller could name a running server instead."""
     override = os.environ.get(BIN_ENV)
-    candidates = [Path(override)] if override else []
-    if not override:
+    if override is not None:
+        candidates = [Path(override)]
+    else:
+        candidates = []
         on_path = shutil.which("initdb")
         if on_path:
             candidates.append(Path(on_path).parent)
@@ -246,12 +252,15 @@ def _bindir() -> Path:
     for bindir in candidates:
         if all(os.access(bindir / tool, os.X_OK) for tool in ("initdb", "pg_ctl")):
             return bindir
-    raise PgUnavailable(f"no initdb and pg_ctl found (${BIN_ENV}, PATH, /usr/lib/postgresql): "
-                        f"install PostgreSQL's server, or name a server with --url or ${ENV}")
+    if override is not None:
+        raise PgUnavailable(f"no initdb and pg_ctl in {BIN_ENV}={override}")
+    raise PgUnavailable("no initdb and pg_ctl found (PATH, /usr/lib/postgresql/*/bin): install "
+                        f"PostgreSQL's server (Debian: apt-get install postgresql), or {elsewhere}")
 
 
-def _account() -> pwd.struct_passwd | None:
-    """Who runs the cluster: ourselves, or as root `postgres` (else `nobody`)."""
+def server_account() -> pwd.struct_passwd | None:
+    """The account PostgreSQL runs as: None (ourselves) unless we are root, then `postgres`
+    or else `nobody`, whichever exists first and is not uid 0."""
     if os.geteuid() != 0:
         return None
     for name in ("postgres", "nobody"):
@@ -259,15 +268,16 @@ def _account() -> pwd.struct_passwd | None:
             account = pwd.getpwnam(name)
             if account.pw_uid != 0:
                 return account
-    raise PgUnavailable("running as root, which PostgreSQL refuses, and no 'postgres' or "
-                        "'nobody' account to run it as")
+    raise PgUnavailable("running as root, and PostgreSQL refuses root, but there is no "
+                        "'postgres' or 'nobody' account to run it as")
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
 
 
-__all__ = ["ENV", "PgUnavailable", "Postgres", "postgres"]
+__all__ = ["ENV", "PgUnavailable", "Postgres", "find_bindir", "free_port", "postgres",
+           "server_account"]
