@@ -118,6 +118,15 @@ async def test_wrong_credentials_get_401_and_the_auth_failure_line(
         assert status == 401, auth
 
 
+async def test_a_login_form_with_too_many_fields_is_a_400(bridge: Bridge) -> None:
+    async with browser() as client:
+        async with client.post(base(bridge) + "/admin/login",
+                               data="&".join(f"f{i}=x" for i in range(50)),
+                               headers={"Content-Type": "application/x-www-form-urlencoded"}
+                               ) as r:
+            assert r.status == 400 and "form" in await r.text()
+
+
 async def test_logout_needs_the_page_s_token_and_ends_the_session(bridge: Bridge) -> None:
     async with browser() as client:
         csrf = await logged_in(bridge, client)

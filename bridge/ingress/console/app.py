@@ -120,6 +120,15 @@ class Console:
         self.metrics.rejected("admin", ErrorName.AUTH_FAILED.value)
         return False
 
+    async def _form(self, request: web.Request) -> dict[str, list[str]]:
+        """A form posted by the page itself (login, logout): same origin, a small body."""
+        self._same_origin(request)
+        try:
+            return parse_qs((await _body(request)).decode("utf-8", "replace"),
+                            max_num_fields=10)
+        except ValueError:  # more fields than a page's form has
+            raise _Refused(400, "a form with too many fields") from None
+
     @staticmethod
     def _same_origin(request: web.Request) -> None:
         origin = request.headers.get("Origin")
@@ -193,9 +202,7 @@ class Console:
         if not self.users:
             return _html(page.not_configured_page(), status=404)
         try:
-            self._same_origin(request)
-            form = parse_qs((await _body(request)).decode("utf-8", "replace"),
-                            max_num_fields=10)
+            form = await self._form(request)
         except _Refused as refused:
             return _html(page.login_page(problem=str(refused)), status=refused.status)
         name = form.get("name", [""])[0][:256]
@@ -213,9 +220,7 @@ class Console:
         session = self._session(request)
         if session is not None:
             try:
-                self._same_origin(request)
-                form = parse_qs((await _body(request)).decode("utf-8", "replace"),
-                                max_num_fields=10)
+                form = await self._form(request)
             except _Refused as refused:
                 return _html(page.login_page(problem=str(refused)), status=refused.status)
             if not csrf_matches(session, form.get("csrf", [None])[0]):
