@@ -119,18 +119,24 @@ async def wait_gone(pids: list[int], timeout: float = 30.0) -> bool:
     return all(gone(pid) for pid in pids)
 
 
-def write_serve_config(tmp_path: Path, db_name: str, sections: str) -> Path:
+def write_serve_config(tmp_path: Path, db_name: str, sections: str, *,
+                       store_url: str | None = None, store_extra: str = "",
+                       path: Path | None = None) -> Path:
     """A config for the tests that run the real processes: SMTP and SOAP on loopback port 0
-    (`serve_command` reads the ports back), SQLite in `tmp_path`, then the test's own
-    `sections` (TOML)."""
-    path = tmp_path / "bridge.toml"
+    (`serve_command` reads the ports back), SQLite `db_name` in `tmp_path` (or `store_url`,
+    with `store_extra` lines of [store]), then the test's own `sections` (TOML). Written to
+    `path`, by default tmp_path/bridge.toml."""
+    path = path if path is not None else tmp_path / "bridge.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    url = store_url if store_url is not None else f"sqlite:///{tmp_path / db_name}"
     path.write_text(f"""
 [smtp]
 listen = "127.0.0.1:0"
 [soap]
 listen = "127.0.0.1:0"
 [store]
-url = "sqlite:///{tmp_path / db_name}"
+url = "{url}"
+{store_extra}
 {sections}""")
     return path
 

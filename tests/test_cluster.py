@@ -25,7 +25,8 @@ from bridge.core.states import MessageState
 from bridge.intake.service import Recipient, SubmitRequest
 from bridge.outbound.dispatcher import worker_count
 from bridge.simulator import SmscSimulator
-from tests.conftest import ROOT, child_pids, make_config, running_bridge, serve_command, wait_gone
+from tests.conftest import (ROOT, child_pids, make_config, running_bridge, serve_command,
+                            wait_gone, write_serve_config)
 from tests.postgres import PgServer
 
 
@@ -61,16 +62,7 @@ ROUNDS = 12  # messages per destination
 def cluster_config(tmp_path: Path, name: str, pg_url: str, smsc_port: int,
                    smsc_extra: str = "") -> Path:
     """One instance's config: its own ports, the shared database and SMSC."""
-    path = tmp_path / f"{name}.toml"
-    path.write_text(f"""
-[smtp]
-listen = "127.0.0.1:0"
-[soap]
-listen = "127.0.0.1:0"
-[store]
-url = "{pg_url}"
-instance = "{name}"
-lease_s = {LEASE_S}
+    return write_serve_config(tmp_path, "", f"""
 [[smsc]]
 name = "sim"
 port = {smsc_port}
@@ -90,8 +82,17 @@ senders = ["ACME"]
 default_sender = "ACME"
 rate_per_s = 0
 relay_networks = ["127.0.0.1/32"]
-""")
-    return path
+""", store_url=pg_url, store_extra=f'instance = "{name}"\nlease_s = {LEASE_S}',
+                              path=tmp_path / f"{name}.toml")
+
+
+async def stop_all(procs: dict[str, tuple[asyncio.subprocess.Process, int, int]]) -> None:
+    """SIGTERM each instance and wait for it and its store process to be gone."""
+    for proc, _, _ in procs.values():
+        stores = child_pids(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 30)
+        await wait_gone(stores)
 
 
 def soap_send(port: int, numbers: list[str], text: str) -> list[str]:
@@ -187,11 +188,7 @@ async def test_two_instances_one_killed_mid_load_lose_nothing(tmp_path: Path,
         delivered = await _delivered(pg_url, list(ids.values()), deadline=deadline + 10)
         states = await _states(pg_url, list(ids.values()))
     finally:
-        for proc, _, _ in procs.values():
-            stores = child_pids(proc.pid)
-            proc.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(proc.wait(), 30)
-            await wait_gone(stores)
+        await stop_all(procs)
         await sim.stop()
     per_message = Counter(f"+{s.destination} {s.text}" for s in sim.submits)
     missing = set(ids) - set(per_message)
@@ -447,11 +444,7 @@ async def test_an_smsc_allowing_one_bind_is_held_by_one_instance_and_moves_when_
         assert await _delivered(pg_url, later, deadline=loop.time() + 15) == len(later)
         assert await _binds_seen(sim, 0.5) == {1}
     finally:
-        for proc, _, _ in procs.values():
-            stores = child_pids(proc.pid)
-            proc.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(proc.wait(), 30)
-            await wait_gone(stores)
+        await stop_all(procs)
         await sim.stop()
     print(f"\ncluster_binds=1: bind moved {moved_after:.1f} s after the holder was killed "
           f"(lease {LEASE_S:g} s); binds seen while settling {sorted(settled)}")

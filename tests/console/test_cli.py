@@ -16,20 +16,12 @@ from bridge.cli import main
 from bridge.config import load_config
 from bridge.core.states import MessageState
 from bridge.runtime.app import Bridge
-from tests.conftest import running_bridge
+from tests.conftest import running_bridge, write_serve_config
 from tests.console import ADMIN, ADMIN_HASH, SECRET_TEXT, later, request
 
 
 def write_config(tmp_path: Path, store_url: str) -> Path:
-    path = tmp_path / "conf" / "bridge.toml"
-    path.parent.mkdir()
-    path.write_text(f"""
-[smtp]
-listen = "127.0.0.1:0"
-[soap]
-listen = "127.0.0.1:0"
-[store]
-url = "{store_url}"
+    return write_serve_config(tmp_path, "", f"""
 [simulator]
 enabled = true
 port = 0
@@ -44,8 +36,7 @@ rate_per_s = 10000
 name = "metered"
 password = "metered-pw"
 quota = 10
-""")
-    return path
+""", store_url=store_url, path=tmp_path / "conf" / "bridge.toml")
 
 
 async def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
