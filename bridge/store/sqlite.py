@@ -83,6 +83,7 @@ from bridge.store.base import (
 )
 from bridge.logs import Episode
 from bridge.store.common import (
+    resolve_later,
     receipts_after_submits,
     CALLBACK_EVENTS,
     DELAYED_STATES,
@@ -1278,12 +1279,8 @@ class _WriterThread:
         return False
 
     def _deliver(self, results: list[Result]) -> None:
-        if not results:
-            return
-        try:
-            self.loop.call_soon_threadsafe(resolve, results)
-        except RuntimeError:  # the loop is closed: nobody is waiting any more
-            pass
+        if results:
+            resolve_later(self.loop, results)
 
 
 class _LoopWriter:

@@ -33,7 +33,8 @@ from bridge.core.gsm import gsm7_decode
 from bridge.core.meta import MetaKey
 from bridge.core.model import Ingress
 from bridge.core.reports import FINAL_EVENTS
-from bridge.ingress.http.common import TooLarge, log, read_body, refused, sole_error, submit
+from bridge.ingress.http.common import (TooLarge, log, read_body, refused, sole_error, submit,
+                                        too_large)
 from bridge.intake.credentials import AuthGuard
 from bridge.intake.service import Recipient, RecipientResult, Service, SubmitRequest
 from bridge.metrics import Metrics
@@ -162,7 +163,7 @@ class JsonApi:
         except TooLarge:
             limit = self.http.max_request_bytes
             refused(self.metrics, _N.INVALID_PARAMETER, "too large")
-            return error(_N.INVALID_PARAMETER, f"request larger than {limit} bytes", 413)
+            return error(_N.INVALID_PARAMETER, too_large(limit), 413)
         except BridgeError as exc:
             return error(exc.name, exc.detail or ANSWERS[exc.name].word)
         except Exception:  # a bug: the client hears "internal error", never a traceback
