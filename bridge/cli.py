@@ -408,4 +408,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"config error: {problem}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # The reader went away (`sms-bridge status ID | head`): no traceback, and no second
+        # one from the flush at exit (the recipe of Python's signal documentation).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return 2

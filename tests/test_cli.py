@@ -17,7 +17,7 @@ import pytest
 
 from bridge.cli import SIMULATOR_FLAGS, main
 from bridge.config import SimulatorConfig
-from tests.conftest import DEMO_PASSWORD, ROOT, make_config, running_bridge
+from tests.conftest import DEMO_PASSWORD, ROOT, make_config, running_bridge, write_serve_config
 
 BENCHES = ("smpp", "store", "soap", "smtp", "http")
 
@@ -201,3 +201,24 @@ async def test_the_exit_codes_the_systemd_unit_relies_on(tmp_path: Path) -> None
     assert sms_bridge("serve", "--no-such-flag").returncode == 2
     config.write_text(config.read_text().replace('name = "demo"', 'nmae = "demo"'))
     assert sms_bridge("serve", "-c", str(config)).returncode == 1
+
+
+def test_output_to_a_reader_that_went_away_is_no_traceback(tmp_path: Path) -> None:
+    """`sms-bridge status … | head -1`: the reader closes the pipe while status still prints."""
+    config = write_serve_config(tmp_path, "status.db", """
+[simulator]
+enabled = true
+port = 0
+[[account]]
+name = "a"
+password = "p"
+""")
+    ids = [f"id{i:05d}" for i in range(5000)]  # "not found" lines, more than a pipe holds
+    with subprocess.Popen([sys.executable, "-m", "bridge", "status", "-c", str(config), *ids],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline().startswith(b"id00000")
+        proc.stdout.close()
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=30) == 1
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
