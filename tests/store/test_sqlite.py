@@ -1,9 +1,10 @@
 """What only the SQLite store has: its file (WAL, a lock another process holds), its schema's
-migrations from older versions, and the URL that picks it (the contract itself is in
-test_contract.py, run against both stores)."""
+migrations from older versions, its query plans, and the URL that picks it (the contract
+itself is in test_contract.py, run against both stores)."""
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from bridge.runtime import StoreProcess, open_store
 from bridge.store import ReceiptOutcome, SqliteStore, StoreUnavailable
 from bridge.store.schema import LATEST_VERSION, SchemaTooNew, migrate, schema_version
 from tests.store.conftest import hold_writer
-from tests.store.test_contract import T0, M, P, msg, receipt
+from tests.store.test_contract import T0, M, P, msg, receipt, submit
 
 
 async def test_a_locked_database_fails_the_batch_then_recovers(tmp_path: Path) -> None:
@@ -105,3 +106,52 @@ async def test_open_store_by_url(tmp_path: Path) -> None:
         open_store(StoreConfig(url="sqlite:///:memory:"), tmp_path)
     with pytest.raises(ValueError):
         open_store(StoreConfig(url="mysql://x"), tmp_path)
+
+
+#: A statement that finds its rows by one of these keys must not walk an index on `state`:
+#: `state` has a handful of values, so SQLite (which keeps no statistics unless ANALYZE runs)
+#: takes `state IN (…)` for selective, and a run of fences once walked every pending message.
+_KEYED = re.compile(r"\b(?:id|recipient|lease_owner|message_id)\s*"
+                    r"(?:=\s*[?']|IN\s*\((?!\s*SELECT))")
+
+
+async def test_writes_by_key_never_walk_the_messages_in_a_state(tmp_path: Path) -> None:
+    """Every statement the writer runs in a day's work (accept, a run of fences, submits,
+    receipts, cancel, claims), planned on the store's own schema: none that finds rows by
+    id, recipient or owner uses the index on state. Found by profiling `bench http`: a run
+    of 16 fences cost 840 µs on 5,300 pending messages, one fence alone 16 µs."""
+    store = SqliteStore(tmp_path / "plans.db")
+    await store.open()
+    statements: list[str] = []
+    try:
+        assert store._writer is not None
+        store._writer.conn.set_trace_callback(statements.append)
+        owner = "inst-a/1/aa"
+        await store.accept([msg(f"k{i}", recipient=f"+4477009301{i:02d}") for i in range(24)],
+                           now=T0, owner=owner)
+        gate = hold_writer(store)
+        begun = [store.begin_submit(f"k{i}", owner) for i in range(20)]
+        gate.set()
+        assert all([await b for b in begun])
+        for i in range(4):
+            await submit(store, f"k{i}", 1, f"{i + 10:X}")
+        await receipt(store, "10", P.DELIVERED)
+        store.end_submit("k5", owner)
+        await store.record_state("k6", M.FAILED, at=T0 + 3, error="INTERNAL_ERROR",
+                                 detail="x")
+        await store.cancel([f"k{i}" for i in range(20, 24)], at=T0 + 4, actor="cli:ops")
+        await store.claim("inst-b/2/bb", now=T0 + 5, live_after=T0, smscs=["smsc1"],
+                          due_before=T0 + 9999, limit=10)
+        await store.release("inst-b/2/bb", at=T0 + 6)
+        await store.load_pending()
+    finally:
+        await store.close()
+    planner = sqlite3.connect(tmp_path / "plans.db")
+    keyed = [s for s in dict.fromkeys(statements)
+             if _KEYED.search(s) and s.lstrip().upper().startswith(("SELECT", "UPDATE",
+                                                                     "DELETE", "WITH"))]
+    assert any("sending_by" in s and " IN (" in s for s in keyed)  # the run of fences is here
+    walking = {s: [row[3] for row in planner.execute("EXPLAIN QUERY PLAN " + s)]
+               for s in keyed}
+    assert {" ".join(s.split())[:160]: [step for step in plan if "messages_state" in step]
+            for s, plan in walking.items() if any("messages_state" in step for step in plan)} == {}
