@@ -340,6 +340,22 @@ def _move_sql(target: MessageState) -> str:
 
 _MOVE = {target: _move_sql(target) for target in MessageState}
 
+
+def _moves_sql(target: MessageState) -> str:
+    """`_move_sql` for many messages in one statement: $2, $3, $4 are the ids, the times and
+    the details."""
+    columns = "state = $1, updated_at = u.at"
+    if target is MessageState.DELIVERED:
+        columns += ", error = NULL, error_detail = NULL"
+    elif keeps_why(target):
+        columns += ", error_detail = u.detail"
+    sources = ", ".join(f"'{v}'" for v in move_sources(target)) or "NULL"
+    return (f"UPDATE messages m SET {columns} FROM unnest($2::text[], $3::float8[], $4::text[]) "
+            f"AS u(id, at, detail) WHERE m.id = u.id AND m.state || '' IN ({sources})")
+
+
+_MOVES = {target: _moves_sql(target) for target in MessageState}
+
 #: The states `_MOVE[target]` moves a message from.
 _SOURCES = {target: frozenset(move_sources(target)) for target in MessageState}
 
@@ -381,6 +397,28 @@ class _Tx:
             await self.conn.execute(f"NOTIFY {DUE_CHANNEL}")
 
 
+class _Lane:
+    """One writer: its operations in order, each batch one transaction on a pooled connection.
+
+    The store has three (`_LANE_OF`): the accepts; the fences a dispatcher's workers take
+    before a message's first part (`begin_submit`, `end_submit`); and everything else the
+    outbound side and the operator record. On one connection the store process's work and
+    PostgreSQL's alternated within every transaction, and each worker's fence waited behind
+    a batch of submit and receipt records before its submit could go. Lanes may run side by
+    side because instances of a cluster already do: every operation holds as its own
+    transaction beside any other's (row locks, advisory locks on the keys it decides by,
+    deadlocks retried). Within one instance, what needs order shares a lane: a fence and its
+    release; and what the outbound side records about a message comes after its accept
+    committed and after its fence, both awaited."""
+
+    __slots__ = ("queue", "wake", "task")
+
+    def __init__(self) -> None:
+        self.queue: collections.deque[Op | None] = collections.deque()
+        self.wake = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+
 class PostgresStore(CallsByName):
     def __init__(self, url: str, *, password: str | None = None, commit_max_batch: int = 2000,
                  pool_size: int = 8, command_timeout_s: float = 30.0,
@@ -393,9 +431,7 @@ class PostgresStore(CallsByName):
         self.orphan_ttl_s = orphan_ttl_s
         self.schema = (0, 0)  # (found, now) after open
         self._pool: Any = None
-        self._queue: collections.deque[Op | None] = collections.deque()
-        self._wake: asyncio.Event | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._lanes: tuple[_Lane, ...] = ()  # ACCEPTS, OUTBOUND while open
         self._answer: Callable[[list[Result]], None] | None = None
         self._reads: set[asyncio.Future[Any]] = set()
         self._listener: asyncio.Task[None] | None = None
@@ -441,8 +477,9 @@ class PostgresStore(CallsByName):
                      *self.schema)
         self._answer = answer
         self._closing = False
-        self._wake = asyncio.Event()
-        self._task = asyncio.get_running_loop().create_task(self._writer())
+        self._lanes = tuple(_Lane() for _ in range(_LANES))
+        for lane in self._lanes:
+            lane.task = asyncio.get_running_loop().create_task(self._writer(lane))
 
     async def open_serving(self, answer: Callable[[list[Result]], None]) -> None:
         """Open for the store process: the results of `write_request` and `read_request` go
@@ -519,10 +556,11 @@ class PostgresStore(CallsByName):
         if self._analyzer is not None:
             await asyncio.gather(self._analyzer, return_exceptions=True)
         self._closing = True
-        self._queue.append(None)
-        assert self._wake is not None and self._task is not None
-        self._wake.set()
-        await self._task
+        for lane in self._lanes:
+            lane.queue.append(None)
+            lane.wake.set()
+        await asyncio.gather(*(lane.task for lane in self._lanes if lane.task is not None))
+        self._lanes = ()
         await self._pool.close()
         self._pool = None
 
@@ -545,31 +583,50 @@ class PostgresStore(CallsByName):
         return True
 
     def _put(self, method: str, args: tuple[Any, ...], token: Any) -> bool:
-        if self._pool is None or self._closing or self._wake is None:
+        if self._pool is None or self._closing or not self._lanes:
             return False
         fn = WRITES[method]
-        self._queue.append(Op(fn, args, token, len(args[0]) if fn is _accept else 1))
-        self._wake.set()
+        if fn is _noop:  # a flush: once every lane has committed what came before it
+            self._flush_lanes(token)
+            return True
+        lane = self._lanes[_LANE_OF.get(fn, _OUTBOUND)]
+        lane.queue.append(Op(fn, args, token, len(args[0]) if fn is _accept else 1))
+        lane.wake.set()
         return True
 
-    async def _writer(self) -> None:
-        assert self._wake is not None
+    def _flush_lanes(self, token: Any) -> None:
+        loop = asyncio.get_running_loop()
+        behind = [loop.create_future() for _ in self._lanes]
+        for lane, future in zip(self._lanes, behind):
+            lane.queue.append(Op(_noop, (), future, 1))
+            lane.wake.set()
+
+        async def joined() -> None:
+            outcomes = await asyncio.gather(*behind, return_exceptions=True)
+            error = next((o for o in outcomes if isinstance(o, BaseException)), None)
+            self._deliver([(token, None, error)])
+
+        task = asyncio.ensure_future(joined())
+        self._reads.add(task)
+        task.add_done_callback(self._reads.discard)
+
+    async def _writer(self, lane: _Lane) -> None:
         while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._queue:
-                batch, stop = self._take()
+            await lane.wake.wait()
+            lane.wake.clear()
+            while lane.queue:
+                batch, stop = self._take(lane)
                 if batch:
                     self._deliver(await self._run(batch))
                 if stop:
                     return
 
-    def _take(self) -> tuple[list[Op], bool]:
+    def _take(self, lane: _Lane) -> tuple[list[Op], bool]:
         """What is queued, up to `commit_max_batch` weight; True once the stop mark came."""
         batch: list[Op] = []
         weight = 0
-        while self._queue and (not batch or weight < self.commit_max_batch):
-            op = self._queue.popleft()
+        while lane.queue and (not batch or weight < self.commit_max_batch):
+            op = lane.queue.popleft()
             if op is None:
                 return batch, True
             batch.append(op)
@@ -1215,10 +1272,18 @@ def _move_params(target: MessageState, at: float, detail: str,
 
 
 async def _moves(conn: Any, moves: dict[MessageState, list[tuple[Any, ...]]]) -> None:
-    """The conditional moves (`_MOVE`), pipelined per target state; the rows are locked and
-    their states checked against `_SOURCES` already, so each one moves."""
+    """The conditional moves (`_MOVES`), one statement per target state; the rows are locked
+    and their states checked against `_SOURCES` already, so each one moves. A message moved
+    to a state twice keeps its first move, as one by one (no state is its own source, so
+    the second would find it moved). One statement, not one per message: each was a
+    statement for the server to run, a third of its time on a batch of submits."""
     for target, params in moves.items():
-        await conn.executemany(_MOVE[target], params)
+        first: dict[str, tuple[float, str | None]] = {}
+        for p in params:
+            first.setdefault(p[2], (p[1], p[3] if len(p) > 3 else None))
+        await conn.execute(_MOVES[target], target.value, list(first),
+                           [at for at, _ in first.values()],
+                           [detail for _, detail in first.values()])
 
 
 async def _receipt(store: PostgresStore, tx: _Tx, smsc: str, id_keys: tuple[str, ...],
@@ -1328,14 +1393,16 @@ CROSS JOIN LATERAL (SELECT id FROM messages WHERE id = u.id AND state IN ({_PEND
 async def _begin_submits_together(store: PostgresStore, tx: _Tx,
                                   run: list[tuple[Any, ...]]) -> list[bool]:
     """`_begin_submit` for a run (workers taking their next messages in one loop turn): the
-    rows locked by one statement, the fences set pipelined, the same rows and answers. One
+    rows locked by one statement, the fences set by another, the same rows and answers. One
     by one, each fence is a round trip inside the transaction that every worker's next
     submit waits for."""
     conn = tx.conn
     pending = {r[0] for r in await conn.fetch(_LOCK_PENDING, sorted({args[0] for args in run}))}
-    taken = [(owner, message_id) for message_id, owner in run if message_id in pending]
+    taken = {message_id: owner for message_id, owner in run if message_id in pending}
     if taken:
-        await conn.executemany("UPDATE messages SET sending_by = $1 WHERE id = $2", taken)
+        await conn.execute("UPDATE messages m SET sending_by = u.owner FROM unnest($1::text[], "
+                           "$2::text[]) AS u(id, owner) WHERE m.id = u.id",
+                           list(taken), list(taken.values()))
     return [message_id in pending for message_id, _ in run]
 
 
@@ -1883,6 +1950,12 @@ _TOGETHER: dict[Callable[..., Any], Callable[..., Any]] = {
     _receipt: _receipts_together,
     _begin_submit: _begin_submits_together,
 }
+
+#: The writer lanes (`_Lane`), and the operations not on the outbound one: accepts with the
+#: credit top-up (it changes the rows an accept decides the quota by), and the fences.
+_LANES, _ACCEPTS, _OUTBOUND, _FENCES = 3, 0, 1, 2
+_LANE_OF: dict[Callable[..., Any], int] = {
+    _accept: _ACCEPTS, _add_credit: _ACCEPTS, _begin_submit: _FENCES, _end_submit: _FENCES}
 
 #: The Store's write calls as writer operations, by interface method name (as WRITES in
 #: bridge.store.sqlite: the store process's pipe sends these names).

@@ -63,6 +63,11 @@ class Gate(Protocol):
     def set(self) -> None: ...
 
 
+def lanes(store: Store) -> int:
+    """The store's writers that commit on their own (PostgreSQL: accepts and the rest)."""
+    return len(store._lanes) if isinstance(store, PostgresStore) else 1
+
+
 def hold_writer(store: Store) -> Gate:
     """Park the store's writer inside an operation, so that what is issued next forms one
     batch (one transaction) once the gate is set."""
@@ -80,10 +85,10 @@ def hold_writer(store: Store) -> Gate:
     async def wait(store: Any, tx: Any) -> None:
         await asyncio.wait_for(loop_gate.wait(), 10)
 
-    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    store._queue.append(Op(wait, (), future))
-    assert store._wake is not None
-    store._wake.set()
+    for lane in store._lanes:  # every writer lane parks: accepts and the outbound records
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        lane.queue.append(Op(wait, (), future))
+        lane.wake.set()
     return loop_gate
 
 
