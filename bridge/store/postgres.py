@@ -289,6 +289,23 @@ UPDATE parts SET state = $1, receipt_stat = $2, receipt_err = $3,
     delivered_at = CASE WHEN $1 = 'delivered' THEN coalesce(delivered_at, $4) ELSE delivered_at END
 WHERE message_id = $5 AND seq = $6
 """
+#: `_SUBMIT_PART` and `_RECEIPT_PART` for a run of parts of different messages, one statement
+#: (pipelined one by one, the server ran a statement per part).
+_SUBMIT_PARTS = """
+UPDATE parts p SET state = CASE WHEN p.state = 'queued' THEN 'submitted' ELSE p.state END,
+    smsc = u.smsc, smsc_id = u.smsc_id, submitted_at = u.at, attempts = p.attempts + 1
+FROM unnest($1::text[], $2::text[], $3::float8[], $4::text[], $5::int[])
+    AS u(smsc, smsc_id, at, message_id, seq)
+WHERE p.message_id = u.message_id AND p.seq = u.seq
+"""
+_RECEIPT_PARTS = """
+UPDATE parts p SET state = u.state, receipt_stat = u.stat, receipt_err = u.err,
+    delivered_at = CASE WHEN u.state = 'delivered' THEN coalesce(p.delivered_at, u.at)
+                        ELSE p.delivered_at END
+FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::text[], $6::int[])
+    AS u(state, stat, err, at, message_id, seq)
+WHERE p.message_id = u.message_id AND p.seq = u.seq
+"""
 #: The submits a receipt's keys match, each key probed on both columns of smsc_keys_lookup
 #: (the plan cached for `smsc = $1 AND key = ANY($2)` scanned every key of the SMSC).
 _RECEIPT_MATCHES = """
@@ -1115,11 +1132,11 @@ async def _submitted_together(store: PostgresStore, tx: _Tx,
 async def _submit_segment(tx: _Tx, ops: list[tuple[Any, ...]],
                           rows: list[Any]) -> list[None]:
     """Submits of single parts, their rows locked (`_LOCK_PARTS`): the one-by-one statements
-    pipelined (executemany), each move decided from the locked message state as the
+    as one statement each, each move decided from the locked message state as the
     conditional UPDATE would decide it, the events in op order."""
     conn = tx.conn
-    await conn.executemany(_SUBMIT_PART, [(smsc, smsc_id, at, mid, seq)
-                                          for mid, seq, smsc, smsc_id, _, at in ops])
+    await conn.execute(_SUBMIT_PARTS, *map(list, zip(*[(smsc, smsc_id, at, mid, seq)
+                                                        for mid, seq, smsc, smsc_id, _, at in ops])))
     new_keys = [(smsc, key, mid, seq) for mid, seq, smsc, _, keys, _ in ops
                 for key in dict.fromkeys(keys)]
     if new_keys:
@@ -1191,7 +1208,7 @@ async def _run_matches(conn: Any, run: list[tuple[Any, ...]], keyed: list[list[s
 async def _receipt_segment(tx: _Tx, ops: list[tuple[Any, ...]],
                            rows: list[Any]) -> list[ReceiptOutcome]:
     """Receipts for single parts of different messages, their rows locked: the part updates
-    and moves of `_apply_receipt`, pipelined, each decided from the locked row."""
+    and moves of `_apply_receipt`, one statement each, each decided from the locked row."""
     updates: list[tuple[Any, ...]] = []
     buffered: list[tuple[Any, ...]] = []
     moves: dict[MessageState, list[tuple[Any, ...]]] = {}
@@ -1217,7 +1234,7 @@ async def _receipt_segment(tx: _Tx, ops: list[tuple[Any, ...]],
         out.append(ReceiptOutcome(True, mid, message, sent, sent_id))
     conn = tx.conn
     if updates:
-        await conn.executemany(_RECEIPT_PART, updates)
+        await conn.execute(_RECEIPT_PARTS, *map(list, zip(*updates)))
     if buffered:
         await conn.executemany(_QUEUE_BUFFERED, buffered)
     await _moves(conn, moves)
