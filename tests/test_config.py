@@ -98,6 +98,7 @@ def test_shipped_config_is_valid_and_uses_the_simulator() -> None:
     ({"smsc": [{"name": "x"}], "account": [{"name": "a", "password": "p", "smscs": ["y"]}]},
      'account[0].smscs: no [[smsc]] named "y"'),
     ({"bogus": {}}, "bogus: unknown section"),
+    ({"store": {"pool_size": 3}}, "store.pool_size: must be 4.."),
     ({"http": {"listen": "x"}}, 'http.listen: must be "host:port"'),
     ({"http": {"json_path": "api"}}, 'http.json_path: must be "" (off) or a path'),
     ({"http": {"kannel_path": "/a?b"}}, "http.kannel_path: must be"),
@@ -285,13 +286,14 @@ def test_check_config_connects_to_postgresql_and_shows_its_schema(
     import asyncio
 
     from bridge.store import PostgresStore
+    from bridge.store.pg_schema import LATEST_VERSION
     from tests.conftest import closed_port
 
     text = (ROOT / "conf" / "bridge.toml").read_text()
     config = tmp_path / "pg.toml"
     config.write_text(text.replace('url = "sqlite:///var/bridge.db"', f'url = "{pg_url}"'))
     assert main(["check-config", "-c", str(config)]) == 0
-    assert "schema version 0 (this bridge: 1)" in capsys.readouterr().out
+    assert f"schema version 0 (this bridge: {LATEST_VERSION})" in capsys.readouterr().out
 
     async def migrate() -> None:
         store = PostgresStore(pg_url)
@@ -300,7 +302,8 @@ def test_check_config_connects_to_postgresql_and_shows_its_schema(
 
     asyncio.run(migrate())
     assert main(["check-config", "-c", str(config)]) == 0
-    assert "schema version 1 (this bridge: 1)" in capsys.readouterr().out
+    assert f"schema version {LATEST_VERSION} (this bridge: {LATEST_VERSION})" \
+        in capsys.readouterr().out
     gone = tmp_path / "gone.toml"
     gone.write_text(text.replace(
         'url = "sqlite:///var/bridge.db"',

@@ -443,7 +443,7 @@ class PostgresStore(CallsByName):
         self.url = url
         self.password = password
         self.commit_max_batch = max(1, commit_max_batch)
-        self.pool_size = max(2, pool_size)
+        self.pool_size = max(_LANES + 1, pool_size)  # every writer lane, and a reader
         self.command_timeout_s = command_timeout_s
         self.orphan_ttl_s = orphan_ttl_s
         self.schema = (0, 0)  # (found, now) after open
