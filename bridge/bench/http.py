@@ -18,6 +18,10 @@ per message by process.
 
 Targets: /cgi-bin/sendsms at least 0.5 times Kannel's rate and 1.2 times single-recipient
 SOAP.
+
+`noop_aiohttp`, for scale: the same sendsms requests answered with Kannel's "Accepted" by a
+handler that does nothing else, on the bench bridge's side app (aiohttp, same process, same
+load generator): the ceiling of the HTTP server stack on this machine. HTTP rates only.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from bridge.bench.kannel import Kannel, installed, kannel
 from bridge.bench.kit import (CpuMeter, Progress, add_log_option, child_process,
                               delivery_check, delivery_total, http_load, latency_ms,
                               median_by_key)
-from bridge.bench.soap import ACCOUNT, LOG, PASSWORD, send_envelopes
+from bridge.bench.soap import ACCOUNT, LOG, NOOP_SENDSMS, PASSWORD, send_envelopes
 from bridge.config import SimulatorConfig
 from bridge.simulator import SmscSimulator
 
@@ -52,9 +56,9 @@ def _number(n: int) -> str:
 
 
 def sendsms_requests(host: str, port: int, count: int, *, run: str,
-                     first_number: int) -> list[bytes]:
+                     first_number: int, path: str = SENDSMS) -> list[bytes]:
     """`count` sendsms GETs, each to a number of its own."""
-    head = f"{SENDSMS}?username={ACCOUNT}&password={quote(PASSWORD)}&from=BENCH"
+    head = f"{path}?username={ACCOUNT}&password={quote(PASSWORD)}&from=BENCH"
     return [(f"GET {head}&to={_number(first_number + i)}&text="
              f"{quote(f'bench {run} {i}')} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n").encode()
             for i in range(count)]
@@ -101,6 +105,19 @@ async def _measure(name: str, port: int, requests: list[bytes], sim: SmscSimulat
             "cpu_us_per_msg": meter.us_per_message(before, count)}
 
 
+async def _measure_noop(port: int, count: int, run: str, concurrency: int,
+                        meter: CpuMeter) -> dict[str, Any]:
+    requests = sendsms_requests("127.0.0.1", port, count, run=run, first_number=0,
+                                path=NOOP_SENDSMS)
+    before = meter.read()
+    seconds, latencies, statuses = await http_load(("127.0.0.1", port), requests, concurrency,
+                                                   progress=Progress(count, "noop_aiohttp"))
+    return {"requests": count, "statuses": statuses, "http_seconds": round(seconds, 3),
+            "http_msgs_per_s": round(count / seconds, 1), "e2e_msgs_per_s": round(count / seconds, 1),
+            **{f"{q}_ms": v for q, v in latency_ms(latencies).items() if q in ("p50", "p99")},
+            "cpu_us_per_msg": meter.us_per_message(before, count)}
+
+
 @contextlib.asynccontextmanager
 async def _kannel(directory: Path, sim_port: int) -> AsyncIterator[Kannel | None]:
     if not installed():
@@ -122,14 +139,15 @@ async def bench_http(*, requests: int = 3000, concurrency: int = 16,
     ours = SmscSimulator(SimulatorConfig(enabled=True, port=0, receipt_delay_s=0.05))
     theirs = SmscSimulator(SimulatorConfig(enabled=True, port=0, receipt_delay_s=0.05))
     ours_port, theirs_port = await ours.start(), await theirs.start()
-    runs: dict[str, list[dict[str, Any]]] = {"sendsms_bridge": [], "soap_1": []}
+    runs: dict[str, list[dict[str, Any]]] = {"sendsms_bridge": [], "soap_1": [],
+                                             "noop_aiohttp": []}
     try:
         with tempfile.TemporaryDirectory(prefix="http-bench-") as tmp:
             async with child_process("-m", "bridge.bench.soap", "--serve", tmp,
                                      "--smsc-port", str(ours_port), "--log-level", log_level,
                                      log=Path(tmp) / LOG) as child, \
                     _kannel(Path(tmp), theirs_port) as peer:
-                port = int(child["soap_port"])
+                port, side_port = int(child["soap_port"]), int(child["side_port"])
                 pids = dict(child["pids"], **(peer.pids if peer else {}))
                 meter = CpuMeter(pids)
                 if peer is not None:
@@ -140,6 +158,8 @@ async def bench_http(*, requests: int = 3000, concurrency: int = 16,
                     await _measure(load, target, build(200, run + "w", 90_000_000 + 1000 * n),
                                    sim, set(), concurrency, meter)
                 for r in range(rounds):
+                    runs["noop_aiohttp"].append(await _measure_noop(
+                        side_port, requests, f"{run}n{r}", concurrency, meter))
                     for n, (load, (target, build, sim)) in enumerate(
                             _loads(port, peer, ours, theirs).items()):
                         first = 10_000_000 * (n + 1) + r * requests
@@ -181,12 +201,17 @@ def _summary(runs: dict[str, list[dict[str, Any]]], concurrency: int,
                         for a, b in zip(runs["sendsms_bridge"], runs[other]))
         return round(values[len(values) // 2], 3)
 
-    result["delivery"] = delivery_total(r["delivery"] for load in runs.values() for r in load)
-    result["ratios"] = {"sendsms_vs_soap_1": ratio("soap_1")}
+    result["delivery"] = delivery_total(r["delivery"] for name, load in runs.items()
+                                        if name != "noop_aiohttp" for r in load)
+    result["ratios"] = {"sendsms_vs_soap_1": ratio("soap_1"),
+                        "sendsms_vs_noop_aiohttp": ratio("noop_aiohttp")}
     targets = {"sendsms_1.2x_soap_1": result["ratios"]["sendsms_vs_soap_1"] >= 1.2,
                "exactly_once": result["delivery"]["exactly_once"]}
     if result["kannel"]:
         result["ratios"]["sendsms_vs_kannel"] = ratio("sendsms_kannel")
+        result["ratios"]["kannel_vs_noop_aiohttp"] = round(
+            float(result["sendsms_kannel"]["e2e_msgs_per_s"])
+            / float(result["noop_aiohttp"]["e2e_msgs_per_s"]), 3)
         targets["sendsms_0.5x_kannel"] = result["ratios"]["sendsms_vs_kannel"] >= 0.5
     result["targets"] = targets
     return result

@@ -104,6 +104,13 @@ def bench_config(directory: Path, smsc_port: int, store_url: str = "",
 
 
 LOG = "bridge.log"  # a bench bridge's log, in its folder
+#: On the side app: Kannel's answer to sendsms and nothing else (bridge.bench.http's ceiling).
+NOOP_SENDSMS = "/noop/cgi-bin/sendsms"
+
+
+async def _noop_sendsms(request: web.Request) -> web.Response:
+    request.query.get("to")  # the query parsed, as any handler would
+    return web.Response(status=202, text="0: Accepted for delivery")
 
 
 async def _serve(directory: Path, smsc_port: int, store_url: str = "",
@@ -124,6 +131,7 @@ async def _serve(directory: Path, smsc_port: int, store_url: str = "",
         await bridge.wait_bound(10.0)
         side = bridge_with_ping(bridge.service, config, bridge.metrics)
         side.router.add_post("/stock", stock_ping().post)
+        side.router.add_get(NOOP_SENDSMS, _noop_sendsms)
         runner = web.AppRunner(side, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
