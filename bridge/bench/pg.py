@@ -106,12 +106,12 @@ class Postgres:
         if self.postmaster is None:
             return None
         try:
-            total = _stat_cpu_s(self.postmaster, with_children=True)
+            total = _reaped_cpu_s(self.postmaster) + _live_cpu_s(self.postmaster)
         except (OSError, ValueError, IndexError):
             return None
         for child in _children(self.postmaster):
             with contextlib.suppress(OSError, ValueError, IndexError):  # it may just have ended
-                total += _stat_cpu_s(child, with_children=False)
+                total += _live_cpu_s(child)
         return total
 
     def url(self, dbname: str) -> str:
@@ -212,14 +212,21 @@ def _ppid(pid: int) -> int:
         return int(f.read().rsplit(")", 1)[1].split()[1])
 
 
-def _stat_cpu_s(pid: int, *, with_children: bool) -> float:
-    """utime+stime (and cutime+cstime: reaped children) of a process, in seconds."""
+def _reaped_cpu_s(pid: int) -> float:
+    """cutime+cstime of a process (its children that ended), in seconds (clock ticks)."""
     with open(f"/proc/{pid}/stat", encoding="ascii") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of stat)
-    if with_children:
-        ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
-    return ticks / _TICK
+    return (int(fields[13]) + int(fields[14])) / _TICK  # fields 16, 17 of stat
+
+
+def _live_cpu_s(pid: int) -> float:
+    """CPU seconds of a live process's threads, from schedstat (nanoseconds: a short load's
+    few milliseconds are not lost to 10 ms clock ticks)."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/schedstat", encoding="ascii") as f:
+            total += int(f.read().split()[0])
+    return total / 1e9
 
 
 def _children(pid: int) -> list[int]:

@@ -1135,8 +1135,8 @@ async def _submit_segment(tx: _Tx, ops: list[tuple[Any, ...]],
     as one statement each, each move decided from the locked message state as the
     conditional UPDATE would decide it, the events in op order."""
     conn = tx.conn
-    await conn.execute(_SUBMIT_PARTS, *map(list, zip(*[(smsc, smsc_id, at, mid, seq)
-                                                        for mid, seq, smsc, smsc_id, _, at in ops])))
+    columns = zip(*[(smsc, smsc_id, at, mid, seq) for mid, seq, smsc, smsc_id, _, at in ops])
+    await conn.execute(_SUBMIT_PARTS, *map(list, columns))
     new_keys = [(smsc, key, mid, seq) for mid, seq, smsc, _, keys, _ in ops
                 for key in dict.fromkeys(keys)]
     if new_keys:
@@ -1394,15 +1394,16 @@ async def _begin_submit(store: PostgresStore, tx: _Tx, message_id: str, owner: s
     """See Store.begin_submit: the UPDATE waits for a cancel holding the row and then reads
     its outcome, so one of the two sees the other."""
     return await tx.conn.fetchval(
-        f"UPDATE messages SET sending_by = $1 WHERE id = $2 AND state IN ({_PENDING_SQL}) "
+        f"UPDATE messages SET sending_by = $1 WHERE id = $2 AND state || '' IN ({_PENDING_SQL}) "
         f"RETURNING 1", owner, message_id) is not None
 
 
 #: The pending messages among these ids, locked in the ids' order (sorted: instances lock in
-#: one order), as `_begin_submit`'s UPDATE locks its row.
+#: one order), as `_begin_submit`'s UPDATE locks its row. `state || ''` as in `_move_sql`: by
+#: the primary key only, never through messages_state.
 _LOCK_PENDING = f"""
 SELECT m.id FROM unnest($1::text[]) AS u(id)
-CROSS JOIN LATERAL (SELECT id FROM messages WHERE id = u.id AND state IN ({_PENDING_SQL})
+CROSS JOIN LATERAL (SELECT id FROM messages WHERE id = u.id AND state || '' IN ({_PENDING_SQL})
                     FOR NO KEY UPDATE) AS m
 """
 
