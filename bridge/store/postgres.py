@@ -2,9 +2,11 @@
 share.
 
 Writes: as in the SQLite store, every write method queues one operation and returns a future;
-one writer task takes what is queued (up to `commit_max_batch`), runs it in ONE transaction and
+a writer takes what is queued (up to `commit_max_batch`), runs it in ONE transaction and
 completes the futures once it has committed, so writes keep the order they were issued in and
-a commit's cost is shared by everything that arrived while the previous one synced. Runs of
+a commit's cost is shared by everything that arrived while the previous one synced. There are
+three writers, each on a connection of its own (`_Lane`): accepts, fences, and the other
+records; order holds within each, which is the order that matters (`_Lane` says why). Runs of
 consecutive accepts are decided and written together (a few statements with arrays, whatever
 their number). A batch that fails because of one operation is run again one operation per
 transaction, so that one fails alone; a batch that fails because the database is gone (the
