@@ -450,7 +450,7 @@ class PostgresStore(CallsByName):
         self.orphan_ttl_s = orphan_ttl_s
         self.schema = (0, 0)  # (found, now) after open
         self._pool: Any = None
-        self._lanes: tuple[_Lane, ...] = ()  # ACCEPTS, OUTBOUND while open
+        self._lanes: tuple[_Lane, ...] = ()  # while open, by `_LANE_OF`'s indexes
         self._answer: Callable[[list[Result]], None] | None = None
         self._reads: set[asyncio.Future[Any]] = set()
         self._listener: asyncio.Task[None] | None = None
