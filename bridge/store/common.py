@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from bridge.core.operator import OPERATOR_MOVES, Action
+from bridge.core.operator import OPERATOR_MOVES, Action, action_refusal, renewed_expiry
 from bridge.core.reports import is_buffered
 from bridge.core.states import (
     FINAL_MESSAGE_STATES,
@@ -19,6 +19,7 @@ from bridge.core.states import (
     PartState,
     can_move,
 )
+from bridge.store.base import ActionOutcome
 
 PENDING_STATES = (MessageState.QUEUED.value, MessageState.SCHEDULED.value,
                   MessageState.SUBMITTED.value)
@@ -197,6 +198,34 @@ def action_detail(action: Action, actor: str, expires_at: float | None = None) -
     if expires_at is None:
         return said
     return said + time.strftime(", valid until %Y-%m-%d %H:%M:%SZ", time.gmtime(expires_at))
+
+
+def cancel_verdict(message_id: str, state: str | None, *, sending: bool,
+                   actor: str) -> ActionOutcome:
+    """An operator's cancel of one message, from what its store read under the row's lock:
+    its state (None: no such message) and whether a submit began or a part is acknowledged.
+    Refused with why, or done with the timeline's words; the store writes a done one."""
+    current = MessageState(state) if state is not None else None
+    refusal = action_refusal(Action.CANCEL, current, sending=sending)
+    if refusal is not None:
+        return ActionOutcome(message_id, False, current, refusal)
+    return ActionOutcome(message_id, True, OPERATOR_MOVES[Action.CANCEL].target,
+                         action_detail(Action.CANCEL, actor))
+
+
+def retry_verdict(message_id: str, facts: Sequence[Any] | None, *, at: float,
+                  actor: str) -> tuple[ActionOutcome, float]:
+    """An operator's retry of one message, from (state, created_at, send_at, expires_at) as
+    its store read them under the row's lock (None: no such message): the outcome and, when
+    done, the message's renewed end of validity (0.0 when refused)."""
+    current = MessageState(facts[0]) if facts is not None else None
+    refusal = action_refusal(Action.RETRY, current, sending=False)
+    if refusal is not None or facts is None:
+        return ActionOutcome(message_id, False, current, refusal or ""), 0.0
+    expires_at = renewed_expiry(created_at=float(facts[1]), send_at=facts[2],
+                                expires_at=float(facts[3]), now=at)
+    return (ActionOutcome(message_id, True, OPERATOR_MOVES[Action.RETRY].target,
+                          action_detail(Action.RETRY, actor, expires_at)), expires_at)
 
 
 def plural(n: int, word: str) -> str:

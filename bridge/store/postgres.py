@@ -39,7 +39,6 @@ from typing import Any
 import asyncpg
 
 from bridge.core.mailback import DELAYED
-from bridge.core.operator import OPERATOR_MOVES, Action, action_refusal, renewed_expiry
 from bridge.core.model import Ingress
 from bridge.core.reassembly import assemble, join_partial
 from bridge.core.policy import (
@@ -81,7 +80,6 @@ from bridge.store.base import (
     StoreUnavailable,
 )
 from bridge.store.common import (
-    receipts_after_submits,
     CALLBACK_EVENTS,
     DELAYED_STATES,
     FINAL_VALUES,
@@ -93,9 +91,9 @@ from bridge.store.common import (
     Op,
     Result,
     accepted_detail,
-    action_detail,
     best_match,
     by_key,
+    cancel_verdict,
     delay_owed,
     ignored_detail,
     interim,
@@ -103,7 +101,9 @@ from bridge.store.common import (
     move_sources,
     receipt_change,
     receipt_detail,
+    receipts_after_submits,
     resolve,
+    retry_verdict,
     sendable,
     state_detail,
     submit_details,
@@ -166,6 +166,10 @@ def _insert_messages() -> str:
 
 _INSERT_MESSAGES = _insert_messages()
 _PENDING_SQL = ", ".join(f"'{v}'" for v in PENDING_STATES)
+#: `state` as a filter on rows found by their primary key: the expression keeps a plan (one a
+#: prepared statement cached while few messages were queued) from finding the rows through
+#: messages_state and filtering on id, reading the whole backlog each time.
+_BY_KEY_STATE = "state || ''"
 _LIVE = "SELECT id FROM instances WHERE heartbeat_at >= $2"
 # Lookups of many keys at once go through unnest with a LATERAL subquery per key (its LIMIT
 # or OFFSET 0 keeps it a subquery, probed with each key): the plan cached for `col =
@@ -341,19 +345,22 @@ _OUTBOUND_COLUMNS = """id, account, recipient, source_addr, source_ton, source_n
     expires_at"""
 
 
-def _move_sql(target: MessageState) -> str:
-    """The conditional UPDATE that moves a message to `target` only from a state the
-    transition table allows (no row: it stays where it is)."""
-    columns = "state = $1, updated_at = $2"
+def _move_clauses(target: MessageState, at: str, detail: str) -> tuple[str, str]:
+    """What a move to `target` sets (its time and detail as the SQL expressions `at` and
+    `detail`), and the states it moves from (the transition table's)."""
+    columns = f"state = $1, updated_at = {at}"
     if target is MessageState.DELIVERED:
         columns += ", error = NULL, error_detail = NULL"
     elif keeps_why(target):
-        columns += ", error_detail = $4"
-    sources = ", ".join(f"'{v}'" for v in move_sources(target)) or "NULL"
-    # `state || ''`: the condition must not reach for messages_state. A plan cached while few
-    # messages were queued found the row through `state = 'queued'` and filtered on id,
-    # reading the whole backlog for each submit; the primary key is the one way in.
-    return (f"UPDATE messages SET {columns} WHERE id = $3 AND state || '' IN ({sources}) "
+        columns += f", error_detail = {detail}"
+    return columns, ", ".join(f"'{v}'" for v in move_sources(target)) or "NULL"
+
+
+def _move_sql(target: MessageState) -> str:
+    """The conditional UPDATE that moves a message to `target` only from a state the
+    transition table allows (no row: it stays where it is)."""
+    columns, sources = _move_clauses(target, "$2", "$4")
+    return (f"UPDATE messages SET {columns} WHERE id = $3 AND {_BY_KEY_STATE} IN ({sources}) "
             f"RETURNING 1")
 
 
@@ -363,14 +370,9 @@ _MOVE = {target: _move_sql(target) for target in MessageState}
 def _moves_sql(target: MessageState) -> str:
     """`_move_sql` for many messages in one statement: $2, $3, $4 are the ids, the times and
     the details."""
-    columns = "state = $1, updated_at = u.at"
-    if target is MessageState.DELIVERED:
-        columns += ", error = NULL, error_detail = NULL"
-    elif keeps_why(target):
-        columns += ", error_detail = u.detail"
-    sources = ", ".join(f"'{v}'" for v in move_sources(target)) or "NULL"
+    columns, sources = _move_clauses(target, "u.at", "u.detail")
     return (f"UPDATE messages m SET {columns} FROM unnest($2::text[], $3::float8[], $4::text[]) "
-            f"AS u(id, at, detail) WHERE m.id = u.id AND m.state || '' IN ({sources})")
+            f"AS u(id, at, detail) WHERE m.id = u.id AND m.{_BY_KEY_STATE} IN ({sources})")
 
 
 _MOVES = {target: _moves_sql(target) for target in MessageState}
@@ -1396,16 +1398,16 @@ async def _begin_submit(store: PostgresStore, tx: _Tx, message_id: str, owner: s
     """See Store.begin_submit: the UPDATE waits for a cancel holding the row and then reads
     its outcome, so one of the two sees the other."""
     return await tx.conn.fetchval(
-        f"UPDATE messages SET sending_by = $1 WHERE id = $2 AND state || '' IN ({_PENDING_SQL}) "
+        f"UPDATE messages SET sending_by = $1 WHERE id = $2 "
+        f"AND {_BY_KEY_STATE} IN ({_PENDING_SQL}) "
         f"RETURNING 1", owner, message_id) is not None
 
 
 #: The pending messages among these ids, locked in the ids' order (sorted: instances lock in
-#: one order), as `_begin_submit`'s UPDATE locks its row. `state || ''` as in `_move_sql`: by
-#: the primary key only, never through messages_state.
+#: one order), as `_begin_submit`'s UPDATE locks its row, by the primary key only.
 _LOCK_PENDING = f"""
 SELECT m.id FROM unnest($1::text[]) AS u(id)
-CROSS JOIN LATERAL (SELECT id FROM messages WHERE id = u.id AND state || '' IN ({_PENDING_SQL})
+CROSS JOIN LATERAL (SELECT id FROM messages WHERE id = u.id AND {_BY_KEY_STATE} IN ({_PENDING_SQL})
                     FOR NO KEY UPDATE) AS m
 """
 
@@ -1436,28 +1438,26 @@ async def _end_submit(store: PostgresStore, tx: _Tx, message_id: str, owner: str
 async def _cancel(store: PostgresStore, tx: _Tx, ids: tuple[str, ...], at: float,
                   actor: str) -> list[ActionOutcome]:
     conn = tx.conn
-    target = OPERATOR_MOVES[Action.CANCEL].target
     out = []
     for message_id in ids:
         row = await conn.fetchrow(
             "SELECT state, sending_by IS NOT NULL OR EXISTS (SELECT 1 FROM parts p "
             "WHERE p.message_id = m.id AND p.smsc_id IS NOT NULL) FROM messages m "
             "WHERE id = $1 FOR UPDATE", message_id)
-        state = MessageState(row[0]) if row is not None else None
-        refusal = action_refusal(Action.CANCEL, state, sending=row is not None and bool(row[1]))
-        if refusal is not None:
-            out.append(ActionOutcome(message_id, False, state, refusal))
+        outcome = cancel_verdict(message_id, row[0] if row is not None else None,
+                                 sending=row is not None and bool(row[1]), actor=actor)
+        out.append(outcome)
+        if not outcome.done:
             continue
-        detail = action_detail(Action.CANCEL, actor)
+        assert outcome.state is not None
         await conn.execute(
             "UPDATE messages SET state = $1, updated_at = $2, error_detail = $3, "
             "lease_owner = NULL, dsn_delay_owed = NULL WHERE id = $4",
-            target.value, at, detail, message_id)
+            outcome.state.value, at, outcome.detail, message_id)
         await conn.execute("UPDATE parts SET state = $1 WHERE message_id = $2 "
-                           "AND state = ANY($3::text[])", target.value, message_id,
+                           "AND state = ANY($3::text[])", outcome.state.value, message_id,
                            list(NOT_FINAL_PARTS))
-        tx.event(message_id, at, target.value, detail)
-        out.append(ActionOutcome(message_id, True, target, detail))
+        tx.event(message_id, at, outcome.state.value, outcome.detail)
     return out
 
 
@@ -1468,14 +1468,10 @@ async def _retry(store: PostgresStore, tx: _Tx, ids: tuple[str, ...], at: float,
     for message_id in ids:
         row = await conn.fetchrow("SELECT state, created_at, send_at, expires_at FROM messages "
                                   "WHERE id = $1 FOR UPDATE", message_id)
-        state = MessageState(row[0]) if row is not None else None
-        refusal = action_refusal(Action.RETRY, state, sending=False)
-        if refusal is not None or row is None:
-            out.append(ActionOutcome(message_id, False, state, refusal or ""))
+        outcome, expires_at = retry_verdict(message_id, row, at=at, actor=actor)
+        out.append(outcome)
+        if not outcome.done:
             continue
-        expires_at = renewed_expiry(created_at=float(row[1]), send_at=row[2],
-                                    expires_at=float(row[3]), now=at)
-        detail = action_detail(Action.RETRY, actor, expires_at)
         await conn.execute(
             "UPDATE messages SET state = 'queued', updated_at = $1, expires_at = $2, "
             "error = NULL, error_detail = NULL, lease_owner = NULL, sending_by = NULL "
@@ -1485,9 +1481,8 @@ async def _retry(store: PostgresStore, tx: _Tx, ids: tuple[str, ...], at: float,
             "submitted_at = NULL, delivered_at = NULL, receipt_stat = NULL, receipt_err = NULL "
             "WHERE message_id = $1", message_id)
         await conn.execute("DELETE FROM smsc_keys WHERE message_id = $1", message_id)
-        tx.event(message_id, at, MessageState.QUEUED.value, detail)
+        tx.event(message_id, at, MessageState.QUEUED.value, outcome.detail)
         tx.notify = True  # unheld: the instances claim it
-        out.append(ActionOutcome(message_id, True, MessageState.QUEUED, detail))
     return out
 
 

@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bridge.core.mailback import DELAYED
-from bridge.core.operator import OPERATOR_MOVES, Action, action_refusal, renewed_expiry
 from bridge.core.policy import (
     AcceptFacts,
     AcceptLimits,
@@ -83,8 +82,6 @@ from bridge.store.base import (
 )
 from bridge.logs import Episode
 from bridge.store.common import (
-    resolve_later,
-    receipts_after_submits,
     CALLBACK_EVENTS,
     DELAYED_STATES,
     FINAL_VALUES,
@@ -96,15 +93,18 @@ from bridge.store.common import (
     Op,
     Result,
     accepted_detail,
-    action_detail,
     best_match,
     by_key,
+    cancel_verdict,
     delay_owed,
     interim,
     plural,
     receipt_change,
     receipt_detail,
+    receipts_after_submits,
     resolve,
+    resolve_later,
+    retry_verdict,
     sendable,
     submit_details,
 )
@@ -961,22 +961,20 @@ class _Writer:
         tx.flush()
         conn = tx.conn
         out = []
-        target = OPERATOR_MOVES[Action.CANCEL].target
         for message_id in ids:
             row = conn.execute(_CANCEL_FACTS, (message_id,)).fetchone()
-            state = MessageState(row[0]) if row is not None else None
-            refusal = action_refusal(Action.CANCEL, state,
-                                     sending=row is not None and bool(row[1] or row[2]))
-            if refusal is not None:
-                out.append(ActionOutcome(message_id, False, state, refusal))
+            outcome = cancel_verdict(message_id, row[0] if row is not None else None,
+                                     sending=row is not None and bool(row[1] or row[2]),
+                                     actor=actor)
+            out.append(outcome)
+            if not outcome.done:
                 continue
-            detail = action_detail(Action.CANCEL, actor)
-            conn.execute(_CANCEL, (target.value, at, detail, message_id))
+            assert outcome.state is not None
+            conn.execute(_CANCEL, (outcome.state.value, at, outcome.detail, message_id))
             conn.execute(f"UPDATE parts SET state = ? WHERE message_id = ? "
                          f"AND state IN ({_in(len(NOT_FINAL_PARTS))})",
-                         (target.value, message_id, *NOT_FINAL_PARTS))
-            tx.event(message_id, at, target.value, detail)
-            out.append(ActionOutcome(message_id, True, target, detail))
+                         (outcome.state.value, message_id, *NOT_FINAL_PARTS))
+            tx.event(message_id, at, outcome.state.value, outcome.detail)
         return out
 
     def retry(self, tx: _Tx, ids: tuple[str, ...], at: float,
@@ -986,19 +984,14 @@ class _Writer:
         out = []
         for message_id in ids:
             row = conn.execute(_RETRY_FACTS, (message_id,)).fetchone()
-            state = MessageState(row[0]) if row is not None else None
-            refusal = action_refusal(Action.RETRY, state, sending=False)
-            if refusal is not None or row is None:
-                out.append(ActionOutcome(message_id, False, state, refusal or ""))
+            outcome, expires_at = retry_verdict(message_id, row, at=at, actor=actor)
+            out.append(outcome)
+            if not outcome.done:
                 continue
-            expires_at = renewed_expiry(created_at=float(row[1]), send_at=row[2],
-                                        expires_at=float(row[3]), now=at)
-            detail = action_detail(Action.RETRY, actor, expires_at)
             conn.execute(_RETRY, (at, expires_at, message_id))
             conn.execute(_RETRY_PARTS, (message_id,))
             conn.execute("DELETE FROM smsc_keys WHERE message_id = ?", (message_id,))
-            tx.event(message_id, at, MessageState.QUEUED.value, detail)
-            out.append(ActionOutcome(message_id, True, MessageState.QUEUED, detail))
+            tx.event(message_id, at, MessageState.QUEUED.value, outcome.detail)
         return out
 
     def add_credit(self, tx: _Tx, account: str, change: int, quota: int, at: float,
