@@ -110,6 +110,23 @@ async def serve(name: str, app: web.Application, host: str, port: int,
     return listener
 
 
+class TooLarge(Exception):
+    """A request (its URL or its body) is larger than its listener's limit."""
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The whole body, refusing more than `limit` octets before reading them all (each
+    listener answers TooLarge in its own words)."""
+    if request.content_length is not None and request.content_length > limit:
+        raise TooLarge()
+    data = bytearray()
+    async for chunk in request.content.iter_chunked(65536):
+        data += chunk
+        if len(data) > limit:
+            raise TooLarge()
+    return bytes(data)
+
+
 class _Guarded(asyncio.Protocol):
     """One connection: aiohttp's protocol inside, made only once the connection has a slot."""
 

@@ -190,6 +190,22 @@ async def test_what_cannot_be_read_is_a_clear_4xx(bridge: Bridge, path: str, sta
 
 # ------------------------------------------------------------------ changing
 
+async def test_a_body_that_comes_in_pieces_is_read_whole(bridge: Bridge) -> None:
+    """A change's JSON sent in two pieces a moment apart (a large id list does, over a real
+    network): the console reads to its end before it parses."""
+    waiting = await scheduled_message(bridge, "+447400123406")
+    body = f'{{"ids": ["{waiting}"]}}'.encode()
+
+    async def pieces() -> AsyncIterator[bytes]:
+        yield body[:7]
+        await asyncio.sleep(0.2)
+        yield body[7:]
+
+    status, answer = await api(bridge, "POST", "/admin/api/messages/cancel", headers=JSON,
+                               data=pieces())
+    assert status == 200 and answer["results"][0]["done"] is True, answer
+
+
 async def test_cancel_and_retry(bridge: Bridge) -> None:
     waiting = await scheduled_message(bridge, "+447400123402")
     status, body = await api(bridge, "POST", "/admin/api/messages/cancel", headers=JSON,

@@ -44,6 +44,7 @@ from bridge.core.errors import ErrorName
 from bridge.ingress.console import page
 from bridge.ingress.console.sessions import COOKIE, Session, Sessions, csrf_matches
 from bridge.ingress.console.status import Outbound, gather_status
+from bridge.ingress.listener import TooLarge, read_body
 from bridge.intake.admin import Admin, AdminInputError
 from bridge.metrics import Metrics
 from bridge.store.base import StoreUnavailable
@@ -305,12 +306,10 @@ class Console:
 
 
 async def _body(request: web.Request) -> bytes:
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise _Refused(413, f"the body is larger than {MAX_BODY} bytes")
-    body = await request.content.read(MAX_BODY + 1)
-    if len(body) > MAX_BODY:
-        raise _Refused(413, f"the body is larger than {MAX_BODY} bytes")
-    return body
+    try:
+        return await read_body(request, MAX_BODY)
+    except TooLarge:
+        raise _Refused(413, f"the body is larger than {MAX_BODY} bytes") from None
 
 
 def _see_other(location: str) -> web.Response:

@@ -23,8 +23,8 @@ from bridge.core.errors import ERROR_TABLE, BridgeError, ErrorName
 from bridge.core.meta import Meta, MetaKey
 from bridge.core.model import Ingress
 from bridge.core.reports import FINAL_EVENTS
-from bridge.ingress.http.common import (BadInput, Params, TooLarge, log, read_params,
-                                        refused, submit)
+from bridge.ingress.http.common import BadInput, Params, log, read_params, refused, submit
+from bridge.ingress.listener import TooLarge
 from bridge.intake.credentials import AuthGuard
 from bridge.intake.service import Recipient, RecipientResult, Service, SubmitRequest
 from bridge.metrics import Metrics

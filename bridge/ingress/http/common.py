@@ -17,6 +17,7 @@ from urllib.parse import unquote_to_bytes
 from aiohttp import web
 
 from bridge.core.errors import BridgeError, ErrorName
+from bridge.ingress.listener import TooLarge, read_body
 from bridge.core.model import Ingress
 from bridge.intake.service import RecipientResult, Service, SubmitRequest, report_results
 from bridge.metrics import Metrics
@@ -24,10 +25,6 @@ from bridge.metrics import Metrics
 log = logging.getLogger("bridge.http")
 
 FORM = "application/x-www-form-urlencoded"
-
-
-class TooLarge(Exception):
-    """The request (its URL or its body) is larger than [http] max_request_bytes."""
 
 
 class BadInput(Exception):
@@ -114,18 +111,6 @@ class Params:
 
     def names(self) -> set[str]:
         return set(self._by_name)
-
-
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The whole body, refusing more than `limit` octets before reading them all."""
-    if request.content_length is not None and request.content_length > limit:
-        raise TooLarge()
-    data = bytearray()
-    async for chunk in request.content.iter_chunked(65536):
-        data += chunk
-        if len(data) > limit:
-            raise TooLarge()
-    return bytes(data)
 
 
 def raw_query(request: web.Request) -> bytes:

@@ -37,8 +37,8 @@ from bridge.core.gsm import gsm7_decode
 from bridge.core.meta import MetaKey
 from bridge.core.model import Ingress
 from bridge.core.reports import ALL_EVENTS, ReportEvent
-from bridge.ingress.http.common import (BadInput, TooLarge, log, read_body,
-                                        read_params, refused, submit)
+from bridge.ingress.http.common import BadInput, log, read_params, refused, submit
+from bridge.ingress.listener import TooLarge, read_body
 from bridge.intake.credentials import AuthGuard
 from bridge.intake.service import Recipient, Service, SubmitRequest, is_unroutable
 from bridge.metrics import Metrics

@@ -33,8 +33,8 @@ from bridge.core.gsm import gsm7_decode
 from bridge.core.meta import MetaKey
 from bridge.core.model import Ingress
 from bridge.core.reports import FINAL_EVENTS
-from bridge.ingress.http.common import (TooLarge, log, read_body, refused, sole_error, submit,
-                                        too_large)
+from bridge.ingress.http.common import log, refused, sole_error, submit, too_large
+from bridge.ingress.listener import TooLarge, read_body
 from bridge.intake.credentials import AuthGuard
 from bridge.intake.service import Recipient, RecipientResult, Service, SubmitRequest
 from bridge.metrics import Metrics

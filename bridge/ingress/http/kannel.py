@@ -34,8 +34,9 @@ from bridge.core.errors import BridgeError, ErrorName
 from bridge.core.meta import MetaKey
 from bridge.core.model import Ingress
 from bridge.core.reports import ALL_EVENTS, ReportEvent
-from bridge.ingress.http.common import (Params, TooLarge, log, parse_urlencoded, raw_query,
-                                        read_body, refused, submit)
+from bridge.ingress.http.common import (Params, log, parse_urlencoded, raw_query, refused,
+                                        submit)
+from bridge.ingress.listener import TooLarge, read_body
 from bridge.intake.credentials import AuthGuard
 from bridge.intake.service import Recipient, Service, SubmitRequest, is_unroutable
 from bridge.metrics import Metrics
