@@ -82,38 +82,31 @@ async def _reached(sim: SmscSimulator, target: int, timeout: float = 120.0) -> i
     return sim.accepted
 
 
-async def _measure(name: str, port: int, requests: list[bytes], sim: SmscSimulator,
+async def _measure(name: str, port: int, requests: list[bytes], sim: SmscSimulator | None,
                    numbers: set[str], concurrency: int, meter: CpuMeter) -> dict[str, Any]:
     """One load: its requests, then until the simulator has every message; the rates, the
-    latencies, the delivery check and the CPU per message."""
+    latencies, the delivery check and the CPU per message. Without a simulator (the no-op
+    ceiling) the answers are the end."""
     count = len(requests)
-    base = sim.accepted
+    base = sim.accepted if sim is not None else 0
     before = meter.read()
     start = time.perf_counter()
     seconds, latencies, statuses = await http_load(("127.0.0.1", port), requests, concurrency,
                                                    progress=Progress(count, name))
-    reached = await _reached(sim, base + count) - base
+    figures: dict[str, Any] = {"requests": count, "statuses": statuses}
+    if sim is not None:
+        reached = await _reached(sim, base + count) - base
+        ours = sim.accepted - base
+        figures["messages_at_simulator"] = reached
+        figures["delivery"] = delivery_check(
+            (s.destination for s in sim.submits[-ours:] if ours), numbers) \
+            if ours <= len(sim.submits) else None
+    else:
+        reached = count
     e2e = time.perf_counter() - start
-    ours = sim.accepted - base
-    delivery = delivery_check((s.destination for s in sim.submits[-ours:] if ours), numbers) \
-        if ours <= len(sim.submits) else None
-    return {"requests": count, "statuses": statuses, "messages_at_simulator": reached,
-            "delivery": delivery, "http_seconds": round(seconds, 3),
-            "e2e_seconds": round(e2e, 3), "http_msgs_per_s": round(count / seconds, 1),
+    return {**figures, "http_seconds": round(seconds, 3), "e2e_seconds": round(e2e, 3),
+            "http_msgs_per_s": round(count / seconds, 1),
             "e2e_msgs_per_s": round(reached / e2e, 1),
-            **{f"{q}_ms": v for q, v in latency_ms(latencies).items() if q in ("p50", "p99")},
-            "cpu_us_per_msg": meter.us_per_message(before, count)}
-
-
-async def _measure_noop(port: int, count: int, run: str, concurrency: int,
-                        meter: CpuMeter) -> dict[str, Any]:
-    requests = sendsms_requests("127.0.0.1", port, count, run=run, first_number=0,
-                                path=NOOP_SENDSMS)
-    before = meter.read()
-    seconds, latencies, statuses = await http_load(("127.0.0.1", port), requests, concurrency,
-                                                   progress=Progress(count, "noop_aiohttp"))
-    return {"requests": count, "statuses": statuses, "http_seconds": round(seconds, 3),
-            "http_msgs_per_s": round(count / seconds, 1), "e2e_msgs_per_s": round(count / seconds, 1),
             **{f"{q}_ms": v for q, v in latency_ms(latencies).items() if q in ("p50", "p99")},
             "cpu_us_per_msg": meter.us_per_message(before, count)}
 
@@ -158,8 +151,11 @@ async def bench_http(*, requests: int = 3000, concurrency: int = 16,
                     await _measure(load, target, build(200, run + "w", 90_000_000 + 1000 * n),
                                    sim, set(), concurrency, meter)
                 for r in range(rounds):
-                    runs["noop_aiohttp"].append(await _measure_noop(
-                        side_port, requests, f"{run}n{r}", concurrency, meter))
+                    runs["noop_aiohttp"].append(await _measure(
+                        "noop_aiohttp", side_port, sendsms_requests(
+                            "127.0.0.1", side_port, requests, run=f"{run}n{r}",
+                            first_number=0, path=NOOP_SENDSMS), None, set(), concurrency,
+                        meter))
                     for n, (load, (target, build, sim)) in enumerate(
                             _loads(port, peer, ours, theirs).items()):
                         first = 10_000_000 * (n + 1) + r * requests

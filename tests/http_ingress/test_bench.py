@@ -25,6 +25,8 @@ def test_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     assert result["ratios"]["sendsms_vs_soap_1"] > 0
     assert set(result["targets"]) >= {"sendsms_1.2x_soap_1", "exactly_once"}
     assert result["cpu_us"]["sendsms_bridge"]["bridge"] > 0
+    assert result["noop_aiohttp"]["statuses"] == {"202": 40}  # the server stack's ceiling
+    assert result["ratios"]["sendsms_vs_noop_aiohttp"] > 0
 
 
 def test_the_cli_runs_it(capsys: pytest.CaptureFixture[str]) -> None:
