@@ -454,7 +454,8 @@ class PostgresStore(CallsByName):
         self._pool: Any = None
         self._lanes: tuple[_Lane, ...] = ()  # while open, by `_LANE_OF`'s indexes
         self._answer: Callable[[list[Result]], None] | None = None
-        self._reads: set[asyncio.Future[Any]] = set()
+        #: The pipe's reads, and its flushes waiting for every lane: each answers, also at close.
+        self._answering: set[asyncio.Future[Any]] = set()
         self._listener: asyncio.Task[None] | None = None
         self._closing = False
         self._down_until = 0.0
@@ -513,12 +514,12 @@ class PostgresStore(CallsByName):
         if method not in READS:
             return False
         task = asyncio.ensure_future(self._read(method, args))
-        self._reads.add(task)
+        self._answering.add(task)
         task.add_done_callback(functools.partial(self._read_done, request_id))
         return True
 
     def _read_done(self, request_id: int, task: asyncio.Future[Any]) -> None:
-        self._reads.discard(task)
+        self._answering.discard(task)
         if task.cancelled() or self._answer is None:
             return
         exc = task.exception()
@@ -568,8 +569,8 @@ class PostgresStore(CallsByName):
         """Finish every queued write, then close the pool."""
         if self._pool is None or self._closing:
             return
-        if self._reads:  # reads already handed over still answer
-            await asyncio.wait(set(self._reads))
+        if self._answering:  # reads and flushes already handed over still answer
+            await asyncio.wait(set(self._answering))
         if self._listener is not None:
             self._listener.cancel()
             await asyncio.gather(self._listener, return_exceptions=True)
@@ -628,8 +629,8 @@ class PostgresStore(CallsByName):
             self._deliver([(token, None, error)])
 
         task = asyncio.ensure_future(joined())
-        self._reads.add(task)
-        task.add_done_callback(self._reads.discard)
+        self._answering.add(task)
+        task.add_done_callback(self._answering.discard)
 
     async def _writer(self, lane: _Lane) -> None:
         while True:
