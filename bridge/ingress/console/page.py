@@ -88,16 +88,25 @@ def live_panel(status: ConsoleStatus) -> str:
             f'{_messages(status)}{_accounts(status)}</div>')
 
 
+def _table(section: str, title: str, heads: Sequence[str], rows: str,
+           empty: str | None = None) -> str:
+    """A section of the page: its title over one table (`empty`, when given, is the row
+    shown when `rows` is empty)."""
+    if not rows and empty is not None:
+        rows = f'<tr><td colspan="{len(heads)}" class="muted">{empty}</td></tr>'
+    head = "".join(f"<th>{h}</th>" for h in heads)
+    return (f'<section id="{section}"><h2>{title}</h2><table><thead><tr>{head}</tr></thead>'
+            f'<tbody>{rows}</tbody></table></section>')
+
+
 def _binds(status: ConsoleStatus) -> str:
     rows = "".join(
         f'<tr data-bind="{_e(b.name)}"><td>{_e(b.name)}</td>'
         f'<td><span class="badge {"up" if b.up else "down"}">{"up" if b.up else "down"}</span></td>'
         f'<td class="n">{b.in_flight} / {b.window}</td><td class="n">{b.tps:.1f}'
         f'{f" / {b.max_tps:g}" if b.max_tps else ""}</td></tr>' for b in status.binds)
-    rows = rows or '<tr><td colspan="4" class="muted">no bind known</td></tr>'
-    return (f'<section id="binds"><h2>SMSC binds</h2><table><thead><tr><th>SMSC</th>'
-            f'<th>state</th><th>window in use</th><th>submits/s</th></tr></thead>'
-            f'<tbody>{rows}</tbody></table></section>')
+    return _table("binds", "SMSC binds", ("SMSC", "state", "window in use", "submits/s"),
+                  rows, "no bind known")
 
 
 def _queue(status: ConsoleStatus) -> str:
@@ -139,19 +148,16 @@ def _latency(status: ConsoleStatus) -> str:
         + "".join(f'<td class="n">{_ms(status.latency.get(kind, {}).get(q))}</td>'
                   for q in ("p50", "p90", "p99")) + "</tr>"
         for kind, label in names.items())
-    return (f'<section id="latency"><h2>Latency, last {HISTORY_S // 60} minutes</h2>'
-            f'<table><thead><tr><th></th><th>p50</th><th>p90</th><th>p99</th></tr></thead>'
-            f'<tbody>{rows}</tbody></table></section>')
+    return _table("latency", f"Latency, last {HISTORY_S // 60} minutes",
+                  ("", "p50", "p90", "p99"), rows)
 
 
 def _refusals(status: ConsoleStatus) -> str:
     rows = "".join(f'<tr data-error="{_e(name)}"><td>{_e(name)}</td>'
                    f'<td class="n">{_e(status.error_codes.get(name, ""))}</td>'
                    f'<td class="n">{n}</td></tr>' for name, n in status.refusals)
-    rows = rows or '<tr><td colspan="3" class="muted">none</td></tr>'
-    return (f'<section id="refusals"><h2>Refusals, last {HISTORY_S // 60} minutes</h2>'
-            f'<table><thead><tr><th>error</th><th>code</th><th>recipients</th></tr></thead>'
-            f'<tbody>{rows}</tbody></table></section>')
+    return _table("refusals", f"Refusals, last {HISTORY_S // 60} minutes",
+                  ("error", "code", "recipients"), rows, "none")
 
 
 def _message_row(m: Json) -> str:
@@ -162,11 +168,9 @@ def _message_row(m: Json) -> str:
 
 
 def _messages(status: ConsoleStatus) -> str:
-    rows = "".join(_message_row(m) for m in status.messages) or \
-        '<tr><td colspan="6" class="muted">none yet</td></tr>'
-    return (f'<section id="messages"><h2>Last messages <small>(every instance)</small></h2>'
-            f'<table><thead><tr><th>id</th><th>account</th><th>ingress</th><th>recipient</th>'
-            f'<th>state</th><th>age</th></tr></thead><tbody>{rows}</tbody></table></section>')
+    return _table("messages", "Last messages <small>(every instance)</small>",
+                  ("id", "account", "ingress", "recipient", "state", "age"),
+                  "".join(_message_row(m) for m in status.messages), "none yet")
 
 
 def _accounts(status: ConsoleStatus) -> str:
@@ -176,9 +180,8 @@ def _accounts(status: ConsoleStatus) -> str:
         f'<td class="n">{a["used"]}</td>'
         f'<td class="n">{"–" if a["left"] is None else a["left"]}</td>'
         f'<td class="n">{a["rate_per_s"]:g}</td></tr>' for a in status.accounts)
-    return (f'<section id="accounts"><h2>Accounts</h2><table><thead><tr><th>account</th>'
-            f'<th>quota</th><th>credit</th><th>parts used</th><th>left</th><th>rate/s</th>'
-            f'</tr></thead><tbody>{rows}</tbody></table></section>')
+    return _table("accounts", "Accounts",
+                  ("account", "quota", "credit", "parts used", "left", "rate/s"), rows)
 
 
 def found_panel(message: Json | None, wanted: str, *, problem: str = "") -> str:
