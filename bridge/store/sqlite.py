@@ -521,9 +521,10 @@ class _Writer:
         return values
 
     def _apply(self, tx: _Tx, batch: list[Op]) -> list[Any]:
-        """The operations in order; a run of consecutive submits or receipts (the SMSC's
-        answers come in bursts: 40 to 50 in a row while a batch drains, measured) goes to its
-        `_TOGETHER` form first, which writes the whole run with a few executemany calls."""
+        """The operations in order; a run of consecutive submits, receipts or fences (the
+        SMSC's answers come in bursts: 40 to 50 in a row while a batch drains, measured; the
+        workers they free take their next messages together) goes to its `_TOGETHER` form
+        first, which writes the whole run with a few statements."""
         values: list[Any] = []
         i, n = 0, len(batch)
         while i < n:
