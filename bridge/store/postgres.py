@@ -485,7 +485,7 @@ class PostgresStore(CallsByName):
                 # No floor of idle connections: asyncpg would keep remaking it (and log a
                 # traceback each time) while the server is away; connections come on demand.
                 self.url, password=self.password, min_size=0, max_size=self.pool_size,
-                command_timeout=self.command_timeout_s, timeout=10)
+                command_timeout=self.command_timeout_s, timeout=10, reset=_keep_session)
             async with self._pool.acquire() as conn:
                 self.schema = await migrate(conn)
         except (OSError, asyncio.TimeoutError, asyncpg.PostgresError,
@@ -795,6 +795,15 @@ class PostgresStore(CallsByName):
         except (OSError, asyncio.TimeoutError, asyncpg.PostgresError,
                 asyncpg.InterfaceError) as exc:
             raise StoreUnavailable(f"store read {method} failed: {exc}") from exc
+
+
+async def _keep_session(conn: Any) -> None:
+    """The pool's reset of a connection it takes back: nothing to undo. By default asyncpg
+    sends `pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL` each time, a round
+    trip per transaction that waits for the server and for this process's busy loop; the
+    store leaves no session state on a pooled connection (its locks and settings end with
+    their transaction, the migration lock is released where it is taken, LISTEN has a
+    connection of its own). asyncpg still rolls back a transaction left open."""
 
 
 async def schema_of(url: str, password: str | None = None) -> tuple[int, int]:
