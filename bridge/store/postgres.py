@@ -380,6 +380,37 @@ _MOVES = {target: _moves_sql(target) for target in MessageState}
 #: The states `_MOVE[target]` moves a message from.
 _SOURCES = {target: frozenset(move_sources(target)) for target in MessageState}
 
+#: A statement and its parameters.
+Write = tuple[str, tuple[Any, ...]]
+_PARAM = re.compile(r"\$(\d+)")
+
+
+@functools.lru_cache(maxsize=64)
+def _joined_sql(statements: tuple[str, ...]) -> str:
+    """Data-modifying statements as one: each a WITH query, its parameters renumbered after
+    the previous ones'. PostgreSQL runs each once, to completion, on one snapshot, so they
+    must not depend on each other's rows nor change a row twice; foreign keys are checked
+    at the end of the whole statement."""
+    queries, offset = [], 0
+    for i, sql in enumerate(statements):
+        count = max((int(n) for n in _PARAM.findall(sql)), default=0)
+        renumbered = _PARAM.sub(lambda m: f"${int(m.group(1)) + offset}", sql)
+        queries.append(f"w{i} AS ({renumbered})")
+        offset += count
+    return f"WITH {', '.join(queries)} SELECT 1"
+
+
+async def _write_together(conn: Any, writes: Sequence[Write | None]) -> None:
+    """`writes` in one round trip (`_joined_sql`): in a transaction every statement waits
+    for the server and then for this process's loop to come back to it, and the records of
+    a batch are a few statements whatever their number."""
+    present = [w for w in writes if w is not None]
+    if len(present) == 1:
+        await conn.execute(present[0][0], *present[0][1])
+    elif present:
+        await conn.execute(_joined_sql(tuple(sql for sql, _ in present)),
+                           *[arg for _, args in present for arg in args])
+
 
 def lock_key(*parts: str) -> int:
     """A signed 64-bit advisory lock key for a name: the same on every instance."""
@@ -409,9 +440,16 @@ class _Tx:
     def event(self, message_id: str, at: float, state: str, detail: str) -> None:
         self.events.append((message_id, at, state, detail))
 
+    def events_written(self, more: Sequence[tuple[str, float, str, str]]) -> Write | None:
+        """The events so far and `more` after them, as one write (for a statement that
+        writes them with its own; `finish` writes what comes later), in the order they
+        happened: their ids are the timeline's order."""
+        events, self.events = self.events + list(more), []
+        return (_INSERT_EVENTS, tuple(map(list, zip(*events)))) if events else None
+
     async def finish(self) -> None:
-        if self.events:
-            await self.conn.execute(_INSERT_EVENTS, *map(list, zip(*self.events)))
+        if (events := self.events_written(())) is not None:
+            await self.conn.execute(events[0], *events[1])
         if self.delta:
             await self.conn.execute(_ADD_USAGE, list(self.delta), list(self.delta.values()))
         if self.notify:
@@ -1146,15 +1184,11 @@ async def _submitted_together(store: PostgresStore, tx: _Tx,
 async def _submit_segment(tx: _Tx, ops: list[tuple[Any, ...]],
                           rows: list[Any]) -> list[None]:
     """Submits of single parts, their rows locked (`_LOCK_PARTS`): the one-by-one statements
-    as one statement each, each move decided from the locked message state as the
-    conditional UPDATE would decide it, the events in op order."""
-    conn = tx.conn
+    as one statement (`_write_together`), each move decided from the locked message state
+    as the conditional UPDATE would decide it, the events in op order."""
     columns = zip(*[(smsc, smsc_id, at, mid, seq) for mid, seq, smsc, smsc_id, _, at in ops])
-    await conn.execute(_SUBMIT_PARTS, *map(list, columns))
     new_keys = [(smsc, key, mid, seq) for mid, seq, smsc, _, keys, _ in ops
                 for key in dict.fromkeys(keys)]
-    if new_keys:
-        await conn.execute(_INSERT_KEYS, *map(list, zip(*new_keys)))
     moves: dict[MessageState, list[tuple[Any, ...]]] = {}
     events: list[tuple[str, float, str, str]] = []
     for (mid, seq, smsc, smsc_id, _, at), row in zip(ops, rows):
@@ -1166,8 +1200,10 @@ async def _submit_segment(tx: _Tx, ops: list[tuple[Any, ...]],
             moves.setdefault(target, []).append(_move_params(target, at, detail, mid))
             events.append((mid, at, target.value,
                            all_submitted if target is MessageState.SUBMITTED else detail))
-    await _moves(conn, moves)
-    tx.events.extend(events)
+    await _write_together(tx.conn, [
+        (_SUBMIT_PARTS, tuple(map(list, columns))),
+        (_INSERT_KEYS, tuple(map(list, zip(*new_keys)))) if new_keys else None,
+        *_move_writes(moves), tx.events_written(events)])
     return [None] * len(ops)
 
 
@@ -1222,7 +1258,8 @@ async def _run_matches(conn: Any, run: list[tuple[Any, ...]], keyed: list[list[s
 async def _receipt_segment(tx: _Tx, ops: list[tuple[Any, ...]],
                            rows: list[Any]) -> list[ReceiptOutcome]:
     """Receipts for single parts of different messages, their rows locked: the part updates
-    and moves of `_apply_receipt`, one statement each, each decided from the locked row."""
+    and moves of `_apply_receipt` and the events, one statement (`_write_together`), each
+    decided from the locked row."""
     updates: list[tuple[Any, ...]] = []
     buffered: list[tuple[Any, ...]] = []
     moves: dict[MessageState, list[tuple[Any, ...]]] = {}
@@ -1247,12 +1284,11 @@ async def _receipt_segment(tx: _Tx, ops: list[tuple[Any, ...]],
             message = target
         out.append(ReceiptOutcome(True, mid, message, sent, sent_id))
     conn = tx.conn
-    if updates:
-        await conn.execute(_RECEIPT_PARTS, *map(list, zip(*updates)))
     if buffered:
         await conn.executemany(_QUEUE_BUFFERED, buffered)
-    await _moves(conn, moves)
-    tx.events.extend(events)
+    await _write_together(conn, [
+        (_RECEIPT_PARTS, tuple(map(list, zip(*updates)))) if updates else None,
+        *_move_writes(moves), tx.events_written(events)])
     return out
 
 
@@ -1302,19 +1338,21 @@ def _move_params(target: MessageState, at: float, detail: str,
     return params + (detail,) if keeps_why(target) else params
 
 
-async def _moves(conn: Any, moves: dict[MessageState, list[tuple[Any, ...]]]) -> None:
+def _move_writes(moves: dict[MessageState, list[tuple[Any, ...]]]) -> list[Write]:
     """The conditional moves (`_MOVES`), one statement per target state; the rows are locked
     and their states checked against `_SOURCES` already, so each one moves. A message moved
     to a state twice keeps its first move, as one by one (no state is its own source, so
     the second would find it moved). One statement, not one per message: each was a
     statement for the server to run, a third of its time on a batch of submits."""
+    writes: list[Write] = []
     for target, params in moves.items():
         first: dict[str, tuple[float, str | None]] = {}
         for p in params:
             first.setdefault(p[2], (p[1], p[3] if len(p) > 3 else None))
-        await conn.execute(_MOVES[target], target.value, list(first),
-                           [at for at, _ in first.values()],
-                           [detail for _, detail in first.values()])
+        writes.append((_MOVES[target], (target.value, list(first),
+                                        [at for at, _ in first.values()],
+                                        [detail for _, detail in first.values()])))
+    return writes
 
 
 async def _receipt(store: PostgresStore, tx: _Tx, smsc: str, id_keys: tuple[str, ...],
@@ -1413,28 +1451,30 @@ async def _begin_submit(store: PostgresStore, tx: _Tx, message_id: str, owner: s
         f"RETURNING 1", owner, message_id) is not None
 
 
-#: The pending messages among these ids, locked in the ids' order (sorted: instances lock in
-#: one order), as `_begin_submit`'s UPDATE locks its row, by the primary key only.
-_LOCK_PENDING = f"""
-SELECT m.id FROM unnest($1::text[]) AS u(id)
-CROSS JOIN LATERAL (SELECT id FROM messages WHERE id = u.id AND {_BY_KEY_STATE} IN ({_PENDING_SQL})
-                    FOR NO KEY UPDATE) AS m
+#: The fences of a run: the pending messages among the ids ($1, sorted) locked in the ids'
+#: order (instances lock in one order), as `_begin_submit`'s UPDATE locks its row, by the
+#: primary key only; then each one's fence set to its owner ($2), in the same statement.
+_FENCE_PENDING = f"""
+WITH pending AS MATERIALIZED (
+    SELECT m.id FROM unnest($1::text[]) AS u(id)
+    CROSS JOIN LATERAL (SELECT id FROM messages
+                        WHERE id = u.id AND {_BY_KEY_STATE} IN ({_PENDING_SQL})
+                        FOR NO KEY UPDATE) AS m)
+UPDATE messages m SET sending_by = u.owner
+FROM unnest($1::text[], $2::text[]) AS u(id, owner) JOIN pending ON pending.id = u.id
+WHERE m.id = u.id RETURNING m.id
 """
 
 
 async def _begin_submits_together(store: PostgresStore, tx: _Tx,
                                   run: list[tuple[Any, ...]]) -> list[bool]:
-    """`_begin_submit` for a run (workers taking their next messages in one loop turn): the
-    rows locked by one statement, the fences set by another, the same rows and answers. One
-    by one, each fence is a round trip inside the transaction that every worker's next
-    submit waits for."""
-    conn = tx.conn
-    pending = {r[0] for r in await conn.fetch(_LOCK_PENDING, sorted({args[0] for args in run}))}
-    taken = {message_id: owner for message_id, owner in run if message_id in pending}
-    if taken:
-        await conn.execute("UPDATE messages m SET sending_by = u.owner FROM unnest($1::text[], "
-                           "$2::text[]) AS u(id, owner) WHERE m.id = u.id",
-                           list(taken), list(taken.values()))
+    """`_begin_submit` for a run (workers taking their next messages in one loop turn): one
+    statement locks the rows and sets the fences (`_FENCE_PENDING`), the same rows and
+    answers. One by one, each fence is a round trip inside the transaction that every
+    worker's next submit waits for."""
+    owners = dict(sorted(dict(run).items()))  # one per message; its last owner, as one by one
+    pending = {r[0] for r in await tx.conn.fetch(_FENCE_PENDING, list(owners),
+                                                 list(owners.values()))}
     return [message_id in pending for message_id, _ in run]
 
 
