@@ -299,6 +299,14 @@ MIGRATIONS: tuple[Migration, ...] = (
         # each of the table's indexes. Pages written from now on.
         "ALTER TABLE messages SET (fillfactor = 80)",
     )),
+    Migration(3, "timeline events and SMSC keys without foreign-key checks", (
+        # Each row inserted ran a check of its own (a query, and a lock on the row it names):
+        # five events and a key per message, for rows the same transaction has just written
+        # or locked. The retention sweep deletes a message's events and keys before it.
+        # SQLite's checks stay: there they are a lookup in the same process.
+        "ALTER TABLE events DROP CONSTRAINT events_message_id_fkey",
+        "ALTER TABLE smsc_keys DROP CONSTRAINT smsc_keys_message_id_seq_fkey",
+    )),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -1554,6 +1554,10 @@ async def _add_credit(store: PostgresStore, tx: _Tx, account: str, change: int, 
 
 async def _event(store: PostgresStore, tx: _Tx, message_id: str, name: str, at: float,
                  detail: str) -> None:
+    """An entry for a message found here: the events table checks no foreign key (schema
+    3); the other paths write events for rows they have just locked or written."""
+    if await tx.conn.fetchval("SELECT 1 FROM messages WHERE id = $1", message_id) is None:
+        raise LookupError(f"no message {message_id}")
     tx.event(message_id, at, name, detail)
 
 
