@@ -11,7 +11,7 @@ import asyncpg
 
 from bridge.core.states import MessageState
 from bridge.store.pg_schema import LATEST_VERSION, migrate
-from bridge.store.postgres import PostgresStore
+from bridge.store.postgres import PostgresStore, _joined_sql
 
 from .test_contract import T0, msg
 
@@ -67,10 +67,37 @@ async def test_a_version_1_database_migrates_and_still_reports_only_what_was_ask
         await store.close()
     conn = await asyncpg.connect(pg_url)
     try:
-        options = await conn.fetchval("SELECT reloptions FROM pg_class WHERE relname = 'messages'")
-        assert "fillfactor=80" in options
+        for table in ("messages", "parts"):  # parts since version 4
+            options = await conn.fetchval("SELECT reloptions FROM pg_class WHERE relname = $1",
+                                          table)
+            assert "fillfactor=80" in options
         when = await conn.fetchval("SELECT pg_get_triggerdef(oid) FROM pg_trigger "
                                    "WHERE tgname = 'messages_final'")
         assert "WHEN" in when and "callback_url IS NOT NULL" in when
+    finally:
+        await conn.close()
+
+
+def test_joined_statements_number_their_parameters_after_the_previous_ones() -> None:
+    """`_write_together` sends a run's writes as one statement: each keeps its parameters,
+    renumbered after those of the statements before it (a $1 used twice stays one)."""
+    joined = _joined_sql(("UPDATE a SET x = $1 WHERE id = $2 AND y = $1",
+                          "INSERT INTO b SELECT * FROM unnest($1::text[], $2::int[])",
+                          "DELETE FROM c WHERE id = $1"))
+    assert joined == ("WITH w0 AS (UPDATE a SET x = $1 WHERE id = $2 AND y = $1), "
+                      "w1 AS (INSERT INTO b SELECT * FROM unnest($3::text[], $4::int[])), "
+                      "w2 AS (DELETE FROM c WHERE id = $5) SELECT 1")
+
+
+async def test_joined_statements_run_as_one_on_the_server(pg_url: str) -> None:
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await conn.execute("CREATE TABLE j (id int PRIMARY KEY, v text)")
+        await conn.execute("INSERT INTO j VALUES (1, 'a')")
+        await conn.execute(_joined_sql(("UPDATE j SET v = $1 WHERE id = $2",
+                                        "INSERT INTO j SELECT * FROM unnest($1::int[], "
+                                        "$2::text[])")), "b", 1, [2, 3], ["c", "d"])
+        assert [tuple(r) for r in await conn.fetch("SELECT id, v FROM j ORDER BY id")] == \
+            [(1, "b"), (2, "c"), (3, "d")]
     finally:
         await conn.close()
