@@ -745,7 +745,7 @@ def _store(r: _Reader) -> StoreConfig:
         commit_max_batch=r.get("commit_max_batch", int, d.commit_max_batch, _between(1, 100_000)),
         retention_days=r.get("retention_days", float, d.retention_days, _between(0, 36_500)),
         password=r.secret("password"),
-        pool_size=r.get("pool_size", int, d.pool_size, _between(4, 1000)),
+        pool_size=r.get("pool_size", int, d.pool_size, _between(5, 1000)),
         lease_s=r.get("lease_s", float, d.lease_s, _between(2, 30)),
         instance=r.get("instance", str, d.instance,
                        lambda v: None if len(v) <= 64 and "/" not in v

@@ -98,7 +98,7 @@ def test_shipped_config_is_valid_and_uses_the_simulator() -> None:
     ({"smsc": [{"name": "x"}], "account": [{"name": "a", "password": "p", "smscs": ["y"]}]},
      'account[0].smscs: no [[smsc]] named "y"'),
     ({"bogus": {}}, "bogus: unknown section"),
-    ({"store": {"pool_size": 3}}, "store.pool_size: must be 4.."),
+    ({"store": {"pool_size": 4}}, "store.pool_size: must be 5.."),
     ({"http": {"listen": "x"}}, 'http.listen: must be "host:port"'),
     ({"http": {"json_path": "api"}}, 'http.json_path: must be "" (off) or a path'),
     ({"http": {"kannel_path": "/a?b"}}, "http.kannel_path: must be"),

@@ -42,14 +42,15 @@ MAIL_EVENTS = {
 class Op:
     """One write queued for a store's writer."""
 
-    __slots__ = ("fn", "args", "token", "weight")
+    __slots__ = ("fn", "args", "token", "weight", "order")
 
     def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], token: Any,
-                 weight: int = 1) -> None:
+                 weight: int = 1, order: int = 0) -> None:
         self.fn = fn
         self.args = args
         self.token = token  # how the caller finds its answer: a future, or a request id
         self.weight = weight  # rows it writes, roughly: an accept counts its messages
+        self.order = order  # when it was queued, among the writes of every writer lane
 
 
 Result = tuple[Any, Any, BaseException | None]  # (token, value, error)
@@ -87,7 +88,7 @@ def receipts_after_submits(batch: Sequence[Op], submitted: Callable[..., Any],
             if op.fn is submitted:
                 later = max(later, op.args[-1])
             elif op.args[-1] < later:
-                moved.append(Op(op.fn, op.args[:-1] + (later,), op.token, op.weight))
+                moved.append(Op(op.fn, op.args[:-1] + (later,), op.token, op.weight, op.order))
             else:
                 moved.append(op)
         out.extend(reversed(moved))

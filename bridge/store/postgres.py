@@ -5,10 +5,10 @@ Writes: as in the SQLite store, every write method queues one operation and retu
 a writer takes what is queued (up to `commit_max_batch`), runs it in ONE transaction and
 completes the futures once it has committed, so writes keep the order they were issued in and
 a commit's cost is shared by everything that arrived while the previous one synced. There are
-three writers, each on a connection of its own (`_Lane`): accepts, fences, and the other
-records; order holds within each, which is the order that matters (`_Lane` says why). Runs of
-consecutive accepts are decided and written together (a few statements with arrays, whatever
-their number). A batch that fails because of one operation is run again one operation per
+four writers, each on a connection of its own (`_Lane`): accepts, fences, receipts and the
+other records; order holds within each, which is the order that matters (`_Lane` says why).
+Runs of consecutive accepts are decided and written together (a few statements with arrays,
+whatever their number). A batch that fails because of one operation is run again one operation per
 transaction, so that one fails alone; a batch that fails because the database is gone (the
 connection, the server, a timeout) fails whole, and for a short, growing while after that new
 writes fail at once instead of each waiting for a connection (`healthy()` is False then).
@@ -29,7 +29,9 @@ import collections
 import dataclasses
 import functools
 import hashlib
+import itertools
 import logging
+import math
 import re
 import time
 import uuid
@@ -459,23 +461,71 @@ class _Tx:
 class _Lane:
     """One writer: its operations in order, each batch one transaction on a pooled connection.
 
-    The store has three (`_LANE_OF`): the accepts; the fences a dispatcher's workers take
-    before a message's first part (`begin_submit`, `end_submit`); and everything else the
-    outbound side and the operator record. On one connection the store process's work and
-    PostgreSQL's alternated within every transaction, and each worker's fence waited behind
-    a batch of submit and receipt records before its submit could go. Lanes may run side by
-    side because instances of a cluster already do: every operation holds as its own
-    transaction beside any other's (row locks, advisory locks on the keys it decides by,
-    deadlocks retried). Within one instance, what needs order shares a lane: a fence and its
-    release; and what the outbound side records about a message comes after its accept
-    committed and after its fence, both awaited."""
+    The store has four (`_LANE_OF`): the accepts; the fences a dispatcher's workers take
+    before a message's first part (`begin_submit`, `end_submit`); the receipts; and
+    everything else the outbound side and the operator record. On one connection the store
+    process's work and PostgreSQL's alternated within every transaction, and each worker's
+    fence waited behind a batch of submit and receipt records before its submit could go;
+    with submits and receipts in one lane, that lane was the one every message waited for.
+    Lanes may run side by side because instances of a cluster already do: every operation
+    holds as its own transaction beside any other's (row locks, advisory locks on the keys
+    it decides by, deadlocks retried), and a receipt may reach one instance while another
+    records its submit (the SMSC-id key's lock orders the two; the first to come stores an
+    orphan the other applies). Within one instance, what needs order shares a lane: a fence
+    and its release; and what the outbound side records about a message comes after its
+    accept committed and after its fence, both awaited."""
 
-    __slots__ = ("queue", "wake", "task")
+    __slots__ = ("queue", "wake", "task", "running")
 
     def __init__(self) -> None:
         self.queue: collections.deque[Op | None] = collections.deque()
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        self.running: list[Op] = []  # the batch in its transaction now
+
+
+def _behind_submits(receipts: list[Op], records: _Lane) -> list[Op]:
+    """The receipts (of the receipts lane's batch) that must come after a submit record the
+    records lane has not committed yet: each joins that lane's queue where one lane holding
+    both would apply it (`receipts_after_submits`); the others are returned to run now.
+    - Its submit was queued before it: in its own place.
+    - Its submit was queued after it with only submits and receipts between (the SMSC sent
+      the receipt right behind the submit_sm_resp): right behind it, timed no earlier.
+    The records lane's writes, running and queued, are in the order they were queued."""
+    writes = [*records.running, *records.queue]
+    submits: dict[tuple[str, str], list[Op]] = {}
+    barriers: list[float] = []  # when each other write was queued (a flush, a stop too)
+    for op in writes:
+        if op is None:
+            barriers.append(math.inf)
+        elif op.fn is _submitted:
+            for key in op.args[4]:
+                submits.setdefault((op.args[2], key), []).append(op)
+        elif op.fn is not _receipt:
+            barriers.append(op.order)
+    barriers.sort()
+    now: list[Op] = []
+    waiting: list[tuple[float, Op]] = []
+    for receipt in receipts:
+        found = [op for key in receipt.args[1] for op in submits.get((receipt.args[0], key), ())]
+        if any(op.order < receipt.order for op in found):
+            waiting.append((receipt.order, receipt))
+            continue
+        bar = next((b for b in barriers if b > receipt.order), math.inf)
+        submit = min((op for op in found if op.order < bar), key=lambda op: op.order,
+                     default=None)
+        if submit is None:
+            now.append(receipt)
+            continue
+        args = receipt.args[:-1] + (max(receipt.args[-1], submit.args[-1]),)
+        waiting.append((submit.order + 0.5, Op(receipt.fn, args, receipt.token, receipt.weight,
+                                               submit.order)))
+    if waiting:
+        merged: list[tuple[float, Op | None]] = [
+            (math.inf if op is None else op.order, op) for op in records.queue]
+        merged.extend(waiting)
+        records.queue = collections.deque(op for _, op in sorted(merged, key=lambda e: e[0]))
+    return now
 
 
 class PostgresStore(CallsByName):
@@ -491,6 +541,7 @@ class PostgresStore(CallsByName):
         self.schema = (0, 0)  # (found, now) after open
         self._pool: Any = None
         self._lanes: tuple[_Lane, ...] = ()  # while open, by `_LANE_OF`'s indexes
+        self._order = itertools.count(1)  # each write's place among every lane's (Op.order)
         self._answer: Callable[[list[Result]], None] | None = None
         #: The pipe's reads, and its flushes waiting for every lane: each answers, also at close.
         self._answering: set[asyncio.Future[Any]] = set()
@@ -650,15 +701,17 @@ class PostgresStore(CallsByName):
             self._flush_lanes(token)
             return True
         lane = self._lanes[_LANE_OF.get(fn, _OUTBOUND)]
-        lane.queue.append(Op(fn, args, token, len(args[0]) if fn is _accept else 1))
+        lane.queue.append(Op(fn, args, token, len(args[0]) if fn is _accept else 1,
+                             next(self._order)))
         lane.wake.set()
         return True
 
     def _flush_lanes(self, token: Any) -> None:
         loop = asyncio.get_running_loop()
         behind = [loop.create_future() for _ in self._lanes]
+        order = next(self._order)
         for lane, future in zip(self._lanes, behind):
-            lane.queue.append(Op(_noop, (), future, 1))
+            lane.queue.append(Op(_noop, (), future, 1, order))
             lane.wake.set()
 
         async def joined() -> None:
@@ -676,10 +729,32 @@ class PostgresStore(CallsByName):
             lane.wake.clear()
             while lane.queue:
                 batch, stop = self._take(lane)
+                if lane is self._lanes[_RECEIPTS]:
+                    batch = self._not_waiting(batch)
                 if batch:
-                    self._deliver(await self._run(batch))
+                    lane.running = batch
+                    try:
+                        self._deliver(await self._run(batch))
+                    finally:
+                        lane.running = []
                 if stop:
                     return
+
+    def _not_waiting(self, batch: list[Op]) -> list[Op]:
+        """The receipts lane's batch less the receipts whose submit the records lane has not
+        committed yet: those join that lane's queue behind their submits (`_behind_submits`),
+        so each matches at once instead of being stored as an orphan that its submit then
+        looks up, applies and deletes, one by one."""
+        records = self._lanes[_OUTBOUND]
+        if self._closing or not (records.running or records.queue):
+            return batch
+        receipts = [op for op in batch if op.fn is _receipt]
+        now = _behind_submits(receipts, records)
+        if len(now) < len(receipts):
+            records.wake.set()
+            keep = {id(op) for op in now}
+            return [op for op in batch if op.fn is not _receipt or id(op) in keep]
+        return batch
 
     def _take(self, lane: _Lane) -> tuple[list[Op], bool]:
         """What is queued, up to `commit_max_batch` weight; True once the stop mark came."""
@@ -2021,10 +2096,12 @@ _TOGETHER: dict[Callable[..., Any], Callable[..., Any]] = {
 }
 
 #: The writer lanes (`_Lane`), and the operations not on the outbound one: accepts with the
-#: credit top-up (it changes the rows an accept decides the quota by), and the fences.
-_LANES, _ACCEPTS, _OUTBOUND, _FENCES = 3, 0, 1, 2
+#: credit top-up (it changes the rows an accept decides the quota by), the fences, and the
+#: receipts.
+_LANES, _ACCEPTS, _OUTBOUND, _FENCES, _RECEIPTS = 4, 0, 1, 2, 3
 _LANE_OF: dict[Callable[..., Any], int] = {
-    _accept: _ACCEPTS, _add_credit: _ACCEPTS, _begin_submit: _FENCES, _end_submit: _FENCES}
+    _accept: _ACCEPTS, _add_credit: _ACCEPTS, _begin_submit: _FENCES, _end_submit: _FENCES,
+    _receipt: _RECEIPTS}
 
 #: The Store's write calls as writer operations, by interface method name (as WRITES in
 #: bridge.store.sqlite: the store process's pipe sends these names).

@@ -1,17 +1,27 @@
-"""What only the PostgreSQL store has: statistics for the planner on a new database, and its
-schema's migrations from older versions."""
+"""What only the PostgreSQL store has: statistics for the planner on a new database, its
+schema's migrations from older versions, statements joined into one, and the receipts' writer
+lane."""
 
 from __future__ import annotations
 
 import asyncio
-
 import dataclasses
+from typing import Any
 
 import asyncpg
 
 from bridge.core.states import MessageState
 from bridge.store.pg_schema import LATEST_VERSION, migrate
-from bridge.store.postgres import PostgresStore, _joined_sql
+from bridge.store.common import Op
+from bridge.store.postgres import (
+    PostgresStore,
+    _Lane,
+    _behind_submits,
+    _joined_sql,
+    _receipt,
+    _state,
+    _submitted,
+)
 
 from .test_contract import T0, msg
 
@@ -101,3 +111,51 @@ async def test_joined_statements_run_as_one_on_the_server(pg_url: str) -> None:
             [(1, "b"), (2, "c"), (3, "d")]
     finally:
         await conn.close()
+
+
+def _op(fn: Any, order: int, *args: Any) -> Op:
+    return Op(fn, args, None, 1, order)
+
+
+def _records(running: list[Op], queued: list[Op]) -> _Lane:
+    lane = _Lane()
+    lane.running = running
+    lane.queue.extend(queued)
+    return lane
+
+
+def test_a_receipt_waits_for_its_uncommitted_submit_where_one_lane_would_apply_it() -> None:
+    """Receipts have a lane of their own; one whose submit record the records lane has not
+    committed joins that lane where a lane holding both would have applied it, so it matches
+    at once instead of being stored as an orphan (the contract's one-batch test shows the
+    outcome; this shows each placement)."""
+    def submit(order: int, mid: str, key: str, at: float) -> Op:
+        return _op(_submitted, order, mid, 1, "s", key, (key,), at)
+
+    def receipt(order: int, key: str, at: float) -> Op:
+        return _op(_receipt, order, "s", (key,), None, "DELIVRD", "000", at)
+
+    def state(order: int) -> Op:
+        return _op(_state, order, "x", MessageState.FAILED, 1.0, None, "")
+
+    # Its submit runs now: next in the queue, before what was queued after the receipt.
+    later = state(9)
+    lane = _records([submit(1, "a", "k1", 1.0)], [later])
+    r = receipt(5, "k1", 2.0)
+    assert _behind_submits([r], lane) == [] and list(lane.queue) == [r, later]
+    # Its submit was queued before it: in its own place among the queued writes.
+    s, other = submit(2, "a", "k1", 1.0), state(7)
+    lane = _records([], [s, other])
+    r = receipt(5, "k1", 2.0)
+    assert _behind_submits([r], lane) == [] and list(lane.queue) == [s, r, other]
+    # Queued after it, only submits between: right behind it, timed no earlier than it.
+    s1, s2, other = submit(6, "b", "k9", 3.0), submit(7, "a", "k1", 4.0), state(8)
+    lane = _records([], [s1, s2, other])
+    r = receipt(5, "k1", 2.0)
+    assert _behind_submits([r], lane) == []
+    assert [op.args[-1] if op.fn is _receipt else op for op in lane.queue] == [s1, s2, 4.0, other]
+    # Another write between them, or no submit of its key: it runs now, nothing moves.
+    for queued in ([state(6), submit(7, "a", "k1", 4.0)], [submit(7, "a", "k2", 4.0)]):
+        lane = _records([], list(queued))
+        r = receipt(5, "k1", 2.0)
+        assert _behind_submits([r], lane) == [r] and list(lane.queue) == queued
