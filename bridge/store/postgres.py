@@ -486,16 +486,15 @@ class _Lane:
 
 def _behind_submits(receipts: list[Op], records: _Lane) -> list[Op]:
     """The receipts (of the receipts lane's batch) that must come after a submit record the
-    records lane has not committed yet: each joins that lane's queue where one lane holding
-    both would apply it (`receipts_after_submits`); the others are returned to run now.
-    - Its submit was queued before it: in its own place.
-    - Its submit was queued after it with only submits and receipts between (the SMSC sent
-      the receipt right behind the submit_sm_resp): right behind it, timed no earlier.
-    The records lane's writes, running and queued, are in the order they were queued."""
-    writes = [*records.running, *records.queue]
+    records lane has not committed yet join that lane's queue in their own places, by the
+    order every write was queued in, timed no earlier than their submits; the others are
+    returned to run now. A receipt waits when its submit was queued before it, or after it
+    with only submits and receipts between (the SMSC sent the receipt right behind the
+    submit_sm_resp): the records lane then applies it as one lane holding both would,
+    behind its submit (`receipts_after_submits`)."""
     submits: dict[tuple[str, str], list[Op]] = {}
     barriers: list[float] = []  # when each other write was queued (a flush, a stop too)
-    for op in writes:
+    for op in [*records.running, *records.queue]:
         if op is None:
             barriers.append(math.inf)
         elif op.fn is _submitted:
@@ -503,28 +502,21 @@ def _behind_submits(receipts: list[Op], records: _Lane) -> list[Op]:
                 submits.setdefault((op.args[2], key), []).append(op)
         elif op.fn is not _receipt:
             barriers.append(op.order)
-    barriers.sort()
     now: list[Op] = []
-    waiting: list[tuple[float, Op]] = []
+    waiting: list[tuple[float, Op | None]] = []
     for receipt in receipts:
-        found = [op for key in receipt.args[1] for op in submits.get((receipt.args[0], key), ())]
-        if any(op.order < receipt.order for op in found):
-            waiting.append((receipt.order, receipt))
-            continue
-        bar = next((b for b in barriers if b > receipt.order), math.inf)
-        submit = min((op for op in found if op.order < bar), key=lambda op: op.order,
-                     default=None)
-        if submit is None:
+        bar = min((b for b in barriers if b > receipt.order), default=math.inf)
+        ahead = [op.args[-1] for key in receipt.args[1]
+                 for op in submits.get((receipt.args[0], key), ()) if op.order < bar]
+        if not ahead:
             now.append(receipt)
             continue
-        args = receipt.args[:-1] + (max(receipt.args[-1], submit.args[-1]),)
-        waiting.append((submit.order + 0.5, Op(receipt.fn, args, receipt.token, receipt.weight,
-                                               submit.order)))
+        at = max(receipt.args[-1], *ahead)
+        waiting.append((receipt.order, Op(receipt.fn, receipt.args[:-1] + (at,), receipt.token,
+                                          receipt.weight, receipt.order)))
     if waiting:
-        merged: list[tuple[float, Op | None]] = [
-            (math.inf if op is None else op.order, op) for op in records.queue]
-        merged.extend(waiting)
-        records.queue = collections.deque(op for _, op in sorted(merged, key=lambda e: e[0]))
+        waiting.extend((math.inf if op is None else op.order, op) for op in records.queue)
+        records.queue = collections.deque(op for _, op in sorted(waiting, key=lambda e: e[0]))
     return now
 
 

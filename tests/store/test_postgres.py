@@ -12,7 +12,7 @@ import asyncpg
 
 from bridge.core.states import MessageState
 from bridge.store.pg_schema import LATEST_VERSION, migrate
-from bridge.store.common import Op
+from bridge.store.common import Op, receipts_after_submits
 from bridge.store.postgres import (
     PostgresStore,
     _Lane,
@@ -124,11 +124,17 @@ def _records(running: list[Op], queued: list[Op]) -> _Lane:
     return lane
 
 
+def _shape(ops: Any) -> list[tuple[str, int, float]]:
+    """(what, when queued, at) of each write: a receipt moved is a new Op, timed anew."""
+    return [(op.fn.__name__, op.order, op.args[-1]) for op in ops]
+
+
 def test_a_receipt_waits_for_its_uncommitted_submit_where_one_lane_would_apply_it() -> None:
     """Receipts have a lane of their own; one whose submit record the records lane has not
-    committed joins that lane where a lane holding both would have applied it, so it matches
-    at once instead of being stored as an orphan (the contract's one-batch test shows the
-    outcome; this shows each placement)."""
+    committed joins that lane in its own place (by the order writes were queued in), timed
+    no earlier than its submit, and the records lane applies it behind the submit, as one
+    lane holding both would: it matches at once instead of being stored as an orphan (the
+    contract's one-batch test shows the outcome; this shows each placement)."""
     def submit(order: int, mid: str, key: str, at: float) -> Op:
         return _op(_submitted, order, mid, 1, "s", key, (key,), at)
 
@@ -136,24 +142,24 @@ def test_a_receipt_waits_for_its_uncommitted_submit_where_one_lane_would_apply_i
         return _op(_receipt, order, "s", (key,), None, "DELIVRD", "000", at)
 
     def state(order: int) -> Op:
-        return _op(_state, order, "x", MessageState.FAILED, 1.0, None, "")
+        return _op(_state, order, "x", MessageState.FAILED, 1.0, None, 2.5)
 
-    # Its submit runs now: next in the queue, before what was queued after the receipt.
-    later = state(9)
-    lane = _records([submit(1, "a", "k1", 1.0)], [later])
-    r = receipt(5, "k1", 2.0)
-    assert _behind_submits([r], lane) == [] and list(lane.queue) == [r, later]
+    def applied(lane: _Lane) -> list[tuple[str, int, float]]:
+        return _shape(receipts_after_submits(list(lane.queue), _submitted, _receipt))
+
+    # Its submit runs now (queued after it): next in the queue, timed no earlier than it.
+    lane = _records([submit(6, "a", "k1", 3.0)], [state(9)])
+    assert _behind_submits([receipt(5, "k1", 2.0)], lane) == []
+    assert _shape(lane.queue) == [("_receipt", 5, 3.0), ("_state", 9, 2.5)]
     # Its submit was queued before it: in its own place among the queued writes.
-    s, other = submit(2, "a", "k1", 1.0), state(7)
-    lane = _records([], [s, other])
-    r = receipt(5, "k1", 2.0)
-    assert _behind_submits([r], lane) == [] and list(lane.queue) == [s, r, other]
-    # Queued after it, only submits between: right behind it, timed no earlier than it.
-    s1, s2, other = submit(6, "b", "k9", 3.0), submit(7, "a", "k1", 4.0), state(8)
-    lane = _records([], [s1, s2, other])
-    r = receipt(5, "k1", 2.0)
-    assert _behind_submits([r], lane) == []
-    assert [op.args[-1] if op.fn is _receipt else op for op in lane.queue] == [s1, s2, 4.0, other]
+    lane = _records([], [submit(2, "a", "k1", 1.0), state(7)])
+    assert _behind_submits([receipt(5, "k1", 2.0)], lane) == []
+    assert applied(lane) == [("_submitted", 2, 1.0), ("_receipt", 5, 2.0), ("_state", 7, 2.5)]
+    # Queued after it, only submits between: applied right behind them, timed no earlier.
+    lane = _records([], [submit(6, "b", "k9", 3.0), submit(7, "a", "k1", 4.0), state(8)])
+    assert _behind_submits([receipt(5, "k1", 2.0)], lane) == []
+    assert applied(lane) == [("_submitted", 6, 3.0), ("_submitted", 7, 4.0),
+                             ("_receipt", 5, 4.0), ("_state", 8, 2.5)]
     # Another write between them, or no submit of its key: it runs now, nothing moves.
     for queued in ([state(6), submit(7, "a", "k1", 4.0)], [submit(7, "a", "k2", 4.0)]):
         lane = _records([], list(queued))
