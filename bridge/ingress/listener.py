@@ -172,7 +172,7 @@ class _Guarded(asyncio.Protocol):
         return self._inner.eof_received() if self._inner is not None else None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel()
+        self._disarm()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -196,7 +196,7 @@ class _Guarded(asyncio.Protocol):
 
     def started(self) -> None:
         self._state = _State.WORKING
-        self._cancel()
+        self._disarm()
 
     def finished(self) -> None:
         self._state = _State.WAITING
@@ -236,7 +236,9 @@ class _Guarded(asyncio.Protocol):
         if self._timer is None:
             self._timer = loop.call_at(deadline, self._expired)
 
-    def _cancel(self) -> None:
+    def _disarm(self) -> None:
+        """No deadline (a request is worked on, or the connection went): the timer, when it
+        fires, finds none and lapses."""
         self._deadline = None
 
     def _expired(self) -> None:
